@@ -1,0 +1,199 @@
+"""The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``evaluate``,
+``predict``, ``notebooks`` and ``render``.
+
+Each sub-command is a thin shell over one library function, so everything the command line does
+can be done from a notebook too. Heavy imports happen inside the sub-commands, so ``crlm --help``
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="cpu", help="smoke | cpu | paper (default: cpu)")
+    p.add_argument(
+        "--data",
+        dest="data_dir",
+        default=None,
+        help="root of a real TCIA download (default: the synthetic cohort of the profile)",
+    )
+    p.add_argument("--clinical", default=None, help="clinical table of a real download")
+
+
+def _cmd_synth(a: argparse.Namespace) -> int:
+    from crlm_lib.config import get_profile
+    from crlm_lib.data.synthetic import write_cohort
+
+    synth = get_profile(a.profile).synth
+    n = a.n if a.n is not None else synth.n_patients
+    out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth)
+    print(f"synthetic cohort of {n} patients written to {out}")
+    return 0
+
+
+def _cmd_preprocess(a: argparse.Namespace) -> int:
+    from crlm_lib.config import get_profile, resolve_paths
+    from crlm_lib.data.preprocess import preprocess_cohort
+
+    paths = resolve_paths(a.profile, a.data_dir, a.clinical)
+    if a.data_dir is None and a.cohort is not None:
+        paths = resolve_paths(a.profile, a.cohort, a.clinical)
+    report = preprocess_cohort(paths, get_profile(a.profile), n_jobs=a.jobs)
+    print(report["status"].value_counts().to_string())
+    return 0
+
+
+def _cmd_data(a: argparse.Namespace) -> int:
+    from crlm_lib.pipeline import ensure_data
+
+    ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, verbose=True)
+    return 0
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from crlm_lib.evaluate import train_cli
+
+    return train_cli(
+        model_name=a.model,
+        profile=a.profile,
+        cohort_dir=a.data_dir,
+        clinical=a.clinical,
+        run_dir=Path(a.out),
+        epochs=a.epochs,
+        seed=a.seed,
+        objective=a.objective,
+    )
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from crlm_lib.evaluate import evaluate_cli
+
+    return evaluate_cli(
+        run_dir=Path(a.run), profile=a.profile, cohort_dir=a.data_dir, clinical=a.clinical
+    )
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from crlm_lib.evaluate import predict_cli
+
+    return predict_cli(
+        run_dir=Path(a.run),
+        profile=a.profile,
+        cohort_dir=a.data_dir,
+        clinical=a.clinical,
+        out=Path(a.out),
+    )
+
+
+def _cmd_notebooks(a: argparse.Namespace) -> int:
+    from crlm_lib.notebooks import run_notebooks
+
+    run_notebooks(a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only)
+    return 0
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from crlm_lib.manuscript import render
+
+    out = render(profile=a.profile, real=a.real, renderer=a.renderer)
+    print(f"manuscript written to {out}")
+    if not a.check:
+        return 0
+    from crlm_lib.config import find_repo_root, resolve_paths
+    from crlm_lib.manuscript import check_manuscript
+
+    phi: list[str] = []
+    paths = resolve_paths(a.profile)
+    if not a.real and paths.clinical_csv.is_file():
+        from crlm_lib.data.synthetic import phi_values
+
+        phi = phi_values(paths.cohort_dir)
+    problems = check_manuscript(out, find_repo_root() / "paper" / "index.qmd", phi)
+    for p in problems:
+        print(f"FAILED {p}")
+    print(f"manuscript check: {len(phi)} PHI strings searched, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic cohort in the TCIA layout")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=None, help="patients (default: the profile's, 197)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="cpu", help="sets the image size of the synthetic CT")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("preprocess", help="the papers' preprocessing, cached per patient")
+    _add_data_args(p)
+    p.add_argument("--cohort", default=None, help="alias of --data for a synthetic cohort folder")
+    p.add_argument("--jobs", type=int, default=2, help="patients processed in parallel")
+    p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("data", help="synthesise (when no --data) and preprocess the cohort")
+    _add_data_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train one registered model on the papers' 8:1:1 split")
+    _add_data_args(p)
+    p.add_argument("--model", required=True, help="registry name, e.g. acfnet, star, stg")
+    p.add_argument(
+        "--out", required=True, help="run folder (checkpoints, history.csv, metrics.json)"
+    )
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objective", default="paper", choices=["paper", "censored"])
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a trained run on its test split")
+    _add_data_args(p)
+    p.add_argument("--run", required=True)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="year-by-year predictions of a trained run for a cohort")
+    _add_data_args(p)
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True, help="CSV of predictions")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
+    _add_data_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
+    p.set_defaults(func=_cmd_notebooks)
+
+    p = sub.add_parser("render", help="render the manuscript (Quarto, or the offline fallback)")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--real", action="store_true", help="notebooks were run on the real cohort")
+    p.add_argument("--renderer", default="auto", choices=["auto", "quarto", "offline"])
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="fail unless every embed is present and no synthetic PHI string is in the site",
+    )
+    p.set_defaults(func=_cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; input problems print one clear line (no traceback) and exit 2."""
+    args = build_parser().parse_args(argv)
+    from crlm_lib.data.clinical import ClinicalTableError
+    from crlm_lib.data.tcia import CohortDataError
+
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ClinicalTableError, CohortDataError) as err:
+        print(f"crlm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Profiles and paths: the one place for defaults.
+
+A *profile* fixes every size, count and budget of a run, so that notebooks only pass a profile
+name (``smoke``, ``cpu`` or ``paper``) and the library derives the rest:
+
+========  =========================================  ===========  ==========  =======
+profile   what for                                   cohort       volume      epochs
+========  =========================================  ===========  ==========  =======
+smoke     tests, nbval, a few-minute tour            30 synth.    16x32x32    2
+cpu       ``make paper`` on a 2-core laptop-class    197 synth.   16x32x32    8
+paper     GPU, the papers' settings                  197          40x128x128  100
+========  =========================================  ===========  ==========  =======
+
+The papers' preprocessing (4D-ACFNet section 4.1) resizes in-plane to 128x128 and crops 40
+slices; at that size one 4D-ACFNet step costs seconds on a CPU (see DESIGN.md, "Compute facts"),
+so the CPU profile uses a reduced grid and says so in the manuscript. Its budget (``make paper``
+under 45 minutes on 2 cores) also sets: the elastic deformation applied to 20% of training
+samples (TorchIO's B-spline resampling dominates a step at this size), and the cross-validation
+of image models restricted to 4D-ACFNet (both objectives), the plain 3D CNN and AMINN, one
+repeat of 3 epochs; the 3D ResNets and STG are compared on the papers' split only. The ``paper``
+profile runs every model in the cross-validation.
+
+Everything here is a frozen dataclass: no global mutable state, no environment variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: Number of yearly bins predicted by every model (postoperative years 1..12).
+N_YEARS: int = 12
+
+#: Order of the label masks in every ``masks`` array ``[K, Z, Y, X]`` of the project.
+MASK_NAMES: tuple[str, ...] = ("liver", "remnant", "hepatic", "portal", "tumour")
+
+#: Patient-ID prefix of the TCIA collection (``CRLM-CT-1001`` ...).
+TCIA_COLLECTION: str = "Colorectal-Liver-Metastases"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the synthetic cohort written in the TCIA layout.
+
+    Attributes
+    ----------
+    n_patients : int
+        Patients written (197 as in the collection).
+    matrix : int
+        In-plane matrix of the synthetic CT (pixels); the real collection is 512.
+    pixel_spacing_mm : float
+        In-plane pixel spacing (mm). ``matrix * pixel_spacing_mm`` is the field of view.
+    slices : tuple[int, int]
+        Inclusive range of slice counts per series (varied so that cropping and padding are
+        both exercised).
+    slice_thickness_mm : float
+        Slice spacing (mm).
+    """
+
+    n_patients: int = 197
+    matrix: int = 96
+    pixel_spacing_mm: float = 4.0
+    slices: tuple[int, int] = (30, 60)
+    slice_thickness_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The papers' preprocessing (4D-ACFNet section 4.1, repeated by STAR).
+
+    Attributes
+    ----------
+    depth : int
+        Slices kept, centred on the portal-vein bifurcation (paper: 40).
+    size : int
+        In-plane size after third-order spline resizing (paper: 128).
+    hu_window : tuple[float, float]
+        HU range mapped linearly to [-1, 1] (values outside are clipped).
+    pad_hu : float
+        HU used to pad volumes with fewer than ``depth`` slices (paper: -1024).
+    clahe_clip_limit : float
+        Clip limit of the adaptive histogram equalisation (skimage ``equalize_adapthist``).
+    closing_radius : int
+        Radius (voxels) of the ball used to close each mask morphologically.
+    """
+
+    depth: int = 40
+    size: int = 128
+    hu_window: tuple[float, float] = (-1024.0, 1024.0)
+    pad_hu: float = -1024.0
+    clahe_clip_limit: float = 0.01
+    closing_radius: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Widths shared by the registry's models (see ``crlm_lib.models.build_model``)."""
+
+    width: int = 16
+    embed_dim: int = 32
+    time_embed_dim: int = 8
+    n_years: int = N_YEARS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training engine's settings (4D-ACFNet section 4.2: AdamW 1e-4, plateau 0.5/5, B=1)."""
+
+    epochs: int = 100
+    batch_size: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    early_stopping_patience: int = 15
+    num_workers: int = 0
+    augment: bool = True
+    elastic_probability: float = 1.0
+    max_train_batches: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocols: the papers' 8:1:1 split and repeated stratified k-fold CV."""
+
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    cv_folds: int = 5
+    cv_repeats: int = 5
+    cv_repeats_3d: int = 1
+    cv_epochs_3d: int = 10
+    bootstrap: int = 1000
+    horizons_years: tuple[float, ...] = (1.0, 3.0, 5.0)
+    cv_models: tuple[str, ...] = (
+        "acfnet",
+        "acfnet:censored",
+        "star",
+        "cnn3d",
+        "cnn3d_lstm",
+        "resnet18_3d",
+        "resnet34_3d",
+        "resnet50_3d",
+        "aminn",
+        "stg",
+        "stg_lite",
+        "clinical_mlp",
+    )
+    shap_samples: int = 200
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named bundle of every setting of a run."""
+
+    name: str
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    n_jobs: int = 2
+
+    def with_(self, **changes) -> Profile:
+        """Return a copy with top-level fields replaced (``profile.with_(seed=1)``)."""
+        return replace(self, **changes)
+
+
+SMOKE = Profile(
+    name="smoke",
+    synth=SynthConfig(n_patients=30, matrix=48, pixel_spacing_mm=8.0, slices=(12, 24)),
+    preprocess=PreprocessConfig(depth=16, size=32),
+    model=ModelConfig(width=8, embed_dim=16, time_embed_dim=4),
+    train=TrainConfig(
+        epochs=2, batch_size=4, lr=1e-3, early_stopping_patience=5, elastic_probability=0.5
+    ),
+    eval=EvalConfig(
+        cv_folds=2,
+        cv_repeats=1,
+        cv_repeats_3d=1,
+        cv_epochs_3d=1,
+        bootstrap=50,
+        cv_models=("acfnet", "acfnet:censored", "clinical_mlp"),
+        shap_samples=20,
+    ),
+)
+
+CPU = Profile(
+    name="cpu",
+    synth=SynthConfig(n_patients=197, matrix=96, pixel_spacing_mm=4.0, slices=(30, 60)),
+    preprocess=PreprocessConfig(depth=16, size=32),
+    model=ModelConfig(width=8, embed_dim=32, time_embed_dim=4),
+    train=TrainConfig(
+        epochs=8, batch_size=8, lr=1e-3, early_stopping_patience=4, elastic_probability=0.2
+    ),
+    eval=EvalConfig(
+        cv_folds=5,
+        cv_repeats=5,
+        cv_repeats_3d=1,
+        cv_epochs_3d=3,
+        bootstrap=500,
+        cv_models=("acfnet", "acfnet:censored", "cnn3d", "aminn", "clinical_mlp"),
+        shap_samples=100,
+    ),
+)
+
+PAPER = Profile(
+    name="paper",
+    synth=SynthConfig(n_patients=197, matrix=256, pixel_spacing_mm=1.5, slices=(60, 120)),
+    preprocess=PreprocessConfig(depth=40, size=128),
+    model=ModelConfig(width=16, embed_dim=32, time_embed_dim=8),
+    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4),
+    eval=EvalConfig(cv_folds=5, cv_repeats=5, cv_repeats_3d=5, cv_epochs_3d=100, bootstrap=1000),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, CPU, PAPER)}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Return the profile called ``name`` (``smoke``, ``cpu`` or ``paper``).
+
+    Raises
+    ------
+    KeyError
+        With the list of known profiles, for an unknown name.
+    """
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) that holds ``pyproject.toml``.
+
+    Notebooks run with their own folder as working directory (papermill, nbval), so every path
+    of the project is resolved from here rather than from the cwd.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "crlm_lib").is_dir():
+            return folder
+    raise FileNotFoundError(f"no crlm repository (pyproject.toml + crlm_lib/) at or above {here}")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every folder a run reads or writes, derived from the repo root, profile and data choice.
+
+    Attributes
+    ----------
+    cohort_dir : Path
+        Raw cohort root: the TCIA download, or the synthetic cohort in the same layout.
+    clinical_csv : Path
+        The clinical table (CSV or XLSX, real column names).
+    oracle_csv : Path | None
+        The synthetic generator's true curves; ``None`` for real data.
+    processed_dir : Path
+        Preprocessing cache for this profile (``data/processed/<profile>``).
+    runs_dir : Path
+        Checkpoints and training logs (``runs/<profile>``).
+    results_dir : Path
+        Tables and figures written by the notebooks (``results/<profile>``).
+    synthetic : bool
+        Whether the cohort is the synthetic one (labels every result).
+    """
+
+    root: Path
+    profile: str
+    cohort_dir: Path
+    clinical_csv: Path
+    oracle_csv: Path | None
+    processed_dir: Path
+    runs_dir: Path
+    results_dir: Path
+    synthetic: bool
+
+
+def resolve_paths(
+    profile: str | Profile,
+    data_dir: str | Path | None = None,
+    clinical: str | Path | None = None,
+    root: str | Path | None = None,
+) -> Paths:
+    """Resolve the folders of a run.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        Profile name; selects the synthetic cohort size and the cache folder.
+    data_dir : path, optional
+        Root of a real TCIA download. ``None`` (default) selects the synthetic cohort at
+        ``data/raw/synthetic/<profile>``.
+    clinical : path, optional
+        Clinical table of a real download. Defaults to ``<data_dir>/clinical.csv``.
+    root : path, optional
+        Repository root (found from the cwd when omitted).
+    """
+    prof = get_profile(profile)
+    repo = Path(root).resolve() if root else find_repo_root()
+    if data_dir in (None, ""):
+        cohort = repo / "data" / "raw" / "synthetic" / prof.name
+        clin = Path(clinical) if clinical else cohort / "clinical.csv"
+        oracle: Path | None = cohort / "oracle.csv"
+        synthetic = True
+    else:
+        cohort = Path(data_dir).expanduser().resolve()
+        clin = Path(clinical).expanduser().resolve() if clinical else cohort / "clinical.csv"
+        oracle = None
+        synthetic = False
+    tag = prof.name if synthetic else f"{prof.name}-real"
+    return Paths(
+        root=repo,
+        profile=prof.name,
+        cohort_dir=cohort,
+        clinical_csv=clin,
+        oracle_csv=oracle,
+        processed_dir=repo / "data" / "processed" / tag,
+        runs_dir=repo / "runs" / tag,
+        results_dir=repo / "results" / tag,
+        synthetic=synthetic,
+    )

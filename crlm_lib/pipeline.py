@@ -1,0 +1,167 @@
+"""The data step of every run: make sure the cohort exists and is preprocessed, then load it.
+
+``make data`` / ``crlm data`` call :func:`ensure_data`; notebooks call :func:`load_study`, which
+does the same and returns everything a notebook needs about the cohort in one object.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
+
+log = logging.getLogger(__name__)
+
+
+def cohort_is_complete(paths: Paths) -> bool:
+    """Whether the synthetic cohort at ``paths.cohort_dir`` was written to the end.
+
+    The writer creates ``clinical.csv`` last, after every patient folder has been renamed into
+    place, so its presence marks a complete cohort.
+    """
+    return paths.clinical_csv.is_file() and (paths.oracle_csv is None or paths.oracle_csv.is_file())
+
+
+def ensure_data(
+    profile: str | Profile,
+    data_dir: str | Path | None = None,
+    clinical: str | Path | None = None,
+    *,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    verbose: bool = False,
+) -> Paths:
+    """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        ``smoke``, ``cpu`` or ``paper``: the synthetic cohort's size and the preprocessing grid.
+    data_dir, clinical : path, optional
+        A real TCIA download and its clinical table. Without them the synthetic cohort of the
+        profile is used (``data/raw/synthetic/<profile>``), written first when missing.
+    seed : int
+        Seed of the synthetic cohort (ignored for real data).
+    n_jobs : int, optional
+        Patients preprocessed in parallel (default: the profile's).
+    verbose : bool
+        Print the preprocessing summary (patients done, cached, excluded).
+
+    Returns
+    -------
+    Paths
+        The resolved folders of the run.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a ``data_dir`` or clinical table that does not exist.
+    """
+    from crlm_lib.data.clinical import load_clinical
+    from crlm_lib.data.preprocess import preprocess_cohort
+
+    prof = get_profile(profile)
+    paths = resolve_paths(prof, data_dir, clinical)
+    if paths.synthetic:
+        if not cohort_is_complete(paths):
+            from crlm_lib.data.synthetic import write_cohort
+
+            if verbose:
+                print(
+                    f"writing the synthetic cohort ({prof.synth.n_patients} patients) "
+                    f"to {paths.cohort_dir}"
+                )
+            write_cohort(
+                paths.cohort_dir, n_patients=prof.synth.n_patients, seed=seed, synth=prof.synth
+            )
+    else:
+        if not paths.cohort_dir.is_dir():
+            raise FileNotFoundError(f"DATA_DIR {paths.cohort_dir} does not exist")
+        if not paths.clinical_csv.is_file():
+            raise FileNotFoundError(
+                f"clinical table {paths.clinical_csv} does not exist; pass CLINICAL=/path/to/table"
+            )
+    load_clinical(paths.clinical_csv)  # validate before the long step
+    report = preprocess_cohort(paths, prof, n_jobs=n_jobs or prof.n_jobs)
+    if verbose:
+        print(report["status"].value_counts().to_string())
+        excluded = report[report["status"] == "excluded"]
+        if len(excluded):
+            print("excluded patients:")
+            print(excluded[["patient_id", "reason"]].to_string(index=False))
+    return paths
+
+
+@dataclass(frozen=True)
+class Study:
+    """A preprocessed cohort as the notebooks use it.
+
+    Attributes
+    ----------
+    paths : Paths
+        The run's folders.
+    profile : Profile
+        The run's profile.
+    clinical : pandas.DataFrame
+        Validated clinical table (index ``Patient-ID``), all patients of the table.
+    outcomes : pandas.DataFrame
+        ``os_years``, ``os_event``, ``dfs_years``, ``dfs_event`` ... for the included patients.
+    ids : list[str]
+        Patients with a preprocessed volume AND a clinical row: the analysis cohort.
+    excluded : pandas.DataFrame
+        ``patient_id``, ``reason`` for every patient left out, whatever the reason.
+    """
+
+    paths: Paths
+    profile: Profile
+    clinical: pd.DataFrame
+    outcomes: pd.DataFrame
+    ids: list[str]
+    excluded: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        """``"synthetic"`` or ``"real"``: printed in every caption."""
+        return "synthetic" if self.paths.synthetic else "real"
+
+
+def load_study(
+    profile: str | Profile,
+    data_dir: str | Path | None = None,
+    clinical: str | Path | None = None,
+    *,
+    seed: int = 0,
+) -> Study:
+    """Ensure the data (see :func:`ensure_data`) and return the analysis cohort.
+
+    A patient enters the analysis when preprocessing succeeded and the clinical table has a row
+    for it; every other patient is listed in ``Study.excluded`` with its reason (image excluded,
+    no clinical row, no image), so nothing is dropped silently.
+    """
+    from crlm_lib.data.clinical import load_clinical, outcomes
+
+    prof = get_profile(profile)
+    paths = ensure_data(prof, data_dir, clinical, seed=seed)
+    table = load_clinical(paths.clinical_csv)
+    report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
+    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].tolist()
+    rows = []
+    for _, r in report[~report["status"].isin(["done", "cached"])].iterrows():
+        rows.append({"patient_id": r["patient_id"], "reason": f"image: {r.get('reason', '')}"})
+    in_table = set(table.index.astype(str))
+    for pid in ok:
+        if pid not in in_table:
+            rows.append({"patient_id": pid, "reason": "no row in the clinical table"})
+    imaged = set(report["patient_id"].astype(str))
+    for pid in sorted(in_table - imaged):
+        rows.append({"patient_id": pid, "reason": "clinical row without a CT/SEG in the cohort"})
+    ids = sorted(pid for pid in ok if pid in in_table)
+    out = outcomes(table.loc[ids])
+    excluded = pd.DataFrame(rows, columns=["patient_id", "reason"])
+    return Study(
+        paths=paths, profile=prof, clinical=table, outcomes=out, ids=ids, excluded=excluded
+    )

@@ -1,0 +1,62 @@
+"""Profiles and paths."""
+
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from crlm_lib import config
+
+
+def test_profiles_are_frozen_and_named():
+    assert set(config.PROFILES) == {"smoke", "cpu", "paper"}
+    prof = config.get_profile("smoke")
+    with pytest.raises(FrozenInstanceError):
+        prof.seed = 3  # type: ignore[misc]
+    assert prof.with_(seed=3).seed == 3 and prof.seed == 0
+
+
+def test_paper_profile_uses_the_papers_sizes():
+    p = config.get_profile("paper")
+    assert (p.preprocess.depth, p.preprocess.size) == (40, 128)
+    assert p.preprocess.pad_hu == -1024
+    assert (p.train.lr, p.train.batch_size, p.train.plateau_factor, p.train.plateau_patience) == (
+        1e-4,
+        1,
+        0.5,
+        5,
+    )
+
+
+def test_model_grids_divide_by_eight():
+    for p in config.PROFILES.values():
+        assert p.preprocess.size % 8 == 0 and p.preprocess.depth % 8 == 0, p.name
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(KeyError, match="smoke"):
+        config.get_profile("laptop")
+
+
+def test_resolve_paths_synthetic_and_real(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "crlm_lib").mkdir()
+    syn = config.resolve_paths("smoke", root=tmp_path)
+    assert syn.synthetic and syn.cohort_dir == tmp_path / "data/raw/synthetic/smoke"
+    assert syn.oracle_csv == syn.cohort_dir / "oracle.csv"
+    real = config.resolve_paths(
+        "cpu", data_dir=tmp_path / "tcia", clinical=tmp_path / "c.xlsx", root=tmp_path
+    )
+    assert not real.synthetic and real.oracle_csv is None
+    assert real.processed_dir.name == "cpu-real" and real.results_dir.name == "cpu-real"
+    assert real.clinical_csv == (tmp_path / "c.xlsx").resolve()
+
+
+def test_find_repo_root_from_a_subfolder(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "crlm_lib").mkdir()
+    sub = tmp_path / "notebooks" / "deep"
+    sub.mkdir(parents=True)
+    assert config.find_repo_root(sub) == tmp_path.resolve()
+    with pytest.raises(FileNotFoundError):
+        config.find_repo_root(Path("/"))
