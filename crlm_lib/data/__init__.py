@@ -1,0 +1,1 @@
+"""Data side: clinical table, TCIA-layout loading, synthetic cohort, preprocessing, datasets."""

@@ -1,0 +1,180 @@
+"""The papers' training augmentations as TorchIO transforms (4D-ACFNet section 4.1).
+
+"1) Elastic deformation based on B-spline interpolation (control point grid: 7 x 7 x 7, maximum
+displacement: 5 mm) ...; 2) Gaussian noise (sigma in [0, 0.1]) and motion blur (sigma in
+[0, 0.5]) were added."
+
+The CT and its masks travel together in one :class:`torchio.Subject` (CT as ``ScalarImage``,
+the ``K`` masks as one multi-channel ``LabelMap``), so the elastic deformation moves the masks
+with the image (masks resampled with nearest neighbour); noise and blur touch only the CT.
+
+Choices (the paper is silent or ambiguous)
+-----------------------------------------
+* **Units.** ``max_displacement`` is in mm (TorchIO's unit, as in the paper). The processed
+  grid's physical spacing is passed to TorchIO through the affine, so 5 mm means 5 mm.
+* **Folding constraint.** TorchIO warns when the displacement exceeds half the control-point
+  grid spacing (``extent / (n_control_points - 2)``). On small smoke volumes (e.g. 16 slices
+  of 2.5 mm) that bound can be below 5 mm: the displacement is then clamped per axis to 0.45 x
+  the grid spacing and the clamp is logged (only smoke sizes are affected; the paper grid of
+  40 x 128 x 128 is not).
+* **Blur sigma in voxels.** TorchIO's ``RandomBlur`` std is in mm; at 3-12 mm pixels a 0.5 mm
+  blur is a no-op, so the paper's sigma in [0, 0.5] is read as voxels of the processed grid and
+  converted to mm per axis (``blur_units="mm"`` keeps the literal reading).
+* **Noise** sigma is in the [-1, 1] intensity units of the preprocessed CT; the result is
+  clipped back to [-1, 1] (the model contract).
+* Order: elastic -> blur -> noise. Training only; reproducible under a seed (TorchIO draws from
+  torch's RNG, which :func:`augment_sample` forks and seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torchio as tio
+
+from crlm_lib.config import Profile, get_profile
+
+log = logging.getLogger(__name__)
+
+NUM_CONTROL_POINTS = 7
+MAX_DISPLACEMENT_MM = 5.0
+NOISE_STD = (0.0, 0.1)
+BLUR_STD = (0.0, 0.5)
+
+
+def _affine(spacing_mm) -> np.ndarray:
+    return np.diag([*map(float, spacing_mm), 1.0])
+
+
+def elastic_displacement(
+    shape: tuple[int, int, int],
+    spacing_mm: tuple[float, float, float],
+    max_displacement_mm: float = MAX_DISPLACEMENT_MM,
+    num_control_points: int = NUM_CONTROL_POINTS,
+) -> tuple[float, float, float]:
+    """Per-axis maximum displacement (mm) that respects TorchIO's no-folding bound.
+
+    The bound is half the control-grid spacing, ``extent_mm / (num_control_points - 2) / 2``;
+    the displacement is clamped to 0.45 x the grid spacing where 5 mm would exceed it.
+    """
+    out = []
+    for n, sp in zip(shape, spacing_mm):
+        grid = n * float(sp) / (num_control_points - 2)
+        limit = 0.45 * grid
+        if max_displacement_mm > grid / 2:
+            log.info("elastic displacement clamped to %.2f mm on an axis of %d voxels", limit, n)
+            out.append(limit)
+        else:
+            out.append(float(max_displacement_mm))
+    return tuple(out)
+
+
+def build_augmentation(
+    profile: Profile | str,
+    shape: tuple[int, int, int] | None = None,
+    spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    blur_units: str = "voxel",
+) -> tio.Compose:
+    """The papers' augmentation pipeline for subjects with a ``ct`` image and ``masks`` map.
+
+    Parameters
+    ----------
+    profile : Profile or str
+        Supplies the processed grid (``preprocess.depth``, ``preprocess.size``) when ``shape``
+        is not given.
+    shape : tuple, optional
+        ``(D, H, W)`` of the volumes.
+    spacing_mm : tuple
+        (z, y, x) spacing of the processed grid in mm.
+    blur_units : {"voxel", "mm"}
+        Unit of the paper's blur sigma range [0, 0.5] (see module docstring).
+
+    Returns
+    -------
+    tio.Compose
+        ``RandomElasticDeformation(7, max_displacement)`` -> ``RandomBlur`` (CT only) ->
+        ``RandomNoise(std=(0, 0.1))`` (CT only).
+
+    Notes
+    -----
+    The papers do not say how often each augmentation is applied. The elastic deformation is
+    applied with probability ``profile.train.elastic_probability``: 1 in the ``paper`` profile
+    (every training sample), lower in the CPU profiles, where TorchIO's B-spline resampling
+    (about 0.13 s per sample on one core) would otherwise cost more than the network's step.
+    """
+    prof = get_profile(profile)
+    if shape is None:
+        shape = (prof.preprocess.depth, prof.preprocess.size, prof.preprocess.size)
+    disp = elastic_displacement(shape, spacing_mm)
+    if blur_units == "voxel":
+        blur = tuple(v for sp in spacing_mm for v in (BLUR_STD[0] * sp, BLUR_STD[1] * sp))
+    elif blur_units == "mm":
+        blur = BLUR_STD
+    else:
+        raise ValueError(f"blur_units must be 'voxel' or 'mm', not {blur_units!r}")
+    return tio.Compose(
+        [
+            tio.RandomElasticDeformation(
+                num_control_points=NUM_CONTROL_POINTS,
+                max_displacement=disp,
+                locked_borders=2,
+                image_interpolation="bspline",
+                label_interpolation="nearest",
+                p=prof.train.elastic_probability,
+            ),
+            tio.RandomBlur(std=blur, include=["ct"]),
+            tio.RandomNoise(std=NOISE_STD, include=["ct"]),
+            tio.Clamp(out_min=-1.0, out_max=1.0, include=["ct"]),
+        ]
+    )
+
+
+def augment_sample(
+    ct: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    spacing: tuple[float, float, float],
+    seed: int,
+    profile: Profile | str = "smoke",
+    transform: tio.Compose | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment one CT with its masks, reproducibly.
+
+    Parameters
+    ----------
+    ct : array
+        ``[D, H, W]`` or ``[1, D, H, W]``, values in [-1, 1].
+    masks : array
+        ``[K, D, H, W]`` (0/1).
+    spacing : tuple
+        (z, y, x) spacing of the grid in mm.
+    seed : int
+        Same seed, same output (torch's RNG is forked, so the caller's stream is untouched).
+    profile : Profile or str
+        Used only when ``transform`` is ``None``.
+    transform : tio.Compose, optional
+        Prebuilt pipeline (default: :func:`build_augmentation` for this shape and spacing).
+
+    Returns
+    -------
+    ct : torch.Tensor
+        float32 ``[1, D, H, W]`` in [-1, 1].
+    masks : torch.Tensor
+        float32 ``[K, D, H, W]`` in {0, 1}.
+    """
+    ct_t = torch.as_tensor(np.asarray(ct), dtype=torch.float32)
+    if ct_t.ndim == 3:
+        ct_t = ct_t[None]
+    m_t = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
+    affine = _affine(spacing)
+    if transform is None:
+        transform = build_augmentation(profile, tuple(ct_t.shape[1:]), spacing)
+    subject = tio.Subject(
+        ct=tio.ScalarImage(tensor=ct_t, affine=affine),
+        masks=tio.LabelMap(tensor=m_t, affine=affine),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        out = transform(subject)
+    return out["ct"].data.float(), (out["masks"].data > 0.5).float()

@@ -1,0 +1,608 @@
+"""The clinical table of the TCIA "Colorectal-Liver-Metastases" collection: schema, validation,
+outcomes, predictor encoding and the Fong clinical risk score.
+
+The collection (Simpson et al., Sci Data 11:172, 2024; doi:10.7937/QXK2-QG03) ships one row per
+patient with the columns listed in :data:`COLUMNS`, spelled exactly as here. ``-999`` marks a
+missing value.
+
+Codes and units assumed (flagged **[A]** where this module could not confirm them from the
+collection's data dictionary and follows common use of the table in public analysis code; check
+against the data dictionary of the download before publishing):
+
+==================================  =========================================================
+column                              meaning / code
+==================================  =========================================================
+``Patient-ID``                      ``CRLM-CT-1001`` ... (string; the index)
+``De-identify Scout Name``          free text, never a predictor
+``age``                             years at hepatic resection
+``sex``                             1 = male, 2 = female **[A]**
+``major_comorbidity``               0/1
+``body_mass_index``                 kg/m^2
+``node_positive_primary``           0/1, lymph-node-positive primary (Fong criterion 1)
+``synchronous_crlm``                0/1, metastases found with the primary (proxy of Fong 2)
+``multiple_metastases``             0/1, more than one liver tumour (Fong criterion 3)
+``clinrisk_score``                  0..5, Fong clinical risk score
+``clinrisk_stratified``             0 = low (score 0-2), 1 = high (score 3-5) **[A]**
+``carcinoembryonic_antigen``        preoperative CEA, ng/mL (Fong criterion 4: > 200)
+``max_tumor_size``                  largest tumour diameter, cm (Fong criterion 5: > 5 cm)
+``bilobar_disease``                 0/1
+``extrahep_disease``                0/1, resected extrahepatic disease
+``chemo_before_liver_resection``    0/1
+``preoperative_pve``                0/1, portal vein embolisation
+``steatosis_yesno``                 0/1 (resection specimen)
+``presence_sinusoidal_dilata``      0/1 (resection specimen)
+``NASH_score``                      0..8, NAFLD activity score (Kleiner) **[A]**
+``NASH_yesno``, ``NASH_greater_4``  0/1 (``_greater_4`` read as "score >= 4") **[A]**
+``*_percent``                       0..100, pathological response / necrosis / fibrosis / mucin
+``fibrosis_greater_40_percent``     0/1
+``overall_survival_months``         months from resection to death or last follow-up
+``vital_status``                    1 = dead, 0 = alive at last follow-up **[A]**
+``progression_or_recurrence``       0/1, any recurrence observed
+``months_to_DFS_progression``       months to recurrence, death or last follow-up
+``vital_status_DFS``                1 = recurrence or death (the DFS event), 0 = censored **[A]**
+``progression_or_recurrence_liveronly``  0/1, recurrence in the liver
+``months_to_liver_DFS_progression`` months to liver recurrence, death or last follow-up
+``vital_status_liver_DFS``          1 = liver recurrence or death, 0 = censored **[A]**
+``relevant_notes``                  free text, never a predictor
+==================================  =========================================================
+
+Event coding of :func:`outcomes`: ``os_event = vital_status`` (death from any cause),
+``dfs_event = vital_status_DFS`` (recurrence anywhere or death, whichever first),
+``liver_dfs_event = vital_status_liver_DFS``; times are months / 12 (years).
+
+Example
+-------
+>>> df = load_clinical("data/raw/synthetic/smoke/clinical.csv")  # doctest: +SKIP
+>>> y = outcomes(df)  # doctest: +SKIP
+>>> x, names = encode_predictors(df.loc[train_ids], reference=df.loc[train_ids])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Missing-value code of the collection.
+MISSING_CODE: float = -999.0
+
+ID_COLUMN = "Patient-ID"
+SCOUT_COLUMN = "De-identify Scout Name"
+NOTES_COLUMN = "relevant_notes"
+
+#: Every column of the real table, in the real order and spelling.
+COLUMNS: tuple[str, ...] = (
+    "Patient-ID",
+    "De-identify Scout Name",
+    "age",
+    "sex",
+    "major_comorbidity",
+    "body_mass_index",
+    "node_positive_primary",
+    "synchronous_crlm",
+    "multiple_metastases",
+    "clinrisk_score",
+    "clinrisk_stratified",
+    "carcinoembryonic_antigen",
+    "max_tumor_size",
+    "bilobar_disease",
+    "extrahep_disease",
+    "chemo_before_liver_resection",
+    "preoperative_pve",
+    "steatosis_yesno",
+    "presence_sinusoidal_dilata",
+    "NASH_score",
+    "NASH_yesno",
+    "NASH_greater_4",
+    "total_response_percent",
+    "necrosis_percent",
+    "fibrosis_percent",
+    "fibrosis_greater_40_percent",
+    "mucin_percent",
+    "overall_survival_months",
+    "vital_status",
+    "progression_or_recurrence",
+    "months_to_DFS_progression",
+    "vital_status_DFS",
+    "progression_or_recurrence_liveronly",
+    "months_to_liver_DFS_progression",
+    "vital_status_liver_DFS",
+    "relevant_notes",
+)
+
+TEXT_COLUMNS: tuple[str, ...] = (ID_COLUMN, SCOUT_COLUMN, NOTES_COLUMN)
+
+#: Follow-up times (months): must be present and >= 0.
+TIME_COLUMNS: tuple[str, ...] = (
+    "overall_survival_months",
+    "months_to_DFS_progression",
+    "months_to_liver_DFS_progression",
+)
+#: Outcome indicators (0/1): must be present.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "vital_status",
+    "progression_or_recurrence",
+    "vital_status_DFS",
+    "progression_or_recurrence_liveronly",
+    "vital_status_liver_DFS",
+)
+OUTCOME_COLUMNS: tuple[str, ...] = TIME_COLUMNS + EVENT_COLUMNS
+
+#: 0/1 columns (outcome indicators included).
+BINARY_COLUMNS: tuple[str, ...] = (
+    "major_comorbidity",
+    "node_positive_primary",
+    "synchronous_crlm",
+    "multiple_metastases",
+    "clinrisk_stratified",
+    "bilobar_disease",
+    "extrahep_disease",
+    "chemo_before_liver_resection",
+    "preoperative_pve",
+    "steatosis_yesno",
+    "presence_sinusoidal_dilata",
+    "NASH_yesno",
+    "NASH_greater_4",
+    "fibrosis_greater_40_percent",
+    *EVENT_COLUMNS,
+)
+PERCENT_COLUMNS: tuple[str, ...] = (
+    "total_response_percent",
+    "necrosis_percent",
+    "fibrosis_percent",
+    "mucin_percent",
+)
+#: Allowed closed ranges of the numeric non-binary columns (units in the module docstring).
+RANGES: dict[str, tuple[float, float]] = {
+    "age": (0.0, 120.0),
+    "sex": (1.0, 2.0),
+    "body_mass_index": (5.0, 100.0),
+    "clinrisk_score": (0.0, 5.0),
+    "carcinoembryonic_antigen": (0.0, 1e6),
+    "max_tumor_size": (0.0, 50.0),
+    "NASH_score": (0.0, 8.0),
+    **{c: (0.0, 100.0) for c in PERCENT_COLUMNS},
+    **{c: (0.0, 600.0) for c in TIME_COLUMNS},
+}
+#: Columns whose values must be whole numbers.
+INTEGER_COLUMNS: tuple[str, ...] = ("sex", "clinrisk_score", "NASH_score")
+
+#: Preoperative predictors (known when the preoperative CT is read).
+PREOPERATIVE_PREDICTORS: tuple[str, ...] = (
+    "age",
+    "sex",
+    "major_comorbidity",
+    "body_mass_index",
+    "node_positive_primary",
+    "synchronous_crlm",
+    "multiple_metastases",
+    "clinrisk_score",
+    "clinrisk_stratified",
+    "carcinoembryonic_antigen",
+    "max_tumor_size",
+    "bilobar_disease",
+    "extrahep_disease",
+    "chemo_before_liver_resection",
+    "preoperative_pve",
+)
+#: Pathology of the resection specimen: known at time zero (the resection) of the postoperative
+#: prognosis, but not before surgery. Included in :data:`PREDICTORS` by default (the papers feed
+#: "clinical factors" without listing them); pass ``exclude=PATHOLOGY_PREDICTORS`` for a strictly
+#: preoperative model.
+PATHOLOGY_PREDICTORS: tuple[str, ...] = (
+    "steatosis_yesno",
+    "presence_sinusoidal_dilata",
+    "NASH_score",
+    "NASH_yesno",
+    "NASH_greater_4",
+    "total_response_percent",
+    "necrosis_percent",
+    "fibrosis_percent",
+    "fibrosis_greater_40_percent",
+    "mucin_percent",
+)
+#: Default predictor columns: no outcome, no free text.
+PREDICTORS: list[str] = [*PREOPERATIVE_PREDICTORS, *PATHOLOGY_PREDICTORS]
+#: Predictors transformed with log1p before standardisation (right-skewed, ng/mL).
+LOG_PREDICTORS: tuple[str, ...] = ("carcinoembryonic_antigen",)
+
+FONG_CRITERIA: tuple[str, ...] = (
+    "node_positive_primary",
+    "dfi_lt_12_months",
+    "more_than_one_tumour",
+    "cea_gt_200",
+    "largest_tumour_gt_5cm",
+)
+
+
+class ClinicalTableError(ValueError):
+    """The clinical table breaks the schema; the message lists every problem found."""
+
+
+# --------------------------------------------------------------------------------------------
+# loading and validation
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical_name(name: object) -> str:
+    return str(name).strip().lower()
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm", ".xls"):
+        try:
+            return pd.read_excel(path, sheet_name=0)  # needs openpyxl for .xlsx
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ClinicalTableError(
+                f"{path}: reading Excel needs openpyxl ({exc}); export the sheet to CSV"
+            ) from exc
+    return pd.read_csv(path)
+
+
+def validate_clinical(
+    raw: pd.DataFrame,
+    source: str = "<table>",
+    optional_outcomes: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Validate a raw clinical table and return it in canonical form.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        One row per patient; column names matched case-insensitively after stripping spaces.
+    source : str
+        File name used in error messages.
+    optional_outcomes : iterable of str
+        Outcome columns allowed to be missing (-999 or empty), for tables that do not record an
+        endpoint; they become NaN. By default every outcome must be present.
+
+    Returns
+    -------
+    DataFrame
+        Index ``Patient-ID`` (str); columns of :data:`COLUMNS` in canonical spelling and order
+        (extra columns kept after them); -999 replaced by NaN; numeric columns float64.
+
+    Raises
+    ------
+    ClinicalTableError
+        Listing every problem (missing column, duplicate ID, non-numeric value, negative or
+        missing follow-up time, missing outcome, code out of range), each with the patient ID
+        and the column.
+    """
+    problems: list[str] = []
+    lookup = {_canonical_name(c): c for c in raw.columns}
+    rename: dict[object, str] = {}
+    for col in COLUMNS:
+        key = _canonical_name(col)
+        if key in lookup:
+            rename[lookup[key]] = col
+        else:
+            problems.append(f"missing column {col!r}")
+    if ID_COLUMN not in rename.values():
+        raise ClinicalTableError(f"{source}: " + "; ".join(problems))
+    df = raw.rename(columns=rename).copy()
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df[[c for c in COLUMNS if c in df.columns] + extra]
+
+    ids = df[ID_COLUMN].astype(str).str.strip()
+    if ids.eq("").any() or df[ID_COLUMN].isna().any():
+        problems.append(f"{int((ids.eq('') | df[ID_COLUMN].isna()).sum())} rows without Patient-ID")
+    for pid in sorted(ids[ids.duplicated(keep=False)].unique()):
+        problems.append(f"{pid}: duplicate Patient-ID ({int((ids == pid).sum())} rows)")
+    df[ID_COLUMN] = ids
+    optional = set(optional_outcomes)
+
+    for col in df.columns:
+        if col in TEXT_COLUMNS or col in extra:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad_text = values.isna() & df[col].notna() & df[col].astype(str).str.strip().ne("")
+        for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
+            problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
+        missing = values.isna() | np.isclose(values, MISSING_CODE)
+        values = values.mask(missing)
+        if col in OUTCOME_COLUMNS and col not in optional:
+            for pid in ids[missing]:
+                problems.append(f"{pid}: column {col!r} (outcome) is missing")
+        present = values.notna()
+        if col in BINARY_COLUMNS:
+            bad = present & ~values.isin([0.0, 1.0])
+            for pid, val in zip(ids[bad], values[bad], strict=True):
+                problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1")
+        elif col in RANGES:
+            lo, hi = RANGES[col]
+            bad = present & ((values < lo) | (values > hi))
+            what = "negative follow-up time" if col in TIME_COLUMNS else "out of range"
+            for pid, val in zip(ids[bad], values[bad], strict=True):
+                problems.append(f"{pid}: column {col!r} = {val:g} {what} [{lo:g}, {hi:g}]")
+            if col in INTEGER_COLUMNS:
+                bad = present & (values != np.round(values))
+                for pid, val in zip(ids[bad], values[bad], strict=True):
+                    problems.append(f"{pid}: column {col!r} = {val:g} is not a whole number")
+        df[col] = values.astype(float)
+
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ClinicalTableError(f"{source}: {len(problems)} problem(s):\n  {listing}")
+    return df.set_index(ID_COLUMN)
+
+
+def load_clinical(path: str | Path, optional_outcomes: Iterable[str] = ()) -> pd.DataFrame:
+    """Read and validate the clinical table (CSV, or XLSX via openpyxl).
+
+    Parameters
+    ----------
+    path : path
+        ``clinical.csv`` or the collection's ``.xlsx``.
+    optional_outcomes : iterable of str
+        See :func:`validate_clinical`.
+
+    Returns
+    -------
+    DataFrame
+        Index ``Patient-ID``; canonical columns; -999 -> NaN (see :func:`validate_clinical`).
+
+    Raises
+    ------
+    ClinicalTableError
+        Every schema problem at once, each naming the patient and the column.
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"clinical table not found: {path}")
+    return validate_clinical(
+        _read_table(path), source=str(path), optional_outcomes=optional_outcomes
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# outcomes, predictors, Fong score
+# --------------------------------------------------------------------------------------------
+
+
+def outcomes(df: pd.DataFrame) -> pd.DataFrame:
+    """Survival outcomes in years with 0/1 events.
+
+    ``os_years = overall_survival_months / 12``, ``os_event = vital_status`` (1 = death);
+    ``dfs_years = months_to_DFS_progression / 12``, ``dfs_event = vital_status_DFS`` (1 =
+    recurrence or death); ``liver_dfs_years``/``liver_dfs_event`` likewise from the liver-only
+    columns.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Output of :func:`load_clinical`.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``os_years, os_event, dfs_years, dfs_event, liver_dfs_years,
+        liver_dfs_event`` (float64 years, int64 events), same index.
+
+    Raises
+    ------
+    ClinicalTableError
+        If any outcome is missing (a bad value never becomes a silent NaN here).
+    """
+    pairs = {
+        "os": ("overall_survival_months", "vital_status"),
+        "dfs": ("months_to_DFS_progression", "vital_status_DFS"),
+        "liver_dfs": ("months_to_liver_DFS_progression", "vital_status_liver_DFS"),
+    }
+    out = pd.DataFrame(index=df.index)
+    problems = []
+    for name, (tcol, ecol) in pairs.items():
+        for col in (tcol, ecol):
+            if col not in df.columns:
+                problems.append(f"missing column {col!r}")
+                continue
+            for pid in df.index[pd.to_numeric(df[col], errors="coerce").isna()]:
+                problems.append(f"{pid}: column {col!r} (outcome) is missing")
+        if tcol in df.columns and ecol in df.columns:
+            out[f"{name}_years"] = df[tcol].astype(float) / 12.0
+            out[f"{name}_event"] = df[ecol].fillna(-1).astype(np.int64)
+    if problems:
+        raise ClinicalTableError("outcomes: " + "; ".join(problems))
+    return out
+
+
+def encode_predictors(
+    df: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    columns: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[np.ndarray, list[str]]:
+    """Encode the predictor columns as a float32 matrix.
+
+    Encoding (one, documented): binary columns stay 0/1; ``sex`` becomes ``sex_female``
+    (``sex == 2``); :data:`LOG_PREDICTORS` (CEA) are log1p-transformed; every non-binary column
+    is standardised ``(x - mean_ref) / std_ref`` with the statistics of ``reference`` (the
+    training rows; population std, 1 where it is 0). For each predictor with missing values in
+    ``reference`` a column ``<name>_missing`` (1 = missing) follows the value columns; missing
+    values are filled with the reference mean (0 after standardisation; the prevalence for
+    binary columns). A predictor missing in ``df`` but never in ``reference`` is filled the
+    same way without an indicator, so train and test matrices always have the same columns.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Rows to encode (output of :func:`load_clinical`).
+    reference : DataFrame, optional
+        Rows whose statistics are used (default: ``df`` itself). Pass the training rows.
+    columns : sequence of str, optional
+        Predictors (default :data:`PREDICTORS`). Outcome and text columns are refused.
+    exclude : iterable of str
+        Predictors to drop (e.g. ``PATHOLOGY_PREDICTORS`` or ``["clinrisk_score"]``).
+
+    Returns
+    -------
+    x : ndarray, float32 [N, F]
+    feature_names : list of str, length F
+
+    Raises
+    ------
+    ClinicalTableError
+        If an outcome or free-text column is asked for, or a column is absent.
+    """
+    ref = df if reference is None else reference
+    cols = [c for c in (PREDICTORS if columns is None else columns) if c not in set(exclude)]
+    forbidden = [c for c in cols if c in OUTCOME_COLUMNS or c in TEXT_COLUMNS]
+    absent = [c for c in cols if c not in df.columns or c not in ref.columns]
+    if forbidden or absent:
+        raise ClinicalTableError(
+            f"encode_predictors: outcome/text columns {forbidden} refused; absent {absent}"
+        )
+    values, names, indicators, ind_names = [], [], [], []
+    for col in cols:
+        x = df[col].astype(float).to_numpy()
+        r = ref[col].astype(float).to_numpy()
+        name = col
+        if col == "sex":
+            x = np.where(np.isnan(x), np.nan, (x == 2).astype(float))
+            r = np.where(np.isnan(r), np.nan, (r == 2).astype(float))
+            name = "sex_female"
+        binary = col in BINARY_COLUMNS or col == "sex"
+        if col in LOG_PREDICTORS:
+            x, r = np.log1p(np.clip(x, 0, None)), np.log1p(np.clip(r, 0, None))
+        r_missing = np.isnan(r)
+        mean = float(np.nanmean(r)) if (~r_missing).any() else 0.0
+        x_missing = np.isnan(x)
+        filled = np.where(x_missing, mean, x)
+        if not binary:
+            std = float(np.nanstd(r)) if (~r_missing).sum() > 1 else 0.0
+            filled = (filled - mean) / (std if std > 0 else 1.0)
+        values.append(filled)
+        names.append(name)
+        if r_missing.any():
+            indicators.append(x_missing.astype(float))
+            ind_names.append(f"{name}_missing")
+    mat = np.stack(values + indicators, axis=1) if values else np.zeros((len(df), 0))
+    return mat.astype(np.float32), names + ind_names
+
+
+def fong_criteria(df: pd.DataFrame) -> pd.DataFrame:
+    """The five criteria of the Fong clinical risk score (Fong et al., Ann Surg 1999).
+
+    1. ``node_positive_primary``: node-positive primary;
+    2. ``dfi_lt_12_months``: disease-free interval from primary to metastases < 12 months. The
+       table has no interval; ``synchronous_crlm`` (interval 0) is used as its proxy, so
+       metachronous metastases found within 12 months are counted as criterion-negative;
+    3. ``more_than_one_tumour``: ``multiple_metastases``;
+    4. ``cea_gt_200``: preoperative CEA > 200 ng/mL;
+    5. ``largest_tumour_gt_5cm``: ``max_tumor_size`` > 5 cm.
+
+    Returns
+    -------
+    DataFrame
+        Nullable boolean columns :data:`FONG_CRITERIA`; ``<NA>`` where the source is missing.
+    """
+    src = {
+        "node_positive_primary": df["node_positive_primary"] == 1,
+        "dfi_lt_12_months": df["synchronous_crlm"] == 1,
+        "more_than_one_tumour": df["multiple_metastases"] == 1,
+        "cea_gt_200": df["carcinoembryonic_antigen"] > 200,
+        "largest_tumour_gt_5cm": df["max_tumor_size"] > 5,
+    }
+    cols = {
+        "node_positive_primary": "node_positive_primary",
+        "dfi_lt_12_months": "synchronous_crlm",
+        "more_than_one_tumour": "multiple_metastases",
+        "cea_gt_200": "carcinoembryonic_antigen",
+        "largest_tumour_gt_5cm": "max_tumor_size",
+    }
+    out = pd.DataFrame(index=df.index)
+    for name, flag in src.items():
+        s = flag.astype("boolean")
+        s[df[cols[name]].isna()] = pd.NA
+        out[name] = s
+    return out
+
+
+def fong_score(df: pd.DataFrame) -> pd.Series:
+    """Fong clinical risk score 0..5 = number of :func:`fong_criteria` met; NaN if any is missing."""
+    crit = fong_criteria(df)
+    score = crit.astype("Float64").sum(axis=1, skipna=False).astype(float)
+    return score.rename("fong_score")
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1
+# --------------------------------------------------------------------------------------------
+
+
+def _median_iqr(s: pd.Series, digits: int = 1) -> str:
+    s = s.dropna()
+    if s.empty:
+        return "n/a"
+    q = s.quantile([0.25, 0.5, 0.75])
+    return f"{q[0.5]:.{digits}f} ({q[0.25]:.{digits}f}-{q[0.75]:.{digits}f})"
+
+
+def _count(mask: pd.Series, n: int) -> str:
+    k = int(mask.sum())
+    return f"{k} ({100.0 * k / max(n, 1):.0f}%)"
+
+
+def table_one(df: pd.DataFrame) -> pd.DataFrame:
+    """Table-1-style description of a cohort.
+
+    Median (IQR) for continuous variables, n (%) for categories, events, and the median
+    follow-up by the reverse Kaplan-Meier method (censoring treated as the event; lifelines
+    ``KaplanMeierFitter``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``variable``, ``value`` (strings ready to print), ``missing`` (count).
+    """
+    from lifelines import KaplanMeierFitter
+
+    n = len(df)
+    rows: list[tuple[str, str, int]] = [("Patients", str(n), 0)]
+
+    def add(name: str, col: str, value: str) -> None:
+        rows.append((name, value, int(df[col].isna().sum()) if col in df else 0))
+
+    add("Age, years, median (IQR)", "age", _median_iqr(df["age"]))
+    add("Female sex, n (%)", "sex", _count(df["sex"] == 2, n))
+    add("BMI, kg/m2, median (IQR)", "body_mass_index", _median_iqr(df["body_mass_index"]))
+    add("Major comorbidity, n (%)", "major_comorbidity", _count(df["major_comorbidity"] == 1, n))
+    add(
+        "CEA, ng/mL, median (IQR)",
+        "carcinoembryonic_antigen",
+        _median_iqr(df["carcinoembryonic_antigen"]),
+    )
+    add("Largest tumour, cm, median (IQR)", "max_tumor_size", _median_iqr(df["max_tumor_size"]))
+    add(
+        "Multiple metastases, n (%)",
+        "multiple_metastases",
+        _count(df["multiple_metastases"] == 1, n),
+    )
+    add("Bilobar disease, n (%)", "bilobar_disease", _count(df["bilobar_disease"] == 1, n))
+    add("Extrahepatic disease, n (%)", "extrahep_disease", _count(df["extrahep_disease"] == 1, n))
+    add(
+        "Chemotherapy before resection, n (%)",
+        "chemo_before_liver_resection",
+        _count(df["chemo_before_liver_resection"] == 1, n),
+    )
+    add("Steatosis, n (%)", "steatosis_yesno", _count(df["steatosis_yesno"] == 1, n))
+    score = fong_score(df)
+    for k in range(6):
+        rows.append((f"Fong score {k}, n (%)", _count(score == k, n), 0))
+    rows.append(("Fong score missing, n", str(int(score.isna().sum())), 0))
+    y = outcomes(df)
+    rows.append(("Deaths, n (%)", _count(y["os_event"] == 1, n), 0))
+    rows.append(("Recurrences, n (%)", _count(df["progression_or_recurrence"] == 1, n), 0))
+    rows.append(
+        ("Liver recurrences, n (%)", _count(df["progression_or_recurrence_liveronly"] == 1, n), 0)
+    )
+    kmf = KaplanMeierFitter().fit(y["os_years"], event_observed=1 - y["os_event"])
+    rows.append(("Median follow-up, years (reverse KM)", f"{kmf.median_survival_time_:.1f}", 0))
+    kmf = KaplanMeierFitter().fit(y["os_years"], event_observed=y["os_event"])
+    rows.append(("Median OS, years (KM)", f"{kmf.median_survival_time_:.1f}", 0))
+    return pd.DataFrame(rows, columns=["variable", "value", "missing"])

@@ -1,0 +1,262 @@
+"""Torch dataset over the preprocessing cache, yearly targets, and the evaluation splits.
+
+Targets (one place that turns years into the 12 yearly bins)
+-----------------------------------------------------------
+* ``survival_bin = min(floor(os_years), 11)``; ``recurrence_bin`` likewise from ``dfs_years``
+  (DFS event = recurrence or death, as in the clinical table).
+* ``recurrence_target[k] = 1`` if the DFS event was observed with ``recurrence_bin <= k``
+  (year ``k``: "recurrence by the end of year k+1"), else 0.
+* ``recurrence_known[k]``: an observed event makes every year known. A patient censored in bin
+  ``c`` (event-free followed up to ``floor(dfs_years) = c``) is known event-free for the years
+  that ended before censoring, ``k < c``, and unknown for ``k >= c``.
+
+Encodings (no leakage)
+----------------------
+Clinical predictors: ``crlm_lib.data.clinical.encode_predictors(df.loc[ids],
+reference=df.loc[clinical_reference_ids])`` - pass the training ids for val/test. Lesion
+features (AMINN): log-shift ``log(x - min_ref + 1)`` per feature then z-score with the
+reference lesions' mean and std (AMINN's transform); the statistics are exposed as
+``dataset.feature_stats`` and can be passed to the val/test datasets. Patients with more than
+``L_MAX = 16`` lesions keep the 16 largest (by ``volume_mm3``); fewer are zero-padded with
+``lesion_mask = False``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
+from torch.utils.data import Dataset, default_collate
+
+from crlm_lib.config import N_YEARS, Profile, get_profile
+from crlm_lib.data.augment import augment_sample
+from crlm_lib.data.preprocess import load_processed
+
+#: Maximum lesions per patient fed to set-based models (AMINN, STG).
+L_MAX = 16
+
+
+def year_bin(years: float, n_years: int = N_YEARS) -> int:
+    """``min(floor(years), n_years - 1)`` (years >= 0)."""
+    return int(min(math.floor(max(float(years), 0.0)), n_years - 1))
+
+
+def recurrence_targets(
+    dfs_years: float, dfs_event: int, n_years: int = N_YEARS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Yearly recurrence target and known-mask (see module docstring).
+
+    Returns
+    -------
+    target, known : np.ndarray
+        float32 ``[n_years]`` each.
+    """
+    b = year_bin(dfs_years, n_years)
+    k = np.arange(n_years)
+    if int(dfs_event) == 1:
+        return (k >= b).astype(np.float32), np.ones(n_years, np.float32)
+    return np.zeros(n_years, np.float32), (k < b).astype(np.float32)
+
+
+def processed_spacing(meta: dict, shape: Sequence[int]) -> tuple[float, float, float]:
+    """(z, y, x) mm spacing of the processed grid: slices keep their thickness, in-plane
+    spacing grows by ``source / size``."""
+    sz, sy, sx = (float(v) for v in meta["source_spacing_mm"])
+    _, ny, nx = (int(v) for v in meta["source_shape"])
+    return sz, sy * ny / shape[1], sx * nx / shape[2]
+
+
+def fit_lesion_stats(features: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Log-shift + z-score statistics from the reference (training) patients' lesions."""
+    stacked = [f for f in features if len(f)]
+    if not stacked:
+        raise ValueError("no lesion features in the reference patients")
+    allf = np.concatenate(stacked).astype(np.float64)
+    lo = allf.min(axis=0)
+    logged = np.log(allf - lo + 1.0)
+    std = logged.std(axis=0)
+    return {"min": lo, "mean": logged.mean(axis=0), "std": np.where(std > 0, std, 1.0)}
+
+
+def apply_lesion_stats(features: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """``(log(max(x - min, 0) + 1) - mean) / std`` per feature, float32."""
+    x = np.log(np.clip(features - stats["min"], 0, None) + 1.0)
+    return ((x - stats["mean"]) / stats["std"]).astype(np.float32)
+
+
+class CRLMDataset(Dataset):
+    """Preprocessed CT + masks + clinical vector + lesion set + yearly targets per patient.
+
+    Parameters
+    ----------
+    processed_dir : path
+        Folder of ``<patient_id>.npz`` files (``preprocess.preprocess_cohort``).
+    clinical_df : pd.DataFrame
+        Output of ``clinical.load_clinical`` (index = patient id).
+    ids : sequence of str
+        Patients of this dataset (order kept).
+    profile : Profile or str
+    augment : bool
+        Apply the training augmentations (:mod:`crlm_lib.data.augment`); the per-item seed is
+        drawn from torch's global RNG, so runs are reproducible under ``torch.manual_seed``.
+    clinical_reference_ids : sequence of str, optional
+        Rows whose statistics encode the clinical table (default ``ids``: pass the training ids
+        for val/test datasets).
+    feature_stats : dict, optional
+        Lesion-feature statistics (default: fitted on ``clinical_reference_ids``' lesions).
+
+    Item
+    ----
+    dict with ``patient_id`` (str), ``ct`` float32 ``[1, D, H, W]``, ``masks`` float32
+    ``[K, D, H, W]``, ``clinical`` float32 ``[F]``, ``lesion_features`` float32
+    ``[L_MAX, F_les]``, ``lesion_mask`` bool ``[L_MAX]``, ``os_years``, ``os_event``,
+    ``dfs_years``, ``dfs_event`` float32 ``[]``, ``survival_bin``, ``recurrence_bin`` int64
+    ``[]``, ``recurrence_target``, ``recurrence_known`` float32 ``[12]``.
+    """
+
+    def __init__(
+        self,
+        processed_dir: str | Path,
+        clinical_df: pd.DataFrame,
+        ids: Sequence[str],
+        profile: Profile | str,
+        augment: bool = False,
+        clinical_reference_ids: Sequence[str] | None = None,
+        feature_stats: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        from crlm_lib.data import clinical
+
+        self.processed_dir = Path(processed_dir)
+        self.profile = get_profile(profile)
+        self.ids = [str(i) for i in ids]
+        self.augment = augment
+        ref_ids = [str(i) for i in (clinical_reference_ids or self.ids)]
+        missing = [i for i in self.ids if not (self.processed_dir / f"{i}.npz").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"no preprocessed file for {missing[:5]} in {self.processed_dir} "
+                f"({len(missing)} missing); run preprocess_cohort first"
+            )
+        self.clinical, self.clinical_names = clinical.encode_predictors(
+            clinical_df.loc[self.ids], reference=clinical_df.loc[ref_ids]
+        )
+        self.outcomes = clinical.outcomes(clinical_df.loc[self.ids])
+        if feature_stats is None:
+            ref_feats = [self._lesions_raw(i) for i in ref_ids]
+            feature_stats = fit_lesion_stats(ref_feats)
+        self.feature_stats = feature_stats
+        with np.load(self.processed_dir / f"{self.ids[0]}.npz") as z:
+            self.lesion_feature_names = [str(n) for n in z["lesion_feature_names"]]
+
+    def _lesions_raw(self, pid: str) -> np.ndarray:
+        with np.load(self.processed_dir / f"{pid}.npz") as z:
+            return z["lesion_features"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lesion_set(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised, padded ``[L_MAX, F]`` lesion features and their ``[L_MAX]`` mask."""
+        n_feat = len(self.feature_stats["mean"])
+        out = np.zeros((L_MAX, n_feat), np.float32)
+        mask = np.zeros(L_MAX, bool)
+        if len(raw):
+            if len(raw) > L_MAX:
+                vol = self.lesion_feature_names.index("volume_mm3")
+                raw = raw[np.argsort(-raw[:, vol], kind="stable")[:L_MAX]]
+            out[: len(raw)] = apply_lesion_stats(raw, self.feature_stats)
+            mask[: len(raw)] = True
+        return out, mask
+
+    def __getitem__(self, index: int) -> dict:
+        pid = self.ids[index]
+        data = load_processed(self.processed_dir, pid)
+        ct = torch.from_numpy(data["ct"].astype(np.float32))[None]
+        masks = torch.from_numpy(data["masks"].astype(np.float32))
+        if self.augment:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            spacing = processed_spacing(data, data["ct"].shape)
+            ct, masks = augment_sample(ct, masks, spacing, seed, self.profile)
+        feats, lmask = self.lesion_set(data["lesion_features"])
+        o = self.outcomes.iloc[index]
+        target, known = recurrence_targets(o["dfs_years"], o["dfs_event"])
+        return {
+            "patient_id": pid,
+            "ct": ct,
+            "masks": masks,
+            "clinical": torch.from_numpy(self.clinical[index]),
+            "lesion_features": torch.from_numpy(feats),
+            "lesion_mask": torch.from_numpy(lmask),
+            "os_years": torch.tensor(float(o["os_years"]), dtype=torch.float32),
+            "os_event": torch.tensor(float(o["os_event"]), dtype=torch.float32),
+            "dfs_years": torch.tensor(float(o["dfs_years"]), dtype=torch.float32),
+            "dfs_event": torch.tensor(float(o["dfs_event"]), dtype=torch.float32),
+            "survival_bin": torch.tensor(year_bin(o["os_years"]), dtype=torch.int64),
+            "recurrence_bin": torch.tensor(year_bin(o["dfs_years"]), dtype=torch.int64),
+            "recurrence_target": torch.from_numpy(target),
+            "recurrence_known": torch.from_numpy(known),
+        }
+
+
+def collate(batch: list[dict]) -> dict:
+    """``torch.utils.data.default_collate``: tensors stacked, ``patient_id`` a list of str."""
+    return default_collate(batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+def _stratify(events: np.ndarray, n_holdout: int) -> np.ndarray | None:
+    """Stratify by event when every class has at least 2 members and fits the hold-out."""
+    _, counts = np.unique(events, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2 or n_holdout < len(counts):
+        return None
+    return events
+
+
+def paper_split(
+    ids: Sequence[str],
+    events: Sequence[int],
+    seed: int,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> tuple[list[str], list[str], list[str]]:
+    """The papers' 8:1:1 split (157/20/20 for 197 patients), stratified by event.
+
+    Sizes: ``n_test = n_val = round(0.1 n)`` and the rest for training (4D-ACFNet/STAR report
+    8:1:1 without rounding rules; 197 -> 157/20/20). Stratified by ``events`` (e.g. the DFS
+    event) when each class has >= 2 patients, otherwise a plain random split. Deterministic
+    under ``seed``.
+    """
+    ids = np.asarray([str(i) for i in ids])
+    events = np.asarray(events)
+    if len(ids) != len(events):
+        raise ValueError(f"{len(ids)} ids but {len(events)} events")
+    n = len(ids)
+    n_test = int(round(fractions[2] * n))
+    n_val = int(round(fractions[1] * n))
+    rest, test = train_test_split(
+        np.arange(n), test_size=n_test, random_state=seed, stratify=_stratify(events, n_test)
+    )
+    train, val = train_test_split(
+        rest,
+        test_size=n_val,
+        random_state=seed + 1,
+        stratify=_stratify(events[rest], n_val),
+    )
+    return ids[train].tolist(), ids[val].tolist(), ids[test].tolist()
+
+
+def repeated_stratified_kfold(
+    ids: Sequence[str], events: Sequence[int], folds: int, repeats: int, seed: int
+) -> Iterator[tuple[int, int, list[str], list[str]]]:
+    """Yield ``(repeat, fold, train_ids, test_ids)`` of sklearn's RepeatedStratifiedKFold."""
+    ids = np.asarray([str(i) for i in ids])
+    events = np.asarray(events)
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    for j, (tr, te) in enumerate(cv.split(ids, events)):
+        yield j // folds, j % folds, ids[tr].tolist(), ids[te].tolist()

@@ -1,0 +1,818 @@
+r"""Synthetic CRLM cohort in the exact TCIA layout, with a known (oracle) survival model.
+
+No machine of this project can download the real collection, so the default data is a synthetic
+cohort written like the real one (see ``docs/interfaces.md``): per patient a CT series (one
+DICOM file per slice, CT Image Storage, int16, intercept -1024) and one DICOM-SEG (highdicom,
+BINARY, empty frames omitted) with the collection's segment labels ``Liver``, ``Liver_Remnant``,
+``Hepatic``, ``Portal``, ``Tumor_1`` ..., plus ``clinical.csv`` (the real column names, -999 for
+missing) and ``oracle.csv`` (the true curves; never a predictor). **Every number obtained on it is
+synthetic.** Anatomy: :mod:`crlm_lib.data.phantom`.
+
+Per patient ``i`` three independent random streams are used, ``default_rng([seed, i, s])``:
+``s = 0`` clinical variables and anatomy, ``s = 1`` event times and censoring, ``s = 2`` scan
+coverage and image noise. A patient is therefore the same whatever the cohort size, and has the
+same clinical data and outcomes at every image resolution (profile).
+
+Generative survival model (illness-death, times in years after resection)
+------------------------------------------------------------------------
+Covariates: Fong criteria :math:`F_1..F_5` (node-positive primary; synchronous metastases, the
+table's proxy of a disease-free interval < 12 months; more than one tumour; CEA > 200 ng/mL;
+largest tumour > 5 cm), extrahepatic disease ``E``, comorbidity ``M``, steatosis ``St``, NAS >= 4
+``N4``, chemotherapy ``Ch`` with pathological response ``resp`` (0..1), age ``a``, and image-only
+quantities of the phantom: total tumour volume ``V`` (mL), tumour count ``n``, bilobar ``Bi``,
+remnant fraction ``f`` (future liver remnant / non-tumoural liver volume).
+
+.. math::
+
+   \eta_{clin} &= 0.50F_1 + 0.40F_2 + 0.30F_3 + 0.30F_4 + 0.15F_5 + 0.10(\ln(1+CEA) - 2.7)
+                 + 0.55E + 0.15M + 0.15St + 0.20N4 - 0.50\,Ch\,resp \\
+   \eta_{img}  &= 0.20\ln(V/20) + 0.25Bi + 0.20\ln n + 1.5\max(0, 0.40 - f) \\
+   \eta_R      &= \eta_{clin} + \eta_{img} - c_0
+
+1. Recurrence (promotion-time cure model, bounded cumulative hazard, early peak):
+   :math:`H_R(t) = \theta e^{\eta_R}\,(1 - \exp(-(t/\beta_R)^{k_R}))` with
+   :math:`\beta_R = \beta_0 e^{-0.30\,\eta_{img}}` (clipped to [0.4, 4] y), :math:`\theta = 1`, :math:`c_0 = 0.9`, :math:`\beta_0 = 2.2` y, :math:`k_R = 1.5`. The hazard
+   :math:`h_R = \theta e^{\eta_R} k_R/\beta_R (t/\beta_R)^{k_R-1} e^{-(t/\beta_R)^{k_R}}` peaks at
+   :math:`\beta_R((k_R-1)/k_R)^{1/k_R}` (about 1 year); cure fraction
+   :math:`\exp(-\theta e^{\eta_R})`. Tumour burden shortens :math:`\beta_R`, so its hazard ratio is
+   largest early and falls below 1 later: the effects are **not proportional**.
+2. Other-cause death (applies before and after recurrence):
+   :math:`h_O(t) = h_{op}\,\mathbb 1[t < 0.25]\,e^{0.6M + 0.5N4 + 4\max(0, 0.3 - f)}
+   + \lambda_{bg} e^{0.075(a-60) + 0.4M} e^{0.08t}` (90-day postoperative + Gompertz background).
+3. Cancer death after recurrence at :math:`s`: Weibull
+   :math:`H_D(u) = e^{\eta_D}(u/\beta_D)^{k_D}`, :math:`u = t - s`,
+   :math:`\eta_D = 0.4\,\eta_R + 0.3E + 0.02(a - 60)`, :math:`\beta_D = 2.6` y, :math:`k_D = 1.3`; :math:`h_{op} = 0.06`/y, :math:`\lambda_{bg} = 0.012`/y.
+
+Death :math:`D = \min(T_O, R + T_D)`; DFS event time :math:`\min(R, T_O)` (so DFS <= OS always).
+True curves (``oracle.csv``) are exact functions of the model, not samples:
+:math:`S_{DFS}(t) = e^{-H_R(t) - H_O(t)}` and
+:math:`S_{OS}(t) = e^{-H_O(t)}\,[\,S_R(t) + \int_0^t h_R(s)S_R(s)e^{-H_D(t-s)}ds\,]`
+(trapezoidal rule, step 0.005 y). ``os_risk`` / ``dfs_risk`` are
+:math:`\log(-\log S(5))` (the model is not proportional, so a 5-year risk ranks patients); the
+linear predictors are ``dfs_lp`` (:math:`\eta_R`) and ``os_lp`` (:math:`\eta_D`).
+
+Liver recurrence: the first recurrence is intrahepatic with probability
+:math:`\mathrm{expit}(0.3 + 0.5Bi + 0.3F_3 - 1.0E)`; otherwise a liver recurrence follows at
+:math:`R + \mathrm{Exp}(1.5\,y)` with probability 0.4.
+
+Censoring: administrative at :math:`U(3, 12)` years (staggered accrual, follow-up up to 12 years)
+and loss to follow-up at rate 0.02/year.
+
+Calibration targets (:func:`calibration_summary`): Fong et al., Ann Surg 1999 (5-year OS 60, 44,
+40, 20, 25, 14% for scores 0-5); Kanas et al., Clin Epidemiol 2012 (relative risks: node-positive
+1.6, CEA 1.9, extrahepatic 1.9, more than one metastasis 1.6, diameter > 3 cm 1.5; median OS
+after resection about 3.6 years); 60-70% recurrence, mostly within 2 years. Parameters
+:data:`DEFAULT_MODEL` were tuned by hand on 4,000 simulated patients (seed 0), giving KM 5-year
+OS 0.64, 0.53, 0.37, 0.19, 0.06 for Fong scores 0-4 (targets 0.60, 0.44, 0.40, 0.20, 0.25; score
+5 is too rare to estimate), median OS 3.6 years, 64% recurrence, 84% of observed recurrences
+within 2 years. Known misfit: the model is monotone in the score, so it cannot reproduce Fong's
+score-4 > score-3 inversion, and score 4 falls below its target (the image-burden terms add
+risk to the largest, most numerous tumours).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crlm_lib.config import TCIA_COLLECTION, SynthConfig
+from crlm_lib.data import phantom
+from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
+
+N_YEARS_ORACLE = 12
+#: Fong et al. 1999: 5-year OS (fraction) by clinical risk score 0..5.
+FONG_5Y_OS = (0.60, 0.44, 0.40, 0.20, 0.25, 0.14)
+#: Kanas et al. 2012: median OS after resection (years).
+KANAS_MEDIAN_OS_YEARS = 3.6
+RECURRENCE_RANGE = (0.60, 0.70)
+
+SEGMENT_LABELS_FIXED = ("Liver", "Liver_Remnant", "Hepatic", "Portal")
+
+
+class SyntheticCohortError(RuntimeError):
+    """The synthetic cohort folder is inconsistent with the request."""
+
+
+@dataclass(frozen=True)
+class OutcomeModel:
+    """Parameters of the generative survival model (see the module docstring)."""
+
+    theta: float = 1.0
+    c0: float = 0.9
+    beta0: float = 2.2
+    k_r: float = 1.5
+    beta_d: float = 2.6
+    k_d: float = 1.3
+    h_op: float = 0.06
+    lambda_bg: float = 0.012
+    fong_weights: tuple[float, float, float, float, float] = (0.50, 0.40, 0.30, 0.30, 0.15)
+    eta_d_weight: float = 0.4
+    admin_years: tuple[float, float] = (3.0, 12.0)
+    loss_rate: float = 0.02
+
+
+DEFAULT_MODEL = OutcomeModel()
+
+#: Covariate columns the outcome model reads (true values, no missingness).
+COVARIATES = (
+    "node_positive_primary",
+    "synchronous_crlm",
+    "multiple_metastases",
+    "cea",
+    "max_diameter_cm",
+    "extrahep_disease",
+    "major_comorbidity",
+    "steatosis",
+    "nash_ge4",
+    "chemo",
+    "response",
+    "age",
+    "tumour_volume_ml",
+    "n_tumours",
+    "bilobar",
+    "remnant_fraction",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# outcome model
+# --------------------------------------------------------------------------------------------
+
+
+def linear_predictors(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) -> pd.DataFrame:
+    """:math:`\\eta_{clin}, \\eta_{img}, \\eta_R, \\eta_D, \\beta_R` per patient (module docstring)."""
+    g = {k: cov[k].to_numpy(float) for k in COVARIATES}
+    w = model.fong_weights
+    eta_clin = (
+        w[0] * g["node_positive_primary"]
+        + w[1] * g["synchronous_crlm"]
+        + w[2] * g["multiple_metastases"]
+        + w[3] * (g["cea"] > 200)
+        + w[4] * (g["max_diameter_cm"] > 5)
+        + 0.10 * (np.log1p(g["cea"]) - 2.7)
+        + 0.55 * g["extrahep_disease"]
+        + 0.15 * g["major_comorbidity"]
+        + 0.15 * g["steatosis"]
+        + 0.20 * g["nash_ge4"]
+        - 0.50 * g["chemo"] * g["response"]
+    )
+    eta_img = (
+        0.20 * np.log(np.maximum(g["tumour_volume_ml"], 0.1) / 20.0)
+        + 0.25 * g["bilobar"]
+        + 0.20 * np.log(np.maximum(g["n_tumours"], 1.0))
+        + 1.5 * np.maximum(0.0, 0.40 - g["remnant_fraction"])
+    )
+    eta_r = eta_clin + eta_img - model.c0
+    eta_d = model.eta_d_weight * eta_r + 0.3 * g["extrahep_disease"] + 0.02 * (g["age"] - 60.0)
+    beta_r = np.clip(model.beta0 * np.exp(-0.30 * eta_img), 0.4, 4.0)
+    op = model.h_op * np.exp(
+        0.6 * g["major_comorbidity"]
+        + 0.5 * g["nash_ge4"]
+        + 4.0 * np.maximum(0.0, 0.3 - g["remnant_fraction"])
+    )
+    bg = model.lambda_bg * np.exp(0.075 * (g["age"] - 60.0) + 0.4 * g["major_comorbidity"])
+    return pd.DataFrame(
+        {
+            "eta_clin": eta_clin,
+            "eta_img": eta_img,
+            "eta_r": eta_r,
+            "eta_d": eta_d,
+            "beta_r": beta_r,
+            "h_op": op,
+            "lambda_bg": bg,
+        },
+        index=cov.index,
+    )
+
+
+def _h_other(lp: pd.DataFrame, t: np.ndarray) -> np.ndarray:
+    """Other-cause cumulative hazard H_O(t); t [T] -> [N, T]."""
+    t = np.asarray(t, float)[None, :]
+    op = lp["h_op"].to_numpy()[:, None] * np.minimum(t, 0.25)
+    return op + lp["lambda_bg"].to_numpy()[:, None] * (np.exp(0.08 * t) - 1.0) / 0.08
+
+
+def _h_rec(lp: pd.DataFrame, t: np.ndarray, model: OutcomeModel) -> np.ndarray:
+    """Recurrence cumulative hazard H_R(t) [N, T]."""
+    t = np.asarray(t, float)[None, :]
+    scale = model.theta * np.exp(lp["eta_r"].to_numpy())[:, None]
+    return scale * (1.0 - np.exp(-((t / lp["beta_r"].to_numpy()[:, None]) ** model.k_r)))
+
+
+def true_survival(
+    cov: pd.DataFrame,
+    times_years: np.ndarray,
+    model: OutcomeModel = DEFAULT_MODEL,
+    step_years: float = 0.005,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact OS and DFS survival functions of the generative model.
+
+    Parameters
+    ----------
+    cov : DataFrame [N, COVARIATES]
+    times_years : ndarray [T]
+        Evaluation times (years, >= 0).
+
+    Returns
+    -------
+    s_os, s_dfs : ndarray float64 [N, T]
+        :math:`S_{OS}(t)` by numerical integration of the illness-death model (trapezoid, step
+        ``step_years``); :math:`S_{DFS}(t)` in closed form. Both are non-increasing in t.
+    """
+    lp = linear_predictors(cov, model)
+    times = np.asarray(times_years, float)
+    s_dfs = np.exp(-_h_rec(lp, times, model) - _h_other(lp, times))
+    grid = np.arange(0.0, times.max() + step_years, step_years)
+    h_r_cum = _h_rec(lp, grid, model)  # [N, S]
+    s_r = np.exp(-h_r_cum)
+    beta = lp["beta_r"].to_numpy()[:, None]
+    scale = model.theta * np.exp(lp["eta_r"].to_numpy())[:, None]
+    u = grid[None, :] / beta
+    h_r = scale * model.k_r / beta * u ** (model.k_r - 1) * np.exp(-(u**model.k_r))
+    f_r = h_r * s_r  # recurrence sub-density [N, S]
+    e_d = np.exp(lp["eta_d"].to_numpy())[:, None]
+    s_os = np.empty((len(cov), len(times)))
+    for j, t in enumerate(times):
+        m = grid <= t + 1e-12
+        s = grid[m]
+        kernel = np.exp(-e_d * ((t - s)[None, :] / model.beta_d) ** model.k_d)
+        integral = np.trapezoid(f_r[:, m] * kernel, s, axis=1) if m.sum() > 1 else 0.0
+        s_r_t = np.exp(-_h_rec(lp, np.array([t]), model))[:, 0]
+        s_os[:, j] = np.exp(-_h_other(lp, np.array([t]))[:, 0]) * (s_r_t + integral)
+    s_os = np.minimum.accumulate(np.clip(s_os, 0.0, 1.0), axis=1)
+    return s_os, s_dfs
+
+
+def sample_event_times(
+    cov: pd.DataFrame, rngs: list[np.random.Generator], model: OutcomeModel = DEFAULT_MODEL
+) -> pd.DataFrame:
+    """Draw true event times and censoring (one generator per patient).
+
+    Returns
+    -------
+    DataFrame
+        ``recurrence_years`` (inf = never), ``other_death_years``, ``cancer_death_after_years``,
+        ``death_years``, ``liver_recurrence_years`` (inf = never), ``censor_years``.
+    """
+    lp = linear_predictors(cov, model)
+    rows = []
+    for i, rng in enumerate(rngs):
+        e = rng.exponential(size=6)
+        u = rng.uniform(size=3)
+        scale = model.theta * np.exp(lp["eta_r"].iat[i])
+        if e[0] >= scale:
+            r = np.inf
+        else:
+            r = lp["beta_r"].iat[i] * (-np.log1p(-e[0] / scale)) ** (1.0 / model.k_r)
+        h_op = lp["h_op"].iat[i]
+        t_op = e[1] / h_op if e[1] < h_op * 0.25 else np.inf
+        t_bg = np.log1p(0.08 * e[2] / lp["lambda_bg"].iat[i]) / 0.08
+        t_o = min(t_op, t_bg)
+        t_d = model.beta_d * (e[3] * np.exp(-lp["eta_d"].iat[i])) ** (1.0 / model.k_d)
+        death = min(t_o, r + t_d)
+        c = cov.iloc[i]
+        p_liver = 1 / (
+            1
+            + np.exp(
+                -(0.3 + 0.5 * c["bilobar"] + 0.3 * c["multiple_metastases"] - c["extrahep_disease"])
+            )
+        )
+        if not np.isfinite(r):
+            liver = np.inf
+        elif u[0] < p_liver:
+            liver = r
+        elif u[1] < 0.4:
+            liver = r + 1.5 * e[4]
+        else:
+            liver = np.inf
+        admin = model.admin_years[0] + u[2] * (model.admin_years[1] - model.admin_years[0])
+        censor = min(admin, e[5] / model.loss_rate)
+        rows.append((r, t_o, t_d, death, liver, censor))
+    cols = [
+        "recurrence_years",
+        "other_death_years",
+        "cancer_death_after_years",
+        "death_years",
+        "liver_recurrence_years",
+        "censor_years",
+    ]
+    return pd.DataFrame(rows, columns=cols, index=cov.index)
+
+
+def observed_outcomes(times: pd.DataFrame) -> pd.DataFrame:
+    """Turn true times + censoring into the table's outcome columns (months, 0/1)."""
+    r, d, c = times["recurrence_years"], times["death_years"], times["censor_years"]
+    t_o, liver = times["other_death_years"], times["liver_recurrence_years"]
+    dfs = np.minimum(r, t_o)
+    ldfs = np.minimum(liver, d)
+    out = pd.DataFrame(index=times.index)
+    out["overall_survival_months"] = np.round(12 * np.minimum(d, c), 2)
+    out["vital_status"] = (d <= c).astype(int)
+    out["progression_or_recurrence"] = (r <= np.minimum(t_o, c)).astype(int)
+    out["months_to_DFS_progression"] = np.round(12 * np.minimum(dfs, c), 2)
+    out["vital_status_DFS"] = (dfs <= c).astype(int)
+    out["progression_or_recurrence_liveronly"] = (liver <= np.minimum(d, c)).astype(int)
+    out["months_to_liver_DFS_progression"] = np.round(12 * np.minimum(ldfs, c), 2)
+    out["vital_status_liver_DFS"] = (ldfs <= c).astype(int)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# patients
+# --------------------------------------------------------------------------------------------
+
+_N_TUMOUR_P = np.array([0.45, 0.20, 0.12, 0.08, 0.06, 0.04, 0.03, 0.02])
+
+
+@dataclass(frozen=True)
+class PatientSpec:
+    """One synthetic patient: id, true covariates, table row (with -999), anatomy."""
+
+    patient_id: str
+    index: int
+    covariates: dict
+    row: dict
+    anatomy: phantom.Anatomy
+
+
+def patient_id(index: int) -> str:
+    """``CRLM-CT-1001`` for index 0, as in the collection."""
+    return f"CRLM-CT-{1001 + index}"
+
+
+def phi_markers(pid: str) -> dict[str, str]:
+    """Obviously fake, unique PHI values written into the DICOM headers and the table.
+
+    Later checks search every output for these strings to prove no PHI leaks.
+    """
+    num = pid.rsplit("-", 1)[-1]
+    day = int(num) - 1000  # 1..: unique birth dates 1900-01-01 + (day - 1)
+    birth = (np.datetime64("1900-01-01") + np.timedelta64(day - 1, "D")).astype(str)
+    return {
+        "PatientName": f"SYNTH^PHI-NAME-{num}",
+        "PatientBirthDate": birth.replace("-", ""),
+        "InstitutionName": f"PHI-INSTITUTION-{num}",
+        "ReferringPhysicianName": f"PHI^REFERRER-{num}",
+        "OtherPatientIDs": f"PHI-OTHER-ID-{num}",
+        "De-identify Scout Name": f"PHI-SCOUT-{num}",
+    }
+
+
+def phi_values(out_dir: str | Path) -> list[str]:
+    """Every fake PHI string of the cohort in ``out_dir`` (read from its ``clinical.csv``)."""
+    ids = pd.read_csv(Path(out_dir) / "clinical.csv", usecols=["Patient-ID"])["Patient-ID"]
+    vals: list[str] = []
+    for pid in ids:
+        m = phi_markers(str(pid))
+        vals += [v for v in m.values()] + [m["PatientName"].split("^", 1)[1]]
+    return sorted(set(vals))
+
+
+def sample_patient(seed: int, index: int) -> PatientSpec:
+    """Sample the clinical variables, anatomy and table row of patient ``index``."""
+    rng = np.random.default_rng([seed, index, 0])
+    pid = patient_id(index)
+    age = float(np.clip(rng.normal(61, 11), 30, 88))
+    sex = 1 if rng.uniform() < 0.57 else 2
+    bmi = float(np.clip(rng.normal(27.5, 5.0), 16, 50))
+    comorb = int(rng.uniform() < 0.30)
+    node = int(rng.uniform() < 0.60)
+    sync = int(rng.uniform() < 0.45)
+    extra = int(rng.uniform() < 0.10)
+    cea = float(np.exp(rng.normal(np.log(15.0), 1.9)))
+    n_t = int(rng.choice(len(_N_TUMOUR_P), p=_N_TUMOUR_P)) + 1
+    d_max = float(np.clip(np.exp(rng.normal(np.log(3.4), 0.6)), 1.0, 9.0))
+    diam = [d_max] + [max(0.8, d_max * float(rng.uniform(0.3, 1.0))) for _ in range(n_t - 1)]
+    lobes = ["right" if rng.uniform() < 0.72 else "left" for _ in range(n_t)]
+    chemo = int(rng.uniform() < (0.45 + 0.25 * sync + 0.15 * (n_t > 1)))
+    steat = int(rng.uniform() < 1 / (1 + np.exp(-(-0.9 + 0.12 * (bmi - 27.5) + 0.6 * chemo))))
+    nas = int(1 + rng.binomial(5, 0.35)) if steat else int(rng.binomial(2, 0.2))
+    sinus = int(rng.uniform() < 0.15 + 0.30 * chemo)
+    response = float(rng.beta(2, 3)) if chemo else 0.0
+    anat = phantom.sample_anatomy(rng, diam, lobes, bool(steat), float(rng.uniform(-400, -100)))
+    iq = phantom.image_quantities(anat)
+    n_placed = int(iq["n_tumours"])
+    max_d = round(iq["max_diameter_cm"], 1)
+    pve = int(rng.uniform() < (0.5 if iq["remnant_fraction"] < 0.3 else 0.03))
+    fibrosis = float(np.clip(100 * response * rng.uniform(0.5, 1.0), 0, 100)) if chemo else -1
+    cov = {
+        "node_positive_primary": node,
+        "synchronous_crlm": sync,
+        "multiple_metastases": int(n_placed > 1),
+        "cea": cea,
+        "max_diameter_cm": max_d,
+        "extrahep_disease": extra,
+        "major_comorbidity": comorb,
+        "steatosis": steat,
+        "nash_ge4": int(nas >= 4),
+        "chemo": chemo,
+        "response": response,
+        "age": age,
+        **{k: iq[k] for k in ("tumour_volume_ml", "n_tumours", "bilobar", "remnant_fraction")},
+    }
+    fong = node + sync + int(n_placed > 1) + int(cea > 200) + int(max_d > 5)
+    row: dict = {
+        "Patient-ID": pid,
+        "De-identify Scout Name": phi_markers(pid)["De-identify Scout Name"],
+        "age": round(age),
+        "sex": sex,
+        "major_comorbidity": comorb,
+        "body_mass_index": round(bmi, 1),
+        "node_positive_primary": node,
+        "synchronous_crlm": sync,
+        "multiple_metastases": int(n_placed > 1),
+        "clinrisk_score": fong,
+        "clinrisk_stratified": int(fong >= 3),
+        "carcinoembryonic_antigen": round(cea, 1),
+        "max_tumor_size": max_d,
+        "bilobar_disease": int(iq["bilobar"]),
+        "extrahep_disease": extra,
+        "chemo_before_liver_resection": chemo,
+        "preoperative_pve": pve,
+        "steatosis_yesno": steat,
+        "presence_sinusoidal_dilata": sinus,
+        "NASH_score": nas,
+        "NASH_yesno": int(nas >= 3),
+        "NASH_greater_4": int(nas >= 4),
+        "total_response_percent": round(100 * response) if chemo else MISSING_CODE,
+        "necrosis_percent": round(100 * float(rng.beta(2, 3))),
+        "fibrosis_percent": round(fibrosis) if chemo else MISSING_CODE,
+        "fibrosis_greater_40_percent": int(fibrosis > 40) if chemo else MISSING_CODE,
+        "mucin_percent": round(100 * float(rng.beta(0.3, 4))),
+        "relevant_notes": "synthetic patient",
+    }
+    # realistic missingness in non-outcome predictors (the Fong score goes missing with CEA)
+    if rng.uniform() < 0.05:
+        row["carcinoembryonic_antigen"] = MISSING_CODE
+        row["clinrisk_score"] = MISSING_CODE
+        row["clinrisk_stratified"] = MISSING_CODE
+    if rng.uniform() < 0.04:
+        row["body_mass_index"] = MISSING_CODE
+    if rng.uniform() < 0.05:
+        row["NASH_score"] = MISSING_CODE
+    return PatientSpec(pid, index, cov, row, anat)
+
+
+@dataclass
+class SimulatedCohort:
+    """Clinical table (real columns, -999 coded), oracle table and patient specs."""
+
+    clinical: pd.DataFrame
+    oracle: pd.DataFrame
+    specs: list[PatientSpec]
+
+
+def simulate_cohort(
+    n_patients: int, seed: int, model: OutcomeModel = DEFAULT_MODEL
+) -> SimulatedCohort:
+    """Sample ``n_patients`` patients and their outcomes without rendering or writing images.
+
+    Fast (about 1 ms per patient): the outcome model only uses the analytic geometry of the
+    phantom. ``write_cohort`` writes exactly these tables.
+
+    Returns
+    -------
+    SimulatedCohort
+        ``clinical``: columns :data:`crlm_lib.data.clinical.COLUMNS` with -999 for missing;
+        ``oracle``: ``Patient-ID``, ``os_risk``, ``dfs_risk``, ``os_lp``, ``dfs_lp``,
+        ``os_surv_y1..12``, ``dfs_surv_y1..12``, true event times (years), image quantities and
+        ``portal_bifurcation_z_mm``.
+    """
+    specs = [sample_patient(seed, i) for i in range(n_patients)]
+    ids = [s.patient_id for s in specs]
+    cov = pd.DataFrame([s.covariates for s in specs], index=ids)
+    rngs = [np.random.default_rng([seed, s.index, 1]) for s in specs]
+    times = sample_event_times(cov, rngs, model)
+    obs = observed_outcomes(times)
+    clin = pd.DataFrame([s.row for s in specs], index=ids)
+    for col in obs.columns:
+        clin[col] = obs[col]
+    clin = clin[list(COLUMNS)].reset_index(drop=True)
+
+    years = np.arange(1, N_YEARS_ORACLE + 1, dtype=float)
+    s_os, s_dfs = true_survival(cov, np.concatenate([years, [5.0]]), model)
+    lp = linear_predictors(cov, model)
+    oracle = pd.DataFrame({"Patient-ID": ids})
+    oracle["os_risk"] = np.log(-np.log(np.clip(s_os[:, -1], 1e-12, 1 - 1e-12)))
+    oracle["dfs_risk"] = np.log(-np.log(np.clip(s_dfs[:, -1], 1e-12, 1 - 1e-12)))
+    oracle["os_lp"] = lp["eta_d"].to_numpy()
+    oracle["dfs_lp"] = lp["eta_r"].to_numpy()
+    for k in range(N_YEARS_ORACLE):
+        oracle[f"os_surv_y{k + 1}"] = s_os[:, k]
+    for k in range(N_YEARS_ORACLE):
+        oracle[f"dfs_surv_y{k + 1}"] = s_dfs[:, k]
+    oracle["true_os_years"] = times["death_years"].to_numpy()
+    oracle["true_dfs_years"] = np.minimum(
+        times["recurrence_years"].to_numpy(), times["other_death_years"].to_numpy()
+    )
+    oracle["true_recurrence_years"] = times["recurrence_years"].to_numpy()
+    oracle["censor_years"] = times["censor_years"].to_numpy()
+    for k in ("tumour_volume_ml", "n_tumours", "bilobar", "remnant_fraction"):
+        oracle[k] = cov[k].to_numpy()
+    oracle["portal_bifurcation_z_mm"] = [s.anatomy.bifurcation_z_mm for s in specs]
+    return SimulatedCohort(clin, oracle, specs)
+
+
+# --------------------------------------------------------------------------------------------
+# calibration
+# --------------------------------------------------------------------------------------------
+
+
+def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
+    """Compare a (synthetic) clinical table with the published targets.
+
+    Kaplan-Meier (lifelines) 5-year OS per ``clinrisk_score`` vs Fong et al. 1999, KM median
+    OS vs Kanas et al. 2012 (3.6 years), the observed recurrence fraction vs 60-70%, and the
+    fraction of observed recurrences within 2 years.
+
+    Parameters
+    ----------
+    clinical_df : DataFrame
+        Raw (-999 coded) or loaded table with the real column names.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric``, ``n``, ``synthetic``, ``target``.
+    """
+    from lifelines import KaplanMeierFitter
+
+    df = clinical_df.replace(MISSING_CODE, np.nan)
+    t = df["overall_survival_months"] / 12.0
+    e = df["vital_status"]
+    rows = []
+    for k in range(6):
+        m = df["clinrisk_score"] == k
+        val = np.nan
+        if m.sum() >= 2:
+            kmf = KaplanMeierFitter().fit(t[m], e[m])
+            val = float(kmf.survival_function_at_times(5.0).iloc[0])
+        rows.append((f"5-year OS, Fong score {k}", int(m.sum()), val, FONG_5Y_OS[k]))
+    kmf = KaplanMeierFitter().fit(t, e)
+    rows.append(("median OS (years)", len(df), float(kmf.median_survival_time_), 3.6))
+    rec = df["progression_or_recurrence"] == 1
+    rows.append(("recurrence fraction", len(df), float(rec.mean()), 0.65))
+    early = (df.loc[rec, "months_to_DFS_progression"] <= 24).mean() if rec.any() else np.nan
+    rows.append(("recurrences within 2 years", int(rec.sum()), float(early), 0.75))
+    return pd.DataFrame(rows, columns=["metric", "n", "synthetic", "target"])
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM writing
+# --------------------------------------------------------------------------------------------
+
+
+def _uid(seed: int, pid: str, what: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[f"crlm-synth-{seed}", pid, what])
+
+
+def _short(uid: str) -> str:
+    return str(int(hashlib.sha1(uid.encode()).hexdigest(), 16) % 100000).zfill(5)
+
+
+def _ct_datasets(spec: PatientSpec, seed: int, img: phantom.Rendered, synth: SynthConfig):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    pid = spec.patient_id
+    phi = phi_markers(pid)
+    study, series = _uid(seed, pid, "study"), _uid(seed, pid, "ct-series")
+    frame = _uid(seed, pid, "frame")
+    n = img.hu.shape[0]
+    out = []
+    for k in range(n):
+        sop = _uid(seed, pid, f"ct-{k}")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20000101"
+        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+        ds.AccessionNumber = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "crlm_lib synthetic phantom"
+        ds.InstitutionName = phi["InstitutionName"]
+        ds.ReferringPhysicianName = phi["ReferringPhysicianName"]
+        ds.StudyDescription = "SYNTHETIC CT ABDOMEN"
+        ds.SeriesDescription = "SYNTHETIC PORTAL VENOUS"
+        ds.PatientName = phi["PatientName"]
+        ds.PatientID = pid
+        ds.PatientBirthDate = phi["PatientBirthDate"]
+        ds.PatientSex = "M" if spec.row["sex"] == 1 else "F"
+        ds.OtherPatientIDs = phi["OtherPatientIDs"]
+        ds.BodyPartExamined = "ABDOMEN"
+        ds.SliceThickness = f"{synth.slice_thickness_mm:g}"
+        ds.KVP = "120"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.StudyID, ds.SeriesNumber = "1", 2
+        ds.InstanceNumber = n - k  # head-first numbering: 1 = most superior
+        ds.ImagePositionPatient = [f"{img.x0_mm:.3f}", f"{img.y0_mm:.3f}", f"{img.z_mm[k]:.3f}"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.FrameOfReferenceUID = frame
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{img.z_mm[k]:.3f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = img.hu.shape[1:]
+        ds.PixelSpacing = [f"{synth.pixel_spacing_mm:g}", f"{synth.pixel_spacing_mm:g}"]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+        ds.PixelData = (img.hu[k].astype(np.int32) + 1024).astype("<i2").tobytes()
+        out.append(ds)
+    return out
+
+
+def _segmentation(spec: PatientSpec, seed: int, cts: list, img: phantom.Rendered):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    anat = hd.sr.CodedConcept(*_code(codes.SCT.AnatomicalStructure))
+    abnormal = hd.sr.CodedConcept(*_code(codes.SCT.MorphologicallyAbnormalStructure))
+    algo = hd.AlgorithmIdentificationSequence(
+        name="crlm_lib.data.synthetic",
+        version="1",
+        family=hd.sr.CodedConcept("SYNTH", "99CRLM", "Synthetic phantom"),
+    )
+    spec_list = [
+        ("Liver", anat, codes.SCT.Liver),
+        ("Liver_Remnant", anat, codes.SCT.Liver),
+        ("Hepatic", anat, codes.SCT.HepaticVein),
+        ("Portal", anat, codes.SCT.PortalVein),
+    ] + [(f"Tumor_{i + 1}", abnormal, codes.SCT.Neoplasm) for i in range(len(img.lesions))]
+    descs = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=label,
+            segmented_property_category=cat,
+            segmented_property_type=hd.sr.CodedConcept(*_code(typ)),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo,
+        )
+        for i, (label, cat, typ) in enumerate(spec_list)
+    ]
+    arrays = [img.masks[k] for k in ("liver", "remnant", "hepatic", "portal")] + img.lesions
+    pixels = np.stack(arrays, axis=-1).astype(np.uint8)  # [Z, Y, X, S]
+    seg = hd.seg.Segmentation(
+        source_images=cts,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descs,
+        series_instance_uid=_uid(seed, spec.patient_id, "seg-series"),
+        series_number=300,
+        sop_instance_uid=_uid(seed, spec.patient_id, "seg"),
+        instance_number=1,
+        manufacturer="crlm_lib synthetic phantom",
+        manufacturer_model_name="phantom",
+        software_versions="1",
+        device_serial_number="0",
+        series_description="Segmentation",
+        omit_empty_frames=True,
+    )
+    # highdicom stamps the wall clock and a random dimension-organisation UID: fix them so that
+    # the same seed gives byte-identical files
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = "20000101120000"
+    dim_uid = _uid(seed, spec.patient_id, "seg-dimension")
+    for seq in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in seg.get(seq, []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dim_uid
+    for tag in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
+        if tag in seg:
+            setattr(seg, tag, "20000101")
+    for tag in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
+        if tag in seg:
+            setattr(seg, tag, "120000")
+    return seg
+
+
+def _code(c) -> tuple[str, str, str]:
+    return (c.value, c.scheme_designator, c.meaning)
+
+
+def render_patient(spec: PatientSpec, seed: int, synth: SynthConfig) -> phantom.Rendered:
+    """Render patient ``spec`` on the grid of ``synth`` (scan coverage drawn from stream 2).
+
+    The scan covers ``n`` slices (``synth.slices``) with the portal bifurcation at a random
+    fraction 0.3-0.7 of the coverage from the bottom.
+    """
+    rng = np.random.default_rng([seed, spec.index, 2])
+    n = int(rng.integers(synth.slices[0], synth.slices[1] + 1))
+    dz = synth.slice_thickness_mm
+    bottom = spec.anatomy.bifurcation_z_mm - float(rng.uniform(0.3, 0.7)) * (n - 1) * dz
+    z = np.round(bottom + dz * np.arange(n), 3)
+    return phantom.render(spec.anatomy, synth.matrix, synth.pixel_spacing_mm, z, rng)
+
+
+def _write_patient(spec: PatientSpec, seed: int, synth: SynthConfig, root: Path) -> None:
+    pid = spec.patient_id
+    final = root / pid
+    tmp = root / f".tmp-{pid}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    img = render_patient(spec, seed, synth)
+    cts = _ct_datasets(spec, seed, img, synth)
+    study_uid, ct_uid = cts[0].StudyInstanceUID, cts[0].SeriesInstanceUID
+    study_dir = tmp / f"01-01-2000-NA-CT ABDOMEN-{_short(study_uid)}"
+    ct_dir = study_dir / f"2.000000-PORTAL VENOUS SYNTH-{_short(ct_uid)}"
+    ct_dir.mkdir(parents=True)
+    # file names deliberately unrelated to slice order: a seeded permutation
+    perm = np.random.default_rng([seed, spec.index, 3]).permutation(len(cts))
+    for ds, p in zip(cts, perm, strict=True):
+        ds.save_as(ct_dir / f"1-{p + 1:03d}.dcm", enforce_file_format=True)
+    seg = _segmentation(spec, seed, cts, img)
+    seg_dir = study_dir / f"300.000000-Segmentation-{_short(seg.SeriesInstanceUID)}"
+    seg_dir.mkdir()
+    seg.save_as(seg_dir / "1-1.dcm", enforce_file_format=True)
+    os.replace(tmp, final)
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+
+
+def write_cohort(
+    out_dir: str | Path,
+    n_patients: int,
+    seed: int,
+    synth: SynthConfig,
+    model: OutcomeModel = DEFAULT_MODEL,
+    progress: bool = True,
+) -> Path:
+    """Write a synthetic cohort in the TCIA layout.
+
+    ``out_dir/Colorectal-Liver-Metastases/CRLM-CT-1001/<study>/<CT series>/1-0xx.dcm`` (one
+    file per slice; names are a seeded permutation, not the slice order),
+    ``.../<SEG series>/1-1.dcm``, ``out_dir/clinical.csv`` and ``out_dir/oracle.csv``.
+
+    Resumable and atomic per patient: each patient is written to a hidden temporary folder and
+    renamed into place; patients already present are skipped. The same ``seed`` and ``synth``
+    give byte-identical files. A ``synthetic_cohort.json`` records the request; asking for a
+    different seed or grid in a folder that holds another cohort raises.
+
+    Parameters
+    ----------
+    out_dir : path
+        Cohort root (``Paths.cohort_dir``).
+    n_patients : int
+        Patients ``CRLM-CT-1001`` .. ``CRLM-CT-{1000 + n}``.
+    seed : int
+        Master seed.
+    synth : SynthConfig
+        Image grid (matrix, pixel spacing, slice range, slice thickness).
+    model : OutcomeModel
+        Generative survival model.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    SyntheticCohortError
+        If ``out_dir`` holds a cohort written with another seed or grid.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    root = out / TCIA_COLLECTION
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"seed": int(seed), "synth": asdict(synth), "model": asdict(model)}
+    meta = json.loads(json.dumps(meta))
+    meta_path = out / "synthetic_cohort.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old != meta:
+            raise SyntheticCohortError(
+                f"{out}: holds a synthetic cohort written with {old}, not {meta}; "
+                "delete the folder or choose another"
+            )
+    else:
+        tmp = meta_path.with_name(".synthetic_cohort.json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, meta_path)
+    cohort = simulate_cohort(n_patients, seed, model)
+    for spec in tqdm(cohort.specs, desc="synthetic cohort", disable=not progress):
+        if not (root / spec.patient_id).is_dir():
+            _write_patient(spec, seed, synth, root)
+    _atomic_csv(cohort.clinical, out / "clinical.csv")
+    _atomic_csv(cohort.oracle, out / "oracle.csv")
+    return out

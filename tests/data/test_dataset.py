@@ -1,0 +1,159 @@
+"""Tests of crlm_lib.data.dataset (targets, encodings, batching, splits) and a round trip
+through the synthetic cohort writer (crlm_lib.data.synthetic -> tcia -> preprocess)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from crlm_lib.config import MASK_NAMES, Paths, get_profile
+from crlm_lib.data import dataset as ds
+from crlm_lib.data import preprocess as pp
+from crlm_lib.data import tcia
+
+SMOKE = get_profile("smoke")
+
+
+@pytest.mark.parametrize(
+    ("years", "event", "target", "known"),
+    [
+        (2.5, 1, [0, 0] + [1] * 10, [1] * 12),  # recurrence in year 3 (bin 2)
+        (0.3, 1, [1] * 12, [1] * 12),
+        (2.5, 0, [0] * 12, [1, 1] + [0] * 10),  # censored in bin 2: years 1-2 known
+        (0.4, 0, [0] * 12, [0] * 12),
+        (15.0, 0, [0] * 12, [1] * 11 + [0]),  # bin capped at 11
+    ],
+)
+def test_recurrence_targets(years, event, target, known):
+    t, k = ds.recurrence_targets(years, event)
+    np.testing.assert_array_equal(t, target)
+    np.testing.assert_array_equal(k, known)
+    assert ds.year_bin(years) == min(int(years), 11)
+
+
+def test_paper_split_sizes_and_determinism():
+    ids = [f"P{i:03d}" for i in range(197)]
+    events = np.random.default_rng(0).integers(0, 2, 197)
+    tr, va, te = ds.paper_split(ids, events, seed=0)
+    assert (len(tr), len(va), len(te)) == (157, 20, 20)
+    assert set(tr) | set(va) | set(te) == set(ids)
+    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    assert ds.paper_split(ids, events, seed=0) == (tr, va, te)
+    assert ds.paper_split(ids, events, seed=1)[2] != te
+    ev = dict(zip(ids, events))
+    assert abs(np.mean([ev[i] for i in te]) - events.mean()) < 0.06  # stratified
+
+
+def test_repeated_stratified_kfold():
+    ids = [f"P{i:02d}" for i in range(20)]
+    events = [0, 1] * 10
+    splits = list(ds.repeated_stratified_kfold(ids, events, folds=5, repeats=2, seed=0))
+    assert [(r, f) for r, f, _, _ in splits] == [(r, f) for r in range(2) for f in range(5)]
+    for _, _, tr, te in splits:
+        assert len(te) == 4 and set(tr) | set(te) == set(ids) and not set(tr) & set(te)
+    first = sorted(i for _, _, _, te in splits[:5] for i in te)
+    assert first == sorted(ids)
+    assert splits == list(ds.repeated_stratified_kfold(ids, events, 5, 2, seed=0))
+
+
+def test_lesion_set_keeps_16_largest_and_pads():
+    stats = {"min": np.zeros(2), "mean": np.zeros(2), "std": np.ones(2)}
+    obj = ds.CRLMDataset.__new__(ds.CRLMDataset)
+    obj.feature_stats = stats
+    obj.lesion_feature_names = ["mean", "volume_mm3"]
+    raw = np.stack([np.zeros(20), np.arange(20.0)], axis=1)
+    feats, mask = obj.lesion_set(raw)
+    assert feats.shape == (16, 2) and mask.all()
+    np.testing.assert_allclose(np.sort(feats[:, 1]), np.log(np.arange(4.0, 20.0) + 1))
+    feats, mask = obj.lesion_set(raw[:3])
+    assert mask.tolist() == [True] * 3 + [False] * 13
+    assert np.all(feats[3:] == 0)
+
+
+@pytest.fixture(scope="module")
+def synthetic_processed(tmp_path_factory):
+    synthetic = pytest.importorskip("crlm_lib.data.synthetic")
+    root = tmp_path_factory.mktemp("synth")
+    cohort = synthetic.write_cohort(root / "cohort", 3, 0, SMOKE.synth, progress=False)
+    paths = Paths(
+        root,
+        "smoke",
+        cohort,
+        cohort / "clinical.csv",
+        None,
+        root / "processed",
+        root / "runs",
+        root / "results",
+        True,
+    )
+    report = pp.preprocess_cohort(paths, SMOKE, n_jobs=1, progress=False)
+    return synthetic, paths, report
+
+
+def test_synthetic_round_trip(synthetic_processed):
+    synthetic, paths, _ = synthetic_processed
+    refs = tcia.discover(paths.cohort_dir)
+    assert [r.patient_id for r in refs] == ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"]
+    for index in range(2):
+        spec = synthetic.sample_patient(0, index)
+        img = synthetic.render_patient(spec, 0, SMOKE.synth)
+        p = tcia.load_patient(refs[index])
+        np.testing.assert_array_equal(p.ct, img.hu.astype(np.float32))
+        assert p.spacing == pytest.approx(
+            (
+                SMOKE.synth.slice_thickness_mm,
+                SMOKE.synth.pixel_spacing_mm,
+                SMOKE.synth.pixel_spacing_mm,
+            )
+        )
+        for name in ("liver", "remnant", "hepatic", "portal"):
+            np.testing.assert_array_equal(p.masks[name], img.masks[name])
+        assert len(p.lesions) == len(img.lesions)
+        for a, b in zip(p.lesions, img.lesions):
+            np.testing.assert_array_equal(a, b)
+        # the crop is centred on the phantom's portal bifurcation (within 1 slice)
+        z_bif = int(np.argmin(np.abs(img.z_mm - spec.anatomy.bifurcation_z_mm)))
+        meta = pp.load_processed(paths.processed_dir, p.patient_id)
+        assert meta["centre_method"] == "portal_skeleton"
+        assert abs(int(meta["bifurcation_z"]) - z_bif) <= 1
+
+
+def test_dataset_items_and_loader(synthetic_processed):
+    from crlm_lib.data import clinical
+
+    _, paths, report = synthetic_processed
+    assert set(report["status"]) == {"done"}
+    df = clinical.load_clinical(paths.clinical_csv)
+    ids = report["patient_id"].tolist()
+    train = ds.CRLMDataset(paths.processed_dir, df, ids[:2], SMOKE, augment=True)
+    test = ds.CRLMDataset(
+        paths.processed_dir,
+        df,
+        ids[2:],
+        SMOKE,
+        clinical_reference_ids=ids[:2],
+        feature_stats=train.feature_stats,
+    )
+    item = test[0]
+    d, s = SMOKE.preprocess.depth, SMOKE.preprocess.size
+    assert item["patient_id"] == ids[2]
+    assert item["ct"].shape == (1, d, s, s) and item["ct"].dtype == torch.float32
+    assert item["masks"].shape == (len(MASK_NAMES), d, s, s)
+    assert item["clinical"].shape == (train.clinical.shape[1],)
+    assert item["lesion_features"].shape == (16, len(train.lesion_feature_names))
+    assert item["lesion_mask"].dtype == torch.bool
+    out = clinical.outcomes(df.loc[[ids[2]]]).iloc[0]
+    assert item["survival_bin"] == min(int(out["os_years"]), 11)
+    t, k = ds.recurrence_targets(out["dfs_years"], out["dfs_event"])
+    np.testing.assert_array_equal(item["recurrence_target"].numpy(), t)
+    np.testing.assert_array_equal(item["recurrence_known"].numpy(), k)
+    torch.manual_seed(0)
+    a = train[0]["ct"]
+    torch.manual_seed(0)
+    assert torch.equal(a, train[0]["ct"])
+    batch = next(iter(DataLoader(train, batch_size=2, collate_fn=ds.collate)))
+    assert batch["patient_id"] == ids[:2]
+    assert batch["ct"].shape == (2, 1, d, s, s)
+    assert batch["recurrence_target"].shape == (2, 12)

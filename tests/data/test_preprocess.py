@@ -1,0 +1,192 @@
+"""Tests of crlm_lib.data.preprocess: crop, padding, range, closing, cache and resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dicom_helpers import write_patient
+
+from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, get_profile
+from crlm_lib.data import preprocess as pp
+from crlm_lib.data.tcia import Patient
+
+SMOKE = get_profile("smoke")
+CFG = PreprocessConfig(depth=8, size=16, closing_radius=1)
+
+
+def _patient(nz=30, ny=24, nx=24, bif=20, portal=True, seed=0):
+    """Hand-made patient whose portal vein is a Y: thick trunk up to ``bif``, two branches."""
+    rng = np.random.default_rng(seed)
+    ct = rng.normal(40, 30, (nz, ny, nx)).astype(np.float32)
+    z, y, x = np.indices((nz, ny, nx))
+    liver = (np.abs(y - 12) < 9) & (np.abs(x - 12) < 9)
+    pv = np.zeros((nz, ny, nx), bool)
+    if portal:
+        trunk = (z <= bif) & ((y - 12) ** 2 + (x - 12) ** 2 <= 4)
+        up = z - bif
+        left = (z >= bif) & (z < bif + 6) & ((y - 12) ** 2 + (x - 12 - up) ** 2 <= 1)
+        right = (z >= bif) & (z < bif + 6) & ((y - 12) ** 2 + (x - 12 + up) ** 2 <= 1)
+        pv = trunk | left | right
+    tumour = (z - 5) ** 2 + (y - 6) ** 2 + (x - 6) ** 2 <= 4
+    masks = {
+        "liver": liver,
+        "remnant": liver & (x < 12),
+        "hepatic": liver & (y == 3),
+        "portal": pv,
+        "tumour": tumour,
+    }
+    return Patient(
+        "P1",
+        ct,
+        (2.5, 1.5, 1.5),
+        (0.0, 0.0, 0.0),
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        masks,
+        [tumour],
+        [],
+        Path("seg.dcm"),
+    )
+
+
+def test_bifurcation_found_from_skeleton():
+    p = _patient(bif=20)
+    z, method = pp.find_bifurcation(p.masks["portal"], p.spacing, p.masks["liver"])
+    assert method == "portal_skeleton"
+    assert abs(z - 20) <= 1
+
+
+def test_crop_centred_on_bifurcation():
+    out = pp.preprocess_patient(_patient(nz=30, bif=20), CFG)
+    assert out["ct"].shape == (8, 16, 16)
+    assert str(out["centre_method"]) == "portal_skeleton"
+    assert abs(int(out["bifurcation_z"]) - 20) <= 1
+    zi = out["z_index"]
+    np.testing.assert_array_equal(zi, np.arange(zi[0], zi[0] + 8))
+    assert zi[4] == out["bifurcation_z"]  # centre at depth // 2
+
+
+def test_window_clamped_inside_series():
+    np.testing.assert_array_equal(pp.slice_window(30, 1, 8), np.arange(0, 8))
+    np.testing.assert_array_equal(pp.slice_window(30, 29, 8), np.arange(22, 30))
+
+
+def test_fallback_to_liver_centre(caplog):
+    out = pp.preprocess_patient(_patient(portal=False), CFG)
+    assert str(out["centre_method"]) == "liver_centre"
+    assert int(out["bifurcation_z"]) in (14, 15)  # liver centre of mass: z = 14.5
+    assert "liver" in caplog.text
+
+
+def test_short_volume_padded_symmetrically_with_minus_one():
+    out = pp.preprocess_patient(_patient(nz=5, bif=2), CFG)
+    zi = out["z_index"]
+    np.testing.assert_array_equal(zi, [-1, 0, 1, 2, 3, 4, -1, -1])
+    ct = out["ct"]
+    assert np.all(ct[zi < 0] == -1.0)
+    assert np.all(out["masks"][:, zi < 0] == 0)
+    assert ct[zi >= 0].mean() > -0.5  # real slices are not padding
+
+
+def test_value_range_and_dtypes():
+    out = pp.preprocess_patient(_patient(), CFG)
+    assert out["ct"].dtype == np.float32
+    assert out["ct"].min() >= -1.0 and out["ct"].max() <= 1.0
+    assert out["masks"].dtype == np.uint8 and out["masks"].shape == (len(MASK_NAMES), 8, 16, 16)
+    assert set(np.unique(out["masks"])) <= {0, 1}
+    assert out["lesion_features"].shape == (1, len(out["lesion_feature_names"]))
+
+
+def test_without_clahe_mapping_is_linear():
+    p = _patient()
+    p.ct[:] = 0.0  # 0 HU in window (-1024, 1024) -> 0
+    out = pp.preprocess_patient(p, CFG, clahe=False)
+    np.testing.assert_allclose(out["ct"], 0.0, atol=1e-6)
+
+
+def test_masks_closed():
+    hole = np.ones((8, 12, 12), bool)
+    hole[4, 6, 6] = False
+    closed = pp.close_mask(hole, 1)
+    assert closed[4, 6, 6]
+    assert closed.all()  # no erosion at the border
+
+
+def test_invert_to_source_round_trip():
+    out = pp.preprocess_patient(_patient(nz=30, ny=32, nx=32), CFG)
+    back = pp.invert_to_source(out["masks"][0].astype(np.float32), out, order=0)
+    assert back.shape == (30, 32, 32)
+    zi = out["z_index"]
+    outside = np.setdiff1d(np.arange(30), zi)
+    assert np.all(back[outside] == 0)
+    liver = _patient(nz=30, ny=32, nx=32).masks["liver"][zi]
+    assert (back[zi] > 0.5).mean() == pytest.approx(liver.mean(), abs=0.05)
+
+
+def _paths(tmp_path: Path) -> Paths:
+    return Paths(
+        tmp_path,
+        "smoke",
+        tmp_path / "cohort",
+        tmp_path / "c.csv",
+        None,
+        tmp_path / "processed",
+        tmp_path / "runs",
+        tmp_path / "results",
+        True,
+    )
+
+
+def _killer(ref, cfg, out, digest, clahe_mode):
+    if ref.patient_id == "CRLM-CT-0002":
+        os._exit(1)  # simulate a worker killed mid-run
+    return pp.process_one(ref, cfg, out, digest, clahe_mode)
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    for i in (1, 2, 3):
+        write_patient(tmp_path / "cohort", f"CRLM-CT-000{i}", seed=i)
+    bad = tmp_path / "cohort" / "CRLM-CT-0003" / "study" / "2-SEG"
+    for f in bad.iterdir():
+        f.unlink()
+    return _paths(tmp_path)
+
+
+def test_cohort_cache_resume_and_report(cohort):
+    out_dir = cohort.processed_dir
+    out_dir.mkdir(parents=True)
+    leftover = out_dir / ".CRLM-CT-0001.abc.npz.tmp"
+    leftover.write_bytes(b"half a file")
+    with pytest.raises(pp.PreprocessInterrupted):
+        pp.preprocess_cohort(
+            cohort, SMOKE, n_jobs=2, progress=False, mp_context="fork", worker=_killer
+        )
+    assert not (out_dir / "CRLM-CT-0002.npz").exists()
+    assert not leftover.exists()
+    assert not list(out_dir.glob(".*.tmp"))
+    report = pp.preprocess_cohort(cohort, SMOKE, n_jobs=1, progress=False)
+    status = dict(zip(report["patient_id"], report["status"]))
+    assert status["CRLM-CT-0002"] == "done"
+    assert status["CRLM-CT-0003"] == "excluded"
+    assert status["CRLM-CT-0001"] in {"cached", "done"}
+    assert "MissingSeriesError" in report.set_index("patient_id").loc["CRLM-CT-0003", "reason"]
+    assert (out_dir / "report.csv").is_file()
+    again = pp.preprocess_cohort(cohort, SMOKE, n_jobs=1, progress=False)
+    assert dict(zip(again["patient_id"], again["status"])) == {
+        "CRLM-CT-0001": "cached",
+        "CRLM-CT-0002": "cached",
+        "CRLM-CT-0003": "excluded",
+    }
+    data = pp.load_processed(out_dir, "CRLM-CT-0001")
+    d, s = SMOKE.preprocess.depth, SMOKE.preprocess.size
+    assert data["ct"].shape == (d, s, s)
+    assert data["masks"].shape == (5, d, s, s)
+    assert tuple(data["source_shape"]) == (12, 24, 24)
+    np.testing.assert_allclose(data["source_spacing_mm"], (2.5, 1.5, 1.5))
+    # changed settings -> recomputed, not cached
+    other = SMOKE.with_(preprocess=PreprocessConfig(depth=8, size=16))
+    changed = pp.preprocess_cohort(cohort, other, n_jobs=1, progress=False)
+    assert set(changed["status"]) == {"done", "excluded"}

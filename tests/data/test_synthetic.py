@@ -1,0 +1,184 @@
+"""Tests of crlm_lib.data.synthetic (and its phantom): DICOM validity, determinism, oracle,
+calibration of the generative survival model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from crlm_lib.config import SMOKE, SynthConfig
+from crlm_lib.data import phantom
+from crlm_lib.data.clinical import fong_score, load_clinical, outcomes
+from crlm_lib.data.synthetic import (
+    SyntheticCohortError,
+    calibration_summary,
+    phi_values,
+    render_patient,
+    sample_event_times,
+    simulate_cohort,
+    true_survival,
+    write_cohort,
+)
+
+SYNTH = SMOKE.synth
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "a"
+    return write_cohort(out, n_patients=3, seed=7, synth=SYNTH, progress=False)
+
+
+def _patient_dirs(out: Path) -> list[Path]:
+    return sorted((out / "Colorectal-Liver-Metastases").glob("CRLM-CT-*"))
+
+
+def _series(pdir: Path) -> tuple[list[Path], Path]:
+    (study,) = [p for p in pdir.iterdir() if p.is_dir()]
+    ct_dir = next(p for p in study.iterdir() if "Segmentation" not in p.name)
+    seg_dir = next(p for p in study.iterdir() if "Segmentation" in p.name)
+    return sorted(ct_dir.glob("*.dcm")), seg_dir / "1-1.dcm"
+
+
+def test_layout_and_tables(cohort):
+    dirs = _patient_dirs(cohort)
+    assert [d.name for d in dirs] == ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"]
+    assert not list((cohort / "Colorectal-Liver-Metastases").glob(".tmp-*"))
+    df = load_clinical(cohort / "clinical.csv")  # validates the schema
+    assert list(df.index) == [d.name for d in dirs]
+    oracle = pd.read_csv(cohort / "oracle.csv")
+    assert "os_risk" not in df.columns and "os_surv_y12" in oracle.columns
+
+
+def test_ct_series_is_valid_dicom(cohort):
+    for pdir in _patient_dirs(cohort):
+        files, _ = _series(pdir)
+        assert SYNTH.slices[0] <= len(files) <= SYNTH.slices[1]
+        dss = [pydicom.dcmread(f) for f in files]
+        assert {d.SOPClassUID for d in dss} == {pydicom.uid.CTImageStorage}
+        assert len({d.SeriesInstanceUID for d in dss}) == 1
+        assert len({d.SOPInstanceUID for d in dss}) == len(dss)
+        d = dss[0]
+        assert d.Modality == "CT" and d.PatientID == pdir.name
+        assert float(d.RescaleIntercept) == -1024 and float(d.RescaleSlope) == 1
+        assert d.pixel_array.dtype == np.int16 and d.Rows == SYNTH.matrix
+        assert [float(v) for v in d.PixelSpacing] == [SYNTH.pixel_spacing_mm] * 2
+        z = sorted(float(x.ImagePositionPatient[2]) for x in dss)
+        np.testing.assert_allclose(np.diff(z), SYNTH.slice_thickness_mm, atol=1e-3)
+        # file names do not follow slice position
+        z_by_name = [float(x.ImagePositionPatient[2]) for x in dss]
+        assert z_by_name != sorted(z_by_name) and z_by_name != sorted(z_by_name, reverse=True)
+        hu = np.stack([x.pixel_array * 1.0 + float(x.RescaleIntercept) for x in dss])
+        assert hu.min() < -900 and hu.max() > 300  # air and bone
+
+
+def test_seg_references_ct_and_has_collection_labels(cohort):
+    oracle = pd.read_csv(cohort / "oracle.csv").set_index("Patient-ID")
+    for pdir in _patient_dirs(cohort):
+        files, seg_file = _series(pdir)
+        ct_uid = pydicom.dcmread(files[0]).SeriesInstanceUID
+        seg = hd.seg.segread(seg_file)
+        assert seg.segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+        labels = [seg.get_segment_description(i).segment_label for i in seg.segment_numbers]
+        n_t = int(oracle.loc[pdir.name, "n_tumours"])
+        assert labels == ["Liver", "Liver_Remnant", "Hepatic", "Portal"] + [
+            f"Tumor_{i + 1}" for i in range(n_t)
+        ]
+        ref = seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+        assert ref == ct_uid
+        assert seg.NumberOfFrames < len(files) * len(labels)  # empty frames omitted
+        liver_code = seg.get_segment_description(1).segmented_property_type
+        assert liver_code.value == "10200004"
+
+
+def test_phi_markers_written_and_listed(cohort):
+    vals = phi_values(cohort)
+    files, _ = _series(_patient_dirs(cohort)[0])
+    d = pydicom.dcmread(files[0])
+    assert str(d.PatientName) in vals and d.PatientBirthDate in vals
+    assert d.InstitutionName in vals and str(d.OtherPatientIDs) in vals
+    assert len(vals) == len(set(vals)) and len([v for v in vals if v.startswith("1900")]) == 3
+
+
+def test_deterministic_and_resumable(cohort, tmp_path):
+    other = write_cohort(tmp_path / "b", n_patients=2, seed=7, synth=SYNTH, progress=False)
+    for pdir in _patient_dirs(other):
+        for f in sorted(p for p in pdir.rglob("*") if p.is_file()):
+            twin = cohort / f.relative_to(other)
+            assert f.read_bytes() == twin.read_bytes(), f
+    # resuming adds the missing patient and leaves the others untouched
+    first = next(_patient_dirs(other)[0].rglob("*.dcm"))
+    mtime = first.stat().st_mtime_ns
+    write_cohort(other, n_patients=3, seed=7, synth=SYNTH, progress=False)
+    assert len(_patient_dirs(other)) == 3 and first.stat().st_mtime_ns == mtime
+    with pytest.raises(SyntheticCohortError):
+        write_cohort(other, n_patients=3, seed=8, synth=SYNTH, progress=False)
+
+
+def test_masks_coherent_with_image_and_table():
+    sim = simulate_cohort(4, seed=11)
+    spec = sim.specs[0]
+    grid = SynthConfig(matrix=96, pixel_spacing_mm=4.0, slices=(60, 60), slice_thickness_mm=4.0)
+    img = render_patient(spec, 11, grid)
+    liver, rem = img.masks["liver"], img.masks["remnant"]
+    assert rem.any() and not (rem & ~liver).any()
+    for les in img.lesions:
+        assert not (les & rem).any()
+    iq = phantom.image_quantities(spec.anatomy)
+    if liver.sum() > 0.9 * iq["liver_volume_ml"] * 1000 / (4.0**2 * 4.0):  # liver fully covered
+        tum = np.any(img.lesions, axis=0) if img.lesions else np.zeros_like(liver)
+        frac = rem.sum() / (liver & ~tum).sum()
+        assert abs(frac - iq["remnant_fraction"]) < 0.05
+    parenchyma = liver & ~img.masks["hepatic"] & ~img.masks["portal"]
+    for les in img.lesions:
+        parenchyma &= ~les
+    assert abs(np.median(img.hu[parenchyma]) - spec.anatomy.liver_hu) < 15
+    row = spec.row
+    assert row["max_tumor_size"] == pytest.approx(iq["max_diameter_cm"], abs=0.05)
+    assert row["multiple_metastases"] == int(len(img.lesions) > 1)
+
+
+def test_oracle_curves_monotone_and_match_sampling():
+    sim = simulate_cohort(30, seed=5)
+    o = sim.oracle
+    for what in ("os", "dfs"):
+        s = o[[f"{what}_surv_y{k}" for k in range(1, 13)]].to_numpy()
+        assert np.all((s >= 0) & (s <= 1)) and np.all(np.diff(s, axis=1) <= 1e-12)
+    assert np.all(o["dfs_surv_y5"] <= o["os_surv_y5"] + 1e-9)
+    # exact curve of one patient vs 20000 draws of that patient
+    cov = pd.DataFrame([sim.specs[3].covariates])
+    s_os, s_dfs = true_survival(cov, np.array([1.0, 3.0, 5.0]))
+    n = 20000
+    rep = pd.concat([cov] * n, ignore_index=True)
+    t = sample_event_times(rep, [np.random.default_rng([1, j]) for j in range(n)])
+    emp_os = [(t["death_years"] > x).mean() for x in (1, 3, 5)]
+    dfs = np.minimum(t["recurrence_years"], t["other_death_years"])
+    emp_dfs = [(dfs > x).mean() for x in (1, 3, 5)]
+    np.testing.assert_allclose(s_os[0], emp_os, atol=0.015)
+    np.testing.assert_allclose(s_dfs[0], emp_dfs, atol=0.015)
+
+
+def test_large_simulated_cohort_calibration():
+    sim = simulate_cohort(2000, seed=1)
+    clin = sim.clinical
+    df = clin.set_index("Patient-ID").replace(-999, np.nan)
+    y = outcomes(df)
+    assert (y["dfs_years"] <= y["os_years"] + 1e-9).all()
+    assert (y["liver_dfs_years"] <= y["os_years"] + 1e-9).all()
+    known = df["clinrisk_score"].notna()
+    np.testing.assert_array_equal(fong_score(df)[known], df.loc[known, "clinrisk_score"])
+    assert ((df["clinrisk_score"] >= 3) == (df["clinrisk_stratified"] == 1))[known].all()
+    cal = calibration_summary(clin).set_index("metric")["synthetic"]
+    s0, s2, s3 = (cal[f"5-year OS, Fong score {k}"] for k in (0, 2, 3))
+    assert s0 > s2 > s3
+    assert 0.50 <= s0 <= 0.75 and 0.10 <= s3 <= 0.30
+    assert 2.8 <= cal["median OS (years)"] <= 4.5
+    assert 0.55 <= cal["recurrence fraction"] <= 0.75
+    assert cal["recurrences within 2 years"] >= 0.65
+    assert (clin == -999).sum().sum() > 0  # some missingness in predictors
+    assert clin["overall_survival_months"].max() <= 12 * 12 + 1e-6
