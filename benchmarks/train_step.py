@@ -1,0 +1,126 @@
+"""Time and peak memory of one 4D-ACFNet training step (forward + backward, batch size 1).
+
+Compares, at the same widths:
+
+- ``acfnet`` (efficient form: the CT stem and the first spatial conv once per patient),
+- ``acfnet efficient=False`` (the straightforward form: 12 copies of the CT through the stem),
+- ``cnn3d`` (the plain 3D CNN: same stem, no time),
+
+at the smoke size on CPU and, when CUDA is available, at the paper size 40x128x128. Peak
+memory is ``torch.cuda.max_memory_allocated`` on GPU. On CPU only the growth of the process's
+``ru_maxrss`` during the timed steps is printed (``tracemalloc`` does not see ATen's
+allocations, and ``ru_maxrss`` is a process-wide high-water mark, so variants run later see
+less growth): treat CPU memory numbers as indicative only.
+
+Measured on the 2-core CPU machine (OMP_NUM_THREADS=1, paper widths, 1x1x40x128x128): efficient
+ACFNet 172 ms/step, 12-copy form 1061 ms (6.2x slower), 3D CNN 85 ms (ACFNet 2.0x). At the smoke
+size (16x32x32) per-op overheads dominate and the ratios are 3.1x and 1.3x. Goal: efficient ACFNet within 2x of
+the 3D CNN and >= 5x faster than the 12-copy form.
+
+Usage: ``python benchmarks/train_step.py [--repeats 5] [--cpu-size 16 32 32] [--no-gpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from crlm_lib.config import get_profile
+from crlm_lib.losses import total_loss
+from crlm_lib.models import build_model, count_parameters
+
+VARIANTS = {
+    "acfnet": ("acfnet", {}),
+    "acfnet_12copies": ("acfnet", {"efficient": False}),
+    "cnn3d": ("cnn3d", {}),
+}
+
+
+def _batch(shape: tuple[int, int, int], n_clinical: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "ct": torch.rand(1, 1, *shape, generator=g) * 2 - 1,
+        "clinical": torch.randn(1, n_clinical, generator=g),
+        "survival_bin": torch.tensor([3]),
+        "recurrence_target": (torch.arange(12) >= 2).float().view(1, -1),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def time_step(name: str, options: dict, shape, profile: str, device: str, repeats: int) -> dict:
+    """Median seconds and peak memory (MiB) of one training step of one variant."""
+    torch.manual_seed(0)
+    model = build_model(name, 8, get_profile(profile), **options).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = _batch(shape, 8, device)
+
+    def step() -> None:
+        loss, _ = total_loss(model(batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        extra = ""
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        extra = " (CPU: ru_maxrss growth, indicative)"
+    times.sort()
+    return {
+        "seconds": times[len(times) // 2],
+        "peak_mib": peak,
+        "params": count_parameters(model),
+        "extra": extra,
+    }
+
+
+def report(shape, profile: str, device: str, repeats: int) -> dict:
+    """Print one table (variant, step time, peak memory) and the ratios; return the numbers."""
+    print(f"\n== {device}, input 1x1x{'x'.join(map(str, shape))}, widths of profile {profile!r}")
+    res = {}
+    for label, (name, opts) in VARIANTS.items():
+        res[label] = r = time_step(name, opts, shape, profile, device, repeats)
+        print(
+            f"{label:>16}: {r['seconds'] * 1e3:9.1f} ms/step  peak {r['peak_mib']:8.1f} MiB"
+            f"{r['extra']}  params {r['params']:,}"
+        )
+    a, c, s = res["acfnet"], res["cnn3d"], res["acfnet_12copies"]
+    print(f"acfnet / cnn3d time   : {a['seconds'] / c['seconds']:.2f}x   (goal <= 2x)")
+    print(f"12-copy / acfnet time : {s['seconds'] / a['seconds']:.2f}x   (goal >= 5x)")
+    if device == "cuda":
+        print(f"12-copy / acfnet peak : {s['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}x")
+        print(f"acfnet / cnn3d peak   : {a['peak_mib'] / max(c['peak_mib'], 1e-9):.2f}x")
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cpu-size", type=int, nargs=3, default=(16, 32, 32))
+    parser.add_argument("--cpu-profile", default="smoke")
+    parser.add_argument("--no-gpu", action="store_true")
+    args = parser.parse_args()
+    report(tuple(args.cpu_size), args.cpu_profile, "cpu", args.repeats)
+    if torch.cuda.is_available() and not args.no_gpu:
+        report((40, 128, 128), "paper", "cuda", args.repeats)
+
+
+if __name__ == "__main__":
+    main()

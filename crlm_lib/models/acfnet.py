@@ -1,0 +1,294 @@
+"""4D-ACFNet (ACM MM 2025) and its STAR variant (ICLR 2026 submission), one class.
+
+Architecture (4D-ACFNet sections 3.1-3.3; STAR sections 3.1-3.3 repeat it):
+
+1. **CT stem** (``CTStem``): three stride-2 3x3x3 conv blocks, ``[B,1,D,H,W] -> [B,C,D/8,H/8,W/8]``
+   with ``C = 4 * width``. It sees the CT once per patient.
+2. **Virtual timestamps**: ``t = 1..12`` embedded by ``nn.Embedding`` (``E_t``, width
+   ``time_embed_dim``), broadcast over the grid and concatenated with the stem features,
+   ``X~_t = [X_ct; E_t]`` ``[B, C+E_t, T, d, h, w]``.
+3. **Spatiotemporal separable convolution**: 3x3x3 spatial conv (shared over t) -> GroupNorm ->
+   GELU -> kernel-3 conv over t (the "3x1x1") -> GroupNorm -> GELU. See
+   ``common.separable_param_counts`` for the parameter comparison behind the paper's "41%".
+   *Efficient form*: because the 12 copies are the same CT, the first spatial conv is computed
+   as ``Conv_X(X)`` once plus an exact, border-aware per-t bias map (``common.TimeEmbeddedConv``);
+   ``efficient=False`` runs the stem and the conv on 12 copies (identical outputs, tested).
+   Everything per-t runs at 1/8 resolution, so the per-t part is cheap.
+4. **Attention across timesteps** (Eq. 1): tokens are the 12 timesteps; each token is the
+   global-average-pooled spatiotemporal descriptor ``[C]`` concatenated with ``E_t``; Q, K, V are
+   linear maps to ``embed_dim``; ``A = softmax(QK^T / sqrt(d_k))`` ``[B, T, T]``. Per-timestep
+   weights ``a_t = mean_q A[q, t]`` (``aux["attention"]`` ``[B, 12]``) aggregate the values,
+   ``h_img = W_o sum_t a_t V_t`` (equal to the query-mean of ``A V``). Choice: pooled
+   descriptors rather than per-location tokens -- 12 tokens, the paper's "features of each
+   timestep", and cheap at any grid.
+5. **Reconstruction** (transposed convolution): per timestep, a stride-2 ``ConvTranspose3d``
+   from the 1/8 features to 1/4 resolution then a 1x1x1 conv and tanh give a reconstructed map
+   ``aux["reconstruction"]`` ``[B, T, 1, D/4, H/4, W/4]`` (reduced resolution by choice: the
+   maps feed only the ReconEncoder; a full-resolution decoder would cost more than the whole
+   trunk). A shared-weight **ReconEncoder** (two stride-2 conv blocks + pooling + linear) per
+   timestep and an ``nn.TransformerEncoder`` over t (mean over tokens) give ``h_recon``.
+6. **ClinEncoder** (MLP) -> ``h_clin``; **gated fusion** (Eq. 2); **heads** (section 3.3).
+
+Loss terms (unweighted, ``aux["loss_terms"]``): ``align`` (Eq. 3; STAR: Algorithm 1 line 9,
+``losses.star_alignment_loss``), ``dis`` (Eq. 4 with a detached memory bank for B = 1,
+``losses.disentanglement_loss``), optional ``recon`` (``recon_loss=True``: MSE between the
+mean reconstruction and the CT average-pooled to 1/4; the papers give no reconstruction loss,
+so it is off by default).
+
+Ablation switches (4D-ACFNet Table 2 / STAR ablation "A+B+C+D"):
+
+- ``attention4d`` (A): False -> plain 3D CNN trunk (stem + one 3x3x3 block + pooling), no time;
+- ``align`` (B): alignment loss; ``disentangle`` (C): disentanglement loss;
+- ``reconstruction`` (D): our reading of STAR's D is the reconstruction branch -- transposed
+  convolutions, ReconEncoder + Transformer, ``h_recon`` in the fusion -- together with the STAR
+  normalisation of the alignment that only exists with ``h_recon``. With D off, ``star`` falls
+  back to Eq. (3).
+
+A switch that is off removes its loss term from ``loss_terms`` (and its parameters).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..losses import (
+    DEFAULT_WEIGHTS,
+    EmbeddingMemory,
+    alignment_loss,
+    disentanglement_loss,
+    star_alignment_loss,
+)
+from .common import (
+    ClinEncoder,
+    ConvBlock3d,
+    CTStem,
+    GatedFusion,
+    PrognosisHeads,
+    TemporalConv,
+    TimeEmbeddedConv,
+    group_norm,
+)
+
+
+class TimestepAttention(nn.Module):
+    """Scaled dot-product attention over the T timestep tokens (4D-ACFNet Eq. 1).
+
+    ``desc`` ``[B, T, C]`` and ``e_t`` ``[T, E_t]`` -> ``h_img`` ``[B, E]``, weights ``[B, T]``.
+    """
+
+    def __init__(self, c_in: int, c_time: int, embed_dim: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(c_in + c_time, embed_dim)
+        self.k = nn.Linear(c_in + c_time, embed_dim)
+        self.v = nn.Linear(c_in + c_time, embed_dim)
+        self.out = nn.Linear(embed_dim, embed_dim)
+        self.scale = 1.0 / math.sqrt(embed_dim)
+
+    def forward(self, desc: Tensor, e_t: Tensor) -> tuple[Tensor, Tensor]:
+        tokens = torch.cat([desc, e_t.unsqueeze(0).expand(desc.shape[0], -1, -1)], dim=2)
+        q, k, v = self.q(tokens), self.k(tokens), self.v(tokens)
+        attn = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # [B, Tq, Tk]
+        weights = attn.mean(dim=1)  # [B, T]: mean over queries
+        h = self.out(torch.einsum("bt,bte->be", weights, v))
+        return h, weights
+
+
+class ReconEncoder(nn.Module):
+    """Per-timestep encoder of a reconstructed map: ``[N, 1, d, h, w] -> [N, E]``."""
+
+    def __init__(self, width: int, embed_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            ConvBlock3d(1, width, 2),
+            ConvBlock3d(width, 2 * width, 2),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, embed_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ACFNet(nn.Module):
+    """4D-ACFNet / STAR. See the module docstring for the architecture and every choice.
+
+    Parameters
+    ----------
+    n_clinical : int
+        Width ``F`` of ``batch["clinical"]``.
+    cfg : ModelConfig
+        ``width`` (stem ``w``), ``embed_dim`` (E), ``time_embed_dim`` (E_t), ``n_years`` (T).
+    efficient : bool
+        Shared-CT form of the time-embedded conv (default) vs the 12-copy form.
+    attention4d, align, disentangle, reconstruction : bool
+        Ablation switches A, B, C, D.
+    star : bool
+        Use STAR's reconstruction-normalised alignment (needs ``reconstruction``).
+    star_eps, star_mode : float, str
+        See ``losses.star_alignment_loss``.
+    lambdas : tuple of 4 floats, optional
+        STAR Eq. (2) ``lambda_1..4`` (surv, recur, align, dis), reported in
+        ``aux["loss_weights"]`` for ``losses.total_loss``; default Eq. (6) weights.
+    recon_loss : bool
+        Add ``loss_terms["recon"]`` (see module docstring).
+    memory_size : int
+        Rows of the ``L_dis`` memory bank.
+    transformer_layers, transformer_heads : int
+        Depth and heads of the ``h_recon`` Transformer.
+    """
+
+    def __init__(
+        self,
+        n_clinical: int,
+        cfg: ModelConfig | None = None,
+        *,
+        efficient: bool = True,
+        attention4d: bool = True,
+        align: bool = True,
+        disentangle: bool = True,
+        reconstruction: bool = True,
+        star: bool = False,
+        star_eps: float = 0.1,
+        star_mode: str = "mapped",
+        lambdas: tuple[float, float, float, float] | None = None,
+        recon_loss: bool = False,
+        memory_size: int = 32,
+        transformer_layers: int = 1,
+        transformer_heads: int = 2,
+    ) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        w, e, et, t = cfg.width, cfg.embed_dim, cfg.time_embed_dim, cfg.n_years
+        self.n_years = t
+        self.efficient = efficient
+        self.attention4d = attention4d
+        self.align = align
+        self.disentangle = disentangle
+        self.reconstruction = reconstruction
+        self.star = star
+        self.star_eps = star_eps
+        self.star_mode = star_mode
+        self.recon_loss = recon_loss and reconstruction
+        lam = lambdas or tuple(DEFAULT_WEIGHTS[k] for k in ("surv", "recur", "align", "dis"))
+        self.loss_weights = dict(zip(("surv", "recur", "align", "dis"), map(float, lam)))
+
+        self.stem = CTStem(w)
+        c = self.stem.out_channels
+        if attention4d:
+            self.time_embed = nn.Embedding(t, et)
+            self.st_spatial = TimeEmbeddedConv(c, et, c)
+            self.st_norm1 = group_norm(c)
+            self.temporal = TemporalConv(c, c)
+            self.st_norm2 = group_norm(c)
+            self.attention = TimestepAttention(c, et, e)
+            self.gradcam_layer: nn.Module | None = self.temporal
+        else:
+            self.spatial = ConvBlock3d(c, c, 1)
+            self.img_proj = nn.Linear(c, e)
+            self.gradcam_layer = self.spatial[0]
+        if reconstruction:
+            self.decoder = nn.Sequential(
+                nn.ConvTranspose3d(c, w, 2, stride=2), nn.GELU(), nn.Conv3d(w, 1, 1), nn.Tanh()
+            )
+            self.recon_encoder = ReconEncoder(w, e)
+            self.recon_pos = nn.Linear(et, e) if attention4d else None
+            layer = nn.TransformerEncoderLayer(
+                e,
+                transformer_heads,
+                dim_feedforward=2 * e,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+            )
+            self.recon_transformer = nn.TransformerEncoder(
+                layer, transformer_layers, enable_nested_tensor=False
+            )
+        self.clin_encoder = ClinEncoder(n_clinical, e)
+        self.fusion = GatedFusion(use_recon=reconstruction)
+        self.heads = PrognosisHeads(e, n_years=t)
+        self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
+
+    # ------------------------------------------------------------------ trunk
+    def _spatiotemporal(self, ct: Tensor) -> tuple[Tensor, Tensor]:
+        """``ct`` -> per-timestep features ``[B*T, C, d, h, w]`` and ``E_t`` ``[T, E_t]``."""
+        b, t = ct.shape[0], self.n_years
+        e_t = self.time_embed(torch.arange(t, device=ct.device))
+        if self.efficient:
+            y = self.st_spatial(self.stem(ct), e_t)  # [B, T, C, d, h, w]
+        else:
+            y = self.st_spatial.forward_copies(self.stem(ct.repeat_interleave(t, dim=0)), e_t)
+        y = nn.functional.gelu(self.st_norm1(y.flatten(0, 1)))  # [B*T, C, d, h, w]
+        y = y.view(b, t, *y.shape[1:]).transpose(1, 2)  # [B, C, T, d, h, w]
+        y = self.temporal(y)
+        y = y.transpose(1, 2).flatten(0, 1)  # [B*T, C, d, h, w]
+        return nn.functional.gelu(self.st_norm2(y)), e_t
+
+    def forward(self, batch: dict) -> dict:
+        """See ``docs/interfaces.md``: ``ct`` ``[B,1,D,H,W]``, ``clinical`` ``[B,F]`` -> logits."""
+        ct = batch["ct"].float()
+        b = ct.shape[0]
+        aux: dict = {}
+        if self.attention4d:
+            per_t, e_t = self._spatiotemporal(ct)
+            t = self.n_years
+            desc = per_t.mean(dim=(2, 3, 4)).view(b, t, -1)
+            h_img, weights = self.attention(desc, e_t)
+            aux["attention"] = weights
+        else:
+            per_t = self.spatial(self.stem(ct))  # [B, C, d, h, w], T = 1
+            t, e_t = 1, None
+            h_img = self.img_proj(per_t.mean(dim=(2, 3, 4)))
+        h_clin = self.clin_encoder(batch["clinical"].to(ct))
+        h_recon = None
+        terms: dict[str, Tensor] = {}
+        if self.reconstruction:
+            rec = self.decoder(per_t)  # [B*T, 1, D/4, H/4, W/4]
+            tokens = self.recon_encoder(rec).view(b, t, -1)
+            if self.recon_pos is not None:
+                tokens = tokens + self.recon_pos(e_t).unsqueeze(0)
+            h_recon = self.recon_transformer(tokens).mean(dim=1)
+            rec = rec.view(b, t, *rec.shape[1:])
+            aux["reconstruction"] = rec
+            aux["h_recon"] = h_recon
+            if self.recon_loss:
+                target = nn.functional.avg_pool3d(ct, 4)
+                terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
+        if self.align:
+            if self.star and h_recon is not None:
+                terms["align"] = star_alignment_loss(
+                    h_img, h_clin, h_recon, eps=self.star_eps, mode=self.star_mode
+                )
+            else:
+                terms["align"] = alignment_loss(h_img, h_clin)
+        if self.memory is not None:
+            terms["dis"] = disentanglement_loss(
+                h_img, h_clin, self.memory.get(0), self.memory.get(1)
+            )
+            if self.training:
+                self.memory.push(h_img, h_clin)
+        h = self.fusion(h_img, h_clin, h_recon)
+        rec_logits, surv_logits = self.heads(h)
+        aux.update(
+            h_img=h_img,
+            h_clin=h_clin,
+            h_fused=h,
+            loss_terms=terms,
+            loss_weights=dict(self.loss_weights),
+        )
+        return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+
+
+def build_acfnet(n_clinical: int, cfg: ModelConfig, **options) -> ACFNet:
+    """4D-ACFNet: all four switches on, Eq. (3) alignment."""
+    return ACFNet(n_clinical, cfg, **options)
+
+
+def build_star(n_clinical: int, cfg: ModelConfig, **options) -> ACFNet:
+    """STAR: the 4D-ACFNet trunk with the reconstruction-normalised alignment (Alg. 1 l. 9)."""
+    options.setdefault("star", True)
+    return ACFNet(n_clinical, cfg, **options)

@@ -1,0 +1,251 @@
+"""Building blocks shared by the registry's models: CT stem, clinical encoder, fusion, heads.
+
+Normalisation is ``GroupNorm`` throughout (batch-size independent: the papers train with
+B = 1, where BatchNorm statistics are degenerate, and GroupNorm keeps each sample's features
+a function of that sample only, which the efficient 4D-ACFNet form relies on).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import N_YEARS, ModelConfig
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 4 groups (as many as divide ``channels``)."""
+    groups = next(g for g in (4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ConvBlock3d(nn.Sequential):
+    """3x3x3 conv (stride 1 or 2, zero padding 1) -> GroupNorm -> GELU.
+
+    Input ``[N, C_in, D, H, W]`` -> ``[N, C_out, D/s, H/s, W/s]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1),
+            group_norm(c_out),
+            nn.GELU(),
+        )
+
+
+class CTStem(nn.Module):
+    """The shared CT encoder: three stride-2 conv blocks, ``[B,1,D,H,W] -> [B,4w,D/8,H/8,W/8]``.
+
+    Widths ``w, 2w, 4w`` with ``w = ModelConfig.width``. D, H, W must be divisible by 8.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.out_channels = 4 * width
+        self.blocks = nn.Sequential(
+            ConvBlock3d(1, width, 2),
+            ConvBlock3d(width, 2 * width, 2),
+            ConvBlock3d(2 * width, 4 * width, 2),
+        )
+
+    def forward(self, ct: Tensor) -> Tensor:
+        """``ct`` ``[N, 1, D, H, W]`` in [-1, 1] -> features ``[N, 4w, D/8, H/8, W/8]``."""
+        if any(s % 8 for s in ct.shape[-3:]):
+            raise ValueError(f"CT grid {tuple(ct.shape[-3:])} must be divisible by 8")
+        return self.blocks(ct)
+
+
+class ClinEncoder(nn.Module):
+    """Clinical encoder (4D-ACFNet section 3.2): ``[B, F] -> h_clin [B, E]``.
+
+    Linear -> GELU -> Linear. With ``n_clinical = 0`` it returns zeros (no parameters).
+    """
+
+    def __init__(self, n_clinical: int, embed_dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        hidden = hidden or embed_dim
+        self.net = (
+            nn.Sequential(nn.Linear(n_clinical, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
+            if n_clinical > 0
+            else None
+        )
+
+    def forward(self, clinical: Tensor) -> Tensor:
+        if self.net is None:
+            return clinical.new_zeros(clinical.shape[0], self.embed_dim)
+        return self.net(clinical.float())
+
+
+class GatedFusion(nn.Module):
+    """Gated fusion, 4D-ACFNet Eq. (2): ``sigma(g0) h_img + sigma(g1) h_recon + h_clin``.
+
+    Gates are learnable scalars initialised at 0 (``sigma = 0.5``). ``use_recon=False`` drops
+    the ``h_recon`` term (and ``g1``).
+    """
+
+    def __init__(self, use_recon: bool = True) -> None:
+        super().__init__()
+        self.g0 = nn.Parameter(torch.zeros(()))
+        self.g1 = nn.Parameter(torch.zeros(())) if use_recon else None
+
+    def forward(self, h_img: Tensor, h_clin: Tensor, h_recon: Tensor | None = None) -> Tensor:
+        h = torch.sigmoid(self.g0) * h_img + h_clin
+        if self.g1 is not None and h_recon is not None:
+            h = h + torch.sigmoid(self.g1) * h_recon
+        return h
+
+
+class PrognosisHeads(nn.Module):
+    """Multi-task heads (4D-ACFNet section 3.3): two MLPs ``E -> 32 -> 12`` with GELU.
+
+    Returns logits: recurrence (sigmoid per year) and survival (softmax over 12 yearly bins).
+    """
+
+    def __init__(self, embed_dim: int, hidden: int = 32, n_years: int = N_YEARS) -> None:
+        super().__init__()
+        self.recurrence = nn.Sequential(
+            nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_years)
+        )
+        self.survival = nn.Sequential(
+            nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_years)
+        )
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``h`` ``[B, E]`` -> ``(recurrence_logits [B, 12], survival_logits [B, 12])``."""
+        return self.recurrence(h), self.survival(h)
+
+
+class TimeEmbeddedConv(nn.Module):
+    """First spatial conv of ``[X; E_t]`` for all 12 virtual timestamps (4D-ACFNet section 3.1).
+
+    Computes ``Y_t = Conv3x3x3([X; broadcast(E_t)])`` for t = 1..T, ``X`` ``[B, C, D, H, W]``,
+    ``E_t`` ``[E]``, output ``[B, T, C_out, D, H, W]``.
+
+    Efficient form (``efficient=True``): the conv is linear in its input, so
+    ``Conv([X; E_t]) = Conv_X(X) + Conv_E(E_t * 1)``. ``Conv_X(X)`` is computed once per patient
+    (B, not B*T) and the time term once per forward (no B): the convolution, with zero padding,
+    of the constant field ``E_t`` over the grid. It is constant inside and differs at the
+    borders; computing it as ``conv3d(ones[1,1,D,H,W], K_t, padding=1)`` with the per-t kernel
+    ``K_t[o] = sum_e W_E[o, e] E_t[e]`` is exact (including borders) and costs
+    ``T * C_out * 27 * DHW`` multiply-adds.
+
+    ``efficient=False`` concatenates the broadcast embeddings and convolves each of the T
+    copies (the straightforward form); both give equal outputs with the same weights.
+    """
+
+    def __init__(self, c_in: int, c_time: int, c_out: int) -> None:
+        super().__init__()
+        self.c_in = c_in
+        self.conv = nn.Conv3d(c_in + c_time, c_out, 3, padding=1)
+
+    def forward(self, x: Tensor, e_t: Tensor, efficient: bool = True) -> Tensor:
+        """``x`` ``[N, C, D, H, W]``, ``e_t`` ``[T, E]`` -> ``[N, T, C_out, D, H, W]``."""
+        t = e_t.shape[0]
+        if not efficient:
+            return self.forward_copies(x.repeat_interleave(t, dim=0), e_t)
+        w_x = self.conv.weight[:, : self.c_in]
+        w_e = self.conv.weight[:, self.c_in :]  # [O, E, 3, 3, 3]
+        y_x = F.conv3d(x, w_x, self.conv.bias, padding=1)  # [N, O, D, H, W]
+        k_t = torch.einsum("oekjl,te->tokjl", w_e, e_t)  # [T, O, 3, 3, 3]
+        o = k_t.shape[1]
+        ones = x.new_ones(1, 1, *x.shape[-3:])
+        bias_map = F.conv3d(ones, k_t.reshape(t * o, 1, 3, 3, 3), padding=1)
+        bias_map = bias_map.view(1, t, o, *x.shape[-3:])
+        return y_x.unsqueeze(1) + bias_map
+
+    def forward_copies(self, x_rep: Tensor, e_t: Tensor) -> Tensor:
+        """Straightforward form: ``x_rep`` ``[N*T, C, D, H, W]`` (copy t of patient n at row
+        ``n*T + t``) -> ``[N, T, C_out, D, H, W]``."""
+        t = e_t.shape[0]
+        n = x_rep.shape[0] // t
+        e = e_t.repeat(n, 1)[:, :, None, None, None].expand(-1, -1, *x_rep.shape[-3:])
+        y = self.conv(torch.cat([x_rep, e], dim=1))
+        return y.view(n, t, *y.shape[1:])
+
+
+class TemporalConv(nn.Module):
+    """Kernel-3 convolution over the T virtual timestamps (the "3x1x1" of section 3.1).
+
+    ``[B, C, T, D, H, W] -> [B, C_out, T, D, H, W]``, zero padding 1 over t, shared over space.
+    Implemented as a ``Conv3d`` with kernel (3, 1, 1) on the view ``[B, C, T, D, H*W]``; its
+    output keeps T as an explicit axis, so captum's ``LayerGradCam`` on this module yields one
+    map per virtual year ``[B, 1, T, D, H, W]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(c_in, c_out, (3, 1, 1), padding=(1, 0, 0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, d, h, w = x.shape
+        y = self.conv(x.reshape(b, c, t, d, h * w))
+        return y.view(b, -1, t, d, h, w)
+
+
+def separable_param_counts(c_in: int, c_out: int, c_time: int = 0) -> dict[str, int]:
+    """Weights (no biases) of three ways to convolve a ``[C, T, D, H, W]`` field.
+
+    - ``separable``: 3x3x3 spatial (``c_in + c_time -> c_out``) then kernel-3 temporal
+      (``c_out -> c_out``), 4D-ACFNet section 3.1: ``27 (c_in + c_time) c_out + 3 c_out^2``;
+    - ``full_4d``: one 3x3x3x3 kernel: ``81 (c_in + c_time) c_out``;
+    - ``two_3d``: 3x3x3 followed by another 3x3x3: ``27 (c_in + c_time) c_out + 27 c_out^2``.
+
+    Also ``reduction_vs_full_4d`` and ``reduction_vs_two_3d`` (fractions).
+
+    Notes
+    -----
+    The paper's "41% fewer parameters than traditional 3D convolutions" matches the
+    ``two_3d`` reference: with ``c_in = c_out = 64, c_time = 8`` the separable block has
+    136,704 weights vs 235,008 (41.8% fewer); for ``c_in = c_out`` and no time channels the
+    reduction is 1 - 30/54 = 44.4%. Against a full 4D kernel it is 1 - 30/81 = 63% (or more).
+    The paper does not say which widths it counted.
+
+    Examples
+    --------
+    >>> round(separable_param_counts(64, 64, 8)["reduction_vs_two_3d"], 3)
+    0.418
+    """
+    cin = c_in + c_time
+    sep = 27 * cin * c_out + 3 * c_out * c_out
+    full = 81 * cin * c_out
+    two = 27 * cin * c_out + 27 * c_out * c_out
+    return {
+        "separable": sep,
+        "full_4d": full,
+        "two_3d": two,
+        "reduction_vs_full_4d": 1 - sep / full,
+        "reduction_vs_two_3d": 1 - sep / two,
+    }
+
+
+def batchnorm_to_groupnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm{1,2,3}d`` in ``module`` (in place) by :func:`group_norm`.
+
+    MONAI 1.6's ResNet blocks build BatchNorm whatever its ``norm`` argument says; this makes a
+    ResNet batch-size independent (B = 1 with a 1x1x1 last stage trains).
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, group_norm(child.num_features))
+        else:
+            batchnorm_to_groupnorm(child)
+    return module
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def resolve_config(cfg) -> ModelConfig:
+    """``ModelConfig`` from a ``ModelConfig``, a ``Profile`` (its ``.model``) or ``None``."""
+    if cfg is None:
+        return ModelConfig()
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    model = getattr(cfg, "model", None)
+    if isinstance(model, ModelConfig):
+        return model
+    raise TypeError(f"expected ModelConfig or Profile, got {type(cfg).__name__}")

@@ -1,0 +1,113 @@
+"""4D-ACFNet / STAR (crlm_lib/models/acfnet.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from crlm_lib.losses import total_loss
+from crlm_lib.models import build_model, separable_param_counts
+from crlm_lib.models.acfnet import ACFNet
+from crlm_lib.models.common import TimeEmbeddedConv
+
+
+def test_time_embedded_conv_efficient_equals_copies_including_borders():
+    torch.manual_seed(0)
+    conv = TimeEmbeddedConv(3, 2, 4)
+    x = torch.randn(2, 3, 2, 3, 5)
+    e_t = torch.randn(12, 2)
+    fast = conv(x, e_t, efficient=True)
+    slow = conv(x, e_t, efficient=False)
+    assert fast.shape == (2, 12, 4, 2, 3, 5)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    # between patients the time term cancels: the difference is the same for every t
+    between = fast[0, :, :, 1, 1, 2] - fast[1, :, :, 1, 1, 2]
+    assert between.std(0).abs().max() < 1e-5
+    # between timesteps the time term differs at a corner from the interior (zero padding)
+    d_t = fast[0] - fast[0, :1]
+    assert not torch.allclose(d_t[..., 0, 0, 0], d_t[..., 1, 1, 2], atol=1e-3)
+
+
+def test_efficient_and_straightforward_acfnet_give_equal_outputs(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    fast = ACFNet(6, smoke_cfg, efficient=True).eval()
+    slow = ACFNet(6, smoke_cfg, efficient=False).eval()
+    slow.load_state_dict(fast.state_dict())
+    batch = make_batch(2)
+    with torch.no_grad():
+        a, b = fast(batch), slow(batch)
+    for key in ("recurrence_logits", "survival_logits"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    for key in ("attention", "reconstruction", "h_img", "h_recon"):
+        torch.testing.assert_close(a["aux"][key], b["aux"][key], rtol=1e-4, atol=1e-5)
+
+
+def test_aux_shapes_attention_and_gradcam_layer(smoke_cfg, make_batch):
+    model = build_model("acfnet", 6, smoke_cfg)
+    seen = {}
+    model.gradcam_layer.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    out = model(make_batch(2))
+    aux = out["aux"]
+    assert aux["attention"].shape == (2, 12)
+    torch.testing.assert_close(aux["attention"].sum(1), torch.ones(2))
+    assert aux["reconstruction"].shape == (2, 12, 1, 4, 8, 8)
+    for key in ("h_img", "h_clin", "h_recon"):
+        assert aux[key].shape == (2, smoke_cfg.embed_dim)
+    assert set(aux["loss_terms"]) == {"align", "dis"}
+    # spatiotemporal Grad-CAM layer keeps T explicit: [B, C, T, d, h, w]
+    assert seen["out"].shape == (2, 4 * smoke_cfg.width, 12, 2, 4, 4)
+
+
+def test_ablation_switches_remove_terms_and_modules(smoke_cfg, make_batch):
+    batch = make_batch(2)
+    plain = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
+                        align=False, disentangle=False)  # fmt: skip
+    out = plain(batch)
+    assert out["aux"]["loss_terms"] == {}
+    assert "attention" not in out["aux"] and "h_recon" not in out["aux"]
+    only_b = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
+                         disentangle=False)  # fmt: skip
+    assert set(only_b(batch)["aux"]["loss_terms"]) == {"align"}
+    no_a = build_model("acfnet", 6, smoke_cfg, attention4d=False)
+    out = no_a(batch)
+    assert out["aux"]["reconstruction"].shape[1] == 1  # T = 1 without time
+    assert set(out["aux"]["loss_terms"]) == {"align", "dis"}
+    with_recon = build_model("acfnet", 6, smoke_cfg, recon_loss=True)
+    assert "recon" in with_recon(batch)["aux"]["loss_terms"]
+
+
+def test_star_uses_normalised_alignment_and_its_lambdas(smoke_cfg, make_batch):
+    from crlm_lib.losses import star_alignment_loss
+
+    torch.manual_seed(0)
+    model = build_model("star", 6, smoke_cfg, lambdas=(1.0, 2.0, 3.0, 4.0)).eval()
+    batch = make_batch(2)
+    out = model(batch)
+    aux = out["aux"]
+    expected = star_alignment_loss(aux["h_img"], aux["h_clin"], aux["h_recon"])
+    torch.testing.assert_close(aux["loss_terms"]["align"], expected)
+    assert aux["loss_weights"] == {"surv": 1.0, "recur": 2.0, "align": 3.0, "dis": 4.0}
+    loss, parts = total_loss(out, batch)
+    manual = sum(w * parts[k] for k, w in aux["loss_weights"].items())
+    assert abs(float(loss.detach()) - manual) < 1e-4
+
+
+def test_disentanglement_at_batch_size_one_is_finite_with_gradient(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg).train()
+    for seed in range(4):  # fill the memory bank with B = 1 steps
+        model(make_batch(1, seed=seed))
+    out = model(make_batch(1, seed=9))
+    dis = out["aux"]["loss_terms"]["dis"]
+    assert torch.isfinite(dis) and dis > 0
+    dis.backward()
+    grad = model.clin_encoder.net[0].weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_separable_parameter_counts():
+    c = separable_param_counts(64, 64, 8)
+    assert c["separable"] == 27 * 72 * 64 + 3 * 64 * 64 == 136_704
+    assert c["two_3d"] == 27 * 72 * 64 + 27 * 64 * 64
+    assert c["full_4d"] == 81 * 72 * 64
+    assert abs(c["reduction_vs_two_3d"] - 0.418) < 1e-3  # the paper's "41%"
+    assert abs(separable_param_counts(16, 16)["reduction_vs_two_3d"] - 24 / 54) < 1e-9

@@ -1,0 +1,46 @@
+"""Baselines (crlm_lib/models/baselines.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from crlm_lib.models import build_model
+from crlm_lib.models.acfnet import ACFNet
+
+
+def test_cnn3d_is_the_acfnet_trunk_without_time(smoke_cfg, make_batch):
+    model = build_model("cnn3d", 6, smoke_cfg)
+    assert isinstance(model, ACFNet) and not model.attention4d and not model.reconstruction
+    out = model(make_batch(2))
+    assert out["aux"]["loss_terms"] == {} and "attention" not in out["aux"]
+    plus_b = build_model("cnn3d", 6, smoke_cfg, align=True)
+    assert set(plus_b(make_batch(2))["aux"]["loss_terms"]) == {"align"}
+
+
+def test_cnn3d_lstm_depends_on_time_order(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    model = build_model("cnn3d_lstm", 6, smoke_cfg).eval()
+    batch = make_batch(2)
+    with torch.no_grad():
+        a = model(batch)["survival_logits"]
+        model.time_embed.weight.copy_(model.time_embed.weight.flip(0))
+        b = model(batch)["survival_logits"]
+    assert not torch.allclose(a, b)
+
+
+def test_clinical_mlp_ignores_ct_and_resnet_reads_it(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    clin = build_model("clinical_mlp", 6, smoke_cfg).eval()
+    res = build_model("resnet18_3d", 6, smoke_cfg, widen_factor=0.125).eval()
+    batch = make_batch(2)
+    other = dict(batch, ct=-batch["ct"])
+    with torch.no_grad():
+        torch.testing.assert_close(clin(batch)["survival_logits"], clin(other)["survival_logits"])
+        assert not torch.allclose(res(batch)["survival_logits"], res(other)["survival_logits"])
+    assert clin.gradcam_layer is None and res.gradcam_layer is res.encoder.layer4
+
+
+def test_resnet_group_norm_trains_at_batch_one(smoke_cfg, make_batch):
+    model = build_model("resnet18_3d", 6, smoke_cfg, widen_factor=0.125, norm="group").train()
+    out = model(make_batch(1, shape=(8, 16, 16)))  # last stage is 1x1x1
+    assert torch.isfinite(out["survival_logits"]).all()
