@@ -1,0 +1,363 @@
+"""Losses of the three papers and a censoring-aware alternative (functional core, pycox-style).
+
+Every loss is a plain function of tensors; the only module is :class:`EmbeddingMemory`, the
+detached memory bank that makes the batch statistics of ``L_dis`` (and the negatives of
+``info_nce``) defined at the papers' batch size of 1.
+
+Targets (see ``docs/interfaces.md``, ``data.dataset``):
+
+- ``survival_bin`` int64 ``[B]`` = ``min(floor(os_years), 11)``: the year of death (or of
+  censoring) as a 0-based bin of 12 yearly bins;
+- ``os_event`` float ``[B]`` (1 = death observed);
+- ``recurrence_target`` float ``[B, 12]`` (year k: recurrence observed by the end of year k+1),
+  ``recurrence_known`` float ``[B, 12]`` (0 where censoring leaves year k unknown).
+
+``total_loss`` combines the heads' losses with the unweighted ``aux["loss_terms"]`` of a model
+using the weights of 4D-ACFNet Eq. (6) (``DEFAULT_WEIGHTS``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Loss weights. ``surv``, ``recur``, ``align``, ``dis``: 4D-ACFNet Eq. (6) (= STAR Eq. (2)
+#: with lambda_1..4 = 0.5, 0.3, 0.1, 0.1). ``recon`` 1.0: AMINN weights its autoencoder
+#: reconstruction 1:1 with the outcome loss. ``contrastive`` and ``risk`` (STG) are not given
+#: in the STG summary; 0.1 each, the weight of the papers' other auxiliary terms.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "surv": 0.5,
+    "recur": 0.3,
+    "align": 0.1,
+    "dis": 0.1,
+    "recon": 1.0,
+    "contrastive": 0.1,
+    "risk": 0.1,
+}
+
+OBJECTIVES = ("paper", "censored")
+
+
+# --------------------------------------------------------------------------- head losses
+def paper_survival_ce(survival_logits: Tensor, survival_bin: Tensor) -> Tensor:
+    """The papers' survival loss: plain cross-entropy over the 12 yearly bins.
+
+    Parameters
+    ----------
+    survival_logits : Tensor ``[B, 12]``
+        Softmax logits over the year of death.
+    survival_bin : Tensor int64 ``[B]``
+        ``min(floor(os_years), 11)``.
+
+    Notes
+    -----
+    4D-ACFNet section 4.2 / STAR section 4.1: "both recurrence and survival losses are computed
+    using cross-entropy". Censoring is ignored: a patient alive at last follow-up in year k is
+    trained as if death occurred in year k. :func:`censored_survival_nll` is the principled
+    alternative.
+    """
+    return F.cross_entropy(survival_logits, survival_bin.long())
+
+
+def paper_recurrence_ce(recurrence_logits: Tensor, recurrence_target: Tensor) -> Tensor:
+    """The papers' recurrence loss: binary cross-entropy of the 12 sigmoid outputs.
+
+    Parameters
+    ----------
+    recurrence_logits : Tensor ``[B, 12]``
+    recurrence_target : Tensor ``[B, 12]`` in {0, 1}
+        Year k: recurrence observed by the end of year k+1. Censored years are 0 (censoring
+        ignored, as in the papers); see :func:`censored_recurrence_bce`.
+    """
+    return F.binary_cross_entropy_with_logits(recurrence_logits, recurrence_target.float())
+
+
+def censored_survival_nll(
+    survival_logits: Tensor, survival_bin: Tensor, event: Tensor, eps: float = 1e-12
+) -> Tensor:
+    """Discrete-time survival likelihood over the 12 yearly bins (pycox ``nll_pmf`` analogue).
+
+    With ``p = softmax(survival_logits)`` the probability mass of the year of death,
+
+    - death observed in bin ``c``: ``-log p_c``;
+    - censored in bin ``c`` (alive at the last follow-up, which falls in year ``c``): the
+      patient survived *past* the censoring bin, ``-log sum_{k>c} p_k``. The censoring year
+      itself is not counted as survived because follow-up ended inside it (conservative
+      choice; pycox's ``nll_pmf`` counts it). For ``c = 11`` there is no later bin: the record
+      carries no information about the 12-bin distribution and contributes 0.
+
+    Parameters
+    ----------
+    survival_logits : Tensor ``[B, K]``
+    survival_bin : Tensor int64 ``[B]``
+    event : Tensor ``[B]`` (1 = death observed, 0 = censored)
+
+    Returns
+    -------
+    Tensor
+        Mean over the batch (a scalar).
+
+    Examples
+    --------
+    >>> logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
+    >>> float(censored_survival_nll(logits, torch.tensor([0]), torch.tensor([0.0])))  # -log .8
+    0.2231...
+    """
+    logp = torch.log_softmax(survival_logits, dim=1)
+    idx = survival_bin.long().view(-1, 1)
+    event = event.float().view(-1)
+    ll_event = logp.gather(1, idx).squeeze(1)
+    k = torch.arange(logp.shape[1], device=logp.device).view(1, -1)
+    later = k > idx  # bins strictly after the censoring bin
+    masked = logp.masked_fill(~later, float("-inf"))
+    has_later = later.any(dim=1)
+    ll_cens = torch.where(
+        has_later, torch.logsumexp(masked, dim=1), torch.zeros_like(ll_event)
+    )  # c = K-1: no information -> 0
+    ll = event * ll_event + (1.0 - event) * ll_cens
+    return -ll.mean()
+
+
+def censored_recurrence_bce(
+    recurrence_logits: Tensor, recurrence_target: Tensor, recurrence_known: Tensor
+) -> Tensor:
+    """Binary cross-entropy over the years whose recurrence status is known.
+
+    Parameters
+    ----------
+    recurrence_logits, recurrence_target, recurrence_known : Tensor ``[B, 12]``
+        ``recurrence_known`` is 0 for years after censoring (status unknown).
+
+    Returns
+    -------
+    Tensor
+        Sum of the known years' BCE divided by their count (0 when none is known).
+    """
+    known = recurrence_known.float()
+    bce = F.binary_cross_entropy_with_logits(
+        recurrence_logits, recurrence_target.float(), reduction="none"
+    )
+    return (bce * known).sum() / known.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------- fusion losses
+def alignment_loss(h_img: Tensor, h_clin: Tensor) -> Tensor:
+    """Modality alignment loss, 4D-ACFNet Eq. (3): ``-1/B sum_i cos(h_img_i, h_clin_i)``.
+
+    Parameters
+    ----------
+    h_img, h_clin : Tensor ``[B, E]``
+
+    Returns
+    -------
+    Tensor
+        Scalar in ``[-1, 1]``; -1 when every pair is parallel.
+    """
+    return -F.cosine_similarity(h_img, h_clin, dim=1, eps=1e-8).mean()
+
+
+def star_alignment_loss(
+    h_img: Tensor,
+    h_clin: Tensor,
+    h_recon: Tensor,
+    eps: float = 0.1,
+    mode: str = "mapped",
+) -> Tensor:
+    """STAR's reconstruction-normalised alignment (STAR Algorithm 1, line 9), made safe.
+
+    The literal form ``-mean cos(h_img, h_clin) / mean cos(h_img, h_recon)`` is undefined when
+    the denominator crosses 0 and flips sign with it. Two safe readings:
+
+    - ``mode="mapped"`` (default): both cosines mapped to ``(1 + cos) / 2`` in ``[0, 1]`` and
+      ``eps`` added to the denominator, ``L = -mean(a) / (mean(b) + eps)``; bounded in
+      ``[-1/eps, 0]``.
+    - ``mode="clamped"``: raw cosines, the denominator's magnitude clamped to at least ``eps``
+      with its sign kept.
+
+    Note that, read literally, minimising this ratio also rewards a *small* image-reconstruction
+    agreement; we implement the formula as published and leave that to the ablation.
+
+    Parameters
+    ----------
+    h_img, h_clin, h_recon : Tensor ``[B, E]``
+    eps : float
+        Denominator guard (dimensionless).
+    mode : {"mapped", "clamped"}
+    """
+    a = F.cosine_similarity(h_img, h_clin, dim=1, eps=1e-8).mean()
+    b = F.cosine_similarity(h_img, h_recon, dim=1, eps=1e-8).mean()
+    if mode == "mapped":
+        return -((1 + a) / 2) / ((1 + b) / 2 + eps)
+    if mode == "clamped":
+        sign = torch.where(b >= 0, torch.ones_like(b), -torch.ones_like(b))
+        return -a / (sign * b.abs().clamp_min(eps))
+    raise ValueError(f"unknown STAR alignment mode {mode!r}; use 'mapped' or 'clamped'")
+
+
+def covariance(rows: Tensor) -> Tensor:
+    """Unbiased covariance of ``rows`` ``[N, d]`` (``d x d``); divisor ``max(N - 1, 1)``.
+
+    For ``N = 1`` the centred row is 0 and so is the covariance (finite, zero gradient).
+    """
+    centred = rows - rows.mean(dim=0, keepdim=True)
+    return centred.T @ centred / max(rows.shape[0] - 1, 1)
+
+
+def disentanglement_loss(
+    h_img: Tensor,
+    h_clin: Tensor,
+    memory_img: Tensor | None = None,
+    memory_clin: Tensor | None = None,
+) -> Tensor:
+    """Modality disentanglement loss, 4D-ACFNet Eq. (4): ``||Cov(H_img) - Cov(H_clin)||_F / d^2``.
+
+    Parameters
+    ----------
+    h_img, h_clin : Tensor ``[B, d]``
+        Current embeddings (the gradient flows through these rows).
+    memory_img, memory_clin : Tensor ``[M, d]``, optional
+        Detached embeddings of recent batches (see :class:`EmbeddingMemory`).
+
+    Notes
+    -----
+    Batch-size-1 choice: the papers train with B = 1, where a batch covariance is undefined.
+    ``H`` here is the current rows stacked under the memory rows, ``[M + B, d]``; the memory is
+    detached, so the gradient reaches only the current rows, as in a MoCo-style queue. With an
+    empty memory and B = 1 the loss is 0 (no covariance can be estimated from one row).
+    """
+    if memory_img is not None and memory_img.numel():
+        h_img = torch.cat([memory_img.detach().to(h_img), h_img], dim=0)
+    if memory_clin is not None and memory_clin.numel():
+        h_clin = torch.cat([memory_clin.detach().to(h_clin), h_clin], dim=0)
+    d = h_img.shape[1]
+    diff = covariance(h_img) - covariance(h_clin)
+    # Frobenius norm with a tiny floor inside the sqrt: finite gradient at diff = 0.
+    return torch.sqrt((diff**2).sum() + 1e-12) / d**2
+
+
+class EmbeddingMemory(nn.Module):
+    """A FIFO of detached embeddings (two streams), the batch of ``L_dis`` at B = 1.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding width ``d``.
+    size : int
+        Rows kept per stream (default 32).
+    n_streams : int
+        Number of parallel streams (2: image and clinical).
+
+    The buffers are part of the ``state_dict`` (so a checkpoint resumes the memory). They are
+    updated only in training mode, after the loss is computed, and only with the rows of the
+    current batch (detached).
+    """
+
+    def __init__(self, dim: int, size: int = 32, n_streams: int = 2) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("bank", torch.zeros(n_streams, size, dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def get(self, stream: int) -> Tensor:
+        """The valid rows ``[min(count, size), d]`` of one stream, oldest first."""
+        n = int(self.count.clamp(max=self.size))
+        return self.bank[stream, self.size - n :]
+
+    @torch.no_grad()
+    def push(self, *rows: Tensor) -> None:
+        """Append one ``[B, d]`` tensor per stream (rolls out the oldest rows)."""
+        for s, r in enumerate(rows):
+            r = r.detach().to(self.bank)[-self.size :]
+            b = r.shape[0]
+            self.bank[s] = torch.cat([self.bank[s, b:], r], dim=0)
+        self.count += rows[0].shape[0]
+
+
+def info_nce(
+    z_a: Tensor, z_b: Tensor, negatives: Tensor | None = None, temperature: float = 0.1
+) -> Tensor:
+    """InfoNCE between two views: row ``i`` of ``z_a`` should match row ``i`` of ``z_b``.
+
+    ``L = CE(cos(z_a, [z_b; negatives]) / temperature, arange(B))``, averaged over ``z_a`` rows.
+
+    Parameters
+    ----------
+    z_a, z_b : Tensor ``[B, d]``
+    negatives : Tensor ``[M, d]``, optional
+        Extra (detached) negatives, e.g. a memory of past ``z_b``.
+    temperature : float
+
+    Notes
+    -----
+    With B = 1 and no negatives the only logit is the positive one and the loss is exactly 0
+    (no contrast exists); STG at batch size 1 therefore relies on ``negatives``.
+    """
+    a = F.normalize(z_a, dim=1)
+    b = F.normalize(z_b, dim=1)
+    if negatives is not None and negatives.numel():
+        b = torch.cat([b, F.normalize(negatives.detach().to(b), dim=1)], dim=0)
+    logits = a @ b.T / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+# --------------------------------------------------------------------------- total
+def total_loss(
+    outputs: dict,
+    batch: dict,
+    weights: dict[str, float] | None = None,
+    objective: str = "paper",
+) -> tuple[Tensor, dict[str, float]]:
+    """Weighted multi-task loss, 4D-ACFNet Eq. (6) / STAR Eq. (2) plus model-specific terms.
+
+    ``L = w_surv L_surv + w_recur L_recur + sum_k w_k loss_terms[k]``.
+
+    Parameters
+    ----------
+    outputs : dict
+        A model's output (``survival_logits``, ``recurrence_logits``, ``aux["loss_terms"]``;
+        ``aux["loss_weights"]`` where the model carries its own lambdas, e.g. STAR).
+    batch : dict
+        Needs ``survival_bin``, ``recurrence_target``; ``os_event`` and ``recurrence_known``
+        for ``objective="censored"``.
+    weights : dict, optional
+        Overrides, merged over ``DEFAULT_WEIGHTS`` and the model's ``aux["loss_weights"]``
+        (precedence: argument > model > defaults). A term with no weight gets weight 1.
+    objective : {"paper", "censored"}
+        ``"paper"``: plain cross-entropies (censoring ignored, as published);
+        ``"censored"``: :func:`censored_survival_nll` + :func:`censored_recurrence_bce`.
+
+    Returns
+    -------
+    loss : Tensor
+        Scalar with gradient.
+    parts : dict[str, float]
+        Unweighted value of every term (``surv``, ``recur`` and each loss term) and ``total``.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
+    aux = outputs.get("aux", {})
+    w = dict(DEFAULT_WEIGHTS)
+    w.update(aux.get("loss_weights", {}) or {})
+    w.update(weights or {})
+    surv_logits = outputs["survival_logits"]
+    rec_logits = outputs["recurrence_logits"]
+    if objective == "paper":
+        l_surv = paper_survival_ce(surv_logits, batch["survival_bin"].to(surv_logits.device))
+        l_rec = paper_recurrence_ce(rec_logits, batch["recurrence_target"].to(rec_logits))
+    else:
+        l_surv = censored_survival_nll(
+            surv_logits,
+            batch["survival_bin"].to(surv_logits.device),
+            batch["os_event"].to(surv_logits),
+        )
+        l_rec = censored_recurrence_bce(
+            rec_logits,
+            batch["recurrence_target"].to(rec_logits),
+            batch["recurrence_known"].to(rec_logits),
+        )
+    terms = {"surv": l_surv, "recur": l_rec, **aux.get("loss_terms", {})}
+    loss = sum(w.get(k, 1.0) * v for k, v in terms.items())
+    parts = {k: float(v.detach()) for k, v in terms.items()}
+    parts["total"] = float(loss.detach())
+    return loss, parts

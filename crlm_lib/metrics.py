@@ -1,0 +1,744 @@
+"""Metrics: the papers' TAA / MAE / MSE and the survival-analysis metrics the papers omit.
+
+Every model of the project ends in the same two heads (``docs/interfaces.md``):
+
+- ``survival_logits`` ``[N, 12]``: softmax over the year of death, ``p_k`` = probability of
+  death in postoperative year ``k + 1`` (the interval ``[k, k + 1)`` years), ``k = 0..11``;
+- ``recurrence_logits`` ``[N, 12]``: one sigmoid per year, ``q_k`` = probability of
+  recurrence by the end of year ``k + 1``.
+
+This module turns those probabilities into
+
+1. one predicted time per patient (:func:`predicted_years`, :func:`recurrence_years`), the
+   **single rule used for every model**, and the papers' metrics on it
+   (:func:`paper_metrics`: TAA, Eq. (5) of 4D-ACFNet / Eq. (3) of STAR, MAE, MSE);
+2. risk scores and survival curves (:func:`risk_from_survival`, :func:`risk_from_recurrence`,
+   :func:`survival_curve`, :func:`recurrence_free_curve`) and the censoring-aware metrics of
+   the field computed by scikit-survival (:func:`survival_metrics`: Harrell's and Uno's
+   C-index, integrated Brier score, cumulative/dynamic AUC);
+3. uncertainty: patient-level percentile bootstrap (:func:`bootstrap_ci`,
+   :func:`paired_bootstrap_diff`);
+4. :func:`all_metrics`, everything at once for one ``Predictions`` table written by
+   :func:`crlm_lib.train.predict`.
+
+Functions take **probabilities** (numpy); :func:`softmax` and :func:`sigmoid` convert logits.
+All times are in **years** (the papers convert months to years, 4D-ACFNet section 4.1).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import special
+from sksurv.metrics import (
+    concordance_index_censored,
+    concordance_index_ipcw,
+    cumulative_dynamic_auc,
+    integrated_brier_score,
+)
+from sksurv.nonparametric import CensoringDistributionEstimator
+from sksurv.util import Surv
+
+from crlm_lib.config import N_YEARS
+
+Rule = Literal["argmax", "median"]
+RULES: tuple[str, ...] = ("argmax", "median")
+
+__all__ = [
+    "MetricWarning",
+    "BootstrapResult",
+    "softmax",
+    "sigmoid",
+    "year_bin",
+    "target_years",
+    "predicted_years",
+    "recurrence_years",
+    "paper_metrics",
+    "paper_metrics_observed",
+    "risk_from_survival",
+    "risk_from_recurrence",
+    "survival_curve",
+    "recurrence_free_curve",
+    "survival_metrics",
+    "bootstrap_ci",
+    "paired_bootstrap_diff",
+    "prob_columns",
+    "all_metrics",
+]
+
+
+class MetricWarning(UserWarning):
+    """A metric could not be estimated on these data and was returned as NaN."""
+
+
+class BootstrapResult(NamedTuple):
+    """Point estimate on all patients and percentile bootstrap interval ``[low, high]``."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+# --------------------------------------------------------------------------------------------
+# logits -> probabilities
+# --------------------------------------------------------------------------------------------
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax of ``logits`` along ``axis`` (``scipy.special.softmax``, numerically stable).
+
+    Parameters
+    ----------
+    logits : array ``[N, 12]``
+        ``survival_logits`` of a model.
+
+    Returns
+    -------
+    array ``[N, 12]``
+        Probability of death in each postoperative year; rows sum to 1.
+    """
+    return special.softmax(np.asarray(logits, dtype=np.float64), axis=axis)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function (``scipy.special.expit``): ``recurrence_logits`` -> probabilities."""
+    return special.expit(np.asarray(logits, dtype=np.float64))
+
+
+def _as_probs(probs: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != N_YEARS:
+        raise ValueError(f"{name} must have shape [N, {N_YEARS}], got {arr.shape}")
+    if np.any(arr < -1e-9) or np.any(arr > 1 + 1e-9) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must hold probabilities in [0, 1] (pass logits through softmax)")
+    return arr
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {RULES}")
+
+
+# --------------------------------------------------------------------------------------------
+# the one rule: probabilities -> predicted time
+# --------------------------------------------------------------------------------------------
+
+
+def year_bin(years: np.ndarray) -> np.ndarray:
+    """Whole-year bin of a time: ``min(floor(years), 11)`` (float array, values 0..11).
+
+    The same rule makes ``survival_bin`` / ``recurrence_bin`` in ``crlm_lib.data.dataset``:
+    bin ``k`` is postoperative year ``k + 1``, the interval ``[k, k + 1)`` years; follow-up
+    beyond 12 years falls in the last bin.
+    """
+    y = np.asarray(years, dtype=np.float64)
+    return np.minimum(np.floor(y), N_YEARS - 1).astype(np.float64)
+
+
+def target_years(true_years: np.ndarray, rule: Rule = "argmax") -> np.ndarray:
+    """The target a predicted time is compared with under ``rule``.
+
+    ``"argmax"``: the whole-year bin :func:`year_bin`; ``"median"``: the continuous time.
+    """
+    _check_rule(rule)
+    y = np.asarray(true_years, dtype=np.float64)
+    return year_bin(y) if rule == "argmax" else y
+
+
+def _first_crossing(
+    cum_at_year_end: np.ndarray, level: float, interpolate: bool, start: float
+) -> np.ndarray:
+    """Time at which a monotone curve known at year ends 1..12 first reaches ``level``.
+
+    ``cum_at_year_end`` ``[N, 12]`` is non-decreasing (a cumulative probability), its value at
+    time 0 is ``start``. Without interpolation the answer is the bin index ``k`` (0..11) of the
+    first year end where the curve is ``>= level``; with it, the time in years found by linear
+    interpolation within that year. ``12`` where the curve never reaches the level.
+    """
+    reached = cum_at_year_end >= level - 1e-12
+    ever = reached.any(axis=1)
+    k = np.where(ever, reached.argmax(axis=1), N_YEARS)
+    if not interpolate:
+        return k.astype(np.float64)
+    out = np.full(cum_at_year_end.shape[0], float(N_YEARS))
+    rows = np.flatnonzero(ever)
+    kk = k[rows]
+    hi = cum_at_year_end[rows, kk]
+    lo = np.where(kk > 0, cum_at_year_end[rows, np.maximum(kk - 1, 0)], start)
+    span = hi - lo
+    frac = np.where(span > 0, (level - lo) / np.where(span > 0, span, 1.0), 0.0)
+    out[rows] = kk + np.clip(frac, 0.0, 1.0)
+    return out
+
+
+def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.ndarray:
+    """Predicted time of death (years) from the survival head: THE rule used for every model.
+
+    Parameters
+    ----------
+    survival_probs : array ``[N, 12]``
+        Softmax of ``survival_logits`` (use :func:`softmax` on logits): ``p_k`` = probability
+        of death in year ``k + 1``.
+    rule : {"argmax", "median"}
+        ``"argmax"`` (default, the papers' reading): the most likely yearly bin,
+        ``t_pred = argmax_k p_k`` in 0..11, to be compared with whole-year targets
+        :func:`year_bin` (``min(floor(years), 11)``). Neither paper states its rule, but every
+        published TAA / MAE / MSE is a multiple of 1/40 or 1/80 (e.g. MSE 0.4250, MAE 0.5875 on
+        a test set of 20 patients), which is what whole-year predictions against whole-year
+        targets give (integer errors averaged over 20 or 40 targets), and a 12-way softmax
+        classifier predicts its most likely class.
+
+        ``"median"`` (the principled alternative): the median of the predicted distribution,
+        the time where the survival curve ``S(t) = 1 - sum_{j<=k} p_j`` (known at year ends)
+        crosses 0.5, by linear interpolation within the year, in continuous years; ``12`` if it
+        never does. Compare with continuous years (:func:`target_years`).
+
+    Returns
+    -------
+    array ``[N]`` float, years.
+
+    Examples
+    --------
+    >>> p = np.zeros((1, 12)); p[0, [1, 2]] = [0.4, 0.6]
+    >>> predicted_years(p).tolist(), predicted_years(p, "median").tolist()
+    ([2.0], [2.1666666666666665])
+    """
+    _check_rule(rule)
+    p = _as_probs(survival_probs, "survival_probs")
+    if rule == "argmax":
+        return p.argmax(axis=1).astype(np.float64)
+    cdf = np.cumsum(p, axis=1)  # F(end of year k+1) = 1 - S
+    return _first_crossing(cdf, 0.5, interpolate=True, start=0.0)
+
+
+def recurrence_years(recurrence_probs: np.ndarray, rule: Rule = "argmax") -> np.ndarray:
+    """Predicted time of recurrence (years) from the recurrence head (the DFS variant).
+
+    ``q_k = sigmoid(recurrence_logits)_k`` is the probability of recurrence by the end of year
+    ``k + 1``. The independent sigmoids need not be monotone, so the cumulative recurrence
+    probability is taken as the running maximum ``Q_k = max_{j<=k} q_j``.
+
+    Parameters
+    ----------
+    recurrence_probs : array ``[N, 12]``
+    rule : {"argmax", "median"}
+        ``"argmax"`` (whole-year, matches :func:`predicted_years`' default): the first year bin
+        ``k`` (0..11) with ``Q_k >= 0.5``, i.e. recurrence predicted during year ``k + 1``;
+        compare with ``year_bin(dfs_years)``. ``"median"``: the continuous time where ``Q``
+        (0 at surgery) crosses 0.5, linearly interpolated within the year. Both give ``12``
+        when ``Q`` never reaches 0.5 (no recurrence predicted within 12 years).
+
+    Returns
+    -------
+    array ``[N]`` float, years.
+    """
+    _check_rule(rule)
+    q = np.maximum.accumulate(_as_probs(recurrence_probs, "recurrence_probs"), axis=1)
+    return _first_crossing(q, 0.5, interpolate=(rule == "median"), start=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# the papers' metrics
+# --------------------------------------------------------------------------------------------
+
+
+def paper_metrics(
+    pred_years: np.ndarray, true_years: np.ndarray, rule: Rule = "argmax"
+) -> dict[str, float]:
+    """TAA, MAE and MSE of predicted against true times (4D-ACFNet Eq. (5), STAR Eq. (3)).
+
+    ``TAA = 1/N sum_i 1(|t_pred_i - t_true_i| <= 1 year)``; STAR writes the threshold as 365
+    days, which is the same criterion in years. ``MAE = mean |t_pred - t_true|`` and
+    ``MSE = mean (t_pred - t_true)^2``, both in years (years^2).
+
+    Which target: the papers compare "predicted and true recurrence/survival times" without
+    saying which. We use the overall-survival time with the survival head
+    (:func:`predicted_years`) as the primary target, and offer the recurrence variant
+    (:func:`recurrence_years` against DFS) beside it in :func:`all_metrics`. Censored patients
+    are included (as in the papers, which ignore censoring: a censored time is then treated as
+    if it were the event time); :func:`paper_metrics_observed` restricts to observed events.
+
+    Parameters
+    ----------
+    pred_years : array ``[N]``
+        Output of :func:`predicted_years` / :func:`recurrence_years` with the same ``rule``.
+    true_years : array ``[N]``
+        Follow-up time in years (``os_years`` or ``dfs_years``), converted by
+        :func:`target_years`: whole-year bin for ``"argmax"``, unchanged for ``"median"``.
+    rule : {"argmax", "median"}
+
+    Returns
+    -------
+    dict with ``taa``, ``mae``, ``mse`` (NaN for an empty set) and ``n``.
+
+    Examples
+    --------
+    >>> paper_metrics(np.array([0.0, 2.0, 5.0]), np.array([0.5, 3.9, 1.2]))
+    {'taa': 0.6666666666666666, 'mae': 1.6666666666666667, 'mse': 5.666666666666667, 'n': 3}
+    """
+    pred = np.asarray(pred_years, dtype=np.float64).ravel()
+    true = target_years(true_years, rule).ravel()
+    if pred.shape != true.shape:
+        raise ValueError(f"pred_years {pred.shape} and true_years {true.shape} differ in length")
+    n = int(pred.size)
+    if n == 0:
+        return {"taa": math.nan, "mae": math.nan, "mse": math.nan, "n": 0}
+    err = pred - true
+    return {
+        "taa": float(np.mean(np.abs(err) <= 1.0 + 1e-9)),
+        "mae": float(np.mean(np.abs(err))),
+        "mse": float(np.mean(err**2)),
+        "n": n,
+    }
+
+
+def paper_metrics_observed(
+    pred_years: np.ndarray,
+    true_years: np.ndarray,
+    event: np.ndarray,
+    rule: Rule = "argmax",
+) -> dict[str, float]:
+    """:func:`paper_metrics` on the patients whose event was observed (``event == 1``).
+
+    For them the true time is known; for censored patients it is only a lower bound.
+    """
+    mask = np.asarray(event).astype(bool).ravel()
+    return paper_metrics(np.asarray(pred_years)[mask], np.asarray(true_years)[mask], rule)
+
+
+# --------------------------------------------------------------------------------------------
+# risk scores and curves
+# --------------------------------------------------------------------------------------------
+
+
+def risk_from_survival(survival_probs: np.ndarray) -> np.ndarray:
+    """Risk score from the survival head: minus the expected survival time (years).
+
+    ``risk = - sum_k (k + 0.5) p_k`` (each year's deaths placed at mid-year). Higher risk =
+    earlier death, the convention of ``sksurv.metrics``.
+    """
+    p = _as_probs(survival_probs, "survival_probs")
+    mid = np.arange(N_YEARS, dtype=np.float64) + 0.5
+    return -(p * mid).sum(axis=1) / np.clip(p.sum(axis=1), 1e-12, None)
+
+
+def risk_from_recurrence(recurrence_probs: np.ndarray, horizon_years: int | None = 3) -> np.ndarray:
+    """Risk score from the recurrence head.
+
+    Default: the predicted probability of recurrence by the end of year 3, ``Q_2`` (with the
+    running maximum of :func:`recurrence_years`), a clinically standard horizon that lies
+    before the DFS median is passed by most of the cohort's follow-up. ``horizon_years=None``
+    gives the mean of ``Q_k`` over the 12 years (the area under the cumulative recurrence
+    curve, i.e. 12 minus the restricted mean recurrence-free time): the alternative that does
+    not depend on a horizon.
+    """
+    q = np.maximum.accumulate(_as_probs(recurrence_probs, "recurrence_probs"), axis=1)
+    if horizon_years is None:
+        return q.mean(axis=1)
+    if not 1 <= horizon_years <= N_YEARS:
+        raise ValueError(f"horizon_years must be in 1..{N_YEARS}, got {horizon_years}")
+    return q[:, int(horizon_years) - 1]
+
+
+def survival_curve(survival_probs: np.ndarray) -> np.ndarray:
+    """Survival probability at the end of years 1..12: ``S_k = 1 - sum_{j<=k} p_j``.
+
+    Returns
+    -------
+    array ``[N, 12]``, non-increasing in k, clipped to [0, 1].
+    """
+    p = _as_probs(survival_probs, "survival_probs")
+    return np.clip(1.0 - np.cumsum(p, axis=1), 0.0, 1.0)
+
+
+def recurrence_free_curve(recurrence_probs: np.ndarray) -> np.ndarray:
+    """Recurrence-free probability at the end of years 1..12: ``1 - max_{j<=k} q_j``."""
+    q = np.maximum.accumulate(_as_probs(recurrence_probs, "recurrence_probs"), axis=1)
+    return np.clip(1.0 - q, 0.0, 1.0)
+
+
+def _curve_at(surv_at_years: np.ndarray, t: float) -> np.ndarray:
+    """Step function of a curve known at year ends: ``S(t) = S(end of year floor(t))``, S(t<1)=1."""
+    k = int(math.floor(t + 1e-9))
+    if k <= 0:
+        return np.ones(surv_at_years.shape[0])
+    return surv_at_years[:, min(k, N_YEARS) - 1]
+
+
+# --------------------------------------------------------------------------------------------
+# censoring-aware metrics (scikit-survival)
+# --------------------------------------------------------------------------------------------
+
+
+def _warn_nan(metric: str, why: str) -> float:
+    warnings.warn(f"{metric} is NaN: {why}", MetricWarning, stacklevel=3)
+    return math.nan
+
+
+def _censoring_support(train_time: np.ndarray, train_event: np.ndarray) -> float:
+    """Largest time where the censoring survival function G (Kaplan-Meier of the training
+    censoring times, as in sksurv's IPCW) is still positive and defined."""
+    cens = CensoringDistributionEstimator().fit(Surv.from_arrays(train_event, train_time))
+    times, prob = cens.unique_time_, cens.prob_
+    positive = np.flatnonzero(prob > 0)
+    return float(times[positive[-1]]) if positive.size else float(times[0])
+
+
+def survival_metrics(
+    train_time: np.ndarray,
+    train_event: np.ndarray,
+    test_time: np.ndarray,
+    test_event: np.ndarray,
+    risk: np.ndarray,
+    surv_at_years: np.ndarray,
+    horizons: Sequence[float] = (1, 3, 5),
+    auc_from: Literal["curve", "risk"] = "curve",
+) -> dict[str, float]:
+    """Censoring-aware discrimination and calibration, computed by scikit-survival.
+
+    Parameters
+    ----------
+    train_time, train_event : arrays ``[N_train]``
+        Training follow-up (years) and event indicator: they estimate the censoring
+        distribution G for the inverse-probability-of-censoring weights (Uno's C, IBS, AUC).
+    test_time, test_event : arrays ``[N]``
+        Test follow-up (years) and event indicator.
+    risk : array ``[N]``
+        Higher = earlier event (:func:`risk_from_survival`, :func:`risk_from_recurrence`).
+    surv_at_years : array ``[N, 12]``
+        Event-free probability at the end of years 1..12 (:func:`survival_curve`,
+        :func:`recurrence_free_curve`); between year ends it is a step function,
+        ``S(t) = S(end of year floor(t))`` and ``S(t) = 1`` for ``t < 1``.
+    horizons : years
+        Time points of the cumulative/dynamic AUC (``auc_<h>y`` keys).
+    auc_from : {"curve", "risk"}
+        Marker of the AUC at horizon ``h``: ``1 - S(h)`` from the curve (default, the
+        time-dependent prediction of the model) or the time-independent ``risk``.
+
+    Returns
+    -------
+    dict
+        ``c_harrell`` (``concordance_index_censored``), ``c_uno`` (``concordance_index_ipcw``,
+        truncated at tau below), ``ibs`` (``integrated_brier_score``), ``auc_<h>y``
+        (``cumulative_dynamic_auc``), ``tau`` (years), ``n``, ``n_events``.
+
+    Notes
+    -----
+    *Support of the censoring distribution.* IPCW needs ``G(t) > 0``; sksurv raises otherwise.
+    Let ``tau`` be the last time at which the training censoring Kaplan-Meier is positive.
+    Test follow-up beyond ``tau`` is administratively censored at ``tau`` for Uno's C, the
+    IBS and the AUC; this leaves every estimate on ``[0, tau)`` unchanged and is what
+    ``concordance_index_ipcw(tau=...)`` does. Harrell's C uses the untruncated data.
+
+    *IBS time grid.* Whole years ``t = 1, 2, ...`` with ``min(test_time) <= t <
+    max(truncated test_time)`` (sksurv's requirement), where the curve is known exactly
+    (year ends) without interpolation; at least two points are needed, else NaN.
+
+    *Edge cases* (no comparable pairs, no events, a horizon outside the test follow-up or with
+    no cases or no controls): the metric is NaN with a :class:`MetricWarning`, never an error.
+    """
+    t_tr = np.asarray(train_time, dtype=np.float64).ravel()
+    e_tr = np.asarray(train_event).astype(bool).ravel()
+    t_te = np.asarray(test_time, dtype=np.float64).ravel()
+    e_te = np.asarray(test_event).astype(bool).ravel()
+    risk = np.asarray(risk, dtype=np.float64).ravel()
+    surv = np.asarray(surv_at_years, dtype=np.float64)
+    if not (t_te.shape == e_te.shape == risk.shape) or surv.shape != (t_te.size, N_YEARS):
+        raise ValueError(
+            f"test arrays disagree: time {t_te.shape}, event {e_te.shape}, risk {risk.shape}, "
+            f"surv_at_years {surv.shape} (expected [N, {N_YEARS}])"
+        )
+    out: dict[str, float] = {"n": int(t_te.size), "n_events": int(e_te.sum())}
+
+    # Harrell
+    try:
+        out["c_harrell"] = float(concordance_index_censored(e_te, t_te, risk)[0])
+    except Exception as exc:  # NoComparablePairException, ValueError (all censored, n < 2)
+        out["c_harrell"] = _warn_nan("c_harrell", str(exc))
+
+    # censoring support and truncated test data for the IPCW metrics
+    try:
+        tau = _censoring_support(t_tr, e_tr) if t_tr.size >= 2 else math.nan
+    except ValueError:
+        tau = math.nan
+    out["tau"] = tau
+    if not math.isfinite(tau):
+        for key in ("c_uno", "ibs", *(f"auc_{_h(h)}y" for h in horizons)):
+            out[key] = _warn_nan(key, "no usable training data for the censoring distribution")
+        return out
+    beyond = t_te > tau
+    t_cut = np.where(beyond, tau, t_te)
+    e_cut = e_te & ~beyond
+    y_train = Surv.from_arrays(e_tr, t_tr)
+    y_test = Surv.from_arrays(e_cut, t_cut)
+
+    try:
+        out["c_uno"] = float(concordance_index_ipcw(y_train, y_test, risk)[0])
+    except Exception as exc:
+        out["c_uno"] = _warn_nan("c_uno", str(exc))
+
+    grid = np.arange(1, N_YEARS + 1, dtype=np.float64)
+    grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max())]
+    if grid.size < 2:
+        out["ibs"] = _warn_nan(
+            "ibs",
+            f"fewer than two whole years within the test follow-up "
+            f"[{t_cut.min():.2f}, {t_cut.max():.2f}) years",
+        )
+    else:
+        est = np.stack([_curve_at(surv, t) for t in grid], axis=1)
+        try:
+            out["ibs"] = float(integrated_brier_score(y_train, y_test, est, grid))
+        except Exception as exc:
+            out["ibs"] = _warn_nan("ibs", str(exc))
+
+    for h in horizons:
+        key = f"auc_{_h(h)}y"
+        cases = (t_cut <= h) & e_cut
+        controls = t_cut > h
+        if not (t_cut.min() <= h < t_cut.max()):
+            out[key] = _warn_nan(
+                key, f"horizon {h} y outside test follow-up [{t_cut.min():.2f}, {t_cut.max():.2f})"
+            )
+            continue
+        if not cases.any() or not controls.any():
+            out[key] = _warn_nan(key, f"no cases or no controls at {h} y")
+            continue
+        marker = 1.0 - _curve_at(surv, h) if auc_from == "curve" else risk
+        try:
+            auc, _ = cumulative_dynamic_auc(y_train, y_test, marker, [h])
+            out[key] = float(np.atleast_1d(auc)[0])
+        except Exception as exc:
+            out[key] = _warn_nan(key, str(exc))
+    return out
+
+
+def _h(h: float) -> str:
+    return str(int(h)) if float(h).is_integer() else str(h).replace(".", "p")
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical_order(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """A row order that depends only on row contents, so results ignore patient order.
+
+    Rows are sorted lexicographically on every column of every array; rows that tie are
+    identical in every array, hence interchangeable.
+    """
+    keys: list[np.ndarray] = []
+    for a in arrays:
+        arr = np.asarray(a)
+        if arr.dtype.kind in "OUS":
+            arr = np.unique(arr.astype(str), return_inverse=True)[1].reshape(arr.shape)
+        arr = arr.reshape(arr.shape[0], -1)
+        keys.extend(arr[:, j] for j in range(arr.shape[1]))
+    return np.lexsort(keys[::-1])
+
+
+def _check_rows(arrays: Sequence[np.ndarray]) -> int:
+    if not arrays:
+        raise ValueError("give at least one array")
+    n = {len(a) for a in arrays}
+    if len(n) != 1:
+        raise ValueError(f"arrays must have the same number of rows (patients), got {sorted(n)}")
+    return n.pop()
+
+
+def _percentile(values: np.ndarray, estimate: float, alpha: float, what: str) -> BootstrapResult:
+    finite = values[np.isfinite(values)]
+    if finite.size < 0.5 * values.size or finite.size == 0:
+        warnings.warn(
+            f"{what}: only {finite.size}/{values.size} bootstrap replicates are finite; "
+            "interval is NaN",
+            MetricWarning,
+            stacklevel=3,
+        )
+        return BootstrapResult(float(estimate), math.nan, math.nan)
+    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return BootstrapResult(float(estimate), float(low), float(high))
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> BootstrapResult:
+    """Percentile bootstrap confidence interval of a metric over patients.
+
+    Rows (patients) are resampled with replacement, jointly across ``arrays``, ``n_boot``
+    times; the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the replicate
+    metrics (Efron & Tibshirani 1993, ch. 13). Replicates where the metric is NaN (e.g. no
+    comparable pairs) are dropped; if more than half are, the interval is NaN with a warning.
+    Rows are first put in a content-defined order, so the result does not depend on the order
+    of the patients.
+
+    Parameters
+    ----------
+    metric_fn : callable
+        ``metric_fn(*arrays_resampled) -> float``.
+    *arrays : arrays with the same first dimension ``N``.
+    n_boot : int
+        Replicates (``profile.eval.bootstrap``).
+    seed : int
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    BootstrapResult
+        ``(estimate, low, high)``; ``estimate = metric_fn(*arrays)`` on all patients.
+
+    Examples
+    --------
+    >>> x = np.arange(50.0)
+    >>> est, low, high = bootstrap_ci(np.mean, x, n_boot=200, seed=0)
+    >>> bool(low < est < high)
+    True
+    """
+    n = _check_rows(arrays)
+    order = _canonical_order(arrays)
+    arrs = [np.asarray(a)[order] for a in arrays]
+    estimate = float(metric_fn(*arrs))
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        for b in range(n_boot):
+            idx = rng.integers(0, n, n)
+            values[b] = metric_fn(*(a[idx] for a in arrs))
+    return _percentile(values, estimate, alpha, getattr(metric_fn, "__name__", "metric"))
+
+
+def paired_bootstrap_diff(
+    metric_fn: Callable[..., float],
+    a_pred: np.ndarray,
+    b_pred: np.ndarray,
+    *truth: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> BootstrapResult:
+    """Paired percentile bootstrap of ``metric(a) - metric(b)`` on the same patients.
+
+    Each replicate draws one set of patients and evaluates both models on it, so the
+    between-patient variability common to both cancels. The interval excluding 0 marks a
+    difference at level ``alpha``. Invariant to the order of the patients (rows are put in a
+    content-defined order first).
+
+    Parameters
+    ----------
+    metric_fn : callable
+        ``metric_fn(pred, *truth) -> float``.
+    a_pred, b_pred : arrays ``[N, ...]``
+        Predictions of models A and B for the same patients, same row order.
+    *truth : arrays ``[N, ...]``
+        Ground truth (e.g. times and events).
+
+    Returns
+    -------
+    BootstrapResult
+        ``(metric(a) - metric(b), low, high)``.
+    """
+    arrays = (a_pred, b_pred, *truth)
+    n = _check_rows(arrays)
+    order = _canonical_order(arrays)
+    a, b, *tr = (np.asarray(x)[order] for x in arrays)
+    estimate = float(metric_fn(a, *tr) - metric_fn(b, *tr))
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        for i in range(n_boot):
+            idx = rng.integers(0, n, n)
+            t_idx = [x[idx] for x in tr]
+            values[i] = metric_fn(a[idx], *t_idx) - metric_fn(b[idx], *t_idx)
+    return _percentile(values, estimate, alpha, "paired difference")
+
+
+# --------------------------------------------------------------------------------------------
+# everything for one predictions table
+# --------------------------------------------------------------------------------------------
+
+
+def prob_columns(prefix: str) -> list[str]:
+    """Column names ``<prefix>1 .. <prefix>12`` of a ``Predictions`` table (``surv_p``, ``rec_p``)."""
+    return [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
+
+
+def all_metrics(
+    predictions_df: pd.DataFrame,
+    train_df: pd.DataFrame | None = None,
+    rule: Rule = "argmax",
+    horizons: Sequence[float] = (1, 3, 5),
+    heads: Sequence[str] = ("os", "dfs"),
+) -> dict[str, float]:
+    """Every metric of one ``Predictions`` table (:func:`crlm_lib.train.predict`).
+
+    ``heads`` restricts the computation to the survival head (``"os"``) and/or the recurrence
+    head (``"dfs"``), e.g. to spare the bootstrap a head it does not report.
+
+    Parameters
+    ----------
+    predictions_df : DataFrame
+        Columns ``patient_id``, ``surv_p1..surv_p12``, ``rec_p1..rec_p12``, ``os_years``,
+        ``os_event``, ``dfs_years``, ``dfs_event``.
+    train_df : DataFrame, optional
+        Training outcomes (``os_years``, ``os_event``, ``dfs_years``, ``dfs_event``) for the
+        censoring distribution of the IPCW metrics. ``None``: the test table itself (the
+        usual choice when no training set is at hand; say so when reporting).
+    rule : {"argmax", "median"}
+        See :func:`predicted_years`.
+
+    Returns
+    -------
+    dict
+        ``os_taa, os_mae, os_mse, os_n`` (survival head vs OS, primary paper metrics),
+        ``os_obs_*`` (observed deaths only), ``dfs_*`` and ``dfs_obs_*`` (recurrence head vs
+        DFS), and ``os_c_harrell, os_c_uno, os_ibs, os_auc_<h>y`` (survival head:
+        :func:`risk_from_survival`, :func:`survival_curve`) and ``dfs_c_*`` etc. (recurrence
+        head: :func:`risk_from_recurrence`, :func:`recurrence_free_curve`).
+    """
+    df = predictions_df
+    train = df if train_df is None else train_df
+    unknown = set(heads) - {"os", "dfs"}
+    if unknown:
+        raise ValueError(f"unknown heads {sorted(unknown)}; use 'os' and/or 'dfs'")
+    out: dict[str, float] = {}
+    for end in heads:
+        if end == "os":
+            surv_p = df[prob_columns("surv_p")].to_numpy(np.float64)
+            pred = predicted_years(surv_p, rule)
+            risk, curve = risk_from_survival(surv_p), survival_curve(surv_p)
+        else:
+            rec_p = df[prob_columns("rec_p")].to_numpy(np.float64)
+            pred = recurrence_years(rec_p, rule)
+            risk, curve = risk_from_recurrence(rec_p), recurrence_free_curve(rec_p)
+        time = df[f"{end}_years"].to_numpy(np.float64)
+        event = df[f"{end}_event"].to_numpy()
+        for k, v in paper_metrics(pred, time, rule).items():
+            out[f"{end}_{k}"] = v
+        for k, v in paper_metrics_observed(pred, time, event, rule).items():
+            out[f"{end}_obs_{k}"] = v
+        sm = survival_metrics(
+            train[f"{end}_years"].to_numpy(np.float64),
+            train[f"{end}_event"].to_numpy(),
+            time,
+            event,
+            risk,
+            curve,
+            horizons=horizons,
+        )
+        for k, v in sm.items():
+            if k != "n":
+                out[f"{end}_{k}"] = v
+    return out

@@ -1,0 +1,602 @@
+"""One training engine for every torch model of the project.
+
+4D-ACFNet section 4.2 (repeated by STAR): AdamW, learning rate 1e-4, ``ReduceLROnPlateau``
+(factor 0.5, patience 5) on the validation loss, batch size 1. The engine adds what the papers
+leave implicit and a careful reproduction needs: early stopping on the validation loss, the
+best and the last checkpoint, exact resumption, seeds, bf16 autocast on CUDA, gradient
+clipping, a progress bar and a per-epoch CSV log.
+
+Every model follows the contract of ``docs/interfaces.md``: ``forward(batch: dict) -> dict``
+with ``recurrence_logits`` ``[B, 12]``, ``survival_logits`` ``[B, 12]`` and ``aux``; batches are
+dicts of tensors plus a list of ``patient_id`` strings (``torch.utils.data.default_collate`` of
+``CRLMDataset`` items). The loss is ``crlm_lib.losses.total_loss(outputs, batch, weights=...,
+objective=...) -> (loss, parts)`` unless another ``loss_fn`` with that signature is given.
+
+Files in ``run_dir``:
+
+- ``best.pt``: ``{"model", "epoch", "val_loss"}`` of the epoch with the lowest validation loss;
+- ``last.pt``: model, optimizer, scheduler, RNG states, epoch, history, early-stopping counter,
+  written atomically after every epoch; :func:`fit` resumes from it;
+- ``history.csv``: one row per epoch (``epoch, lr, train_loss, val_loss, train_<part>,
+  val_<part>, seconds``), the table the notebooks plot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
+
+from crlm_lib.config import N_YEARS, Profile, get_profile
+
+#: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
+#: with batch size 1 and STAR's alignment loss divided by an agreement term that can approach
+#: zero, single steps can explode, and 1.0 is the conventional bound that leaves ordinary steps
+#: untouched. ``fit(..., grad_clip=None)`` turns it off.
+GRAD_CLIP_NORM: float = 1.0
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+__all__ = [
+    "GRAD_CLIP_NORM",
+    "TrainingError",
+    "History",
+    "set_seed",
+    "select_device",
+    "collate",
+    "to_device",
+    "channels_last_3d",
+    "load_checkpoint",
+    "fit",
+    "predict",
+]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, unusable checkpoint); names epoch and patients."""
+
+
+@dataclass
+class History:
+    """What :func:`fit` did.
+
+    Attributes
+    ----------
+    records : list of dict
+        One per epoch: ``epoch`` (1-based), ``lr``, ``train_loss``, ``val_loss``,
+        ``train_<part>``, ``val_<part>``, ``seconds``.
+    best_epoch : int or None
+        Epoch (1-based) with the lowest validation loss, saved as ``best.pt``.
+    best_val_loss : float
+    stopped_early : bool
+        Whether early stopping ended the run before ``epochs``.
+    """
+
+    records: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+
+    def to_frame(self) -> pd.DataFrame:
+        """The records as a DataFrame (the content of ``history.csv``)."""
+        return pd.DataFrame.from_records(self.records)
+
+
+# --------------------------------------------------------------------------------------------
+# seeds, devices, batches
+# --------------------------------------------------------------------------------------------
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` (CPU and CUDA).
+
+    With ``deterministic``, ``torch.use_deterministic_algorithms(True, warn_only=True)`` and
+    ``cudnn.benchmark = False``: runs on CPU are bit-for-bit reproducible; on CUDA the few
+    kernels without a deterministic version warn instead of failing (``CUBLAS_WORKSPACE_CONFIG``
+    is set to ``:4096:8`` if unset, as PyTorch requires for deterministic cuBLAS).
+    """
+    random.seed(seed)
+    # the legacy global numpy RNG is seeded on purpose: third-party augmentations draw from it
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _worker_init_fn(worker_id: int) -> None:
+    """Seed ``numpy`` and ``random`` in a DataLoader worker from its torch seed (which the
+    loader derives from its generator), so augmentations in workers are reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002 (legacy global RNG used by third-party code)
+    random.seed(seed)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack dataset items into a batch: tensors get a batch dimension, ``patient_id`` becomes
+    a list of strings (``torch.utils.data.default_collate``)."""
+    return default_collate(items)
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move every tensor of ``batch`` (nested dicts too) to ``device``; other values unchanged.
+
+    On CUDA, 5-D image tensors (``ct`` ``[B, 1, D, H, W]``, ``masks``) use
+    ``torch.channels_last_3d``, the fast layout of cuDNN 3-D convolutions.
+    """
+    cuda = device.type == "cuda"
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=cuda)
+            if cuda and value.ndim == 5 and value.is_floating_point():
+                value = value.contiguous(memory_format=torch.channels_last_3d)
+        elif isinstance(value, Mapping):
+            value = to_device(value, device)
+        out[key] = value
+    return out
+
+
+def channels_last_3d(model: nn.Module) -> nn.Module:
+    """Store every 5-D parameter (3-D convolution kernels) as ``torch.channels_last_3d``, in
+    place. Unlike ``model.to(memory_format=...)``, which fails on 4-D weights, other tensors
+    are left alone. Used on CUDA only."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 5:
+                param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        worker_init_fn=_worker_init_fn,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wrapper
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load the weights of ``best.pt`` or ``last.pt`` into ``model`` (strict).
+
+    Returns
+    -------
+    dict
+        The checkpoint (``epoch``, ``val_loss`` ... alongside ``model``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    TrainingError
+        If the file is not a checkpoint of this engine or does not fit ``model``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise TrainingError(f"{path}: not a crlm_lib checkpoint (no 'model' entry)")
+    try:
+        _unwrap(model).load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise TrainingError(f"{path}: weights do not fit {type(model).__name__}: {exc}") from exc
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------
+
+
+def _default_loss_fn() -> LossFn:
+    from crlm_lib.losses import total_loss  # imported late: losses are built beside this module
+
+    return total_loss
+
+
+def _run_epoch(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    loss_fn: LossFn,
+    device: torch.device,
+    *,
+    epoch: int,
+    loss_weights: Mapping[str, float] | None,
+    objective: str,
+    optimizer: torch.optim.Optimizer | None,
+    grad_clip: float | None,
+    max_batches: int | None,
+    bar: tqdm | None,
+) -> tuple[float, dict[str, float]]:
+    """One pass over ``loader``; trains when ``optimizer`` is given. Returns the mean loss and
+    mean loss parts, weighted by batch size."""
+    train = optimizer is not None
+    model.train(train)
+    total, n_seen = 0.0, 0
+    parts_sum: dict[str, float] = {}
+    grad = torch.enable_grad() if train else torch.no_grad()
+    with grad:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = to_device(batch, device)
+            with _autocast(device):
+                outputs = model(batch)
+                loss, parts = loss_fn(outputs, batch, weights=loss_weights, objective=objective)
+            if not torch.isfinite(loss):
+                ids = batch.get("patient_id", "?")
+                raise TrainingError(
+                    f"epoch {epoch}, batch {i}: non-finite loss {loss.item()} "
+                    f"({'train' if train else 'validation'}; patients {ids}; parts {parts})"
+                )
+            if train:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+            bsz = int(outputs["survival_logits"].shape[0])
+            total += float(loss.detach()) * bsz
+            n_seen += bsz
+            for key, value in parts.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + float(value) * bsz
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / n_seen:.4f}", refresh=False)
+    if n_seen == 0:
+        return math.nan, {}
+    return total / n_seen, {k: v / n_seen for k, v in parts_sum.items()}
+
+
+def fit(
+    model: nn.Module,
+    train_ds: Dataset,
+    val_ds: Dataset | None,
+    profile: str | Profile,
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    objective: str = "paper",
+    loss_weights: Mapping[str, float] | None = None,
+    loss_fn: LossFn | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    grad_clip: float | None = GRAD_CLIP_NORM,
+    restore_best: bool = True,
+) -> History:
+    """Train ``model`` with the papers' optimiser and schedule; checkpoint, log and resume.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model of ``crlm_lib.models`` (moved to ``device`` in place).
+    train_ds, val_ds : Dataset
+        Items as ``CRLMDataset`` (dicts of tensors + ``patient_id``). Without a validation set
+        (``None`` or empty) the training loss drives the schedule, early stopping and
+        ``best.pt``; say so when reporting.
+    profile : str or Profile
+        ``profile.train`` gives ``lr``, ``weight_decay``, ``batch_size``, ``plateau_factor``
+        (0.5), ``plateau_patience`` (5), ``early_stopping_patience``, ``num_workers``,
+        ``max_train_batches`` and ``epochs``; ``profile.seed`` the default seed.
+    run_dir : path
+        Where ``best.pt``, ``last.pt`` and ``history.csv`` go (created).
+    epochs : int, optional
+        Total epochs (a resumed run continues up to this number). Default ``profile.train.epochs``.
+    objective : {"paper", "censored"}
+        Passed to the loss: the papers' cross-entropy or the censoring-aware likelihood.
+    loss_weights : dict, optional
+        Weights of the loss terms, passed to the loss.
+    loss_fn : callable, optional
+        ``loss_fn(outputs, batch, weights=..., objective=...) -> (loss, parts)``; default
+        ``crlm_lib.losses.total_loss``.
+    seed : int, optional
+        Default ``profile.seed``. Seeds python, numpy, torch; the training DataLoader's
+        shuffling uses a generator seeded with ``seed + epoch``, so that epoch ``e`` sees the
+        same order whether or not the run was interrupted.
+    device : str, optional
+        ``cuda`` when available unless told otherwise. On CUDA the forward pass and loss run
+        under bf16 autocast and 5-D inputs and weights use ``channels_last_3d``.
+    resume : bool
+        Continue from ``run_dir/last.pt`` when present (model, optimizer, scheduler, RNG
+        states, history, early-stopping counter): a resumed run ends with the same weights as
+        an uninterrupted one (bit-for-bit on CPU). ``False`` starts afresh and overwrites.
+    progress : bool
+        tqdm bars: one over epochs (train/val loss, lr) and one per epoch over batches.
+    grad_clip : float or None
+        Max global gradient norm (:data:`GRAD_CLIP_NORM` = 1.0); ``None``: no clipping.
+    restore_best : bool
+        Load the best epoch's weights into ``model`` before returning (default). ``False``
+        leaves the last epoch's weights.
+
+    Returns
+    -------
+    History
+    """
+    prof = get_profile(profile)
+    tc = prof.train
+    n_epochs = tc.epochs if epochs is None else int(epochs)
+    seed = prof.seed if seed is None else int(seed)
+    loss_fn = loss_fn or _default_loss_fn()
+    dev = select_device(device)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path, csv_path = (
+        run_dir / "last.pt",
+        run_dir / "best.pt",
+        run_dir / "history.csv",
+    )
+
+    set_seed(seed)
+    model.to(dev)
+    if dev.type == "cuda":
+        channels_last_3d(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
+    )
+    history = History()
+    start_epoch, bad_epochs = 0, 0
+
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(model, last_path, map_location=dev)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        history = History(**ckpt["history"])
+        start_epoch, bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
+        if ckpt.get("seed") != seed or ckpt.get("objective") != objective:
+            warnings.warn(
+                f"{last_path}: resuming a run made with seed={ckpt.get('seed')}, "
+                f"objective={ckpt.get('objective')!r} under seed={seed}, objective={objective!r}",
+                stacklevel=2,
+            )
+
+    has_val = val_ds is not None and len(val_ds) > 0
+    val_loader = _loader(val_ds, tc.batch_size, False, seed, tc.num_workers) if has_val else None
+    epoch_bar = tqdm(
+        total=n_epochs, initial=start_epoch, desc="epochs", disable=not progress, leave=True
+    )
+    epoch = start_epoch
+    while epoch < n_epochs and not history.stopped_early:
+        epoch += 1
+        t0 = time.perf_counter()
+        lr = float(optimizer.param_groups[0]["lr"])
+        train_loader = _loader(train_ds, tc.batch_size, True, seed + epoch, tc.num_workers)
+        n_batches = len(train_loader)
+        if tc.max_train_batches is not None:
+            n_batches = min(n_batches, tc.max_train_batches)
+        bar = tqdm(
+            total=n_batches, desc=f"epoch {epoch}/{n_epochs}", disable=not progress, leave=False
+        )
+        common = {
+            "loss_weights": loss_weights,
+            "objective": objective,
+            "epoch": epoch,
+        }
+        train_loss, train_parts = _run_epoch(
+            model,
+            train_loader,
+            loss_fn,
+            dev,
+            optimizer=optimizer,
+            grad_clip=grad_clip,
+            max_batches=tc.max_train_batches,
+            bar=bar,
+            **common,
+        )
+        bar.close()
+        if has_val:
+            val_loss, val_parts = _run_epoch(
+                model,
+                val_loader,
+                loss_fn,
+                dev,
+                optimizer=None,
+                grad_clip=None,
+                max_batches=None,
+                bar=None,
+                **common,
+            )
+        else:
+            val_loss, val_parts = train_loss, train_parts
+        scheduler.step(val_loss)
+
+        record: dict[str, float] = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+        }
+        record.update({f"train_{k}": v for k, v in train_parts.items()})
+        record.update({f"val_{k}": v for k, v in val_parts.items()})
+        record["seconds"] = time.perf_counter() - t0
+        history.records.append(record)
+
+        if val_loss < history.best_val_loss:
+            history.best_val_loss, history.best_epoch, bad_epochs = float(val_loss), epoch, 0
+            _atomic_torch_save(
+                {"model": _unwrap(model).state_dict(), "epoch": epoch, "val_loss": float(val_loss)},
+                best_path,
+            )
+        else:
+            bad_epochs += 1
+            if bad_epochs >= tc.early_stopping_patience:
+                history.stopped_early = epoch < n_epochs
+        _atomic_torch_save(
+            {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "epoch": epoch,
+                "bad_epochs": bad_epochs,
+                "history": asdict(history),
+                "seed": seed,
+                "objective": objective,
+            },
+            last_path,
+        )
+        _atomic_csv(history.to_frame(), csv_path)
+        epoch_bar.update(1)
+        epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{lr:.1e}")
+    epoch_bar.close()
+
+    if restore_best and best_path.is_file():
+        load_checkpoint(model, best_path, map_location=dev)
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# predictions
+# --------------------------------------------------------------------------------------------
+
+_OUTCOMES = ("os_years", "os_event", "dfs_years", "dfs_event")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    ds: Dataset,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Predictions of ``model`` for every item of ``ds`` (the ``Predictions`` table).
+
+    Returns
+    -------
+    DataFrame, one row per patient in dataset order:
+        ``patient_id``; ``surv_p1..surv_p12`` = softmax of ``survival_logits`` (probability of
+        death in year k, rows sum to 1); ``rec_p1..rec_p12`` = sigmoid of
+        ``recurrence_logits`` (probability of recurrence by the end of year k); the outcomes
+        ``os_years, os_event, dfs_years, dfs_event`` when the items carry them; and
+        ``att_1..att_12`` when the model exposes ``aux["attention"]`` ``[B, 12]``.
+        Probabilities are computed in float32 from the logits (also after bf16 autocast).
+    """
+    dev = select_device(device)
+    model.to(dev)
+    model.eval()
+    loader = DataLoader(
+        ds, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
+    )
+    frames: list[pd.DataFrame] = []
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        batch = to_device(batch, dev)
+        with _autocast(dev):
+            out = model(batch)
+        surv = torch.softmax(out["survival_logits"].float(), dim=-1).cpu().numpy()
+        rec = torch.sigmoid(out["recurrence_logits"].float()).cpu().numpy()
+        cols: dict[str, Any] = {"patient_id": [str(p) for p in batch["patient_id"]]}
+        cols.update({f"surv_p{k + 1}": surv[:, k] for k in range(N_YEARS)})
+        cols.update({f"rec_p{k + 1}": rec[:, k] for k in range(N_YEARS)})
+        for key in _OUTCOMES:
+            if key in batch:
+                cols[key] = batch[key].float().cpu().numpy().reshape(-1)
+        att = (out.get("aux") or {}).get("attention")
+        if isinstance(att, torch.Tensor) and att.ndim == 2 and att.shape[1] == N_YEARS:
+            att_np = att.float().cpu().numpy()
+            cols.update({f"att_{k + 1}": att_np[:, k] for k in range(N_YEARS)})
+        frames.append(pd.DataFrame(cols))
+    if not frames:
+        return pd.DataFrame(columns=["patient_id"])
+    df = pd.concat(frames, ignore_index=True)
+    for key in ("os_event", "dfs_event"):
+        if key in df:
+            df[key] = df[key].round().astype(int)
+    return df

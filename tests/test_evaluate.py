@@ -1,0 +1,231 @@
+"""Tests of crlm_lib.evaluate: bootstrap coverage, paired comparison, protocols on a simulated
+clinical-only cohort (anchors + oracle), calibration, Kaplan–Meier by risk, published numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from crlm_lib import evaluate as ev
+from crlm_lib.config import N_YEARS, get_profile
+from crlm_lib.data.clinical import PREDICTORS
+from crlm_lib.models.clinical import SURV_COLS, frame_from_curves
+
+YEARS = np.arange(1, N_YEARS + 1)
+
+
+def simulate_cohort(n: int, seed: int = 0) -> ev.Cohort:
+    """Clinical-only cohort: every predictor column, exponential OS/DFS from a linear hazard
+    of three predictors, uniform censoring, and the oracle table of the true curves."""
+    rng = np.random.default_rng(seed)
+    ids = [f"SIM-{i:04d}" for i in range(n)]
+    clin = pd.DataFrame(rng.normal(size=(n, len(PREDICTORS))), columns=PREDICTORS, index=ids)
+    lp = 0.8 * clin["age"] - 0.5 * clin["body_mass_index"] + 0.6 * clin["max_tumor_size"]
+    clin["clinrisk_score"] = np.clip(np.round(lp + 2.5), 0, 5)
+    lam_os, lam_dfs = 0.15 * np.exp(lp), 0.3 * np.exp(lp)
+    t_os, t_dfs = rng.exponential(1 / lam_os), rng.exponential(1 / lam_dfs)
+    t_dfs = np.minimum(t_os, t_dfs)
+    cens = rng.uniform(1.0, 10.0, n)
+    out = pd.DataFrame(
+        {
+            "os_years": np.minimum(t_os, cens),
+            "os_event": (t_os <= cens).astype(int),
+            "dfs_years": np.minimum(t_dfs, cens),
+            "dfs_event": (t_dfs <= cens).astype(int),
+        },
+        index=ids,
+    )
+    oracle = pd.DataFrame({"Patient-ID": ids, "os_risk": lp.to_numpy(), "dfs_risk": lp.to_numpy()})
+    for k in YEARS:
+        oracle[f"os_surv_y{k}"] = np.exp(-lam_os.to_numpy() * k)
+        oracle[f"dfs_surv_y{k}"] = np.exp(-lam_dfs.to_numpy() * k)
+    return ev.Cohort(clinical=clin, outcomes=out, ids=ids, paths=None, oracle=oracle)
+
+
+def fake_cv_splits(ids, events, folds, repeats, seed):
+    out = []
+    for r in range(repeats):
+        skf = StratifiedKFold(folds, shuffle=True, random_state=seed + r)
+        for f, (a, b) in enumerate(skf.split(np.zeros(len(ids)), events)):
+            out.append((r, f, [ids[i] for i in a], [ids[i] for i in b]))
+    return out
+
+
+def fake_paper_split(ids, events, seed):
+    tr, rest = train_test_split(list(ids), test_size=0.2, random_state=seed, stratify=events)
+    va, te = train_test_split(rest, test_size=0.5, random_state=seed)
+    return tr, va, te
+
+
+@pytest.fixture
+def splits(monkeypatch):
+    """Stand-ins for data.dataset's split functions (the protocol logic is what is tested)."""
+    monkeypatch.setattr(ev, "cv_split_ids", fake_cv_splits)
+    monkeypatch.setattr(ev, "paper_split_ids", fake_paper_split)
+
+
+def oracle_frame(cohort: ev.Cohort) -> pd.DataFrame:
+    return ev.fit_predict_anchor("oracle", cohort, cohort.ids, cohort.ids)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_covers_truth_at_nominal_rate():
+    """Percentile bootstrap of a mean covers the true mean in about 95% of simulated cohorts."""
+    rng = np.random.default_rng(0)
+    true_mean, hits, sims = 2.0, 0, 60
+    for s in range(sims):
+        y = rng.exponential(true_mean, 80)
+        frame = pd.DataFrame({"patient_id": [f"p{i}" for i in range(80)], "y": y})
+        res = ev.bootstrap_scores(
+            frame, n_boot=150, seed=s, metric_fn=lambda p, t: {"mean": p["y"].mean()}
+        )
+        low, high = res.loc[0, ["low", "high"]]
+        hits += low <= true_mean <= high
+    assert 0.85 <= hits / sims <= 1.0
+
+
+def test_paired_difference_is_invariant_to_patient_order():
+    cohort = simulate_cohort(80, seed=1)
+    a = ev.fit_predict_anchor("fong", cohort, cohort.ids, cohort.ids)
+    b = oracle_frame(cohort)
+    kw = {"n_boot": 8, "seed": 3, "train_outcomes": cohort.outcomes}
+    d1 = ev.paired_difference(a, b, **kw)
+    perm = np.random.default_rng(0).permutation(len(a))
+    d2 = ev.paired_difference(a.iloc[perm], b.iloc[perm[::-1]], **kw)
+    pd.testing.assert_frame_equal(d1, d2)
+    c = d1.set_index("metric").loc["os_c_harrell"]
+    assert c["estimate"] < 0 and c["low"] <= c["estimate"] <= c["high"]  # oracle beats Fong
+    same = ev.paired_difference(a, a, **kw).set_index("metric")
+    assert same.loc["os_c_harrell", ["estimate", "low", "high"]].abs().max() == 0.0
+
+
+def test_paired_difference_refuses_different_patients():
+    cohort = simulate_cohort(40, seed=2)
+    a = oracle_frame(cohort)
+    with pytest.raises(ev.EvaluationError):
+        ev.paired_difference(a, a.iloc[:-1], n_boot=2)
+
+
+def test_cv_protocol_anchors_oracle_last_and_resumable(splits, tmp_path, monkeypatch):
+    cohort = simulate_cohort(70, seed=3)
+    prof = get_profile("smoke")  # 2 folds x 1 repeat
+    kw = {"n_boot": 4, "runs_dir": tmp_path, "anchors": ("fong", "cox"), "ci_heads": ("os",)}
+    res = ev.run_cv_protocol([], cohort, prof, **kw)
+    models = list(dict.fromkeys(res.tidy["model"]))
+    assert models == ["fong", "cox", "oracle"]
+    assert list(res.wide.index)[-1] == "oracle"
+    assert {"model", "metric", "estimate", "low", "high", "repeats", "folds"} <= set(res.tidy)
+    oof = res.predictions["cox"][0]
+    assert sorted(oof["patient_id"]) == sorted(cohort.ids)  # one OOF prediction per patient
+    c = res.tidy.set_index(["model", "metric"])["estimate"]
+    assert c["oracle", "os_c_harrell"] >= max(c[m, "os_c_harrell"] for m in ("fong", "cox")) - 0.02
+    assert set(res.differences["baseline"]) == {"fong", "cox"}
+    assert "oracle" not in set(res.differences["model"])
+    assert (tmp_path / "cv" / "cox" / "r0_f1" / "predictions.csv").is_file()
+
+    # resumable: a second run reuses every cached fold (anchors are never refitted)
+    def boom(*a, **k):
+        raise AssertionError("refitted a cached fold")
+
+    monkeypatch.setattr(ev, "fit_predict_anchor", boom)
+    again = ev.run_cv_protocol([], cohort, prof, **kw)
+    pd.testing.assert_frame_equal(res.tidy, again.tidy)
+
+
+def test_paper_protocol_rows_and_ci_width(splits, tmp_path):
+    cohort = simulate_cohort(100, seed=4)
+    table, preds = ev.run_paper_protocol([], cohort, "smoke", n_boot=30, runs_dir=tmp_path)
+    assert list(dict.fromkeys(table["model"])) == ["fong", "cox", "oracle"]
+    assert (table["n_test"] == 10).all()
+    taa = table[(table["metric"] == "os_taa")].set_index("model")
+    assert ((taa["low"] <= taa["estimate"]) & (taa["estimate"] <= taa["high"])).all()
+    assert (taa["high"] - taa["low"]).max() > 0.1  # ten test patients: wide intervals
+    assert all(len(p) == 10 for p in preds.values())
+    assert (tmp_path / "paper_split" / "seed0" / "cox" / "metrics.json").is_file()
+
+
+def test_calibration_table_shapes_and_range():
+    small = oracle_frame(simulate_cohort(60, seed=5))
+    t = ev.calibration_table(small)
+    assert len(t) == 3 * 3 and set(t["group"]) == {1, 2, 3}
+    assert t.groupby("horizon_years")["n"].sum().eq(60).all()
+    assert t["predicted"].between(0, 1).all() and t["observed"].between(0, 1).all()
+    # risk groups are ordered by predicted risk
+    for _, g in t.groupby("horizon_years"):
+        assert g.sort_values("group")["predicted"].is_monotonic_increasing
+    large = oracle_frame(simulate_cohort(150, seed=6))
+    assert len(ev.calibration_table(large, horizon_years=(3,))) == 10
+    # the true curves are calibrated: observed near predicted at 3 years on a large cohort
+    big = ev.calibration_table(oracle_frame(simulate_cohort(1500, seed=7)), (3,), groups=3)
+    assert np.abs(big["observed"] - big["predicted"]).max() < 0.08
+    fig = ev.plot_calibration(t)
+    assert len(fig.axes) == 3
+
+
+def test_km_by_predicted_risk_separates_groups():
+    n = 100
+    rng = np.random.default_rng(8)
+    risk_group = np.repeat([0, 1], n // 2)
+    lam = np.where(risk_group == 1, 1.0, 0.05)
+    t = rng.exponential(1 / lam)
+    surv = np.exp(-lam[:, None] * YEARS[None, :])
+    out = pd.DataFrame(
+        {"os_years": t, "os_event": 1, "dfs_years": t, "dfs_event": 1},
+        index=[f"p{i}" for i in range(n)],
+    )
+    frame = frame_from_curves(list(out.index), surv, surv, out)
+    res = ev.km_by_predicted_risk(frame, split="median", plot=True)
+    assert res.p_value < 1e-6
+    assert set(res.groups["group"]) == {"low", "high"}
+    assert (
+        res.groups.loc[res.groups["group"] == "high", "risk"].min()
+        >= res.groups.loc[res.groups["group"] == "low", "risk"].max()
+    )
+    assert res.figure.axes[0].get_xlabel().startswith("years")
+    # the same test on risk unrelated to outcome is not significant
+    shuffled = frame.copy()
+    shuffled[SURV_COLS] = frame[SURV_COLS].to_numpy()[rng.permutation(n)]
+    assert ev.km_by_predicted_risk(shuffled, split="tertiles", plot=False).p_value > 1e-3
+
+
+def test_published_numbers_are_data_with_source():
+    t1 = ev.published_table("acfnet_table1")
+    assert list(t1["taa"]) == [0.700, 0.850, 1.000] and "source" in t1
+    assert ev.published_table("star_table2").loc[4, "mae"] == 0.7500
+    long = ev.published_all()
+    assert {"source", "table", "model", "metric", "value"} == set(long.columns)
+    dypro = long[long["table"] == "dypro"].set_index("metric")["value"]
+    assert dypro["c_index_os"] == 0.755 and dypro["ibs"] == 0.143
+    with pytest.raises(KeyError):
+        ev.published_table("nope")
+
+
+def test_as_specs_parses_objective():
+    specs = ev.as_specs(["acfnet", "acfnet:censored"], options_by_name={"acfnet": {"a": 1}})
+    assert [s.key for s in specs] == ["acfnet", "acfnet-censored"]
+    assert specs[1].objective == "censored" and specs[1].options == {"a": 1}
+
+
+def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
+    rng = np.random.default_rng(3)
+    ids = [f"P{i:03d}" for i in range(40)]
+    a = pd.DataFrame({"patient_id": ids, "x": rng.normal(size=40)})
+    b = pd.DataFrame({"patient_id": ids, "x": rng.normal(size=40)})
+    calls = []
+
+    def metric(p, _t):
+        calls.append(1)
+        return {"mean_x": float(p["x"].mean())}
+
+    plain = ev.paired_difference(a, b, None, n_boot=30, seed=1, metric_fn=metric)
+    memo: dict = {}
+    ev.bootstrap_scores(a, None, n_boot=30, seed=1, metric_fn=metric, cache=memo)
+    ev.bootstrap_scores(b, None, n_boot=30, seed=1, metric_fn=metric, cache=memo)
+    before = len(calls)
+    cached = ev.paired_difference(a, b, None, n_boot=30, seed=1, metric_fn=metric, cache=memo)
+    assert len(calls) == before  # every replicate value came from the per-model passes
+    pd.testing.assert_frame_equal(plain, cached)

@@ -1,0 +1,130 @@
+"""Losses on hand-computed cases (crlm_lib/losses.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from crlm_lib.losses import (
+    DEFAULT_WEIGHTS,
+    EmbeddingMemory,
+    alignment_loss,
+    censored_recurrence_bce,
+    censored_survival_nll,
+    disentanglement_loss,
+    info_nce,
+    paper_recurrence_ce,
+    paper_survival_ce,
+    star_alignment_loss,
+    total_loss,
+)
+
+
+def test_alignment_loss_known_vectors():
+    h_img = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    h_clin = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, -1.0]])  # cos 1, 0, -1
+    assert float(alignment_loss(h_img, h_clin)) == pytest.approx(0.0, abs=1e-6)
+    assert float(alignment_loss(h_img[:1], h_clin[:1])) == pytest.approx(-1.0)
+
+
+def test_star_alignment_mapped_and_clamped():
+    h_img = torch.tensor([[1.0, 0.0]])
+    h_clin = torch.tensor([[1.0, 0.0]])  # cos 1 -> mapped 1
+    h_recon = torch.tensor([[0.0, 1.0]])  # cos 0 -> mapped 0.5
+    got = star_alignment_loss(h_img, h_clin, h_recon, eps=0.1)
+    assert float(got) == pytest.approx(-1.0 / 0.6)
+    # clamped: raw denominator 0 -> eps, sign kept positive
+    got = star_alignment_loss(h_img, h_clin, h_recon, eps=0.1, mode="clamped")
+    assert float(got) == pytest.approx(-10.0)
+    anti = torch.tensor([[-1.0, 0.0]])  # denominator cos -1: mapped 0 -> bounded by 1/eps
+    assert torch.isfinite(star_alignment_loss(h_img, h_clin, anti, eps=0.1))
+    with pytest.raises(ValueError):
+        star_alignment_loss(h_img, h_clin, h_recon, mode="raw")
+
+
+def test_disentanglement_known_covariances():
+    h_img = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # Cov = [[2, 0], [0, 0]]
+    h_clin = torch.tensor([[0.0, 1.0], [0.0, -1.0]])  # Cov = [[0, 0], [0, 2]]
+    expected = math.sqrt(8.0) / 4  # ||diag(2, -2)||_F / d^2
+    assert float(disentanglement_loss(h_img, h_clin)) == pytest.approx(expected, rel=1e-5)
+    assert float(disentanglement_loss(h_img, h_img)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_disentanglement_batch_one_with_memory_has_gradient():
+    torch.manual_seed(0)
+    mem = EmbeddingMemory(4, size=8)
+    h_img = torch.randn(1, 4, requires_grad=True)
+    h_clin = torch.randn(1, 4, requires_grad=True)
+    # empty memory, B = 1: defined as 0, finite
+    empty = disentanglement_loss(h_img, h_clin, mem.get(0), mem.get(1))
+    assert float(empty.detach()) == pytest.approx(0.0, abs=1e-5)
+    for _ in range(3):
+        mem.push(torch.randn(1, 4), torch.randn(1, 4))
+    assert mem.get(0).shape == (3, 4)
+    loss = disentanglement_loss(h_img, h_clin, mem.get(0), mem.get(1))
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert h_img.grad.abs().sum() > 0 and h_clin.grad.abs().sum() > 0
+    for _ in range(10):  # FIFO keeps only `size` rows
+        mem.push(torch.randn(1, 4), torch.randn(1, 4))
+    assert mem.get(0).shape == (8, 4)
+
+
+def test_censored_survival_nll_three_bins_by_hand():
+    logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]])).repeat(3, 1)
+    bins = torch.tensor([1, 0, 2])
+    event = torch.tensor([1.0, 0.0, 0.0])
+    # death in bin 1: -log .3; censored in bin 0: -log(.3 + .5); censored in last bin: 0
+    expected = (-math.log(0.3) - math.log(0.8) + 0.0) / 3
+    assert float(censored_survival_nll(logits, bins, event)) == pytest.approx(expected, rel=1e-5)
+    # the paper's CE ignores censoring: -log p_bin for all three
+    ce = (-math.log(0.3) - math.log(0.2) - math.log(0.5)) / 3
+    assert float(paper_survival_ce(logits, bins)) == pytest.approx(ce, rel=1e-5)
+
+
+def test_censored_recurrence_bce_ignores_unknown_years():
+    logits = torch.tensor([[0.0, 10.0, -10.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0]])
+    known = torch.tensor([[1.0, 0.0, 1.0]])  # year 2 unknown (its huge error is ignored)
+    expected = (math.log(2.0) + math.log1p(math.exp(-10.0))) / 2
+    got = censored_recurrence_bce(logits, target, known)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    assert float(paper_recurrence_ce(logits, target)) > float(got)
+
+
+def test_info_nce():
+    z = torch.eye(3)
+    assert float(info_nce(z[:1], z[:1])) == pytest.approx(0.0)  # B = 1, no negatives
+    aligned = float(info_nce(z, z, temperature=0.1))
+    shuffled = float(info_nce(z, z[[1, 2, 0]], temperature=0.1))
+    assert aligned < 1e-3 < shuffled
+    assert float(info_nce(z[:1], z[:1], negatives=z[1:])) > 0
+
+
+def test_total_loss_weights_and_objectives():
+    out = {
+        "survival_logits": torch.zeros(2, 12, requires_grad=True),
+        "recurrence_logits": torch.zeros(2, 12),
+        "aux": {"loss_terms": {"align": torch.tensor(-0.5), "dis": torch.tensor(0.2)}},
+    }
+    batch = {
+        "survival_bin": torch.tensor([0, 11]),
+        "os_event": torch.tensor([1.0, 0.0]),
+        "recurrence_target": torch.zeros(2, 12),
+        "recurrence_known": torch.ones(2, 12),
+    }
+    loss, parts = total_loss(out, batch)
+    w = DEFAULT_WEIGHTS
+    expected = w["surv"] * math.log(12) + w["recur"] * math.log(2) + w["align"] * -0.5
+    expected += w["dis"] * 0.2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert parts["align"] == pytest.approx(-0.5)
+    loss.backward()
+    _, cparts = total_loss(out, batch, objective="censored")
+    assert cparts["surv"] == pytest.approx(math.log(12) / 2, rel=1e-5)  # censored at 11 -> 0
+    loss2, _ = total_loss(out, batch, weights={"align": 0.0, "dis": 0.0})
+    assert float(loss2.detach()) == pytest.approx(float(loss.detach()) - (0.1 * -0.5 + 0.1 * 0.2))
+    with pytest.raises(ValueError, match="objective"):
+        total_loss(out, batch, objective="cox")

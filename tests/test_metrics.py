@@ -1,0 +1,242 @@
+"""Tests of crlm_lib.metrics: hand cases and agreement with lifelines / scikit-survival."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.utils import concordance_index
+from sksurv.metrics import concordance_index_ipcw, integrated_brier_score
+from sksurv.util import Surv
+
+from crlm_lib import metrics as M
+
+
+@pytest.fixture
+def censored_cohort():
+    """Exponential times with independent censoring (~35 % censored), continuous (no ties)."""
+    rng = np.random.default_rng(7)
+    n = 120
+    x = rng.normal(size=n)
+    t_event = rng.exponential(3.0 * np.exp(-0.8 * x))
+    t_cens = rng.uniform(0.5, 9.0, size=n)
+    time = np.minimum(t_event, t_cens)
+    event = (t_event <= t_cens).astype(int)
+    # pmf over 12 yearly bins from a noisy version of the true model
+    rate = np.exp(0.8 * (x + rng.normal(scale=0.5, size=n))) / 3.0
+    edges = np.arange(13.0)
+    cdf = 1 - np.exp(-rate[:, None] * edges[None, :])
+    p = np.diff(cdf, axis=1)
+    p[:, -1] += 1 - cdf[:, -1]
+    return time, event, p
+
+
+# ---------------------------------------------------------------- paper metrics and rules
+
+
+def test_softmax_sigmoid():
+    p = M.softmax(np.array([[0.0] * 12, [1000.0] + [0.0] * 11]))
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert p[1, 0] == pytest.approx(1.0)
+    np.testing.assert_allclose(M.sigmoid(np.array([0.0, 100.0])), [0.5, 1.0])
+
+
+def test_year_bin():
+    np.testing.assert_array_equal(
+        M.year_bin([0.0, 0.99, 1.0, 5.5, 11.99, 12.0, 20.0]), [0, 0, 1, 5, 11, 11, 11]
+    )
+
+
+def test_paper_metrics_hand_case():
+    pred = np.array([0.0, 2.0, 5.0, 11.0])
+    true = np.array([1.9, 0.5, 5.99, 14.0])  # bins 1, 0, 5, 11 -> errors -1, 2, 0, 0
+    m = M.paper_metrics(pred, true, "argmax")
+    assert m == {"taa": 0.75, "mae": 0.75, "mse": 1.25, "n": 4}
+    # median rule compares with continuous years
+    m = M.paper_metrics(np.array([1.0, 3.0]), np.array([2.0, 0.5]), "median")
+    assert m["taa"] == 0.5 and m["mae"] == pytest.approx(1.75) and m["mse"] == pytest.approx(3.625)
+    assert math.isnan(M.paper_metrics(np.array([]), np.array([]))["taa"])
+
+
+def test_paper_metrics_observed():
+    pred = np.array([0.0, 5.0, 3.0])
+    true = np.array([0.2, 1.0, 3.5])
+    m = M.paper_metrics_observed(pred, true, np.array([1, 0, 1]))
+    assert m == {"taa": 1.0, "mae": 0.0, "mse": 0.0, "n": 2}
+
+
+def test_predicted_years_argmax_and_median_hand_pmf():
+    p = np.zeros((3, 12))
+    p[0, [1, 2]] = [0.4, 0.6]  # F: 0 | 0.4 | 1.0 -> crosses 0.5 in year 3 at 2 + 0.1/0.6
+    p[1, 0] = 1.0  # all mass in year 1: F(1) = 1 -> median 0.5
+    p[2] = 1 / 12  # uniform: F(k) = k/12 -> median 6.0
+    np.testing.assert_array_equal(M.predicted_years(p), [2, 0, 0])
+    np.testing.assert_allclose(M.predicted_years(p, "median"), [2 + 0.1 / 0.6, 0.5, 6.0])
+    with pytest.raises(ValueError, match="rule"):
+        M.predicted_years(p, "mean")
+    with pytest.raises(ValueError, match="shape"):
+        M.predicted_years(p[:, :11])
+
+
+def test_recurrence_years():
+    q = np.zeros((3, 12))
+    q[0] = np.linspace(0.05, 0.95, 12)  # first >= 0.5 at bin 6 (0.54)
+    q[1, 2] = 0.8  # non-monotone: running max keeps 0.8 from year 3 on
+    q[2] = 0.1  # never
+    np.testing.assert_array_equal(M.recurrence_years(q), [6, 2, 12])
+    med = M.recurrence_years(q, "median")
+    assert med[1] == pytest.approx(2 + 0.5 / 0.8)
+    assert med[2] == 12.0
+    # q reaches 0.5 between the end of year 6 (time 6, bin 5) and of year 7 (time 7, bin 6)
+    assert med[0] == pytest.approx(6 + (0.5 - q[0, 5]) / (q[0, 6] - q[0, 5]))
+
+
+def test_risk_scores_and_curves():
+    p = np.zeros((2, 12))
+    p[0, 0] = 1.0
+    p[1, 3] = 1.0
+    np.testing.assert_allclose(M.risk_from_survival(p), [-0.5, -3.5])
+    s = M.survival_curve(p)
+    np.testing.assert_allclose(s[1, :4], [1, 1, 1, 0])
+    q = np.tile(np.linspace(0.1, 0.9, 12), (2, 1))
+    q[1] *= 0.5
+    r = M.risk_from_recurrence(q)
+    assert r[0] == pytest.approx(q[0, 2]) and r[0] > r[1]
+    assert M.risk_from_recurrence(q, None)[0] == pytest.approx(q[0].mean())
+    np.testing.assert_allclose(M.recurrence_free_curve(q), 1 - q)
+
+
+# ---------------------------------------------------------------- survival metrics vs libraries
+
+
+def test_survival_metrics_match_libraries(censored_cohort):
+    time, event, p = censored_cohort
+    assert 0.2 < 1 - event.mean() < 0.6  # censoring is really there
+    train, test = slice(0, 80), slice(80, None)
+    risk = M.risk_from_survival(p[test])
+    surv = M.survival_curve(p[test])
+    res = M.survival_metrics(time[train], event[train], time[test], event[test], risk, surv)
+    # Harrell's C: lifelines takes scores where higher = longer survival
+    c_lifelines = concordance_index(time[test], -risk, event[test])
+    assert res["c_harrell"] == pytest.approx(c_lifelines, abs=1e-12)
+    assert 0.6 < res["c_harrell"] < 0.95  # the pmf is informative
+    # Uno's C and IBS recomputed directly with sksurv after the documented truncation at tau
+    tau = res["tau"]
+    t_cut = np.minimum(time[test], tau)
+    e_cut = event[test].astype(bool) & (time[test] <= tau)
+    y_tr = Surv.from_arrays(event[train].astype(bool), time[train])
+    y_te = Surv.from_arrays(e_cut, t_cut)
+    assert res["c_uno"] == pytest.approx(concordance_index_ipcw(y_tr, y_te, risk)[0])
+    grid = np.arange(1.0, 13.0)
+    grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max())]
+    ibs = integrated_brier_score(y_tr, y_te, surv[:, grid.astype(int) - 1], grid)
+    assert res["ibs"] == pytest.approx(ibs)
+    assert 0.0 < res["ibs"] < 0.25
+    for h in (1, 3, 5):
+        assert 0.5 < res[f"auc_{h}y"] <= 1.0
+
+
+def test_survival_metrics_random_risk_is_near_half(censored_cohort):
+    time, event, p = censored_cohort
+    risk = np.random.default_rng(0).normal(size=time.size)
+    res = M.survival_metrics(time, event, time, event, risk, M.survival_curve(p))
+    assert abs(res["c_harrell"] - 0.5) < 0.1
+
+
+def test_survival_metrics_edge_cases_give_nan_with_warning():
+    p = np.full((4, 12), 1 / 12)
+    surv = M.survival_curve(p)
+    # all censored: no comparable pair, no case
+    t = np.array([0.5, 1.5, 2.5, 3.5])
+    with pytest.warns(M.MetricWarning):
+        res = M.survival_metrics(t, np.array([1, 0, 1, 0]), t, np.zeros(4), np.arange(4.0), surv)
+    assert math.isnan(res["c_harrell"])
+    # horizon beyond follow-up: auc_5y NaN, others finite
+    t2 = np.array([0.2, 1.2, 2.2, 3.9])
+    e2 = np.array([1, 1, 0, 1])
+    with pytest.warns(M.MetricWarning, match="auc_5y"):
+        res = M.survival_metrics(t2, e2, t2, e2, -t2, surv, horizons=(1, 5))
+    assert math.isnan(res["auc_5y"]) and math.isfinite(res["auc_1y"])
+    assert res["c_harrell"] == 1.0
+    # test follow-up beyond the training censoring support: no crash, truncated at tau
+    t_tr = np.array([0.5, 1.0, 2.0, 3.0])
+    e_tr = np.array([1, 0, 1, 0])  # G drops to 0 at 3.0 -> tau = 2.0
+    t_te = np.array([0.3, 1.4, 2.5, 6.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.MetricWarning)
+        res = M.survival_metrics(t_tr, e_tr, t_te, np.ones(4), -t_te, surv)
+    assert res["tau"] == 2.0 and math.isfinite(res["c_uno"])
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_coverage_of_a_mean():
+    rng = np.random.default_rng(123)
+    hits = 0
+    reps = 200
+    for r in range(reps):
+        x = rng.normal(loc=1.0, size=50)
+        _, low, high = M.bootstrap_ci(np.mean, x, n_boot=200, seed=r)
+        hits += low <= 1.0 <= high
+    assert 0.88 <= hits / reps <= 0.99
+
+
+def test_bootstrap_joint_rows_and_estimate():
+    x = np.arange(30.0)
+    y = 2 * x
+    est, low, high = M.bootstrap_ci(lambda a, b: float(np.mean(b - 2 * a)), x, y, n_boot=50)
+    assert (est, low, high) == (0.0, 0.0, 0.0)  # rows resampled jointly keep y = 2x
+    with pytest.raises(ValueError, match="rows"):
+        M.bootstrap_ci(np.mean, x, y[:-1])
+
+
+def test_paired_diff_order_invariance_and_sign(censored_cohort):
+    time, event, p = censored_cohort
+    good = M.risk_from_survival(p)
+    bad = np.random.default_rng(1).normal(size=time.size)
+
+    def harrell(risk, t, e):
+        return M.survival_metrics(t, e, t, e, risk, np.ones((t.size, 12)), horizons=())["c_harrell"]
+
+    def cidx(risk, t, e):
+        return float(concordance_index(t, -risk, e))
+
+    res = M.paired_bootstrap_diff(cidx, good, bad, time, event, n_boot=100, seed=3)
+    perm = np.random.default_rng(9).permutation(time.size)
+    res_perm = M.paired_bootstrap_diff(
+        cidx, good[perm], bad[perm], time[perm], event[perm], n_boot=100, seed=3
+    )
+    assert res == res_perm
+    assert res.low > 0  # the informative model is better
+    assert res.estimate == pytest.approx(cidx(good, time, event) - cidx(bad, time, event))
+    assert M.bootstrap_ci(np.mean, time, n_boot=20) == M.bootstrap_ci(
+        np.mean, time[perm], n_boot=20
+    )
+    assert harrell(good, time, event) == pytest.approx(cidx(good, time, event))
+
+
+# ---------------------------------------------------------------- all_metrics
+
+
+def test_all_metrics_on_predictions_table(censored_cohort):
+    time, event, p = censored_cohort
+    rng = np.random.default_rng(0)
+    q = np.clip(np.cumsum(p, axis=1) + rng.normal(scale=0.02, size=p.shape), 0, 1)
+    df = pd.DataFrame({"patient_id": [f"CRLM-CT-{1000 + i}" for i in range(time.size)]})
+    for k in range(12):
+        df[f"surv_p{k + 1}"] = p[:, k]
+        df[f"rec_p{k + 1}"] = q[:, k]
+    df["os_years"], df["os_event"] = time, event
+    df["dfs_years"], df["dfs_event"] = time * 0.6, event
+    with pytest.warns(M.MetricWarning, match="auc_5y"):  # DFS follow-up ends before 5 y
+        out = M.all_metrics(df.iloc[80:], train_df=df.iloc[:80])
+    assert math.isnan(out["dfs_auc_5y"])
+    pm = M.paper_metrics(M.predicted_years(p[80:]), time[80:])
+    assert out["os_taa"] == pm["taa"] and out["os_n"] == 40
+    assert out["os_obs_n"] == int(event[80:].sum())
+    for key in ("os_c_harrell", "os_c_uno", "os_ibs", "dfs_c_harrell", "dfs_taa", "os_auc_3y"):
+        assert key in out and math.isfinite(out[key]), key
