@@ -1,0 +1,754 @@
+"""Render the manuscript: Quarto when installed, else an offline pandoc/Typst approximation.
+
+The manuscript is a Quarto *manuscript project* (``_quarto.yml`` at the repo root, article
+``paper/index.qmd``) whose figures, tables and quoted numbers are all embedded from the
+**executed** notebooks (``notebooks/executed/<tag>/``, written by papermill; ``tag`` is the
+profile name, or ``<profile>-real`` for the real cohort). Nothing is re-executed
+(``execute: enabled: false``).
+
+Conventions the article follows (and both renderers honour)
+-----------------------------------------------------------
+* Embed paths are **relative to the article's folder**, as in Quarto (its ``resolveNbPath``
+  joins ``dirname(article)`` and the path): from ``paper/index.qmd`` write
+  ``{{< embed ../notebooks/03_ablations.ipynb#tbl-ablation >}}``.
+* Labels say what a cell makes: ``fig-*`` (a PNG, caption from ``#| fig-cap:``), ``tbl-*``
+  (a DataFrame shown as HTML or Markdown, caption from ``#| tbl-cap:``), ``val-*`` (a scalar
+  shown as text/markdown or text/plain, embedded *inline* in a sentence). Other labels embed
+  their outputs without a number.
+* Cross-references ``@fig-x``, ``@tbl-x``, ``@sec-x`` and citations ``[@key]`` / ``@key``
+  from ``paper/references.bib``.
+
+Staging and output
+------------------
+:func:`render` copies ``_quarto.yml``, ``paper/`` and the executed notebooks (into
+``notebooks/`` of the stage, the paths the article names) to ``build/manuscript-<tag>/``,
+removes notebook metadata and papermill's injected-parameters cell there (they can hold local
+paths), renders, and moves the site to ``_manuscript/<tag>/`` (``index.html``, ``index.pdf``,
+``figures/``, ``notebooks/``). One folder per tag, so that smoke, cpu and real-data renders
+never overwrite each other.
+
+The offline renderer (an approximation of Quarto, stated in the output)
+----------------------------------------------------------------------
+Quarto is pandoc plus Lua filters; here the filters are replaced by a text pre-pass over the
+article's Markdown: (1) front matter is normalised to pandoc metadata (author names only),
+(2) ``embed`` shortcodes are replaced by Markdown made from the labelled cell's outputs only
+(never its source, never any metadata; PNGs are re-encoded with Pillow so that no text chunk
+survives), (3) figures, tables and sections are numbered in order of appearance and
+``@fig-``/``@tbl-``/``@sec-`` references become links "Figure N"/"Table N"/"Section N", with
+captions prefixed "Figure N:"/"Table N:". pandoc then resolves citations (``--citeproc``) and
+writes standalone HTML (``--mathml``: no network needed) and Typst, which the ``typst`` wheel
+compiles to PDF. A PDF failure is reported and the HTML kept. Notebook pages show markdown
+cells and outputs (code is omitted: it lives in the repository, and papermill's cells can hold
+paths). Differences from Quarto: no layout panels or sub-figures (only the first PNG of a
+figure cell), no margin content, no Quarto HTML theme, unknown shortcodes dropped with a
+warning, unresolved references shown as ``?@label`` (as Quarto does).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as _dt
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OFFLINE_NOTE = "Rendered offline with the pandoc/Typst fallback; Quarto was not available."
+NOTEBOOKS: tuple[str, ...] = (
+    "01_preprocess.ipynb",
+    "02_train_4d_acfnet.ipynb",
+    "03_ablations.ipynb",
+    "04_comparisons.ipynb",
+    "05_interpretability.ipynb",
+    "06_evaluation.ipynb",
+)
+_KIND_NAME = {"fig": "Figure", "tbl": "Table", "sec": "Section", "eq": "Equation"}
+_EMBED_RE = re.compile(
+    r"\{\{<\s*embed\s+\"?(?P<path>[^\s#\"]+)#(?P<label>[\w.-]+)\"?(?P<opts>[^>]*)>\}\}"
+)
+_SHORTCODE_RE = re.compile(r"\{\{<\s*(?P<name>[\w-]+)[^>]*>\}\}")
+_XREF_RE = re.compile(r"(?<![\w@.])@(?P<label>(?:fig|tbl|sec|eq)-[\w-]*\w)")
+_NATIVE_FIG_RE = re.compile(
+    r"!\[(?P<cap>[^\]]*)\]\((?P<src>[^)]*)\)\{#(?P<label>fig-[\w-]+)(?P<rest>[^}]*)\}"
+)
+_NATIVE_TBL_RE = re.compile(
+    r"^:(?!:)[ \t]*(?P<cap>.*?)[ \t]*\{#(?P<label>tbl-[\w-]+)\}[ \t]*$", re.M
+)
+_HEADING_RE = re.compile(
+    r"^(?P<hashes>#{1,6})[ \t]+(?P<text>.*?)[ \t]*(?:\{(?P<attrs>[^}\n]*)\})?[ \t]*$", re.M
+)
+_FENCE_RE = re.compile(r"^(```|~~~).*?^\1\s*$", re.M | re.S)
+_CSS = """<style>
+body{max-width:46em;margin:auto;padding:1em 1.5em;font:17px/1.55 Georgia,serif;color:#222}
+h1,h2,h3{font-family:Helvetica,Arial,sans-serif;line-height:1.25}
+figure{margin:1.5em 0;text-align:center}figure img{max-width:100%}
+figcaption,caption{font-size:.9em;color:#444;text-align:left;margin:.4em 0}
+table{border-collapse:collapse;margin:1em auto;font-size:.85em}
+th,td{border-bottom:1px solid #ccc;padding:.25em .6em;text-align:right}
+thead th{border-bottom:2px solid #444}
+.render-note{background:#fff4d6;border:1px solid #e0b84a;padding:.6em 1em;margin:1em 0;
+font:14px/1.4 Helvetica,Arial,sans-serif}
+.embed-source{display:block;font-size:.8em;color:#666;text-align:right}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
+</style>
+"""
+
+
+class ManuscriptError(RuntimeError):
+    """The manuscript could not be rendered (message names the file and what to do)."""
+
+
+class MissingNotebookError(ManuscriptError):
+    """An executed notebook the manuscript needs is missing."""
+
+
+class EmbedError(ManuscriptError):
+    """An ``embed`` shortcode names a notebook or cell label that does not exist."""
+
+
+# ----------------------------------------------------------------------------- notebooks
+def cell_options(source: str) -> dict[str, Any]:
+    """Quarto cell options: the leading ``#| key: value`` lines of a code cell, as YAML."""
+    lines = []
+    for line in source.splitlines():
+        if not line.startswith("#|"):
+            break
+        lines.append(line[2:].removeprefix(" "))
+    try:
+        opts = yaml.safe_load("\n".join(lines)) if lines else {}
+    except yaml.YAMLError as err:
+        raise ManuscriptError(f"cell options are not valid YAML: {lines!r}: {err}") from err
+    return opts if isinstance(opts, dict) else {}
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def find_labelled_cell(nb: dict, label: str, nb_path: Path | str = "") -> dict:
+    """The code cell whose ``#| label:`` equals ``label``; :class:`EmbedError` if none."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and cell_options(_source(cell)).get("label") == label:
+            return cell
+    raise EmbedError(f"{nb_path}: no code cell with '#| label: {label}'")
+
+
+def sanitize_notebook(nb: dict) -> dict:
+    """A copy without notebook/cell/output metadata and without papermill's parameters cell.
+
+    Notebook metadata (papermill's ``parameters``, ``input_path``), cell metadata and the
+    ``injected-parameters`` cell can hold local paths such as ``data_dir``; only the kernel
+    language is kept so that Quarto can still read the file.
+    """
+    out = copy.deepcopy(nb)
+    lang = out.get("metadata", {}).get("language_info", {}).get("name", "python")
+    kernel = out.get("metadata", {}).get("kernelspec", {})
+    out["metadata"] = {
+        "kernelspec": {
+            k: kernel.get(k, "python3" if k == "name" else "Python 3")
+            for k in ("name", "display_name")
+        }
+        | {"language": lang},
+        "language_info": {"name": lang},
+    }
+    cells = []
+    for cell in out.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        cell["metadata"] = {}
+        cell.pop("attachments", None)
+        for output in cell.get("outputs", []):
+            if "metadata" in output:
+                output["metadata"] = {}
+        cells.append(cell)
+    out["cells"] = cells
+    return out
+
+
+def _text(data: Any) -> str:
+    return "".join(data) if isinstance(data, list) else str(data)
+
+
+def _html_to_markdown(html_text: str) -> str:
+    import pypandoc
+
+    html_text = re.sub(r"<style.*?</style>", "", html_text, flags=re.S | re.I)  # pandas' CSS
+    return pypandoc.convert_text(
+        html_text, "markdown", format="html-native_divs-native_spans", extra_args=["--wrap=none"]
+    )
+
+
+def _write_png(b64: str, path: Path) -> None:
+    """Decode and re-encode a PNG with Pillow, which drops every text/metadata chunk."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(io.BytesIO(base64.b64decode(_text(b64)))) as im:
+        im.load()
+        im.save(path, format="PNG")
+
+
+class _Site:
+    """Writes embedded figures into ``<site>/figures`` and remembers names."""
+
+    def __init__(self, site_dir: Path):
+        self.site_dir = site_dir
+        self.fig_dir = site_dir / "figures"
+
+    def png(self, b64: str, name: str) -> str:
+        _write_png(b64, self.fig_dir / f"{name}.png")
+        return f"figures/{name}.png"
+
+
+def _outputs(cell: dict) -> list[tuple[str, Any]]:
+    """(mime, data) of a cell's outputs, best representation first; stderr dropped."""
+    found = []
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind in ("display_data", "execute_result"):
+            data = out.get("data", {})
+            for mime in ("image/png", "text/markdown", "text/html", "text/plain"):
+                if mime in data:
+                    found.append((mime, data[mime]))
+                    break
+        elif kind == "stream" and out.get("name") == "stdout":
+            found.append(("stream", _text(out.get("text", ""))))
+        elif kind == "error":
+            found.append(("stream", f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"))
+    return found
+
+
+def _block_markdown(mime: str, data: Any, site: _Site, name: str, prefix: str = "") -> str:
+    if mime == "image/png":
+        return f"![]({prefix}{site.png(data, name)})"
+    if mime == "text/markdown":
+        return _text(data)
+    if mime == "text/html":
+        text = _text(data)
+        return _html_to_markdown(text) if "<table" in text else f"```{{=html}}\n{text}\n```"
+    text = _text(data)
+    return f"```\n{text.rstrip()}\n```"
+
+
+def _inline_value(cell: dict, where: str) -> str:
+    for mime, data in _outputs(cell):
+        text = _text(data).strip()
+        if mime == "text/plain" and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            text = text[1:-1]
+        if mime != "image/png" and text:
+            return " ".join(text.split())
+    raise EmbedError(f"{where}: the cell has no text output to embed inline")
+
+
+# ----------------------------------------------------------------------------- article pass
+def _split_front_matter(text: str) -> tuple[dict, str]:
+    m = re.match(r"^---\s*\n(.*?)\n---\s*\n", text, re.S)
+    if not m:
+        return {}, text
+    return (yaml.safe_load(m.group(1)) or {}), text[m.end() :]
+
+
+def _mask_code(text: str) -> tuple[str, list[str]]:
+    """Replace fenced code blocks by placeholders so that no pass rewrites code."""
+    kept: list[str] = []
+
+    def keep(m: re.Match) -> str:
+        kept.append(m.group(0))
+        return f"\x00CODE{len(kept) - 1}\x00"
+
+    return _FENCE_RE.sub(keep, text), kept
+
+
+def _unmask_code(text: str, kept: list[str]) -> str:
+    return re.sub(r"\x00CODE(\d+)\x00", lambda m: kept[int(m.group(1))], text)
+
+
+def _number_floats(body: str) -> dict[str, str]:
+    """Label -> number ("3", "2.1") for figures, tables and sections in order of appearance."""
+    events: list[tuple[int, str, int]] = []  # (position, label, heading level or 0)
+    for m in _EMBED_RE.finditer(body):
+        if m.group("label").startswith(("fig-", "tbl-")):
+            events.append((m.start(), m.group("label"), 0))
+    for m in _NATIVE_FIG_RE.finditer(body):
+        events.append((m.start(), m.group("label"), 0))
+    for m in _NATIVE_TBL_RE.finditer(body):
+        events.append((m.start(), m.group("label"), 0))
+    headings = [
+        m for m in _HEADING_RE.finditer(body) if "unnumbered" not in (m.group("attrs") or "")
+    ]
+    top = min((len(m.group("hashes")) for m in headings), default=1)
+    for m in headings:
+        ident = re.search(r"#([\w-]+)", m.group("attrs") or "")
+        events.append(
+            (m.start(), ident.group(1) if ident else "", len(m.group("hashes")) - top + 1)
+        )
+    numbers: dict[str, str] = {}
+    counts = {"fig": 0, "tbl": 0}
+    sec = [0] * 7
+    for _, label, level in sorted(events):
+        if level:
+            sec[level - 1] += 1
+            sec[level:] = [0] * (7 - level)
+            if label.startswith("sec-"):
+                numbers[label] = ".".join(str(n) for n in sec[:level])
+            continue
+        kind = label.split("-", 1)[0]
+        if label in numbers:
+            raise ManuscriptError(f"label {label!r} is defined twice in the article")
+        counts[kind] += 1
+        numbers[label] = str(counts[kind])
+    return numbers
+
+
+def _resolve_embeds(
+    body: str, article_dir: Path, site: _Site, numbers: dict[str, str], target: str
+) -> tuple[str, set[Path]]:
+    cache: dict[Path, dict] = {}
+    used: set[Path] = set()
+
+    def load(path: Path, where: str) -> dict:
+        if path not in cache:
+            if not path.is_file():
+                raise EmbedError(f"{where}: notebook {path} does not exist")
+            cache[path] = json.loads(path.read_text(encoding="utf-8"))
+        return cache[path]
+
+    def embed(m: re.Match) -> str:
+        rel, label = m.group("path"), m.group("label")
+        where = f"embed {rel}#{label}"
+        nb_path = (article_dir / rel).resolve()
+        cell = find_labelled_cell(load(nb_path, where), label, nb_path)
+        used.add(nb_path)
+        if label.startswith("val-"):
+            return _inline_value(cell, where)
+        opts = cell_options(_source(cell))
+        source_link = (
+            f"\n\n[Source: {nb_path.stem}.ipynb](notebooks/{nb_path.stem}.html#{label}){{.embed-source}}"
+            if target == "html"
+            else ""
+        )
+        outs = _outputs(cell)
+        if label.startswith("fig-"):
+            pngs = [d for mime, d in outs if mime == "image/png"]
+            if not pngs:
+                raise EmbedError(f"{where}: cell {label!r} of {nb_path} has no image/png output")
+            cap = f"Figure {numbers[label]}: {opts.get('fig-cap', '')}".rstrip(": ")
+            src = site.png(pngs[0], f"{nb_path.stem}-{label}")
+            return f"\n\n![{cap}]({src}){{#{label}}}{source_link}\n\n"
+        if label.startswith("tbl-"):
+            tables = [(mime, d) for mime, d in outs if mime in ("text/markdown", "text/html")]
+            if not tables:
+                raise EmbedError(f"{where}: cell {label!r} of {nb_path} has no HTML/Markdown table")
+            mime, data = tables[0]
+            inner = ""
+            if mime == "text/html":
+                # A pandas Styler caption (the data's provenance, see crlm_lib.reporting) joins
+                # the numbered caption: pandoc attaches one caption per table.
+                html = _text(data)
+                m = re.search(r"<caption[^>]*>(.*?)</caption>", html, re.S | re.I)
+                if m:
+                    inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
+                    data = html[: m.start()] + html[m.end() :]
+            table = _block_markdown(mime, data, site, label).strip("\n")
+            cap = f"Table {numbers[label]}: {opts.get('tbl-cap', '')}".rstrip(": ")
+            if inner:
+                cap = f"{cap} [{inner}]"
+            return f"\n\n::: {{#{label}}}\n{table}\n\n: {cap}\n:::{source_link}\n\n"
+        blocks = [
+            _block_markdown(mime, d, site, f"{nb_path.stem}-{label}-{i}")
+            for i, (mime, d) in enumerate(outs)
+        ]
+        return "\n\n" + "\n\n".join(blocks) + "\n\n"
+
+    return _EMBED_RE.sub(embed, body), used
+
+
+def _resolve_native_floats(body: str, numbers: dict[str, str]) -> str:
+    """Prefix captions of figures/tables written in the article itself with their numbers."""
+
+    def native_fig(m: re.Match) -> str:
+        cap = f"Figure {numbers[m.group('label')]}: {m.group('cap')}".rstrip(": ")
+        return f"![{cap}]({m.group('src')}){{#{m.group('label')}{m.group('rest')}}}"
+
+    def native_tbl(m: re.Match) -> str:
+        cap = f"Table {numbers[m.group('label')]}: {m.group('cap')}".rstrip(": ")
+        return f": {cap} []{{#{m.group('label')}}}"
+
+    body = _NATIVE_FIG_RE.sub(native_fig, body)
+    return _NATIVE_TBL_RE.sub(native_tbl, body)
+
+
+def _resolve_xrefs(body: str, numbers: dict[str, str]) -> str:
+    """``@fig-x`` -> a link "Figure N" (``?@fig-x`` in bold, with a warning, when unknown)."""
+
+    def xref(m: re.Match) -> str:
+        label = m.group("label")
+        if label not in numbers:
+            warnings.warn(f"unresolved cross-reference @{label}", stacklevel=2)
+            return f"**?@{label}**"
+        return f"[{_KIND_NAME[label.split('-', 1)[0]]}&nbsp;{numbers[label]}](#{label})"
+
+    return _XREF_RE.sub(xref, body)
+
+
+def _drop_shortcodes(body: str) -> str:
+    def drop(m: re.Match) -> str:
+        if m.group("name") != "pagebreak":
+            warnings.warn(f"offline renderer drops shortcode {m.group(0)!r}", stacklevel=2)
+        return ""
+
+    return _SHORTCODE_RE.sub(drop, body)
+
+
+def _pandoc_metadata(meta: dict, project_meta: dict, project_dir: Path, article: Path) -> dict:
+    """Front matter reduced to what pandoc's templates understand (author names as strings)."""
+    out = {k: meta[k] for k in ("title", "subtitle", "abstract", "keywords", "lang") if k in meta}
+    authors = meta.get("author", meta.get("authors", []))
+    authors = authors if isinstance(authors, list) else [authors]
+    names = []
+    for a in authors:
+        name = a.get("name", "") if isinstance(a, dict) else a
+        if isinstance(name, dict):
+            name = (
+                name.get("literal")
+                or " ".join(str(name.get(k, "")) for k in ("given", "family")).strip()
+            )
+        names.append(str(name))
+    if names:
+        out["author"] = names
+    date = meta.get("date")
+    if date in ("today", "now", "last-modified"):
+        date = _dt.date.today().isoformat()
+    if date:
+        out["date"] = str(date)
+    for key, base in (("bibliography", article.parent), ("csl", article.parent)):
+        value = meta.get(key)
+        if value is None and key in project_meta:
+            value, base = project_meta[key], project_dir
+        if value:
+            vals = value if isinstance(value, list) else [value]
+            out[key] = [str((base / v).resolve()) for v in vals]
+    out["link-citations"] = True
+    out["reference-section-title"] = meta.get("reference-section-title", "References")
+    return out
+
+
+# ----------------------------------------------------------------------------- offline render
+def _pandoc(args: list[str], stdin: str, cwd: Path) -> str:
+    import pypandoc
+
+    proc = subprocess.run(
+        [pypandoc.get_pandoc_path(), *args], input=stdin, capture_output=True, text=True, cwd=cwd
+    )
+    if proc.returncode:
+        raise ManuscriptError(f"pandoc {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _notebook_page(nb_path: Path, title: str, site: _Site) -> str:
+    """Markdown for a notebook page: markdown cells and code-cell outputs, no code, no metadata."""
+    nb = sanitize_notebook(json.loads(nb_path.read_text(encoding="utf-8")))
+    parts = [
+        f"---\ntitle: {json.dumps(title)}\n---\n",
+        f"Outputs of the executed notebook `{nb_path.name}`; its code is in the repository "
+        f"(`notebooks/{nb_path.name}`). [Back to the article](../index.html)\n",
+    ]
+    for i, cell in enumerate(nb["cells"]):
+        if cell.get("cell_type") == "markdown":
+            parts.append(_source(cell))
+        elif cell.get("cell_type") == "code":
+            label = cell_options(_source(cell)).get("label")
+            outs = _outputs(cell)
+            if label:
+                parts.append(f"[]{{#{label}}}")
+            for k, (mime, d) in enumerate(outs):
+                name = f"nb-{nb_path.stem}-{label or i}-{k}"
+                parts.append(_block_markdown(mime, d, site, name, prefix="../"))
+    return "\n\n".join(parts)
+
+
+def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
+    """Render a staged Quarto manuscript project with pandoc and Typst (no Quarto).
+
+    Parameters
+    ----------
+    project_dir : path
+        Folder holding ``_quarto.yml`` (its ``manuscript.article``, default ``index.qmd``).
+    site_dir : path
+        Output folder (created; existing files are overwritten): ``index.html``,
+        ``index.pdf`` (when Typst succeeds), ``figures/``, ``notebooks/<name>.html``.
+
+    Returns
+    -------
+    Path
+        ``site_dir / "index.html"``.
+    """
+    project_dir, site_dir = Path(project_dir).resolve(), Path(site_dir).resolve()
+    config = yaml.safe_load((project_dir / "_quarto.yml").read_text(encoding="utf-8")) or {}
+    manuscript = config.get("manuscript", {}) or {}
+    article = project_dir / manuscript.get("article", "index.qmd")
+    if not article.is_file():
+        raise ManuscriptError(f"article {article} does not exist")
+    site_dir.mkdir(parents=True, exist_ok=True)
+    site = _Site(site_dir)
+    meta, body = _split_front_matter(article.read_text(encoding="utf-8"))
+    pmeta = _pandoc_metadata(meta, config, project_dir, article)
+    meta_file = site_dir / "_metadata.yaml"
+    meta_file.write_text(yaml.safe_dump(pmeta, allow_unicode=True), encoding="utf-8")
+    body = re.sub(r"<!--.*?-->", "", body, flags=re.S)  # comments may hold draft shortcodes
+    body, kept = _mask_code(body)
+    numbers = _number_floats(body)
+
+    def markdown(target: str) -> tuple[str, set[Path]]:
+        text = _resolve_native_floats(body, numbers)  # before embeds add their own floats
+        text, used = _resolve_embeds(text, article.parent, site, numbers, target)
+        text = _drop_shortcodes(_resolve_xrefs(text, numbers))
+        return _unmask_code(text, kept), used
+
+    common = ["--from=markdown", "--citeproc", f"--metadata-file={meta_file}", "--wrap=none"]
+    if meta.get("number-sections") or config.get("number-sections"):
+        common.append("--number-sections")
+    html_text, used = markdown("html")  # raises EmbedError before anything else is written
+    # PDF before HTML, so that the HTML links it only when it exists.
+    pdf = site_dir / "index.pdf"
+    pdf_error = ""
+    try:
+        import typst
+
+        typ_text, _ = markdown("typst")
+        typ_text = f"_{OFFLINE_NOTE}_\n\n{typ_text}"
+        typ = _pandoc([*common, "--to=typst", "--standalone"], typ_text, site_dir)
+        typ = typ.replace("#set par(", "#show figure.caption: it => it.body\n#set par(", 1)
+        if "#show figure.caption" not in typ:
+            typ = "#show figure.caption: it => it.body\n" + typ
+        typ_file = site_dir / "index.typ"
+        typ_file.write_text(typ, encoding="utf-8")
+        typst.compile(str(typ_file), output=str(pdf), root=str(site_dir))
+        typ_file.unlink()
+    except Exception as err:  # noqa: BLE001 - any Typst failure must not lose the HTML
+        pdf_error = f"{type(err).__name__}: {err}"
+        print(f"PDF (Typst) failed, HTML kept: {pdf_error}", file=sys.stderr)
+        pdf.unlink(missing_ok=True)
+    # Notebook pages: those listed in _quarto.yml plus any embedded one.
+    listed = [
+        (project_dir / n["notebook"]).resolve() for n in manuscript.get("notebooks", []) or []
+    ]
+    titles = {
+        (project_dir / n["notebook"]).resolve(): n.get("title")
+        for n in manuscript.get("notebooks", []) or []
+    }
+    links = []
+    for nb_path in dict.fromkeys([*listed, *sorted(used)]):
+        if not nb_path.is_file():
+            continue
+        title = titles.get(nb_path) or nb_path.stem
+        page_md = _notebook_page(nb_path, title, site)
+        page = _pandoc(
+            ["--from=markdown", "--to=html", "--standalone", "--mathml"], page_md, site_dir
+        )
+        page = page.replace("</head>", _CSS + "</head>", 1)
+        (site_dir / "notebooks").mkdir(exist_ok=True)
+        (site_dir / "notebooks" / f"{nb_path.stem}.html").write_text(page, encoding="utf-8")
+        links.append(f'<a href="notebooks/{nb_path.stem}.html">{html.escape(title)}</a>')
+    formats = (
+        '<a href="index.pdf">PDF (Typst)</a>'
+        if pdf.is_file()
+        else f"PDF not produced ({html.escape(pdf_error)})"
+    )
+    banner = (
+        f'<div class="render-note"><strong>{OFFLINE_NOTE}</strong> Figures, tables and numbers are '
+        f"embedded from the executed notebooks as Quarto would; layout details differ.<br>"
+        f"Other formats: {formats}<br>Notebooks: {' · '.join(links) or 'none'}</div>\n"
+    )
+    out = _pandoc([*common, "--to=html", "--standalone", "--mathml", "--toc"], html_text, site_dir)
+    out = out.replace("</head>", _CSS + "</head>", 1)
+    out = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + banner, out, count=1)
+    (site_dir / "index.html").write_text(out, encoding="utf-8")
+    meta_file.unlink()
+    return site_dir / "index.html"
+
+
+# ----------------------------------------------------------------------------- quarto + driver
+def find_quarto() -> str | None:
+    """Path of a ``quarto`` binary on PATH or next to this Python, else ``None``."""
+    local = Path(sys.executable).parent / "quarto"
+    return shutil.which("quarto") or (str(local) if local.is_file() else None)
+
+
+def render_quarto(project_dir: Path | str, site_dir: Path | str, quarto: str | None = None) -> Path:
+    """Run ``quarto render`` in ``project_dir`` and copy its ``output-dir`` to ``site_dir``."""
+    project_dir, site_dir = Path(project_dir).resolve(), Path(site_dir).resolve()
+    quarto = quarto or find_quarto()
+    if not quarto:
+        raise ManuscriptError("quarto is not installed (pip install quarto-cli, or quarto.org)")
+    config = yaml.safe_load((project_dir / "_quarto.yml").read_text(encoding="utf-8")) or {}
+    out_dir = project_dir / config.get("project", {}).get("output-dir", "_manuscript")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    proc = subprocess.run([quarto, "render"], cwd=project_dir, capture_output=True, text=True)
+    if proc.returncode:
+        raise ManuscriptError(f"quarto render failed in {project_dir}:\n{proc.stderr[-4000:]}")
+    shutil.copytree(out_dir, site_dir, dirs_exist_ok=True)
+    for candidate in ("index.html", "paper/index.html"):
+        if (site_dir / candidate).is_file():
+            return site_dir / candidate
+    raise ManuscriptError(f"quarto render wrote no index.html under {site_dir}")
+
+
+def stage(profile: str, real: bool = False, root: Path | str | None = None) -> Path:
+    """Copy ``_quarto.yml``, ``paper/`` and sanitised executed notebooks to ``build/manuscript-<tag>/``.
+
+    Raises
+    ------
+    MissingNotebookError
+        Naming every missing executed notebook and the command that makes them.
+    """
+    from crlm_lib.config import find_repo_root
+
+    repo = Path(root).resolve() if root else find_repo_root()
+    tag = f"{profile}-real" if real else profile
+    executed = repo / "notebooks" / "executed" / tag
+    missing = [n for n in NOTEBOOKS if not (executed / n).is_file()]
+    if missing:
+        data = " DATA_DIR=/path/to/TCIA CLINICAL=/path/to/clinical.csv" if real else ""
+        raise MissingNotebookError(
+            f"executed notebooks missing in {executed}: {', '.join(missing)}; "
+            f"make them with `make notebooks PROFILE={profile}{data}`"
+        )
+    dest = repo / "build" / f"manuscript-{tag}"
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "notebooks").mkdir(parents=True)
+    shutil.copy2(repo / "_quarto.yml", dest / "_quarto.yml")
+    shutil.copytree(repo / "paper", dest / "paper", ignore=shutil.ignore_patterns("_build", ".*"))
+    for name in NOTEBOOKS:
+        nb = sanitize_notebook(json.loads((executed / name).read_text(encoding="utf-8")))
+        (dest / "notebooks" / name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return dest
+
+
+def render(
+    profile: str, real: bool = False, renderer: str = "auto", root: Path | str | None = None
+) -> Path:
+    """Stage and render the manuscript of one run; the site lands in ``_manuscript/<tag>/``.
+
+    Parameters
+    ----------
+    profile : str
+        Profile whose executed notebooks are embedded (``smoke``, ``cpu``, ``paper``).
+    real : bool
+        Use ``notebooks/executed/<profile>-real`` (the real cohort) instead of the synthetic.
+    renderer : {"auto", "quarto", "offline"}
+        ``auto`` uses Quarto when a binary is found, else the offline pandoc/Typst fallback.
+    root : path, optional
+        Repository root (found from the cwd when omitted).
+
+    Returns
+    -------
+    Path
+        The article's ``index.html``.
+    """
+    if renderer not in ("auto", "quarto", "offline"):
+        raise ValueError(f"renderer must be auto, quarto or offline, not {renderer!r}")
+    project = stage(profile, real, root)
+    repo = project.parent.parent
+    tag = project.name.removeprefix("manuscript-")
+    quarto = find_quarto() if renderer != "offline" else None
+    if renderer == "quarto" and not quarto:
+        raise ManuscriptError("renderer='quarto' but no quarto binary on PATH or in the venv")
+    final = repo / "_manuscript" / tag
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tag}-", dir=final.parent))  # same filesystem: atomic
+    try:
+        if quarto:
+            print(f"rendering with Quarto ({quarto})")
+            index = render_quarto(project, tmp, quarto)
+        else:
+            print(f"rendering offline (pandoc/Typst fallback): {OFFLINE_NOTE}")
+            index = render_offline(project, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / index.relative_to(tmp)
+
+
+# ----------------------------------------------------------------------------- checks
+def _png_texts(path: Path) -> list[str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return [f"{k}={v}" for k, v in {**im.info, **getattr(im, "text", {})}.items()]
+
+
+def check_site(site_dir: Path | str, phi_values: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Problems of a rendered site; an empty list means none found.
+
+    Looks for: a missing ``index.html``; images or local links that point to missing files;
+    unresolved cross-references (``?@label``) and citations (pandoc's ``key?``); and every
+    ``phi_values`` string (case-sensitive) in any file: text files (HTML, JSON, SVG, ...),
+    raw bytes of binaries, and PNG text chunks. PDF text streams are compressed, so a PHI string
+    in the PDF is only caught through the HTML it was made from.
+    """
+    site_dir = Path(site_dir)
+    problems: list[str] = []
+    index = site_dir / "index.html"
+    if not index.is_file():
+        problems.append(f"missing article {index}")
+    phi = [p for p in phi_values if p]
+    for path in sorted(p for p in site_dir.rglob("*") if p.is_file()):
+        raw = path.read_bytes()
+        rel = path.relative_to(site_dir)
+        texts = [raw.decode("utf-8", errors="ignore")]
+        if path.suffix.lower() == ".png":
+            try:
+                texts += _png_texts(path)
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"{rel}: unreadable PNG ({err})")
+        for value in phi:
+            if any(value in t for t in texts):
+                problems.append(f"{rel}: contains PHI string {value!r}")
+        if path.suffix.lower() in (".html", ".htm"):
+            page = texts[0]
+            for src in re.findall(r'(?:src|href)="([^"#:?]+)(?:#[^"]*)?"', page):
+                if not (path.parent / src).exists():
+                    problems.append(f"{rel}: missing embedded file {src}")
+            for label in re.findall(r"\?@([\w-]+)", page):
+                problems.append(f"{rel}: unresolved cross-reference @{label}")
+            for key in re.findall(r"<strong>([\w:.-]+)\?</strong>", page):
+                problems.append(f"{rel}: unresolved citation @{key}")
+    return problems
+
+
+def check_manuscript(
+    index_html: Path | str, article: Path | str, phi: Sequence[str] = ()
+) -> list[str]:
+    """Problems of a rendered article against its source: :func:`check_site` plus every
+    embedded figure and table of ``article`` present in ``index_html`` (by its ``id``).
+
+    ``make test`` runs it on the smoke-profile site with the synthetic cohort's fake PHI
+    values (``crlm render --check``): a rendered site that lost an embed, or that shows a
+    patient name or birth date, fails the build.
+    """
+    index_html = Path(index_html)
+    problems = check_site(index_html.parent, list(phi))
+    if not index_html.is_file():
+        return problems
+    page = index_html.read_text(encoding="utf-8", errors="ignore")
+    text = Path(article).read_text(encoding="utf-8")
+    for m in _EMBED_RE.finditer(text):
+        label = m.group("label")
+        if label.startswith(("fig-", "tbl-")) and f'id="{label}"' not in page:
+            problems.append(f"{index_html}: embedded {label} is missing")
+    return problems
