@@ -59,11 +59,15 @@ Example
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from crlm_lib.errors import CRLMUserError
 
 #: Missing-value code of the collection.
 MISSING_CODE: float = -999.0
@@ -217,7 +221,28 @@ FONG_CRITERIA: tuple[str, ...] = (
 )
 
 
-class ClinicalTableError(ValueError):
+#: Columns added by the April 2023 (v2, 36 columns) release of the clinical spreadsheet; the
+#: October 2022 release (v1, sheet ``TCIA_n=197``, 28 columns) lacks them.
+V2_ONLY_COLUMNS: tuple[str, ...] = (
+    "body_mass_index",
+    "node_positive_primary",
+    "synchronous_crlm",
+    "multiple_metastases",
+    "carcinoembryonic_antigen",
+    "max_tumor_size",
+    "bilobar_disease",
+    "preoperative_pve",
+)
+#: The 28 columns of the v1 release, in order.
+V1_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in V2_ONLY_COLUMNS)
+#: Human-readable names of the published versions (printed in Table 1 and the manuscript).
+TABLE_VERSIONS: dict[str, str] = {
+    "v1": "v1 (October 2022, 28 columns)",
+    "v2": "v2 (April 2023, 36 columns)",
+}
+
+
+class ClinicalTableError(CRLMUserError, ValueError):
     """The clinical table breaks the schema; the message lists every problem found."""
 
 
@@ -227,37 +252,153 @@ class ClinicalTableError(ValueError):
 
 
 def _canonical_name(name: object) -> str:
-    return str(name).strip().lower()
+    return str(name).replace("\ufeff", "").strip().lower()
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm", ".xls"):
+_ID_KEY = _canonical_name(ID_COLUMN)
+_PERCENT_KEYS = {_canonical_name(c) for c in PERCENT_COLUMNS}
+_DECIMAL_COMMA = re.compile(r"^([+-]?\d*),(\d+)$")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_excel(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+    """The sheet whose first row holds ``Patient-ID``; ``*_percent`` cells with a ``%`` number
+    format (stored by Excel as fractions: 0.7 shows as 70 %) are multiplied by 100."""
+    try:
+        import openpyxl
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ClinicalTableError(
+            f"{path}: reading Excel needs openpyxl ({exc}); export the sheet to CSV"
+        ) from exc
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of the reader is the file's fault
+        raise ClinicalTableError(f"{path}: not a readable Excel workbook ({exc})") from exc
+    try:
+        sheets = list(book.sheetnames)
+        for name in sheets:
+            rows = book[name].iter_rows()
+            first = next(rows, None)
+            if first is None:
+                continue
+            header = [c.value for c in first]
+            keys = [_canonical_name(h) if h is not None else "" for h in header]
+            if _ID_KEY not in keys:
+                continue
+            width = len(header)
+            pct_idx = {i for i, k in enumerate(keys) if k in _PERCENT_KEYS}
+            scaled: set[str] = set()
+            data: list[list[object]] = []
+            for row in rows:
+                values: list[object] = [None] * width
+                for i, cell in enumerate(row[:width]):
+                    v = cell.value
+                    fmt = getattr(cell, "number_format", None) or ""
+                    if i in pct_idx and _is_number(v) and "%" in fmt and v != MISSING_CODE:
+                        v = round(float(v) * 100.0, 10)
+                        scaled.add(str(header[i]))
+                    values[i] = v
+                if any(v is not None and str(v).strip() != "" for v in values):
+                    data.append(values)
+            columns = [h if h is not None else f"Unnamed: {i}" for i, h in enumerate(header)]
+            frame = pd.DataFrame(data, columns=columns)
+            unnamed = [c for c, h in zip(columns, header, strict=True) if h is None]
+            frame = frame.drop(columns=[c for c in unnamed if frame[c].isna().all()])
+            info = {"sheet": name, "sheets": sheets, "percent_from_format": sorted(scaled)}
+            return frame, info
+    finally:
+        book.close()
+    raise ClinicalTableError(
+        f"{path}: columns not found on sheet {sheets[0] if sheets else None!r}; "
+        f"sheets are {sheets}; none has a header row with {ID_COLUMN!r}"
+    )
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+    """A CSV with its delimiter (``,``, ``;`` or tab) detected from the header line; a UTF-8
+    byte-order mark is dropped; files that are not UTF-8 are read as Windows-1252 (Excel)."""
+    raw = path.read_bytes()
+    try:
+        text, encoding = raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = raw.decode("cp1252"), "cp1252"
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    counts = {d: first.count(d) for d in (",", ";", "\t")}
+    sep = max(counts, key=lambda d: counts[d])  # ties (none found) -> ","
+    frame = pd.read_csv(io.StringIO(text), sep=sep)
+    return frame, {"delimiter": sep, "encoding": encoding}
+
+
+def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        return _read_excel(path)
+    if path.suffix.lower() == ".xls":
+        raise ClinicalTableError(f"{path}: the old .xls format is not read; save it as .xlsx")
+    return _read_csv(path)
+
+
+def _parse_numbers(column: pd.Series, allow_percent: bool) -> tuple[pd.Series, pd.Series]:
+    """Numbers of a raw column: ``"0,7"`` (decimal comma) -> 0.7; for ``*_percent`` columns
+    ``"70%"`` -> 70. Returns (values with NaN where unparsable or empty, mask of ``%`` strings)."""
+    if column.dtype != object:
+        values = pd.to_numeric(column, errors="coerce").astype(float)
+        return values, pd.Series(False, index=column.index)
+    numbers = pd.Series(np.nan, index=column.index, dtype=float)
+    pct = pd.Series(False, index=column.index)
+    for idx, v in column.items():
+        if _is_number(v):
+            numbers[idx] = float(v)
+            continue
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        text = str(v).strip()
+        if allow_percent and text.endswith("%"):
+            text, pct[idx] = text[:-1].strip(), True
+        text = _DECIMAL_COMMA.sub(r"\1.\2", text)
         try:
-            return pd.read_excel(path, sheet_name=0)  # needs openpyxl for .xlsx
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ClinicalTableError(
-                f"{path}: reading Excel needs openpyxl ({exc}); export the sheet to CSV"
-            ) from exc
-    return pd.read_csv(path)
+            numbers[idx] = float(text)
+        except ValueError:
+            pct[idx] = False
+    return numbers, pct
 
 
 def validate_clinical(
     raw: pd.DataFrame,
     source: str = "<table>",
     optional_outcomes: Iterable[str] = (),
+    percent_from_format: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Validate a raw clinical table and return it in canonical form.
+
+    Both published versions are accepted: v2 (April 2023, the 36 columns of :data:`COLUMNS`) and
+    v1 (October 2022, the 28 of :data:`V1_COLUMNS`); the eight columns v1 lacks
+    (:data:`V2_ONLY_COLUMNS`) are added as missing (NaN), so that every row and every value is
+    kept and the encoders add missing-indicators. The version read is in
+    ``df.attrs["clinical_version"]`` (see :func:`table_version`).
+
+    Numbers: ``-999`` and empty cells are missing; a decimal comma (``"0,7"``) is read as a
+    point. ``*_percent`` columns (:data:`PERCENT_COLUMNS`) are returned in percent, 0..100:
+    ``"70%"`` strings (a CSV saved by Excel) give 70; Excel cells with a ``%`` number format
+    were multiplied by 100 by the reader (``percent_from_format``); plain numbers are taken as
+    fractions and multiplied by 100 when every present value of the four columns lies in
+    [0, 1] and at least one is not a whole number (the spreadsheet stores 70 % as 0.7);
+    otherwise as percent. Which rule applied is in ``df.attrs["percent_unit"]``.
 
     Parameters
     ----------
     raw : DataFrame
-        One row per patient; column names matched case-insensitively after stripping spaces.
+        One row per patient; column names matched case-insensitively after stripping spaces
+        (and a byte-order mark).
     source : str
         File name used in error messages.
     optional_outcomes : iterable of str
         Outcome columns allowed to be missing (-999 or empty), for tables that do not record an
         endpoint; they become NaN. By default every outcome must be present.
+    percent_from_format : iterable of str
+        Percent columns already converted to 0..100 from the cells' number format.
 
     Returns
     -------
@@ -274,34 +415,59 @@ def validate_clinical(
     """
     problems: list[str] = []
     lookup = {_canonical_name(c): c for c in raw.columns}
+    if _ID_KEY not in lookup:
+        shown = [str(c) for c in raw.columns[:8]]
+        more = f" ... ({len(raw.columns)} columns)" if len(raw.columns) > 8 else ""
+        raise ClinicalTableError(
+            f"{source}: no {ID_COLUMN!r} column; the header read is {shown}{more}"
+        )
     rename: dict[object, str] = {}
+    missing_cols: list[str] = []
     for col in COLUMNS:
         key = _canonical_name(col)
         if key in lookup:
             rename[lookup[key]] = col
         else:
-            problems.append(f"missing column {col!r}")
-    if ID_COLUMN not in rename.values():
-        raise ClinicalTableError(f"{source}: " + "; ".join(problems))
+            missing_cols.append(col)
+    version = "v2"
+    if set(V2_ONLY_COLUMNS) <= set(missing_cols):
+        version = "v1"
+        missing_cols = [c for c in missing_cols if c not in V2_ONLY_COLUMNS]
+    for col in missing_cols:
+        problems.append(f"missing column {col!r}")
     df = raw.rename(columns=rename).copy()
+    if version == "v1":
+        for col in V2_ONLY_COLUMNS:
+            df[col] = np.nan
     extra = [c for c in df.columns if c not in COLUMNS]
     df = df[[c for c in COLUMNS if c in df.columns] + extra]
 
-    ids = df[ID_COLUMN].astype(str).str.strip()
-    if ids.eq("").any() or df[ID_COLUMN].isna().any():
-        problems.append(f"{int((ids.eq('') | df[ID_COLUMN].isna()).sum())} rows without Patient-ID")
-    for pid in sorted(ids[ids.duplicated(keep=False)].unique()):
+    ids = df[ID_COLUMN].map(lambda v: "" if pd.isna(v) else str(v).strip())
+    if ids.eq("").any():
+        problems.append(f"{int(ids.eq('').sum())} rows without Patient-ID")
+    for pid in sorted(ids[ids.duplicated(keep=False) & ids.ne("")].unique()):
         problems.append(f"{pid}: duplicate Patient-ID ({int((ids == pid).sum())} rows)")
     df[ID_COLUMN] = ids
     optional = set(optional_outcomes)
+    parsed: dict[str, tuple[pd.Series, pd.Series]] = {}
 
     for col in df.columns:
         if col in TEXT_COLUMNS or col in extra:
             continue
-        values = pd.to_numeric(df[col], errors="coerce")
+        values, pct = _parse_numbers(df[col], allow_percent=col in PERCENT_COLUMNS)
         bad_text = values.isna() & df[col].notna() & df[col].astype(str).str.strip().ne("")
         for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
             problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
+        parsed[col] = (values, pct)
+
+    unit = _percent_unit(parsed, set(percent_from_format))
+    for col in PERCENT_COLUMNS:
+        values, pct = parsed[col]
+        if unit == "fraction":
+            plain = ~pct & values.notna() & ~np.isclose(values, MISSING_CODE)
+            parsed[col] = (values.where(~plain, (values * 100.0).round(10)), pct)
+
+    for col, (values, _) in parsed.items():
         missing = values.isna() | np.isclose(values, MISSING_CODE)
         values = values.mask(missing)
         if col in OUTCOME_COLUMNS and col not in optional:
@@ -327,37 +493,83 @@ def validate_clinical(
     if problems:
         listing = "\n  ".join(problems)
         raise ClinicalTableError(f"{source}: {len(problems)} problem(s):\n  {listing}")
-    return df.set_index(ID_COLUMN)
+    out = df.set_index(ID_COLUMN)
+    out.attrs.update(clinical_version=version, clinical_source=source, percent_unit=unit)
+    return out
+
+
+def _percent_unit(parsed: dict[str, tuple[pd.Series, pd.Series]], from_format: set[str]) -> str:
+    """``"format"`` (Excel ``%`` cells), ``"percent strings"`` ("70%"), ``"fraction"`` (plain
+    numbers all in [0, 1], some not whole: multiplied by 100) or ``"percent"`` (as stored)."""
+    if from_format:
+        return "format"
+    plain, any_pct = [], False
+    for col in PERCENT_COLUMNS:
+        values, pct = parsed[col]
+        any_pct |= bool(pct.any())
+        v = values[~pct & values.notna() & ~np.isclose(values, MISSING_CODE)]
+        plain.append(v)
+    v = pd.concat(plain) if plain else pd.Series(dtype=float)
+    if len(v) and v.between(0.0, 1.0).all() and (v != np.round(v)).any():
+        return "fraction"
+    return "percent strings" if any_pct else "percent"
+
+
+def table_version(df: pd.DataFrame) -> str:
+    """Which published version of the clinical table ``df`` was read from, in words, e.g.
+    ``"v1 (October 2022, 28 columns)"`` (``"unknown"`` for a frame not made by
+    :func:`validate_clinical`)."""
+    key = df.attrs.get("clinical_version")
+    return TABLE_VERSIONS.get(str(key), "unknown")
 
 
 def load_clinical(path: str | Path, optional_outcomes: Iterable[str] = ()) -> pd.DataFrame:
     """Read and validate the clinical table (CSV, or XLSX via openpyxl).
 
+    CSV: the delimiter (``,``, ``;``, tab) is detected from the header, a byte-order mark is
+    ignored, decimal commas and ``"70%"`` strings are read (see :func:`validate_clinical`).
+    XLSX: the first sheet whose header row holds ``Patient-ID`` is read (the collection's
+    ``TCIA_n=197``; a ``Data Dictionary`` sheet is skipped); ``*_percent`` cells with a ``%``
+    number format are converted from fractions to percent.
+
     Parameters
     ----------
     path : path
-        ``clinical.csv`` or the collection's ``.xlsx``.
+        ``clinical.csv`` or the collection's ``.xlsx`` (v1 or v2).
     optional_outcomes : iterable of str
         See :func:`validate_clinical`.
 
     Returns
     -------
     DataFrame
-        Index ``Patient-ID``; canonical columns; -999 -> NaN (see :func:`validate_clinical`).
+        Index ``Patient-ID``; canonical columns; -999 -> NaN (see :func:`validate_clinical`);
+        ``attrs``: ``clinical_version`` (``v1``/``v2``), ``clinical_source``, ``percent_unit``,
+        ``clinical_sheet`` (XLSX) or ``delimiter`` (CSV).
 
     Raises
     ------
     ClinicalTableError
-        Every schema problem at once, each naming the patient and the column.
+        Every schema problem at once, each naming the patient and the column; or, when no
+        sheet holds the columns, ``columns not found on sheet X; sheets are [...]``.
     FileNotFoundError
         If ``path`` does not exist.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"clinical table not found: {path}")
-    return validate_clinical(
-        _read_table(path), source=str(path), optional_outcomes=optional_outcomes
+    frame, info = _read_table(path)
+    source = f"{path} (sheet {info['sheet']!r})" if "sheet" in info else str(path)
+    df = validate_clinical(
+        frame,
+        source=source,
+        optional_outcomes=optional_outcomes,
+        percent_from_format=info.get("percent_from_format", ()),
     )
+    if "sheet" in info:
+        df.attrs["clinical_sheet"] = info["sheet"]
+    if "delimiter" in info:
+        df.attrs["delimiter"] = info["delimiter"]
+    return df
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,7 +765,15 @@ def table_one(df: pd.DataFrame) -> pd.DataFrame:
 
     Median (IQR) for continuous variables, n (%) for categories, events, and the median
     follow-up by the reverse Kaplan-Meier method (censoring treated as the event; lifelines
-    ``KaplanMeierFitter``).
+    ``KaplanMeierFitter``). The first row names the version of the clinical table read
+    (:func:`table_version`); a v1 table has no BMI, CEA, tumour size, multiplicity or bilobar
+    columns, so those rows read ``n/a`` with every patient missing.
+
+    The Fong rows are the score **recorded** in the table (``clinrisk_score``), the quantity the
+    Fong anchor uses. The score recomputed from the five criteria (:func:`fong_score`) is a
+    different quantity on the real table (``synchronous_crlm`` is only a proxy of a disease-free
+    interval under 12 months) and is compared with it in the agreement table only
+    (``models.clinical.fong_agreement``).
 
     Returns
     -------
@@ -563,7 +783,10 @@ def table_one(df: pd.DataFrame) -> pd.DataFrame:
     from lifelines import KaplanMeierFitter
 
     n = len(df)
-    rows: list[tuple[str, str, int]] = [("Patients", str(n), 0)]
+    rows: list[tuple[str, str, int]] = [
+        ("Clinical table version", table_version(df), 0),
+        ("Patients", str(n), 0),
+    ]
 
     def add(name: str, col: str, value: str) -> None:
         rows.append((name, value, int(df[col].isna().sum()) if col in df else 0))
@@ -591,10 +814,10 @@ def table_one(df: pd.DataFrame) -> pd.DataFrame:
         _count(df["chemo_before_liver_resection"] == 1, n),
     )
     add("Steatosis, n (%)", "steatosis_yesno", _count(df["steatosis_yesno"] == 1, n))
-    score = fong_score(df)
+    score = pd.to_numeric(df["clinrisk_score"], errors="coerce")
     for k in range(6):
-        rows.append((f"Fong score {k}, n (%)", _count(score == k, n), 0))
-    rows.append(("Fong score missing, n", str(int(score.isna().sum())), 0))
+        rows.append((f"Fong score {k} (recorded), n (%)", _count(score == k, n), 0))
+    rows.append(("Fong score (recorded) missing, n", str(int(score.isna().sum())), 0))
     y = outcomes(df)
     rows.append(("Deaths, n (%)", _count(y["os_event"] == 1, n), 0))
     rows.append(("Recurrences, n (%)", _count(df["progression_or_recurrence"] == 1, n), 0))
