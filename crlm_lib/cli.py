@@ -12,9 +12,47 @@ import argparse
 import sys
 from pathlib import Path
 
+from crlm_lib.config import PROFILES
+
+#: ``crlm train --model`` choices: ``models.MODEL_NAMES`` then the anchors of
+#: ``evaluate.ANCHOR_NAMES`` and the oracle, spelled out here so that parsing the command line
+#: imports no torch (a test keeps the two lists equal).
+MODEL_CHOICES: tuple[str, ...] = (
+    "acfnet",
+    "star",
+    "cnn3d",
+    "cnn3d_lstm",
+    "resnet18_3d",
+    "resnet34_3d",
+    "resnet50_3d",
+    "aminn",
+    "stg",
+    "stg_lite",
+    "clinical_mlp",
+    "fong",
+    "cox",
+    "rsf",
+    "oracle",
+)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--n 0``, ``--epochs 0`` are refused with exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_profile_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help=help_text)
+
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="cpu", help="smoke | cpu | paper (default: cpu)")
+    _add_profile_arg(p, "smoke | cpu | paper (default: cpu)")
     p.add_argument(
         "--data",
         dest="data_dir",
@@ -37,13 +75,20 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
 def _cmd_preprocess(a: argparse.Namespace) -> int:
     from crlm_lib.config import get_profile, resolve_paths
+    from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
+    from crlm_lib.pipeline import check_cohort_not_empty, format_exclusions, write_exclusions
 
     paths = resolve_paths(a.profile, a.data_dir, a.clinical)
     if a.data_dir is None and a.cohort is not None:
         paths = resolve_paths(a.profile, a.cohort, a.clinical)
+    if not paths.cohort_dir.is_dir():
+        raise FileNotFoundError(f"cohort folder {paths.cohort_dir} does not exist")
+    table = load_clinical(paths.clinical_csv)  # validated before the long step
     report = preprocess_cohort(paths, get_profile(a.profile), n_jobs=a.jobs)
+    check_cohort_not_empty(paths, report)
     print(report["status"].value_counts().to_string())
+    print(format_exclusions(write_exclusions(paths, table, report), paths))
     return 0
 
 
@@ -66,6 +111,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         epochs=a.epochs,
         seed=a.seed,
         objective=a.objective,
+        restart=a.restart,
     )
 
 
@@ -125,15 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic cohort in the TCIA layout")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n", type=int, default=None, help="patients (default: the profile's, 197)")
+    p.add_argument(
+        "--n", type=_positive_int, default=None, help="patients (default: the profile's, 197)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", default="cpu", help="sets the image size of the synthetic CT")
+    _add_profile_arg(p, "sets the image size of the synthetic CT")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("preprocess", help="the papers' preprocessing, cached per patient")
     _add_data_args(p)
     p.add_argument("--cohort", default=None, help="alias of --data for a synthetic cohort folder")
-    p.add_argument("--jobs", type=int, default=2, help="patients processed in parallel")
+    p.add_argument("--jobs", type=_positive_int, default=2, help="patients processed in parallel")
     p.set_defaults(func=_cmd_preprocess)
 
     p = sub.add_parser("data", help="synthesise (when no --data) and preprocess the cohort")
@@ -143,11 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one registered model on the papers' 8:1:1 split")
     _add_data_args(p)
-    p.add_argument("--model", required=True, help="registry name, e.g. acfnet, star, stg")
+    p.add_argument(
+        "--model", required=True, choices=MODEL_CHOICES, help="registry name or clinical anchor"
+    )
     p.add_argument(
         "--out", required=True, help="run folder (checkpoints, history.csv, metrics.json)"
     )
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: the profile's")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard a run folder made on another cohort, split or configuration",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", default="paper", choices=["paper", "censored"])
     p.set_defaults(func=_cmd_train)
@@ -170,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_notebooks)
 
     p = sub.add_parser("render", help="render the manuscript (Quarto, or the offline fallback)")
-    p.add_argument("--profile", default="cpu")
+    _add_profile_arg(p, "smoke | cpu | paper (default: cpu)")
     p.add_argument("--real", action="store_true", help="notebooks were run on the real cohort")
     p.add_argument("--renderer", default="auto", choices=["auto", "quarto", "offline"])
     p.add_argument(
@@ -183,14 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one sub-command; input problems print one clear line (no traceback) and exit 2."""
+    """Run one sub-command.
+
+    A user error (:class:`crlm_lib.errors.CRLMUserError` and its subclasses, a missing file, a
+    bad argument) prints one line, ``crlm <command>: <ErrorClass>: <message>`` (a clinical
+    table's problems follow, one per line), without a traceback, and exits with status 2;
+    argparse refuses unknown choices and out-of-range numbers the same way before any data is
+    read. Anything else is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
-    from crlm_lib.data.clinical import ClinicalTableError
     from crlm_lib.data.tcia import CohortDataError
+    from crlm_lib.errors import CRLMUserError
 
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ClinicalTableError, CohortDataError) as err:
+    except (CRLMUserError, CohortDataError, FileNotFoundError) as err:
         print(f"crlm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 

@@ -396,11 +396,12 @@ def fit_predict_torch(
         n_les = int(np.asarray(first["lesion_features"]).shape[-1])
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
+    identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(
-        _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical),
-        run_dir / "run.json",
+    record = _run_record(
+        spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
     )
+    _write_json({**record, "identity": identity}, run_dir / "run.json")
     history = fit(
         model,
         train_ds,
@@ -411,6 +412,7 @@ def fit_predict_torch(
         objective=spec.objective,
         loss_weights=spec.loss_weights,
         seed=seed,
+        run_key=identity,
     )
     pred = predict(model, test_ds)
     pred["patient_id"] = pred["patient_id"].astype(str)
@@ -460,8 +462,125 @@ def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epoch
     }
 
 
-def _clear_stale_run(run_dir: Path, train_ids, val_ids, test_ids) -> None:
-    """Remove checkpoints and outputs of ``run_dir`` when its ``run.json`` has other split IDs."""
+#: Files of a run folder that belong to one (cohort, split, configuration).
+RUN_FILES: tuple[str, ...] = (
+    "best.pt",
+    "last.pt",
+    "history.csv",
+    "predictions.csv",
+    "metrics.json",
+    "metrics_ci.csv",
+    "run.json",
+)
+
+
+def _sha256_json(obj: Any) -> str:
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_identity(
+    spec: ModelSpec, profile: Profile, cohort: Cohort, train_ids, val_ids, test_ids, seed: int
+) -> dict[str, str]:
+    """Hashes saying what a run folder was trained on; a run resumes only when all three match.
+
+    - ``cohort``: the sorted analysis IDs and their clinical rows (every column, as CSV), so a
+      changed table or patient set changes it;
+    - ``split``: the sorted train, validation and test IDs;
+    - ``config``: model, options, objective, loss weights, seed, and the profile's
+      preprocessing, model and training settings except ``epochs`` (a run may be extended) and
+      ``num_workers`` (no effect on the result).
+
+    Returns
+    -------
+    dict
+        ``{"cohort": hex16, "split": hex16, "config": hex16}``.
+    """
+    ids = sorted(map(str, cohort.ids))
+    rows = cohort.clinical.loc[[i for i in ids if i in cohort.clinical.index]]
+    train_cfg = {
+        k: v for k, v in asdict(profile.train).items() if k not in ("epochs", "num_workers")
+    }
+    return {
+        "cohort": _sha256_json({"ids": ids, "clinical": rows.to_csv(float_format="%.12g")}),
+        "split": _sha256_json(
+            {
+                k: sorted(map(str, v))
+                for k, v in (("train", train_ids), ("val", val_ids), ("test", test_ids))
+            }
+        ),
+        "config": _sha256_json(
+            {
+                "model": spec.name,
+                "options": spec.options,
+                "objective": spec.objective,
+                "loss_weights": spec.loss_weights,
+                "seed": int(seed),
+                "preprocess": asdict(profile.preprocess),
+                "model_config": asdict(profile.model),
+                "train": train_cfg,
+            }
+        ),
+    }
+
+
+def _run_dir_state(run_dir: Path, identity: dict[str, str]) -> list[str]:
+    """What of ``identity`` differs from the run already in ``run_dir`` ([] = same or empty)."""
+    present = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if not present:
+        return []
+    record = run_dir / "run.json"
+    if not record.is_file():
+        return ["run.json missing"]
+    try:
+        old = json.loads(record.read_text()).get("identity")
+    except (json.JSONDecodeError, AttributeError):
+        return ["run.json unreadable"]
+    if not isinstance(old, dict):
+        return ["run.json made before run identities were recorded"]
+    return [k for k in identity if old.get(k) != identity[k]]
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False) -> None:
+    """Refuse to resume or overwrite a run folder made on another cohort, split or config.
+
+    Called before anything is written. With ``restart`` the folder's run files
+    (:data:`RUN_FILES`) are removed instead.
+
+    Raises
+    ------
+    RunMismatchError
+        Naming the folder and what differs (``cohort``, ``split``, ``config``).
+    """
+    from crlm_lib.errors import RunMismatchError
+
+    differs = _run_dir_state(Path(run_dir), identity)
+    if not differs:
+        return
+    if restart:
+        warnings.warn(
+            f"{run_dir}: --restart: discarding the run ({', '.join(differs)})", stacklevel=2
+        )
+        _remove_run_files(Path(run_dir))
+        return
+    raise RunMismatchError(
+        f"{run_dir} holds a run made on another {', '.join(differs)}; resuming would train on "
+        "other patients or settings. Choose another --out, or pass --restart to discard it"
+    )
+
+
+def _clear_stale_run(
+    run_dir: Path, train_ids, val_ids, test_ids, identity: dict[str, str] | None = None
+) -> None:
+    """Remove checkpoints and outputs of ``run_dir`` when its ``run.json`` has other split IDs
+    (or, given ``identity``, another cohort, split or configuration: :func:`run_identity`)."""
     record = run_dir / "run.json"
     if not record.is_file():
         return
@@ -471,18 +590,12 @@ def _clear_stale_run(run_dir: Path, train_ids, val_ids, test_ids) -> None:
         for key, ids in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids))
         if key in rec
     )
+    if identity is not None:
+        same = same and rec.get("identity") == identity
     if same:
         return
     warnings.warn(f"{run_dir}: trained on another split; retraining from scratch", stacklevel=3)
-    for name in (
-        "best.pt",
-        "last.pt",
-        "history.csv",
-        "predictions.csv",
-        "metrics.json",
-        "run.json",
-    ):
-        (run_dir / name).unlink(missing_ok=True)
+    _remove_run_files(run_dir)
 
 
 def _cached_fit(
@@ -502,7 +615,10 @@ def _cached_fit(
     the engine never resumes from a checkpoint trained on other patients.
     """
     if run_dir is not None:
-        _clear_stale_run(run_dir, train_ids, val_ids, test_ids)
+        identity = None
+        if not spec.is_anchor:
+            identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+        _clear_stale_run(run_dir, train_ids, val_ids, test_ids, identity)
     if run_dir is not None and (run_dir / "predictions.csv").is_file():
         cached = _read_predictions(run_dir / "predictions.csv")
         if sorted(cached["patient_id"]) == sorted(map(str, test_ids)):
@@ -1282,7 +1398,9 @@ def _cli_cohort(profile: str, cohort_dir, clinical) -> tuple[Profile, Cohort]:
     from crlm_lib.pipeline import ensure_data
 
     prof = get_profile(profile)
-    paths = ensure_data(prof, cohort_dir, clinical, seed=prof.seed, verbose=False)
+    paths = ensure_data(
+        prof, cohort_dir, clinical, seed=prof.seed, verbose=False, show_exclusions=True
+    )
     return prof, as_cohort(paths)
 
 
@@ -1295,23 +1413,43 @@ def train_cli(
     epochs: int | None,
     seed: int,
     objective: str,
+    restart: bool = False,
 ) -> int:
     """``crlm train``: train one model on the 8:1:1 split and write the run folder.
 
     Writes ``run.json``, checkpoints and ``history.csv`` (engine), ``predictions.csv`` (test
     split) and ``metrics.json`` (``taa``, ``mae``, ``mse``, ``c_index`` = Harrell's OS C-index,
     plus every metric of :func:`head_metrics`). Anchors (``fong``, ``cox``, ``rsf``) work too.
+
+    An existing run folder is resumed only when its cohort, split and configuration hashes
+    (:func:`run_identity`, kept in ``run.json``) match; otherwise nothing is written and
+    :class:`~crlm_lib.errors.RunMismatchError` is raised, unless ``restart`` (``--restart``)
+    discards the old run first.
+
+    Raises
+    ------
+    ArgumentError
+        For ``epochs`` < 1.
+    RunMismatchError
+        For a run folder made on another cohort, split or configuration.
     """
+    from crlm_lib.errors import ArgumentError
+
+    if epochs is not None and int(epochs) < 1:
+        raise ArgumentError(f"--epochs must be at least 1, got {epochs}")
     prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
     run_dir = Path(run_dir)
     spec = ModelSpec(model_name, objective=objective)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
     tr, va, te = paper_split_ids(cohort.ids, events, seed)
+    identity = run_identity(spec, prof, cohort, tr, va, te, seed)
+    check_run_dir(run_dir, identity, restart=restart)
     if spec.is_anchor:
         run_dir.mkdir(parents=True, exist_ok=True)
         pred = fit_predict_anchor(spec.name, cohort, list(tr) + list(va), te, seed=seed)
         _write_json({"model": spec.name, "profile": prof.name, "seed": seed,
-                     "train_ids": list(tr) + list(va), "test_ids": list(te)},
+                     "train_ids": list(tr) + list(va), "test_ids": list(te),
+                     "identity": identity},
                     run_dir / "run.json")  # fmt: skip
     else:
         pred, _ = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, epochs, seed)

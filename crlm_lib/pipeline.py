@@ -34,6 +34,7 @@ def ensure_data(
     seed: int = 0,
     n_jobs: int | None = None,
     verbose: bool = False,
+    show_exclusions: bool = False,
 ) -> Paths:
     """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
 
@@ -49,7 +50,10 @@ def ensure_data(
     n_jobs : int, optional
         Patients preprocessed in parallel (default: the profile's).
     verbose : bool
-        Print the preprocessing summary (patients done, cached, excluded).
+        Print the preprocessing summary (patients done, cached, excluded) and the exclusions.
+    show_exclusions : bool
+        Print the exclusion report even when not ``verbose``. It is always written to
+        ``processed_dir/exclusions.csv`` (:func:`exclusion_table`).
 
     Returns
     -------
@@ -60,6 +64,10 @@ def ensure_data(
     ------
     FileNotFoundError
         For a ``data_dir`` or clinical table that does not exist.
+    ClinicalTableError
+        For a clinical table that breaks the schema (before any image is read).
+    EmptyCohortError
+        When the data folder holds no patient, or none that could be preprocessed.
     """
     from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
@@ -85,15 +93,99 @@ def ensure_data(
             raise FileNotFoundError(
                 f"clinical table {paths.clinical_csv} does not exist; pass CLINICAL=/path/to/table"
             )
-    load_clinical(paths.clinical_csv)  # validate before the long step
+    table = load_clinical(paths.clinical_csv)  # validate before the long step
     report = preprocess_cohort(paths, prof, n_jobs=n_jobs or prof.n_jobs)
+    check_cohort_not_empty(paths, report)
     if verbose:
         print(report["status"].value_counts().to_string())
-        excluded = report[report["status"] == "excluded"]
-        if len(excluded):
-            print("excluded patients:")
-            print(excluded[["patient_id", "reason"]].to_string(index=False))
+    excluded = write_exclusions(paths, table, report)
+    if verbose or show_exclusions:
+        print(format_exclusions(excluded, paths))
     return paths
+
+
+def check_cohort_not_empty(paths: Paths, report: pd.DataFrame) -> None:
+    """Refuse a cohort folder with no patient, or none whose CT could be preprocessed.
+
+    Raises
+    ------
+    EmptyCohortError
+        Naming the folder (and, when patients were found, the first exclusion reasons).
+    """
+    from crlm_lib.errors import EmptyCohortError
+
+    if report.empty:
+        raise EmptyCohortError(
+            f"{paths.cohort_dir}: no patient found (expected one folder per patient holding a "
+            "CT series and its DICOM-SEG, as in the TCIA download)"
+        )
+    ok = report["status"].isin(["done", "cached"])
+    if not ok.any():
+        first = "; ".join(
+            f"{r.patient_id}: {r.reason}" for r in report.head(3).itertuples(index=False)
+        )
+        raise EmptyCohortError(
+            f"{paths.cohort_dir}: none of the {len(report)} patients could be loaded ({first})"
+        )
+
+
+def exclusion_table(table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
+    """Every patient of the download or of the clinical table left out of the analysis.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Validated clinical table (index ``Patient-ID``).
+    report : DataFrame
+        The preprocessing report (``patient_id``, ``status``, ``reason``).
+
+    Returns
+    -------
+    DataFrame
+        ``patient_id``, ``reason``: image excluded (with the loader's reason), images without a
+        clinical row, clinical row without images; in that order, each sorted by ID.
+    """
+    rows = []
+    status = report["status"].astype(str)
+    for _, r in report[~status.isin(["done", "cached"])].iterrows():
+        rows.append({"patient_id": str(r["patient_id"]), "reason": f"image: {r.get('reason', '')}"})
+    in_table = set(table.index.astype(str))
+    ok = report.loc[status.isin(["done", "cached"]), "patient_id"].astype(str)
+    for pid in sorted(ok):
+        if pid not in in_table:
+            rows.append({"patient_id": pid, "reason": "no row in the clinical table"})
+    imaged = set(report["patient_id"].astype(str))
+    for pid in sorted(in_table - imaged):
+        rows.append({"patient_id": pid, "reason": "clinical row without a CT/SEG in the cohort"})
+    return pd.DataFrame(rows, columns=["patient_id", "reason"])
+
+
+def write_exclusions(paths: Paths, table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
+    """:func:`exclusion_table`, written to ``processed_dir/exclusions.csv`` (atomically)."""
+    import os
+    import tempfile
+
+    excluded = exclusion_table(table, report)
+    path = paths.processed_dir / "exclusions.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".exclusions.", suffix=".tmp")
+    os.close(fd)
+    try:
+        excluded.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return excluded
+
+
+def format_exclusions(excluded: pd.DataFrame, paths: Paths) -> str:
+    """The exclusion report as printed by every ``crlm`` command."""
+    where = paths.processed_dir / "exclusions.csv"
+    if excluded.empty:
+        return f"excluded patients: none (report: {where})"
+    listing = excluded.to_string(index=False)
+    return f"excluded patients: {len(excluded)} (report: {where})\n{listing}"
 
 
 @dataclass(frozen=True)
@@ -148,20 +240,11 @@ def load_study(
     paths = ensure_data(prof, data_dir, clinical, seed=seed)
     table = load_clinical(paths.clinical_csv)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
-    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].tolist()
-    rows = []
-    for _, r in report[~report["status"].isin(["done", "cached"])].iterrows():
-        rows.append({"patient_id": r["patient_id"], "reason": f"image: {r.get('reason', '')}"})
+    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].astype(str).tolist()
     in_table = set(table.index.astype(str))
-    for pid in ok:
-        if pid not in in_table:
-            rows.append({"patient_id": pid, "reason": "no row in the clinical table"})
-    imaged = set(report["patient_id"].astype(str))
-    for pid in sorted(in_table - imaged):
-        rows.append({"patient_id": pid, "reason": "clinical row without a CT/SEG in the cohort"})
     ids = sorted(pid for pid in ok if pid in in_table)
     out = outcomes(table.loc[ids])
-    excluded = pd.DataFrame(rows, columns=["patient_id", "reason"])
+    excluded = exclusion_table(table, report)
     return Study(
         paths=paths, profile=prof, clinical=table, outcomes=out, ids=ids, excluded=excluded
     )

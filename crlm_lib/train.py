@@ -23,6 +23,7 @@ Files in ``run_dir``:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
@@ -201,11 +202,27 @@ def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` with byte-reproducible output, written atomically.
+
+    ``torch.save`` to a file name makes a zip archive whose record names start with the file's
+    stem (``.best.pt.k3j9x1.tmp/data.pkl``): saving to the random temporary name of an atomic
+    write put that random name inside the file, so two identical runs gave different bytes.
+    Serialising to memory first names the records ``archive/...`` whatever the destination;
+    the bytes are then written to a temporary file in the same folder and renamed.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write_bytes(buffer.getvalue(), path)
+
+
+def _atomic_write_bytes(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -358,6 +375,7 @@ def fit(
     progress: bool = True,
     grad_clip: float | None = GRAD_CLIP_NORM,
     restore_best: bool = True,
+    run_key: Mapping[str, str] | None = None,
 ) -> History:
     """Train ``model`` with the papers' optimiser and schedule; checkpoint, log and resume.
 
@@ -402,6 +420,15 @@ def fit(
     restore_best : bool
         Load the best epoch's weights into ``model`` before returning (default). ``False``
         leaves the last epoch's weights.
+    run_key : dict, optional
+        What the run is trained on (``evaluate.run_identity``: cohort, split and config
+        hashes), stored in ``last.pt``. Resuming a ``last.pt`` whose key differs (or that has
+        none) raises :class:`~crlm_lib.errors.RunMismatchError` before anything is written.
+
+    Raises
+    ------
+    RunMismatchError
+        When ``resume`` finds a ``last.pt`` of another run (``run_key`` differs).
 
     Returns
     -------
@@ -433,6 +460,16 @@ def fit(
     start_epoch, bad_epochs = 0, 0
 
     if resume and last_path.is_file():
+        ckpt = torch.load(last_path, map_location=dev, weights_only=False)
+        if run_key is not None and isinstance(ckpt, dict) and ckpt.get("run_key") != dict(run_key):
+            from crlm_lib.errors import RunMismatchError
+
+            old = ckpt.get("run_key") or {}
+            differs = [k for k in run_key if old.get(k) != run_key[k]] or ["run"]
+            raise RunMismatchError(
+                f"{last_path}: checkpoint of another {', '.join(differs)}; not resumed "
+                "(remove the run folder or train with resume=False)"
+            )
         ckpt = load_checkpoint(model, last_path, map_location=dev)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -528,6 +565,7 @@ def fit(
                 "history": asdict(history),
                 "seed": seed,
                 "objective": objective,
+                "run_key": None if run_key is None else dict(run_key),
             },
             last_path,
         )

@@ -40,6 +40,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 from crlm_lib.config import MASK_NAMES
+from crlm_lib.errors import CRLMUserError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ SPACING_ATOL_MM = 0.01
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-class CohortDataError(Exception):
+class CohortDataError(CRLMUserError):
     """Base class of every data problem found while loading a patient (names patient and file)."""
 
 
