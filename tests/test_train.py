@@ -170,6 +170,10 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     ck_full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     ck_res = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
     assert ck_full["optimizer"]["state"][0]["step"] == ck_res["optimizer"]["state"][0]["step"]
+    # checkpoints are byte-identical (no temporary file name inside the zip records)
+    assert (tmp_path / "full" / "best.pt").read_bytes() == (
+        tmp_path / "part" / "best.pt"
+    ).read_bytes()
     # a finished run resumed again trains nothing more
     again = make_model(seed=3)
     h_again = run(again, data, tmp_path / "full", epochs=3, restore_best=False)
@@ -343,3 +347,27 @@ def test_channels_last_3d_only_touches_5d_weights():
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert not model[0].weight.is_contiguous()
     assert model[1].weight.is_contiguous() and model[2].weight.is_contiguous()
+
+
+def test_checkpoints_are_byte_reproducible(data, tmp_path):
+    run(make_model(), data, tmp_path / "a", epochs=1)
+    run(make_model(), data, tmp_path / "b", epochs=1)
+    for name in ("best.pt",):
+        a, b = (tmp_path / "a" / name).read_bytes(), (tmp_path / "b" / name).read_bytes()
+        assert a == b and b".best.pt." not in a and b"tmp" not in a
+    assert not list((tmp_path / "a").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
+    from crlm_lib.errors import CRLMUserError, RunMismatchError
+
+    key = {"cohort": "c1", "split": "s1", "config": "k1"}
+    run(make_model(), data, tmp_path / "r", epochs=1, run_key=key)
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    other = {**key, "cohort": "c2"}
+    with pytest.raises(RunMismatchError, match="another cohort") as info:
+        run(make_model(), data, tmp_path / "r", epochs=2, run_key=other)
+    assert isinstance(info.value, CRLMUserError)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before  # nothing overwritten
+    h = run(make_model(), data, tmp_path / "r", epochs=2, run_key=key)  # same key: resumes
+    assert len(h.records) == 2
