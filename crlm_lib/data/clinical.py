@@ -328,7 +328,15 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
     first = next((line for line in text.splitlines() if line.strip()), "")
     counts = {d: first.count(d) for d in (",", ";", "\t")}
     sep = max(counts, key=lambda d: counts[d])  # ties (none found) -> ","
-    frame = pd.read_csv(io.StringIO(text), sep=sep)
+    if _ID_KEY not in {_canonical_name(c.strip('"')) for c in first.split(sep)}:
+        raise ClinicalTableError(
+            f"{path}: no {ID_COLUMN!r} column; the header read is {first[:120]!r} "
+            "(the first line must be the header)"
+        )
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=sep)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise ClinicalTableError(f"{path}: not a {sep!r}-separated table ({exc})") from exc
     return frame, {"delimiter": sep, "encoding": encoding}
 
 
