@@ -137,7 +137,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _cmd_notebooks(a: argparse.Namespace) -> int:
     from crlm_lib.notebooks import run_notebooks
+    from crlm_lib.pipeline import ensure_data
 
+    # the data step first, in this process: a bad table or folder stops here in one line, and
+    # the exclusion report is printed and written before any notebook runs
+    ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True)
     run_notebooks(a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only)
     return 0
 
