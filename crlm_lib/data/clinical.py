@@ -3,7 +3,9 @@ outcomes, predictor encoding and the Fong clinical risk score.
 
 The collection (Simpson et al., Sci Data 11:172, 2024; doi:10.7937/QXK2-QG03) ships one row per
 patient with the columns listed in :data:`COLUMNS`, spelled exactly as here. ``-999`` marks a
-missing value.
+missing value. Two versions were published: v1 (October 2022, sheet ``TCIA_n=197``, the 28
+:data:`V1_COLUMNS`) and v2 (April 2023, all 36, adding :data:`V2_ONLY_COLUMNS`); both load, the
+columns v1 lacks becoming missing values, and :func:`table_version` says which was read.
 
 Codes and units assumed (flagged **[A]** where this module could not confirm them from the
 collection's data dictionary and follows common use of the table in public analysis code; check
@@ -33,7 +35,9 @@ column                              meaning / code
 ``presence_sinusoidal_dilata``      0/1 (resection specimen)
 ``NASH_score``                      0..8, NAFLD activity score (Kleiner) **[A]**
 ``NASH_yesno``, ``NASH_greater_4``  0/1 (``_greater_4`` read as "score >= 4") **[A]**
-``*_percent``                       0..100, pathological response / necrosis / fibrosis / mucin
+``*_percent``                       0..100 here, pathological response / necrosis / fibrosis /
+                                    mucin; the spreadsheet stores fractions (0.7) shown with
+                                    Excel's ``0%`` format: converted (see validate_clinical)
 ``fibrosis_greater_40_percent``     0/1
 ``overall_survival_months``         months from resection to death or last follow-up
 ``vital_status``                    1 = dead, 0 = alive at last follow-up **[A]**
@@ -266,7 +270,8 @@ def _is_number(value: object) -> bool:
 
 def _read_excel(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
     """The sheet whose first row holds ``Patient-ID``; ``*_percent`` cells with a ``%`` number
-    format (stored by Excel as fractions: 0.7 shows as 70 %) are multiplied by 100."""
+    format (stored by Excel as fractions: 0.7 shows as 70 %) are returned as the text Excel
+    shows (``"70%"``), which :func:`validate_clinical` reads as 70."""
     try:
         import openpyxl
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -274,7 +279,9 @@ def _read_excel(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
             f"{path}: reading Excel needs openpyxl ({exc}); export the sheet to CSV"
         ) from exc
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        # not read_only: the read-only reader trusts the sheet's stored dimensions, which
+        # files written by other tools may get wrong (rows silently cut); the table is small
+        book = openpyxl.load_workbook(path, data_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure of the reader is the file's fault
         raise ClinicalTableError(f"{path}: not a readable Excel workbook ({exc})") from exc
     try:
@@ -298,7 +305,7 @@ def _read_excel(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
                     v = cell.value
                     fmt = getattr(cell, "number_format", None) or ""
                     if i in pct_idx and _is_number(v) and "%" in fmt and v != MISSING_CODE:
-                        v = round(float(v) * 100.0, 10)
+                        v = f"{round(float(v) * 100.0, 10)!r}%"
                         scaled.add(str(header[i]))
                     values[i] = v
                 if any(v is not None and str(v).strip() != "" for v in values):
@@ -357,7 +364,7 @@ def _parse_numbers(column: pd.Series, allow_percent: bool) -> tuple[pd.Series, p
     numbers = pd.Series(np.nan, index=column.index, dtype=float)
     pct = pd.Series(False, index=column.index)
     for idx, v in column.items():
-        if _is_number(v):
+        if _is_number(v) or isinstance(v, bool | np.bool_):
             numbers[idx] = float(v)
             continue
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -389,11 +396,13 @@ def validate_clinical(
 
     Numbers: ``-999`` and empty cells are missing; a decimal comma (``"0,7"``) is read as a
     point. ``*_percent`` columns (:data:`PERCENT_COLUMNS`) are returned in percent, 0..100:
-    ``"70%"`` strings (a CSV saved by Excel) give 70; Excel cells with a ``%`` number format
-    were multiplied by 100 by the reader (``percent_from_format``); plain numbers are taken as
-    fractions and multiplied by 100 when every present value of the four columns lies in
-    [0, 1] and at least one is not a whole number (the spreadsheet stores 70 % as 0.7);
-    otherwise as percent. Which rule applied is in ``df.attrs["percent_unit"]``.
+    ``"70%"`` strings (a CSV saved by Excel, or an Excel cell with a ``%`` number format, which
+    the reader turns into the text Excel shows) give 70; plain numbers are taken as fractions
+    and multiplied by 100 when every plain value of the four columns lies in [0, 1] and at
+    least one is not a whole number (the spreadsheet stores 70 % as 0.7); otherwise they are
+    percent already (the synthetic table's convention). Which rule applied is in
+    ``df.attrs["percent_unit"]``; a cell that is neither a number nor ``"<number>%"`` is a
+    problem naming patient and column.
 
     Parameters
     ----------
@@ -406,7 +415,7 @@ def validate_clinical(
         Outcome columns allowed to be missing (-999 or empty), for tables that do not record an
         endpoint; they become NaN. By default every outcome must be present.
     percent_from_format : iterable of str
-        Percent columns already converted to 0..100 from the cells' number format.
+        Percent columns that had Excel ``%`` cells (reported in ``attrs["percent_unit"]``).
 
     Returns
     -------
@@ -507,10 +516,10 @@ def validate_clinical(
 
 
 def _percent_unit(parsed: dict[str, tuple[pd.Series, pd.Series]], from_format: set[str]) -> str:
-    """``"format"`` (Excel ``%`` cells), ``"percent strings"`` ("70%"), ``"fraction"`` (plain
-    numbers all in [0, 1], some not whole: multiplied by 100) or ``"percent"`` (as stored)."""
-    if from_format:
-        return "format"
+    """How the plain numbers of the percent columns are read: ``"fraction"`` (all in [0, 1],
+    some not whole: multiplied by 100); otherwise as percent, reported as ``"format"`` (the
+    other cells came from Excel ``%`` cells), ``"percent strings"`` ("70%") or ``"percent"``.
+    Cells with a ``%`` (format or text) are percent whatever this says."""
     plain, any_pct = [], False
     for col in PERCENT_COLUMNS:
         values, pct = parsed[col]
@@ -520,6 +529,8 @@ def _percent_unit(parsed: dict[str, tuple[pd.Series, pd.Series]], from_format: s
     v = pd.concat(plain) if plain else pd.Series(dtype=float)
     if len(v) and v.between(0.0, 1.0).all() and (v != np.round(v)).any():
         return "fraction"
+    if from_format:
+        return "format"
     return "percent strings" if any_pct else "percent"
 
 

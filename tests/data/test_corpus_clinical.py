@@ -317,6 +317,20 @@ def _percent_fractions(tmp_path, capsys, request):
 
 
 @case(
+    "xlsx fractions, no % format",
+    "workbook with fractions in `*_percent` cells formatted `General`",
+    "loads; multiplied by 100 by the value-range rule",
+)
+def _xlsx_fractions_general(tmp_path, capsys, request):
+    raw = _base()
+    for col in PERCENT_COLUMNS:
+        raw[col] = [v / 100.0 if v != MISSING_CODE else v for v in raw[col]]
+    df = load_clinical(_write_xlsx(raw, tmp_path / "g.xlsx", percent_format=False))
+    assert df.attrs["percent_unit"] == "fraction"
+    _assert_same_values(df, _reference())
+
+
+@case(
     "bad percent string",
     'a percent cell "70 pct"',
     "ClinicalTableError naming file, patient and column",
@@ -594,6 +608,30 @@ def _other_cohort(tmp_path, capsys, request):
         assert rc == 0, err
     assert len(json.loads((run / "run.json").read_text())["test_ids"]) >= 1
     assert (run / "run.json").read_bytes() != before
+
+
+@case(
+    "checkpoint of another run",
+    "`crlm train --model clinical_mlp --out R` resumed with more epochs, then another seed or model",
+    "same run: resumes (epochs 1 -> 2); other seed/model: exit 2, last.pt and run.json untouched",
+)
+def _other_torch_run(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    run = tmp_path / "run"
+    argv = ["train", "--profile", "smoke", "--data", str(c.data), "--clinical", str(c.clinical),
+            "--out", str(run)]  # fmt: skip
+    with _cwd(c.root):
+        rc, _, err = _crlm([*argv, "--model", "clinical_mlp", "--epochs", "1"], capsys)
+        assert rc == 0, err
+        rc, _, err = _crlm([*argv, "--model", "clinical_mlp", "--epochs", "2"], capsys)
+        assert rc == 0, err
+        assert len(pd.read_csv(run / "history.csv")) == 2  # resumed, not restarted
+        files = {n: (run / n).read_bytes() for n in ("run.json", "last.pt", "best.pt")}
+        for extra in (["--model", "clinical_mlp", "--seed", "1"], ["--model", "cnn3d"]):
+            rc, _, err = _crlm([*argv, *extra, "--epochs", "3"], capsys)
+            assert rc == 2
+            _one_line_user_error(err, "RunMismatchError", str(run), "config")
+            assert {n: (run / n).read_bytes() for n in files} == files
 
 
 # --------------------------------------------------------------------------------------------
