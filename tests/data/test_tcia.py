@@ -138,10 +138,19 @@ def test_uneven_spacing(patient_dir):
     assert patient_dir.patient_id in str(err.value)
 
 
-def test_two_ct_series(patient_dir):
+def test_two_ct_series_resolved_by_the_seg(patient_dir, tmp_path):
+    # a second series of the same patient: the SEG references the first, which is loaded
     write_ct(
-        patient_dir.folder / "study" / "3-CT", patient_dir.ct_hu, patient_id=patient_dir.patient_id
+        patient_dir.folder / "study" / "3-CT",
+        patient_dir.ct_hu + 5,
+        patient_id=patient_dir.patient_id,
     )
+    patient = tcia.load_patient(patient_dir.folder)
+    _assert_round_trip(patient, patient_dir)
+    assert any("2 CT series" in w and "1-CT" in w for w in patient.warnings)
+    # a SEG referencing neither series: ambiguous
+    _, other = write_ct(tmp_path / "other", patient_dir.ct_hu, patient_id=patient_dir.patient_id)
+    write_seg(patient_dir.seg_file, other, patient_dir.segments)
     with pytest.raises(tcia.MultipleSeriesError) as err:
         tcia.load_patient(patient_dir.folder)
     _message_names(err, patient_dir, "3-CT")
