@@ -143,14 +143,16 @@ def load_study(
     no clinical row, no image), so nothing is dropped silently.
     """
     from crlm_lib.data.clinical import load_clinical, outcomes
+    from crlm_lib.data.preprocess import USABLE_STATUSES
 
     prof = get_profile(profile)
     paths = ensure_data(prof, data_dir, clinical, seed=seed)
     table = load_clinical(paths.clinical_csv)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
-    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].tolist()
+    usable = report["status"].isin(USABLE_STATUSES)  # done, cached, rebuilt
+    ok = report[usable]["patient_id"].tolist()
     rows = []
-    for _, r in report[~report["status"].isin(["done", "cached"])].iterrows():
+    for _, r in report[~usable].iterrows():
         rows.append({"patient_id": r["patient_id"], "reason": f"image: {r.get('reason', '')}"})
     in_table = set(table.index.astype(str))
     for pid in ok:

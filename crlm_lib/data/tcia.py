@@ -140,6 +140,8 @@ class PatientRef:
         DICOM-SEG files.
     unreadable : list[tuple[Path, str]]
         Files under the patient's folder that could not be parsed (path, error).
+    sop_uids : dict[Path, str]
+        ``SOPInstanceUID`` of each CT and SEG file (keys the preprocessing cache).
     """
 
     patient_id: str
@@ -147,6 +149,7 @@ class PatientRef:
     ct_series: dict[str, list[Path]] = field(default_factory=dict)
     seg_files: list[Path] = field(default_factory=list)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    sop_uids: dict[Path, str] = field(default_factory=dict)
 
     @property
     def ct_dir(self) -> Path | None:
@@ -310,7 +313,9 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
         raise FileNotFoundError(f"cohort folder {root} does not exist")
     if root.is_file():
         root = root.parent
-    groups: dict[str, dict] = defaultdict(lambda: {"ct": defaultdict(list), "seg": [], "files": []})
+    groups: dict[str, dict] = defaultdict(
+        lambda: {"ct": defaultdict(list), "seg": [], "files": [], "sops": {}}
+    )
     bad: list[tuple[Path, str]] = []
     files = _candidate_files(root)
     for f in tqdm(files, desc="discover DICOM", disable=not progress, leave=False):
@@ -318,16 +323,18 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
             ds = pydicom.dcmread(
                 f,
                 stop_before_pixels=True,
-                specific_tags=["PatientID", "Modality", "SeriesInstanceUID"],
+                specific_tags=["PatientID", "Modality", "SeriesInstanceUID", "SOPInstanceUID"],
             )
             modality = str(ds.Modality)
             pid = str(ds.PatientID)
             series = str(ds.SeriesInstanceUID)
+            sop = str(ds.get("SOPInstanceUID", ""))
         except Exception as err:  # noqa: BLE001 - any parse failure is reported, not raised
             bad.append((f, f"{type(err).__name__}: {err}"))
             continue
         g = groups[pid]
         g["files"].append(f)
+        g["sops"][f] = sop
         if modality == CT_MODALITY:
             g["ct"][series].append(f)
         elif modality == SEG_MODALITY:
@@ -341,6 +348,7 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
                 path=folder,
                 ct_series={k: sorted(v) for k, v in g["ct"].items()},
                 seg_files=sorted(g["seg"]),
+                sop_uids=dict(g["sops"]),
             )
         )
     # attribute unreadable files to the patient whose folder contains them (deepest match)
