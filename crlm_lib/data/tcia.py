@@ -462,6 +462,7 @@ def _load_ct(
                 "sop": str(ds.SOPInstanceUID),
             }
         )
+    slices = _drop_copies(pid, slices, warnings)
     ref = slices[0]
     for s in slices[1:]:
         if s["hu"].shape != ref["hu"].shape:
@@ -523,6 +524,29 @@ def _load_ct(
         "files": [s["file"] for s in slices],
         "warnings": warnings,
     }
+
+
+def _drop_copies(pid: str, slices: list[dict], warnings: list[str]) -> list[dict]:
+    """Drop exact copies of one SOP instance (same UID, position and pixels) with a warning."""
+    first: dict[str, dict] = {}
+    out = []
+    for s in slices:
+        seen = first.get(s["sop"])
+        if seen is None:
+            first[s["sop"]] = s
+            out.append(s)
+            continue
+        if np.array_equal(seen["ipp"], s["ipp"]) and np.array_equal(seen["hu"], s["hu"]):
+            warnings.append(
+                f"{pid}: CT file {s['file']} is a copy of {seen['file']} (same SOP instance "
+                f"{s['sop']}); ignored"
+            )
+            continue
+        raise SliceGeometryError(
+            f"{pid}: CT files {seen['file']} and {s['file']} share the SOP instance UID "
+            f"{s['sop']} but differ in position or pixels"
+        )
+    return out
 
 
 def _resolve_duplicates(
@@ -824,8 +848,8 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
         raise MissingSeriesError(f"{pid}: no CT series under {ref.path}")
     if not ref.seg_files:
         raise MissingSeriesError(
-            f"{pid}: no DICOM-SEG under {ref.path} (pass the patient folder that holds both the "
-            "CT and the SEG series)"
+            f"{pid}: no DICOM-SEG under {ref.path} (the CT and the SEG series must both lie under "
+            "the folder given: pass the patient or cohort folder, not a series folder or file)"
         )
     if len(ref.seg_files) > 1:
         raise MultipleSeriesError(
