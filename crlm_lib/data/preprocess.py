@@ -611,7 +611,9 @@ def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
         return
     except Timeout:
         pass
-    log.warning("another preprocessing run is using %s; waiting for its lock %s", out_dir, lock)
+    log.warning(
+        "another preprocessing run is using %s; waiting for its lock %s", out_dir, lock.lock_file
+    )
     try:
         lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
     except Timeout as err:

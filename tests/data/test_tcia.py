@@ -207,3 +207,18 @@ def test_load_cohort_excludes_bad_patient_with_reason(tmp_path):
     # asking for an id that is absent is reported too
     _, excluded = tcia.load_cohort(tmp_path, ids=["CRLM-CT-1001", "CRLM-CT-1999"], progress=False)
     assert excluded["patient_id"].tolist() == ["CRLM-CT-1999"]
+
+
+def test_lesion_mask_crop_round_trip(patient_dir):
+    patient = tcia.load_patient(patient_dir.folder)
+    lesion = patient.lesions[0]
+    assert isinstance(lesion, tcia.LesionMask)
+    truth = patient_dir.segments["Tumor_1"]
+    # the crop is the tight bounding box of the tumour, not a full volume
+    assert lesion.crop.size < truth.size / 10
+    assert lesion.crop.shape == tuple(s.stop - s.start for s in lesion.box)
+    assert lesion.any() and lesion.sum() == truth.sum()
+    assert np.any(lesion) and np.asarray(lesion, np.uint8).dtype == np.uint8
+    again = tcia.LesionMask.from_volume(truth)
+    np.testing.assert_array_equal(again.crop, lesion.crop)
+    assert again.box == lesion.box
