@@ -510,8 +510,11 @@ def _load_ct(
             f"{slices[i + 1]['file']})"
         )
     direction = np.stack([row, col, normal], axis=1)  # columns = X, Y, Z axis directions
+    ct = np.empty((len(slices), *ref["hu"].shape), np.float32)
+    for k, s in enumerate(slices):  # slice by slice: peak ~ one volume, not two (np.stack)
+        ct[k] = s.pop("hu")
     return {
-        "ct": np.stack([s["hu"] for s in slices]).astype(np.float32),
+        "ct": ct,
         "spacing": (dz, ref["ps"][0], ref["ps"][1]),
         "origin": tuple(float(v) for v in slices[0]["ipp"]),
         "direction": tuple(float(v) for v in direction.ravel()),
