@@ -145,12 +145,15 @@ def exclusion_table(table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
         ``patient_id``, ``reason``: image excluded (with the loader's reason), images without a
         clinical row, clinical row without images; in that order, each sorted by ID.
     """
+    from crlm_lib.data.preprocess import USABLE_STATUSES
+
     rows = []
     status = report["status"].astype(str)
-    for _, r in report[~status.isin(["done", "cached"])].iterrows():
+    usable = status.isin(USABLE_STATUSES)  # done, cached, rebuilt
+    for _, r in report[~usable].iterrows():
         rows.append({"patient_id": str(r["patient_id"]), "reason": f"image: {r.get('reason', '')}"})
     in_table = set(table.index.astype(str))
-    ok = report.loc[status.isin(["done", "cached"]), "patient_id"].astype(str)
+    ok = report.loc[usable, "patient_id"].astype(str)
     for pid in sorted(ok):
         if pid not in in_table:
             rows.append({"patient_id": pid, "reason": "no row in the clinical table"})
@@ -235,12 +238,13 @@ def load_study(
     no clinical row, no image), so nothing is dropped silently.
     """
     from crlm_lib.data.clinical import load_clinical, outcomes
+    from crlm_lib.data.preprocess import USABLE_STATUSES
 
     prof = get_profile(profile)
     paths = ensure_data(prof, data_dir, clinical, seed=seed)
     table = load_clinical(paths.clinical_csv)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
-    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].astype(str).tolist()
+    ok = report[report["status"].isin(USABLE_STATUSES)]["patient_id"].astype(str).tolist()
     in_table = set(table.index.astype(str))
     ids = sorted(pid for pid in ok if pid in in_table)
     out = outcomes(table.loc[ids])

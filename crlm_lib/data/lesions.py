@@ -116,6 +116,15 @@ def _shape(mask: np.ndarray, spacing: tuple[float, float, float]) -> list[float]
     return [volume, area, sphericity, major, minor, least, elong, flat, extent, solidity]
 
 
+def _bounding_box(mask) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Tight bounding box and cropped bool mask; ``tcia.LesionMask`` crops give theirs as is."""
+    if hasattr(mask, "box") and hasattr(mask, "crop"):  # no full [Z, Y, X] volume built
+        return tuple(mask.box), np.asarray(mask.crop, bool)
+    m = np.asarray(mask, bool)
+    box = ndimage.find_objects(m.astype(np.uint8))[0]
+    return box, m[box]
+
+
 def lesion_features(
     ct_hu: np.ndarray,
     lesion_masks: Sequence[np.ndarray],
@@ -128,9 +137,9 @@ def lesion_features(
     ----------
     ct_hu : np.ndarray
         float ``[Z, Y, X]`` in HU.
-    lesion_masks : sequence of np.ndarray
-        bool ``[Z, Y, X]``, one per lesion (the SEG's ``Tumor_N`` segments). Empty masks are
-        skipped.
+    lesion_masks : sequence of np.ndarray or tcia.LesionMask
+        bool ``[Z, Y, X]``, one per lesion (the SEG's ``Tumor_N`` segments), or bounding-box
+        crops (``box``, ``crop``). Empty masks are skipped.
     spacing : tuple
         (z, y, x) voxel spacing in mm.
     tumour_mask : np.ndarray, optional
@@ -144,15 +153,14 @@ def lesion_features(
     names : list[str]
         ``FEATURE_NAMES``.
     """
-    masks = [np.asarray(m, bool) for m in lesion_masks if np.any(m)]
+    masks = [m for m in lesion_masks if np.any(m)]
     if not masks and tumour_mask is not None and np.any(tumour_mask):
         labels, n = ndimage.label(tumour_mask, structure=np.ones((3, 3, 3)))
         masks = [labels == i for i in range(1, n + 1)]
     rows = []
     for m in masks:
         # features on the lesion's bounding box only (fast on 512x512 slices)
-        box = ndimage.find_objects(m.astype(np.uint8))[0]
-        sub = m[box]
+        box, sub = _bounding_box(m)
         rows.append(_first_order(ct_hu[box][sub]) + _shape(sub, spacing))
     feats = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURE_NAMES))
     return feats, list(FEATURE_NAMES)

@@ -43,6 +43,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -298,11 +299,213 @@ def invert_to_source(
 # --------------------------------------------------------------------------------------------
 # Cache
 # --------------------------------------------------------------------------------------------
+#: Report statuses of a patient whose cache file is usable (``excluded`` is the other one).
+USABLE_STATUSES = ("done", "cached", "rebuilt")
+
+#: Lock file that serialises preprocessing runs sharing one cache folder.
+LOCK_NAME = ".preprocess.lock"
+
+#: Longest patient ID (UTF-8 bytes) used as a file name.
+MAX_ID_BYTES = 200
+
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
+    f"{d}{i}" for d in ("com", "lpt") for i in range(10)
+}
+
+
+class UnsafePatientIdError(tcia.CohortDataError):
+    """A PatientID cannot name a cache file (empty, path separators, control characters...)."""
+
+
+class PreprocessLocked(RuntimeError):
+    """Another preprocessing run holds the cache folder's lock longer than the timeout."""
+
+
+def check_patient_id(patient_id: str, source: str | Path | None = None) -> str:
+    """Return ``patient_id`` if it is safe as the file name ``<patient_id>.npz``, else raise.
+
+    Refused (never rewritten, so two IDs cannot silently share a file): empty or blank IDs,
+    leading/trailing spaces, ``/`` or ``\\``, a leading ``.`` (hidden file, ``..``), control
+    characters, the characters ``<>:"|?*`` and a trailing ``.`` (invalid on Windows), Windows
+    device names (``CON``, ``NUL``, ``COM1``...), and more than ``MAX_ID_BYTES`` bytes.
+    Unicode letters are allowed (``Müller-01``).
+
+    Raises
+    ------
+    UnsafePatientIdError
+        Naming the ID (``repr``), the rules broken, and ``source`` (where the ID came from).
+    """
+    pid = str(patient_id)
+    problems = []
+    if not pid.strip():
+        problems.append("it is empty")
+    elif pid != pid.strip():
+        problems.append("it has leading or trailing spaces")
+    if "/" in pid or "\\" in pid:
+        problems.append("it contains a path separator")
+    if pid.startswith("."):
+        problems.append("it starts with '.'")
+    if any(unicodedata.category(c).startswith("C") for c in pid):
+        problems.append("it contains control characters")
+    if any(c in '<>:"|?*' for c in pid) or pid.endswith("."):
+        problems.append('it contains <>:"|?* or ends with "." (invalid file names on Windows)')
+    if pid.split(".")[0].strip().lower() in _WINDOWS_RESERVED:
+        problems.append("it is a Windows device name")
+    if len(pid.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        problems.append(f"it is longer than {MAX_ID_BYTES} bytes")
+    if problems:
+        where = f" (files under {source})" if source is not None else ""
+        raise UnsafePatientIdError(
+            f"patient ID {pid!r}{where} cannot name a cache file: {'; '.join(problems)}"
+        )
+    return pid
+
+
+def cache_path(processed_dir: str | Path, patient_id: str) -> Path:
+    """``processed_dir/<patient_id>.npz`` after :func:`check_patient_id`."""
+    folder = Path(processed_dir)
+    path = folder / f"{check_patient_id(patient_id)}.npz"
+    if path.parent != folder:  # belt and braces: never outside the cache folder
+        raise UnsafePatientIdError(f"patient ID {patient_id!r} leaves the cache folder {folder}")
+    return path
+
+
+def settings_json(cfg: PreprocessConfig, clahe_mode: str = "2d") -> str:
+    """The settings :func:`settings_hash` hashes, as JSON (stored to explain a rebuild)."""
+    return json.dumps(
+        {"cfg": asdict(cfg), "clahe_mode": clahe_mode, "version": PREPROCESS_VERSION},
+        sort_keys=True,
+    )
+
+
+def source_manifest(ref: tcia.PatientRef) -> dict[str, list[int]]:
+    """Identity of the files a patient's cache entry is built from.
+
+    Keys are SOP instance UIDs (``file:<name>`` for files without one, ``#2``... for repeated
+    UIDs); values ``[size_bytes, mtime_ns]``. So another cohort with the same patient IDs (other
+    UIDs), a deleted, added or rewritten slice, or a new SEG all change the manifest, whereas
+    moving the cohort folder (``cp -p``, ``mv``) does not.
+    """
+    files = [f for fs in ref.ct_series.values() for f in fs] + list(ref.seg_files)
+    files += [f for f, _ in ref.unreadable]
+    out: dict[str, list[int]] = {}
+    for f in sorted(files):
+        key = ref.sop_uids.get(f) or f"file:{f.name}"
+        n = 1
+        while (key if n == 1 else f"{key}#{n}") in out:
+            n += 1
+        key = key if n == 1 else f"{key}#{n}"
+        try:
+            st = f.stat()
+            out[key] = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:
+            out[key] = [-1, -1]
+    return dict(sorted(out.items()))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _source_diff(old: dict, new: dict) -> str:
+    removed = len(set(old) - set(new))
+    added = len(set(new) - set(old))
+    modified = sum(1 for k in set(old) & set(new) if list(old[k]) != list(new[k]))
+    parts = [
+        f"{_plural(n, 'file')} {what}"
+        for n, what in ((removed, "removed"), (added, "added"), (modified, "modified"))
+        if n
+    ]
+    return "source changed: " + ", ".join(parts)
+
+
+def _settings_diff(old: str | None, new: str) -> str:
+    if not old:
+        return "config changed"
+    try:
+        a, b = json.loads(old), json.loads(new)
+    except ValueError:
+        return "config changed"
+    flat_a = {**a.get("cfg", {}), **{k: v for k, v in a.items() if k != "cfg"}}
+    flat_b = {**b.get("cfg", {}), **{k: v for k, v in b.items() if k != "cfg"}}
+    diffs = [
+        f"{k} {flat_a.get(k)} -> {flat_b.get(k)}"
+        for k in sorted(set(flat_a) | set(flat_b))
+        if flat_a.get(k) != flat_b.get(k)
+    ]
+    return "config changed" + (f": {', '.join(diffs)}" if diffs else "")
+
+
+def cache_state(path: Path, digest: str, settings: str, manifest: dict) -> tuple[str, str]:
+    """Whether ``path`` may be served: ``("cached", "")``, ``("done", "")`` (absent) or
+    ``("rebuilt", reason)`` with the reason it is stale (config or source changed, unreadable).
+    """
+    if not path.is_file():
+        return "done", ""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            old_digest = str(z["settings_hash"])
+            old_settings = str(z["settings_json"]) if "settings_json" in z.files else None
+            old_manifest = (
+                json.loads(str(z["source_manifest"])) if "source_manifest" in z.files else None
+            )
+    except Exception as err:  # noqa: BLE001 - unreadable cache: rebuild
+        return "rebuilt", f"cache file unreadable ({type(err).__name__})"
+    reasons = []
+    if old_digest != digest:
+        reasons.append(_settings_diff(old_settings, settings))
+    if old_manifest is None:
+        reasons.append("cache file has no source record (older version)")
+    elif old_manifest != manifest:
+        reasons.append(_source_diff(old_manifest, manifest))
+    return ("rebuilt", "; ".join(reasons)) if reasons else ("cached", "")
+
+
+def _tmp_owner(tmp: Path) -> int | None:
+    """PID in a temp name ``.<stem>.<pid>.<random>.<ext>.tmp`` (:func:`atomic_savez`)."""
+    parts = tmp.name.split(".")
+    if len(parts) >= 5 and parts[-4].isdigit():
+        return int(parts[-4])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(out_dir: Path) -> list[Path]:
+    """Remove ``.*.tmp`` files whose writing process is gone; returns the removed paths.
+
+    Called with the cache lock held, so no other run is writing; temps of a live process
+    (e.g. an orphaned worker still finishing) are left alone.
+    """
+    removed = []
+    for tmp in out_dir.glob(".*.tmp"):
+        owner = _tmp_owner(tmp)
+        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def atomic_savez(path: Path, **arrays) -> None:
-    """``np.savez_compressed`` to a temporary file in the same folder, then ``os.replace``."""
+    """``np.savez_compressed`` to a temporary file in the same folder, then ``os.replace``.
+
+    The temporary name carries this process's PID (``.<stem>.<pid>.<random>.npz.tmp``) so that
+    a cleanup never removes a live writer's file (:func:`remove_stale_temps`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=".npz.tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -315,7 +518,9 @@ def atomic_savez(path: Path, **arrays) -> None:
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".csv.tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=".csv.tmp"
+    )
     with os.fdopen(fd, "w") as fh:
         df.to_csv(fh, index=False)
     os.replace(tmp, path)
@@ -323,10 +528,17 @@ def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
 
 def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
     """Read ``processed_dir/<patient_id>.npz`` into a dict (0-d string arrays -> ``str``)."""
-    path = Path(processed_dir) / f"{patient_id}.npz"
+    path = cache_path(processed_dir, patient_id)
     with np.load(path, allow_pickle=False) as z:
         out = {k: z[k] for k in z.files}
-    for k in ("centre_method", "patient_id", "settings_hash"):
+    for k in (
+        "centre_method",
+        "patient_id",
+        "settings_hash",
+        "settings_json",
+        "source_manifest",
+        "load_warnings",
+    ):
         if k in out:
             out[k] = str(out[k])
     out["lesion_feature_names"] = [str(n) for n in out["lesion_feature_names"]]
@@ -334,7 +546,11 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
 
 
 def is_cached(path: Path, digest: str) -> bool:
-    """Whether ``path`` is a readable cache written with settings hash ``digest``."""
+    """Whether ``path`` is a readable cache written with settings hash ``digest``.
+
+    Settings only; :func:`cache_state` also checks the source files (what
+    :func:`preprocess_cohort` uses).
+    """
     if not path.is_file():
         return False
     try:
@@ -347,26 +563,64 @@ def is_cached(path: Path, digest: str) -> bool:
 def process_one(
     ref: tcia.PatientRef, cfg: PreprocessConfig, out_path: Path, digest: str, clahe_mode: str
 ) -> dict:
-    """Load, preprocess and atomically save one patient; returns its report row."""
+    """Load, preprocess and atomically save one patient; returns its report row.
+
+    The file records the settings (``settings_hash``, ``settings_json``), the source files
+    (``source_manifest``, :func:`source_manifest` taken before loading) and the loader's
+    warnings (``load_warnings``, JSON list). An excluded patient's old cache file is removed, so
+    no stale volume is ever served for it.
+    """
     t0 = time.perf_counter()
+    manifest = source_manifest(ref)
     try:
         patient = tcia.load_patient(ref)
     except tcia.CohortDataError as err:
+        stale = Path(out_path).is_file()
+        Path(out_path).unlink(missing_ok=True)
         return {
             "patient_id": ref.patient_id,
             "status": "excluded",
-            "reason": f"{type(err).__name__}: {err}",
+            "reason": f"{type(err).__name__}: {err}"
+            + (" (old cache file removed)" if stale else ""),
             "seconds": time.perf_counter() - t0,
         }
     arrays = preprocess_patient(patient, cfg, clahe_mode=clahe_mode)
-    atomic_savez(out_path, settings_hash=np.asarray(digest), **arrays)
+    atomic_savez(
+        out_path,
+        settings_hash=np.asarray(digest),
+        settings_json=np.asarray(settings_json(cfg, clahe_mode)),
+        source_manifest=np.asarray(json.dumps(manifest, sort_keys=True)),
+        load_warnings=np.asarray(json.dumps(list(patient.warnings))),
+        **arrays,
+    )
     return {
         "patient_id": ref.patient_id,
         "status": "done",
         "reason": "",
         "centre_method": str(arrays["centre_method"]),
+        "warnings": "; ".join(patient.warnings),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+        return
+    except Timeout:
+        pass
+    log.warning(
+        "another preprocessing run is using %s; waiting for its lock %s", out_dir, lock.lock_file
+    )
+    try:
+        lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
+    except Timeout as err:
+        raise PreprocessLocked(
+            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (waited {timeout_s} s); "
+            "wait for it to finish, or remove the lock file if no run is alive"
+        ) from err
 
 
 def preprocess_cohort(
@@ -378,14 +632,21 @@ def preprocess_cohort(
     progress: bool = True,
     mp_context: str = "spawn",
     worker: Callable[..., dict] = process_one,
+    lock_timeout_s: float | None = None,
 ) -> pd.DataFrame:
     """Preprocess every patient of ``paths.cohort_dir`` into ``paths.processed_dir``.
 
-    Resumable: a patient whose ``<id>.npz`` exists with the same settings hash is ``cached``;
-    files are written atomically, so a killed run leaves no half file (leftover ``.*.tmp``
-    files are removed at start). Patients run in parallel in ``n_jobs`` processes
-    (``ProcessPoolExecutor``, ``spawn`` context: safe after torch/OpenMP initialisation);
-    ``n_jobs <= 1`` runs in this process.
+    Resumable and honest: a patient's ``<id>.npz`` is served (``cached``) only when it was
+    written with the same settings **and** from the same source files (SOP instance UIDs, sizes
+    and modification times: :func:`source_manifest`); otherwise it is rebuilt and the report
+    says why (``rebuilt``, e.g. "source changed: 1 file removed", "config changed: depth 16 ->
+    8"). Files are written atomically, so a killed run leaves no half file; a rerun resumes and
+    writes byte-identical files. Runs sharing one cache folder are serialised by a lock file
+    (``processed_dir/.preprocess.lock``, ``filelock``): a second run waits, then finds the
+    first one's files cached. Leftover temporary files of dead runs are removed under the lock.
+    Patient IDs that cannot name a file (:func:`check_patient_id`) are excluded with the reason.
+    Patients run in parallel in ``n_jobs`` processes (``ProcessPoolExecutor``, ``spawn``
+    context: safe after torch/OpenMP initialisation); ``n_jobs <= 1`` runs in this process.
 
     Parameters
     ----------
@@ -401,52 +662,110 @@ def preprocess_cohort(
         Multiprocessing start method.
     worker : callable
         Per-patient function (``process_one``); a hook for tests.
+    lock_timeout_s : float, optional
+        Longest wait for another run's lock (``None``: wait until it finishes).
 
     Returns
     -------
     pd.DataFrame
-        ``patient_id``, ``status`` (``done`` / ``cached`` / ``excluded``), ``reason`` (the
-        exclusion reason, or the centre method), ``seconds``; also written atomically to
-        ``processed_dir/report.csv``.
+        ``patient_id``, ``status`` (``done`` / ``cached`` / ``rebuilt`` / ``excluded``),
+        ``reason`` (why excluded or rebuilt), ``centre_method``, ``warnings`` (what the loader
+        found unusual, e.g. missing optional structures), ``seconds``; also written atomically
+        to ``processed_dir/report.csv``.
 
     Raises
     ------
     PreprocessInterrupted
         When a worker process died; the report of finished patients is written first, and a
         rerun resumes.
+    PreprocessLocked
+        When ``lock_timeout_s`` passed while another run held the lock.
     """
+    from filelock import FileLock
+
     cfg = get_profile(profile).preprocess
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for tmp in out_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    lock = FileLock(out_dir / LOCK_NAME)
+    _acquire(lock, out_dir, lock_timeout_s)
+    try:
+        return _preprocess_locked(
+            paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
+        )
+    finally:
+        lock.release()
+
+
+def _preprocess_locked(
+    paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
+) -> pd.DataFrame:
+    remove_stale_temps(out_dir)
     digest = settings_hash(cfg, clahe_mode)
+    settings = settings_json(cfg, clahe_mode)
     refs = tcia.discover(paths.cohort_dir)
     if ids is not None:
         by_id = {r.patient_id: r for r in refs}
         refs = [by_id.get(str(i), tcia.PatientRef(str(i), Path(paths.cohort_dir))) for i in ids]
-    rows, todo = [], []
+    folded: dict[str, list[str]] = {}
     for ref in refs:
-        out = out_dir / f"{ref.patient_id}.npz"
-        if is_cached(out, digest):
+        folded.setdefault(ref.patient_id.casefold(), []).append(ref.patient_id)
+    rows, todo, rebuilt = [], [], {}
+    for ref in refs:
+        try:
+            out = cache_path(out_dir, ref.patient_id)
+            twins = folded[ref.patient_id.casefold()]
+            if len(twins) > 1:
+                raise UnsafePatientIdError(
+                    f"patient IDs {twins} (files under {ref.path}) differ only in case: their "
+                    "cache files would collide on case-insensitive file systems"
+                )
+        except UnsafePatientIdError as err:
+            if "files under" not in str(err):
+                err = UnsafePatientIdError(f"{err} (files under {ref.path})")
+            rows.append(
+                {
+                    "patient_id": ref.patient_id,
+                    "status": "excluded",
+                    "reason": f"{type(err).__name__}: {err}",
+                    "seconds": 0.0,
+                }
+            )
+            continue
+        state, why = cache_state(out, digest, settings, source_manifest(ref))
+        if state == "cached":
             with np.load(out) as cached:
                 method = str(cached["centre_method"]) if "centre_method" in cached else ""
+                warns = (
+                    json.loads(str(cached["load_warnings"]))
+                    if "load_warnings" in cached.files
+                    else []
+                )
             rows.append(
                 {
                     "patient_id": ref.patient_id,
                     "status": "cached",
                     "reason": "",
                     "centre_method": method,
+                    "warnings": "; ".join(warns),
                     "seconds": 0.0,
                 }
             )
         else:
+            if state == "rebuilt":
+                rebuilt[ref.patient_id] = why
             todo.append((ref, out))
     bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
     broken: BaseException | None = None
+
+    def _row(row: dict) -> dict:
+        pid = row["patient_id"]
+        if pid in rebuilt and row.get("status") == "done":
+            row = {**row, "status": "rebuilt", "reason": rebuilt[pid]}
+        return row
+
     if n_jobs <= 1:
         for ref, out in todo:
-            rows.append(worker(ref, cfg, out, digest, clahe_mode))
+            rows.append(_row(worker(ref, cfg, out, digest, clahe_mode)))
             bar.update()
     else:
         ctx = mp.get_context(mp_context)
@@ -456,13 +775,14 @@ def preprocess_cohort(
             }
             for fut in as_completed(futures):
                 try:
-                    rows.append(fut.result())
+                    rows.append(_row(fut.result()))
                 except BrokenProcessPool as err:
                     broken = err
                 bar.update()
     bar.close()
     report = pd.DataFrame(
-        rows, columns=["patient_id", "status", "reason", "centre_method", "seconds"]
+        rows,
+        columns=["patient_id", "status", "reason", "centre_method", "warnings", "seconds"],
     )
     report = report.sort_values("patient_id").reset_index(drop=True)
     _atomic_csv(report, out_dir / "report.csv")

@@ -23,6 +23,21 @@ Choices
 * ``direction`` follows the ITK convention: a row-major 3x3 matrix whose columns are the
   directions of the array axes X (row cosine), Y (column cosine) and Z (slice normal).
 * ``origin`` is ``ImagePositionPatient`` (x, y, z mm, LPS) of slice index 0.
+* **Memory**: SEG frames are decoded one at a time (``segread(lazy_frame_retrieval=True)``,
+  ``get_stored_frame``) straight into one volume per structure of ``MASK_NAMES``; each tumour
+  segment is kept as a bounding-box crop (:class:`LesionMask`), so a SEG with dozens of tumours
+  costs little more than one with one (``benchmarks/seg_memory.py``).
+* **Overlapping second acquisition**: when the CT series holds several slices at one position,
+  the slices kept are exactly those the SEG was made from (the SOP instance UIDs of its
+  ``ReferencedSeriesSequence`` and of its frames' ``DerivationImageSequence``), provided they
+  hold one slice per position; they then pass the usual gap and spacing checks. Otherwise the
+  patient is excluded with a :class:`SliceGeometryError` naming the duplicated files. Likewise,
+  several CT series for one patient are resolved by the one series the SEG references.
+* **Missing structures**: a SEG without ``Liver_Remnant``, ``Hepatic``, ``Portal`` or tumour
+  segments (e.g. from another tool) loads with those masks empty and a warning in
+  ``Patient.warnings``; without ``Portal`` the preprocessing centres the crop on the liver's
+  centre of mass instead of the portal-vein bifurcation (``centre_method``). ``Liver`` is
+  required (mask channel and last anatomical fallback of the crop centre).
 """
 
 from __future__ import annotations
@@ -52,6 +67,16 @@ SEG_MODALITY = "SEG"
 #: uneven; absolute floor in mm.
 SPACING_RTOL = 0.05
 SPACING_ATOL_MM = 0.01
+
+#: Structures without which a patient is excluded (see the module docstring).
+REQUIRED_STRUCTURES = ("liver",)
+
+#: File names and suffixes that are never DICOM and are skipped by :func:`discover`.
+SKIP_NAMES = {"dicomdir", "thumbs.db", "desktop.ini", "license", "readme", "version"}
+SKIP_SUFFIXES = set(
+    ".csv .xlsx .xls .json .md .txt .npz .tsv .xml .log .html .pdf .zip .png .jpg .jpeg .nii "
+    ".gz .nrrd .py .tmp .lock".split()
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,6 +118,10 @@ class EmptySegmentError(CohortDataError):
     """A segment declared in the SEG has no foreground voxel."""
 
 
+class NoDicomError(CohortDataError):
+    """A path holds no readable DICOM file of any patient."""
+
+
 # --------------------------------------------------------------------------------------------
 # Data classes
 # --------------------------------------------------------------------------------------------
@@ -112,6 +141,8 @@ class PatientRef:
         DICOM-SEG files.
     unreadable : list[tuple[Path, str]]
         Files under the patient's folder that could not be parsed (path, error).
+    sop_uids : dict[Path, str]
+        ``SOPInstanceUID`` of each CT and SEG file (keys the preprocessing cache).
     """
 
     patient_id: str
@@ -119,6 +150,7 @@ class PatientRef:
     ct_series: dict[str, list[Path]] = field(default_factory=dict)
     seg_files: list[Path] = field(default_factory=list)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    sop_uids: dict[Path, str] = field(default_factory=dict)
 
     @property
     def ct_dir(self) -> Path | None:
@@ -131,6 +163,64 @@ class PatientRef:
     def seg_file(self) -> Path | None:
         """The (first) SEG file, ``None`` without SEG."""
         return self.seg_files[0] if self.seg_files else None
+
+
+@dataclass(frozen=True)
+class LesionMask:
+    """One tumour segment stored as its bounding-box crop (memory-bounded).
+
+    ``np.asarray(lesion)`` gives the full bool ``[Z, Y, X]`` volume on demand, so code written
+    for full masks keeps working; ``box``/``crop`` let :mod:`crlm_lib.data.lesions` work on the
+    crop without building the volume.
+
+    Attributes
+    ----------
+    shape : tuple[int, int, int]
+        ``(Z, Y, X)`` of the CT grid.
+    box : tuple[slice, slice, slice]
+        Tight bounding box of the foreground on that grid.
+    crop : np.ndarray
+        bool, ``shape`` of the box.
+    """
+
+    shape: tuple[int, int, int]
+    box: tuple[slice, slice, slice]
+    crop: np.ndarray
+
+    @classmethod
+    def from_volume(cls, mask: np.ndarray) -> LesionMask:
+        """Crop a full bool volume to its bounding box (an empty mask keeps a 0-size box)."""
+        from scipy import ndimage
+
+        mask = np.asarray(mask, bool)
+        found = ndimage.find_objects(mask.astype(np.uint8))
+        box = found[0] if found else (slice(0, 0),) * 3
+        return cls(tuple(mask.shape), tuple(box), mask[box].copy())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        full = np.zeros(self.shape, bool)
+        full[self.box] = self.crop
+        return full if dtype is None else full.astype(dtype)
+
+    def any(self, axis=None, out=None, **kwargs):
+        """``np.any`` without building the full volume (for ``axis=None``)."""
+        if axis is None and out is None and not kwargs:
+            return bool(self.crop.any())
+        return np.asarray(self).any(axis=axis, out=out, **kwargs)
+
+    def sum(self, axis=None, **kwargs):
+        """Voxel count without building the full volume (for ``axis=None``)."""
+        if axis is None and not kwargs:
+            return int(self.crop.sum())
+        return np.asarray(self).sum(axis=axis, **kwargs)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(bool)
 
 
 @dataclass
@@ -151,13 +241,17 @@ class Patient:
     masks : dict[str, np.ndarray]
         bool ``[Z, Y, X]`` for each name of ``MASK_NAMES``; ``tumour`` is the union of the
         ``Tumor_*`` segments.
-    lesions : list[np.ndarray]
-        bool ``[Z, Y, X]``, one per tumour segment (in segment-number order).
+    lesions : list[LesionMask]
+        One per tumour segment (in segment-number order), as bounding-box crops;
+        ``np.asarray(lesion)`` is the bool ``[Z, Y, X]`` mask.
     ct_files : list[Path]
         CT files in slice order.
     seg_file : Path
     lesion_labels : list[str]
         ``SegmentLabel`` of each entry of ``lesions``.
+    warnings : list[str]
+        What was unusual but did not exclude the patient (missing optional structures,
+        dropped duplicate slices, unrecognised segments); each names patient and file.
     """
 
     patient_id: str
@@ -170,19 +264,26 @@ class Patient:
     ct_files: list[Path]
     seg_file: Path
     lesion_labels: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
 # Discovery
 # --------------------------------------------------------------------------------------------
+def _may_be_dicom(p: Path) -> bool:
+    """Not hidden, not a known non-DICOM name or suffix (``SKIP_NAMES``, ``SKIP_SUFFIXES``)."""
+    return (
+        not p.name.startswith(".")
+        and p.suffix.lower() not in SKIP_SUFFIXES
+        and p.name.lower() not in SKIP_NAMES
+    )
+
+
 def _candidate_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` that may be DICOM (hidden files and CSVs skipped)."""
-    skip_suffix = {".csv", ".xlsx", ".xls", ".json", ".md", ".txt", ".npz", ".tsv"}
-    out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in skip_suffix:
-            out.append(p)
-    return out
+    """Every regular file under ``root`` (or ``root`` itself) that may be DICOM."""
+    if root.is_file():
+        return [root]
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and _may_be_dicom(p)]
 
 
 def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
@@ -197,19 +298,25 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
     Parameters
     ----------
     root : path
-        Cohort root, a patient folder, or any folder above DICOM files.
+        Cohort root, a patient folder, a series folder, or one DICOM file (then its whole folder,
+        i.e. its series, is read).
     progress : bool
         Show a tqdm bar over files.
 
     Returns
     -------
     list[PatientRef]
-        Sorted by ``patient_id``.
+        Sorted by ``patient_id``; empty when ``root`` holds no DICOM file (a warning says what
+        was expected).
     """
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"cohort folder {root} does not exist")
-    groups: dict[str, dict] = defaultdict(lambda: {"ct": defaultdict(list), "seg": [], "files": []})
+    if root.is_file():
+        root = root.parent
+    groups: dict[str, dict] = defaultdict(
+        lambda: {"ct": defaultdict(list), "seg": [], "files": [], "sops": {}}
+    )
     bad: list[tuple[Path, str]] = []
     files = _candidate_files(root)
     for f in tqdm(files, desc="discover DICOM", disable=not progress, leave=False):
@@ -217,16 +324,18 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
             ds = pydicom.dcmread(
                 f,
                 stop_before_pixels=True,
-                specific_tags=["PatientID", "Modality", "SeriesInstanceUID"],
+                specific_tags=["PatientID", "Modality", "SeriesInstanceUID", "SOPInstanceUID"],
             )
             modality = str(ds.Modality)
             pid = str(ds.PatientID)
             series = str(ds.SeriesInstanceUID)
+            sop = str(ds.get("SOPInstanceUID", ""))
         except Exception as err:  # noqa: BLE001 - any parse failure is reported, not raised
             bad.append((f, f"{type(err).__name__}: {err}"))
             continue
         g = groups[pid]
         g["files"].append(f)
+        g["sops"][f] = sop
         if modality == CT_MODALITY:
             g["ct"][series].append(f)
         elif modality == SEG_MODALITY:
@@ -240,6 +349,7 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
                 path=folder,
                 ct_series={k: sorted(v) for k, v in g["ct"].items()},
                 seg_files=sorted(g["seg"]),
+                sop_uids=dict(g["sops"]),
             )
         )
     # attribute unreadable files to the patient whose folder contains them (deepest match)
@@ -249,7 +359,17 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
             max(owners, key=lambda r: len(r.path.parts)).unreadable.append((f, why))
         else:
             log.warning("unreadable file outside any patient folder: %s (%s)", f, why)
+    if not refs:
+        log.warning("%s", _nothing_found(root, files))
     return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _nothing_found(root: Path, files: Sequence[Path]) -> str:
+    return (
+        f"no readable DICOM file with a PatientID under {root} ({len(files)} candidate file(s)); "
+        "expected the collection folder (patient folders CRLM-CT-*), a patient folder, a series "
+        "folder or one DICOM file"
+    )
 
 
 def _common_parent(files: Sequence[Path]) -> Path:
@@ -312,9 +432,16 @@ def _orientation(ds: pydicom.Dataset) -> np.ndarray:
     return np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
 
 
-def _load_ct(pid: str, files: Sequence[Path]) -> dict:
-    """Read one CT series; return volume, geometry and SOP UIDs (slice order)."""
+def _load_ct(
+    pid: str, files: Sequence[Path], seg_sops: set[str] | None = None, seg_file: Path | None = None
+) -> dict:
+    """Read one CT series; return volume, geometry and SOP UIDs (slice order).
+
+    ``seg_sops`` (the SOP instance UIDs the SEG was made from) resolve duplicated positions (an
+    overlapping second acquisition): see the module docstring.
+    """
     slices = []
+    warnings: list[str] = []
     for f in files:
         ds = _read(f, pid, "CT")
         try:
@@ -336,6 +463,7 @@ def _load_ct(pid: str, files: Sequence[Path]) -> dict:
                 "sop": str(ds.SOPInstanceUID),
             }
         )
+    slices = _drop_copies(pid, slices, warnings)
     ref = slices[0]
     for s in slices[1:]:
         if s["hu"].shape != ref["hu"].shape:
@@ -357,16 +485,13 @@ def _load_ct(pid: str, files: Sequence[Path]) -> dict:
         s["z"] = float(s["ipp"] @ normal)
     slices.sort(key=lambda s: s["z"])
     z = np.array([s["z"] for s in slices])
+    dup = np.flatnonzero(np.diff(z) < SPACING_ATOL_MM)
+    if dup.size:
+        slices = _resolve_duplicates(pid, slices, z, dup, seg_sops, seg_file, warnings)
+        z = np.array([s["z"] for s in slices])
     if len(z) < 2:
         raise SliceGeometryError(f"{pid}: CT series in {ref['file'].parent} has a single slice")
     diffs = np.diff(z)
-    dup = np.flatnonzero(diffs < SPACING_ATOL_MM)
-    if dup.size:
-        i = int(dup[0])
-        raise SliceGeometryError(
-            f"{pid}: CT slices {slices[i]['file']} and {slices[i + 1]['file']} share the "
-            f"position z={z[i]:.2f} mm"
-        )
     dz = float(np.median(diffs))
     tol = max(SPACING_ATOL_MM, SPACING_RTOL * dz)
     for i, d in enumerate(diffs):
@@ -386,8 +511,11 @@ def _load_ct(pid: str, files: Sequence[Path]) -> dict:
             f"{slices[i + 1]['file']})"
         )
     direction = np.stack([row, col, normal], axis=1)  # columns = X, Y, Z axis directions
+    ct = np.empty((len(slices), *ref["hu"].shape), np.float32)
+    for k, s in enumerate(slices):  # slice by slice: peak ~ one volume, not two (np.stack)
+        ct[k] = s.pop("hu")
     return {
-        "ct": np.stack([s["hu"] for s in slices]).astype(np.float32),
+        "ct": ct,
         "spacing": (dz, ref["ps"][0], ref["ps"][1]),
         "origin": tuple(float(v) for v in slices[0]["ipp"]),
         "direction": tuple(float(v) for v in direction.ravel()),
@@ -398,53 +526,134 @@ def _load_ct(pid: str, files: Sequence[Path]) -> dict:
         "ipp0": slices[0]["ipp"],
         "sops": [s["sop"] for s in slices],
         "files": [s["file"] for s in slices],
+        "warnings": warnings,
     }
+
+
+def _drop_copies(pid: str, slices: list[dict], warnings: list[str]) -> list[dict]:
+    """Drop exact copies of one SOP instance (same UID, position and pixels) with a warning."""
+    first: dict[str, dict] = {}
+    out = []
+    for s in slices:
+        seen = first.get(s["sop"])
+        if seen is None:
+            first[s["sop"]] = s
+            out.append(s)
+            continue
+        if np.array_equal(seen["ipp"], s["ipp"]) and np.array_equal(seen["hu"], s["hu"]):
+            warnings.append(
+                f"{pid}: CT file {s['file']} is a copy of {seen['file']} (same SOP instance "
+                f"{s['sop']}); ignored"
+            )
+            continue
+        raise SliceGeometryError(
+            f"{pid}: CT files {seen['file']} and {s['file']} share the SOP instance UID "
+            f"{s['sop']} but differ in position or pixels"
+        )
+    return out
+
+
+def _resolve_duplicates(
+    pid: str,
+    slices: list[dict],
+    z: np.ndarray,
+    dup: np.ndarray,
+    seg_sops: set[str] | None,
+    seg_file: Path | None,
+    warnings: list[str],
+) -> list[dict]:
+    """Keep the slices the SEG was made from when several slices share a position."""
+    i = int(dup[0])
+    pair = f"{slices[i]['file']} and {slices[i + 1]['file']}"
+    n_dup = int(dup.size)
+    if not seg_sops:
+        raise SliceGeometryError(
+            f"{pid}: CT slices {pair} share the position z={z[i]:.2f} mm ({n_dup} duplicated "
+            f"position(s): overlapping acquisitions?) and no SEG names the slices it was made from"
+        )
+    keep = [s for s in slices if s["sop"] in seg_sops]
+    kz = np.array([s["z"] for s in keep])
+    kdup = np.flatnonzero(np.diff(kz) < SPACING_ATOL_MM) if len(kz) > 1 else np.array([], int)
+    if len(keep) < 2 or kdup.size:
+        why = (
+            f"the SEG {seg_file} references {len(keep)} of them"
+            if len(keep) < 2
+            else f"the SEG {seg_file} references both {keep[int(kdup[0])]['file']} and "
+            f"{keep[int(kdup[0]) + 1]['file']} at z={kz[int(kdup[0])]:.2f} mm"
+        )
+        raise SliceGeometryError(
+            f"{pid}: CT slices {pair} share the position z={z[i]:.2f} mm ({n_dup} duplicated "
+            f"position(s)) and {why}: cannot tell which acquisition to use"
+        )
+    dropped = [s["file"] for s in slices if s["sop"] not in seg_sops]
+    warnings.append(
+        f"{pid}: CT series in {slices[0]['file'].parent} has {n_dup} duplicated slice "
+        f"position(s) (overlapping acquisition); kept the {len(keep)} slices the SEG {seg_file} "
+        f"was made from and dropped {len(dropped)} file(s) ({dropped[0].name}, ...)"
+    )
+    return keep
 
 
 # --------------------------------------------------------------------------------------------
 # SEG
 # --------------------------------------------------------------------------------------------
-def _read_seg(pid: str, path: Path):
+def _open_seg(pid: str, path: Path):
+    """Parse a SEG's header; frames are decoded later, one at a time (lazy retrieval)."""
     import highdicom as hd
 
     try:
-        seg = hd.seg.segread(path)
-        frames = np.asarray(seg.pixel_array)
+        return hd.seg.segread(path, lazy_frame_retrieval=True)
     except Exception as err:  # noqa: BLE001
         raise DicomReadError(f"{pid}: cannot read SEG file {path}: {err}") from err
-    return seg, frames
 
 
-def _load_seg(pid: str, path: Path, ct: dict, series_uid: str) -> dict:
-    seg, frames = _read_seg(pid, path)
+def _seg_references(seg) -> tuple[list[str], set[str]]:
+    """Series UIDs and SOP instance UIDs the SEG says it was made from."""
+    series, sops = [], set()
+    for item in getattr(seg, "ReferencedSeriesSequence", []):
+        series.append(str(item.SeriesInstanceUID))
+        for inst in getattr(item, "ReferencedInstanceSequence", []):
+            sops.add(str(inst.ReferencedSOPInstanceUID))
+    for fg in getattr(seg, "PerFrameFunctionalGroupsSequence", []):
+        for der in getattr(fg, "DerivationImageSequence", []):
+            for src in getattr(der, "SourceImageSequence", []):
+                sops.add(str(src.ReferencedSOPInstanceUID))
+    return series, sops
+
+
+def _load_seg(pid: str, path: Path, seg, ct: dict, series_uid: str) -> dict:
+    """Masks on the CT grid, decoding one frame at a time (see "Memory" in the docstring)."""
     nz, ny, nx = ct["ct"].shape
+    warnings: list[str] = []
     # --- references ------------------------------------------------------------------------
-    ref_series = [
-        str(item.SeriesInstanceUID) for item in getattr(seg, "ReferencedSeriesSequence", [])
-    ]
+    ref_series, _ = _seg_references(seg)
     if ref_series and series_uid not in ref_series:
         raise SegReferenceError(
             f"{pid}: SEG {path} references series {ref_series}, not the CT series "
             f"{series_uid} ({ct['files'][0].parent})"
         )
     _check_sources(pid, path, seg, ct["sops"])
-    if frames.ndim == 2:
-        frames = frames[None]
-    n_frames = int(getattr(seg, "NumberOfFrames", frames.shape[0]))
-    if frames.shape[0] != n_frames or frames.shape[1:] != (ny, nx):
+    groups = list(getattr(seg, "PerFrameFunctionalGroupsSequence", []))
+    n_frames = int(getattr(seg, "NumberOfFrames", 1) or 1)
+    shape = (int(seg.Rows), int(seg.Columns))
+    if len(groups) != n_frames or shape != (ny, nx):
         raise SegGeometryError(
-            f"{pid}: SEG {path} frames have shape {frames.shape[1:]} (x{frames.shape[0]}), "
-            f"CT slices {(ny, nx)}"
+            f"{pid}: SEG {path} frames have shape {shape} (x{n_frames}, {len(groups)} per-frame "
+            f"groups), CT slices {(ny, nx)}"
         )
     seg_type = str(getattr(seg, "SegmentationType", "BINARY"))
-    if seg_type == "FRACTIONAL":
-        frames = frames > float(getattr(seg, "MaximumFractionalValue", 255)) / 2
-    else:
-        frames = frames > 0
+    threshold = (
+        float(getattr(seg, "MaximumFractionalValue", 255)) / 2 if seg_type == "FRACTIONAL" else 0
+    )
     # --- segments --------------------------------------------------------------------------
     segments: dict[int, str] = {}
     for item in seg.SegmentSequence:
         segments[int(item.SegmentNumber)] = str(item.SegmentLabel)
+    names: dict[int, str | None] = {}
+    for number, label in sorted(segments.items()):
+        names[number] = canonical_label(label)
+        if names[number] is None:
+            warnings.append(f"{pid}: SEG {path} segment {number} {label!r} not recognised; ignored")
     # --- frame placement -------------------------------------------------------------------
     sop_index = {s: i for i, s in enumerate(ct["sops"])}
     shared = (
@@ -460,44 +669,91 @@ def _load_seg(pid: str, path: Path, ct: dict, series_uid: str) -> dict:
             )
     dz = ct["spacing"][0]
     dy, dx = ct["spacing"][1], ct["spacing"][2]
-    vols: dict[int, np.ndarray] = {n: np.zeros((nz, ny, nx), bool) for n in segments}
-    for i, fg in enumerate(seg.PerFrameFunctionalGroupsSequence):
+    # one volume per structure; tumours as in-plane crops of their non-empty frames
+    masks = {name: np.zeros((nz, ny, nx), bool) for name in MASK_NAMES}
+    found: dict[int, bool] = {n: False for n in segments}
+    parts: dict[int, list[tuple[int, int, int, np.ndarray]]] = defaultdict(list)
+    for i, fg in enumerate(groups):
         try:
             number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         except (AttributeError, IndexError) as err:
             raise SegGeometryError(f"{pid}: SEG {path} frame {i + 1} names no segment") from err
-        if number not in vols:
+        if number not in segments:
             raise SegmentLabelError(
                 f"{pid}: SEG {path} frame {i + 1} refers to undeclared segment {number}"
             )
         k = _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx)
-        vols[number][k] |= frames[i]
-    # --- masks -----------------------------------------------------------------------------
-    masks = {name: np.zeros((nz, ny, nx), bool) for name in MASK_NAMES}
+        name = names[number]
+        if name is None:
+            continue
+        try:
+            frame = np.asarray(seg.get_stored_frame(i, as_index=True)) > threshold
+        except Exception as err:  # noqa: BLE001 - truncated or undecodable pixel data
+            raise DicomReadError(
+                f"{pid}: cannot decode frame {i + 1} of SEG file {path}: {err}"
+            ) from err
+        rows = np.flatnonzero(frame.any(axis=1))
+        if rows.size == 0:
+            continue
+        found[number] = True
+        masks[name][k] |= frame
+        if name == "tumour":
+            cols = np.flatnonzero(frame.any(axis=0))
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            parts[number].append((k, int(r0), int(c0), frame[r0:r1, c0:c1].copy()))
+    # --- checks and lesions ----------------------------------------------------------------
     lesions, lesion_labels = [], []
     for number in sorted(segments):
-        label = segments[number]
-        name = canonical_label(label)
+        label, name = segments[number], names[number]
         if name is None:
-            log.warning(
-                "%s: SEG %s segment %d %r not recognised; ignored", pid, path, number, label
-            )
             continue
-        if not vols[number].any():
+        if not found[number]:
             raise EmptySegmentError(
                 f"{pid}: SEG {path} segment {number} ({label!r}) has no foreground voxel"
             )
-        masks[name] |= vols[number]
         if name == "tumour":
-            lesions.append(vols[number])
+            lesions.append(_lesion_from_parts(parts.pop(number), (nz, ny, nx)))
             lesion_labels.append(label)
-    missing = [n for n in MASK_NAMES if not masks[n].any()]
-    if missing:
+    labels = sorted(segments.values())
+    missing_required = [n for n in REQUIRED_STRUCTURES if not masks[n].any()]
+    if missing_required:
         raise SegmentLabelError(
-            f"{pid}: SEG {path} has no segment for {missing} "
-            f"(labels found: {sorted(segments.values())})"
+            f"{pid}: SEG {path} has no segment for the required structure(s) "
+            f"{missing_required} (labels found: {labels})"
         )
-    return {"masks": masks, "lesions": lesions, "lesion_labels": lesion_labels}
+    for name in MASK_NAMES:
+        if masks[name].any():
+            continue
+        consequence = {
+            "portal": "the crop is centred on the liver's centre of mass instead of the "
+            "portal-vein bifurcation",
+            "tumour": "no lesion features",
+        }.get(name, "its mask channel is empty")
+        warnings.append(
+            f"{pid}: SEG {path} has no {name!r} segment: {consequence} (labels: {labels})"
+        )
+    return {
+        "masks": masks,
+        "lesions": lesions,
+        "lesion_labels": lesion_labels,
+        "warnings": warnings,
+    }
+
+
+def _lesion_from_parts(
+    parts: list[tuple[int, int, int, np.ndarray]], shape: tuple[int, int, int]
+) -> LesionMask:
+    """Assemble one tumour's frame crops ``(slice, row0, col0, crop)`` into a LesionMask."""
+    z0 = min(p[0] for p in parts)
+    z1 = max(p[0] for p in parts) + 1
+    r0 = min(p[1] for p in parts)
+    r1 = max(p[1] + p[3].shape[0] for p in parts)
+    c0 = min(p[2] for p in parts)
+    c1 = max(p[2] + p[3].shape[1] for p in parts)
+    crop = np.zeros((z1 - z0, r1 - r0, c1 - c0), bool)
+    for k, r, c, sub in parts:
+        crop[k - z0, r - r0 : r - r0 + sub.shape[0], c - c0 : c - c0 + sub.shape[1]] |= sub
+    return LesionMask(shape, (slice(z0, z1), slice(r0, r1), slice(c0, c1)), crop)
 
 
 def _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx) -> int:
@@ -555,7 +811,7 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
     Parameters
     ----------
     ref_or_path : PatientRef or path
-        A reference from :func:`discover`, or a folder holding exactly one patient.
+        A reference from :func:`discover`, or a folder (or file) holding exactly one patient.
 
     Returns
     -------
@@ -567,12 +823,14 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
         A subclass naming the patient and file: :class:`DicomReadError`,
         :class:`MissingSeriesError`, :class:`MultipleSeriesError`, :class:`SliceGeometryError`,
         :class:`SegReferenceError`, :class:`SegGeometryError`, :class:`SegmentLabelError`,
-        :class:`EmptySegmentError`.
+        :class:`EmptySegmentError`, :class:`NoDicomError`.
     """
     if isinstance(ref_or_path, PatientRef):
         ref = ref_or_path
     else:
         refs = discover(ref_or_path)
+        if not refs:
+            raise NoDicomError(_nothing_found(Path(ref_or_path), []))
         if len(refs) != 1:
             raise MultipleSeriesError(
                 f"{ref_or_path}: expected one patient, found {[r.patient_id for r in refs]}"
@@ -581,25 +839,50 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
     pid = ref.patient_id
     if ref.unreadable:
         f, why = ref.unreadable[0]
-        raise DicomReadError(f"{pid}: cannot read DICOM file {f}: {why}")
+        more = f" (and {len(ref.unreadable) - 1} more)" if len(ref.unreadable) > 1 else ""
+        if f.is_file() and f.stat().st_size == 0:
+            why = "the file is empty (0 bytes)"
+        elif "InvalidDicomError" in why:
+            why = (
+                "not a DICOM file (no 'DICM' header); a truncated download, or a stray file to "
+                "remove from the series folder"
+            )
+        raise DicomReadError(f"{pid}: cannot read DICOM file {f}{more}: {why}")
     if not ref.ct_series:
         raise MissingSeriesError(f"{pid}: no CT series under {ref.path}")
-    if len(ref.ct_series) > 1:
-        folders = sorted({str(v[0].parent) for v in ref.ct_series.values()})
-        raise MultipleSeriesError(
-            f"{pid}: {len(ref.ct_series)} CT series under {ref.path} ({folders}); expected one"
-        )
     if not ref.seg_files:
-        raise MissingSeriesError(f"{pid}: no DICOM-SEG under {ref.path}")
+        raise MissingSeriesError(
+            f"{pid}: no DICOM-SEG under {ref.path} (the CT and the SEG series must both lie under "
+            "the folder given: pass the patient or cohort folder, not a series folder or file)"
+        )
     if len(ref.seg_files) > 1:
         raise MultipleSeriesError(
             f"{pid}: {len(ref.seg_files)} SEG files under {ref.path} "
             f"({[str(p) for p in ref.seg_files]}); expected one"
         )
-    series_uid, files = next(iter(ref.ct_series.items()))
-    ct = _load_ct(pid, files)
     seg_path = ref.seg_files[0]
-    seg_out = _load_seg(pid, seg_path, ct, series_uid)
+    seg = _open_seg(pid, seg_path)
+    ref_series, ref_sops = _seg_references(seg)
+    warnings: list[str] = []
+    series_uid, files = next(iter(ref.ct_series.items()))
+    if len(ref.ct_series) > 1:
+        folders = sorted({str(v[0].parent) for v in ref.ct_series.values()})
+        chosen = [uid for uid in ref.ct_series if uid in ref_series]
+        if len(chosen) != 1:
+            raise MultipleSeriesError(
+                f"{pid}: {len(ref.ct_series)} CT series under {ref.path} ({folders}) and the SEG "
+                f"{seg_path} references {len(chosen)} of them; expected one"
+            )
+        series_uid, files = chosen[0], ref.ct_series[chosen[0]]
+        warnings.append(
+            f"{pid}: {len(ref.ct_series)} CT series under {ref.path}; using {files[0].parent}, "
+            f"the one the SEG {seg_path} references"
+        )
+    ct = _load_ct(pid, files, ref_sops, seg_path)
+    seg_out = _load_seg(pid, seg_path, seg, ct, series_uid)
+    warnings += ct["warnings"] + seg_out["warnings"]
+    for msg in warnings:
+        log.warning("%s", msg)
     return Patient(
         patient_id=pid,
         ct=ct["ct"],
@@ -611,6 +894,7 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
         ct_files=list(ct["files"]),
         seg_file=seg_path,
         lesion_labels=seg_out["lesion_labels"],
+        warnings=warnings,
     )
 
 

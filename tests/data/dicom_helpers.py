@@ -72,8 +72,12 @@ def write_ct(
     study_uid: str | None = None,
     frame_uid: str | None = None,
     shuffle_names: bool = True,
+    charset: str | None = None,
 ) -> tuple[list[Path], list[Dataset]]:
-    """Write one file per slice; file names deliberately not in slice order."""
+    """Write one file per slice; file names deliberately not in slice order.
+
+    ``charset`` sets ``SpecificCharacterSet`` (``"ISO_IR 192"`` = UTF-8 for non-ASCII IDs).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = generate_uid()
@@ -88,6 +92,8 @@ def write_ct(
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
+        if charset:
+            ds.SpecificCharacterSet = charset
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID = study_uid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -186,7 +187,105 @@ def test_cohort_cache_resume_and_report(cohort):
     assert data["masks"].shape == (5, d, s, s)
     assert tuple(data["source_shape"]) == (12, 24, 24)
     np.testing.assert_allclose(data["source_spacing_mm"], (2.5, 1.5, 1.5))
-    # changed settings -> recomputed, not cached
+    # kill + resume wrote the same bytes as one uninterrupted run
+    fresh = dataclasses.replace(cohort, processed_dir=cohort.processed_dir.parent / "fresh")
+    pp.preprocess_cohort(fresh, SMOKE, n_jobs=1, progress=False)
+    for pid in ("CRLM-CT-0001", "CRLM-CT-0002"):
+        name = f"{pid}.npz"
+        assert (out_dir / name).read_bytes() == (fresh.processed_dir / name).read_bytes(), pid
+    # changed settings -> rebuilt, and the report says what changed
     other = SMOKE.with_(preprocess=PreprocessConfig(depth=8, size=16))
-    changed = pp.preprocess_cohort(cohort, other, n_jobs=1, progress=False)
-    assert set(changed["status"]) == {"done", "excluded"}
+    changed = pp.preprocess_cohort(cohort, other, n_jobs=1, progress=False).set_index("patient_id")
+    assert changed["status"].to_dict() == {
+        "CRLM-CT-0001": "rebuilt",
+        "CRLM-CT-0002": "rebuilt",
+        "CRLM-CT-0003": "excluded",
+    }
+    assert changed.loc["CRLM-CT-0001", "reason"].startswith("config changed: ")
+    assert "depth 16 -> 8" in changed.loc["CRLM-CT-0001", "reason"]
+
+
+@pytest.mark.parametrize(
+    ("patient_id", "why"),
+    [
+        ("../x", "path separator"),
+        ("../../etc/x", "path separator"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("a\\b", "path separator"),
+        ("a\x00b", "control characters"),
+        (" CRLM-1", "leading or trailing spaces"),
+        ("CON", "Windows device name"),
+        ("a:b", "invalid file names on Windows"),
+        ("x" * 300, "longer than"),
+    ],
+)
+def test_unsafe_patient_ids_refused(tmp_path, patient_id, why):
+    with pytest.raises(pp.UnsafePatientIdError, match="cannot name a cache file") as err:
+        pp.cache_path(tmp_path, patient_id)
+    assert why in str(err.value)
+    assert repr(patient_id) in str(err.value)
+
+
+@pytest.mark.parametrize("patient_id", ["CRLM-CT-1001", "Müller-01", "患者 7", "a.b_c"])
+def test_safe_patient_ids_accepted(tmp_path, patient_id):
+    assert pp.cache_path(tmp_path, patient_id) == tmp_path / f"{patient_id}.npz"
+
+
+def _run_preprocess(paths, queue):
+    try:
+        report = pp.preprocess_cohort(paths, SMOKE, n_jobs=1, progress=False)
+        queue.put(("ok", dict(zip(report["patient_id"], report["status"]))))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def test_two_concurrent_runs_share_one_cache(cohort):
+    """Two runs at once on one cache: both succeed; the lock serialises them, so one builds."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_run_preprocess, args=(cohort, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    statuses = sorted(r[1]["CRLM-CT-0001"] for r in results)
+    assert statuses == ["cached", "done"]
+    assert all(r[1]["CRLM-CT-0003"] == "excluded" for r in results)
+    assert not list(cohort.processed_dir.glob(".*.tmp"))
+    for pid in ("CRLM-CT-0001", "CRLM-CT-0002"):
+        assert pp.load_processed(cohort.processed_dir, pid)["ct"].shape[0] == SMOKE.preprocess.depth
+
+
+def test_lock_held_by_another_run(cohort):
+    from filelock import FileLock
+
+    cohort.processed_dir.mkdir(parents=True)
+    with FileLock(cohort.processed_dir / pp.LOCK_NAME):
+        with pytest.raises(pp.PreprocessLocked, match="another preprocessing run holds"):
+            pp.preprocess_cohort(cohort, SMOKE, n_jobs=1, progress=False, lock_timeout_s=0.2)
+
+
+def test_only_stale_temps_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    live = tmp_path / f".CRLM-CT-0001.{os.getppid()}.abcd1234.npz.tmp"
+    stale = tmp_path / f".CRLM-CT-0002.{dead_pid}.abcd1234.npz.tmp"
+    legacy = tmp_path / ".CRLM-CT-0003.abcd1234.npz.tmp"
+    for f in (live, stale, legacy):
+        f.write_bytes(b"partial")
+    removed = pp.remove_stale_temps(tmp_path)
+    assert sorted(removed) == sorted([stale, legacy])
+    assert live.exists()

@@ -138,10 +138,19 @@ def test_uneven_spacing(patient_dir):
     assert patient_dir.patient_id in str(err.value)
 
 
-def test_two_ct_series(patient_dir):
+def test_two_ct_series_resolved_by_the_seg(patient_dir, tmp_path):
+    # a second series of the same patient: the SEG references the first, which is loaded
     write_ct(
-        patient_dir.folder / "study" / "3-CT", patient_dir.ct_hu, patient_id=patient_dir.patient_id
+        patient_dir.folder / "study" / "3-CT",
+        patient_dir.ct_hu + 5,
+        patient_id=patient_dir.patient_id,
     )
+    patient = tcia.load_patient(patient_dir.folder)
+    _assert_round_trip(patient, patient_dir)
+    assert any("2 CT series" in w and "1-CT" in w for w in patient.warnings)
+    # a SEG referencing neither series: ambiguous
+    _, other = write_ct(tmp_path / "other", patient_dir.ct_hu, patient_id=patient_dir.patient_id)
+    write_seg(patient_dir.seg_file, other, patient_dir.segments)
     with pytest.raises(tcia.MultipleSeriesError) as err:
         tcia.load_patient(patient_dir.folder)
     _message_names(err, patient_dir, "3-CT")
@@ -198,3 +207,18 @@ def test_load_cohort_excludes_bad_patient_with_reason(tmp_path):
     # asking for an id that is absent is reported too
     _, excluded = tcia.load_cohort(tmp_path, ids=["CRLM-CT-1001", "CRLM-CT-1999"], progress=False)
     assert excluded["patient_id"].tolist() == ["CRLM-CT-1999"]
+
+
+def test_lesion_mask_crop_round_trip(patient_dir):
+    patient = tcia.load_patient(patient_dir.folder)
+    lesion = patient.lesions[0]
+    assert isinstance(lesion, tcia.LesionMask)
+    truth = patient_dir.segments["Tumor_1"]
+    # the crop is the tight bounding box of the tumour, not a full volume
+    assert lesion.crop.size < truth.size / 10
+    assert lesion.crop.shape == tuple(s.stop - s.start for s in lesion.box)
+    assert lesion.any() and lesion.sum() == truth.sum()
+    assert np.any(lesion) and np.asarray(lesion, np.uint8).dtype == np.uint8
+    again = tcia.LesionMask.from_volume(truth)
+    np.testing.assert_array_equal(again.crop, lesion.crop)
+    assert again.box == lesion.box
