@@ -81,11 +81,16 @@ def censored_survival_nll(
     With ``p = softmax(survival_logits)`` the probability mass of the year of death,
 
     - death observed in bin ``c``: ``-log p_c``;
-    - censored in bin ``c`` (alive at the last follow-up, which falls in year ``c``): the
-      patient survived *past* the censoring bin, ``-log sum_{k>c} p_k``. The censoring year
-      itself is not counted as survived because follow-up ended inside it (conservative
-      choice; pycox's ``nll_pmf`` counts it). For ``c = 11`` there is no later bin: the record
-      carries no information about the 12-bin distribution and contributes 0.
+    - censored in bin ``c`` (alive at the last follow-up, which falls inside year ``c + 1``,
+      the interval ``[c, c + 1)``): ``-log sum_{k>c} p_k``, the probability of dying after
+      the censoring year. This **credits the whole censoring year as survived**: a patient
+      last seen alive at 2.3 years is trained as alive at 3 years. It is therefore NOT
+      conservative: it overstates survival by up to one year per censored patient (the exact
+      interval likelihood ``P(T > 2.3)`` lies between ``sum_{k>=c} p_k`` and
+      ``sum_{k>c} p_k``). The conservative reading, consistent with the recurrence head's
+      ``recurrence_known`` mask of ``crlm_lib.data.dataset`` (event-free only for the years
+      that ended before censoring), would be ``-log sum_{k>=c} p_k``. For ``c = 11`` there is
+      no later bin: the record contributes 0.
 
     Parameters
     ----------

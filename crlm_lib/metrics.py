@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,15 +47,19 @@ from sksurv.util import Surv
 from crlm_lib.config import N_YEARS
 
 Rule = Literal["argmax", "median"]
+#: Fixed horizon (years) of Uno's C and of the integrated Brier score.
+HORIZON_YEARS: float = 5.0
 RULES: tuple[str, ...] = ("argmax", "median")
 
 __all__ = [
+    "HORIZON_YEARS",
     "MetricWarning",
     "BootstrapResult",
     "softmax",
     "sigmoid",
     "year_bin",
     "target_years",
+    "beyond_horizon_mass",
     "predicted_years",
     "recurrence_years",
     "paper_metrics",
@@ -117,6 +121,30 @@ def _as_probs(probs: np.ndarray, name: str) -> np.ndarray:
     if np.any(arr < -1e-9) or np.any(arr > 1 + 1e-9) or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must hold probabilities in [0, 1] (pass logits through softmax)")
     return arr
+
+
+def _as_pmf(survival_probs: np.ndarray) -> np.ndarray:
+    """Survival-head pmf ``[N, 12]`` whose rows sum to at most 1 (the rest is beyond year 12)."""
+    p = _as_probs(survival_probs, "survival_probs")
+    total = p.sum(axis=1)
+    if np.any(total > 1 + 1e-6):
+        raise ValueError(
+            f"survival_probs rows must sum to at most 1 (max {total.max():.6f}); the mass missing "
+            "from 1 is the probability of surviving beyond year 12"
+        )
+    return p
+
+
+def beyond_horizon_mass(survival_probs: np.ndarray) -> np.ndarray:
+    """Probability of surviving beyond year 12, ``S(12) = 1 - sum_k p_k`` ``[N]``.
+
+    The deep models' 12-way softmax has no such class (it is 0 for them); the clinical anchors
+    and the oracle keep their ``S(12)`` out of the 12 bins (``models.clinical.pmf_from_survival``,
+    the ``surv_p_beyond`` column), so that it never enters the argmax of
+    :func:`predicted_years`.
+    """
+    p = _as_pmf(survival_probs)
+    return np.clip(1.0 - p.sum(axis=1), 0.0, 1.0)
 
 
 def _check_rule(rule: str) -> None:
@@ -183,10 +211,20 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
     ----------
     survival_probs : array ``[N, 12]``
         Softmax of ``survival_logits`` (use :func:`softmax` on logits): ``p_k`` = probability
-        of death in year ``k + 1``.
+        of death in year ``k + 1``. Rows may sum to less than 1: the missing mass
+        ``S(12) = 1 - sum_k p_k`` is the probability of surviving beyond the 12-year horizon
+        (:func:`beyond_horizon_mass`; the anchors' and oracle's curves keep it there, the deep
+        models' softmax has none).
     rule : {"argmax", "median"}
         ``"argmax"`` (default, the papers' reading): the most likely yearly bin,
-        ``t_pred = argmax_k p_k`` in 0..11, to be compared with whole-year targets
+        ``t_pred = argmax_k p_k`` in 0..11 **over the 12 death-year bins only**: the
+        beyond-the-horizon mass ``S(12)`` is not a bin and never enters the argmax. (Folding
+        it into the last bin, as an earlier version did, made the oracle and Cox predict
+        "year 12" for every patient likely to live past 12 years: oracle TAA 0.29, MAE 4.75,
+        below a constant "year 3".) A row whose 12 bins are all zero (certain survival past
+        year 12) is predicted ``11``. The argmax is the mode of the death-year distribution;
+        it is NOT the Bayes-optimal point prediction for MAE/MSE (the median/mean are), so the
+        true curves need not score best on TAA/MAE/MSE. Compare with whole-year targets
         :func:`year_bin` (``min(floor(years), 11)``). Neither paper states its rule, but every
         published TAA / MAE / MSE is a multiple of 1/40 or 1/80 (e.g. MSE 0.4250, MAE 0.5875 on
         a test set of 20 patients), which is what whole-year predictions against whole-year
@@ -196,7 +234,8 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
         ``"median"`` (the principled alternative): the median of the predicted distribution,
         the time where the survival curve ``S(t) = 1 - sum_{j<=k} p_j`` (known at year ends)
         crosses 0.5, by linear interpolation within the year, in continuous years; ``12`` if it
-        never does. Compare with continuous years (:func:`target_years`).
+        never does (the beyond-horizon mass counts as survival, so a patient with
+        ``S(12) >= 0.5`` is predicted 12). Compare with continuous years (:func:`target_years`).
 
     Returns
     -------
@@ -209,9 +248,10 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
     ([2.0], [2.1666666666666665])
     """
     _check_rule(rule)
-    p = _as_probs(survival_probs, "survival_probs")
+    p = _as_pmf(survival_probs)
     if rule == "argmax":
-        return p.argmax(axis=1).astype(np.float64)
+        k = p.argmax(axis=1)
+        return np.where(p.max(axis=1) > 0, k, N_YEARS - 1).astype(np.float64)
     cdf = np.cumsum(p, axis=1)  # F(end of year k+1) = 1 - S
     return _first_crossing(cdf, 0.5, interpolate=True, start=0.0)
 
@@ -317,14 +357,16 @@ def paper_metrics_observed(
 
 
 def risk_from_survival(survival_probs: np.ndarray) -> np.ndarray:
-    """Risk score from the survival head: minus the expected survival time (years).
+    """Risk score from the survival head: minus the 12-year restricted mean survival time (years).
 
-    ``risk = - sum_k (k + 0.5) p_k`` (each year's deaths placed at mid-year). Higher risk =
-    earlier death, the convention of ``sksurv.metrics``.
+    ``risk = - [sum_k (k + 0.5) p_k + 12 S(12)]`` (each year's deaths placed at mid-year, the
+    beyond-the-horizon mass :func:`beyond_horizon_mass` at 12 years). For a softmax head
+    (``S(12) = 0``) this is minus the expected year of death. Higher risk = earlier death, the
+    convention of ``sksurv.metrics``.
     """
-    p = _as_probs(survival_probs, "survival_probs")
+    p = _as_pmf(survival_probs)
     mid = np.arange(N_YEARS, dtype=np.float64) + 0.5
-    return -(p * mid).sum(axis=1) / np.clip(p.sum(axis=1), 1e-12, None)
+    return -((p * mid).sum(axis=1) + N_YEARS * np.clip(1.0 - p.sum(axis=1), 0.0, None))
 
 
 def risk_from_recurrence(recurrence_probs: np.ndarray, horizon_years: int | None = 3) -> np.ndarray:
@@ -352,7 +394,7 @@ def survival_curve(survival_probs: np.ndarray) -> np.ndarray:
     -------
     array ``[N, 12]``, non-increasing in k, clipped to [0, 1].
     """
-    p = _as_probs(survival_probs, "survival_probs")
+    p = _as_pmf(survival_probs)
     return np.clip(1.0 - np.cumsum(p, axis=1), 0.0, 1.0)
 
 
@@ -389,6 +431,15 @@ def _censoring_support(train_time: np.ndarray, train_event: np.ndarray) -> float
     return float(times[positive[-1]]) if positive.size else float(times[0])
 
 
+def _harrell(event: np.ndarray, time: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's C (``concordance_index_censored``); NaN with a warning when undefined."""
+    try:
+        e = np.asarray(event).astype(bool)
+        return float(concordance_index_censored(e, np.asarray(time, np.float64), risk)[0])
+    except Exception as exc:  # NoComparablePairException, ValueError (all censored, n < 2)
+        return _warn_nan("c_harrell", str(exc))
+
+
 def survival_metrics(
     train_time: np.ndarray,
     train_event: np.ndarray,
@@ -398,6 +449,7 @@ def survival_metrics(
     surv_at_years: np.ndarray,
     horizons: Sequence[float] = (1, 3, 5),
     auc_from: Literal["curve", "risk"] = "curve",
+    horizon_years: float = HORIZON_YEARS,
 ) -> dict[str, float]:
     """Censoring-aware discrimination and calibration, computed by scikit-survival.
 
@@ -406,6 +458,8 @@ def survival_metrics(
     train_time, train_event : arrays ``[N_train]``
         Training follow-up (years) and event indicator: they estimate the censoring
         distribution G for the inverse-probability-of-censoring weights (Uno's C, IBS, AUC).
+        Pass the outcomes of the patients the model was fitted on (the training fold), not the
+        test patients.
     test_time, test_event : arrays ``[N]``
         Test follow-up (years) and event indicator.
     risk : array ``[N]``
@@ -419,28 +473,46 @@ def survival_metrics(
     auc_from : {"curve", "risk"}
         Marker of the AUC at horizon ``h``: ``1 - S(h)`` from the curve (default, the
         time-dependent prediction of the model) or the time-independent ``risk``.
+    horizon_years : float
+        Fixed horizon of Uno's C and of the IBS (default :data:`HORIZON_YEARS` = 5 years).
 
     Returns
     -------
     dict
-        ``c_harrell`` (``concordance_index_censored``), ``c_uno`` (``concordance_index_ipcw``,
-        truncated at tau below), ``ibs`` (``integrated_brier_score``), ``auc_<h>y``
-        (``cumulative_dynamic_auc``), ``tau`` (years), ``n``, ``n_events``.
+        ``c_harrell`` (``concordance_index_censored``, all follow-up), ``c_uno``
+        (``concordance_index_ipcw`` with ``tau`` below), ``ibs`` (``integrated_brier_score``
+        over whole years ``1..horizon``), ``auc_<h>y`` (``cumulative_dynamic_auc``), ``tau``
+        (years, the horizon of Uno's C), ``n``, ``n_events``.
 
     Notes
     -----
-    *Support of the censoring distribution.* IPCW needs ``G(t) > 0``; sksurv raises otherwise.
-    Let ``tau`` be the last time at which the training censoring Kaplan-Meier is positive.
-    Test follow-up beyond ``tau`` is administratively censored at ``tau`` for Uno's C, the
-    IBS and the AUC; this leaves every estimate on ``[0, tau)`` unchanged and is what
-    ``concordance_index_ipcw(tau=...)`` does. Harrell's C uses the untruncated data.
+    *Uno's C* uses a fixed horizon ``tau = min(horizon_years, support)``, where ``support`` is
+    the last time at which the training censoring Kaplan-Meier ``G`` is positive; it is
+    sksurv's ``concordance_index_ipcw(..., tau=tau)``, which keeps only events strictly before
+    ``tau``. (An earlier version censored follow-up at the support and kept the deaths *at*
+    it: on half-year-rounded data these got weights ``1/G(tau)^2`` in the thousands and
+    dominated the estimate.)
 
-    *IBS time grid.* Whole years ``t = 1, 2, ...`` with ``min(test_time) <= t <
-    max(truncated test_time)`` (sksurv's requirement), where the curve is known exactly
-    (year ends) without interpolation; at least two points are needed, else NaN.
+    *IBS* integrates the Brier score over whole years ``t = 1, 2, ..., horizon_years``
+    (sksurv's trapezoid, divided by the length of the grid) with ``min(test_time) <= t <
+    max(test_time)``, ``t < support``; the curve is known exactly at year ends, without
+    interpolation. It does not integrate out to year 11, where only a handful of patients
+    remain at risk and fold-to-fold swings dominate. At least two time points are needed,
+    else NaN.
+
+    *Support of the censoring distribution.* IPCW needs ``G(t) > 0``; sksurv raises otherwise.
+    For the IBS and AUC, test follow-up beyond the support is administratively censored at
+    it; this leaves every estimate on ``[0, support)`` unchanged.
 
     *Edge cases* (no comparable pairs, no events, a horizon outside the test follow-up or with
     no cases or no controls): the metric is NaN with a :class:`MetricWarning`, never an error.
+
+    Examples
+    --------
+    >>> t = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 6.0]); e = np.array([1, 1, 0, 1, 0, 0])
+    >>> surv = np.tile(np.linspace(0.9, 0.2, 12), (6, 1))
+    >>> round(survival_metrics(t, e, t, e, -t, surv, horizons=(3,))["c_uno"], 3)
+    1.0
     """
     t_tr = np.asarray(train_time, dtype=np.float64).ravel()
     e_tr = np.asarray(train_event).astype(bool).ravel()
@@ -455,39 +527,37 @@ def survival_metrics(
         )
     out: dict[str, float] = {"n": int(t_te.size), "n_events": int(e_te.sum())}
 
-    # Harrell
-    try:
-        out["c_harrell"] = float(concordance_index_censored(e_te, t_te, risk)[0])
-    except Exception as exc:  # NoComparablePairException, ValueError (all censored, n < 2)
-        out["c_harrell"] = _warn_nan("c_harrell", str(exc))
+    out["c_harrell"] = _harrell(e_te, t_te, risk)
 
     # censoring support and truncated test data for the IPCW metrics
     try:
-        tau = _censoring_support(t_tr, e_tr) if t_tr.size >= 2 else math.nan
+        support = _censoring_support(t_tr, e_tr) if t_tr.size >= 2 else math.nan
     except ValueError:
-        tau = math.nan
-    out["tau"] = tau
-    if not math.isfinite(tau):
+        support = math.nan
+    if not math.isfinite(support):
+        out["tau"] = math.nan
         for key in ("c_uno", "ibs", *(f"auc_{_h(h)}y" for h in horizons)):
             out[key] = _warn_nan(key, "no usable training data for the censoring distribution")
         return out
-    beyond = t_te > tau
-    t_cut = np.where(beyond, tau, t_te)
+    tau = float(min(horizon_years, support))
+    out["tau"] = tau
+    beyond = t_te > support
+    t_cut = np.where(beyond, support, t_te)
     e_cut = e_te & ~beyond
     y_train = Surv.from_arrays(e_tr, t_tr)
     y_test = Surv.from_arrays(e_cut, t_cut)
 
     try:
-        out["c_uno"] = float(concordance_index_ipcw(y_train, y_test, risk)[0])
+        out["c_uno"] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tau)[0])
     except Exception as exc:
         out["c_uno"] = _warn_nan("c_uno", str(exc))
 
-    grid = np.arange(1, N_YEARS + 1, dtype=np.float64)
-    grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max())]
+    grid = np.arange(1, math.floor(horizon_years + 1e-9) + 1, dtype=np.float64)
+    grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max()) & (grid < support)]
     if grid.size < 2:
         out["ibs"] = _warn_nan(
             "ibs",
-            f"fewer than two whole years within the test follow-up "
+            f"fewer than two whole years up to {horizon_years:g} y within the test follow-up "
             f"[{t_cut.min():.2f}, {t_cut.max():.2f}) years",
         )
     else:
@@ -675,9 +745,31 @@ def prob_columns(prefix: str) -> list[str]:
     return [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
 
 
+def _ipcw_metrics(
+    end: str,
+    train: pd.DataFrame,
+    arrays: tuple[np.ndarray, ...],
+    rows: list[int] | None,
+    horizons: Sequence[float],
+) -> dict[str, float]:
+    """:func:`survival_metrics` of head ``end`` on ``rows`` (all when None) of the test arrays
+    ``(time, event, risk, curve)``, censoring distribution from ``train``."""
+    sel = slice(None) if rows is None else np.asarray(rows)
+    time, event, risk, curve = (a[sel] for a in arrays)
+    return survival_metrics(
+        train[f"{end}_years"].to_numpy(np.float64),
+        train[f"{end}_event"].to_numpy(),
+        time,
+        event,
+        risk,
+        curve,
+        horizons=horizons,
+    )
+
+
 def all_metrics(
     predictions_df: pd.DataFrame,
-    train_df: pd.DataFrame | None = None,
+    train_df: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
     rule: Rule = "argmax",
     horizons: Sequence[float] = (1, 3, 5),
     heads: Sequence[str] = ("os", "dfs"),
@@ -691,11 +783,16 @@ def all_metrics(
     ----------
     predictions_df : DataFrame
         Columns ``patient_id``, ``surv_p1..surv_p12``, ``rec_p1..rec_p12``, ``os_years``,
-        ``os_event``, ``dfs_years``, ``dfs_event``.
-    train_df : DataFrame, optional
+        ``os_event``, ``dfs_years``, ``dfs_event``; optionally ``native_risk`` (an anchor's
+        own OS risk score, used for the OS C-indices) and ``repeat``/``fold`` (CV).
+    train_df : DataFrame, mapping or None
         Training outcomes (``os_years``, ``os_event``, ``dfs_years``, ``dfs_event``) for the
-        censoring distribution of the IPCW metrics. ``None``: the test table itself (the
-        usual choice when no training set is at hand; say so when reporting).
+        censoring distribution of the IPCW metrics (Uno's C, IBS, AUC). A mapping
+        ``{(repeat, fold): outcomes of that fold's training patients}`` scores pooled
+        out-of-fold predictions: the IPCW metrics are then computed per test fold with its
+        own training censoring distribution and averaged over folds, weighted by the number
+        of test patients (NaN folds skipped); Harrell's C and TAA/MAE/MSE stay pooled.
+        ``None``: the test table itself (say so when reporting).
     rule : {"argmax", "median"}
         See :func:`predicted_years`.
 
@@ -705,20 +802,26 @@ def all_metrics(
         ``os_taa, os_mae, os_mse, os_n`` (survival head vs OS, primary paper metrics),
         ``os_obs_*`` (observed deaths only), ``dfs_*`` and ``dfs_obs_*`` (recurrence head vs
         DFS), and ``os_c_harrell, os_c_uno, os_ibs, os_auc_<h>y`` (survival head:
-        :func:`risk_from_survival`, :func:`survival_curve`) and ``dfs_c_*`` etc. (recurrence
-        head: :func:`risk_from_recurrence`, :func:`recurrence_free_curve`).
+        :func:`risk_from_survival` or ``native_risk``, :func:`survival_curve`) and
+        ``dfs_c_*`` etc. (recurrence head: :func:`risk_from_recurrence`,
+        :func:`recurrence_free_curve`). Uno's C and the IBS use the fixed
+        :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
     """
     df = predictions_df
-    train = df if train_df is None else train_df
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise ValueError(f"unknown heads {sorted(unknown)}; use 'os' and/or 'dfs'")
+    by_fold = isinstance(train_df, Mapping)
+    if by_fold and not {"repeat", "fold"} <= set(df.columns):
+        raise ValueError("train_df by (repeat, fold) needs 'repeat' and 'fold' columns")
     out: dict[str, float] = {}
     for end in heads:
         if end == "os":
             surv_p = df[prob_columns("surv_p")].to_numpy(np.float64)
             pred = predicted_years(surv_p, rule)
             risk, curve = risk_from_survival(surv_p), survival_curve(surv_p)
+            if "native_risk" in df.columns and np.isfinite(df["native_risk"]).all():
+                risk = df["native_risk"].to_numpy(np.float64)
         else:
             rec_p = df[prob_columns("rec_p")].to_numpy(np.float64)
             pred = recurrence_years(rec_p, rule)
@@ -729,15 +832,30 @@ def all_metrics(
             out[f"{end}_{k}"] = v
         for k, v in paper_metrics_observed(pred, time, event, rule).items():
             out[f"{end}_obs_{k}"] = v
-        sm = survival_metrics(
-            train[f"{end}_years"].to_numpy(np.float64),
-            train[f"{end}_event"].to_numpy(),
-            time,
-            event,
-            risk,
-            curve,
-            horizons=horizons,
-        )
+
+        arrays = (time, event, risk, curve)
+        if not by_fold:
+            sm = _ipcw_metrics(end, df if train_df is None else train_df, arrays, None, horizons)
+        else:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, key in enumerate(zip(df["repeat"], df["fold"], strict=True)):
+                groups.setdefault((int(key[0]), int(key[1])), []).append(i)
+            per_fold = []
+            for key, rows in sorted(groups.items()):
+                if key not in train_df:
+                    raise ValueError(f"no training outcomes for (repeat, fold) = {key}")
+                per_fold.append(
+                    (len(rows), _ipcw_metrics(end, train_df[key], arrays, rows, horizons))
+                )
+            sm = {}
+            for name in per_fold[0][1] if per_fold else ():
+                vals = np.array([m[name] for _, m in per_fold], dtype=np.float64)
+                w = np.array([n for n, _ in per_fold], dtype=np.float64)
+                ok = np.isfinite(vals)
+                sm[name] = float(np.average(vals[ok], weights=w[ok])) if ok.any() else math.nan
+            # Harrell's C and the counts do not use the censoring distribution: pooled
+            sm["c_harrell"] = _harrell(event, time, risk)
+            sm["n_events"] = int(np.asarray(event).astype(bool).sum())
         for k, v in sm.items():
             if k != "n":
                 out[f"{end}_{k}"] = v

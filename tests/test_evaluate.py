@@ -9,6 +9,7 @@ import pytest
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from crlm_lib import evaluate as ev
+from crlm_lib import metrics as M
 from crlm_lib.config import N_YEARS, get_profile
 from crlm_lib.data.clinical import PREDICTORS
 from crlm_lib.models.clinical import SURV_COLS, frame_from_curves
@@ -126,6 +127,17 @@ def test_cv_protocol_anchors_oracle_last_and_resumable(splits, tmp_path, monkeyp
     assert set(res.differences["baseline"]) == {"fong", "cox"}
     assert "oracle" not in set(res.differences["model"])
     assert (tmp_path / "cv" / "cox" / "r0_f1" / "predictions.csv").is_file()
+    # IPCW metrics: each test fold's censoring distribution comes from its own training fold
+    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    by_fold = {
+        (r, f): cohort.outcomes.loc[tr]
+        for r, f, tr, _ in fake_cv_splits(cohort.ids, events, 2, 1, 0)
+    }
+    per_fold = M.all_metrics(oof, by_fold, heads=("os",))
+    assert c["cox", "os_c_uno"] == pytest.approx(per_fold["os_c_uno"])
+    assert c["cox", "os_ibs"] == pytest.approx(per_fold["os_ibs"])
+    whole = M.all_metrics(oof, cohort.outcomes, heads=("os",))
+    assert c["cox", "os_c_uno"] != pytest.approx(whole["os_c_uno"], abs=1e-9)
 
     # resumable: a second run reuses every cached fold (anchors are never refitted)
     def boom(*a, **k):

@@ -34,6 +34,22 @@ def censored_cohort():
     return time, event, p
 
 
+@pytest.fixture
+def tied_censored_cohort():
+    """Half-year-rounded times (many ties) with ~70 % censoring, like a small registry."""
+    rng = np.random.default_rng(11)
+    n = 300
+    x = rng.normal(size=n)
+    t_event = rng.exponential(20.0 * np.exp(-0.7 * x))
+    t_cens = rng.uniform(0.5, 10.0, size=n)
+    time = np.maximum(np.round(np.minimum(t_event, t_cens) * 2) / 2, 0.5)
+    event = (t_event <= t_cens).astype(int)
+    rate = np.exp(0.7 * (x + rng.normal(scale=0.5, size=n))) / 20.0
+    cdf = 1 - np.exp(-rate[:, None] * np.arange(13.0)[None, :])
+    p = np.diff(cdf, axis=1)  # rows sum to 1 - S(12): the rest survives the horizon
+    return time, event, p
+
+
 # ---------------------------------------------------------------- paper metrics and rules
 
 
@@ -74,6 +90,14 @@ def test_predicted_years_argmax_and_median_hand_pmf():
     p[1, 0] = 1.0  # all mass in year 1: F(1) = 1 -> median 0.5
     p[2] = 1 / 12  # uniform: F(k) = k/12 -> median 6.0
     np.testing.assert_array_equal(M.predicted_years(p), [2, 0, 0])
+    # mass beyond year 12 (rows summing to < 1) never enters the argmax
+    beyond = np.zeros((2, 12))
+    beyond[0, [2, 11]] = [0.2, 0.1]  # S(12) = 0.7: the old fold-into-bin-12 rule said 11
+    np.testing.assert_array_equal(M.predicted_years(beyond), [2, 11])  # all-zero row -> 11
+    np.testing.assert_allclose(M.beyond_horizon_mass(beyond), [0.7, 1.0])
+    assert M.predicted_years(beyond, "median").tolist() == [12.0, 12.0]
+    with pytest.raises(ValueError, match="at most 1"):
+        M.predicted_years(np.full((1, 12), 0.2))
     np.testing.assert_allclose(M.predicted_years(p, "median"), [2 + 0.1 / 0.6, 0.5, 6.0])
     with pytest.raises(ValueError, match="rule"):
         M.predicted_years(p, "mean")
@@ -99,6 +123,10 @@ def test_risk_scores_and_curves():
     p[0, 0] = 1.0
     p[1, 3] = 1.0
     np.testing.assert_allclose(M.risk_from_survival(p), [-0.5, -3.5])
+    # beyond-horizon mass counts as surviving 12 years (restricted mean), not renormalised away
+    half = np.zeros((1, 12))
+    half[0, 0] = 0.5
+    assert M.risk_from_survival(half)[0] == pytest.approx(-(0.5 * 0.5 + 0.5 * 12))
     s = M.survival_curve(p)
     np.testing.assert_allclose(s[1, :4], [1, 1, 1, 0])
     q = np.tile(np.linspace(0.1, 0.9, 12), (2, 1))
@@ -123,20 +151,60 @@ def test_survival_metrics_match_libraries(censored_cohort):
     c_lifelines = concordance_index(time[test], -risk, event[test])
     assert res["c_harrell"] == pytest.approx(c_lifelines, abs=1e-12)
     assert 0.6 < res["c_harrell"] < 0.95  # the pmf is informative
-    # Uno's C and IBS recomputed directly with sksurv after the documented truncation at tau
-    tau = res["tau"]
-    t_cut = np.minimum(time[test], tau)
-    e_cut = event[test].astype(bool) & (time[test] <= tau)
+    # Uno's C (fixed 5-year horizon) and IBS (whole years 1..5) recomputed directly with sksurv
+    assert res["tau"] == 5.0
     y_tr = Surv.from_arrays(event[train].astype(bool), time[train])
-    y_te = Surv.from_arrays(e_cut, t_cut)
-    assert res["c_uno"] == pytest.approx(concordance_index_ipcw(y_tr, y_te, risk)[0])
-    grid = np.arange(1.0, 13.0)
-    grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max())]
+    y_te = Surv.from_arrays(event[test].astype(bool), time[test])
+    assert res["c_uno"] == pytest.approx(concordance_index_ipcw(y_tr, y_te, risk, tau=5.0)[0])
+    grid = np.arange(1.0, 6.0)
     ibs = integrated_brier_score(y_tr, y_te, surv[:, grid.astype(int) - 1], grid)
     assert res["ibs"] == pytest.approx(ibs)
     assert 0.0 < res["ibs"] < 0.25
     for h in (1, 3, 5):
         assert 0.5 < res[f"auc_{h}y"] <= 1.0
+
+
+def test_survival_metrics_on_tied_heavily_censored_data(tied_censored_cohort):
+    """Half-year ties and 70 % censoring: every metric equals the library's own value."""
+    time, event, p = tied_censored_cohort
+    assert 0.6 < 1 - event.mean() < 0.8 and np.unique(time).size < 25
+    time, event = time.copy(), event.copy()
+    time[200:203], event[200:203] = 5.0, 1  # deaths exactly at the horizon
+    train, test = slice(0, 200), slice(200, None)
+    risk, surv = M.risk_from_survival(p[test]), M.survival_curve(p[test])
+    res = M.survival_metrics(time[train], event[train], time[test], event[test], risk, surv)
+    # Harrell's C with tied times and risks vs lifelines (higher score = longer survival)
+    assert res["c_harrell"] == pytest.approx(concordance_index(time[test], -risk, event[test]))
+    y_tr = Surv.from_arrays(event[train].astype(bool), time[train])
+    y_te = Surv.from_arrays(event[test].astype(bool), time[test])
+    uno = concordance_index_ipcw(y_tr, y_te, risk, tau=5.0)[0]
+    assert res["c_uno"] == pytest.approx(uno) and res["tau"] == 5.0
+    grid = np.arange(1.0, 6.0)
+    ibs = integrated_brier_score(y_tr, y_te, surv[:, :5], grid)
+    assert res["ibs"] == pytest.approx(ibs)
+    # the horizon is a parameter; the 3-year IBS integrates over years 1..3 only
+    res3 = M.survival_metrics(
+        time[train], event[train], time[test], event[test], risk, surv, horizon_years=3.0
+    )
+    assert res3["ibs"] == pytest.approx(integrated_brier_score(y_tr, y_te, surv[:, :3], grid[:3]))
+    assert res3["c_uno"] == pytest.approx(concordance_index_ipcw(y_tr, y_te, risk, tau=3.0)[0])
+
+
+def test_uno_excludes_deaths_at_the_horizon():
+    """A death exactly at tau must not enter with weight 1/G(tau)^2 (strict inequality)."""
+    t_tr = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 6.0, 7.0])
+    e_tr = np.array([0, 0, 0, 0, 0, 1, 0, 1])
+    t_te = np.array([1.0, 2.0, 3.0, 5.0, 6.0, 7.0])
+    e_te = np.array([1, 1, 1, 1, 0, 0])
+    risk = np.array([3.0, 2.0, 1.0, -5.0, 0.0, -1.0])  # the death at 5.0 is ranked last
+    surv = np.tile(np.linspace(0.9, 0.3, 12), (6, 1))
+    res = M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv, horizons=(3,))
+    assert res["c_uno"] == pytest.approx(1.0)  # the discordant death at 5.0 is not counted
+    y_tr, y_te = (
+        Surv.from_arrays(e_tr.astype(bool), t_tr),
+        Surv.from_arrays(e_te.astype(bool), t_te),
+    )
+    assert res["c_uno"] == pytest.approx(concordance_index_ipcw(y_tr, y_te, risk, tau=5.0)[0])
 
 
 def test_survival_metrics_random_risk_is_near_half(censored_cohort):
@@ -168,7 +236,7 @@ def test_survival_metrics_edge_cases_give_nan_with_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", M.MetricWarning)
         res = M.survival_metrics(t_tr, e_tr, t_te, np.ones(4), -t_te, surv)
-    assert res["tau"] == 2.0 and math.isfinite(res["c_uno"])
+    assert res["tau"] == 2.0 and math.isfinite(res["c_uno"])  # horizon = min(5 y, support)
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -240,3 +308,38 @@ def test_all_metrics_on_predictions_table(censored_cohort):
     assert out["os_obs_n"] == int(event[80:].sum())
     for key in ("os_c_harrell", "os_c_uno", "os_ibs", "dfs_c_harrell", "dfs_taa", "os_auc_3y"):
         assert key in out and math.isfinite(out[key]), key
+
+
+def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
+    time, event, p = tied_censored_cohort
+    n = time.size
+    df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)]})
+    for k in range(12):
+        df[f"surv_p{k + 1}"] = p[:, k]
+        df[f"rec_p{k + 1}"] = np.cumsum(p, axis=1)[:, k]
+    df["os_years"] = df["dfs_years"] = time
+    df["os_event"] = df["dfs_event"] = event
+    df["repeat"], df["fold"] = 0, np.arange(n) % 3
+    outcomes = df[["os_years", "os_event", "dfs_years", "dfs_event"]]
+    by_fold = {(0, f): outcomes[df["fold"] != f] for f in range(3)}
+    out = M.all_metrics(df, by_fold, heads=("os",))
+    # IPCW metrics: per fold with that fold's training patients, averaged by fold size
+    per_fold = [
+        M.all_metrics(df[df["fold"] == f], outcomes[df["fold"] != f], heads=("os",))
+        for f in range(3)
+    ]
+    sizes = [int((df["fold"] == f).sum()) for f in range(3)]
+    for key in ("os_c_uno", "os_ibs", "os_auc_3y"):
+        assert out[key] == pytest.approx(np.average([m[key] for m in per_fold], weights=sizes))
+    pooled = M.all_metrics(df, outcomes, heads=("os",))
+    assert out["os_c_harrell"] == pooled["os_c_harrell"] and out["os_taa"] == pooled["os_taa"]
+    assert out["os_c_uno"] != pooled["os_c_uno"]
+    with pytest.raises(ValueError, match="fold"):
+        M.all_metrics(df, {(0, 0): outcomes}, heads=("os",))
+    # an anchor's own risk score (e.g. the Fong score) ranks patients for the C-indices
+    score = np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8])[::-1].astype(float)
+    scored = df.assign(native_risk=-np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8]))
+    out_native = M.all_metrics(scored, outcomes, heads=("os",))
+    expected = concordance_index(time, np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8]), event)
+    assert out_native["os_c_harrell"] == pytest.approx(expected)
+    assert out_native["os_c_harrell"] != pooled["os_c_harrell"] and score.size == n

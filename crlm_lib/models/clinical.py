@@ -9,18 +9,23 @@ of ``crlm_lib.train.predict``), so that every metric of ``crlm_lib.metrics`` and
 - ``CoxPH``: a penalised Cox proportional-hazards model (lifelines) on
   ``crlm_lib.data.clinical.encode_predictors`` features;
 - ``RandomSurvivalForest``: scikit-survival's random survival forest on the same features;
-- ``Oracle``: the synthetic generator's TRUE curves (``oracle.csv``), the ceiling of every metric.
+- ``Oracle``: the synthetic generator's TRUE curves (``oracle.csv``): the ceiling of
+  discrimination (C-index, AUC) and calibration in expectation, but NOT of the point-prediction
+  metrics TAA / MAE / MSE (the argmax of the true pmf is its mode, not the error-minimising
+  time).
 
 From survival curve to the frame (one place, :func:`frame_from_curves`)
 -----------------------------------------------------------------------
 With :math:`S(k)` the predicted overall survival at the end of year :math:`k` (years after
 surgery, :math:`k = 1..12`) and :math:`S(0) = 1`,
 
-.. math::  p_k = S(k-1) - S(k), \\quad k = 1..12, \\qquad p_{12} \\mathrel{+}= S(12)
+.. math::  p_k = S(k-1) - S(k), \\quad k = 1..12, \\qquad p_{>12} = S(12)
 
 i.e. ``surv_pk`` is the probability of death during postoperative year ``k`` and the mass still
-alive after 12 years is put into the last bin (the heads of the deep models have no "beyond 12
-years" class; this makes the pmf sum to one). ``rec_pk = 1 - S_DFS(k)`` is the cumulative
+alive after 12 years is an explicit 13th value, column ``surv_p_beyond``: it is NOT folded into
+the last bin (that made the argmax rule of ``metrics.predicted_years`` predict "year 12" for
+every patient likely to survive the horizon). The 12 bins then sum to ``1 - S(12)``, which
+``crlm_lib.metrics`` reads as the beyond-horizon mass. ``rec_pk = 1 - S_DFS(k)`` is the cumulative
 probability of recurrence (or death) by the end of year ``k``. An anchor fitted on OS only
 uses ``1 - S_OS(k)`` for the recurrence head (documented fallback: a lower bound, since DFS
 counts deaths as events).
@@ -40,6 +45,8 @@ YEAR_ENDS: np.ndarray = np.arange(1, N_YEARS + 1, dtype=float)
 
 SURV_COLS: list[str] = [f"surv_p{k}" for k in range(1, N_YEARS + 1)]
 REC_COLS: list[str] = [f"rec_p{k}" for k in range(1, N_YEARS + 1)]
+#: Probability of surviving beyond year 12 (``S(12)``), kept out of the 12 ``surv_p`` bins.
+BEYOND_COL: str = "surv_p_beyond"
 OUTCOME_COLS: list[str] = ["os_years", "os_event", "dfs_years", "dfs_event"]
 
 
@@ -61,21 +68,20 @@ def monotone_survival(surv: np.ndarray) -> np.ndarray:
 def pmf_from_survival(surv_year_ends: np.ndarray) -> np.ndarray:
     """Year-of-death pmf ``[N, 12]`` from the survival at the 12 year ends ``[N, 12]``.
 
-    ``p_k = S(k-1) - S(k)`` for ``k = 1..12`` with ``S(0) = 1``; the remaining mass ``S(12)``
-    goes into the last bin so that each row sums to one.
+    ``p_k = S(k-1) - S(k)`` for ``k = 1..12`` with ``S(0) = 1``. The mass still alive after 12
+    years, ``S(12)``, is left out (rows sum to ``1 - S(12)``; :func:`frame_from_curves` stores
+    it as ``surv_p_beyond``), so it never enters the argmax of ``metrics.predicted_years``.
 
     Examples
     --------
     >>> pmf_from_survival(np.full((1, 12), 1.0))[0, -1]
-    1.0
+    0.0
     """
     s = monotone_survival(surv_year_ends)
     if s.shape[1] != N_YEARS:
         raise AnchorError(f"expected survival at {N_YEARS} year ends, got shape {s.shape}")
     prev = np.concatenate([np.ones((s.shape[0], 1)), s[:, :-1]], axis=1)
-    pmf = prev - s
-    pmf[:, -1] += s[:, -1]
-    return pmf
+    return prev - s
 
 
 def frame_from_curves(
@@ -98,14 +104,17 @@ def frame_from_curves(
         ``crlm_lib.data.clinical.outcomes`` (indexed by patient ID); its four outcome columns are
         copied for ``ids``. ``None`` leaves them out (prediction for new patients).
     risk : ndarray [N], optional
-        The anchor's native risk score (higher = worse), stored as ``native_risk``; metrics
-        still derive risk from the curves (``metrics.risk_from_survival``) like for any model.
+        The anchor's native risk score (higher = worse), stored as ``native_risk``;
+        ``metrics.all_metrics`` ranks patients by it for the OS C-indices (the Fong score
+        itself, Cox's linear predictor, the forest's cumulative hazard, the oracle's true
+        5-year risk) instead of re-deriving a risk from the curves.
     """
     ids = [str(i) for i in ids]
     os_surv = monotone_survival(os_surv)
     dfs = os_surv if dfs_surv is None else monotone_survival(dfs_surv)
     frame = pd.DataFrame({"patient_id": ids})
     frame[SURV_COLS] = pmf_from_survival(os_surv)
+    frame[BEYOND_COL] = os_surv[:, -1]
     frame[REC_COLS] = 1.0 - dfs
     if risk is not None:
         frame["native_risk"] = np.asarray(risk, dtype=float)
@@ -466,7 +475,7 @@ class RandomSurvivalForest(SurvivalAnchor):
 
 
 class Oracle(SurvivalAnchor):
-    """The synthetic generator's TRUE curves: the ceiling of every metric.
+    """The synthetic generator's TRUE curves: the ceiling of discrimination, not of TAA/MAE.
 
     Reads ``oracle.csv`` (``Patient-ID``, ``os_risk``, ``dfs_risk``, ``os_surv_y1..12``,
     ``dfs_surv_y1..12``). Nothing is learned: ``fit`` is a no-op kept for the common interface,

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
 
+from crlm_lib import metrics as M
 from crlm_lib.config import N_YEARS
 from crlm_lib.data.clinical import PREDICTORS
 from crlm_lib.models.clinical import (
+    BEYOND_COL,
     REC_COLS,
     SURV_COLS,
     CoxPH,
@@ -18,6 +20,7 @@ from crlm_lib.models.clinical import (
     Oracle,
     RandomSurvivalForest,
     fong_agreement,
+    frame_from_curves,
     pmf_from_survival,
 )
 
@@ -57,7 +60,9 @@ def assert_valid_frame(frame: pd.DataFrame, n: int) -> None:
     assert len(frame) == n
     p = frame[SURV_COLS].to_numpy()
     q = frame[REC_COLS].to_numpy()
-    assert np.all(p >= -1e-12) and np.allclose(p.sum(axis=1), 1.0)
+    assert np.all(p >= -1e-12)
+    # the 12 bins plus the explicit beyond-year-12 mass make a distribution
+    np.testing.assert_allclose(p.sum(axis=1) + frame[BEYOND_COL], 1.0)
     assert np.all((q >= 0) & (q <= 1)) and np.all(np.diff(q, axis=1) >= -1e-12)
     assert {"patient_id", "os_years", "os_event", "dfs_years", "dfs_event"} <= set(frame.columns)
 
@@ -67,8 +72,11 @@ def test_pmf_from_survival_rule():
     p = pmf_from_survival(s)
     assert p[0, 0] == pytest.approx(0.1) and p[0, 1] == pytest.approx(0.2)
     assert p[0, 3] == pytest.approx(0.2)
-    assert p[0, -1] == pytest.approx(0.1 + 0.4)  # last year's deaths + the mass still alive
-    assert p.sum() == pytest.approx(1.0)
+    assert p[0, -1] == pytest.approx(0.1)  # last year's deaths only
+    assert p.sum() == pytest.approx(1.0 - 0.4)  # S(12) stays out of the bins
+    assert M.predicted_years(p).tolist() == [1.0]  # not "year 12" because S(12) = 0.4
+    frame = frame_from_curves(["a"], s, None, None)
+    assert frame[BEYOND_COL].iloc[0] == pytest.approx(0.4)
     # a non-monotone input is made monotone, never a negative probability
     assert (pmf_from_survival(np.array([[0.5, 0.8] + [0.2] * 10])) >= 0).all()
 
@@ -109,9 +117,22 @@ def test_fong_pools_small_strata_and_handles_missing():
     assert np.isfinite(frame["native_risk"]).all()
 
 
+def test_fong_c_index_uses_the_score_itself():
+    """The Fong row ranks patients by the score, not by its KM curves (which need not be
+    monotone in the score on a small sample)."""
+    _, score, out, _, ids = simulate(150, seed=4)
+    model = FongScore().fit_outcomes(score, out)
+    frame = model.predict_frame(score, ids, out)
+    np.testing.assert_array_equal(frame["native_risk"], score)
+    got = M.all_metrics(frame, out, heads=("os",))["os_c_harrell"]
+    t, e = out["os_years"].to_numpy(), out["os_event"].to_numpy()
+    assert got == pytest.approx(concordance_index(t, -score, e))
+
+
 def test_oracle_is_ceiling_on_large_cohort():
     """On a large clinical-only simulated cohort the true curves rank patients at least as well
-    as every fitted anchor (Harrell's C on the survival head's risk, tolerance 0.01)."""
+    as every fitted anchor (Harrell's and Uno's C as the tables compute them: each anchor's own
+    risk score, the oracle's true risk; tolerance 0.01)."""
     x, score, out, oracle_table, ids = simulate(1200, seed=3)
     tr, te = slice(0, 600), slice(600, 1200)
     frames = {"oracle": Oracle(oracle_table).predict_frame(None, ids[te], out)}
@@ -124,14 +145,11 @@ def test_oracle_is_ceiling_on_large_cohort():
         .fit_outcomes(x[tr], out.iloc[tr])
         .predict_frame(x[te], ids[te], out)
     )
-    t, e = out["os_years"].iloc[te].to_numpy(), out["os_event"].iloc[te].to_numpy()
-    mid = np.arange(N_YEARS) + 0.5
-    c = {
-        k: concordance_index(t, (f[SURV_COLS].to_numpy() * mid).sum(axis=1), e)
-        for k, f in frames.items()
-    }
+    scores = {k: M.all_metrics(f, out.iloc[tr], heads=("os",)) for k, f in frames.items()}
+    c = {k: m["os_c_harrell"] for k, m in scores.items()}
     for k in ("fong", "cox", "rsf"):
         assert c["oracle"] >= c[k] - 0.01, c
+        assert scores["oracle"]["os_c_uno"] >= scores[k]["os_c_uno"] - 0.01, scores
     assert c["oracle"] > c["fong"]  # a 6-level score loses information
     assert c["oracle"] > 0.65
 
