@@ -392,7 +392,7 @@ def fit_predict_torch(
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
     first = train_ds[0]
     n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name == "aminn" and "n_lesion_features" not in spec.options:
+    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
         n_les = int(np.asarray(first["lesion_features"]).shape[-1])
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
@@ -1546,7 +1546,7 @@ def parameter_table(source: Any, profile: str | Profile) -> pd.DataFrame:
          "parameters": two, "note": ""},
     ]  # fmt: skip
     for name in MODEL_NAMES:
-        opts = {"n_lesion_features": n_les} if name == "aminn" else {}
+        opts = {"n_lesion_features": n_les} if name in ("aminn", "stg", "stg_lite") else {}
         model = build_model(name, n_clin, prof.model, **opts)
         rows.append(
             {"what": "whole model", "model": LABELS.get(name, name),
