@@ -406,11 +406,15 @@ def fit_predict_torch(
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
     first = train_ds[0]
     n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name == "aminn" and "n_lesion_features" not in spec.options:
+    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
         n_les = int(np.asarray(first["lesion_features"]).shape[-1])
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised clinical residual
+        model.anchor_clinical(
+            train_ds.clinical, train_ds.outcomes["os_years"], train_ds.outcomes["os_event"]
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
@@ -1522,12 +1526,20 @@ _A_OFF = {"attention4d": False, "reconstruction": False}
 #: Ablation rows of 4D-ACFNet Table 2 and STAR Table 2 (key, display name, spec, published rows).
 #: A = 4D attention, B = alignment, C = disentanglement, D = STAR's reconstruction branch with the
 #: reconstruction-normalised alignment (our reading). 4D-ACFNet always has the reconstruction
-#: branch when A is on; STAR's "A + B" row is read as A + B without D.
+#: branch when A is on; STAR's "A + B" row is read as A + B without D. The base "3D-CNN" row is
+#: image-only (``clinical=False``): the papers' baseline has "no multimodal fusion" (STAR
+#: section 4.4), so B is the row that brings in the clinical path with the alignment. Row
+#: "A + B + C (L_dis cross-correlation)" reports the scale-correct disentanglement
+#: (``losses.cross_correlation_loss``) beside Eq. (4), which barely acts at these widths.
 ABLATION_ROWS: tuple[tuple[str, str, ModelSpec, dict[str, str]], ...] = (
     (
-        "abl-3dcnn",
+        "abl-3dcnn-image",
         "3D-CNN",
-        ModelSpec("acfnet", "abl-3dcnn", options={**_A_OFF, "align": False, "disentangle": False}),
+        ModelSpec(
+            "acfnet",
+            "abl-3dcnn-image",
+            options={**_A_OFF, "clinical": False, "align": False, "disentangle": False},
+        ),
         {"acfnet_table2": "3D-CNN", "star_table2": "3D-CNN"},
     ),
     (
@@ -1562,6 +1574,12 @@ ABLATION_ROWS: tuple[tuple[str, str, ModelSpec, dict[str, str]], ...] = (
         "A + B + C (full 4D-ACFNet)",
         ModelSpec("acfnet"),
         {"acfnet_table2": "4D attention + Alignment + Disentanglement (full)"},
+    ),
+    (
+        "abl-acfnet-xcorr",
+        "A + B + C (L_dis cross-correlation)",
+        ModelSpec("acfnet", "abl-acfnet-xcorr", options={"dis_mode": "xcorr"}),
+        {},
     ),
     (
         "star",
@@ -1689,7 +1707,7 @@ def parameter_table(source: Any, profile: str | Profile) -> pd.DataFrame:
          "parameters": two, "note": ""},
     ]  # fmt: skip
     for name in MODEL_NAMES:
-        opts = {"n_lesion_features": n_les} if name == "aminn" else {}
+        opts = {"n_lesion_features": n_les} if name in ("aminn", "stg", "stg_lite") else {}
         model = build_model(name, n_clin, prof.model, **opts)
         rows.append(
             {"what": "whole model", "model": LABELS.get(name, name),

@@ -7,6 +7,7 @@ contours with a legend, axes named with units.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -103,5 +104,58 @@ def plot_learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
     ax_lr.set_yscale("log")
     ax_lr.set_xlabel("epoch")
     ax_lr.set_ylabel("learning rate")
+    fig.tight_layout()
+    return fig
+
+
+def read_histories(
+    runs_dir: str | Path,
+    keys: Sequence[str],
+    seed: int = 0,
+    protocol: str = "paper_split",
+) -> dict[str, pd.DataFrame]:
+    """``history.csv`` of the papers'-split runs ``keys`` (those that exist), by key.
+
+    Runs live in ``<runs_dir>/<protocol>/seed<seed>/<key>/`` (``evaluate.run_paper_protocol``).
+    """
+    out = {}
+    for key in keys:
+        path = Path(runs_dir) / protocol / f"seed{seed}" / key / "history.csv"
+        if path.is_file():
+            out[key] = pd.read_csv(path)
+    return out
+
+
+def plot_modality_agreement(histories: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """Cosine agreement of the embeddings per epoch, training and validation.
+
+    Left: ``cos(h_img, h_recon)`` (image vs reconstruction branch; STAR's alignment divides by
+    it); right: ``cos(h_img, h_clin)`` (what the alignment loss raises). Both are batch means
+    of the raw cosines, logged by ``train.fit`` from the model's ``aux["monitor"]`` (columns
+    ``train_cos_img_recon``, ``val_cos_img_recon``, ...). A value pinned at -1 is the collapse
+    of the published STAR gradient (``losses.star_alignment_loss``).
+
+    Parameters
+    ----------
+    histories : dict
+        Run label -> ``history.csv`` frame (:func:`read_histories`).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    columns = (("cos_img_recon", "cos(h_img, h_recon)"), ("cos_img_clin", "cos(h_img, h_clin)"))
+    for ax, (col, label) in zip(axes, columns, strict=True):
+        for i, (key, hist) in enumerate(histories.items()):
+            colour = f"C{i}"
+            for split, style in (("train", "-o"), ("val", "--s")):
+                name = f"{split}_{col}"
+                if name in hist:
+                    ax.plot(hist["epoch"], hist[name], style, color=colour,
+                            label=f"{key} ({'training' if split == 'train' else 'validation'})")  # fmt: skip
+        ax.axhline(0.0, color="grey", lw=0.6)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{label} (batch mean)")
+        if ax.lines[1:]:
+            ax.legend(fontsize=7)
+    axes[0].set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

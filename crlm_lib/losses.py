@@ -162,42 +162,68 @@ def alignment_loss(h_img: Tensor, h_clin: Tensor) -> Tensor:
     return -F.cosine_similarity(h_img, h_clin, dim=1, eps=1e-8).mean()
 
 
+STAR_MODES = ("normalised", "mapped", "clamped")
+
+
 def star_alignment_loss(
     h_img: Tensor,
     h_clin: Tensor,
     h_recon: Tensor,
     eps: float = 0.1,
-    mode: str = "mapped",
+    mode: str = "normalised",
 ) -> Tensor:
     """STAR's reconstruction-normalised alignment (STAR Algorithm 1, line 9), made safe.
 
-    The literal form ``-mean cos(h_img, h_clin) / mean cos(h_img, h_recon)`` is undefined when
-    the denominator crosses 0 and flips sign with it. Two safe readings:
+    Published form: ``L = -mean cos(h_img, h_clin) / mean cos(h_img, h_recon)``.
 
-    - ``mode="mapped"`` (default): both cosines mapped to ``(1 + cos) / 2`` in ``[0, 1]`` and
-      ``eps`` added to the denominator, ``L = -mean(a) / (mean(b) + eps)``; bounded in
-      ``[-1/eps, 0]``.
-    - ``mode="clamped"``: raw cosines, the denominator's magnitude clamped to at least ``eps``
-      with its sign kept.
+    Why the published form collapses: the denominator is itself a function of the weights, so
+    gradient descent lowers ``L`` just as well by shrinking the image-reconstruction agreement
+    as by raising the image-clinical agreement. With the agreement mapped to ``[0, 1]`` the
+    ratio is unbounded as the denominator approaches 0, so that direction wins: measured on the
+    cpu profile, ``cos(h_img, h_recon)`` reached -0.999 within ~60 steps, ``L`` sat at its bound
+    ``-1/eps`` and made up ~45% of the total loss (it drove early stopping and the scheduler).
+    The sign, the epsilon and the normalisation are not the cause; the gradient path through
+    the denominator is.
 
-    Note that, read literally, minimising this ratio also rewards a *small* image-reconstruction
-    agreement; we implement the formula as published and leave that to the ablation.
+    Modes
+    -----
+    ``"normalised"`` (default)
+        The denominator is a *normaliser*, not an objective: it is detached (stop-gradient), so
+        the loss only ever pulls ``h_img`` towards ``h_clin``, with a strength inversely
+        proportional to the current image-reconstruction agreement. Both cosines mapped to
+        ``(1 + cos) / 2``; ``L = -mean(a) / (sg(mean(b)) + eps)`` in ``[-1/eps, 0]``.
+    ``"mapped"``
+        The same formula without the stop-gradient (the published gradient; it collapses as
+        described above; kept to reproduce the failure).
+    ``"clamped"``
+        Raw cosines, the denominator's magnitude clamped to at least ``eps`` with its sign
+        kept (also without stop-gradient).
 
     Parameters
     ----------
     h_img, h_clin, h_recon : Tensor ``[B, E]``
     eps : float
         Denominator guard (dimensionless).
-    mode : {"mapped", "clamped"}
+    mode : {"normalised", "mapped", "clamped"}
+
+    Examples
+    --------
+    >>> h = torch.randn(4, 8, requires_grad=True)
+    >>> r = torch.randn(4, 8, requires_grad=True)
+    >>> star_alignment_loss(h, torch.randn(4, 8), r).backward()
+    >>> bool(r.grad.abs().sum() == 0)  # no gradient reaches the reconstruction agreement
+    True
     """
     a = F.cosine_similarity(h_img, h_clin, dim=1, eps=1e-8).mean()
     b = F.cosine_similarity(h_img, h_recon, dim=1, eps=1e-8).mean()
+    if mode == "normalised":
+        return -((1 + a) / 2) / ((1 + b.detach()) / 2 + eps)
     if mode == "mapped":
         return -((1 + a) / 2) / ((1 + b) / 2 + eps)
     if mode == "clamped":
         sign = torch.where(b >= 0, torch.ones_like(b), -torch.ones_like(b))
         return -a / (sign * b.abs().clamp_min(eps))
-    raise ValueError(f"unknown STAR alignment mode {mode!r}; use 'mapped' or 'clamped'")
+    raise ValueError(f"unknown STAR alignment mode {mode!r}; use one of {STAR_MODES}")
 
 
 def covariance(rows: Tensor) -> Tensor:
@@ -239,6 +265,67 @@ def disentanglement_loss(
     diff = covariance(h_img) - covariance(h_clin)
     # Frobenius norm with a tiny floor inside the sqrt: finite gradient at diff = 0.
     return torch.sqrt((diff**2).sum() + 1e-12) / d**2
+
+
+DIS_MODES = ("paper", "xcorr")
+
+
+def cross_correlation_loss(
+    h_img: Tensor,
+    h_clin: Tensor,
+    memory_img: Tensor | None = None,
+    memory_clin: Tensor | None = None,
+    eps: float = 1e-12,
+) -> Tensor:
+    """Scale-correct disentanglement: squared cross-correlation of the two modalities.
+
+    ``L = ||Corr(H_img, H_clin)||_F^2 / d`` with ``Corr = Z_img^T Z_clin / (N - 1)`` ``[d, d]``
+    and ``Z`` the column-standardised rows (mean 0, standard deviation 1 over the ``N`` rows of
+    the current batch stacked under the detached memory, as in
+    :func:`disentanglement_loss`).
+
+    Why: Eq. (4) of 4D-ACFNet, ``||Cov(H_img) - Cov(H_clin)||_F / d^2``, depends on the raw
+    scale of the embeddings and divides by ``d^2``; at the cpu profile's widths it is ~3e-4
+    with a gradient norm ~1e-5 against ~1 for the survival loss, so ablation C changes
+    nothing. This form is dimensionless (each entry a correlation in ``[-1, 1]``; ``L`` is
+    about ``d / N`` for independent embeddings, ``d`` at most) and penalises what the papers'
+    text says the term is for: information shared by the image and clinical embeddings
+    ("preserving modality-specific information", STAR section 3.3). Choice: cross-correlation
+    (decorrelation of the modalities) rather than a correlation-matrix version of Eq. (4).
+
+    Parameters
+    ----------
+    h_img, h_clin : Tensor ``[B, d]``
+    memory_img, memory_clin : Tensor ``[M, d]``, optional
+        Detached rows of recent batches (:class:`EmbeddingMemory`).
+    eps : float
+        Variance floor of the standardisation (tiny: the form must not depend on the scale).
+
+    Returns
+    -------
+    Tensor
+        Scalar >= 0; 0 when fewer than 2 rows are available.
+
+    Examples
+    --------
+    >>> x = torch.randn(64, 4)
+    >>> float(cross_correlation_loss(x, x)) > float(cross_correlation_loss(x, torch.randn(64, 4)))
+    True
+    """
+    if memory_img is not None and memory_img.numel():
+        h_img = torch.cat([memory_img.detach().to(h_img), h_img], dim=0)
+    if memory_clin is not None and memory_clin.numel():
+        h_clin = torch.cat([memory_clin.detach().to(h_clin), h_clin], dim=0)
+    n, d = h_img.shape
+    if n < 2:
+        return h_img.sum() * 0.0
+
+    def standardise(x: Tensor) -> Tensor:
+        x = x - x.mean(dim=0, keepdim=True)
+        return x / torch.sqrt(x.pow(2).sum(dim=0, keepdim=True) / (n - 1) + eps)
+
+    corr = standardise(h_img).T @ standardise(h_clin) / (n - 1)
+    return corr.pow(2).sum() / d
 
 
 class EmbeddingMemory(nn.Module):
@@ -337,7 +424,9 @@ def total_loss(
     loss : Tensor
         Scalar with gradient.
     parts : dict[str, float]
-        Unweighted value of every term (``surv``, ``recur`` and each loss term) and ``total``.
+        Unweighted value of every term (``surv``, ``recur`` and each loss term), ``total``, and
+        the model's diagnostics ``aux["monitor"]`` (e.g. ``cos_img_recon``), which are logged
+        in the training history but never enter ``loss``.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
@@ -365,4 +454,6 @@ def total_loss(
     loss = sum(w.get(k, 1.0) * v for k, v in terms.items())
     parts = {k: float(v.detach()) for k, v in terms.items()}
     parts["total"] = float(loss.detach())
+    for k, v in (aux.get("monitor") or {}).items():  # diagnostics: logged, never optimised
+        parts[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
     return loss, parts

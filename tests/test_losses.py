@@ -13,6 +13,7 @@ from crlm_lib.losses import (
     alignment_loss,
     censored_recurrence_bce,
     censored_survival_nll,
+    cross_correlation_loss,
     disentanglement_loss,
     info_nce,
     paper_recurrence_ce,
@@ -42,6 +43,66 @@ def test_star_alignment_mapped_and_clamped():
     assert torch.isfinite(star_alignment_loss(h_img, h_clin, anti, eps=0.1))
     with pytest.raises(ValueError):
         star_alignment_loss(h_img, h_clin, h_recon, mode="raw")
+
+
+def _agreement_after_training(mode: str, steps: int = 150) -> tuple[float, float]:
+    """Optimise learnable h_img, h_recon against a fixed h_clin with the STAR term alone and
+    return (cos(h_img, h_recon), cos(h_img, h_clin)) at the end."""
+    g = torch.Generator().manual_seed(0)
+    h_img = torch.randn(8, 16, generator=g).requires_grad_()
+    h_recon = (h_img.detach() + 0.3 * torch.randn(8, 16, generator=g)).requires_grad_()
+    h_clin = torch.randn(8, 16, generator=g)
+    opt = torch.optim.Adam([h_img, h_recon], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        star_alignment_loss(h_img, h_clin, h_recon, eps=0.1, mode=mode).backward()
+        opt.step()
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        return float(cos(h_img, h_recon).mean()), float(cos(h_img, h_clin).mean())
+
+
+def test_star_published_gradient_collapses_and_normalised_form_does_not():
+    collapsed, _ = _agreement_after_training("mapped")
+    assert collapsed < -0.9  # the failure of issue 10: the agreement is driven to -1
+    kept, aligned = _agreement_after_training("normalised")
+    # h_img moves towards the (unrelated) h_clin, so the agreement drops somewhat, but it is
+    # no longer a target: nothing drives it to -1 (h_recon gets no gradient at all)
+    assert kept > -0.5 and kept > collapsed + 0.5
+    assert aligned > 0.9  # and the term still does its job: h_img moves towards h_clin
+
+
+def test_star_normalised_value_equals_mapped_and_stops_gradient():
+    g = torch.Generator().manual_seed(1)
+    h_img = torch.randn(4, 8, generator=g, requires_grad=True)
+    h_clin = torch.randn(4, 8, generator=g)
+    h_recon = torch.randn(4, 8, generator=g, requires_grad=True)
+    a = star_alignment_loss(h_img, h_clin, h_recon, mode="normalised")
+    b = star_alignment_loss(h_img, h_clin, h_recon, mode="mapped")
+    assert float(a.detach()) == pytest.approx(float(b.detach()))
+    a.backward()
+    assert h_recon.grad is None or float(h_recon.grad.abs().sum()) == 0.0
+    assert float(h_img.grad.abs().sum()) > 0.0
+
+
+def test_cross_correlation_is_scale_free_and_acts_where_eq4_does_not():
+    g = torch.Generator().manual_seed(2)
+    shared = torch.randn(48, 8, generator=g)
+    h_img = 1e-2 * (shared + 0.5 * torch.randn(48, 8, generator=g))  # small, like the net's
+    h_clin = 1e-2 * (shared + 0.5 * torch.randn(48, 8, generator=g))
+    x = cross_correlation_loss(h_img, h_clin)
+    assert float(cross_correlation_loss(1e3 * h_img, h_clin)) == pytest.approx(float(x), rel=1e-3)
+    indep = cross_correlation_loss(h_img, torch.randn(48, 8, generator=g))
+    assert float(x) > 3 * float(indep)  # shared information costs more than none
+    # gradient magnitude: Eq. (4) is vanishing at this scale, the cross-correlation is not
+    hi = h_img.clone().requires_grad_()
+    disentanglement_loss(hi, h_clin).backward()
+    g_paper = float(hi.grad.norm())
+    hi = h_img.clone().requires_grad_()
+    cross_correlation_loss(hi, h_clin).backward()
+    assert float(hi.grad.norm()) > 100 * g_paper
+    one = torch.randn(1, 8, generator=g)
+    assert float(cross_correlation_loss(one, one)) == 0.0  # B = 1, no memory: undefined -> 0
 
 
 def test_disentanglement_known_covariances():

@@ -12,19 +12,41 @@ fewer parameters) is implemented as follows, every detail below being our choice
   (shared weights: the five regions are the same kind of image content; a per-type encoder
   would multiply the encoder parameters by 5), plus a learned node-type embedding;
 - ``ct``: 1 whole-CT node from a second 3D ResNet-18;
-- ``clin``: 1 clinical node (MLP of the clinical vector).
+- ``clin``: 1 clinical node (MLP of the clinical vector);
+- ``lesion``: one node per liver metastasis (the published model makes "each tumour a node";
+  interpretation: up to ``L_MAX`` = 16 lesions, the largest kept, as ``data.dataset``). A
+  lesion node is an MLP of that lesion's standardised radiomic features
+  (``batch["lesion_features"]`` ``[B, L, F_les]``, ``data.lesions``: first-order HU and shape
+  at the original resolution) -- the preprocessed cache keeps only the union tumour mask, so
+  per-lesion image crops are not available to an image encoder; the ``tumour`` anatomical node
+  still carries the image of all lesions together. Absent when ``n_lesion_features = 0`` or
+  the batch has no lesion features (then 0 lesion nodes);
+- ``time``: ``T`` = 12 temporal nodes, one per postoperative year, each a learned year
+  embedding (the "temporal evolution" of the paper; interpretation: the same 12 virtual yearly
+  timestamps as 4D-ACFNet/STAR, since the cohort has one preoperative CT per patient).
 
 Encoders end in multi-scale pooling: adaptive average pooling of the last stage to 1, 2 and 4
 cells per axis, concatenated (``73 C``) and mapped linearly to the node width.
 
-**Edges**: ``ct -> anat`` (spatial topology: the whole CT contains each region) and the
-cross-modal edges ``clin <-> anat`` and ``clin <-> ct`` in both directions.
+**Edges** (each type has its own SAGE weights; spatial and temporal edges are separate types,
+our reading of "spatiotemporal decoupling"):
+
+- spatial topology: ``ct -> anat`` (the whole CT contains each region), ``lesion <-> anat``
+  (each lesion lies in the liver and is part of the tumour region; to/from the ``liver`` and
+  ``tumour`` nodes), ``lesion <-> lesion`` (tumour distribution: the lesions of a patient as
+  a complete graph -- the cache has no lesion positions, so no distance threshold is used);
+- cross-modal: ``clin <-> anat``, ``clin <-> ct``, ``clin <-> lesion``;
+- temporal: ``time -> time`` from year t to t+1 and from t+1 to t (two types), and the patient
+  state flowing into every year: ``ct -> time``, ``clin -> time``, ``lesion -> time``.
 
 **Message passing**: ``HeteroConv`` of one ``SAGEConv`` (mean aggregation) per edge type,
 summed per destination type, GELU, 2 layers.
 
-**Readout**: per graph, ``[mean(anat); ct; clin]`` -> linear -> ``h`` ``[B, E]`` -> the 12-bin
-heads of 4D-ACFNet and a scalar risk head.
+**Readout**: per graph, ``[mean(anat); ct; clin; mean(lesion)]`` (the last with lesion nodes
+only) -> linear -> ``h`` ``[B, E]`` -> the 12-bin
+heads of 4D-ACFNet and a scalar risk head. The temporal nodes add a per-year term: a linear map
+of time node ``k`` gives ``(survival, recurrence)`` logit offsets of year ``k`` (shared over
+years), so the year-wise outputs can differ by more than the heads' fixed per-year biases.
 
 **Loss terms**:
 
@@ -59,7 +81,19 @@ EDGE_TYPES: tuple[tuple[str, str, str], ...] = (
     ("anat", "informs", "clin"),
     ("clin", "informs", "ct"),
     ("ct", "informs", "clin"),
+    ("lesion", "lies_in", "anat"),
+    ("anat", "contains", "lesion"),
+    ("lesion", "near", "lesion"),
+    ("clin", "informs", "lesion"),
+    ("lesion", "informs", "clin"),
+    ("time", "next", "time"),
+    ("time", "prev", "time"),
+    ("ct", "at", "time"),
+    ("clin", "at", "time"),
+    ("lesion", "at", "time"),
 )
+#: Anatomical nodes a lesion is connected to (indices in ``MASK_NAMES``).
+LESION_ANAT: tuple[int, ...] = (MASK_NAMES.index("liver"), MASK_NAMES.index("tumour"))
 SCALES: tuple[int, ...] = (1, 2, 4)
 
 
@@ -115,6 +149,8 @@ class STG(nn.Module):
         Negatives kept for the contrastive term.
     weights_path : str, optional
         Local ``state_dict`` to load (never downloaded).
+    n_lesion_features : int
+        Width ``F_les`` of ``batch["lesion_features"]`` (0: no lesion nodes).
     """
 
     def __init__(
@@ -127,6 +163,7 @@ class STG(nn.Module):
         temperature: float = 0.1,
         memory_size: int = 32,
         weights_path: str | None = None,
+        n_lesion_features: int = 0,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -141,12 +178,24 @@ class STG(nn.Module):
             nn.Linear(max(n_clinical, 1), nd), nn.GELU(), nn.Linear(nd, nd)
         )
         self.n_clinical = n_clinical
+        self.n_lesion_features = n_lesion_features
+        self.lesion_encoder = (
+            nn.Sequential(nn.Linear(n_lesion_features, nd), nn.GELU(), nn.Linear(nd, nd))
+            if n_lesion_features > 0
+            else None
+        )
+        self.n_years = cfg.n_years
+        self.time_embed = nn.Embedding(cfg.n_years, nd)
+        self.time_head = nn.Linear(nd, 2)
         n_layers = n_layers if n_layers is not None else (1 if lite else 2)
+        self.edge_types = tuple(
+            et for et in EDGE_TYPES if n_lesion_features > 0 or "lesion" not in (et[0], et[2])
+        )
         self.convs = nn.ModuleList(
-            HeteroConv({et: SAGEConv((nd, nd), nd) for et in EDGE_TYPES}, aggr="sum")
+            HeteroConv({et: SAGEConv((nd, nd), nd) for et in self.edge_types}, aggr="sum")
             for _ in range(n_layers)
         )
-        self.readout = nn.Linear(3 * nd, nd)
+        self.readout = nn.Linear((4 if n_lesion_features > 0 else 3) * nd, nd)
         self.heads = PrognosisHeads(nd, n_years=cfg.n_years)
         self.risk_head = nn.Linear(nd, 1)
         self.memory = EmbeddingMemory(nd, memory_size, n_streams=1)
@@ -155,18 +204,41 @@ class STG(nn.Module):
             self.load_state_dict(torch.load(weights_path, map_location="cpu"))
 
     @staticmethod
-    def _graph(anat: Tensor, ct: Tensor, clin: Tensor) -> HeteroData:
+    def _graph(anat: Tensor, ct: Tensor, clin: Tensor, lesion: Tensor, time: Tensor) -> HeteroData:
+        """One patient's graph: ``anat`` ``[K, nd]``, ``ct`` / ``clin`` ``[1, nd]``, ``lesion``
+        ``[L, nd]`` (L may be 0), ``time`` ``[T, nd]``."""
         g = HeteroData()
         g["anat"].x, g["ct"].x, g["clin"].x = anat, ct, clin
-        n = anat.shape[0]
-        to_anat = torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)])
-        from_anat = to_anat.flip(0)
+        g["lesion"].x, g["time"].x = lesion, time
+        n, n_les, n_t = anat.shape[0], lesion.shape[0], time.shape[0]
+
+        def one_to_all(k: int) -> Tensor:  # node 0 of a singleton type -> k nodes
+            return torch.stack([torch.zeros(k, dtype=torch.long), torch.arange(k)])
+
+        g["ct", "contains", "anat"].edge_index = one_to_all(n)
+        g["clin", "informs", "anat"].edge_index = one_to_all(n)
+        g["anat", "informs", "clin"].edge_index = one_to_all(n).flip(0)
         single = torch.zeros(2, 1, dtype=torch.long)
-        g["ct", "contains", "anat"].edge_index = to_anat
-        g["clin", "informs", "anat"].edge_index = to_anat.clone()
-        g["anat", "informs", "clin"].edge_index = from_anat
         g["clin", "informs", "ct"].edge_index = single
         g["ct", "informs", "clin"].edge_index = single.clone()
+        # lesions: lie in the liver and the tumour region; complete graph among them
+        lesion_ids = torch.arange(n_les).repeat_interleave(len(LESION_ANAT))
+        anat_ids = torch.tensor(LESION_ANAT, dtype=torch.long).repeat(n_les)
+        g["lesion", "lies_in", "anat"].edge_index = torch.stack([lesion_ids, anat_ids])
+        g["anat", "contains", "lesion"].edge_index = torch.stack([anat_ids, lesion_ids])
+        src, dst = torch.meshgrid(torch.arange(n_les), torch.arange(n_les), indexing="ij")
+        off = src != dst
+        g["lesion", "near", "lesion"].edge_index = torch.stack([src[off], dst[off]])
+        g["clin", "informs", "lesion"].edge_index = one_to_all(n_les)
+        g["lesion", "informs", "clin"].edge_index = one_to_all(n_les).flip(0)
+        # temporal chain and the patient state at every year
+        years = torch.arange(n_t - 1)
+        g["time", "next", "time"].edge_index = torch.stack([years, years + 1])
+        g["time", "prev", "time"].edge_index = torch.stack([years + 1, years])
+        g["ct", "at", "time"].edge_index = one_to_all(n_t)
+        g["clin", "at", "time"].edge_index = one_to_all(n_t)
+        les_t, t_les = torch.meshgrid(torch.arange(n_les), torch.arange(n_t), indexing="ij")
+        g["lesion", "at", "time"].edge_index = torch.stack([les_t.reshape(-1), t_les.reshape(-1)])
         return g
 
     def forward(self, batch: dict) -> dict:
@@ -182,7 +254,22 @@ class STG(nn.Module):
         if self.n_clinical == 0:
             clinical = clinical.new_zeros(b, 1)
         clin_node = self.clin_encoder(clinical)
-        graphs = [self._graph(anat[i], ct_node[i : i + 1], clin_node[i : i + 1]) for i in range(b)]
+        nd = clin_node.shape[1]
+        if self.lesion_encoder is not None and "lesion_features" in batch:
+            feats = batch["lesion_features"].to(ct)  # [B, L, F_les]
+            if "lesion_mask" in batch:
+                present = batch["lesion_mask"].to(ct.device).bool()
+            else:
+                present = torch.ones(feats.shape[:2], dtype=torch.bool, device=ct.device)
+            lesion_nodes = self.lesion_encoder(feats)  # [B, L, nd]
+            lesions = [lesion_nodes[i][present[i]] for i in range(b)]
+        else:
+            lesions = [clin_node.new_zeros(0, nd) for _ in range(b)]
+        time_nodes = self.time_embed.weight  # [T, nd]
+        graphs = [
+            self._graph(anat[i], ct_node[i : i + 1], clin_node[i : i + 1], lesions[i], time_nodes)
+            for i in range(b)
+        ]
         data = Batch.from_data_list(graphs).to(ct.device)
         x, edges = data.x_dict, data.edge_index_dict
         for i, conv in enumerate(self.convs):
@@ -191,8 +278,14 @@ class STG(nn.Module):
         anat_mean = global_mean_pool(x["anat"], data["anat"].batch, size=b)
         z_img = (anat_mean + x["ct"]) / 2
         z_clin = x["clin"]
-        h = self.readout(torch.cat([anat_mean, x["ct"], z_clin], dim=1))
+        pooled = [anat_mean, x["ct"], z_clin]
+        if self.lesion_encoder is not None:  # mean of the lesion nodes (0 without lesions)
+            pooled.append(global_mean_pool(x["lesion"], data["lesion"].batch, size=b))
+        h = self.readout(torch.cat(pooled, dim=1))
         rec, surv = self.heads(h)
+        per_year = self.time_head(x["time"]).view(b, self.n_years, 2)  # time nodes, graph order
+        surv = surv + per_year[..., 0]
+        rec = rec + per_year[..., 1]
         terms: dict[str, Tensor] = {
             "contrastive": info_nce(z_img, z_clin, self.memory.get(0), self.temperature)
         }

@@ -36,7 +36,7 @@ def make_batch(b: int = 2, shape: tuple[int, int, int] = (16, 32, 32), seed: int
 
 def options(name: str) -> dict:
     """Constructor options a test needs for ``name`` (AMINN's lesion feature width)."""
-    return {"n_lesion_features": N_LES} if name == "aminn" else {}
+    return {"n_lesion_features": N_LES} if name in ("aminn", "stg", "stg_lite") else {}
 
 
 @pytest.fixture(name="make_batch")

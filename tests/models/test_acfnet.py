@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from crlm_lib.losses import total_loss
@@ -111,3 +113,60 @@ def test_separable_parameter_counts():
     assert c["full_4d"] == 81 * 72 * 64
     assert abs(c["reduction_vs_two_3d"] - 0.418) < 1e-3  # the paper's "41%"
     assert abs(separable_param_counts(16, 16)["reduction_vs_two_3d"] - 24 / 54) < 1e-9
+
+
+def test_image_only_base_row_ignores_clinical_input(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
+                        clinical=False, align=False, disentangle=False).eval()  # fmt: skip
+    batch = make_batch(2)
+    other = dict(batch, clinical=batch["clinical"] + 5.0)
+    with torch.no_grad():
+        a, b = model(batch), model(other)
+    torch.testing.assert_close(a["survival_logits"], b["survival_logits"])
+    assert model.clin_encoder.net is None and model.clin_residual is None
+    with torch.no_grad():  # the clinical model does read it
+        fused = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False)
+        fused.clin_residual.weight.fill_(0.5)
+        diff = fused(batch)["survival_logits"] - fused(other)["survival_logits"]
+    assert diff.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="image-only"):
+        build_model("acfnet", 6, smoke_cfg, clinical=False)
+
+
+def test_monitor_logs_agreement_and_xcorr_mode(smoke_cfg, make_batch):
+    torch.manual_seed(0)
+    model = build_model("star", 6, smoke_cfg, dis_mode="xcorr").train()
+    out = model(make_batch(4))
+    aux = out["aux"]
+    cos = torch.nn.functional.cosine_similarity(aux["h_img"], aux["h_recon"], dim=1).mean()
+    assert float(aux["monitor"]["cos_img_recon"]) == pytest.approx(float(cos.detach()), abs=1e-6)
+    _, parts = total_loss(out, make_batch(4))
+    assert "cos_img_recon" in parts and "cos_img_clin" in parts
+    assert "cos_img_recon" not in aux["loss_terms"]  # logged, not optimised
+    assert float(aux["loss_terms"]["dis"].detach()) > 1e-2  # O(1), not ~1e-4 as Eq. (4)
+    with pytest.raises(ValueError, match="dis_mode"):
+        build_model("acfnet", 6, smoke_cfg, dis_mode="cov")
+
+
+def test_anchor_clinical_ranks_like_cox(smoke_cfg, make_batch):
+    from crlm_lib.metrics import risk_from_survival
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6))
+    hazard = np.exp(1.5 * x[:, 0])  # only feature 0 matters; higher = earlier death
+    years = rng.exponential(3.0 / hazard)
+    event = (rng.uniform(size=120) < 0.8).astype(float)
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg).eval()
+    beta = model.anchor_clinical(x, years, event)
+    assert beta[0] > 1.0 and np.abs(beta[1:]).max() < 0.5 * beta[0]
+    batch = make_batch(2)
+    lo, hi = torch.zeros(2, 6), torch.zeros(2, 6)
+    lo[:, 0], hi[:, 0] = -2.0, 2.0
+    with torch.no_grad():
+        p_lo = torch.softmax(model(dict(batch, clinical=lo))["survival_logits"], 1).numpy()
+        p_hi = torch.softmax(model(dict(batch, clinical=hi))["survival_logits"], 1).numpy()
+    assert (risk_from_survival(p_hi) > risk_from_survival(p_lo) + 0.5).all()
+    papers = build_model("acfnet", 6, smoke_cfg, clinical_residual=False)
+    assert papers.anchor_clinical(x, years, event) is None
