@@ -100,19 +100,24 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from crlm_lib import distributed
     from crlm_lib.evaluate import train_cli
 
-    return train_cli(
-        model_name=a.model,
-        profile=a.profile,
-        cohort_dir=a.data_dir,
-        clinical=a.clinical,
-        run_dir=Path(a.out),
-        epochs=a.epochs,
-        seed=a.seed,
-        objective=a.objective,
-        restart=a.restart,
-    )
+    distributed.init_from_env()  # data parallel when launched by torchrun (WORLD_SIZE > 1)
+    try:
+        return train_cli(
+            model_name=a.model,
+            profile=a.profile,
+            cohort_dir=a.data_dir,
+            clinical=a.clinical,
+            run_dir=Path(a.out),
+            epochs=a.epochs,
+            seed=a.seed,
+            objective=a.objective,
+            restart=a.restart,
+        )
+    finally:
+        distributed.cleanup()
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:

@@ -104,7 +104,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training engine's settings (4D-ACFNet section 4.2: AdamW 1e-4, plateau 0.5/5, B=1)."""
+    """The training engine's settings (4D-ACFNet section 4.2: AdamW 1e-4, plateau 0.5/5, B=1).
+
+    The device-side fields (``crlm_lib.train.fit``): ``num_workers`` DataLoader worker
+    processes; ``amp`` autocast precision, ``"auto"`` (bf16 on a CUDA GPU that supports it,
+    else fp16 with a gradient scaler; off on CPU), ``"bf16"``, ``"fp16"`` or ``"off"``;
+    ``deterministic`` deterministic algorithms and ``cudnn.benchmark`` off (bit-for-bit CPU
+    runs, repeatable GPU runs) -- ``False`` lets cuDNN pick the fastest kernels; ``pin_memory``
+    page-locked host batches for asynchronous copies (CUDA only). Under ``torchrun`` the batch
+    size is per process (global batch = ``batch_size x world size``).
+    """
 
     epochs: int = 100
     batch_size: int = 1
@@ -117,6 +126,9 @@ class TrainConfig:
     augment: bool = True
     elastic_probability: float = 1.0
     max_train_batches: int | None = None
+    amp: str = "auto"
+    deterministic: bool = True
+    pin_memory: bool = True
 
 
 @dataclass(frozen=True)
@@ -208,7 +220,7 @@ PAPER = Profile(
     synth=SynthConfig(n_patients=197, matrix=256, pixel_spacing_mm=1.5, slices=(60, 120)),
     preprocess=PreprocessConfig(depth=40, size=128),
     model=ModelConfig(width=16, embed_dim=32, time_embed_dim=8),
-    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4),
+    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4, num_workers=4),
     eval=EvalConfig(cv_folds=5, cv_repeats=5, cv_repeats_3d=5, cv_epochs_3d=100, bootstrap=1000),
 )
 

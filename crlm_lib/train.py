@@ -40,9 +40,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from tqdm.auto import tqdm
 
+from crlm_lib import distributed
 from crlm_lib.config import N_YEARS, Profile, get_profile
 
 #: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
@@ -59,6 +60,7 @@ __all__ = [
     "History",
     "set_seed",
     "select_device",
+    "amp_dtype",
     "collate",
     "to_device",
     "channels_last_3d",
@@ -124,10 +126,38 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    """``device`` if given, else ``cuda`` when available (``cuda:<local rank>`` under
+    ``torchrun``), else ``cpu``."""
     if device is None or device == "":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", distributed.info().local_rank % torch.cuda.device_count())
     return torch.device(device)
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """Autocast precision of the forward pass and loss, or ``None`` (float32).
+
+    ``"auto"``: bf16 on a CUDA device that supports it (Ampere and later: same exponent range
+    as float32, no loss scaling), fp16 with a gradient scaler on older GPUs, ``None`` on CPU
+    (CPU autocast is slower than float32 for these 3-D convolutions). ``"bf16"`` and
+    ``"fp16"`` force a precision on any device (``torch.autocast(device.type, dtype)``);
+    ``"off"`` disables autocast.
+
+    Raises
+    ------
+    ValueError
+        For another value of ``amp``.
+    """
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', not {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _worker_init_fn(worker_id: int) -> None:
@@ -174,24 +204,50 @@ def channels_last_3d(model: nn.Module) -> nn.Module:
     return model
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def _autocast(device: torch.device, dtype: torch.dtype | None = None):
+    """``torch.autocast`` with ``dtype`` on ``device``; no-op for ``None``."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
-def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int) -> DataLoader:
+def _loader(
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    *,
+    pin_memory: bool = False,
+    rank: distributed.DistInfo | None = None,
+    epoch: int = 0,
+) -> DataLoader:
+    """DataLoader of one epoch. Under DDP (``rank.enabled``) the training set is sharded by
+    a ``DistributedSampler`` (shuffled from ``seed``, reshuffled per ``epoch``, padded so every
+    rank runs the same number of steps) and the validation set by ``rank::world_size`` without
+    padding (losses are summed across ranks, so each item counts once)."""
+    rank = rank or distributed.DistInfo()
     generator = torch.Generator()
-    generator.manual_seed(seed)
+    generator.manual_seed(seed + 100_003 * rank.rank)  # rank 0: the single-process seed
+    sampler = None
+    if rank.enabled and shuffle:
+        sampler = DistributedSampler(
+            ds, num_replicas=rank.world_size, rank=rank.rank, shuffle=True, seed=seed
+        )
+        sampler.set_epoch(epoch)
+        shuffle = False
+    elif rank.enabled:
+        ds = Subset(ds, range(rank.rank, len(ds), rank.world_size))
     return DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
         generator=generator,
         worker_init_fn=_worker_init_fn,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
         persistent_workers=False,
     )
 
@@ -260,6 +316,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DistributedDataParallel wrapper
     return getattr(model, "_orig_mod", model)  # torch.compile wrapper
 
 
@@ -317,9 +374,13 @@ def _run_epoch(
     grad_clip: float | None,
     max_batches: int | None,
     bar: tqdm | None,
+    dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    rank: distributed.DistInfo | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One pass over ``loader``; trains when ``optimizer`` is given. Returns the mean loss and
-    mean loss parts, weighted by batch size."""
+    mean loss parts, weighted by batch size (summed over every rank under DDP). ``dtype``:
+    autocast precision; ``scaler``: fp16 gradient scaler (a disabled scaler is a no-op)."""
     train = optimizer is not None
     model.train(train)
     total, n_seen = 0.0, 0
@@ -330,7 +391,7 @@ def _run_epoch(
             if max_batches is not None and i >= max_batches:
                 break
             batch = to_device(batch, device)
-            with _autocast(device):
+            with _autocast(device, dtype):
                 outputs = model(batch)
                 loss, parts = loss_fn(outputs, batch, weights=loss_weights, objective=objective)
             if not torch.isfinite(loss):
@@ -341,10 +402,18 @@ def _run_epoch(
                 )
             if train:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                if scaler is not None and scaler.is_enabled():
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    if grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    optimizer.step()
             bsz = int(outputs["survival_logits"].shape[0])
             total += float(loss.detach()) * bsz
             n_seen += bsz
@@ -353,6 +422,15 @@ def _run_epoch(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / n_seen:.4f}", refresh=False)
+    if rank is not None and rank.enabled:
+        gathered: list[Any] = [None] * rank.world_size
+        torch.distributed.all_gather_object(gathered, (total, n_seen, parts_sum))
+        total = sum(g[0] for g in gathered)
+        n_seen = sum(g[1] for g in gathered)
+        parts_sum = {}
+        for _, _, ps in gathered:
+            for key, value in ps.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + value
     if n_seen == 0:
         return math.nan, {}
     return total / n_seen, {k: v / n_seen for k, v in parts_sum.items()}
@@ -408,7 +486,13 @@ def fit(
         same order whether or not the run was interrupted.
     device : str, optional
         ``cuda`` when available unless told otherwise. On CUDA the forward pass and loss run
-        under bf16 autocast and 5-D inputs and weights use ``channels_last_3d``.
+        under autocast (``profile.train.amp``: bf16 where supported, see :func:`amp_dtype`),
+        5-D inputs and weights use ``channels_last_3d``, batches come from pinned memory
+        (``pin_memory``) through ``num_workers`` workers, and ``cudnn.benchmark`` is on only
+        when ``profile.train.deterministic`` is off.
+        Under ``torchrun`` (a process group is initialised, see :mod:`crlm_lib.distributed`)
+        training is data-parallel (DDP): the training set is sharded, gradients and losses
+        averaged across ranks, and only rank 0 writes files.
     resume : bool
         Continue from ``run_dir/last.pt`` when present (model, optimizer, scheduler, RNG
         states, history, early-stopping counter): a resumed run ends with the same weights as
@@ -448,14 +532,29 @@ def fit(
         run_dir / "history.csv",
     )
 
-    set_seed(seed)
+    rank = distributed.info()
+    set_seed(seed, deterministic=tc.deterministic)
+    if not tc.deterministic:
+        torch.backends.cudnn.benchmark = True
+    if rank.enabled:  # different dropout/augmentation draws per rank; rank 0 as single-process
+        set_seed(seed + 1009 * rank.rank, deterministic=tc.deterministic)
+    dtype = amp_dtype(dev, tc.amp)
+    pin = tc.pin_memory and dev.type == "cuda"
     model.to(dev)
     if dev.type == "cuda":
         channels_last_3d(model)
+    net: nn.Module = model
+    if rank.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True,  # ablation switches leave some parameters unused
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
     )
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     history = History()
     start_epoch, bad_epochs = 0, 0
 
@@ -473,7 +572,13 @@ def fit(
         ckpt = load_checkpoint(model, last_path, map_location=dev)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        rng_ranks = ckpt.get("rng_ranks")
+        if rank.enabled and rng_ranks is not None and len(rng_ranks) == rank.world_size:
+            _set_rng_state(rng_ranks[rank.rank])
+        else:
+            _set_rng_state(ckpt["rng"])
         history = History(**ckpt["history"])
         start_epoch, bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
         if ckpt.get("seed") != seed or ckpt.get("objective") != objective:
@@ -484,29 +589,45 @@ def fit(
             )
 
     has_val = val_ds is not None and len(val_ds) > 0
-    val_loader = _loader(val_ds, tc.batch_size, False, seed, tc.num_workers) if has_val else None
+    loader_kw = {"pin_memory": pin, "rank": rank}
+    val_loader = (
+        _loader(val_ds, tc.batch_size, False, seed, tc.num_workers, **loader_kw)
+        if has_val
+        else None
+    )
     epoch_bar = tqdm(
-        total=n_epochs, initial=start_epoch, desc="epochs", disable=not progress, leave=True
+        total=n_epochs,
+        initial=start_epoch,
+        desc="epochs",
+        disable=not (progress and rank.is_main),
+        leave=True,
     )
     epoch = start_epoch
     while epoch < n_epochs and not history.stopped_early:
         epoch += 1
         t0 = time.perf_counter()
         lr = float(optimizer.param_groups[0]["lr"])
-        train_loader = _loader(train_ds, tc.batch_size, True, seed + epoch, tc.num_workers)
+        train_loader = _loader(
+            train_ds, tc.batch_size, True, seed + epoch, tc.num_workers, epoch=epoch, **loader_kw
+        )
         n_batches = len(train_loader)
         if tc.max_train_batches is not None:
             n_batches = min(n_batches, tc.max_train_batches)
         bar = tqdm(
-            total=n_batches, desc=f"epoch {epoch}/{n_epochs}", disable=not progress, leave=False
+            total=n_batches,
+            desc=f"epoch {epoch}/{n_epochs}",
+            disable=not (progress and rank.is_main),
+            leave=False,
         )
         common = {
             "loss_weights": loss_weights,
             "objective": objective,
             "epoch": epoch,
+            "dtype": dtype,
+            "rank": rank,
         }
         train_loss, train_parts = _run_epoch(
-            model,
+            net,
             train_loader,
             loss_fn,
             dev,
@@ -514,12 +635,13 @@ def fit(
             grad_clip=grad_clip,
             max_batches=tc.max_train_batches,
             bar=bar,
+            scaler=scaler,
             **common,
         )
         bar.close()
         if has_val:
             val_loss, val_parts = _run_epoch(
-                model,
+                net,
                 val_loader,
                 loss_fn,
                 dev,
@@ -546,33 +668,47 @@ def fit(
 
         if val_loss < history.best_val_loss:
             history.best_val_loss, history.best_epoch, bad_epochs = float(val_loss), epoch, 0
-            _atomic_torch_save(
-                {"model": _unwrap(model).state_dict(), "epoch": epoch, "val_loss": float(val_loss)},
-                best_path,
-            )
+            if rank.is_main:
+                _atomic_torch_save(
+                    {
+                        "model": _unwrap(model).state_dict(),
+                        "epoch": epoch,
+                        "val_loss": float(val_loss),
+                    },
+                    best_path,
+                )
         else:
             bad_epochs += 1
             if bad_epochs >= tc.early_stopping_patience:
                 history.stopped_early = epoch < n_epochs
-        _atomic_torch_save(
-            {
-                "model": _unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "epoch": epoch,
-                "bad_epochs": bad_epochs,
-                "history": asdict(history),
-                "seed": seed,
-                "objective": objective,
-                "run_key": None if run_key is None else dict(run_key),
-            },
-            last_path,
-        )
-        _atomic_csv(history.to_frame(), csv_path)
+        rng_ranks = None
+        if rank.enabled:
+            rng_ranks = [None] * rank.world_size
+            torch.distributed.all_gather_object(rng_ranks, _rng_state())
+        if rank.is_main:
+            _atomic_torch_save(
+                {
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": _rng_state(),
+                    "rng_ranks": rng_ranks,
+                    "epoch": epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": asdict(history),
+                    "seed": seed,
+                    "objective": objective,
+                    "run_key": None if run_key is None else dict(run_key),
+                },
+                last_path,
+            )
+            _atomic_csv(history.to_frame(), csv_path)
         epoch_bar.update(1)
         epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{lr:.1e}")
     epoch_bar.close()
+    if rank.enabled:
+        torch.distributed.barrier()  # rank 0's best.pt is complete before anyone reads it
 
     if restore_best and best_path.is_file():
         load_checkpoint(model, best_path, map_location=dev)
@@ -594,6 +730,7 @@ def predict(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    amp: str = "auto",
 ) -> pd.DataFrame:
     """Predictions of ``model`` for every item of ``ds`` (the ``Predictions`` table).
 
@@ -606,8 +743,10 @@ def predict(
         ``os_years, os_event, dfs_years, dfs_event`` when the items carry them; and
         ``att_1..att_12`` when the model exposes ``aux["attention"]`` ``[B, 12]``.
         Probabilities are computed in float32 from the logits (also after bf16 autocast).
+        ``amp`` as ``TrainConfig.amp`` (:func:`amp_dtype`): bf16 autocast on a CUDA GPU.
     """
     dev = select_device(device)
+    dtype = amp_dtype(dev, amp)
     model.to(dev)
     model.eval()
     loader = DataLoader(
@@ -616,7 +755,7 @@ def predict(
     frames: list[pd.DataFrame] = []
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         batch = to_device(batch, dev)
-        with _autocast(dev):
+        with _autocast(dev, dtype):
             out = model(batch)
         surv = torch.softmax(out["survival_logits"].float(), dim=-1).cpu().numpy()
         rec = torch.sigmoid(out["recurrence_logits"].float()).cpu().numpy()

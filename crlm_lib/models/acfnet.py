@@ -90,6 +90,7 @@ from .common import (
     ConvBlock3d,
     CTStem,
     GatedFusion,
+    PatchDecoder,
     PrognosisHeads,
     TemporalConv,
     TimeEmbeddedConv,
@@ -234,9 +235,7 @@ class ACFNet(nn.Module):
             self.img_proj = nn.Linear(c, e)
             self.gradcam_layer = self.spatial[0]
         if reconstruction:
-            self.decoder = nn.Sequential(
-                nn.ConvTranspose3d(c, w, 2, stride=2), nn.GELU(), nn.Conv3d(w, 1, 1), nn.Tanh()
-            )
+            self.decoder = PatchDecoder(c, w)  # ConvT(2, s2) -> GELU -> 1x1x1 -> tanh
             self.recon_encoder = ReconEncoder(w, e)
             self.recon_pos = nn.Linear(et, e) if attention4d else None
             layer = nn.TransformerEncoderLayer(

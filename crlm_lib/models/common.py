@@ -184,6 +184,48 @@ class TemporalConv(nn.Module):
         return y.view(b, -1, t, d, h, w)
 
 
+class PatchDecoder(nn.Sequential):
+    """Transposed-conv reconstruction head of 4D-ACFNet (section 3.1, "transposed convolution"):
+    ``ConvTranspose3d(c_in, c_hidden, 2, stride=2) -> GELU -> Conv3d(c_hidden, 1, 1) -> Tanh``,
+    ``[N, c_in, d, h, w] -> [N, 1, 2d, 2h, 2w]``.
+
+    A kernel-2 stride-2 transposed convolution does not overlap: each input voxel writes its
+    own 2x2x2 output patch, ``patch = W^T x + b``, and the GELU and 1x1x1 conv that follow act
+    per output voxel. :meth:`forward` therefore runs the whole head as two matrix products on
+    the ``[N*d*h*w, c_in]`` voxel rows and rearranges the single output channel once (issue 11:
+    forward + backward 2.3x faster on CPU than the three oneDNN calls at the cpu profile's
+    size, 1.5x at the paper size).
+    The parameters are those of the ``nn.Sequential`` (same state-dict keys ``0.*``, ``2.*``);
+    :meth:`forward_modules` is the layer-by-layer reference (equal up to float rounding,
+    tested).
+    """
+
+    def __init__(self, c_in: int, c_hidden: int) -> None:
+        super().__init__(
+            nn.ConvTranspose3d(c_in, c_hidden, 2, stride=2),
+            nn.GELU(),
+            nn.Conv3d(c_hidden, 1, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        up, _, proj, _ = self
+        n, c, d, h, w = x.shape
+        o = up.out_channels
+        rows = x.permute(0, 2, 3, 4, 1).reshape(n * d * h * w, c)  # [M, C]
+        w_up = up.weight.permute(0, 2, 3, 4, 1).reshape(c, 8 * o)  # [C, (i, j, k, O)]
+        patch = torch.addmm(up.bias.repeat(8), rows, w_up).view(-1, o)  # [M*8, O]
+        out = torch.addmm(proj.bias, nn.functional.gelu(patch), proj.weight.view(1, o).t())
+        out = torch.tanh(out).view(n, d, h, w, 2, 2, 2).permute(0, 1, 4, 2, 5, 3, 6)
+        return out.reshape(n, 1, 2 * d, 2 * h, 2 * w)  # [N, 1, (d, i), (h, j), (w, k)]
+
+    def forward_modules(self, x: Tensor) -> Tensor:
+        """Reference: the four layers called one after the other."""
+        for layer in self:
+            x = layer(x)
+        return x
+
+
 def separable_param_counts(c_in: int, c_out: int, c_time: int = 0) -> dict[str, int]:
     """Weights (no biases) of three ways to convolve a ``[C, T, D, H, W]`` field.
 
