@@ -588,6 +588,7 @@ def predict_new(
     heatmaps: bool = True,
     seed: int = 0,
     progress: bool = True,
+    shap_samples: int = 64,
 ) -> pd.DataFrame:
     """Score new patients and write ``out_dir`` (the work of ``crlm predict --patient``).
 
@@ -632,7 +633,7 @@ def predict_new(
         if not (report or heatmaps):
             continue
         clin = row if row is not None else pd.DataFrame(index=pd.Index([pid], name="Patient-ID"))
-        heat, shap_values = explain_patient(runs[0], patient, clin, seed=seed)
+        heat, shap_values = explain_patient(runs[0], patient, clin, shap_samples, seed)
         folder = out_dir / _safe_name(pid)
         if heatmaps:
             from crlm_lib.explain import export_heatmaps_nifti
