@@ -411,7 +411,8 @@ def plain_language(row: dict, synthetic: bool) -> str:
     if row.get("in_training_set"):
         text += " This patient was in the model's training set: the prediction is optimistic."
     if row.get("missing_predictors"):
-        text += f" Missing clinical data filled as in training: {row['missing_predictors']}."
+        n = len(str(row["missing_predictors"]).split("; "))
+        text += f" {n} clinical predictor(s) missing, filled with the training means."
     text += (
         " Research model trained on SYNTHETIC data: not for clinical use."
         if synthetic
@@ -498,7 +499,7 @@ def predict_patient(
     row["in_training_set"] = any(patient.patient_id in r.training_ids for r in runs)
     row["n_training"] = int(ref["n"])
     row["n_members"] = len(ms)
-    row["missing_predictors"] = ";".join(missing)
+    row["missing_predictors"] = "; ".join(missing)
     row["summary"] = plain_language(row, bool(runs[0].record.get("synthetic")))
     return PatientPrediction(
         patient_id=patient.patient_id,
