@@ -1,5 +1,5 @@
 """The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``evaluate``,
-``predict``, ``notebooks`` and ``render``.
+``predict``, ``model-card``, ``notebooks`` and ``render``.
 
 Each sub-command is a thin shell over one library function, so everything the command line does
 can be done from a notebook too. Heavy imports happen inside the sub-commands, so ``crlm --help``
@@ -105,6 +105,14 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     )
 
 
+def _cmd_model_card(a: argparse.Namespace) -> int:
+    from crlm_lib.model_card import write_model_card
+
+    out = write_model_card(Path(a.run), Path(a.out), a.results)
+    print(f"model card written to {out}")
+    return 0
+
+
 def _cmd_notebooks(a: argparse.Namespace) -> int:
     from crlm_lib.notebooks import run_notebooks
 
@@ -198,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-heatmaps", action="store_true", help="skip the NIfTI/DICOM heatmaps")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("model-card", help="write the model card of a run (numbers from its files)")
+    p.add_argument("--run", required=True, help="run folder (crlm train)")
+    p.add_argument("--results", default=None, help="results folder with cv_tidy.csv (notebook 06)")
+    p.add_argument("--out", default="MODEL_CARD.md", help="Markdown file (default MODEL_CARD.md)")
+    p.set_defaults(func=_cmd_model_card)
 
     p = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     _add_data_args(p)

@@ -1810,10 +1810,13 @@ def predict_cli(
     clinical: str | Path | None,
     out: Path,
 ) -> int:
-    """``crlm predict``: year-by-year predictions of a trained run for every patient of a cohort.
+    """``crlm predict`` without ``--patient``: year-by-year predictions of a trained run for
+    every preprocessed patient of a cohort (outcomes required; for new patients without
+    follow-up use ``--patient``, :func:`crlm_lib.predict.predict_new`).
 
-    Reloads the model from ``run.json`` (name, options, clinical reference IDs) and the best
-    checkpoint; clinical features are standardised with the run's training statistics.
+    Reloads the model from ``run.json`` and the best checkpoint; clinical features are encoded
+    with the run's stored encoder (:func:`stored_encoder`), lesion features with the run's
+    training statistics. Probabilities are written with 3 decimals.
     """
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.train import predict
@@ -1833,10 +1836,11 @@ def predict_cli(
             cohort.clinical,
             cohort.ids,
             prof,
-            clinical_reference_ids=run.record.get("clinical_reference_ids") or None,
+            clinical_encoder=stored_encoder(rec, rec_path),
+            feature_stats=run.train_ds.feature_stats,
         )
-        pred = predict(run.model, ds)
-    _atomic_write_csv(pred, Path(out))
+        pred = predict(run.model, ds, progress=True)
+    _atomic_write_csv(pred.round(3), Path(out))
     print(f"predictions for {len(pred)} patients written to {out}")
     return 0
 
@@ -1874,6 +1878,7 @@ __all__ = [
     "head_metrics",
     "km_by_predicted_risk",
     "load_run",
+    "stored_encoder",
     "paired_difference",
     "plot_calibration",
     "predict_cli",

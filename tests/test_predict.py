@@ -22,16 +22,8 @@ from crlm_lib.config import Paths, get_profile
 N_PATIENTS = 8
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(root, cohort_dir, run_dir, ids): synthetic smoke cohort and one trained acfnet run."""
-    from crlm_lib.data.preprocess import preprocess_cohort
-    from crlm_lib.data.synthetic import write_cohort
-
-    root = tmp_path_factory.mktemp("predict")
-    prof = get_profile("smoke")
-    cohort_dir = write_cohort(root / "cohort", n_patients=N_PATIENTS, seed=0, synth=prof.synth)
-    paths = Paths(
+def _paths(root: Path, cohort_dir: Path) -> Paths:
+    return Paths(
         root=root,
         profile="smoke",
         cohort_dir=cohort_dir,
@@ -42,13 +34,27 @@ def trained(tmp_path_factory):
         results_dir=root / "results",
         synthetic=True,
     )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(root, cohort_dir, run_dir, ids): synthetic smoke cohort and one trained acfnet run."""
+    from crlm_lib.data.preprocess import preprocess_cohort
+    from crlm_lib.data.synthetic import write_cohort
+
+    root = tmp_path_factory.mktemp("predict")
+    prof = get_profile("smoke")
+    cohort_dir = write_cohort(root / "cohort", n_patients=N_PATIENTS, seed=0, synth=prof.synth)
+    paths = _paths(root, cohort_dir)
     preprocess_cohort(paths, prof, n_jobs=1, progress=False)
     cohort = ev.as_cohort(paths)
     ids = cohort.ids
     run_dir = root / "runs" / "acfnet"
-    ev.fit_predict_torch(
+    pred, _ = ev.fit_predict_torch(
         ev.ModelSpec("acfnet"), cohort, prof, ids[:5], ids[5:6], ids[6:], run_dir, 1, 0
     )
+    tidy = ev.bootstrap_scores(pred, cohort.outcomes.loc[ids[:5]], n_boot=20, seed=0)
+    tidy.to_csv(run_dir / "metrics_ci.csv", index=False)
     return root, cohort_dir, run_dir, ids
 
 
@@ -93,6 +99,21 @@ def test_run_stores_encoder_tertiles_and_cohort_km(trained):
         assert km["years"][0] == 0 and km["estimate"][0] == 1.0 and len(km["years"]) == 13
         assert np.all(np.diff(km["estimate"]) <= 1e-12)
     assert set(rec["lesion_feature_stats"]) == {"min", "mean", "std"}
+
+
+def test_load_run_encodes_test_patients_with_the_training_statistics(trained):
+    from crlm_lib.data.clinical import encode_predictors
+
+    root, cohort_dir, run_dir, ids = trained
+    cohort = ev.as_cohort(_paths(root, cohort_dir))
+    run = ev.load_run(run_dir, cohort, "smoke")
+    train, test = cohort.clinical.loc[ids[:5]], cohort.clinical.loc[ids[6:]]
+    expected, _ = encode_predictors(test, reference=train)
+    np.testing.assert_allclose(run.test_ds.clinical, expected, atol=1e-5)
+    own, _ = encode_predictors(test, reference=test)  # the old behaviour: the test set's own
+    assert own.shape != expected.shape or not np.allclose(own, expected, atol=1e-3)
+    stored = json.loads((run_dir / "run.json").read_text())["lesion_feature_stats"]
+    np.testing.assert_allclose(run.test_ds.feature_stats["mean"], stored["mean"])
 
 
 def test_new_patient_without_outcomes_gets_rounded_summary(full_output):
@@ -229,3 +250,39 @@ def test_dicom_parametric_map_lies_on_the_ct(trained, tmp_path):
         abs(y - (h // 4 + 2) * ny / h) <= 0.15 * ny and abs(x - (w // 2 + 2) * nx / w) <= 0.15 * nx
     )
     assert pixels.max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_cli_predict_and_model_card(trained, tmp_path, capsys):
+    from crlm_lib.cli import main
+
+    _, cohort_dir, run_dir, ids = trained
+    out = tmp_path / "cli"
+    argv = ["predict", "--run", str(run_dir), "--patient", str(_patient_dir(cohort_dir, ids[-1]))]
+    assert main([*argv, "--out", str(out), "--tta", "0", "--no-report", "--no-heatmaps"]) == 0
+    assert "5-year overall survival" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "predictions.csv")["patient_id"]) == [ids[-1]]
+    assert not (out / ids[-1]).exists()  # --no-report --no-heatmaps
+
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame(
+        [
+            {"model": m, "metric": k, "estimate": c, "low": c - 0.1, "high": c + 0.1}
+            for m, c in (("acfnet", 0.6), ("cox", 0.65), ("oracle", 0.8))
+            for k in ("os_c_harrell", "dfs_c_harrell", "os_ibs")
+        ]
+    ).to_csv(results / "cv_tidy.csv", index=False)
+    card_path = tmp_path / "MODEL_CARD.md"
+    argv = ["model-card", "--run", str(run_dir), "--results", str(results)]
+    assert main([*argv, "--out", str(card_path)]) == 0
+    card = card_path.read_text()
+    tidy = pd.read_csv(run_dir / "metrics_ci.csv").set_index("metric")
+    c = tidy.loc["os_c_harrell"]
+    if np.isfinite(c["low"]):
+        expected = f"{c['estimate']:.3f} (95% CI {c['low']:.3f}–{c['high']:.3f})"
+    else:
+        expected = f"{c['estimate']:.3f}"
+    assert f"| C-index, overall survival (Harrell) | {expected}" in card
+    assert "| Oracle | 0.800 (95% CI 0.700–0.900)" in card
+    assert "SYNTHETIC" in card and "5 training, 1 early-stopping, 2 test" in card
+    assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2
