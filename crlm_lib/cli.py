@@ -1,5 +1,5 @@
 """The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``evaluate``,
-``predict``, ``notebooks`` and ``render``.
+``predict``, ``model-card``, ``notebooks`` and ``render``.
 
 Each sub-command is a thin shell over one library function, so everything the command line does
 can be done from a notebook too. Heavy imports happen inside the sub-commands, so ``crlm --help``
@@ -129,15 +129,39 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from crlm_lib.evaluate import predict_cli
+    if a.patient:
+        from crlm_lib.predict import predict_new_cli
 
+        return predict_new_cli(
+            run_dirs=[Path(r) for r in a.run],
+            sources=[Path(p) for p in a.patient],
+            out_dir=Path(a.out),
+            clinical=a.clinical,
+            n_tta=a.tta,
+            report=not a.no_report,
+            heatmaps=not a.no_heatmaps,
+            seed=a.seed,
+        )
+    from crlm_lib.evaluate import predict_cli
+    from crlm_lib.predict import PredictError
+
+    if len(a.run) > 1:
+        raise PredictError("several --run make an ensemble for --patient predictions only")
     return predict_cli(
-        run_dir=Path(a.run),
+        run_dir=Path(a.run[0]),
         profile=a.profile,
         cohort_dir=a.data_dir,
         clinical=a.clinical,
         out=Path(a.out),
     )
+
+
+def _cmd_model_card(a: argparse.Namespace) -> int:
+    from crlm_lib.model_card import write_model_card
+
+    out = write_model_card(Path(a.run), Path(a.out), a.results)
+    print(f"model card written to {out}")
+    return 0
 
 
 def _cmd_notebooks(a: argparse.Namespace) -> int:
@@ -221,11 +245,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("predict", help="year-by-year predictions of a trained run for a cohort")
+    p = sub.add_parser(
+        "predict",
+        help="predictions of a trained run: new patients (--patient) or a training cohort",
+        description="With --patient: score new patients (no follow-up needed) and write "
+        "predictions.csv, predictions_yearly.csv and per patient a report (HTML, PDF) and "
+        "Grad-CAM heatmaps (NIfTI, DICOM Parametric Map) into the --out folder. Without: "
+        "predictions for every patient of the profile's (or --data) cohort into the --out CSV.",
+    )
     _add_data_args(p)
-    p.add_argument("--run", required=True)
-    p.add_argument("--out", required=True, help="CSV of predictions")
+    p.add_argument(
+        "--run", required=True, action="append", help="run folder; repeat for an ensemble"
+    )
+    p.add_argument(
+        "--patient",
+        nargs="+",
+        default=None,
+        help="patient folder(s) or ZIP(s) in the TCIA layout (CT series + SEG); a folder of "
+        "several patients scores them all",
+    )
+    p.add_argument("--out", required=True, help="output folder (--patient) or CSV")
+    p.add_argument("--tta", type=int, default=8, help="test-time augmentations per run (band)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML/PDF reports")
+    p.add_argument("--no-heatmaps", action="store_true", help="skip the NIfTI/DICOM heatmaps")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("model-card", help="write the model card of a run (numbers from its files)")
+    p.add_argument("--run", required=True, help="run folder (crlm train)")
+    p.add_argument("--results", default=None, help="results folder with cv_tidy.csv (notebook 06)")
+    p.add_argument("--out", default="MODEL_CARD.md", help="Markdown file (default MODEL_CARD.md)")
+    p.set_defaults(func=_cmd_model_card)
 
     p = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     _add_data_args(p)
@@ -258,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from crlm_lib.data.tcia import CohortDataError
     from crlm_lib.errors import CRLMUserError
+    from crlm_lib.predict import PredictError
 
     try:
         return int(args.func(args) or 0)
-    except (CRLMUserError, CohortDataError, FileNotFoundError) as err:
+    except (CRLMUserError, CohortDataError, PredictError, FileNotFoundError) as err:
         print(f"crlm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 

@@ -435,6 +435,9 @@ def fit_predict_torch(
     pred = predict(model, test_ds)
     pred["patient_id"] = pred["patient_id"].astype(str)
     _save_history(history, run_dir)
+    from crlm_lib.predict import store_training_reference
+
+    store_training_reference(model, cohort, profile, train_ids, train_ds.feature_stats, run_dir)
     return pred, history
 
 
@@ -457,10 +460,10 @@ def _save_history(history: Any, run_dir: Path) -> None:
 
 
 def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical):
-    from crlm_lib.data.clinical import encode_predictors
+    from crlm_lib.data.clinical import ClinicalEncoder
 
-    ref = cohort.clinical.loc[list(train_ids)]
-    _, names = encode_predictors(ref, reference=ref)
+    encoder = ClinicalEncoder.fit(cohort.clinical.loc[list(train_ids)])
+    names = encoder.feature_names
     return {
         "model": spec.name,
         "label": spec.key,
@@ -473,6 +476,7 @@ def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epoch
         "n_clinical": n_clinical,
         "clinical_feature_names": names,
         "clinical_reference_ids": list(map(str, train_ids)),
+        "clinical_encoder": encoder.to_dict(),
         "train_ids": list(map(str, train_ids)),
         "val_ids": list(map(str, val_ids)),
         "test_ids": list(map(str, test_ids)),
@@ -1908,6 +1912,25 @@ class LoadedRun:
     test_ds: Any
 
 
+def stored_encoder(record: dict, where: str | Path = "run.json"):
+    """The :class:`~crlm_lib.data.clinical.ClinicalEncoder` stored in a run record.
+
+    Raises
+    ------
+    EvaluationError
+        When the run has none (trained before encoders were stored): standardising with any
+        other rows' statistics (e.g. the test set's own) would shift every prediction.
+    """
+    from crlm_lib.data.clinical import ClinicalEncoder
+
+    if not record.get("clinical_encoder"):
+        raise EvaluationError(
+            f"{where}: the run stores no clinical encoder (training means, SDs, indicator "
+            "columns), so new patients cannot be encoded as in training; retrain the run"
+        )
+    return ClinicalEncoder.from_dict(record["clinical_encoder"])
+
+
 def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> LoadedRun:
     """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
 
@@ -1923,7 +1946,8 @@ def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> Loaded
     Raises
     ------
     EvaluationError
-        When the folder holds no ``run.json`` or no checkpoint, or belongs to an anchor.
+        When the folder holds no ``run.json``, no stored clinical encoder or no checkpoint, or
+        belongs to an anchor.
     """
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.models import build_model
@@ -1944,12 +1968,16 @@ def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> Loaded
         raise EvaluationError(f"no checkpoint (best.pt / last.pt) in {run_dir}")
     load_checkpoint(model, ckpt)
     model.eval()
-    ref_ids = [i for i in rec.get("clinical_reference_ids", []) if i in cohort.clinical.index]
-    kw = {"clinical_reference_ids": ref_ids or None}
+    kw = {"clinical_encoder": stored_encoder(rec, rec_path)}
     pdir = cohort.paths.processed_dir
     train_ids = [i for i in rec.get("train_ids", []) if i in cohort.clinical.index]
     test_ids = [i for i in rec.get("test_ids", []) if i in cohort.clinical.index]
+    stats = rec.get("lesion_feature_stats")
+    if stats is not None:
+        kw["feature_stats"] = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
     train_ds = CRLMDataset(pdir, cohort.clinical, train_ids, prof, **kw)
+    # the test lesions are standardised with the training lesions' statistics, never their own
+    kw["feature_stats"] = train_ds.feature_stats
     test_ds = CRLMDataset(pdir, cohort.clinical, test_ids, prof, **kw)
     return LoadedRun(model=model, record=rec, train_ds=train_ds, test_ds=test_ds)
 
@@ -1961,10 +1989,13 @@ def predict_cli(
     clinical: str | Path | None,
     out: Path,
 ) -> int:
-    """``crlm predict``: year-by-year predictions of a trained run for every patient of a cohort.
+    """``crlm predict`` without ``--patient``: year-by-year predictions of a trained run for
+    every preprocessed patient of a cohort (outcomes required; for new patients without
+    follow-up use ``--patient``, :func:`crlm_lib.predict.predict_new`).
 
-    Reloads the model from ``run.json`` (name, options, clinical reference IDs) and the best
-    checkpoint; clinical features are standardised with the run's training statistics.
+    Reloads the model from ``run.json`` and the best checkpoint; clinical features are encoded
+    with the run's stored encoder (:func:`stored_encoder`), lesion features with the run's
+    training statistics. Probabilities are written with 3 decimals.
     """
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.train import predict
@@ -1984,10 +2015,11 @@ def predict_cli(
             cohort.clinical,
             cohort.ids,
             prof,
-            clinical_reference_ids=run.record.get("clinical_reference_ids") or None,
+            clinical_encoder=stored_encoder(rec, rec_path),
+            feature_stats=run.train_ds.feature_stats,
         )
-        pred = predict(run.model, ds)
-    _atomic_write_csv(pred, Path(out))
+        pred = predict(run.model, ds, progress=True)
+    _atomic_write_csv(pred.round(3), Path(out))
     print(f"predictions for {len(pred)} patients written to {out}")
     return 0
 
@@ -2025,6 +2057,7 @@ __all__ = [
     "head_metrics",
     "km_by_predicted_risk",
     "load_run",
+    "stored_encoder",
     "paired_difference",
     "plot_calibration",
     "predict_cli",

@@ -17,6 +17,13 @@ Conventions the article follows (and both renderers honour)
   their outputs without a number.
 * Cross-references ``@fig-x``, ``@tbl-x``, ``@sec-x`` and citations ``[@key]`` / ``@key``
   from ``paper/references.bib``.
+* Named inline values ``{{< value name >}}`` (usable in the front matter too, e.g. the
+  abstract, where an embed cannot go): a notebook cell labelled ``values-*`` displays a JSON
+  object ``{name: text}`` (mime ``application/json``, :func:`crlm_lib.reporting.show_values`),
+  a glue-like record of the build's numbers. :func:`collect_values` gathers them from every
+  staged notebook; the offline renderer substitutes them; for Quarto, :func:`stage` writes
+  them to ``values.json`` beside ``_quarto.yml`` and copies the ``value`` shortcode extension
+  (``_extensions/value/value.lua``) that reads it. An unknown name is an :class:`EmbedError`.
 
 Staging and output
 ------------------
@@ -78,6 +85,7 @@ _KIND_NAME = {"fig": "Figure", "tbl": "Table", "sec": "Section", "eq": "Equation
 _EMBED_RE = re.compile(
     r"\{\{<\s*embed\s+\"?(?P<path>[^\s#\"]+)#(?P<label>[\w.-]+)\"?(?P<opts>[^>]*)>\}\}"
 )
+_VALUE_RE = re.compile(r"\{\{<\s*value\s+\"?(?P<name>[\w.-]+)\"?\s*>\}\}")
 _SHORTCODE_RE = re.compile(r"\{\{<\s*(?P<name>[\w-]+)[^>]*>\}\}")
 _XREF_RE = re.compile(r"(?<![\w@.])@(?P<label>(?:fig|tbl|sec|eq)-[\w-]*\w)")
 _NATIVE_FIG_RE = re.compile(
@@ -251,6 +259,63 @@ def _inline_value(cell: dict, where: str) -> str:
         if mime != "image/png" and text:
             return " ".join(text.split())
     raise EmbedError(f"{where}: the cell has no text output to embed inline")
+
+
+def collect_values(notebooks: Sequence[Path | str]) -> dict[str, str]:
+    """Named values of the ``values-*`` cells of executed notebooks (``application/json``).
+
+    Raises
+    ------
+    ManuscriptError
+        If two cells define the same name, or a ``values-*`` cell has no JSON object output.
+    """
+    values: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for nb_path in notebooks:
+        nb_path = Path(nb_path)
+        if not nb_path.is_file():
+            continue
+        nb = json.loads(nb_path.read_text(encoding="utf-8"))
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            label = str(cell_options(_source(cell)).get("label", ""))
+            if not label.startswith("values-"):
+                continue
+            found = [
+                out["data"]["application/json"]
+                for out in cell.get("outputs", [])
+                if isinstance(out.get("data"), dict) and "application/json" in out["data"]
+            ]
+            if not found or not isinstance(found[-1], dict):
+                raise ManuscriptError(f"{nb_path}: cell {label!r} has no JSON object output")
+            for name, value in found[-1].items():
+                if name in values:
+                    raise ManuscriptError(
+                        f"value {name!r} defined twice ({where[name]} and {nb_path.name}#{label})"
+                    )
+                values[name] = str(value)
+                where[name] = f"{nb_path.name}#{label}"
+    return values
+
+
+def resolve_values(text: str, values: dict[str, str], where: str = "article") -> str:
+    """Replace every ``{{< value name >}}`` of ``text``; :class:`EmbedError` for unknown names."""
+
+    def value(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in values:
+            known = ", ".join(sorted(values)) or "none"
+            raise EmbedError(f"{where}: no notebook value {name!r} (values-* cells give: {known})")
+        return values[name]
+
+    return _VALUE_RE.sub(value, text)
+
+
+def _project_notebooks(project_dir: Path, manuscript: dict) -> list[Path]:
+    listed = [(project_dir / n["notebook"]) for n in manuscript.get("notebooks", []) or []]
+    found = sorted((project_dir / "notebooks").glob("*.ipynb"))
+    return list(dict.fromkeys(p.resolve() for p in [*listed, *found]))
 
 
 # ----------------------------------------------------------------------------- article pass
@@ -505,6 +570,11 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     site_dir.mkdir(parents=True, exist_ok=True)
     site = _Site(site_dir)
     meta, body = _split_front_matter(article.read_text(encoding="utf-8"))
+    values = collect_values(_project_notebooks(project_dir, manuscript))
+    for key in ("title", "subtitle", "abstract"):
+        if isinstance(meta.get(key), str):
+            meta[key] = resolve_values(meta[key], values, f"{article.name} front matter {key}")
+    body = resolve_values(body, values, article.name)
     pmeta = _pandoc_metadata(meta, config, project_dir, article)
     meta_file = site_dir / "_metadata.yaml"
     meta_file.write_text(yaml.safe_dump(pmeta, allow_unicode=True), encoding="utf-8")
@@ -635,6 +705,11 @@ def stage(profile: str, real: bool = False, root: Path | str | None = None) -> P
     for name in NOTEBOOKS:
         nb = sanitize_notebook(json.loads((executed / name).read_text(encoding="utf-8")))
         (dest / "notebooks" / name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    # {{< value name >}} for Quarto: the values and the shortcode extension that reads them
+    values = collect_values(sorted((dest / "notebooks").glob("*.ipynb")))
+    (dest / "values.json").write_text(json.dumps(values, indent=1), encoding="utf-8")
+    if (repo / "_extensions").is_dir():
+        shutil.copytree(repo / "_extensions", dest / "_extensions")
     return dest
 
 

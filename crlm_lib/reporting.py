@@ -48,3 +48,46 @@ def save_figure(fig, results_dir: str | Path, name: str, dpi: int = 150) -> Path
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
     return path
+
+
+def _ci_text(tidy: pd.DataFrame, model: str, metric: str, digits: int = 2) -> str | None:
+    rows = tidy[(tidy["model"] == model) & (tidy["metric"] == metric)]
+    if rows.empty or pd.isna(rows["estimate"].iloc[0]):
+        return None
+    r = rows.iloc[0]
+    text = f"{r['estimate']:.{digits}f}"
+    if pd.notna(r.get("low")) and pd.notna(r.get("high")):
+        text += f" (95% CI {r['low']:.{digits}f}–{r['high']:.{digits}f})"
+    return text
+
+
+#: Models whose cross-validated C-index the abstract quotes: value-name prefix -> model key.
+HEADLINE_MODELS: dict[str, str] = {"acfnet": "acfnet", "cox": "cox", "oracle": "oracle"}
+
+
+def headline_values(cv_tidy: pd.DataFrame, study=None) -> dict[str, str]:
+    """The numbers the abstract quotes, as text, from the cross-validation's tidy scores.
+
+    Names: ``<model>-c-os`` and ``<model>-c-dfs`` (Harrell's C, overall / disease-free
+    survival, mean over repeats with the 95% bootstrap interval) for 4D-ACFNet, Cox and the
+    oracle (``"not applicable"`` where a model has no row, e.g. the oracle on real data);
+    ``data-label`` and ``n-patients`` when ``study`` is given. Rendered into the manuscript by
+    ``{{< value name >}}`` (see :mod:`crlm_lib.manuscript`).
+    """
+    values: dict[str, str] = {}
+    for prefix, model in HEADLINE_MODELS.items():
+        for head in ("os", "dfs"):
+            text = _ci_text(cv_tidy, model, f"{head}_c_harrell")
+            values[f"{prefix}-c-{head}"] = text if text is not None else "not applicable"
+    if study is not None:
+        values["data-label"] = str(study.label)
+        values["n-patients"] = str(len(study.ids))
+    return values
+
+
+def show_values(values: dict[str, str]):
+    """Display ``values`` as a JSON output (the ``values-*`` cells the manuscript reads)."""
+    from IPython.display import JSON, display
+
+    display(JSON({k: str(v) for k, v in values.items()}))
+    return None

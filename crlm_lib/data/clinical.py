@@ -66,6 +66,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -714,6 +715,169 @@ def encode_predictors(
             ind_names.append(f"{name}_missing")
     mat = np.stack(values + indicators, axis=1) if values else np.zeros((len(df), 0))
     return mat.astype(np.float32), names + ind_names
+
+
+# --------------------------------------------------------------------------------------------
+# the fitted encoder stored with a run (new patients are encoded without the training table)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedColumn:
+    """How one predictor is encoded (fitted on the training rows).
+
+    ``name`` is the output feature (``sex_female`` for ``sex``); ``mean`` and ``std`` are the
+    training statistics after the ``sex -> female`` and log1p steps (``std`` 1.0 for binary
+    columns, which are not standardised); ``indicator`` says whether a ``<name>_missing``
+    column follows the value columns (the column had missing values in training).
+    """
+
+    column: str
+    name: str
+    mean: float
+    std: float
+    binary: bool
+    log1p: bool
+    indicator: bool
+
+
+@dataclass(frozen=True)
+class ClinicalEncoder:
+    """The encoding of :func:`encode_predictors`, fitted once and serialisable (``run.json``).
+
+    ``encode_predictors(df, reference=ref)`` needs the training table each time it is called;
+    a model used on tomorrow's patient has only the patient's own row. The encoder keeps what
+    the encoding needs (per column: mean, SD, binary/log flags, missing indicator) and gives
+    the same matrix: ``ClinicalEncoder.fit(ref).transform(df)`` equals
+    ``encode_predictors(df, reference=ref)`` (tested).
+
+    Missing predictors are handled as in training: a missing value (NaN, or the whole column
+    absent from ``df``) is filled with the training mean (0 after standardisation, the
+    prevalence for binary columns) and flagged in its ``<name>_missing`` column where training
+    had one.
+
+    Example
+    -------
+    >>> enc = ClinicalEncoder.fit(df.loc[train_ids])  # doctest: +SKIP
+    >>> record["clinical_encoder"] = enc.to_dict()  # JSON-ready  # doctest: +SKIP
+    >>> x, names = ClinicalEncoder.from_dict(record["clinical_encoder"]).transform(row)  # doctest: +SKIP
+    """
+
+    columns: tuple[EncodedColumn, ...]
+    version: int = 1
+
+    @classmethod
+    def fit(
+        cls,
+        reference: pd.DataFrame,
+        columns: Sequence[str] | None = None,
+        exclude: Iterable[str] = (),
+    ) -> ClinicalEncoder:
+        """Fit on the training rows (arguments as :func:`encode_predictors`)."""
+        cols = [c for c in (PREDICTORS if columns is None else columns) if c not in set(exclude)]
+        forbidden = [c for c in cols if c in OUTCOME_COLUMNS or c in TEXT_COLUMNS]
+        absent = [c for c in cols if c not in reference.columns]
+        if forbidden or absent:
+            raise ClinicalTableError(
+                f"ClinicalEncoder.fit: outcome/text columns {forbidden} refused; absent {absent}"
+            )
+        out = []
+        for col in cols:
+            r = reference[col].astype(float).to_numpy()
+            if col == "sex":
+                r = np.where(np.isnan(r), np.nan, (r == 2).astype(float))
+            binary = col in BINARY_COLUMNS or col == "sex"
+            log1p = col in LOG_PREDICTORS
+            if log1p:
+                r = np.log1p(np.clip(r, 0, None))
+            r_missing = np.isnan(r)
+            mean = float(np.nanmean(r)) if (~r_missing).any() else 0.0
+            std = 1.0
+            if not binary:
+                std = float(np.nanstd(r)) if (~r_missing).sum() > 1 else 0.0
+                std = std if std > 0 else 1.0
+            out.append(
+                EncodedColumn(
+                    column=col,
+                    name="sex_female" if col == "sex" else col,
+                    mean=mean,
+                    std=std,
+                    binary=binary,
+                    log1p=log1p,
+                    indicator=bool(r_missing.any()),
+                )
+            )
+        return cls(columns=tuple(out))
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Output feature names: value columns, then ``<name>_missing`` indicators."""
+        return [c.name for c in self.columns] + [
+            f"{c.name}_missing" for c in self.columns if c.indicator
+        ]
+
+    def transform(self, df: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """Encode ``df`` (rows of :func:`load_clinical`; outcome columns may be absent).
+
+        Returns
+        -------
+        x : ndarray, float32 ``[N, F]``
+        feature_names : list of str, length F
+        """
+        values, indicators = [], []
+        for c in self.columns:
+            if c.column in df.columns:
+                x = pd.to_numeric(df[c.column], errors="coerce").astype(float).to_numpy()
+            else:
+                x = np.full(len(df), np.nan)
+            if c.column == "sex":
+                x = np.where(np.isnan(x), np.nan, (x == 2).astype(float))
+            if c.log1p:
+                x = np.log1p(np.clip(x, 0, None))
+            missing = np.isnan(x)
+            filled = np.where(missing, c.mean, x)
+            if not c.binary:
+                filled = (filled - c.mean) / c.std
+            values.append(filled)
+            if c.indicator:
+                indicators.append(missing.astype(float))
+        mat = np.stack(values + indicators, axis=1) if values else np.zeros((len(df), 0))
+        return mat.astype(np.float32), self.feature_names
+
+    def baseline(self) -> np.ndarray:
+        """The average training patient: float32 ``[F]``, every value at its training mean
+        (0 after standardisation, the prevalence for binary columns), no indicator set. Used
+        as the SHAP reference when the training rows themselves are not at hand."""
+        return np.asarray(
+            [c.mean if c.binary else 0.0 for c in self.columns]
+            + [0.0 for c in self.columns if c.indicator],
+            dtype=np.float32,
+        )
+
+    def missing_predictors(self, df: pd.DataFrame) -> dict[str, list[str]]:
+        """Per patient (index of ``df``), the predictor columns that are missing (filled)."""
+        out: dict[str, list[str]] = {}
+        for pid, row in df.iterrows():
+            miss = [
+                c.column
+                for c in self.columns
+                if c.column not in df.columns or pd.isna(pd.to_numeric(row[c.column], "coerce"))
+            ]
+            out[str(pid)] = miss
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (``run.json["clinical_encoder"]``)."""
+        return {"version": self.version, "columns": [asdict(c) for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClinicalEncoder:
+        """Inverse of :meth:`to_dict`; raises :class:`ClinicalTableError` on a bad record."""
+        try:
+            cols = tuple(EncodedColumn(**c) for c in data["columns"])
+            return cls(columns=cols, version=int(data.get("version", 1)))
+        except (KeyError, TypeError) as err:
+            raise ClinicalTableError(f"stored clinical encoder is malformed: {err}") from err
 
 
 def fong_criteria(df: pd.DataFrame) -> pd.DataFrame:

@@ -109,6 +109,9 @@ class CRLMDataset(Dataset):
         for val/test datasets).
     feature_stats : dict, optional
         Lesion-feature statistics (default: fitted on ``clinical_reference_ids``' lesions).
+    clinical_encoder : clinical.ClinicalEncoder, optional
+        A fitted encoder (e.g. the one stored in a run's ``run.json``); when given it encodes
+        the clinical table and ``clinical_reference_ids`` is not used for that.
 
     Item
     ----
@@ -128,6 +131,7 @@ class CRLMDataset(Dataset):
         augment: bool = False,
         clinical_reference_ids: Sequence[str] | None = None,
         feature_stats: dict[str, np.ndarray] | None = None,
+        clinical_encoder: object | None = None,
     ) -> None:
         from crlm_lib.data import clinical
 
@@ -142,9 +146,14 @@ class CRLMDataset(Dataset):
                 f"no preprocessed file for {missing[:5]} in {self.processed_dir} "
                 f"({len(missing)} missing); run preprocess_cohort first"
             )
-        self.clinical, self.clinical_names = clinical.encode_predictors(
-            clinical_df.loc[self.ids], reference=clinical_df.loc[ref_ids]
-        )
+        if clinical_encoder is not None:
+            self.clinical, self.clinical_names = clinical_encoder.transform(
+                clinical_df.loc[self.ids]
+            )
+        else:
+            self.clinical, self.clinical_names = clinical.encode_predictors(
+                clinical_df.loc[self.ids], reference=clinical_df.loc[ref_ids]
+            )
         self.outcomes = clinical.outcomes(clinical_df.loc[self.ids])
         if feature_stats is None:
             ref_feats = [self._lesions_raw(i) for i in ref_ids]

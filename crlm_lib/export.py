@@ -1,0 +1,128 @@
+"""Grad-CAM heatmaps for image viewers: NIfTI and DICOM Parametric Maps over the patient's CT.
+
+The maps of :func:`crlm_lib.explain.yearly_gradcam` live on the preprocessed grid (``D x H x W``,
+e.g. 40 x 128 x 128: a window of slices around the portal bifurcation, resized in-plane). They
+are mapped back to the ORIGINAL CT grid with ``data.preprocess.invert_to_source`` (the cache
+keeps ``z_index``, ``source_shape``, ``source_spacing_mm``, ``origin_mm``, ``direction``):
+source slices outside the window hold 0.
+
+* NIfTI: :func:`crlm_lib.explain.export_heatmaps_nifti` (RAS affine of the source grid).
+* DICOM: one highdicom Parametric Map per year (``highdicom.pm.ParametricMap``, float pixel
+  data, one frame per CT slice) whose frames reference the CT instances they lie on (same
+  ImagePositionPatient, ImageOrientationPatient, PixelSpacing, FrameOfReferenceUID, StudyUID),
+  so 3D Slicer / OHIF show it over the CT series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_grid"]
+
+
+class HeatmapExportError(RuntimeError):
+    """The heatmaps cannot be written over the patient's CT (geometry or series mismatch)."""
+
+
+def heatmaps_on_source_grid(heatmaps: np.ndarray, meta: Any) -> np.ndarray:
+    """``[Y, D, H, W]`` processed-grid maps -> ``[Y, Z, Y_src, X_src]`` on the source CT grid."""
+    from crlm_lib.data.preprocess import invert_to_source
+
+    return np.stack([invert_to_source(h, meta, order=1, fill=0.0) for h in heatmaps])
+
+
+def _read_series(ct_files: Sequence[str | Path]) -> list:
+    import pydicom
+
+    return [pydicom.dcmread(str(f)) for f in ct_files]
+
+
+def export_heatmaps_dicom(
+    heatmaps: np.ndarray,
+    meta: Any,
+    ct_files: Sequence[str | Path],
+    out_dir: str | Path,
+    target: str = "recurrence",
+    years: Sequence[int] | None = None,
+    series_number: int = 900,
+) -> list[Path]:
+    """Write one DICOM Parametric Map per year over the patient's original CT series.
+
+    Parameters
+    ----------
+    heatmaps : np.ndarray
+        ``[Y, D, H, W]`` on the preprocessed grid (``explain.yearly_gradcam``), values >= 0
+        (normalised, 1 = strongest).
+    meta : mapping
+        The patient's preprocessing arrays (``z_index``, ``source_shape``, ...).
+    ct_files : sequence of path
+        The CT series, in slice order (``tcia.Patient.ct_files``): slice ``z`` of the source
+        grid is ``ct_files[z]``.
+    out_dir : path
+        Folder for ``gradcam_<target>_year01.dcm`` ...
+    years : sequence of int, optional
+        1-based year labels of the maps (default 1..Y).
+
+    Returns
+    -------
+    list of Path
+        Files written (atomically, one per year).
+
+    Raises
+    ------
+    HeatmapExportError
+        If the series does not match the source grid the maps were computed on.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    source = _read_series(ct_files)
+    grid = heatmaps_on_source_grid(np.asarray(heatmaps, dtype=np.float32), meta)
+    pid = str(getattr(source[0], "PatientID", "?"))
+    nz, ny, nx = grid.shape[1:]
+    if len(source) != nz or (int(source[0].Rows), int(source[0].Columns)) != (ny, nx):
+        raise HeatmapExportError(
+            f"{pid}: CT series {ct_files[0]} has {len(source)} slices of "
+            f"{source[0].Rows}x{source[0].Columns}, heatmaps were computed on {nz}x{ny}x{nx}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    years = list(years) if years is not None else list(range(1, len(grid) + 1))
+    series_uid = hd.UID()
+    written = []
+    for k, (year, volume) in enumerate(zip(years, grid, strict=True)):
+        mapping = hd.pm.RealWorldValueMapping(
+            lut_label="GRADCAM",
+            lut_explanation=f"Grad-CAM of the {target} logit, year {year} (normalised)",
+            unit=codes.UCUM.NoUnits,
+            value_range=(0.0, 1.0),
+            slope=1.0,
+            intercept=0.0,
+        )
+        pm = hd.pm.ParametricMap(
+            source_images=source,
+            pixel_array=volume.astype(np.float32),
+            series_instance_uid=series_uid,
+            series_number=series_number,
+            sop_instance_uid=hd.UID(),
+            instance_number=k + 1,
+            manufacturer="crlm_lib",
+            manufacturer_model_name="crlm predict",
+            software_versions="crlm_lib",
+            device_serial_number="0",
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+            content_label=f"GRADCAM_Y{year:02d}",
+            content_description=f"Grad-CAM {target} year {year}",
+        )
+        path = out_dir / f"gradcam_{target}_year{year:02d}.dcm"
+        tmp = path.with_name(f".{path.name}.tmp")
+        pm.save_as(tmp)
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,288 @@
+"""Tests of crlm_lib.predict / crlm_lib.export: new patients scored by a stored run.
+
+One tiny run (smoke profile, 8 synthetic patients, 1 epoch of 4D-ACFNet) is trained once per
+module; every test then plays tomorrow's clinic: a patient folder or ZIP and a clinical row
+without any outcome column.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crlm_lib import evaluate as ev
+from crlm_lib.config import Paths, get_profile
+
+N_PATIENTS = 8
+
+
+def _paths(root: Path, cohort_dir: Path) -> Paths:
+    return Paths(
+        root=root,
+        profile="smoke",
+        cohort_dir=cohort_dir,
+        clinical_csv=cohort_dir / "clinical.csv",
+        oracle_csv=cohort_dir / "oracle.csv",
+        processed_dir=root / "processed",
+        runs_dir=root / "runs",
+        results_dir=root / "results",
+        synthetic=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(root, cohort_dir, run_dir, ids): synthetic smoke cohort and one trained acfnet run."""
+    from crlm_lib.data.preprocess import preprocess_cohort
+    from crlm_lib.data.synthetic import write_cohort
+
+    root = tmp_path_factory.mktemp("predict")
+    prof = get_profile("smoke")
+    cohort_dir = write_cohort(root / "cohort", n_patients=N_PATIENTS, seed=0, synth=prof.synth)
+    paths = _paths(root, cohort_dir)
+    preprocess_cohort(paths, prof, n_jobs=1, progress=False)
+    cohort = ev.as_cohort(paths)
+    ids = cohort.ids
+    run_dir = root / "runs" / "acfnet"
+    pred, _ = ev.fit_predict_torch(
+        ev.ModelSpec("acfnet"), cohort, prof, ids[:5], ids[5:6], ids[6:], run_dir, 1, 0
+    )
+    tidy = ev.bootstrap_scores(pred, cohort.outcomes.loc[ids[:5]], n_boot=20, seed=0)
+    tidy.to_csv(run_dir / "metrics_ci.csv", index=False)
+    return root, cohort_dir, run_dir, ids
+
+
+def _patient_dir(cohort_dir: Path, pid: str) -> Path:
+    return cohort_dir / "Colorectal-Liver-Metastases" / pid
+
+
+def _clinical_row(cohort_dir: Path, pid: str, path: Path) -> Path:
+    """The patient's predictors only: no outcome column at all, CEA left out."""
+    clin = pd.read_csv(cohort_dir / "clinical.csv")
+    row = clin.loc[clin["Patient-ID"] == pid, ["Patient-ID", "age", "sex", "max_tumor_size"]]
+    row.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_output(trained):
+    """One new patient with report and heatmaps (the expensive path, run once)."""
+    from crlm_lib.predict import predict_new
+
+    root, cohort_dir, run_dir, ids = trained
+    pid = ids[-1]
+    row = _clinical_row(cohort_dir, pid, root / "row.csv")
+    out = root / "out_full"
+    summary = predict_new(
+        [run_dir], [_patient_dir(cohort_dir, pid)], out, clinical=row, n_tta=1,
+        shap_samples=4, progress=False,
+    )  # fmt: skip
+    return out, summary, pid
+
+
+def test_run_stores_encoder_tertiles_and_cohort_km(trained):
+    _, _, run_dir, ids = trained
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["clinical_encoder"]["columns"]
+    ref = rec["training_reference"]
+    assert ref["n"] == 5
+    for head in ("os", "dfs"):
+        lo, hi = ref["risk_tertiles"][head]
+        assert lo <= hi
+        km = ref["km"][head]
+        assert km["years"][0] == 0 and km["estimate"][0] == 1.0 and len(km["years"]) == 13
+        assert np.all(np.diff(km["estimate"]) <= 1e-12)
+    assert set(rec["lesion_feature_stats"]) == {"min", "mean", "std"}
+
+
+def test_load_run_encodes_test_patients_with_the_training_statistics(trained):
+    from crlm_lib.data.clinical import encode_predictors
+
+    root, cohort_dir, run_dir, ids = trained
+    cohort = ev.as_cohort(_paths(root, cohort_dir))
+    run = ev.load_run(run_dir, cohort, "smoke")
+    train, test = cohort.clinical.loc[ids[:5]], cohort.clinical.loc[ids[6:]]
+    expected, _ = encode_predictors(test, reference=train)
+    np.testing.assert_allclose(run.test_ds.clinical, expected, atol=1e-5)
+    own, _ = encode_predictors(test, reference=test)  # the old behaviour: the test set's own
+    assert own.shape != expected.shape or not np.allclose(own, expected, atol=1e-3)
+    stored = json.loads((run_dir / "run.json").read_text())["lesion_feature_stats"]
+    np.testing.assert_allclose(run.test_ds.feature_stats["mean"], stored["mean"])
+
+
+def test_new_patient_without_outcomes_gets_rounded_summary(full_output):
+    out, summary, pid = full_output
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table["patient_id"]) == [pid]
+    r = table.iloc[0]
+    for head in ("os", "rfs"):
+        for y in (1, 3, 5):
+            v, lo, hi = r[f"{head}_{y}y"], r[f"{head}_{y}y_lo"], r[f"{head}_{y}y_hi"]
+            assert 0 <= lo <= v + 1e-3 and v <= hi + 1e-3 and hi <= 1
+            assert round(v, 3) == v
+    assert r["os_1y"] >= r["os_3y"] >= r["os_5y"]
+    assert r["os_risk_group"] in ("low", "intermediate", "high")
+    assert not r["in_training_set"] and r["n_training"] == 5
+    assert "carcinoembryonic_antigen" in r["missing_predictors"]
+    assert "5-year overall survival" in r["summary"] and "SYNTHETIC" in r["summary"]
+    yearly = pd.read_csv(out / "predictions_yearly.csv")
+    assert list(yearly["year"]) == list(range(1, 13))
+    assert np.all(np.diff(yearly["os"]) <= 1e-9) and np.all(np.diff(yearly["rfs"]) <= 1e-9)
+    assert np.isclose(yearly.loc[4, "os"], r["os_5y"])
+
+
+def test_report_and_heatmaps_are_written(full_output):
+    out, _, pid = full_output
+    folder = out / pid
+    html = (folder / "report.html").read_text()
+    assert pid in html and html.count("data:image/png;base64,") == 3
+    assert (folder / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (folder / "heatmaps" / "gradcam_recurrence.nii.gz").is_file()
+    assert len(list((folder / "heatmaps" / "dicom").glob("*.dcm"))) == 12
+
+
+def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained, full_output):
+    from crlm_lib.predict import predict_new
+
+    root, cohort_dir, run_dir, ids = trained
+    _, full, pid = full_output
+    archive = root / "patient.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in _patient_dir(cohort_dir, pid).rglob("*"):
+            zf.write(f, f.relative_to(cohort_dir))
+    trained_pid = ids[0]
+    got = predict_new(
+        [run_dir], [archive, _patient_dir(cohort_dir, trained_pid)], root / "out_zip",
+        clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
+    )  # fmt: skip
+    by_id = got.set_index("patient_id")
+    assert by_id.loc[pid, "os_5y"] == full.iloc[0]["os_5y"]
+    assert by_id.loc[trained_pid, "in_training_set"]
+    assert "training set" in by_id.loc[trained_pid, "summary"]
+    # n_tta=0 and one run: the band is the point
+    assert by_id.loc[pid, "os_5y_lo"] == by_id.loc[pid, "os_5y"] == by_id.loc[pid, "os_5y_hi"]
+
+
+def test_run_without_stored_encoder_is_refused(trained, tmp_path, capsys):
+    from crlm_lib.cli import main
+
+    root, cohort_dir, run_dir, ids = trained
+    old = tmp_path / "old_run"
+    shutil.copytree(run_dir, old)
+    rec = json.loads((old / "run.json").read_text())
+    del rec["clinical_encoder"]
+    (old / "run.json").write_text(json.dumps(rec))
+    with pytest.raises(ev.EvaluationError, match="no clinical encoder"):
+        ev.load_run(old, ev.Cohort(pd.DataFrame(), pd.DataFrame(), []), "smoke")
+    argv = ["predict", "--run", str(old), "--patient", str(_patient_dir(cohort_dir, ids[-1]))]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no clinical encoder" in err and "Traceback" not in err
+
+
+def test_not_a_patient_is_one_clear_line(tmp_path, capsys, trained):
+    from crlm_lib.cli import main
+
+    _, _, run_dir, _ = trained
+    bad = tmp_path / "notes.zip"
+    bad.write_text("not a zip")
+    argv = ["predict", "--run", str(run_dir), "--patient", str(bad), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "notes.zip" in err and "Traceback" not in err
+
+
+def test_dicom_parametric_map_lies_on_the_ct(trained, tmp_path):
+    """Read the map back with highdicom: geometry, references and where the heat is."""
+    import highdicom as hd
+    import pydicom
+
+    from crlm_lib.data.preprocess import preprocess_patient
+    from crlm_lib.data.tcia import load_patient
+    from crlm_lib.export import export_heatmaps_dicom
+
+    _, cohort_dir, _, ids = trained
+    patient = load_patient(_patient_dir(cohort_dir, ids[-1]))
+    arrays = preprocess_patient(patient, get_profile("smoke").preprocess)
+    d, h, w = arrays["ct"].shape
+    heat = np.zeros((2, d, h, w), np.float32)
+    real = np.flatnonzero(arrays["z_index"] >= 0)
+    d0 = int(real[len(real) // 2])
+    heat[1, d0, h // 4 : h // 4 + 4, w // 2 : w // 2 + 4] = 1.0
+    files = export_heatmaps_dicom(heat, arrays, patient.ct_files, tmp_path)
+    ct = [pydicom.dcmread(f) for f in patient.ct_files]
+    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(files[1]))
+    assert pm.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    assert pm.StudyInstanceUID == ct[0].StudyInstanceUID and pm.PatientID == ct[0].PatientID
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+    np.testing.assert_allclose([float(v) for v in spacing], [float(v) for v in ct[0].PixelSpacing])
+    iop = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    np.testing.assert_allclose(
+        [float(v) for v in iop], [float(v) for v in ct[0].ImageOrientationPatient]
+    )
+    positions = [
+        tuple(float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient)
+        for f in pm.PerFrameFunctionalGroupsSequence
+    ]
+    ct_positions = [tuple(float(v) for v in s.ImagePositionPatient) for s in ct]
+    assert sorted(positions) == sorted(ct_positions)
+    referenced = {
+        inst.ReferencedSOPInstanceUID
+        for series in pm.ReferencedSeriesSequence
+        for inst in series.ReferencedInstanceSequence
+    }
+    assert referenced == {s.SOPInstanceUID for s in ct}
+    # the hot block lands on source slice z_index[d0], at the rescaled in-plane position
+    pixels = pm.pixel_array.astype(float)
+    frame = int(np.argmax(pixels.reshape(len(positions), -1).max(axis=1)))
+    z_src = ct_positions.index(positions[frame])
+    assert z_src == int(arrays["z_index"][d0])
+    ny, nx = pixels.shape[1:]
+    y, x = np.unravel_index(np.argmax(pixels[frame]), (ny, nx))
+    assert (
+        abs(y - (h // 4 + 2) * ny / h) <= 0.15 * ny and abs(x - (w // 2 + 2) * nx / w) <= 0.15 * nx
+    )
+    assert pixels.max() == pytest.approx(1.0, abs=0.05)
+
+
+def test_cli_predict_and_model_card(trained, tmp_path, capsys):
+    from crlm_lib.cli import main
+
+    _, cohort_dir, run_dir, ids = trained
+    out = tmp_path / "cli"
+    argv = ["predict", "--run", str(run_dir), "--patient", str(_patient_dir(cohort_dir, ids[-1]))]
+    assert main([*argv, "--out", str(out), "--tta", "0", "--no-report", "--no-heatmaps"]) == 0
+    assert "5-year overall survival" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "predictions.csv")["patient_id"]) == [ids[-1]]
+    assert not (out / ids[-1]).exists()  # --no-report --no-heatmaps
+
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame(
+        [
+            {"model": m, "metric": k, "estimate": c, "low": c - 0.1, "high": c + 0.1}
+            for m, c in (("acfnet", 0.6), ("cox", 0.65), ("oracle", 0.8))
+            for k in ("os_c_harrell", "dfs_c_harrell", "os_ibs")
+        ]
+    ).to_csv(results / "cv_tidy.csv", index=False)
+    card_path = tmp_path / "MODEL_CARD.md"
+    argv = ["model-card", "--run", str(run_dir), "--results", str(results)]
+    assert main([*argv, "--out", str(card_path)]) == 0
+    card = card_path.read_text()
+    tidy = pd.read_csv(run_dir / "metrics_ci.csv").set_index("metric")
+    c = tidy.loc["os_c_harrell"]
+    if np.isfinite(c["low"]):
+        expected = f"{c['estimate']:.3f} (95% CI {c['low']:.3f}–{c['high']:.3f})"
+    else:
+        expected = f"{c['estimate']:.3f}"
+    assert f"| C-index, overall survival (Harrell) | {expected}" in card
+    assert "| Oracle | 0.800 (95% CI 0.700–0.900)" in card
+    assert "SYNTHETIC" in card and "5 training, 1 early-stopping, 2 test" in card
+    assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2

@@ -1,0 +1,114 @@
+"""Tests of crlm_lib.report: the per-patient HTML/PDF report, checked in a real browser."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+from crlm_lib.report import PatientReport, write_report
+
+
+def _report() -> PatientReport:
+    rng = np.random.default_rng(0)
+    years = np.arange(1, 13)
+    surv = np.exp(-0.12 * years)
+    rfs = np.exp(-0.3 * years)
+    band = lambda c: np.stack([c, np.clip(c - 0.05, 0, 1), np.clip(c + 0.05, 0, 1)])  # noqa: E731
+    d, h, w = 8, 32, 32
+    zz, yy, xx = np.mgrid[:d, :h, :w]
+    liver = ((yy - 16) ** 2 + (xx - 16) ** 2 < 100).astype(np.uint8)
+    tumour = ((yy - 14) ** 2 + (xx - 18) ** 2 < 9) & (zz == 4)
+    masks = np.stack([liver, liver, 0 * liver, 0 * liver, tumour.astype(np.uint8)])
+    heat = np.stack([np.exp(-((yy - 14) ** 2 + (xx - 18) ** 2) / (10.0 + k)) for k in range(12)])
+    km = {
+        "years": list(range(13)),
+        "estimate": list(np.r_[1, surv * 0.9]),
+        "lower": list(np.r_[1, surv * 0.8]),
+        "upper": list(np.r_[1, surv]),
+    }
+    row = {
+        "patient_id": "CRLM-NEW-0001",
+        **{f"os_{y}y": surv[y - 1] for y in (1, 3, 5)},
+        **{f"os_{y}y_lo": surv[y - 1] - 0.05 for y in (1, 3, 5)},
+        **{f"os_{y}y_hi": surv[y - 1] + 0.05 for y in (1, 3, 5)},
+        **{f"rfs_{y}y": rfs[y - 1] for y in (1, 3, 5)},
+        **{f"rfs_{y}y_lo": rfs[y - 1] - 0.05 for y in (1, 3, 5)},
+        **{f"rfs_{y}y_hi": rfs[y - 1] + 0.05 for y in (1, 3, 5)},
+        "os_risk_group": "high",
+        "rfs_risk_group": "low",
+        "in_training_set": False,
+        "n_training": 157,
+        "n_members": 9,
+        "missing_predictors": "body_mass_index",
+        "summary": "Predicted 5-year overall survival 55% <b>not bold</b>.",
+    }
+    return PatientReport(
+        row=row,
+        surv=band(surv),
+        rfs=band(rfs),
+        reference={"n": 157, "km": {"os": km, "dfs": km}},
+        ct=rng.uniform(-1, 1, (d, h, w)).astype(np.float32),
+        masks=masks,
+        heatmaps=heat.astype(np.float32),
+        shap_values={"age": 0.02, "carcinoembryonic_antigen": -0.05, "sex_female": 0.01},
+    )
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory) -> dict:
+    """The report written once for the module (figures cost a few seconds)."""
+    return write_report(_report(), tmp_path_factory.mktemp("report"))
+
+
+def test_report_html_and_pdf_hold_the_numbers_and_figures(paths):
+    html = paths["html"].read_text()
+    assert "CRLM-NEW-0001" in html and "0.549 (0.499–0.599)" in html  # 5-year OS, 3 decimals
+    assert html.count("data:image/png;base64,") == 3
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html  # text is escaped
+    pdf = paths["pdf"].read_bytes()
+    assert pdf[:5] == b"%PDF-" and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 4
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (CI installs it)")
+def test_report_renders_non_blank_in_headless_chromium(paths, tmp_path):
+    from matplotlib.image import imread
+
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile_dir:
+        subprocess.run(
+            [
+                _chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile_dir}",
+                f"--screenshot={shot}",
+                "--window-size=1200,2000",
+                paths["html"].as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    img = imread(shot)[..., :3]
+    assert img.shape[:2] == (2000, 1200)
+    non_white = (img < 0.95).any(axis=2)
+    assert non_white.mean() > 0.10  # text, table and figures, not an empty page
+    # the patient's red survival curve (tab:red) is drawn, i.e. the embedded figure loaded
+    red = (img[..., 0] > 0.7) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
+    assert red.sum() > 200
+    # the lower half holds the Grad-CAM montage (dark CT slices), not blank space
+    assert non_white[1000:].mean() > 0.05
