@@ -487,7 +487,9 @@ def run_identity(
     """Hashes saying what a run folder was trained on; a run resumes only when all three match.
 
     - ``cohort``: the sorted analysis IDs and their clinical rows (every column, as CSV), so a
-      changed table or patient set changes it;
+      changed table or patient set changes it (the images enter through their IDs and the
+      preprocessing settings below, not their bytes: re-downloaded CTs of the same patients
+      are not detected);
     - ``split``: the sorted train, validation and test IDs;
     - ``config``: model, options, objective, loss weights, seed, and the profile's
       preprocessing, model and training settings except ``epochs`` (a run may be extended) and
@@ -570,9 +572,13 @@ def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False
         )
         _remove_run_files(Path(run_dir))
         return
+    if set(differs) <= set(identity):
+        what = f"a run made on another {', '.join(differs)}"
+    else:
+        what = f"a run that cannot be checked ({differs[0]})"
     raise RunMismatchError(
-        f"{run_dir} holds a run made on another {', '.join(differs)}; resuming would train on "
-        "other patients or settings. Choose another --out, or pass --restart to discard it"
+        f"{run_dir} holds {what}; resuming would train on other patients or settings. "
+        "Choose another --out, or pass --restart to discard it"
     )
 
 
