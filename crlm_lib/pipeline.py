@@ -17,6 +17,14 @@ from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
 log = logging.getLogger(__name__)
 
 
+def usable_statuses() -> tuple[str, ...]:
+    """Statuses of the preprocessing report whose patient has a usable volume
+    (``preprocess.USABLE_STATUSES`` where defined; ``done``, ``cached``, ``rebuilt``)."""
+    from crlm_lib.data import preprocess
+
+    return tuple(getattr(preprocess, "USABLE_STATUSES", ("done", "cached", "rebuilt")))
+
+
 def cohort_is_complete(paths: Paths) -> bool:
     """Whether the synthetic cohort at ``paths.cohort_dir`` was written to the end.
 
@@ -119,7 +127,7 @@ def check_cohort_not_empty(paths: Paths, report: pd.DataFrame) -> None:
             f"{paths.cohort_dir}: no patient found (expected one folder per patient holding a "
             "CT series and its DICOM-SEG, as in the TCIA download)"
         )
-    ok = report["status"].isin(["done", "cached"])
+    ok = report["status"].isin(usable_statuses())
     if not ok.any():
         first = "; ".join(
             f"{r.patient_id}: {r.reason}" for r in report.head(3).itertuples(index=False)
@@ -146,11 +154,11 @@ def exclusion_table(table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
         clinical row, clinical row without images; in that order, each sorted by ID.
     """
     rows = []
-    status = report["status"].astype(str)
-    for _, r in report[~status.isin(["done", "cached"])].iterrows():
+    usable = report["status"].astype(str).isin(usable_statuses())
+    for _, r in report[~usable].iterrows():
         rows.append({"patient_id": str(r["patient_id"]), "reason": f"image: {r.get('reason', '')}"})
     in_table = set(table.index.astype(str))
-    ok = report.loc[status.isin(["done", "cached"]), "patient_id"].astype(str)
+    ok = report.loc[usable, "patient_id"].astype(str)
     for pid in sorted(ok):
         if pid not in in_table:
             rows.append({"patient_id": pid, "reason": "no row in the clinical table"})
@@ -240,7 +248,7 @@ def load_study(
     paths = ensure_data(prof, data_dir, clinical, seed=seed)
     table = load_clinical(paths.clinical_csv)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
-    ok = report[report["status"].isin(["done", "cached"])]["patient_id"].astype(str).tolist()
+    ok = report[report["status"].isin(usable_statuses())]["patient_id"].astype(str).tolist()
     in_table = set(table.index.astype(str))
     ids = sorted(pid for pid in ok if pid in in_table)
     out = outcomes(table.loc[ids])
