@@ -474,6 +474,26 @@ def _images_without_row(tmp_path, capsys, request):
     assert len(rec["train_ids"] + rec["test_ids"]) == N_COHORT - 1
 
 
+@case(
+    "v1 xlsx, crlm train",
+    "`crlm train --model clinical_mlp` with the v1 workbook of the download",
+    "exit 0; the 8 absent columns enter as missing-indicators; every patient trained or tested",
+)
+def _v1_train(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    path = _write_xlsx(c.table()[list(V1_COLUMNS)], tmp_path / "v1.xlsx")
+    run = tmp_path / "run"
+    with _cwd(c.root):
+        rc, out, err = _crlm(["train", "--model", "clinical_mlp", "--epochs", "1", "--profile",
+                              "smoke", "--data", str(c.data), "--clinical", str(path), "--out",
+                              str(run)], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "excluded patients: none" in out
+    rec = json.loads((run / "run.json").read_text())
+    assert len(rec["train_ids"] + rec["val_ids"] + rec["test_ids"]) == N_COHORT
+    assert "body_mass_index_missing" in rec["clinical_feature_names"]
+
+
 @case("empty --data", "`crlm data --data` on an empty folder", "exit 2: EmptyCohortError, 1 line")
 def _empty_data(tmp_path, capsys, request):
     c = request.getfixturevalue("cohort")
