@@ -494,6 +494,31 @@ def _v1_train(tmp_path, capsys, request):
     assert "body_mass_index_missing" in rec["clinical_feature_names"]
 
 
+@case(
+    "stale cache of another download",
+    "`crlm train`: a patient's volume is still in the cache but its CT left the download",
+    "exit 0; the patient is excluded (`clinical row without a CT/SEG`), not trained on",
+)
+def _stale_cache(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    gone = c.ids[-1]
+    folder = c.data / "Colorectal-Liver-Metastases" / gone
+    assert (c.root / "data" / "processed" / "smoke-real" / f"{gone}.npz").is_file()
+    folder.rename(tmp_path / gone)
+    try:
+        with _cwd(c.root):
+            rc, out, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                  str(c.data), "--clinical", str(c.clinical), "--out",
+                                  str(tmp_path / "run")], capsys)  # fmt: skip
+    finally:
+        (tmp_path / gone).rename(folder)
+    assert rc == 0, err
+    assert gone in out and "clinical row without a CT/SEG" in out
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert gone not in rec["train_ids"] + rec["test_ids"]
+    assert len(rec["train_ids"] + rec["test_ids"]) == N_COHORT - 1
+
+
 @case("empty --data", "`crlm data --data` on an empty folder", "exit 2: EmptyCohortError, 1 line")
 def _empty_data(tmp_path, capsys, request):
     c = request.getfixturevalue("cohort")
