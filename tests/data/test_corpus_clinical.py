@@ -282,6 +282,20 @@ def _semicolon(tmp_path, capsys, request):
     _assert_same_values(df, _reference())
 
 
+@case(
+    "decimal comma, comma CSV",
+    'a quoted "1,5" in a `,`-separated CSV (thousands or decimal?)',
+    "ClinicalTableError naming patient and column (never guessed)",
+)
+def _comma_in_comma_csv(tmp_path, capsys, request):
+    raw = _base()
+    raw["max_tumor_size"] = raw["max_tumor_size"].astype(object)
+    raw.loc[2, "max_tumor_size"] = "1,5"
+    with pytest.raises(ClinicalTableError, match="CRLM-CT-1003: column 'max_tumor_size' has "
+                       "non-numeric value '1,5'"):  # fmt: skip
+        load_clinical(_csv(raw, tmp_path / "c.csv"))
+
+
 @case("BOM", "UTF-8 CSV starting with a byte-order mark", "loads; `Patient-ID` found")
 def _bom(tmp_path, capsys, request):
     path = _csv(_base(), tmp_path / "b.csv", encoding="utf-8-sig")
