@@ -447,8 +447,9 @@ def _xls(tmp_path, capsys, request):
 
 @case(
     "clinical row without images",
-    "`crlm data`: the table has a patient the download lacks",
-    "exit 0; listed (`clinical row without a CT/SEG`) on stdout and in exclusions.csv",
+    "`crlm data`, `crlm preprocess`: the table has a patient the download lacks",
+    "exit 0; listed (`clinical row without a CT/SEG`) on stdout and in exclusions.csv "
+    "(also by `crlm preprocess`); the other patients processed",
 )
 def _row_without_images(tmp_path, capsys, request):
     c = request.getfixturevalue("cohort")
@@ -464,6 +465,12 @@ def _row_without_images(tmp_path, capsys, request):
     assert ex["patient_id"].tolist() == ["CRLM-CT-9999"]
     report = pd.read_csv(c.root / "data" / "processed" / "smoke-real" / "report.csv")
     assert report["status"].isin(usable_statuses()).sum() == N_COHORT  # the others processed
+    (c.root / "data" / "processed" / "smoke-real" / "exclusions.csv").unlink()
+    with _cwd(c.root):  # crlm preprocess reports it too
+        rc, out, err = _crlm(["preprocess", "--profile", "smoke", "--jobs", "1", "--data",
+                              str(c.data), "--clinical", str(path)], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "CRLM-CT-9999" in out and c.exclusions()["patient_id"].tolist() == ["CRLM-CT-9999"]
 
 
 @case(
