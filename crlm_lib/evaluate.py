@@ -246,11 +246,28 @@ class Cohort:
         return self.oracle is not None
 
 
+def _usable_processed_ids(paths: Paths) -> set[str]:
+    """Patients of the last preprocessing run with a usable volume: from ``report.csv`` when it
+    exists (a volume left in the cache by another download or an earlier run whose patient is
+    now excluded must not enter), else every ``*.npz`` of the folder."""
+    if not paths.processed_dir.is_dir():
+        return set()
+    report = paths.processed_dir / "report.csv"
+    if report.is_file():
+        from crlm_lib.data.preprocess import USABLE_STATUSES
+
+        rep = pd.read_csv(report, dtype={"patient_id": str})
+        usable = rep.loc[rep["status"].isin(USABLE_STATUSES), "patient_id"].astype(str)
+        return {i for i in usable if (paths.processed_dir / f"{i}.npz").is_file()}
+    return {p.stem for p in paths.processed_dir.glob("*.npz")}
+
+
 def as_cohort(source: Any, ids: Sequence[str] | None = None) -> Cohort:
     """A :class:`Cohort` from a ``pipeline.Study``, a ``config.Paths`` or a :class:`Cohort`.
 
-    For ``Paths`` the analysis cohort is every clinical row with a preprocessed volume in
-    ``paths.processed_dir`` (every clinical row when nothing is preprocessed: anchors only).
+    For ``Paths`` the analysis cohort is every clinical row with a usable preprocessed volume
+    (the patients ``report.csv`` of the last preprocessing run marks usable; every clinical row
+    when nothing is preprocessed: anchors only), the same patients as ``pipeline.load_study``.
     """
     if isinstance(source, Cohort):
         return source
@@ -260,11 +277,7 @@ def as_cohort(source: Any, ids: Sequence[str] | None = None) -> Cohort:
         paths = source
         clinical = load_clinical(paths.clinical_csv)
         clinical.index = clinical.index.astype(str)
-        processed = (
-            {p.stem for p in paths.processed_dir.glob("*.npz")}
-            if paths.processed_dir.is_dir()
-            else set()
-        )
+        processed = _usable_processed_ids(paths)
         all_ids = sorted(clinical.index)
         chosen = sorted(i for i in all_ids if i in processed) or all_ids
     else:  # pipeline.Study
@@ -509,7 +522,9 @@ def run_identity(
     """Hashes saying what a run folder was trained on; a run resumes only when all three match.
 
     - ``cohort``: the sorted analysis IDs and their clinical rows (every column, as CSV), so a
-      changed table or patient set changes it;
+      changed table or patient set changes it (the images enter through their IDs and the
+      preprocessing settings below, not their bytes: re-downloaded CTs of the same patients
+      are not detected);
     - ``split``: the sorted train, validation and test IDs;
     - ``config``: model, options, objective, loss weights, seed, and the profile's
       preprocessing, model and training settings except ``epochs`` (a run may be extended) and
@@ -592,9 +607,13 @@ def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False
         )
         _remove_run_files(Path(run_dir))
         return
+    if set(differs) <= set(identity):
+        what = f"a run made on another {', '.join(differs)}"
+    else:
+        what = f"a run that cannot be checked ({differs[0]})"
     raise RunMismatchError(
-        f"{run_dir} holds a run made on another {', '.join(differs)}; resuming would train on "
-        "other patients or settings. Choose another --out, or pass --restart to discard it"
+        f"{run_dir} holds {what}; resuming would train on other patients or settings. "
+        "Choose another --out, or pass --restart to discard it"
     )
 
 

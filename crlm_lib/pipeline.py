@@ -112,6 +112,7 @@ def check_cohort_not_empty(paths: Paths, report: pd.DataFrame) -> None:
     EmptyCohortError
         Naming the folder (and, when patients were found, the first exclusion reasons).
     """
+    from crlm_lib.data.preprocess import USABLE_STATUSES
     from crlm_lib.errors import EmptyCohortError
 
     if report.empty:
@@ -119,7 +120,7 @@ def check_cohort_not_empty(paths: Paths, report: pd.DataFrame) -> None:
             f"{paths.cohort_dir}: no patient found (expected one folder per patient holding a "
             "CT series and its DICOM-SEG, as in the TCIA download)"
         )
-    ok = report["status"].isin(["done", "cached"])
+    ok = report["status"].isin(USABLE_STATUSES)
     if not ok.any():
         first = "; ".join(
             f"{r.patient_id}: {r.reason}" for r in report.head(3).itertuples(index=False)

@@ -341,13 +341,17 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    _load_weights(model, ckpt, path)
+    return ckpt
+
+
+def _load_weights(model: nn.Module, ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise TrainingError(f"{path}: not a crlm_lib checkpoint (no 'model' entry)")
     try:
         _unwrap(model).load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise TrainingError(f"{path}: weights do not fit {type(model).__name__}: {exc}") from exc
-    return ckpt
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,7 +573,7 @@ def fit(
                 f"{last_path}: checkpoint of another {', '.join(differs)}; not resumed "
                 "(remove the run folder or train with resume=False)"
             )
-        ckpt = load_checkpoint(model, last_path, map_location=dev)
+        _load_weights(model, ckpt, last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:

@@ -356,9 +356,12 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
     return _read_csv(path)
 
 
-def _parse_numbers(column: pd.Series, allow_percent: bool) -> tuple[pd.Series, pd.Series]:
-    """Numbers of a raw column: ``"0,7"`` (decimal comma) -> 0.7; for ``*_percent`` columns
-    ``"70%"`` -> 70. Returns (values with NaN where unparsable or empty, mask of ``%`` strings)."""
+def _parse_numbers(
+    column: pd.Series, allow_percent: bool, decimal_comma: bool = False
+) -> tuple[pd.Series, pd.Series]:
+    """Numbers of a raw column: with ``decimal_comma``, ``"0,7"`` -> 0.7; for ``*_percent``
+    columns ``"70%"`` -> 70. Returns (values, NaN where unparsable or empty; mask of ``%``
+    strings)."""
     if column.dtype != object:
         values = pd.to_numeric(column, errors="coerce").astype(float)
         return values, pd.Series(False, index=column.index)
@@ -373,7 +376,8 @@ def _parse_numbers(column: pd.Series, allow_percent: bool) -> tuple[pd.Series, p
         text = str(v).strip()
         if allow_percent and text.endswith("%"):
             text, pct[idx] = text[:-1].strip(), True
-        text = _DECIMAL_COMMA.sub(r"\1.\2", text)
+        if decimal_comma:
+            text = _DECIMAL_COMMA.sub(r"\1.\2", text)
         try:
             numbers[idx] = float(text)
         except ValueError:
@@ -386,6 +390,7 @@ def validate_clinical(
     source: str = "<table>",
     optional_outcomes: Iterable[str] = (),
     percent_from_format: Iterable[str] = (),
+    decimal_comma: bool = False,
 ) -> pd.DataFrame:
     """Validate a raw clinical table and return it in canonical form.
 
@@ -395,8 +400,10 @@ def validate_clinical(
     kept and the encoders add missing-indicators. The version read is in
     ``df.attrs["clinical_version"]`` (see :func:`table_version`).
 
-    Numbers: ``-999`` and empty cells are missing; a decimal comma (``"0,7"``) is read as a
-    point. ``*_percent`` columns (:data:`PERCENT_COLUMNS`) are returned in percent, 0..100:
+    Numbers: ``-999`` and empty cells are missing; with ``decimal_comma`` (set by
+    :func:`load_clinical` for a ``;``-separated CSV, the European Excel export) ``"0,7"`` is
+    read as 0.7; elsewhere a comma in a number is a problem (``"1,234"`` could be a thousands
+    separator). ``*_percent`` columns (:data:`PERCENT_COLUMNS`) are returned in percent, 0..100:
     ``"70%"`` strings (a CSV saved by Excel, or an Excel cell with a ``%`` number format, which
     the reader turns into the text Excel shows) give 70; plain numbers are taken as fractions
     and multiplied by 100 when every plain value of the four columns lies in [0, 1] and at
@@ -417,6 +424,8 @@ def validate_clinical(
         endpoint; they become NaN. By default every outcome must be present.
     percent_from_format : iterable of str
         Percent columns that had Excel ``%`` cells (reported in ``attrs["percent_unit"]``).
+    decimal_comma : bool
+        Read ``"0,7"`` as 0.7 (default False).
 
     Returns
     -------
@@ -472,7 +481,9 @@ def validate_clinical(
     for col in df.columns:
         if col in TEXT_COLUMNS or col in extra:
             continue
-        values, pct = _parse_numbers(df[col], allow_percent=col in PERCENT_COLUMNS)
+        values, pct = _parse_numbers(
+            df[col], allow_percent=col in PERCENT_COLUMNS, decimal_comma=decimal_comma
+        )
         bad_text = values.isna() & df[col].notna() & df[col].astype(str).str.strip().ne("")
         for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
             problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
@@ -547,7 +558,8 @@ def load_clinical(path: str | Path, optional_outcomes: Iterable[str] = ()) -> pd
     """Read and validate the clinical table (CSV, or XLSX via openpyxl).
 
     CSV: the delimiter (``,``, ``;``, tab) is detected from the header, a byte-order mark is
-    ignored, decimal commas and ``"70%"`` strings are read (see :func:`validate_clinical`).
+    ignored, ``"70%"`` strings are read, and decimal commas when the delimiter is ``;`` (see
+    :func:`validate_clinical`).
     XLSX: the first sheet whose header row holds ``Patient-ID`` is read (the collection's
     ``TCIA_n=197``; a ``Data Dictionary`` sheet is skipped); ``*_percent`` cells with a ``%``
     number format are converted from fractions to percent.
@@ -584,6 +596,7 @@ def load_clinical(path: str | Path, optional_outcomes: Iterable[str] = ()) -> pd
         source=source,
         optional_outcomes=optional_outcomes,
         percent_from_format=info.get("percent_from_format", ()),
+        decimal_comma=info.get("delimiter") == ";",
     )
     if "sheet" in info:
         df.attrs["clinical_sheet"] = info["sheet"]

@@ -36,6 +36,7 @@ from crlm_lib.data.clinical import (
     table_one,
     table_version,
 )
+from crlm_lib.data.preprocess import USABLE_STATUSES
 from crlm_lib.data.synthetic import simulate_cohort
 from crlm_lib.errors import CRLMUserError
 
@@ -281,6 +282,20 @@ def _semicolon(tmp_path, capsys, request):
     _assert_same_values(df, _reference())
 
 
+@case(
+    "decimal comma, comma CSV",
+    'a quoted "1,5" in a `,`-separated CSV (thousands or decimal?)',
+    "ClinicalTableError naming patient and column (never guessed)",
+)
+def _comma_in_comma_csv(tmp_path, capsys, request):
+    raw = _base()
+    raw["max_tumor_size"] = raw["max_tumor_size"].astype(object)
+    raw.loc[2, "max_tumor_size"] = "1,5"
+    with pytest.raises(ClinicalTableError, match="CRLM-CT-1003: column 'max_tumor_size' has "
+                       "non-numeric value '1,5'"):  # fmt: skip
+        load_clinical(_csv(raw, tmp_path / "c.csv"))
+
+
 @case("BOM", "UTF-8 CSV starting with a byte-order mark", "loads; `Patient-ID` found")
 def _bom(tmp_path, capsys, request):
     path = _csv(_base(), tmp_path / "b.csv", encoding="utf-8-sig")
@@ -432,8 +447,9 @@ def _xls(tmp_path, capsys, request):
 
 @case(
     "clinical row without images",
-    "`crlm data`: the table has a patient the download lacks",
-    "exit 0; listed (`clinical row without a CT/SEG`) on stdout and in exclusions.csv",
+    "`crlm data`, `crlm preprocess`: the table has a patient the download lacks",
+    "exit 0; listed (`clinical row without a CT/SEG`) on stdout and in exclusions.csv "
+    "(also by `crlm preprocess`); the other patients processed",
 )
 def _row_without_images(tmp_path, capsys, request):
     c = request.getfixturevalue("cohort")
@@ -447,7 +463,14 @@ def _row_without_images(tmp_path, capsys, request):
     assert "CRLM-CT-9999" in out and "clinical row without a CT/SEG" in out
     ex = c.exclusions()
     assert ex["patient_id"].tolist() == ["CRLM-CT-9999"]
-    assert f"done    {N_COHORT}" in out or f"cached    {N_COHORT}" in out  # others processed
+    report = pd.read_csv(c.root / "data" / "processed" / "smoke-real" / "report.csv")
+    assert report["status"].isin(USABLE_STATUSES).sum() == N_COHORT  # the others processed
+    (c.root / "data" / "processed" / "smoke-real" / "exclusions.csv").unlink()
+    with _cwd(c.root):  # crlm preprocess reports it too
+        rc, out, err = _crlm(["preprocess", "--profile", "smoke", "--jobs", "1", "--data",
+                              str(c.data), "--clinical", str(path)], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "CRLM-CT-9999" in out and c.exclusions()["patient_id"].tolist() == ["CRLM-CT-9999"]
 
 
 @case(
@@ -469,6 +492,51 @@ def _images_without_row(tmp_path, capsys, request):
     assert c.exclusions()["patient_id"].tolist() == [dropped]
     rec = json.loads((tmp_path / "run" / "run.json").read_text())
     assert dropped not in rec["train_ids"] + rec["test_ids"]
+    assert len(rec["train_ids"] + rec["test_ids"]) == N_COHORT - 1
+
+
+@case(
+    "v1 xlsx, crlm train",
+    "`crlm train --model clinical_mlp` with the v1 workbook of the download",
+    "exit 0; the 8 absent columns enter as missing-indicators; every patient trained or tested",
+)
+def _v1_train(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    path = _write_xlsx(c.table()[list(V1_COLUMNS)], tmp_path / "v1.xlsx")
+    run = tmp_path / "run"
+    with _cwd(c.root):
+        rc, out, err = _crlm(["train", "--model", "clinical_mlp", "--epochs", "1", "--profile",
+                              "smoke", "--data", str(c.data), "--clinical", str(path), "--out",
+                              str(run)], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert "excluded patients: none" in out
+    rec = json.loads((run / "run.json").read_text())
+    assert len(rec["train_ids"] + rec["val_ids"] + rec["test_ids"]) == N_COHORT
+    assert "body_mass_index_missing" in rec["clinical_feature_names"]
+
+
+@case(
+    "stale cache of another download",
+    "`crlm train`: a patient's volume is still in the cache but its CT left the download",
+    "exit 0; the patient is excluded (`clinical row without a CT/SEG`), not trained on",
+)
+def _stale_cache(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    gone = c.ids[-1]
+    folder = c.data / "Colorectal-Liver-Metastases" / gone
+    assert (c.root / "data" / "processed" / "smoke-real" / f"{gone}.npz").is_file()
+    folder.rename(tmp_path / gone)
+    try:
+        with _cwd(c.root):
+            rc, out, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                  str(c.data), "--clinical", str(c.clinical), "--out",
+                                  str(tmp_path / "run")], capsys)  # fmt: skip
+    finally:
+        (tmp_path / gone).rename(folder)
+    assert rc == 0, err
+    assert gone in out and "clinical row without a CT/SEG" in out
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert gone not in rec["train_ids"] + rec["test_ids"]
     assert len(rec["train_ids"] + rec["test_ids"]) == N_COHORT - 1
 
 
