@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "info", "init_from_env", "init_process_group", "cleanup"]
+__all__ = ["DistInfo", "info", "init_from_env", "init_process_group", "barrier", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,12 @@ def init_from_env(environ: Mapping[str, str] | None = None) -> DistInfo:
     if backend == "nccl":
         torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
     return info()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if info().enabled:
+        dist.barrier()
 
 
 def cleanup() -> None:

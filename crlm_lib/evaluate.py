@@ -602,10 +602,15 @@ def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False
     if not differs:
         return
     if restart:
-        warnings.warn(
-            f"{run_dir}: --restart: discarding the run ({', '.join(differs)})", stacklevel=2
-        )
-        _remove_run_files(Path(run_dir))
+        from crlm_lib import distributed
+
+        rank = distributed.info()
+        if rank.is_main:  # under torchrun only rank 0 removes; the others wait for it
+            warnings.warn(
+                f"{run_dir}: --restart: discarding the run ({', '.join(differs)})", stacklevel=2
+            )
+            _remove_run_files(Path(run_dir))
+        distributed.barrier()
         return
     if set(differs) <= set(identity):
         what = f"a run made on another {', '.join(differs)}"
