@@ -14,7 +14,8 @@ segment at 256x256x73 when each segment was expanded to a full volume.
 Measured on the 2-core development machine (peak for 1 / 8 / 32 tumours at 256x256x73):
 every segment as a full volume: 98.4 / 144.6 / 305.7 MB, 6.69 MB per segment; frame by frame
 with bounding-box tumours: 46.8 / 49.0 / 57.0 MB, 0.33 MB per segment. At 512x512x300 with 1 / 35
-tumours: 690.3 / 697.7 MB (CT 300 MB + five structure masks 375 MB), 0.22 MB per segment.
+tumours: 719.2 / 741.7 MB (CT 300 MB + five structure masks 375 MB kept), 0.66 MB per segment;
+expanding each of the 39 segments to a full 75 MB volume would cost about 3 GB.
 """
 
 from __future__ import annotations
