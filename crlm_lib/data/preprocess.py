@@ -705,23 +705,23 @@ def _preprocess_locked(
     refs = tcia.discover(paths.cohort_dir)
     if ids is not None:
         by_id = {r.patient_id: r for r in refs}
-        refs = [by_id.get(str(i), tcia.PatientRef(str(i), Path(paths.cohort_dir))) for i in ids]
-    folded: dict[str, list[str]] = {}
+        wanted = dict.fromkeys(str(i) for i in ids)
+        refs = [by_id.get(i, tcia.PatientRef(i, Path(paths.cohort_dir))) for i in wanted]
+    folded: dict[str, set[str]] = {}
     for ref in refs:
-        folded.setdefault(ref.patient_id.casefold(), []).append(ref.patient_id)
+        folded.setdefault(ref.patient_id.casefold(), set()).add(ref.patient_id)
     rows, todo, rebuilt = [], [], {}
     for ref in refs:
         try:
+            check_patient_id(ref.patient_id, ref.path)
             out = cache_path(out_dir, ref.patient_id)
-            twins = folded[ref.patient_id.casefold()]
+            twins = sorted(folded[ref.patient_id.casefold()])
             if len(twins) > 1:
                 raise UnsafePatientIdError(
                     f"patient IDs {twins} (files under {ref.path}) differ only in case: their "
                     "cache files would collide on case-insensitive file systems"
                 )
         except UnsafePatientIdError as err:
-            if "files under" not in str(err):
-                err = UnsafePatientIdError(f"{err} (files under {ref.path})")
             rows.append(
                 {
                     "patient_id": ref.patient_id,

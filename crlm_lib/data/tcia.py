@@ -23,10 +23,11 @@ Choices
 * ``direction`` follows the ITK convention: a row-major 3x3 matrix whose columns are the
   directions of the array axes X (row cosine), Y (column cosine) and Z (slice normal).
 * ``origin`` is ``ImagePositionPatient`` (x, y, z mm, LPS) of slice index 0.
-* **Memory**: SEG frames are decoded one at a time (``segread(lazy_frame_retrieval=True)``,
-  ``get_stored_frame``) straight into one volume per structure of ``MASK_NAMES``; each tumour
-  segment is kept as a bounding-box crop (:class:`LesionMask`), so a SEG with dozens of tumours
-  costs little more than one with one (``benchmarks/seg_memory.py``).
+* **Memory**: SEG frames are decoded one at a time (``get_stored_frame``; SEG files above
+  ``LAZY_SEG_BYTES`` are read with ``segread(lazy_frame_retrieval=True)``) straight into one
+  volume per structure of ``MASK_NAMES``; each tumour segment is kept as a bounding-box crop
+  (:class:`LesionMask`), so a SEG with dozens of tumours costs little more than one with one
+  (``benchmarks/seg_memory.py``).
 * **Overlapping second acquisition**: when the CT series holds several slices at one position,
   the slices kept are exactly those the SEG was made from (the SOP instance UIDs of its
   ``ReferencedSeriesSequence`` and of its frames' ``DerivationImageSequence``), provided they
@@ -67,6 +68,9 @@ SEG_MODALITY = "SEG"
 #: uneven; absolute floor in mm.
 SPACING_RTOL = 0.05
 SPACING_ATOL_MM = 0.01
+
+#: SEG files larger than this (bytes) are read frame by frame from disk (see ``_open_seg``).
+LAZY_SEG_BYTES = 128 * 2**20
 
 #: Structures without which a patient is excluded (see the module docstring).
 REQUIRED_STRUCTURES = ("liver",)
@@ -598,11 +602,17 @@ def _resolve_duplicates(
 # SEG
 # --------------------------------------------------------------------------------------------
 def _open_seg(pid: str, path: Path):
-    """Parse a SEG's header; frames are decoded later, one at a time (lazy retrieval)."""
+    """Parse a SEG; frames are decoded later, one at a time.
+
+    The (bit-packed) pixel data is read into memory when the file is below
+    ``LAZY_SEG_BYTES`` (faster decoding); larger files are read frame by frame from disk
+    (``lazy_frame_retrieval=True``), so memory stays bounded whatever the file holds.
+    """
     import highdicom as hd
 
     try:
-        return hd.seg.segread(path, lazy_frame_retrieval=True)
+        lazy = path.stat().st_size > LAZY_SEG_BYTES
+        return hd.seg.segread(path, lazy_frame_retrieval=lazy)
     except Exception as err:  # noqa: BLE001
         raise DicomReadError(f"{pid}: cannot read SEG file {path}: {err}") from err
 

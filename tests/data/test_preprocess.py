@@ -289,3 +289,18 @@ def test_only_stale_temps_removed(tmp_path):
     removed = pp.remove_stale_temps(tmp_path)
     assert sorted(removed) == sorted([stale, legacy])
     assert live.exists()
+
+
+def test_ids_differing_only_in_case_are_refused(tmp_path):
+    paths = _paths(tmp_path)
+    for pid, seed in (("CRLM-CT-000A", 1), ("crlm-ct-000a", 2), ("CRLM-CT-0003", 3)):
+        write_patient(paths.cohort_dir, pid, seed=seed)
+    report = pp.preprocess_cohort(paths, SMOKE, n_jobs=1, progress=False).set_index("patient_id")
+    assert report["status"].to_dict() == {
+        "CRLM-CT-0003": "done",
+        "CRLM-CT-000A": "excluded",
+        "crlm-ct-000a": "excluded",
+    }
+    reason = report.loc["crlm-ct-000a", "reason"]
+    assert reason.startswith("UnsafePatientIdError: ") and "differ only in case" in reason
+    assert "crlm-ct-000a" in reason and "CRLM-CT-000A" in reason

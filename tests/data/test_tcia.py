@@ -222,3 +222,9 @@ def test_lesion_mask_crop_round_trip(patient_dir):
     again = tcia.LesionMask.from_volume(truth)
     np.testing.assert_array_equal(again.crop, lesion.crop)
     assert again.box == lesion.box
+
+
+def test_large_seg_read_frame_by_frame_from_disk(patient_dir, monkeypatch):
+    monkeypatch.setattr(tcia, "LAZY_SEG_BYTES", 0)  # every SEG counts as large
+    shuffle_seg_frames(patient_dir.seg_file, seed=1)
+    _assert_round_trip(tcia.load_patient(patient_dir.folder), patient_dir)
