@@ -12,7 +12,7 @@ paper     GPU, the papers' settings                  197          40x128x128  10
 ========  =========================================  ===========  ==========  =======
 
 The papers' preprocessing (4D-ACFNet section 4.1) resizes in-plane to 128x128 and crops 40
-slices; at that size one 4D-ACFNet step costs seconds on a CPU (see DESIGN.md, "Compute facts"),
+slices; at that size one 4D-ACFNet step costs seconds on a CPU (see docs/design.md, "Compute facts"),
 so the CPU profile uses a reduced grid and says so in the manuscript. Its budget (``make paper``
 under 45 minutes on 2 cores) also sets: the elastic deformation applied to 20% of training
 samples (TorchIO's B-spline resampling dominates a step at this size), and the cross-validation

@@ -634,7 +634,7 @@ def _fallback_invert(volume: np.ndarray, meta: Any) -> np.ndarray:
     """Processed ``[D, H, W]`` -> source ``[Z, Y, X]``: slice ``d`` goes to ``z_index[d]``,
     each slice resized in-plane (bilinear) to ``(Y, X)``; source slices outside the crop and
     padding slices (``z_index == -1``) are zero. Assumes the preprocessing resized whole
-    slices (no in-plane crop, no flip), as DESIGN.md's pipeline does."""
+    slices (no in-plane crop, no flip), as the pipeline of docs/design.md does."""
     from skimage.transform import resize
 
     z_index = _meta_get(meta, "z_index").astype(int).ravel()
