@@ -256,6 +256,15 @@ def find_repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no crlm repository (pyproject.toml + crlm_lib/) at or above {here}")
 
 
+def run_tag(profile: str | Profile, real: bool) -> str:
+    """Name of a run's output folders: the profile name for the synthetic cohort,
+    ``<profile>-real`` for a real download, so synthetic and real results never mix
+    (``data/processed/<tag>``, ``runs/<tag>``, ``results/<tag>``, ``notebooks/executed/<tag>``).
+    """
+    name = profile.name if isinstance(profile, Profile) else str(profile)
+    return f"{name}-real" if real else name
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every folder a run reads or writes, derived from the repo root, profile and data choice.
@@ -321,7 +330,7 @@ def resolve_paths(
         clin = Path(clinical).expanduser().resolve() if clinical else cohort / "clinical.csv"
         oracle = None
         synthetic = False
-    tag = prof.name if synthetic else f"{prof.name}-real"
+    tag = run_tag(prof, real=not synthetic)
     return Paths(
         root=repo,
         profile=prof.name,

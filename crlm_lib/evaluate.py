@@ -53,7 +53,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -64,7 +63,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from crlm_lib import resources
+from crlm_lib import atomic, resources
 from crlm_lib.config import N_YEARS, Paths, Profile, get_profile
 from crlm_lib.models import MODEL_NAMES
 from crlm_lib.models.clinical import (
@@ -126,33 +125,12 @@ class EvaluationError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o))
+    atomic.write_csv(path, frame, index=False)
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True))
+    atomic.write_json(path, obj, indent=2, allow_nan=True)
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -500,7 +478,7 @@ RUN_FILES: tuple[str, ...] = (
 def _sha256_json(obj: Any) -> str:
     import hashlib
 
-    text = json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True)
+    text = json.dumps(obj, sort_keys=True, default=atomic.json_default, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -22,8 +22,6 @@ Every model of the registry follows one contract (``docs/interfaces.md``): ``for
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +33,9 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
+from . import atomic
 from .config import MASK_NAMES, N_YEARS
+from .train import to_device
 
 __all__ = [
     "ExplainError",
@@ -128,10 +128,6 @@ def _iter_patients(data: Any) -> Iterator[dict[str, Any]]:
                 f"{_patient_id(item)}: 'ct' must be [1, D, H, W] (dataset item) or "
                 f"[B, 1, D, H, W] (batch), got {tuple(ct.shape)}"
             )
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -328,7 +324,7 @@ def yearly_gradcam(
         )
     model.eval()
     device = _model_device(model)
-    batch = _to_device(batch, device)
+    batch = to_device(batch, device)
     ct = batch["ct"].float()
     grid = tuple(ct.shape[-3:])
     keep = _restriction_mask(batch, restrict_to, grid)
@@ -664,16 +660,8 @@ def _invert(volume: np.ndarray, meta: Any) -> np.ndarray:
 def _atomic_save_nifti(img, out_path: Path) -> None:
     import nibabel as nib
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=suffix, dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(out_path, keep_extension=True) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_heatmaps_nifti(
@@ -912,7 +900,7 @@ def clinical_shap(
         pid = _patient_id(batch)
         if "clinical" not in batch:
             raise ExplainError(f"{pid}: batch has no 'clinical' input to explain")
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         x = batch["clinical"].float()
         if x.shape[1] != bg.shape[1]:
             raise ExplainError(
@@ -960,7 +948,7 @@ def shap_additivity_gap(
     fx = []
     with torch.no_grad():
         for batch in _iter_patients(dataset_or_batches):
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             f = _ClinicalRisk(model, batch, output, year, chunk=1)
             fx.append(float(f(batch["clinical"].float())[0, 0]))
     fx = np.asarray(fx)
@@ -1010,7 +998,7 @@ def kernel_shap_check(
         bg = bg[np.sort(rng.choice(bg.shape[0], max_background, replace=False))]
     kernel_values, gaps = [], []
     for batch in _iter_patients(dataset_or_batches):
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         f = _ClinicalRisk(model, batch, output, year, chunk=256).eval()
 
         def fn(c: np.ndarray, f=f) -> np.ndarray:
