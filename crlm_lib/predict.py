@@ -267,12 +267,17 @@ def read_patient_clinical(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"clinical table not found: {path}")
-    raw = C._read_table(path)
+    raw, info = C._read_table(path)
     present = {C._canonical_name(c) for c in raw.columns}
     for col in C.COLUMNS:
         if C._canonical_name(col) not in present and col != C.ID_COLUMN:
             raw[col] = np.nan
-    return C.validate_clinical(raw, source=str(path), optional_outcomes=C.OUTCOME_COLUMNS)
+    return C.validate_clinical(
+        raw,
+        source=str(path),
+        optional_outcomes=C.OUTCOME_COLUMNS,
+        percent_from_format=info.get("percent_from_format", ()),
+    )
 
 
 # --------------------------------------------------------------------------------------------
