@@ -135,7 +135,6 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation protocols: the papers' 8:1:1 split and repeated stratified k-fold CV."""
 
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     cv_folds: int = 5
     cv_repeats: int = 5
     cv_repeats_3d: int = 1

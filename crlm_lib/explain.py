@@ -626,34 +626,10 @@ def heatmap_affine_ras(meta: Any) -> np.ndarray:
     return flip @ lps
 
 
-def _fallback_invert(volume: np.ndarray, meta: Any) -> np.ndarray:
-    """Processed ``[D, H, W]`` -> source ``[Z, Y, X]``: slice ``d`` goes to ``z_index[d]``,
-    each slice resized in-plane (bilinear) to ``(Y, X)``; source slices outside the crop and
-    padding slices (``z_index == -1``) are zero. Assumes the preprocessing resized whole
-    slices (no in-plane crop, no flip), as the pipeline of docs/design.md does."""
-    from skimage.transform import resize
-
-    z_index = _meta_get(meta, "z_index").astype(int).ravel()
-    z_src, y_src, x_src = (int(s) for s in _meta_get(meta, "source_shape").ravel()[:3])
-    if len(z_index) != volume.shape[0]:
-        raise ExplainError(
-            f"{_meta_name(meta)}: z_index has {len(z_index)} entries, volume has "
-            f"{volume.shape[0]} slices"
-        )
-    out = np.zeros((z_src, y_src, x_src), dtype=np.float32)
-    for d, z in enumerate(z_index):
-        if 0 <= z < z_src:
-            out[z] = resize(
-                volume[d], (y_src, x_src), order=1, preserve_range=True, anti_aliasing=False
-            )
-    return out
-
-
 def _invert(volume: np.ndarray, meta: Any) -> np.ndarray:
-    try:
-        from .data.preprocess import invert_to_source
-    except ImportError:
-        return _fallback_invert(volume, meta)
+    """Processed ``[D, H, W]`` -> source ``[Z, Y, X]`` float32 (``preprocess.invert_to_source``)."""
+    from .data.preprocess import invert_to_source
+
     return np.asarray(invert_to_source(volume, meta), dtype=np.float32)
 
 

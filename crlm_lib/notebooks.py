@@ -1,7 +1,7 @@
 """Execute the numbered notebooks with papermill, and prove that every cell ran.
 
 ``run_notebooks`` is what ``make notebooks`` / ``crlm notebooks`` call: each notebook is executed
-with the profile's parameters (``profile``, ``data_dir``, ``clinical_path``, ``seed``, ``device``)
+with the profile's parameters (``profile``, ``data_dir``, ``clinical_path``, ``seed``)
 and the executed copy is written to ``notebooks/executed/<tag>/`` where the manuscript renderer
 finds it. Timings go to ``results/<tag>/notebook_times.csv`` (the README quotes them).
 
@@ -138,7 +138,6 @@ def run_notebooks(
     clinical: str | Path | None = None,
     *,
     seed: int = 0,
-    device: str = "auto",
     only: list[str] | None = None,
 ) -> pd.DataFrame:
     """Execute the numbered notebooks with papermill, in order.
@@ -151,8 +150,6 @@ def run_notebooks(
         A real TCIA download and its clinical table (default: the synthetic cohort).
     seed : int
         Passed to every notebook.
-    device : str
-        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     only : list of str, optional
         Notebook numbers to run (``["01", "02"]``); default all.
 
@@ -173,7 +170,6 @@ def run_notebooks(
         "data_dir": str(paths.cohort_dir) if real else None,
         "clinical_path": str(paths.clinical_csv) if real else None,
         "seed": seed,
-        "device": device,
     }
     times_csv = paths.results_dir / "notebook_times.csv"
     rows = pd.read_csv(times_csv).to_dict("records") if times_csv.is_file() else []
