@@ -12,7 +12,7 @@ paper     GPU, the papers' settings                  197          40x128x128  10
 ========  =========================================  ===========  ==========  =======
 
 The papers' preprocessing (4D-ACFNet section 4.1) resizes in-plane to 128x128 and crops 40
-slices; at that size one 4D-ACFNet step costs seconds on a CPU (see DESIGN.md, "Compute facts"),
+slices; at that size one 4D-ACFNet step costs seconds on a CPU (see docs/design.md, "Compute facts"),
 so the CPU profile uses a reduced grid and says so in the manuscript. Its budget (``make paper``
 under 45 minutes on 2 cores) also sets: the elastic deformation applied to 20% of training
 samples (TorchIO's B-spline resampling dominates a step at this size), and the cross-validation
@@ -135,7 +135,6 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation protocols: the papers' 8:1:1 split and repeated stratified k-fold CV."""
 
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     cv_folds: int = 5
     cv_repeats: int = 5
     cv_repeats_3d: int = 1
@@ -256,6 +255,15 @@ def find_repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no crlm repository (pyproject.toml + crlm_lib/) at or above {here}")
 
 
+def run_tag(profile: str | Profile, real: bool) -> str:
+    """Name of a run's output folders: the profile name for the synthetic cohort,
+    ``<profile>-real`` for a real download, so synthetic and real results never mix
+    (``data/processed/<tag>``, ``runs/<tag>``, ``results/<tag>``, ``notebooks/executed/<tag>``).
+    """
+    name = profile.name if isinstance(profile, Profile) else str(profile)
+    return f"{name}-real" if real else name
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every folder a run reads or writes, derived from the repo root, profile and data choice.
@@ -321,7 +329,7 @@ def resolve_paths(
         clin = Path(clinical).expanduser().resolve() if clinical else cohort / "clinical.csv"
         oracle = None
         synthetic = False
-    tag = prof.name if synthetic else f"{prof.name}-real"
+    tag = run_tag(prof, real=not synthetic)
     return Paths(
         root=repo,
         profile=prof.name,

@@ -53,7 +53,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -64,6 +63,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from crlm_lib import atomic, resources
 from crlm_lib.config import N_YEARS, Paths, Profile, get_profile
 from crlm_lib.models import MODEL_NAMES
 from crlm_lib.models.clinical import (
@@ -125,33 +125,12 @@ class EvaluationError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic_write_text(path, frame.to_csv(index=False))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o))
+    atomic.write_csv(path, frame, index=False)
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True))
+    atomic.write_json(path, obj, indent=2, allow_nan=True)
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -512,7 +491,7 @@ RUN_FILES: tuple[str, ...] = (
 def _sha256_json(obj: Any) -> str:
     import hashlib
 
-    text = json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True)
+    text = json.dumps(obj, sort_keys=True, default=atomic.json_default, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -1340,73 +1319,24 @@ def km_by_predicted_risk(
 # published numbers (data, never mixed into our rows)
 # --------------------------------------------------------------------------------------------
 
-_ACF = "4D-ACFNet (MM'25)"
-_STAR = "STAR (ICLR'26 submission)"
-#: Published reference numbers. Each entry: (source, table, model, metric -> value).
-PUBLISHED: dict[str, list[dict[str, Any]]] = {
-    "acfnet_table1": [
-        {"model": "3D CNN only", "taa": 0.700, "mse": 2.5750, "mae": 1.1250},
-        {"model": "3D CNN + LSTM", "taa": 0.850, "mse": 1.0625, "mae": 0.6375},
-        {"model": "4D spatiotemporal attention", "taa": 1.000, "mse": 0.4250, "mae": 0.4250},
-    ],
-    "acfnet_table2": [
-        {"model": "3D-CNN", "taa": 0.1750, "mse": 25.5875, "mae": 4.1875},
-        {"model": "3D-CNN + Alignment", "taa": 0.7000, "mse": 2.5750, "mae": 1.1250},
-        {"model": "4D attention + Alignment", "taa": 0.9250, "mse": 0.8625, "mae": 0.5875},
-        {
-            "model": "3D-CNN + Alignment + Disentanglement",
-            "taa": 0.9000,
-            "mse": 1.1250,
-            "mae": 0.7500,
-        },
-        {
-            "model": "4D attention + Alignment + Disentanglement (full)",
-            "taa": 1.0000,
-            "mse": 0.5625,
-            "mae": 0.4875,
-        },
-    ],
-    "star_table1": [
-        {"model": "STAR", "taa": 0.90},
-        {"model": "AMINN", "taa": 0.85},
-        {"model": "3D ResNet-18", "taa": 0.75},
-        {"model": "3D ResNet-34", "taa": 0.80},
-        {"model": "3D ResNet-50", "taa": 0.70},
-    ],
-    "star_table2": [
-        {"model": "3D-CNN", "taa": 0.1750, "mse": 25.5875, "mae": 4.1875},
-        {"model": "3D-CNN + B", "taa": 0.7000, "mse": 2.5750, "mae": 1.1250},
-        {"model": "A + B", "taa": 0.8250, "mse": 1.8625, "mae": 0.8875},
-        {"model": "3D-CNN + B + C", "taa": 0.8000, "mse": 1.9250, "mae": 0.9500},
-        {"model": "A + B + C + D (full STAR)", "taa": 0.9000, "mse": 1.1250, "mae": 0.7500},
-    ],
-    "stg": [{"model": "STG", "taa": 0.85, "mae": 1.1005}],
-    "dypro": [
-        {
-            "model": "DyPro (arXiv 2505.03123 v2; repeated stratified 5-fold CV)",
-            "c_index_os": 0.755,
-            "c_index_dfs": 0.714,
-            "ibs": 0.143,
-            "auc_1y_os": 0.920,
-        }
-    ],
-    "radiomics": [
-        {
-            "model": "CT radiomics signature (same 197 patients, 70/30 split)",
-            "c_harrell_train": 0.738,
-            "c_harrell_test": 0.663,
-        }
-    ],
-}
-_SOURCES: dict[str, str] = {
-    "acfnet_table1": f"{_ACF}, Table 1",
-    "acfnet_table2": f"{_ACF}, Table 2",
-    "star_table1": f"{_STAR}, Table 1",
-    "star_table2": f"{_STAR}, Table 2",
-    "stg": "STG (arXiv 2505.03123)",
-    "dypro": "DyPro (arXiv 2505.03123 v2)",
-    "radiomics": "CT radiomics signature, TCIA CRLM cohort",
-}
+
+def _load_published() -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """``resources/published.csv`` (long form) -> table -> rows ``{"model", metric: value}`` in
+    the file's order, and table -> source."""
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    for rec in resources.read_rows("published.csv"):
+        key = rec["table"]
+        sources.setdefault(key, rec["source"])
+        row = tables.setdefault(key, {}).setdefault(rec["model"], {"model": rec["model"]})
+        row[rec["metric"]] = float(rec["value"])
+    return {key: list(rows.values()) for key, rows in tables.items()}, sources
+
+
+#: Published reference numbers, read from ``crlm_lib/resources/published.csv``: table key ->
+#: rows ``{"model": ..., metric: value}`` (values as the papers print them).
+PUBLISHED: dict[str, list[dict[str, Any]]]
+PUBLISHED, _SOURCES = _load_published()
 
 
 def published_table(key: str) -> pd.DataFrame:
@@ -1825,85 +1755,10 @@ def environment_table(source: Any) -> pd.DataFrame:
     return pd.DataFrame({"value": rows})
 
 
-#: TRIPOD+AI (Collins et al., BMJ 2024) items, condensed, with where this manuscript meets them.
-TRIPOD_AI: tuple[tuple[str, str, str], ...] = (
-    ("1", "Title: development/evaluation of a prediction model, population, outcome", "Title"),
-    ("2", "Abstract (TRIPOD+AI for Abstracts)", "Abstract"),
-    ("3", "Background, rationale, existing models", "Introduction"),
-    ("4", "Objectives: development and/or validation", "Introduction"),
-    (
-        "5",
-        "Data sources, dates, representativeness",
-        "Data; the synthetic cohort is not a clinical sample (stated)",
-    ),
-    (
-        "6",
-        "Participants: setting, eligibility, treatments",
-        "Data (MSKCC resections); exclusions table",
-    ),
-    (
-        "7",
-        "Data preparation, pre-processing, quality checks",
-        "Data: preprocessing; loader errors; preprocessing report",
-    ),
-    (
-        "8",
-        "Outcome: definition, time horizons, blinding",
-        "Methods: one contract; choices (year bins, censoring)",
-    ),
-    (
-        "9",
-        "Predictors: definition, timing, measurement",
-        "Data; clinical encoding (missing indicators, training statistics)",
-    ),
-    (
-        "10",
-        "Sample size",
-        "Not justified: the cohort size is fixed at 197 (stated as a limitation)",
-    ),
-    (
-        "11",
-        "Missing data handling",
-        "Methods: mean imputation with missing-value indicators from training rows",
-    ),
-    (
-        "12",
-        "Analytical methods: model type, building, tuning, internal validation",
-        "Methods; evaluation protocol (repeated stratified CV)",
-    ),
-    ("13", "Class imbalance", "Stratified splits by event; no resampling"),
-    ("14", "Fairness approaches", "Not addressed: no subgroup analysis (limitation)"),
-    (
-        "15",
-        "Model output, thresholds",
-        "Twelve yearly probabilities; no clinical threshold proposed",
-    ),
-    ("16", "Training vs evaluation data differences", "Same cohort, out-of-fold evaluation"),
-    ("17", "Ethics", "Public de-identified data (TCIA); synthetic data need none"),
-    ("18", "Funding, conflicts", "None"),
-    ("19", "Protocol, registration", "Not registered; the repository is the protocol"),
-    (
-        "20",
-        "Data availability",
-        "TCIA doi:10.7937/QXK2-QG03; synthetic cohort regenerated by `make data`",
-    ),
-    ("21", "Code availability", "This repository (make paper / make test)"),
-    ("22", "Patient and public involvement", "None"),
-    ("23", "Participants: flow, characteristics", "Table 1 (cohort), exclusions table"),
-    (
-        "24",
-        "Model development: number of participants/events per analysis",
-        "Protocol tables (n_test), CV design",
-    ),
-    ("25", "Model specification", "Methods; code; parameter counts"),
-    (
-        "26",
-        "Performance with CIs, discrimination and calibration",
-        "Results: CV table, paired differences, calibration, KM",
-    ),
-    ("27", "Model updating / recalibration", "Not done"),
-    ("28", "Interpretation, limitations", "Discussion"),
-    ("29", "Usability, implementation", "Interpretability; NIfTI export; not for clinical use"),
+#: TRIPOD+AI (Collins et al., BMJ 2024) items, condensed, with where this manuscript meets them
+#: (``item``, ``topic``, ``where met / why not``), read from ``crlm_lib/resources/tripod_ai.csv``.
+TRIPOD_AI: tuple[tuple[str, str, str], ...] = tuple(
+    (r["item"], r["topic"], r["where met / why not"]) for r in resources.read_rows("tripod_ai.csv")
 )
 
 

@@ -22,8 +22,6 @@ Every model of the registry follows one contract (``docs/interfaces.md``): ``for
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +33,9 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
+from . import atomic
 from .config import MASK_NAMES, N_YEARS
+from .train import to_device
 
 __all__ = [
     "ExplainError",
@@ -128,10 +128,6 @@ def _iter_patients(data: Any) -> Iterator[dict[str, Any]]:
                 f"{_patient_id(item)}: 'ct' must be [1, D, H, W] (dataset item) or "
                 f"[B, 1, D, H, W] (batch), got {tuple(ct.shape)}"
             )
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -328,7 +324,7 @@ def yearly_gradcam(
         )
     model.eval()
     device = _model_device(model)
-    batch = _to_device(batch, device)
+    batch = to_device(batch, device)
     ct = batch["ct"].float()
     grid = tuple(ct.shape[-3:])
     keep = _restriction_mask(batch, restrict_to, grid)
@@ -630,50 +626,18 @@ def heatmap_affine_ras(meta: Any) -> np.ndarray:
     return flip @ lps
 
 
-def _fallback_invert(volume: np.ndarray, meta: Any) -> np.ndarray:
-    """Processed ``[D, H, W]`` -> source ``[Z, Y, X]``: slice ``d`` goes to ``z_index[d]``,
-    each slice resized in-plane (bilinear) to ``(Y, X)``; source slices outside the crop and
-    padding slices (``z_index == -1``) are zero. Assumes the preprocessing resized whole
-    slices (no in-plane crop, no flip), as DESIGN.md's pipeline does."""
-    from skimage.transform import resize
-
-    z_index = _meta_get(meta, "z_index").astype(int).ravel()
-    z_src, y_src, x_src = (int(s) for s in _meta_get(meta, "source_shape").ravel()[:3])
-    if len(z_index) != volume.shape[0]:
-        raise ExplainError(
-            f"{_meta_name(meta)}: z_index has {len(z_index)} entries, volume has "
-            f"{volume.shape[0]} slices"
-        )
-    out = np.zeros((z_src, y_src, x_src), dtype=np.float32)
-    for d, z in enumerate(z_index):
-        if 0 <= z < z_src:
-            out[z] = resize(
-                volume[d], (y_src, x_src), order=1, preserve_range=True, anti_aliasing=False
-            )
-    return out
-
-
 def _invert(volume: np.ndarray, meta: Any) -> np.ndarray:
-    try:
-        from .data.preprocess import invert_to_source
-    except ImportError:
-        return _fallback_invert(volume, meta)
+    """Processed ``[D, H, W]`` -> source ``[Z, Y, X]`` float32 (``preprocess.invert_to_source``)."""
+    from .data.preprocess import invert_to_source
+
     return np.asarray(invert_to_source(volume, meta), dtype=np.float32)
 
 
 def _atomic_save_nifti(img, out_path: Path) -> None:
     import nibabel as nib
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=suffix, dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(out_path, keep_extension=True) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_heatmaps_nifti(
@@ -912,7 +876,7 @@ def clinical_shap(
         pid = _patient_id(batch)
         if "clinical" not in batch:
             raise ExplainError(f"{pid}: batch has no 'clinical' input to explain")
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         x = batch["clinical"].float()
         if x.shape[1] != bg.shape[1]:
             raise ExplainError(
@@ -960,7 +924,7 @@ def shap_additivity_gap(
     fx = []
     with torch.no_grad():
         for batch in _iter_patients(dataset_or_batches):
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             f = _ClinicalRisk(model, batch, output, year, chunk=1)
             fx.append(float(f(batch["clinical"].float())[0, 0]))
     fx = np.asarray(fx)
@@ -1010,7 +974,7 @@ def kernel_shap_check(
         bg = bg[np.sort(rng.choice(bg.shape[0], max_background, replace=False))]
     kernel_values, gaps = [], []
     for batch in _iter_patients(dataset_or_batches):
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         f = _ClinicalRisk(model, batch, output, year, chunk=256).eval()
 
         def fn(c: np.ndarray, f=f) -> np.ndarray:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from crlm_lib import atomic
+
 __all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_grid"]
 
 
@@ -121,8 +123,7 @@ def export_heatmaps_dicom(
             content_description=f"Grad-CAM {target} year {year}",
         )
         path = out_dir / f"gradcam_{target}_year{year:02d}.dcm"
-        tmp = path.with_name(f".{path.name}.tmp")
-        pm.save_as(tmp)
-        tmp.replace(path)
+        with atomic.atomic_path(path) as tmp:
+            pm.save_as(tmp)
         written.append(path)
     return written

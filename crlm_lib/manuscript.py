@@ -685,10 +685,10 @@ def stage(profile: str, real: bool = False, root: Path | str | None = None) -> P
     MissingNotebookError
         Naming every missing executed notebook and the command that makes them.
     """
-    from crlm_lib.config import find_repo_root
+    from crlm_lib.config import find_repo_root, run_tag
 
     repo = Path(root).resolve() if root else find_repo_root()
-    tag = f"{profile}-real" if real else profile
+    tag = run_tag(profile, real)
     executed = repo / "notebooks" / "executed" / tag
     missing = [n for n in NOTEBOOKS if not (executed / n).is_file()]
     if missing:

@@ -157,15 +157,15 @@ def _check_rule(rule: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def year_bin(years: np.ndarray) -> np.ndarray:
+def year_bin(years: np.ndarray, n_years: int = N_YEARS) -> np.ndarray:
     """Whole-year bin of a time: ``min(floor(years), 11)`` (float array, values 0..11).
 
-    The same rule makes ``survival_bin`` / ``recurrence_bin`` in ``crlm_lib.data.dataset``:
-    bin ``k`` is postoperative year ``k + 1``, the interval ``[k, k + 1)`` years; follow-up
-    beyond 12 years falls in the last bin.
+    The one place that turns years into the yearly bins: ``crlm_lib.data.dataset.year_bin``
+    (``survival_bin`` / ``recurrence_bin``) calls it. Bin ``k`` is postoperative year ``k + 1``,
+    the interval ``[k, k + 1)`` years; follow-up beyond ``n_years`` years falls in the last bin.
     """
     y = np.asarray(years, dtype=np.float64)
-    return np.minimum(np.floor(y), N_YEARS - 1).astype(np.float64)
+    return np.minimum(np.floor(y), n_years - 1).astype(np.float64)
 
 
 def target_years(true_years: np.ndarray, rule: Rule = "argmax") -> np.ndarray:

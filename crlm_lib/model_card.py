@@ -11,12 +11,12 @@ intended use, limitations) and the TRIPOD+AI items on intended use (3a), data (5
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from crlm_lib import atomic
 
 __all__ = ["build_model_card", "write_model_card"]
 
@@ -186,10 +186,5 @@ def write_model_card(
 ) -> Path:
     """Write :func:`build_model_card` to ``out`` atomically and return the path."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = build_model_card(run_dir, results_dir)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
+    atomic.write_text(out, build_model_card(run_dir, results_dir))
     return out

@@ -1,7 +1,7 @@
 """Execute the numbered notebooks with papermill, and prove that every cell ran.
 
 ``run_notebooks`` is what ``make notebooks`` / ``crlm notebooks`` call: each notebook is executed
-with the profile's parameters (``profile``, ``data_dir``, ``clinical_path``, ``seed``, ``device``)
+with the profile's parameters (``profile``, ``data_dir``, ``clinical_path``, ``seed``)
 and the executed copy is written to ``notebooks/executed/<tag>/`` where the manuscript renderer
 finds it. Timings go to ``results/<tag>/notebook_times.csv`` (the README quotes them).
 
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from crlm_lib.config import find_repo_root, get_profile, resolve_paths
+from crlm_lib import atomic
+from crlm_lib.config import find_repo_root, get_profile, resolve_paths, run_tag
 
 
 def notebook_files(root: Path | None = None) -> list[Path]:
@@ -35,13 +35,9 @@ def notebook_files(root: Path | None = None) -> list[Path]:
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _tag(profile: str, real: bool) -> str:
-    return f"{profile}-real" if real else profile
-
-
 def _done_dir(profile: str, real: bool = False, root: Path | None = None) -> Path:
     root = root or find_repo_root()
-    return root / "results" / _tag(profile, real) / ".done"
+    return root / "results" / run_tag(profile, real) / ".done"
 
 
 _PARAMETER_TAGS = {"parameters", "injected-parameters"}
@@ -89,13 +85,9 @@ def mark_done(name: str, profile: str, real: bool = False) -> Path:
         executed, failed = _counter["ok"] + 1, _counter["failed"]
     else:
         executed, failed = -1, 0
-    folder = _done_dir(profile, real)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
+    path = _done_dir(profile, real) / f"{name}.json"
     record = {"notebook": name, "executed_cells": executed, "failed_cells": failed}
-    tmp.write_text(json.dumps({**record, "time": time.time()}))
-    os.replace(tmp, path)
+    atomic.write_json(path, {**record, "time": time.time()})
     return path
 
 
@@ -146,7 +138,6 @@ def run_notebooks(
     clinical: str | Path | None = None,
     *,
     seed: int = 0,
-    device: str = "auto",
     only: list[str] | None = None,
 ) -> pd.DataFrame:
     """Execute the numbered notebooks with papermill, in order.
@@ -159,8 +150,6 @@ def run_notebooks(
         A real TCIA download and its clinical table (default: the synthetic cohort).
     seed : int
         Passed to every notebook.
-    device : str
-        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     only : list of str, optional
         Notebook numbers to run (``["01", "02"]``); default all.
 
@@ -174,14 +163,13 @@ def run_notebooks(
     prof = get_profile(profile)
     paths = resolve_paths(prof, data_dir, clinical)
     real = not paths.synthetic
-    out_dir = paths.root / "notebooks" / "executed" / _tag(prof.name, real)
+    out_dir = paths.root / "notebooks" / "executed" / run_tag(prof.name, real)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {
         "profile": prof.name,
         "data_dir": str(paths.cohort_dir) if real else None,
         "clinical_path": str(paths.clinical_csv) if real else None,
         "seed": seed,
-        "device": device,
     }
     times_csv = paths.results_dir / "notebook_times.csv"
     rows = pd.read_csv(times_csv).to_dict("records") if times_csv.is_file() else []
@@ -203,8 +191,7 @@ def run_notebooks(
             {"notebook": nb.stem, "seconds": round(seconds, 1)}
         ]
         print(f"    done in {seconds / 60:.1f} min", flush=True)
-        times_csv.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).sort_values("notebook").to_csv(times_csv, index=False)
+        atomic.write_csv(times_csv, pd.DataFrame(rows).sort_values("notebook"), index=False)
     problems = check(
         prof.name,
         [nb for nb in notebook_files(paths.root) if not only or nb.name[:2] in only],

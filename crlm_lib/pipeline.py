@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crlm_lib import atomic
 from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
 
 log = logging.getLogger(__name__)
@@ -166,20 +167,8 @@ def exclusion_table(table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
 
 def write_exclusions(paths: Paths, table: pd.DataFrame, report: pd.DataFrame) -> pd.DataFrame:
     """:func:`exclusion_table`, written to ``processed_dir/exclusions.csv`` (atomically)."""
-    import os
-    import tempfile
-
     excluded = exclusion_table(table, report)
-    path = paths.processed_dir / "exclusions.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".exclusions.", suffix=".tmp")
-    os.close(fd)
-    try:
-        excluded.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.write_csv(paths.processed_dir / "exclusions.csv", excluded, index=False)
     return excluded
 
 

@@ -34,7 +34,6 @@ sampling uncertainty of the training cohort; it is not a calibrated confidence i
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from crlm_lib import atomic
 from crlm_lib.config import N_YEARS, Profile, get_profile
 
 if TYPE_CHECKING:
@@ -539,11 +539,7 @@ def yearly_table(preds: Sequence[PatientPrediction]) -> pd.DataFrame:
 
 
 def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".csv.tmp")
-    with os.fdopen(fd, "w") as fh:
-        frame.to_csv(fh, index=False)
-    os.replace(tmp, path)
+    atomic.write_csv(path, frame, index=False)
 
 
 def _safe_name(patient_id: str) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from crlm_lib import atomic
 from crlm_lib.config import N_YEARS
 
 __all__ = ["PatientReport", "plot_curves_vs_cohort", "plot_gradcam", "plot_shap", "write_report"]
@@ -188,14 +187,6 @@ def _text_lines(report: PatientReport) -> list[str]:
     return lines
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def render_html(report: PatientReport, figures: Sequence[tuple[str, Any]]) -> str:
     """The report as one self-contained HTML page (figures as base64 PNG)."""
     row = report.row
@@ -251,7 +242,7 @@ def write_report(report: PatientReport, out_dir: str | Path, stem: str = "report
     out_dir = Path(out_dir)
     figures = _figures(report)
     html_path = out_dir / f"{stem}.html"
-    _atomic_bytes(html_path, render_html(report, figures).encode("utf-8"))
+    atomic.write_bytes(html_path, render_html(report, figures).encode("utf-8"))
     buf = io.BytesIO()
     with PdfPages(buf) as pdf:
         page = plt.figure(figsize=(8.27, 11.69))
@@ -265,5 +256,5 @@ def write_report(report: PatientReport, out_dir: str | Path, stem: str = "report
     for _, fig in figures:
         plt.close(fig)
     pdf_path = out_dir / f"{stem}.pdf"
-    _atomic_bytes(pdf_path, buf.getvalue())
+    atomic.write_bytes(pdf_path, buf.getvalue())
     return {"html": html_path, "pdf": pdf_path}

@@ -8,10 +8,11 @@ their titles via :func:`provenance`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from crlm_lib import atomic
 
 
 def provenance(study) -> str:
@@ -30,23 +31,16 @@ def styled(df: pd.DataFrame, study=None, note: str | None = None, precision: int
 
 def save_table(df: pd.DataFrame, results_dir: str | Path, name: str) -> Path:
     """Write ``df`` to ``results_dir/name.csv`` atomically and return the path."""
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp)
-    os.replace(tmp, path)
+    path = Path(results_dir) / f"{name}.csv"
+    atomic.write_csv(path, df)
     return path
 
 
 def save_figure(fig, results_dir: str | Path, name: str, dpi: int = 150) -> Path:
     """Write a matplotlib figure to ``results_dir/name.png`` (atomically) and return the path."""
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    tmp = folder / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    path = Path(results_dir) / f"{name}.png"
+    with atomic.atomic_path(path, keep_extension=True) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -23,11 +23,9 @@ Files in ``run_dir``:
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -40,11 +38,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from crlm_lib import distributed
+from crlm_lib import atomic, distributed
 from crlm_lib.config import N_YEARS, Profile, get_profile
+from crlm_lib.data.dataset import collate
 
 #: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
 #: with batch size 1 and STAR's alignment loss divided by an agreement term that can approach
@@ -168,12 +167,6 @@ def _worker_init_fn(worker_id: int) -> None:
     random.seed(seed)
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack dataset items into a batch: tensors get a batch dimension, ``patient_id`` becomes
-    a list of strings (``torch.utils.data.default_collate``)."""
-    return default_collate(items)
-
-
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """Move every tensor of ``batch`` (nested dicts too) to ``device``; other values unchanged.
 
@@ -258,42 +251,9 @@ def _loader(
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` with byte-reproducible output, written atomically.
-
-    ``torch.save`` to a file name makes a zip archive whose record names start with the file's
-    stem (``.best.pt.k3j9x1.tmp/data.pkl``): saving to the random temporary name of an atomic
-    write put that random name inside the file, so two identical runs gave different bytes.
-    Serialising to memory first names the records ``archive/...`` whatever the destination;
-    the bytes are then written to a temporary file in the same folder and renamed.
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    _atomic_write_bytes(buffer.getvalue(), path)
-
-
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` with byte-reproducible output, written atomically
+    (:func:`crlm_lib.atomic.torch_save`)."""
+    atomic.torch_save(path, obj)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -707,7 +667,7 @@ def fit(
                 },
                 last_path,
             )
-            _atomic_csv(history.to_frame(), csv_path)
+            atomic.write_csv(csv_path, history.to_frame(), index=False)
         epoch_bar.update(1)
         epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{lr:.1e}")
     epoch_bar.close()

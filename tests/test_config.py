@@ -60,3 +60,13 @@ def test_find_repo_root_from_a_subfolder(tmp_path: Path):
     assert config.find_repo_root(sub) == tmp_path.resolve()
     with pytest.raises(FileNotFoundError):
         config.find_repo_root(Path("/"))
+
+
+def test_run_tag_is_the_one_rule_for_synthetic_and_real_folders(tmp_path: Path):
+    assert config.run_tag("cpu", real=False) == "cpu"
+    assert config.run_tag(config.get_profile("smoke"), real=True) == "smoke-real"
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "crlm_lib").mkdir()
+    real = config.resolve_paths("cpu", data_dir=tmp_path / "tcia", root=tmp_path)
+    assert real.results_dir.name == real.processed_dir.name == "cpu-real"
+    assert config.resolve_paths("cpu", root=tmp_path).runs_dir.name == "cpu"

@@ -339,13 +339,11 @@ def test_patient_curves_and_attention_render(tmp_path):
         plt.close(fig)
 
 
-def test_fallback_inversion_agrees_with_the_slice_mapping(tmp_path):
+def test_default_inversion_agrees_with_the_slice_mapping(tmp_path):
     meta = make_meta()
     heat = np.zeros((2, *GRID), np.float32)
     heat[:, 5] = 0.75  # processed slice 5 -> source slice 4
-    paths = explain.export_heatmaps_nifti(
-        heat, meta, tmp_path / "f.nii", invert=explain._fallback_invert
-    )
+    paths = explain.export_heatmaps_nifti(heat, meta, tmp_path / "f.nii")
     data = nib.load(paths[0]).get_fdata()
     assert data.shape == (24, 20, 10, 2)
     np.testing.assert_allclose(data[:, :, 4], 0.75, rtol=1e-6)

@@ -343,3 +343,12 @@ def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
     expected = concordance_index(time, np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8]), event)
     assert out_native["os_c_harrell"] == pytest.approx(expected)
     assert out_native["os_c_harrell"] != pooled["os_c_harrell"] and score.size == n
+
+
+def test_year_bin_one_rule_for_targets_and_metrics():
+    from crlm_lib.data.dataset import year_bin
+
+    years = [0.0, 0.99, 1.0, 4.5, 11.99, 12.0, 30.0]
+    assert M.year_bin(np.array(years)).tolist() == [0, 0, 1, 4, 11, 11, 11]
+    assert [year_bin(y) for y in years] == [0, 0, 1, 4, 11, 11, 11]
+    assert year_bin(-0.5) == 0 and year_bin(7.2, n_years=5) == 4

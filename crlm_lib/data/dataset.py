@@ -23,7 +23,6 @@ reference lesions' mean and std (AMINN's transform); the statistics are exposed 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from torch.utils.data import Dataset, default_collate
 
+from crlm_lib import metrics
 from crlm_lib.config import N_YEARS, Profile, get_profile
 from crlm_lib.data.augment import augment_sample
 from crlm_lib.data.preprocess import load_processed
@@ -42,8 +42,9 @@ L_MAX = 16
 
 
 def year_bin(years: float, n_years: int = N_YEARS) -> int:
-    """``min(floor(years), n_years - 1)`` (years >= 0)."""
-    return int(min(math.floor(max(float(years), 0.0)), n_years - 1))
+    """``min(floor(years), n_years - 1)`` of one time as an ``int`` (negative times -> bin 0);
+    the rule itself is :func:`crlm_lib.metrics.year_bin`."""
+    return int(metrics.year_bin(max(float(years), 0.0), n_years))
 
 
 def recurrence_targets(
@@ -213,7 +214,9 @@ class CRLMDataset(Dataset):
 
 
 def collate(batch: list[dict]) -> dict:
-    """``torch.utils.data.default_collate``: tensors stacked, ``patient_id`` a list of str."""
+    """Stack dataset items into a batch (``torch.utils.data.default_collate``): tensors get a
+    batch dimension, ``patient_id`` becomes a list of strings. The engine
+    (``crlm_lib.train``) uses this one."""
     return default_collate(batch)
 
 

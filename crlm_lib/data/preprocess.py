@@ -41,7 +41,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from scipy import ndimage
 from skimage import exposure, measure, morphology
 from tqdm.auto import tqdm
 
+from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile, get_profile
 from crlm_lib.data import tcia
 from crlm_lib.data.lesions import lesion_features
@@ -501,29 +501,7 @@ def atomic_savez(path: Path, **arrays) -> None:
     The temporary name carries this process's PID (``.<stem>.<pid>.<random>.npz.tmp``) so that
     a cleanup never removes a live writer's file (:func:`remove_stale_temps`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=".npz.tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.", suffix=".csv.tmp"
-    )
-    with os.fdopen(fd, "w") as fh:
-        df.to_csv(fh, index=False)
-    os.replace(tmp, path)
+    atomic.savez(path, **arrays)
 
 
 def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
@@ -785,7 +763,7 @@ def _preprocess_locked(
         columns=["patient_id", "status", "reason", "centre_method", "warnings", "seconds"],
     )
     report = report.sort_values("patient_id").reset_index(drop=True)
-    _atomic_csv(report, out_dir / "report.csv")
+    atomic.write_csv(out_dir / "report.csv", report, index=False)
     if broken is not None:
         missing = sorted({r.patient_id for r, _ in todo} - set(report["patient_id"]))
         raise PreprocessInterrupted(

@@ -82,6 +82,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crlm_lib import atomic
 from crlm_lib.config import TCIA_COLLECTION, SynthConfig
 from crlm_lib.data import phantom
 from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
@@ -742,12 +743,6 @@ def _write_patient(spec: PatientSpec, seed: int, synth: SynthConfig, root: Path)
     os.replace(tmp, final)
 
 
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
-
-
 def write_cohort(
     out_dir: str | Path,
     n_patients: int,
@@ -806,13 +801,11 @@ def write_cohort(
                 "delete the folder or choose another"
             )
     else:
-        tmp = meta_path.with_name(".synthetic_cohort.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tmp, meta_path)
+        atomic.write_json(meta_path, meta, indent=2, sort_keys=True)
     cohort = simulate_cohort(n_patients, seed, model)
     for spec in tqdm(cohort.specs, desc="synthetic cohort", disable=not progress):
         if not (root / spec.patient_id).is_dir():
             _write_patient(spec, seed, synth, root)
-    _atomic_csv(cohort.clinical, out / "clinical.csv")
-    _atomic_csv(cohort.oracle, out / "oracle.csv")
+    atomic.write_csv(out / "clinical.csv", cohort.clinical, index=False, float_format="%.6g")
+    atomic.write_csv(out / "oracle.csv", cohort.oracle, index=False, float_format="%.6g")
     return out

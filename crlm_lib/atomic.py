@@ -1,0 +1,148 @@
+"""Atomic file writes: the one place every file of the project is written through.
+
+A reader (another process, a resumed run, a crash in the middle of a write) sees either the old
+file or the complete new one, never a half-written file: the content goes to a temporary file
+in the SAME folder (same filesystem, so the rename is atomic), is flushed to disk, and is then
+renamed over the destination with :func:`os.replace`. On any error the temporary file is
+removed and the destination is left as it was.
+
+Temporary names are ``.<stem>.<pid>.<random><suffixes>.tmp`` (for example
+``.CRLM-CT-1001.4242.k3j9x1.npz.tmp``): hidden, recognisable by ``.*.tmp``, and carrying the
+writer's PID so that a cleanup can tell a dead writer's leftovers from a live writer's file
+(``data.preprocess.remove_stale_temps``). Writers that choose the format from the file name
+(nibabel, matplotlib) get ``keep_extension=True``: ``.<stem>.<pid>.<random>.tmp<suffixes>``.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> write_text(folder / "a.txt", "hello")
+>>> (folder / "a.txt").read_text()
+'hello'
+>>> with atomic_path(folder / "b.txt") as tmp:
+...     _ = tmp.write_text("via any writer")
+>>> sorted(p.name for p in folder.iterdir())
+['a.txt', 'b.txt']
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _split_name(path: Path) -> tuple[str, str]:
+    """``"CRLM-CT-1001.npz"`` -> ``("CRLM-CT-1001", ".npz")``; ``"a.nii.gz"`` -> ``("a", ".nii.gz")``."""
+    stem, dot, rest = path.name.partition(".")
+    return (stem or path.name), (dot + rest)
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, keep_extension: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsync'ed and renamed to ``path``.
+
+    Parameters
+    ----------
+    path : path
+        Destination; its folder is created when missing.
+    keep_extension : bool
+        End the temporary name with the destination's extension (``.tmp.nii.gz`` instead of
+        ``.nii.gz.tmp``) for writers that pick the format from the name.
+
+    Yields
+    ------
+    Path
+        An empty file to (over)write. If the block raises, it is removed and ``path`` is
+        untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffixes = _split_name(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent,
+        prefix=f".{stem}.{os.getpid()}.",
+        suffix=f".tmp{suffixes}" if keep_extension else f"{suffixes}.tmp",
+    )
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (``encoding``, no newline translation)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding=encoding, newline="") as fh:
+            fh.write(text)
+
+
+def json_default(obj: Any) -> Any:
+    """numpy scalars -> Python numbers, paths -> strings (what run records hold)."""
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> None:
+    """``json.dumps(obj, **dumps_kwargs)`` written atomically; numpy scalars and paths are
+    converted unless ``default=`` is given."""
+    dumps_kwargs.setdefault("default", json_default)
+    write_text(path, json.dumps(obj, **dumps_kwargs))
+
+
+def write_csv(path: str | Path, frame: Any, **to_csv_kwargs: Any) -> None:
+    """``frame.to_csv(path, **to_csv_kwargs)`` written atomically (pandas' own defaults,
+    so pass ``index=False`` where the index is not data)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv_kwargs)
+
+
+def savez(path: str | Path, **arrays: Any) -> None:
+    """``np.savez_compressed(path, **arrays)`` written atomically (``path`` ends in ``.npz``)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save`` with byte-reproducible output, written atomically.
+
+    ``torch.save`` to a file name makes a zip archive whose record names start with the file's
+    stem (``.best.pt.k3j9x1.tmp/data.pkl``): saving to the random temporary name of an atomic
+    write would put that random name inside the file, so two identical runs would give
+    different bytes. Serialising to memory first names the records ``archive/...`` whatever
+    the destination; the bytes are then written atomically.
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())

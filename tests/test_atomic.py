@@ -1,0 +1,56 @@
+"""crlm_lib.atomic: every file written whole or not at all, in one place."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crlm_lib import atomic
+from crlm_lib.data.preprocess import _tmp_owner
+
+
+def test_writers_round_trip_and_leave_no_temporary(tmp_path: Path):
+    atomic.write_text(tmp_path / "sub" / "a.txt", "héllo\n")
+    atomic.write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    atomic.write_json(tmp_path / "c.json", {"x": np.float32(0.5), "p": Path("/a")}, indent=2)
+    atomic.write_csv(tmp_path / "d.csv", pd.DataFrame({"a": [1, 2]}), index=False)
+    atomic.savez(tmp_path / "e.npz", ct=np.arange(3, dtype=np.float32))
+    assert (tmp_path / "sub" / "a.txt").read_text(encoding="utf-8") == "héllo\n"
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert json.loads((tmp_path / "c.json").read_text()) == {"x": 0.5, "p": "/a"}
+    assert (tmp_path / "d.csv").read_text() == "a\n1\n2\n"
+    assert np.load(tmp_path / "e.npz")["ct"].tolist() == [0.0, 1.0, 2.0]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+def test_temporary_names_carry_the_pid_and_optionally_the_extension(tmp_path: Path):
+    with atomic.atomic_path(tmp_path / "CRLM-CT-1001.npz") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".npz.tmp")
+        assert _tmp_owner(tmp) == os.getpid()  # preprocess's stale-temp cleanup reads it
+    with atomic.atomic_path(tmp_path / "map.nii.gz", keep_extension=True) as tmp:
+        assert tmp.name.endswith(".tmp.nii.gz")
+
+
+def test_torch_save_is_byte_reproducible_across_destinations(tmp_path: Path):
+    obj = {"w": torch.arange(4.0), "epoch": 3}
+    atomic.torch_save(tmp_path / "best.pt", obj)
+    atomic.torch_save(tmp_path / "last.pt", obj)
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "last.pt").read_bytes()
+    assert torch.load(tmp_path / "best.pt")["epoch"] == 3
