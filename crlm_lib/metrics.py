@@ -127,7 +127,7 @@ def _as_pmf(survival_probs: np.ndarray) -> np.ndarray:
     """Survival-head pmf ``[N, 12]`` whose rows sum to at most 1 (the rest is beyond year 12)."""
     p = _as_probs(survival_probs, "survival_probs")
     total = p.sum(axis=1)
-    if np.any(total > 1 + 1e-6):
+    if np.any(total > 1 + 1e-4):  # float32 softmax rows may exceed 1 by rounding
         raise ValueError(
             f"survival_probs rows must sum to at most 1 (max {total.max():.6f}); the mass missing "
             "from 1 is the probability of surviving beyond year 12"
