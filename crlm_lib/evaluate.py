@@ -999,6 +999,7 @@ def run_cv_protocol(
     ci_heads: Sequence[str] = ("os", "dfs"),
     runs_dir: str | Path | None = None,
     protocol: str = "cv",
+    censoring_from: str = "training_fold",
 ) -> CVResult:
     """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
 
@@ -1010,6 +1011,12 @@ def run_cv_protocol(
 
     Paired differences against ``baselines`` use the repeats both models have (the first
     ``min(R_a, R_b)``).
+
+    ``censoring_from``: ``"training_fold"`` (default) estimates the IPCW censoring
+    distribution of each test fold on its own training fold (metrics per fold, averaged);
+    ``"cohort"`` uses the whole cohort for the pooled OOF predictions (the earlier choice:
+    about 4x cheaper in the bootstrap, since scikit-survival is called once per repeat instead
+    of once per fold, but the test patients then inform their own weights).
 
     Returns
     -------
@@ -1027,9 +1034,15 @@ def run_cv_protocol(
     base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
     n_boot = ev.bootstrap if n_boot is None else n_boot
     # IPCW censoring distribution of each test fold: its own training fold's outcomes
-    train_by_fold = {
-        (rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits
-    }
+    if censoring_from not in ("training_fold", "cohort"):
+        raise EvaluationError(
+            f"censoring_from must be 'training_fold' or 'cohort', not {censoring_from!r}"
+        )
+    censoring = (
+        {(rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits}
+        if censoring_from == "training_fold"
+        else cohort.outcomes.loc[cohort.ids]
+    )
     horizons = ev.horizons_years
 
     def metric_fn(p, t):
@@ -1060,7 +1073,7 @@ def run_cv_protocol(
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     for spec in specs:
         tidy = bootstrap_scores(
-            preds[spec.key], train_by_fold, n_boot=n_boot, seed=seed, metric_fn=metric_fn,
+            preds[spec.key], censoring, n_boot=n_boot, seed=seed, metric_fn=metric_fn,
             desc=f"bootstrap {spec.key}", cache=memo,
         )  # fmt: skip
         tidy.insert(0, "model", spec.key)
@@ -1078,7 +1091,7 @@ def run_cv_protocol(
                 continue
             r = min(len(preds[spec.key]), len(preds[b]))
             d = paired_difference(
-                preds[spec.key][:r], preds[b][:r], train_by_fold, n_boot=n_boot, seed=seed,
+                preds[spec.key][:r], preds[b][:r], censoring, n_boot=n_boot, seed=seed,
                 metric_fn=metric_fn, cache=memo,
             )  # fmt: skip
             d.insert(0, "model", spec.key)

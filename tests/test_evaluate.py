@@ -138,6 +138,8 @@ def test_cv_protocol_anchors_oracle_last_and_resumable(splits, tmp_path, monkeyp
     assert c["cox", "os_ibs"] == pytest.approx(per_fold["os_ibs"])
     whole = M.all_metrics(oof, cohort.outcomes, heads=("os",))
     assert c["cox", "os_c_uno"] != pytest.approx(whole["os_c_uno"], abs=1e-9)
+    with pytest.raises(ev.EvaluationError, match="censoring_from"):
+        ev.run_cv_protocol([], cohort, prof, censoring_from="test", **kw)
 
     # resumable: a second run reuses every cached fold (anchors are never refitted)
     def boom(*a, **k):

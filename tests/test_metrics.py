@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
-from sksurv.metrics import concordance_index_ipcw, integrated_brier_score
+from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.util import Surv
 
 from crlm_lib import metrics as M
@@ -182,6 +182,9 @@ def test_survival_metrics_on_tied_heavily_censored_data(tied_censored_cohort):
     grid = np.arange(1.0, 6.0)
     ibs = integrated_brier_score(y_tr, y_te, surv[:, :5], grid)
     assert res["ibs"] == pytest.approx(ibs)
+    for h in (1, 3, 5):  # one sksurv call for all horizons = one call per horizon
+        auc = cumulative_dynamic_auc(y_tr, y_te, 1.0 - surv[:, h - 1], [float(h)])[0]
+        assert res[f"auc_{h}y"] == pytest.approx(float(np.atleast_1d(auc)[0]))
     # the horizon is a parameter; the 3-year IBS integrates over years 1..3 only
     res3 = M.survival_metrics(
         time[train], event[train], time[test], event[test], risk, surv, horizon_years=3.0

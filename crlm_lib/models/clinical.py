@@ -74,7 +74,7 @@ def pmf_from_survival(surv_year_ends: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> pmf_from_survival(np.full((1, 12), 1.0))[0, -1]
+    >>> float(pmf_from_survival(np.full((1, 12), 1.0)).sum())  # all mass beyond year 12
     0.0
     """
     s = monotone_survival(surv_year_ends)

@@ -15,8 +15,12 @@ from crlm_lib.config import SMOKE, SynthConfig
 from crlm_lib.data import phantom
 from crlm_lib.data.clinical import fong_score, load_clinical, outcomes
 from crlm_lib.data.synthetic import (
+    FONG_5Y_OS_CI,
+    FONG_N,
+    FONG_SCORE_SHARE,
     SyntheticCohortError,
     calibration_summary,
+    fong_1999_intervals,
     phi_values,
     render_patient,
     sample_event_times,
@@ -164,8 +168,24 @@ def test_oracle_curves_monotone_and_match_sampling():
 
 
 def test_large_simulated_cohort_calibration():
-    sim = simulate_cohort(2000, seed=1)
+    """n = 4000, seed 0 (the calibration seed), no images: each Fong score's KM 5-year OS lies
+    in Fong 1999's exact 95% interval, death and DFS-event fractions within 3 points of the
+    real cohort's 107/197 and 138/197; the table stays consistent with its own rules."""
+    sim = simulate_cohort(4000, seed=0, oracle_curves=False)
     clin = sim.clinical
+    assert "os_surv_y5" not in sim.oracle.columns  # the fast path skips the true curves
+    cal = calibration_summary(clin).set_index("metric")
+    ranged = cal["low"].notna()
+    assert cal.loc[ranged, "within"].all() and cal.loc[~ranged, "within"].isna().all(), cal
+    for k in range(6):
+        low, high = FONG_5Y_OS_CI[k]
+        assert low <= cal.loc[f"5-year OS, Fong score {k}", "synthetic"] <= high, cal
+    assert abs(cal.loc["death fraction", "synthetic"] - 107 / 197) <= 0.03
+    assert abs(cal.loc["DFS event fraction", "synthetic"] - 138 / 197) <= 0.03
+    s0, s2, s3 = (cal.loc[f"5-year OS, Fong score {k}", "synthetic"] for k in (0, 2, 3))
+    assert s0 > s2 > s3
+    assert 2.8 <= cal.loc["median OS (years)", "synthetic"] <= 5.0
+    assert cal.loc["recurrences within 2 years", "synthetic"] >= 0.65
     df = clin.set_index("Patient-ID").replace(-999, np.nan)
     y = outcomes(df)
     assert (y["dfs_years"] <= y["os_years"] + 1e-9).all()
@@ -173,12 +193,26 @@ def test_large_simulated_cohort_calibration():
     known = df["clinrisk_score"].notna()
     np.testing.assert_array_equal(fong_score(df)[known], df.loc[known, "clinrisk_score"])
     assert ((df["clinrisk_score"] >= 3) == (df["clinrisk_stratified"] == 1))[known].all()
-    cal = calibration_summary(clin).set_index("metric")["synthetic"]
-    s0, s2, s3 = (cal[f"5-year OS, Fong score {k}"] for k in (0, 2, 3))
-    assert s0 > s2 > s3
-    assert 0.50 <= s0 <= 0.75 and 0.10 <= s3 <= 0.30
-    assert 2.8 <= cal["median OS (years)"] <= 4.5
-    assert 0.55 <= cal["recurrence fraction"] <= 0.75
-    assert cal["recurrences within 2 years"] >= 0.65
     assert (clin == -999).sum().sum() > 0  # some missingness in predictors
     assert clin["overall_survival_months"].max() <= 12 * 12 + 1e-6
+
+
+def test_fong_intervals_are_the_exact_binomial_ones():
+    np.testing.assert_allclose(fong_1999_intervals(), FONG_5Y_OS_CI, atol=1e-4)
+    assert FONG_N == tuple(round(s * 1001) for s in FONG_SCORE_SHARE)
+
+
+def test_oracle_os_risk_is_the_five_year_risk():
+    """os_risk = log(-log S(5)), not the 12-year value a running minimum over the unsorted
+    times [1..12, 5] used to give."""
+    sim = simulate_cohort(12, seed=2)
+    cov = pd.DataFrame([s.covariates for s in sim.specs])
+    s_os, s_dfs = true_survival(cov, np.array([5.0]))
+    np.testing.assert_allclose(sim.oracle["os_risk"], np.log(-np.log(s_os[:, 0])), rtol=1e-6)
+    np.testing.assert_allclose(sim.oracle["dfs_risk"], np.log(-np.log(s_dfs[:, 0])), rtol=1e-6)
+    np.testing.assert_allclose(sim.oracle["os_surv_y5"], s_os[:, 0], rtol=1e-9)
+    assert (sim.oracle["os_surv_y12"] < sim.oracle["os_surv_y5"] - 1e-3).all()
+    # any order of the requested times gives the same values
+    fwd, _ = true_survival(cov, np.array([1.0, 5.0, 12.0]))
+    rev, _ = true_survival(cov, np.array([12.0, 5.0, 1.0]))
+    np.testing.assert_allclose(fwd, rev[:, ::-1])
