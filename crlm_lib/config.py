@@ -219,7 +219,7 @@ PAPER = Profile(
     synth=SynthConfig(n_patients=197, matrix=256, pixel_spacing_mm=1.5, slices=(60, 120)),
     preprocess=PreprocessConfig(depth=40, size=128),
     model=ModelConfig(width=16, embed_dim=32, time_embed_dim=8),
-    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4, num_workers=4),
+    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4, num_workers=8),
     eval=EvalConfig(cv_folds=5, cv_repeats=5, cv_repeats_3d=5, cv_epochs_3d=100, bootstrap=1000),
 )
 
