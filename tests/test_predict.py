@@ -232,15 +232,19 @@ def test_dicom_parametric_map_lies_on_the_ct(trained, tmp_path):
         for f in pm.PerFrameFunctionalGroupsSequence
     ]
     ct_positions = [tuple(float(v) for v in s.ImagePositionPatient) for s in ct]
-    assert sorted(positions) == sorted(ct_positions)
+    window = sorted(int(z) for z in arrays["z_index"] if z >= 0)  # frames: the model's slices
+    assert sorted(positions) == sorted(ct_positions[z] for z in window)
     referenced = {
         inst.ReferencedSOPInstanceUID
         for series in pm.ReferencedSeriesSequence
         for inst in series.ReferencedInstanceSequence
     }
-    assert referenced == {s.SOPInstanceUID for s in ct}
+    assert referenced == {ct[z].SOPInstanceUID for z in window}
+    series_uids = {s.SeriesInstanceUID for s in pm.ReferencedSeriesSequence}
+    assert series_uids == {ct[0].SeriesInstanceUID}
     # the hot block lands on source slice z_index[d0], at the rescaled in-plane position
-    pixels = pm.pixel_array.astype(float)
+    rwv = shared.RealWorldValueMappingSequence[0]
+    pixels = pm.pixel_array.astype(float) * float(rwv.RealWorldValueSlope)
     frame = int(np.argmax(pixels.reshape(len(positions), -1).max(axis=1)))
     z_src = ct_positions.index(positions[frame])
     assert z_src == int(arrays["z_index"][d0])
