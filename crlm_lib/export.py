@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from crlm_lib.predict import PredictError
+
 __all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_grid"]
 
 
-class HeatmapExportError(RuntimeError):
+class HeatmapExportError(PredictError):
     """The heatmaps cannot be written over the patient's CT (geometry or series mismatch)."""
 
 
