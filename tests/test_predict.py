@@ -290,3 +290,22 @@ def test_cli_predict_and_model_card(trained, tmp_path, capsys):
     assert "| Oracle | 0.800 (95% CI 0.700–0.900)" in card
     assert "SYNTHETIC" in card and "5 training, 1 early-stopping, 2 test" in card
     assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2
+
+
+def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_resume(tmp_path):
+    ids = {"train_ids": ["a", "b"], "val_ids": ["c"], "test_ids": ["d"]}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"model": "acfnet", **ids}))
+    (old / "predictions.csv").write_text("patient_id\nd\n")
+    with pytest.warns(UserWarning, match="no clinical encoder"):
+        ev._clear_stale_run(old, ["a", "b"], ["c"], ["d"])
+    assert not (old / "run.json").exists() and not (old / "predictions.csv").exists()
+    running = tmp_path / "running"  # encoder stored at start, reference only at the end
+    running.mkdir()
+    (running / "run.json").write_text(
+        json.dumps({"model": "acfnet", "clinical_encoder": {"columns": []}, **ids})
+    )
+    (running / "last.pt").write_bytes(b"checkpoint")
+    ev._clear_stale_run(running, ["a", "b"], ["c"], ["d"])
+    assert (running / "last.pt").exists()
