@@ -156,17 +156,27 @@ def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained
     with zipfile.ZipFile(archive, "w") as zf:
         for f in _patient_dir(cohort_dir, pid).rglob("*"):
             zf.write(f, f.relative_to(cohort_dir))
-    trained_pid = ids[0]
+    out = root / "out_zip"
     got = predict_new(
-        [run_dir], [archive, _patient_dir(cohort_dir, trained_pid)], root / "out_zip",
-        clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
+        [run_dir], [archive], out, clinical=root / "row.csv", n_tta=0, report=False,
+        heatmaps=True, shap_samples=2, progress=False,
     )  # fmt: skip
-    by_id = got.set_index("patient_id")
-    assert by_id.loc[pid, "os_5y"] == full.iloc[0]["os_5y"]
-    assert by_id.loc[trained_pid, "in_training_set"]
-    assert "training set" in by_id.loc[trained_pid, "summary"]
+    r = got.set_index("patient_id").loc[pid]
+    assert r["os_5y"] == full.iloc[0]["os_5y"]
     # n_tta=0 and one run: the band is the point
-    assert by_id.loc[pid, "os_5y_lo"] == by_id.loc[pid, "os_5y"] == by_id.loc[pid, "os_5y_hi"]
+    assert r["os_5y_lo"] == r["os_5y"] == r["os_5y_hi"]
+    # the DICOM maps were written from the extracted CT files; the extraction is cleaned up
+    assert len(list((out / pid / "heatmaps" / "dicom").glob("*.dcm"))) == 12
+    assert not list(out.glob(".unzip.*"))
+    trained_pid = ids[0]
+    with pytest.warns(UserWarning, match=f"{trained_pid}: no row"):
+        got = predict_new(
+            [run_dir], [_patient_dir(cohort_dir, trained_pid)], root / "out_trained",
+            clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
+        )  # fmt: skip
+    r = got.iloc[0]
+    assert r["in_training_set"] and "training set" in r["summary"]
+    assert "age" in r["missing_predictors"]
 
 
 def test_run_without_stored_encoder_is_refused(trained, tmp_path, capsys):
