@@ -306,13 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     read. Anything else is a bug and keeps its traceback.
     """
     args = build_parser().parse_args(argv)
-    from crlm_lib.data.tcia import CohortDataError
     from crlm_lib.errors import CRLMUserError
-    from crlm_lib.predict import PredictError
 
     try:
         return int(args.func(args) or 0)
-    except (CRLMUserError, CohortDataError, PredictError, FileNotFoundError) as err:
+    except (CRLMUserError, FileNotFoundError) as err:
         print(f"crlm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 

@@ -617,9 +617,17 @@ def _clear_stale_run(
     )
     if identity is not None:
         same = same and rec.get("identity") == identity
-    if same:
+    # runs written before the clinical encoder and training reference were stored cannot be
+    # reloaded for prediction (load_run refuses them): retrain those too. A run still training
+    # (no predictions.csv yet) has no training reference and is kept, so that it resumes.
+    finished = (run_dir / "predictions.csv").is_file()
+    complete = rec.get("model") in ANCHOR_NAMES or (
+        "clinical_encoder" in rec and ("training_reference" in rec or not finished)
+    )
+    if same and complete:
         return
-    warnings.warn(f"{run_dir}: trained on another split; retraining from scratch", stacklevel=3)
+    why = "trained on another split" if not same else "stores no clinical encoder or reference"
+    warnings.warn(f"{run_dir}: {why}; retraining from scratch", stacklevel=3)
     _remove_run_files(run_dir)
 
 

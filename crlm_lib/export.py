@@ -7,10 +7,13 @@ keeps ``z_index``, ``source_shape``, ``source_spacing_mm``, ``origin_mm``, ``dir
 source slices outside the window hold 0.
 
 * NIfTI: :func:`crlm_lib.explain.export_heatmaps_nifti` (RAS affine of the source grid).
-* DICOM: one highdicom Parametric Map per year (``highdicom.pm.ParametricMap``, float pixel
-  data, one frame per CT slice) whose frames reference the CT instances they lie on (same
-  ImagePositionPatient, ImageOrientationPatient, PixelSpacing, FrameOfReferenceUID, StudyUID),
-  so 3D Slicer / OHIF show it over the CT series.
+* DICOM: one highdicom Parametric Map per year (``highdicom.pm.ParametricMap``) whose frames
+  reference the CT instances they lie on (same ImagePositionPatient, ImageOrientationPatient,
+  PixelSpacing, FrameOfReferenceUID, StudyInstanceUID), so 3D Slicer / OHIF show it over the CT
+  series. Size (choice): only the CT slices of the model's window get a frame (the map is 0
+  elsewhere), values are stored as 16-bit integers (real-world value = stored x slope, the
+  slope kept in the Real World Value Mapping) and RLE-compressed (lossless; the maps are 0
+  outside the liver): a 512 x 512 x 40-slice window costs a few MB per year, not 40 MB.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from crlm_lib import atomic
+from crlm_lib.predict import PredictError
 
 __all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_grid"]
 
 
-class HeatmapExportError(RuntimeError):
+class HeatmapExportError(PredictError):
     """The heatmaps cannot be written over the patient's CT (geometry or series mismatch)."""
 
 
@@ -81,6 +85,7 @@ def export_heatmaps_dicom(
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
+    from pydicom.uid import RLELossless
 
     source = _read_series(ct_files)
     grid = heatmaps_on_source_grid(np.asarray(heatmaps, dtype=np.float32), meta)
@@ -91,23 +96,28 @@ def export_heatmaps_dicom(
             f"{pid}: CT series {ct_files[0]} has {len(source)} slices of "
             f"{source[0].Rows}x{source[0].Columns}, heatmaps were computed on {nz}x{ny}x{nx}"
         )
+    window = sorted({int(z) for z in np.asarray(meta["z_index"]).ravel() if 0 <= z < nz})
+    if not window:
+        raise HeatmapExportError(f"{pid}: the preprocessing window holds no CT slice")
+    scale = max(float(grid.max()), 1.0)  # 1 for normalised maps; raw maps keep their units
+    stored = np.round(np.clip(grid / scale, 0.0, 1.0) * 65535.0).astype(np.uint16)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     years = list(years) if years is not None else list(range(1, len(grid) + 1))
     series_uid = hd.UID()
     written = []
-    for k, (year, volume) in enumerate(zip(years, grid, strict=True)):
+    for k, (year, volume) in enumerate(zip(years, stored, strict=True)):
         mapping = hd.pm.RealWorldValueMapping(
             lut_label="GRADCAM",
             lut_explanation=f"Grad-CAM of the {target} logit, year {year} (normalised)",
             unit=codes.UCUM.NoUnits,
-            value_range=(0.0, 1.0),
-            slope=1.0,
+            value_range=(0, 65535),
+            slope=scale / 65535.0,
             intercept=0.0,
         )
         pm = hd.pm.ParametricMap(
-            source_images=source,
-            pixel_array=volume.astype(np.float32),
+            source_images=[source[z] for z in window],
+            pixel_array=volume[window],
             series_instance_uid=series_uid,
             series_number=series_number,
             sop_instance_uid=hd.UID(),
@@ -118,7 +128,10 @@ def export_heatmaps_dicom(
             device_serial_number="0",
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
-            voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+            voi_lut_transformations=[
+                hd.VOILUTTransformation(window_center=32767.5, window_width=65535.0)
+            ],
+            transfer_syntax_uid=RLELossless,
             content_label=f"GRADCAM_Y{year:02d}",
             content_description=f"Grad-CAM {target} year {year}",
         )

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 
 from crlm_lib import atomic
 from crlm_lib.config import N_YEARS, Profile, get_profile
+from crlm_lib.errors import CRLMUserError
 
 if TYPE_CHECKING:
     import torch
@@ -60,7 +62,7 @@ SUMMARY_YEARS: tuple[int, ...] = (1, 3, 5)
 DECIMALS = 3
 
 
-class PredictError(RuntimeError):
+class PredictError(CRLMUserError):
     """A new patient cannot be scored (bad archive, run without stored training reference)."""
 
 
@@ -183,7 +185,6 @@ class NewPatient:
     arrays: dict[str, Any]
     ct_files: list[Path]
     source: Path
-    notes: list[str] = field(default_factory=list)
 
 
 def _safe_extract(archive: Path, dest: Path) -> Path:
@@ -580,6 +581,57 @@ def explain_patient(
     return np.asarray(heat, dtype=np.float32), values
 
 
+def _patient_outputs(
+    runs: Sequence[RunModel],
+    patient: NewPatient,
+    pred: PatientPrediction,
+    clinical_row: pd.DataFrame,
+    out_dir: Path,
+    report: bool,
+    heatmaps: bool,
+    shap_samples: int,
+    seed: int,
+) -> None:
+    """``<out_dir>/<patient>/``: Grad-CAM as NIfTI + DICOM Parametric Maps, report HTML + PDF."""
+    heat, shap_values = explain_patient(runs[0], patient, clinical_row, shap_samples, seed)
+    folder = out_dir / _safe_name(patient.patient_id)
+    if heatmaps:
+        from crlm_lib.explain import export_heatmaps_nifti
+        from crlm_lib.export import export_heatmaps_dicom
+
+        export_heatmaps_nifti(
+            heat, patient.arrays, folder / "heatmaps" / "gradcam_recurrence.nii.gz"
+        )
+        export_heatmaps_dicom(heat, patient.arrays, patient.ct_files, folder / "heatmaps" / "dicom")
+    if report:
+        from crlm_lib.report import PatientReport, write_report
+
+        rec = runs[0].record
+        provenance = {
+            "model": f"{rec['model']} ({len(runs)} run(s): "
+            f"{', '.join(r.run_dir.name for r in runs)})",
+            "training data": "synthetic cohort" if rec.get("synthetic") else "real",
+            "profile": str(rec["profile"]),
+            "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "source": str(patient.source),
+        }
+        a = patient.arrays
+        write_report(
+            PatientReport(
+                row=pred.row,
+                surv=pred.surv,
+                rfs=pred.rfs,
+                reference=runs[0].reference,
+                ct=a["ct"],
+                masks=a["masks"],
+                heatmaps=heat,
+                shap_values=shap_values,
+                provenance=provenance,
+            ),
+            folder,
+        )
+
+
 def predict_new(
     run_dirs: Sequence[str | Path],
     sources: Sequence[str | Path],
@@ -615,67 +667,38 @@ def predict_new(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = read_patient_clinical(clinical) if clinical is not None else None
+    # ZIPs are extracted under out_dir and kept until the heatmaps have read the CT files
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".unzip.") as work:
         patients, excluded = load_new_patients(sources, prof, work, progress=progress)
-    if not excluded.empty:
-        _atomic_csv(excluded, out_dir / "excluded.csv")
-    if not patients:
-        raise PredictError(f"no patient could be read: {'; '.join(excluded['reason'].astype(str))}")
-    preds = []
-    for patient in tqdm(patients, desc="predict", unit="patient", disable=not progress):
-        pid = patient.patient_id
-        row = None
-        if table is not None:
-            if pid not in table.index:
-                patient.notes.append(f"no row for {pid} in {clinical}")
-            else:
-                row = table.loc[[pid]]
-        pred = predict_patient(runs, patient, row, n_tta=n_tta, seed=seed, profile=prof)
-        preds.append(pred)
-        if not (report or heatmaps):
-            continue
-        clin = row if row is not None else pd.DataFrame(index=pd.Index([pid], name="Patient-ID"))
-        heat, shap_values = explain_patient(runs[0], patient, clin, shap_samples, seed)
-        folder = out_dir / _safe_name(pid)
-        if heatmaps:
-            from crlm_lib.explain import export_heatmaps_nifti
-            from crlm_lib.export import export_heatmaps_dicom
-
-            export_heatmaps_nifti(
-                heat, patient.arrays, folder / "heatmaps" / "gradcam_recurrence.nii.gz"
+        if not excluded.empty:
+            _atomic_csv(excluded, out_dir / "excluded.csv")
+        if not patients:
+            raise PredictError(
+                f"no patient could be read: {'; '.join(excluded['reason'].astype(str))}"
             )
-            export_heatmaps_dicom(
-                heat, patient.arrays, patient.ct_files, folder / "heatmaps" / "dicom"
-            )
-        if report:
-            from crlm_lib.report import PatientReport, write_report
-
-            rec = runs[0].record
-            write_report(
-                PatientReport(
-                    row=pred.row,
-                    surv=pred.surv,
-                    rfs=pred.rfs,
-                    reference=runs[0].reference,
-                    ct=patient.arrays["ct"],
-                    masks=patient.arrays["masks"],
-                    heatmaps=heat,
-                    shap_values=shap_values,
-                    provenance={
-                        "model": f"{rec['model']} ({len(runs)} run(s): "
-                        f"{', '.join(r.run_dir.name for r in runs)})",
-                        "training data": "synthetic cohort" if rec.get("synthetic") else "real",
-                        "profile": str(rec["profile"]),
-                        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                        "source": str(patient.source),
-                    },
-                ),
-                folder,
-            )
-    summary = pd.DataFrame([p.row for p in preds])
-    _atomic_csv(summary, out_dir / "predictions.csv")
-    _atomic_csv(yearly_table(preds), out_dir / "predictions_yearly.csv")
-    return summary
+        preds = []
+        for patient in tqdm(patients, desc="predict", unit="patient", disable=not progress):
+            pid = patient.patient_id
+            row = None
+            if table is not None:
+                if pid not in table.index:
+                    warnings.warn(
+                        f"{pid}: no row in {clinical}; every clinical predictor is filled with "
+                        "the training means",
+                        stacklevel=2,
+                    )
+                else:
+                    row = table.loc[[pid]]
+            pred = predict_patient(runs, patient, row, n_tta=n_tta, seed=seed, profile=prof)
+            preds.append(pred)
+            if report or heatmaps:
+                clin = row if row is not None else pd.DataFrame(index=pd.Index([pid]))
+                _patient_outputs(runs, patient, pred, clin, out_dir, report, heatmaps,
+                                 shap_samples, seed)  # fmt: skip
+        summary = pd.DataFrame([p.row for p in preds])
+        _atomic_csv(summary, out_dir / "predictions.csv")
+        _atomic_csv(yearly_table(preds), out_dir / "predictions_yearly.csv")
+        return summary
 
 
 def predict_new_cli(

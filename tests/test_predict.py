@@ -156,17 +156,27 @@ def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained
     with zipfile.ZipFile(archive, "w") as zf:
         for f in _patient_dir(cohort_dir, pid).rglob("*"):
             zf.write(f, f.relative_to(cohort_dir))
-    trained_pid = ids[0]
+    out = root / "out_zip"
     got = predict_new(
-        [run_dir], [archive, _patient_dir(cohort_dir, trained_pid)], root / "out_zip",
-        clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
+        [run_dir], [archive], out, clinical=root / "row.csv", n_tta=0, report=False,
+        heatmaps=True, shap_samples=2, progress=False,
     )  # fmt: skip
-    by_id = got.set_index("patient_id")
-    assert by_id.loc[pid, "os_5y"] == full.iloc[0]["os_5y"]
-    assert by_id.loc[trained_pid, "in_training_set"]
-    assert "training set" in by_id.loc[trained_pid, "summary"]
+    r = got.set_index("patient_id").loc[pid]
+    assert r["os_5y"] == full.iloc[0]["os_5y"]
     # n_tta=0 and one run: the band is the point
-    assert by_id.loc[pid, "os_5y_lo"] == by_id.loc[pid, "os_5y"] == by_id.loc[pid, "os_5y_hi"]
+    assert r["os_5y_lo"] == r["os_5y"] == r["os_5y_hi"]
+    # the DICOM maps were written from the extracted CT files; the extraction is cleaned up
+    assert len(list((out / pid / "heatmaps" / "dicom").glob("*.dcm"))) == 12
+    assert not list(out.glob(".unzip.*"))
+    trained_pid = ids[0]
+    with pytest.warns(UserWarning, match=f"{trained_pid}: no row"):
+        got = predict_new(
+            [run_dir], [_patient_dir(cohort_dir, trained_pid)], root / "out_trained",
+            clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
+        )  # fmt: skip
+    r = got.iloc[0]
+    assert r["in_training_set"] and "training set" in r["summary"]
+    assert "age" in r["missing_predictors"]
 
 
 def test_run_without_stored_encoder_is_refused(trained, tmp_path, capsys):
@@ -232,15 +242,19 @@ def test_dicom_parametric_map_lies_on_the_ct(trained, tmp_path):
         for f in pm.PerFrameFunctionalGroupsSequence
     ]
     ct_positions = [tuple(float(v) for v in s.ImagePositionPatient) for s in ct]
-    assert sorted(positions) == sorted(ct_positions)
+    window = sorted(int(z) for z in arrays["z_index"] if z >= 0)  # frames: the model's slices
+    assert sorted(positions) == sorted(ct_positions[z] for z in window)
     referenced = {
         inst.ReferencedSOPInstanceUID
         for series in pm.ReferencedSeriesSequence
         for inst in series.ReferencedInstanceSequence
     }
-    assert referenced == {s.SOPInstanceUID for s in ct}
+    assert referenced == {ct[z].SOPInstanceUID for z in window}
+    series_uids = {s.SeriesInstanceUID for s in pm.ReferencedSeriesSequence}
+    assert series_uids == {ct[0].SeriesInstanceUID}
     # the hot block lands on source slice z_index[d0], at the rescaled in-plane position
-    pixels = pm.pixel_array.astype(float)
+    rwv = shared.RealWorldValueMappingSequence[0]
+    pixels = pm.pixel_array.astype(float) * float(rwv.RealWorldValueSlope)
     frame = int(np.argmax(pixels.reshape(len(positions), -1).max(axis=1)))
     z_src = ct_positions.index(positions[frame])
     assert z_src == int(arrays["z_index"][d0])
@@ -286,3 +300,22 @@ def test_cli_predict_and_model_card(trained, tmp_path, capsys):
     assert "| Oracle | 0.800 (95% CI 0.700–0.900)" in card
     assert "SYNTHETIC" in card and "5 training, 1 early-stopping, 2 test" in card
     assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2
+
+
+def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_resume(tmp_path):
+    ids = {"train_ids": ["a", "b"], "val_ids": ["c"], "test_ids": ["d"]}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"model": "acfnet", **ids}))
+    (old / "predictions.csv").write_text("patient_id\nd\n")
+    with pytest.warns(UserWarning, match="no clinical encoder"):
+        ev._clear_stale_run(old, ["a", "b"], ["c"], ["d"])
+    assert not (old / "run.json").exists() and not (old / "predictions.csv").exists()
+    running = tmp_path / "running"  # encoder stored at start, reference only at the end
+    running.mkdir()
+    (running / "run.json").write_text(
+        json.dumps({"model": "acfnet", "clinical_encoder": {"columns": []}, **ids})
+    )
+    (running / "last.pt").write_bytes(b"checkpoint")
+    ev._clear_stale_run(running, ["a", "b"], ["c"], ["d"])
+    assert (running / "last.pt").exists()
