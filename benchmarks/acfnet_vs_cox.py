@@ -13,6 +13,19 @@ Usage (build the cohort first: ``python -m crlm_lib.cli data --profile cpu``)::
 
 Prints one line per model: OS Harrell C of the pooled out-of-fold predictions (and its
 bootstrap 95% CI). Synthetic cohort: numbers are about the synthetic generator, not patients.
+
+Measured (cpu profile, 197 synthetic patients, 5 folds x 1 repeat, 3 epochs, seed 0, 2 shared
+CPU cores):
+
+=====================================================  ======  ======  =====  ======
+OS Harrell C (pooled out-of-fold)                      acfnet  censor  Cox    oracle
+=====================================================  ======  ======  =====  ======
+before (papers' network, random start)                 0.571   --      0.611  0.654
+after (Cox-anchored clinical residual, issue 10)       0.617   0.621   0.611  0.654
+=====================================================  ======  ======  =====  ======
+
+("censor" = ``acfnet:censored``, the discrete-time likelihood; the "before" run predates the
+residual, so it has no censored row.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from crlm_lib.config import MASK_NAMES
 
@@ -152,6 +153,7 @@ def plot_modality_agreement(histories: dict[str, pd.DataFrame], title: str = "")
                             label=f"{key} ({'training' if split == 'train' else 'validation'})")  # fmt: skip
         ax.axhline(0.0, color="grey", lw=0.6)
         ax.set_ylim(-1.05, 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{label} (batch mean)")
         if ax.lines[1:]:

@@ -243,3 +243,15 @@ def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
     cached = ev.paired_difference(a, b, None, n_boot=30, seed=1, metric_fn=metric, cache=memo)
     assert len(calls) == before  # every replicate value came from the per-model passes
     pd.testing.assert_frame_equal(plain, cached)
+
+
+def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
+    from crlm_lib.evaluate import ABLATION_ROWS
+    from crlm_lib.models import build_model
+
+    specs = {key: spec for key, _, spec, _ in ABLATION_ROWS}
+    base = build_model("acfnet", 6, get_profile("smoke").model, **specs["abl-3dcnn-image"].options)
+    assert base.clin_encoder.net is None and base.clin_residual is None
+    assert specs["abl-3dcnn-b"].options.get("clinical", True)  # B brings the clinical path
+    assert specs["abl-acfnet-xcorr"].options["dis_mode"] == "xcorr"
+    assert specs["acfnet"].options.get("dis_mode", "paper") == "paper"
