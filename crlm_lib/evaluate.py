@@ -495,15 +495,37 @@ def _sha256_json(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, int]] | None:
+    """``{patient: {SOP instance UID: file size}}`` from the preprocessing cache entries.
+
+    ``None`` without a cache folder (cohorts built in memory, tests). Entries written before
+    the cache recorded its sources give an empty dict for that patient.
+    """
+    from crlm_lib.data.preprocess import cache_path
+
+    if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for pid in ids:
+        path = cache_path(cohort.paths.processed_dir, pid)
+        manifest: dict[str, list[int]] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if "source_manifest" in z.files:
+                    manifest = json.loads(str(z["source_manifest"]))
+        out[pid] = {uid: int(v[0]) for uid, v in sorted(manifest.items())}
+    return out
+
+
 def run_identity(
     spec: ModelSpec, profile: Profile, cohort: Cohort, train_ids, val_ids, test_ids, seed: int
 ) -> dict[str, str]:
     """Hashes saying what a run folder was trained on; a run resumes only when all three match.
 
-    - ``cohort``: the sorted analysis IDs and their clinical rows (every column, as CSV), so a
-      changed table or patient set changes it (the images enter through their IDs and the
-      preprocessing settings below, not their bytes: re-downloaded CTs of the same patients
-      are not detected);
+    - ``cohort``: the sorted analysis IDs, their clinical rows (every column, as CSV) and the
+      identity of their source images (each cache entry's SOP instance UIDs and file sizes,
+      :func:`_image_sources`; modification times are left out so that a copied cohort still
+      resumes), so a changed table, patient set or image series changes it;
     - ``split``: the sorted train, validation and test IDs;
     - ``config``: model, options, objective, loss weights, seed, and the profile's
       preprocessing, model and training settings except ``epochs`` (a run may be extended) and
@@ -520,7 +542,13 @@ def run_identity(
         k: v for k, v in asdict(profile.train).items() if k not in ("epochs", "num_workers")
     }
     return {
-        "cohort": _sha256_json({"ids": ids, "clinical": rows.to_csv(float_format="%.12g")}),
+        "cohort": _sha256_json(
+            {
+                "ids": ids,
+                "clinical": rows.to_csv(float_format="%.12g"),
+                "images": _image_sources(cohort, ids),
+            }
+        ),
         "split": _sha256_json(
             {
                 k: sorted(map(str, v))

@@ -64,3 +64,26 @@ def test_check_run_dir(cohort, tmp_path):
     with pytest.warns(UserWarning, match="discarding"):
         check_run_dir(run, ident, restart=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_identity_changes_with_the_source_images(cohort, tmp_path):
+    """Same IDs and clinical rows, but another image series in the cache: another cohort."""
+    import dataclasses
+
+    import numpy as np
+
+    from crlm_lib.config import resolve_paths
+
+    paths = dataclasses.replace(resolve_paths("smoke"), processed_dir=tmp_path)
+
+    def write(uid_prefix: str, size: int, mtime_ns: int = 123) -> dict[str, str]:
+        for pid in cohort.ids:
+            manifest = {f"{uid_prefix}.{k}": [size, mtime_ns + k] for k in range(3)}
+            np.savez(tmp_path / f"{pid}.npz", source_manifest=np.asarray(json.dumps(manifest)))
+        on_disk = Cohort(cohort.clinical, cohort.outcomes, cohort.ids, paths=paths)
+        return _identity(on_disk)
+
+    first = write("1.2.3", 1000)
+    assert write("1.2.3", 1000, mtime_ns=456) == first  # copied files: other mtimes, same run
+    assert [k for k, v in write("1.2.9", 1000).items() if v != first[k]] == ["cohort"]
+    assert [k for k, v in write("1.2.3", 999).items() if v != first[k]] == ["cohort"]
