@@ -92,6 +92,7 @@ from .common import (
     GatedFusion,
     PatchDecoder,
     PrognosisHeads,
+    Stride2Conv3d,
     TemporalConv,
     TimeEmbeddedConv,
     group_norm,
@@ -122,12 +123,18 @@ class TimestepAttention(nn.Module):
 
 
 class ReconEncoder(nn.Module):
-    """Per-timestep encoder of a reconstructed map: ``[N, 1, d, h, w] -> [N, E]``."""
+    """Per-timestep encoder of a reconstructed map: ``[N, 1, d, h, w] -> [N, E]``.
+
+    The timesteps are folded into the batch (``N = B * T``). The first, 1-channel stride-2
+    conv is a :class:`~crlm_lib.models.common.Stride2Conv3d`: its input (the reconstruction)
+    needs a gradient, and oneDNN's backward-data kernel for one channel dominated the branch
+    on CPU (issue 11); same parameters and values as ``nn.Conv3d``.
+    """
 
     def __init__(self, width: int, embed_dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            ConvBlock3d(1, width, 2),
+            ConvBlock3d(1, width, 2, conv=Stride2Conv3d),
             ConvBlock3d(width, 2 * width, 2),
             nn.AdaptiveAvgPool3d(1),
             nn.Flatten(),
