@@ -91,7 +91,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 gives steadier ratios on a shared machine",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # speed numbers; training follows the profile
@@ -114,7 +122,8 @@ def main() -> None:
     print(
         f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})"
         f" input {args.batch_size}x1x{'x'.join(map(str, args.size))} widths={args.profile!r} "
-        f"autocast={dtype} rounds={args.rounds}x{args.steps} steps (interleaved, medians)"
+        f"autocast={dtype} threads={torch.get_num_threads()} "
+        f"rounds={args.rounds}x{args.steps} steps (interleaved, medians)"
     )
     med = {k: statistics.median(v) for k, v in times.items()}
     for s in steppers:
