@@ -13,8 +13,10 @@ Choices
   projection of ``ImagePositionPatient`` on the slice normal (row x column cosines), never by
   file name or ``InstanceNumber``; index 0 is the lowest position along the normal (for axial
   CT in LPS: the most caudal slice).
-* **SEG reader: highdicom** (``highdicom.seg.segread``) for the segment descriptions; frames
-  are placed by their own ``PlanePositionSequence/ImagePositionPatient`` (matched to a CT slice
+* **SEG reader: pydicom** (header with ``stop_before_pixels``, frames one at a time with
+  ``pydicom.pixels.iter_pixels``; highdicom writes SEGs in the tests and the synthetic cohort,
+  but its reader's per-frame lookup tables cost more than the rest of the load, issue 11);
+  frames are placed by their own ``PlanePositionSequence/ImagePositionPatient`` (matched to a CT slice
   along the normal and checked in-plane), falling back to ``DerivationImageSequence ->
   SourceImageSequence`` SOP instance UIDs when a frame carries no position. Frame order and
   frame count are never trusted: highdicom omits empty frames by default
@@ -23,8 +25,8 @@ Choices
 * ``direction`` follows the ITK convention: a row-major 3x3 matrix whose columns are the
   directions of the array axes X (row cosine), Y (column cosine) and Z (slice normal).
 * ``origin`` is ``ImagePositionPatient`` (x, y, z mm, LPS) of slice index 0.
-* **Memory**: SEG frames are decoded one at a time (``get_stored_frame``; SEG files above
-  ``LAZY_SEG_BYTES`` are read with ``segread(lazy_frame_retrieval=True)``) straight into one
+* **Memory**: SEG frames are decoded one at a time (``iter_pixels``; SEG files above
+  ``LAZY_SEG_BYTES`` are read frame by frame from disk) straight into one
   volume per structure of ``MASK_NAMES``; each tumour segment is kept as a bounding-box crop
   (:class:`LesionMask`), so a SEG with dozens of tumours costs little more than one with one
   (``benchmarks/seg_memory.py``).
@@ -43,8 +45,10 @@ Choices
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import struct
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -432,6 +436,33 @@ def _read(path: Path, pid: str, what: str) -> pydicom.Dataset:
         raise DicomReadError(f"{pid}: cannot read {what} file {path}: {err}") from err
 
 
+def _stored_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """A CT slice's stored values ``[Rows, Columns]`` (before the rescale).
+
+    Uncompressed single-sample data whose stored bits fill the allocated bits (the usual CT:
+    16 of 16) is read straight from the ``PixelData`` bytes (``np.frombuffer``), which equals
+    ``ds.pixel_array`` (tested) at a fraction of its per-call option handling (issue 11:
+    about a third of the CT loading time). Everything else goes through ``ds.pixel_array``.
+    """
+    ts = ds.file_meta.TransferSyntaxUID
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    data = ds.get("PixelData")
+    if (
+        ts.is_encapsulated
+        or data is None
+        or bits not in (8, 16, 32)
+        or int(ds.get("BitsStored", 0) or 0) != bits
+        or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+        or int(ds.get("NumberOfFrames", 1) or 1) != 1
+        or len(data) < rows * cols * bits // 8
+    ):
+        return ds.pixel_array
+    kind = "i" if int(ds.get("PixelRepresentation", 0) or 0) else "u"
+    dtype = np.dtype(f"{'<' if ts.is_little_endian else '>'}{kind}{bits // 8}")
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
 def _orientation(ds: pydicom.Dataset) -> np.ndarray:
     return np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
 
@@ -449,7 +480,7 @@ def _load_ct(
     for f in files:
         ds = _read(f, pid, "CT")
         try:
-            arr = ds.pixel_array.astype(np.float32)
+            arr = _stored_pixels(ds).astype(np.float32)
             ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
             iop = _orientation(ds)
             ps = [float(v) for v in ds.PixelSpacing]
@@ -601,20 +632,80 @@ def _resolve_duplicates(
 # --------------------------------------------------------------------------------------------
 # SEG
 # --------------------------------------------------------------------------------------------
-def _open_seg(pid: str, path: Path):
-    """Parse a SEG; frames are decoded later, one at a time.
+def _open_seg(pid: str, path: Path) -> pydicom.Dataset:
+    """Parse a SEG's header (segments, functional groups); frames are decoded later.
 
-    The (bit-packed) pixel data is read into memory when the file is below
-    ``LAZY_SEG_BYTES`` (faster decoding); larger files are read frame by frame from disk
-    (``lazy_frame_retrieval=True``), so memory stays bounded whatever the file holds.
+    ``pydicom.dcmread(stop_before_pixels=True)``: the pixel data is not read here; see
+    :func:`_seg_frames`. (highdicom's ``segread`` built lookup tables over every frame that cost
+    more than the rest of the SEG loading together, issue 11; nothing here needs them.)
     """
-    import highdicom as hd
-
     try:
-        lazy = path.stat().st_size > LAZY_SEG_BYTES
-        return hd.seg.segread(path, lazy_frame_retrieval=lazy)
+        with open(path, "rb") as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            pixel_header = f.read(12)  # the Pixel Data element's tag, VR and length
+            pixel_start = f.tell()
+        size = path.stat().st_size
     except Exception as err:  # noqa: BLE001
         raise DicomReadError(f"{pid}: cannot read SEG file {path}: {err}") from err
+    if str(getattr(ds, "Modality", "")) != SEG_MODALITY or "SegmentSequence" not in ds:
+        raise DicomReadError(
+            f"{pid}: cannot read SEG file {path}: not a DICOM Segmentation (Modality "
+            f"{getattr(ds, 'Modality', None)!r}, no SegmentSequence)"
+        )
+    _check_pixel_length(pid, path, ds, pixel_header, size - pixel_start)
+    return ds
+
+
+def _check_pixel_length(
+    pid: str, path: Path, ds: pydicom.Dataset, header: bytes, available: int
+) -> None:
+    """A native (uncompressed) SEG's Pixel Data must hold every frame's bytes.
+
+    ``iter_pixels`` does not notice a truncated file (it decodes the short last frames), so the
+    declared and the present lengths are checked against ``Rows x Columns x NumberOfFrames x
+    BitsAllocated`` before any frame is decoded. Compressed (encapsulated) data is checked by
+    its decoder, frame by frame.
+    """
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None or ts.is_encapsulated or len(header) < 8:
+        return
+    if ts.is_implicit_VR:
+        fmt, at, available = ("<" if ts.is_little_endian else ">") + "I", 4, available + 4
+    else:
+        fmt, at = ("<" if ts.is_little_endian else ">") + "I", 8
+    declared = struct.unpack(fmt, header[at : at + 4])[0]
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    bits = int(getattr(ds, "BitsAllocated", 1) or 1)
+    need = (int(ds.Rows) * int(ds.Columns) * n_frames * bits + 7) // 8
+    if declared < need or available < need:
+        raise DicomReadError(
+            f"{pid}: cannot read SEG file {path}: pixel data truncated ({min(declared, available)}"
+            f" of {need} bytes for {n_frames} frames of {ds.Rows}x{ds.Columns})"
+        )
+
+
+def _seg_frames(pid: str, path: Path, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Stored values of SEG frames ``indices`` (0-based, ascending), decoded one at a time.
+
+    ``pydicom.pixels.iter_pixels`` reads only the image-pixel module and then one frame's bytes
+    per step (bit-packed BINARY frames unpacked to 0/1, FRACTIONAL frames as stored), so memory
+    does not grow with the number of frames. Files below ``LAZY_SEG_BYTES`` are first read into
+    memory (fewer system calls); larger ones are read frame by frame from disk.
+    """
+    from pydicom.pixels import iter_pixels
+
+    if not indices:
+        return
+    src = io.BytesIO(path.read_bytes()) if path.stat().st_size <= LAZY_SEG_BYTES else path
+    it = iter_pixels(src, indices=list(indices), raw=True)
+    for i in indices:
+        try:
+            frame = next(it)
+        except Exception as err:  # noqa: BLE001 - truncated or undecodable pixel data
+            raise DicomReadError(
+                f"{pid}: cannot decode frame {i + 1} of SEG file {path}: {err}"
+            ) from err
+        yield i, frame
 
 
 def _seg_references(seg) -> tuple[list[str], set[str]]:
@@ -631,12 +722,16 @@ def _seg_references(seg) -> tuple[list[str], set[str]]:
     return series, sops
 
 
-def _load_seg(pid: str, path: Path, seg, ct: dict, series_uid: str) -> dict:
-    """Masks on the CT grid, decoding one frame at a time (see "Memory" in the docstring)."""
+def _load_seg(
+    pid: str, path: Path, seg, ct: dict, series_uid: str, ref_series: Sequence[str]
+) -> dict:
+    """Masks on the CT grid, decoding one frame at a time (see "Memory" in the docstring).
+
+    ``ref_series``: the series UIDs the SEG references (:func:`_seg_references`).
+    """
     nz, ny, nx = ct["ct"].shape
     warnings: list[str] = []
     # --- references ------------------------------------------------------------------------
-    ref_series, _ = _seg_references(seg)
     if ref_series and series_uid not in ref_series:
         raise SegReferenceError(
             f"{pid}: SEG {path} references series {ref_series}, not the CT series "
@@ -683,6 +778,7 @@ def _load_seg(pid: str, path: Path, seg, ct: dict, series_uid: str) -> dict:
     masks = {name: np.zeros((nz, ny, nx), bool) for name in MASK_NAMES}
     found: dict[int, bool] = {n: False for n in segments}
     parts: dict[int, list[tuple[int, int, int, np.ndarray]]] = defaultdict(list)
+    placed: dict[int, tuple[int, int, str]] = {}  # frame -> (segment, slice, structure)
     for i, fg in enumerate(groups):
         try:
             number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
@@ -693,15 +789,16 @@ def _load_seg(pid: str, path: Path, seg, ct: dict, series_uid: str) -> dict:
                 f"{pid}: SEG {path} frame {i + 1} refers to undeclared segment {number}"
             )
         k = _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx)
-        name = names[number]
-        if name is None:
-            continue
-        try:
-            frame = np.asarray(seg.get_stored_frame(i, as_index=True)) > threshold
-        except Exception as err:  # noqa: BLE001 - truncated or undecodable pixel data
+        if names[number] is not None:
+            placed[i] = (number, k, names[number])
+    for i, stored in _seg_frames(pid, path, sorted(placed)):
+        number, k, name = placed[i]
+        if stored.shape != (ny, nx):
             raise DicomReadError(
-                f"{pid}: cannot decode frame {i + 1} of SEG file {path}: {err}"
-            ) from err
+                f"{pid}: cannot decode frame {i + 1} of SEG file {path}: shape {stored.shape}, "
+                f"expected {(ny, nx)}"
+            )
+        frame = stored > threshold
         rows = np.flatnonzero(frame.any(axis=1))
         if rows.size == 0:
             continue
@@ -889,7 +986,7 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
             f"the one the SEG {seg_path} references"
         )
     ct = _load_ct(pid, files, ref_sops, seg_path)
-    seg_out = _load_seg(pid, seg_path, seg, ct, series_uid)
+    seg_out = _load_seg(pid, seg_path, seg, ct, series_uid, ref_series)
     warnings += ct["warnings"] + seg_out["warnings"]
     for msg in warnings:
         log.warning("%s", msg)

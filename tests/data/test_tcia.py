@@ -228,3 +228,18 @@ def test_large_seg_read_frame_by_frame_from_disk(patient_dir, monkeypatch):
     monkeypatch.setattr(tcia, "LAZY_SEG_BYTES", 0)  # every SEG counts as large
     shuffle_seg_frames(patient_dir.seg_file, seed=1)
     _assert_round_trip(tcia.load_patient(patient_dir.folder), patient_dir)
+
+
+def test_stored_pixels_fast_path_equals_pixel_array(patient_dir):
+    """The frombuffer read of uncompressed CT slices equals pydicom's ``pixel_array``."""
+    import pydicom
+
+    files = patient_dir.ct_files
+    assert files
+    for f in files[:5]:
+        ds = pydicom.dcmread(f)
+        fast = tcia._stored_pixels(ds)
+        assert fast.dtype == ds.pixel_array.dtype
+        np.testing.assert_array_equal(fast, ds.pixel_array)
+    ds.BitsStored = 12  # not the fast path's case: pydicom decodes it
+    np.testing.assert_array_equal(tcia._stored_pixels(ds), ds.pixel_array)
