@@ -157,3 +157,34 @@ def test_dataset_items_and_loader(synthetic_processed):
     assert batch["patient_id"] == ids[:2]
     assert batch["ct"].shape == (2, 1, d, s, s)
     assert batch["recurrence_target"].shape == (2, 12)
+
+
+def test_dataset_reads_each_file_once_when_it_fits(synthetic_processed, monkeypatch):
+    from crlm_lib.data import clinical
+
+    _, paths, report = synthetic_processed
+    df = clinical.load_clinical(paths.clinical_csv)
+    ids = report["patient_id"].tolist()
+    reads: list[str] = []
+    real = ds.load_processed
+
+    def counting(folder, pid):
+        reads.append(pid)
+        return real(folder, pid)
+
+    monkeypatch.setattr(ds, "load_processed", counting)
+    cached = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE)
+    monkeypatch.setattr(ds, "ITEM_CACHE_BYTES", 0)
+    uncached = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE)
+    for _ in range(2):  # two "epochs"
+        for i in range(len(ids)):
+            a, b = cached[i], uncached[i]
+            for key in ("ct", "masks", "lesion_features", "lesion_mask", "clinical"):
+                assert torch.equal(a[key], b[key]), key
+            a["ct"] += 1  # an item is the caller's copy: the cache is not changed
+    assert reads.count(ids[0]) == 1 + 2  # cached: once; uncached: once per epoch
+    torch.manual_seed(0)
+    aug = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE, augment=True)
+    first = aug[0]["ct"]
+    torch.manual_seed(0)
+    assert torch.equal(first, aug[0]["ct"])  # augmenting a cached item leaves it as it was
