@@ -28,7 +28,9 @@ Choices (the paper is silent or ambiguous)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -114,6 +116,9 @@ def build_augmentation(
         blur = BLUR_STD
     else:
         raise ValueError(f"blur_units must be 'voxel' or 'mm', not {blur_units!r}")
+    # The Compose deep-copies the subject once; its steps then work on that copy
+    # (``copy=False``; same output, issue 11: TorchIO otherwise copies the subject again in
+    # every step, 13 tensor copies per sample).
     return tio.Compose(
         [
             tio.RandomElasticDeformation(
@@ -123,12 +128,35 @@ def build_augmentation(
                 image_interpolation="bspline",
                 label_interpolation="nearest",
                 p=prof.train.elastic_probability,
+                copy=False,
             ),
-            tio.RandomBlur(std=blur, include=["ct"]),
-            tio.RandomNoise(std=NOISE_STD, include=["ct"]),
-            tio.Clamp(out_min=-1.0, out_max=1.0, include=["ct"]),
-        ]
+            tio.RandomBlur(std=blur, include=["ct"], copy=False),
+            tio.RandomNoise(std=NOISE_STD, include=["ct"], copy=False),
+            tio.Clamp(out_min=-1.0, out_max=1.0, include=["ct"], copy=False),
+        ],
+        copy=True,
     )
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch's intra-op work on one thread, then restore the caller's setting.
+
+    A sample's tensors are small (64 KiB at the cpu profile's grid): splitting each elementwise
+    op over OpenMP threads gains nothing, and on a loaded machine every hand-off waits for a
+    descheduled thread (issue 11, measured on the shared 2-core machine: 259 -> 42 ms per
+    cpu-size sample). DataLoader workers already run with one thread; this covers
+    ``num_workers=0``. The outputs do not depend on the thread count.
+    """
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def augment_sample(
@@ -167,6 +195,12 @@ def augment_sample(
     masks : torch.Tensor
         float32 ``[K, D, H, W]`` in {0, 1}.
     """
+    with _one_torch_thread():
+        return _augment(ct, masks, spacing, seed, profile, transform, pack_masks)
+
+
+def _augment(ct, masks, spacing, seed, profile, transform, pack_masks):
+    """:func:`augment_sample` (the caller sets the thread count)."""
     ct_t = torch.as_tensor(np.asarray(ct), dtype=torch.float32)
     if ct_t.ndim == 3:
         ct_t = ct_t[None]

@@ -29,3 +29,30 @@ def test_packed_masks_equal_per_channel_resampling():
         assert m_a.shape == (5, 16, 32, 32) and m_a.dtype == torch.float32
         assert not torch.equal(m_a, torch.as_tensor(masks, dtype=torch.float32))  # deformed
         assert m_a[4].sum() == 0
+
+
+def test_augment_runs_on_one_thread_and_restores_the_callers_setting(monkeypatch):
+    import torch
+
+    from crlm_lib.data import augment
+
+    seen = []
+    real = augment._augment
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(augment, "_augment", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ct = torch.rand(1, 8, 16, 16) * 2 - 1
+        masks = (torch.rand(5, 8, 16, 16) > 0.5).float()
+        a = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, "smoke")
+        assert seen == [1] and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        b = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, "smoke")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    finally:
+        torch.set_num_threads(before)
