@@ -709,6 +709,41 @@ def _epoch_record(
     return record
 
 
+def _train_pass(
+    state: TrainState,
+    train_ds: Dataset,
+    tc: TrainConfig,
+    loss_fn: LossFn,
+    *,
+    grad_clip: float | None,
+    progress: bool,
+    loader_kw: Mapping[str, Any],
+    passes: Mapping[str, Any],
+) -> tuple[float, dict[str, float]]:
+    """The training pass of ``state.epoch``: its loader (shuffled from ``seed + epoch``, so a
+    resumed run sees the same order), a batch bar, :func:`_run_epoch` with the optimiser."""
+    train_loader = _loader(
+        train_ds, tc.batch_size, True, state.seed + state.epoch, tc.num_workers,
+        epoch=state.epoch, **loader_kw,
+    )  # fmt: skip
+    n_batches = len(train_loader)
+    if tc.max_train_batches is not None:
+        n_batches = min(n_batches, tc.max_train_batches)
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {state.epoch}/{state.n_epochs}",
+        disable=not (progress and state.rank.is_main),
+        leave=False,
+    )
+    train = _run_epoch(
+        state.net, train_loader, loss_fn, state.device, epoch=state.epoch,
+        optimizer=state.optimizer, grad_clip=grad_clip, max_batches=tc.max_train_batches,
+        bar=bar, scaler=state.scaler, **passes,
+    )  # fmt: skip
+    bar.close()
+    return train
+
+
 def fit(
     model: nn.Module,
     train_ds: Dataset,
@@ -837,25 +872,10 @@ def fit(
         state.epoch += 1
         t0 = time.perf_counter()
         lr = float(state.optimizer.param_groups[0]["lr"])
-        train_loader = _loader(
-            train_ds, tc.batch_size, True, seed + state.epoch, tc.num_workers,
-            epoch=state.epoch, **loader_kw,
+        train = _train_pass(
+            state, train_ds, tc, loss_fn, grad_clip=grad_clip, progress=progress,
+            loader_kw=loader_kw, passes=passes,
         )  # fmt: skip
-        n_batches = len(train_loader)
-        if tc.max_train_batches is not None:
-            n_batches = min(n_batches, tc.max_train_batches)
-        bar = tqdm(
-            total=n_batches,
-            desc=f"epoch {state.epoch}/{state.n_epochs}",
-            disable=not (progress and rank.is_main),
-            leave=False,
-        )
-        train = _run_epoch(
-            state.net, train_loader, loss_fn, dev, epoch=state.epoch,
-            optimizer=state.optimizer, grad_clip=grad_clip, max_batches=tc.max_train_batches,
-            bar=bar, scaler=state.scaler, **passes,
-        )  # fmt: skip
-        bar.close()
         val = train
         if has_val:
             val = _run_epoch(

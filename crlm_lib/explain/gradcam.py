@@ -104,6 +104,32 @@ def _normalise(maps: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"normalise must be 'shared', 'per_year' or 'none', got {mode!r}")
 
 
+def _layer_cam(
+    wrapper: _CTForward, layer: nn.Module, shape: tuple[int, ...], ct: Tensor, pid: str
+) -> tuple[str, int, LayerGradCam, Any]:
+    """captum's ``LayerGradCam`` for the layer's output ``shape``: ``(mode, n_t, cam, hook)``.
+
+    ``"time_channels"`` (``[B, C, T, D', H', W']``: T folded into the channels by a
+    :class:`_TimeFold` hook, removed by the caller), ``"time_batch"`` (``[T, C, D', H', W']``
+    for one patient) or ``"spatial"`` (``[B, C, D', H', W']``, ``n_t = 1``).
+    """
+    if len(shape) == 6:
+        fold = _TimeFold()
+
+        def refold(_m, _i, out):
+            return fold(out).reshape(out.shape)
+
+        handle = layer.register_forward_hook(refold)
+        return "time_channels", shape[2], LayerGradCam(wrapper, fold), handle
+    if len(shape) == 5 and shape[0] == ct.shape[0] * N_YEARS and ct.shape[0] == 1:
+        return "time_batch", shape[0], LayerGradCam(wrapper, layer), None
+    if len(shape) == 5:
+        return "spatial", 1, LayerGradCam(wrapper, layer), None
+    raise GradCamLayerError(
+        f"{pid}: gradcam_layer output {shape} is not [B, C, D, H, W] or [B, C, T, D, H, W]"
+    )
+
+
 def yearly_gradcam(
     model: nn.Module,
     batch_one_patient: Mapping[str, Any],
@@ -203,30 +229,7 @@ def yearly_gradcam(
     shape = _probe_layer_shape(wrapper, layer, ct)
     years = list(years)
 
-    fold: _TimeFold | None = None
-    handle = None
-    if len(shape) == 6:
-        mode = "time_channels"
-        n_t = shape[2]
-        fold = _TimeFold()
-
-        def refold(_m, _i, out):
-            return fold(out).reshape(out.shape)
-
-        handle = layer.register_forward_hook(refold)
-        cam = LayerGradCam(wrapper, fold)
-    elif len(shape) == 5 and shape[0] == ct.shape[0] * N_YEARS and ct.shape[0] == 1:
-        mode = "time_batch"
-        n_t = shape[0]
-        cam = LayerGradCam(wrapper, layer)
-    elif len(shape) == 5:
-        mode = "spatial"
-        n_t = 1
-        cam = LayerGradCam(wrapper, layer)
-    else:
-        raise GradCamLayerError(
-            f"{pid}: gradcam_layer output {shape} is not [B, C, D, H, W] or [B, C, T, D, H, W]"
-        )
+    mode, n_t, cam, handle = _layer_cam(wrapper, layer, shape, ct, pid)
 
     maps = np.zeros((len(years), *grid), dtype=np.float32)
     try:
