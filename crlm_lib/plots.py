@@ -386,6 +386,18 @@ def attention_over_years(
     return fig
 
 
+def _shap_figure(expl, max_display: int, title: str | None, xlabel: str, draw) -> plt.Figure:
+    """One axis sized for ``max_display`` features, drawn by ``draw(ax)`` (a ``shap.plots``
+    function), with ``xlabel`` and ``title``."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * min(max_display, expl.values.shape[1]) + 1.8))
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_shap_beeswarm(expl, max_display: int = 15, title: str | None = None):
     """shap's beeswarm of the clinical SHAP values (one dot per patient and feature).
 
@@ -395,13 +407,10 @@ def plot_shap_beeswarm(expl, max_display: int = 15, title: str | None = None):
     """
     import shap
 
-    fig, ax = plt.subplots(figsize=(7, 0.35 * min(max_display, expl.values.shape[1]) + 1.8))
-    shap.plots.beeswarm(expl, max_display=max_display, show=False, ax=ax, plot_size=None)
-    ax.set_xlabel("SHAP value (change in predicted risk)")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    def draw(ax):
+        shap.plots.beeswarm(expl, max_display=max_display, show=False, ax=ax, plot_size=None)
+
+    return _shap_figure(expl, max_display, title, "SHAP value (change in predicted risk)", draw)
 
 
 def plot_shap_bar(expl, max_display: int = 15, title: str | None = None):
@@ -413,13 +422,11 @@ def plot_shap_bar(expl, max_display: int = 15, title: str | None = None):
     """
     import shap
 
-    fig, ax = plt.subplots(figsize=(7, 0.35 * min(max_display, expl.values.shape[1]) + 1.8))
-    shap.plots.bar(expl, max_display=max_display, show=False, ax=ax)
-    ax.set_xlabel("mean |SHAP value| (average impact on predicted risk)")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    def draw(ax):
+        shap.plots.bar(expl, max_display=max_display, show=False, ax=ax)
+
+    xlabel = "mean |SHAP value| (average impact on predicted risk)"
+    return _shap_figure(expl, max_display, title, xlabel, draw)
 
 
 # --------------------------------------------------------------------------------------------
