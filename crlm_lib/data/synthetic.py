@@ -130,9 +130,8 @@ REAL_COHORT_N, REAL_COHORT_DEATHS, REAL_COHORT_DFS_EVENTS = 197, 107, 138
 EVENT_FRACTION_TOLERANCE = 0.03
 #: Kanas et al. 2012: median OS after resection (years).
 KANAS_MEDIAN_OS_YEARS = 3.6
+#: Acceptance range of the fraction of patients with a recurrence (the calibration target 0.65).
 RECURRENCE_RANGE = (0.60, 0.70)
-
-SEGMENT_LABELS_FIXED = ("Liver", "Liver_Remnant", "Hepatic", "Portal")
 
 
 class SyntheticCohortError(RuntimeError):
