@@ -255,13 +255,13 @@ def find_repo_root(start: Path | None = None) -> Path:
     raise FileNotFoundError(f"no crlm repository (pyproject.toml + crlm_lib/) at or above {here}")
 
 
-def run_tag(profile: str | Profile, real: bool) -> str:
+def run_tag(profile_name: str, real: bool) -> str:
     """Name of a run's output folders: the profile name for the synthetic cohort,
     ``<profile>-real`` for a real download, so synthetic and real results never mix
     (``data/processed/<tag>``, ``runs/<tag>``, ``results/<tag>``, ``notebooks/executed/<tag>``).
+    Takes the name only: a tag needs nothing else of the profile.
     """
-    name = profile.name if isinstance(profile, Profile) else str(profile)
-    return f"{name}-real" if real else name
+    return f"{profile_name}-real" if real else str(profile_name)
 
 
 @dataclass(frozen=True)
@@ -329,7 +329,7 @@ def resolve_paths(
         clin = Path(clinical).expanduser().resolve() if clinical else cohort / "clinical.csv"
         oracle = None
         synthetic = False
-    tag = run_tag(prof, real=not synthetic)
+    tag = run_tag(prof.name, real=not synthetic)
     return Paths(
         root=repo,
         profile=prof.name,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from crlm_lib import atomic
+from crlm_lib.explain.nifti import heatmaps_on_source_grid
 from crlm_lib.predict import PredictError
 
 __all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_grid"]
@@ -32,13 +33,6 @@ __all__ = ["HeatmapExportError", "export_heatmaps_dicom", "heatmaps_on_source_gr
 
 class HeatmapExportError(PredictError):
     """The heatmaps cannot be written over the patient's CT (geometry or series mismatch)."""
-
-
-def heatmaps_on_source_grid(heatmaps: np.ndarray, meta: Any) -> np.ndarray:
-    """``[Y, D, H, W]`` processed-grid maps -> ``[Y, Z, Y_src, X_src]`` on the source CT grid."""
-    from crlm_lib.data.preprocess import invert_to_source
-
-    return np.stack([invert_to_source(h, meta, order=1, fill=0.0) for h in heatmaps])
 
 
 def _read_series(ct_files: Sequence[str | Path]) -> list:

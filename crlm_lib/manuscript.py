@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -545,6 +545,61 @@ def _notebook_page(nb_path: Path, title: str, site: _Site) -> str:
     return "\n\n".join(parts)
 
 
+def _render_pdf(
+    markdown: Callable[[str], tuple[str, set[Path]]], common: list[str], site_dir: Path
+) -> tuple[Path, str]:
+    """``index.pdf`` through pandoc's Typst writer and the ``typst`` package: ``(path, "")``,
+    or ``(path, error)`` with no file when Typst fails (the HTML is kept either way)."""
+    pdf = site_dir / "index.pdf"
+    pdf_error = ""
+    try:
+        import typst
+
+        typ_text, _ = markdown("typst")
+        typ_text = f"_{OFFLINE_NOTE}_\n\n{typ_text}"
+        typ = _pandoc([*common, "--to=typst", "--standalone"], typ_text, site_dir)
+        typ = typ.replace("#set par(", "#show figure.caption: it => it.body\n#set par(", 1)
+        if "#show figure.caption" not in typ:
+            typ = "#show figure.caption: it => it.body\n" + typ
+        typ_file = site_dir / "index.typ"
+        typ_file.write_text(typ, encoding="utf-8")
+        typst.compile(str(typ_file), output=str(pdf), root=str(site_dir))
+        typ_file.unlink()
+    except Exception as err:  # noqa: BLE001 - any Typst failure must not lose the HTML
+        pdf_error = f"{type(err).__name__}: {err}"
+        print(f"PDF (Typst) failed, HTML kept: {pdf_error}", file=sys.stderr)
+        pdf.unlink(missing_ok=True)
+    return pdf, pdf_error
+
+
+def _notebook_pages(
+    project_dir: Path, manuscript: dict, used: set[Path], site: _Site, site_dir: Path
+) -> list[str]:
+    """``notebooks/<name>.html`` for the notebooks listed in ``_quarto.yml`` plus any embedded
+    one; returns their HTML links."""
+    listed = [
+        (project_dir / n["notebook"]).resolve() for n in manuscript.get("notebooks", []) or []
+    ]
+    titles = {
+        (project_dir / n["notebook"]).resolve(): n.get("title")
+        for n in manuscript.get("notebooks", []) or []
+    }
+    links = []
+    for nb_path in dict.fromkeys([*listed, *sorted(used)]):
+        if not nb_path.is_file():
+            continue
+        title = titles.get(nb_path) or nb_path.stem
+        page_md = _notebook_page(nb_path, title, site)
+        page = _pandoc(
+            ["--from=markdown", "--to=html", "--standalone", "--mathml"], page_md, site_dir
+        )
+        page = page.replace("</head>", _CSS + "</head>", 1)
+        (site_dir / "notebooks").mkdir(exist_ok=True)
+        (site_dir / "notebooks" / f"{nb_path.stem}.html").write_text(page, encoding="utf-8")
+        links.append(f'<a href="notebooks/{nb_path.stem}.html">{html.escape(title)}</a>')
+    return links
+
+
 def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     """Render a staged Quarto manuscript project with pandoc and Typst (no Quarto).
 
@@ -593,46 +648,8 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
         common.append("--number-sections")
     html_text, used = markdown("html")  # raises EmbedError before anything else is written
     # PDF before HTML, so that the HTML links it only when it exists.
-    pdf = site_dir / "index.pdf"
-    pdf_error = ""
-    try:
-        import typst
-
-        typ_text, _ = markdown("typst")
-        typ_text = f"_{OFFLINE_NOTE}_\n\n{typ_text}"
-        typ = _pandoc([*common, "--to=typst", "--standalone"], typ_text, site_dir)
-        typ = typ.replace("#set par(", "#show figure.caption: it => it.body\n#set par(", 1)
-        if "#show figure.caption" not in typ:
-            typ = "#show figure.caption: it => it.body\n" + typ
-        typ_file = site_dir / "index.typ"
-        typ_file.write_text(typ, encoding="utf-8")
-        typst.compile(str(typ_file), output=str(pdf), root=str(site_dir))
-        typ_file.unlink()
-    except Exception as err:  # noqa: BLE001 - any Typst failure must not lose the HTML
-        pdf_error = f"{type(err).__name__}: {err}"
-        print(f"PDF (Typst) failed, HTML kept: {pdf_error}", file=sys.stderr)
-        pdf.unlink(missing_ok=True)
-    # Notebook pages: those listed in _quarto.yml plus any embedded one.
-    listed = [
-        (project_dir / n["notebook"]).resolve() for n in manuscript.get("notebooks", []) or []
-    ]
-    titles = {
-        (project_dir / n["notebook"]).resolve(): n.get("title")
-        for n in manuscript.get("notebooks", []) or []
-    }
-    links = []
-    for nb_path in dict.fromkeys([*listed, *sorted(used)]):
-        if not nb_path.is_file():
-            continue
-        title = titles.get(nb_path) or nb_path.stem
-        page_md = _notebook_page(nb_path, title, site)
-        page = _pandoc(
-            ["--from=markdown", "--to=html", "--standalone", "--mathml"], page_md, site_dir
-        )
-        page = page.replace("</head>", _CSS + "</head>", 1)
-        (site_dir / "notebooks").mkdir(exist_ok=True)
-        (site_dir / "notebooks" / f"{nb_path.stem}.html").write_text(page, encoding="utf-8")
-        links.append(f'<a href="notebooks/{nb_path.stem}.html">{html.escape(title)}</a>')
+    pdf, pdf_error = _render_pdf(markdown, common, site_dir)
+    links = _notebook_pages(project_dir, manuscript, used, site, site_dir)
     formats = (
         '<a href="index.pdf">PDF (Typst)</a>'
         if pdf.is_file()

@@ -86,7 +86,12 @@ def _cv_metrics(results_dir: Path | None) -> list[str]:
 
 
 def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None) -> str:
-    """The Markdown model card of ``run_dir`` (numbers read from its files, see module doc)."""
+    """The Markdown model card of ``run_dir`` (numbers read from its files, see module doc).
+
+    Long on purpose: the body is one Markdown template that reads top to bottom as the card
+    does; its computed values are gathered in the first lines and its tables come from
+    ``_split_metrics`` / ``_cv_metrics``.
+    """
     from crlm_lib.evaluate import LABELS
 
     run_dir = Path(run_dir)

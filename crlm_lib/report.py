@@ -1,11 +1,11 @@
 """Per-patient report of ``crlm predict --report``: HTML (self-contained) and PDF.
 
-Figures (matplotlib with the seaborn theme):
+Figures (:mod:`crlm_lib.plots`, matplotlib with the seaborn theme):
 
 1. predicted overall survival and recurrence-free probability by year with the 95% band of
    :mod:`crlm_lib.predict`, beside the training cohort's Kaplan–Meier curve and its band;
 2. the year-by-year Grad-CAM maps over the CT slice with the most tumour, liver outline in
-   cyan and tumour outline in lime (``explain.plot_yearly_montage``);
+   cyan and tumour outline in lime (``plots.plot_yearly_montage``);
 3. the SHAP contributions of the clinical factors (``explain.clinical_shap``), largest first.
 
 The HTML embeds the PNGs (base64), so one file can be mailed or archived; the PDF is
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from crlm_lib import atomic
-from crlm_lib.config import N_YEARS
+from crlm_lib.plots import plot_curves_vs_cohort, plot_gradcam, plot_shap
 
 __all__ = ["PatientReport", "plot_curves_vs_cohort", "plot_gradcam", "plot_shap", "write_report"]
 
@@ -60,85 +60,6 @@ class PatientReport:
     shap_values: Mapping[str, float] | None = None
     shap_output: str = "mean predicted recurrence probability over 12 years"
     provenance: Mapping[str, str] | None = None
-
-
-def _theme():
-    import seaborn as sns
-
-    sns.set_theme(context="notebook", style="whitegrid")
-
-
-def plot_curves_vs_cohort(report: PatientReport):
-    """Patient curves with 95% bands (left OS, right recurrence-free) beside the training KM."""
-    import matplotlib.pyplot as plt
-
-    _theme()
-    years = np.arange(0, N_YEARS + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, curve, head, title in (
-        (axes[0], report.surv, "os", "Overall survival"),
-        (axes[1], report.rfs, "dfs", "Recurrence-free (disease-free) survival"),
-    ):
-        full = np.concatenate([np.ones((3, 1)), np.asarray(curve)], axis=1)
-        ax.step(years, full[0], where="post", color="tab:red", lw=2, label="this patient")
-        ax.fill_between(years, full[1], full[2], step="post", color="tab:red", alpha=0.2,
-                        label="95% band (ensemble)")  # fmt: skip
-        km = (report.reference.get("km") or {}).get(head)
-        if km:
-            n = report.reference.get("n", "?")
-            ax.step(km["years"], km["estimate"], where="post", color="0.3", ls="--",
-                    label=f"training cohort KM (n={n})")  # fmt: skip
-            ax.fill_between(km["years"], km["lower"], km["upper"], step="post", color="0.5",
-                            alpha=0.15)  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("Years after liver resection")
-        ax.set_xlim(0, N_YEARS)
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower left")
-    axes[0].set_ylabel("Probability")
-    fig.tight_layout()
-    return fig
-
-
-def _slice_with_most(masks: np.ndarray | None, heatmaps: np.ndarray) -> int:
-    if masks is not None and masks[4].any():
-        return int(np.argmax(masks[4].reshape(masks.shape[1], -1).sum(1)))
-    if masks is not None and masks[0].any():
-        return int(np.argmax(masks[0].reshape(masks.shape[1], -1).sum(1)))
-    return int(np.argmax(heatmaps.sum(axis=(0, 2, 3)))) if heatmaps.any() else 0
-
-
-def plot_gradcam(report: PatientReport):
-    """Year-by-year Grad-CAM montage with liver (cyan) and tumour (lime) outlines."""
-    from crlm_lib.explain import plot_yearly_montage
-
-    heat = np.asarray(report.heatmaps)
-    z = _slice_with_most(report.masks, heat)
-    fig = plot_yearly_montage(
-        report.ct, heat, report.masks, slice_index=z, title="Grad-CAM of the recurrence risk"
-    )
-    if report.masks is not None and report.masks[4, z].any():
-        for ax in fig.axes[: heat.shape[0]]:
-            ax.contour(report.masks[4, z], levels=[0.5], colors="lime", linewidths=0.8)
-    return fig
-
-
-def plot_shap(report: PatientReport, max_display: int = 12):
-    """Horizontal bars of the patient's SHAP values, largest magnitude first."""
-    import matplotlib.pyplot as plt
-
-    _theme()
-    items = sorted((report.shap_values or {}).items(), key=lambda kv: -abs(kv[1]))[:max_display]
-    names = [k for k, _ in items][::-1]
-    vals = np.array([v for _, v in items][::-1], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(items), 3) + 1.2))
-    colours = ["tab:red" if v > 0 else "tab:blue" for v in vals]
-    ax.barh(names, vals, color=colours)
-    ax.axvline(0, color="0.2", lw=0.8)
-    ax.set_xlabel(f"SHAP value (change of the {report.shap_output})")
-    ax.set_title("Clinical factors: red raises, blue lowers the predicted risk")
-    fig.tight_layout()
-    return fig
 
 
 def _png_b64(fig) -> str:

@@ -28,7 +28,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +42,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from crlm_lib import atomic, distributed
-from crlm_lib.config import N_YEARS, Profile, get_profile
+from crlm_lib.config import N_YEARS, Profile, TrainConfig, get_profile
 from crlm_lib.data.dataset import collate
+from crlm_lib.errors import RunMismatchError
 
 #: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
 #: with batch size 1 and STAR's alignment loss divided by an agreement term that can approach
@@ -64,6 +65,16 @@ __all__ = [
     "to_device",
     "channels_last_3d",
     "load_checkpoint",
+    "TrainState",
+    "Handler",
+    "Resume",
+    "PlateauScheduler",
+    "HistoryRecorder",
+    "BestCheckpoint",
+    "LastCheckpoint",
+    "CSVLogger",
+    "EpochProgress",
+    "default_handlers",
     "fit",
     "predict",
 ]
@@ -315,7 +326,7 @@ def _load_weights(model: nn.Module, ckpt: Any, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# the engine
+# one pass over a loader
 # --------------------------------------------------------------------------------------------
 
 
@@ -400,6 +411,339 @@ def _run_epoch(
     return total / n_seen, {k: v / n_seen for k, v in parts_sum.items()}
 
 
+# --------------------------------------------------------------------------------------------
+# handlers: what happens around the loop (as MONAI's handlers on Ignite's events)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything a training run holds between epochs; the loop and its handlers share it.
+
+    ``model`` is the bare module (checkpoints, weights), ``net`` what the loop calls (the DDP
+    wrapper under ``torchrun``, else ``model``). ``epoch`` is the last finished epoch
+    (1-based; 0 before the first), ``bad_epochs`` the early-stopping counter; ``record`` the
+    row of the epoch just finished and ``val_loss`` the loss that drives the schedule.
+    """
+
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dtype: torch.dtype | None
+    rank: distributed.DistInfo
+    run_dir: Path
+    n_epochs: int
+    seed: int
+    objective: str
+    run_key: dict[str, str] | None
+    history: History = field(default_factory=History)
+    epoch: int = 0
+    bad_epochs: int = 0
+    record: dict[str, float] = field(default_factory=dict)
+    val_loss: float = math.nan
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+
+class Handler:
+    """A piece of the training run attached to the loop's three events (Ignite's ``STARTED``,
+    ``EPOCH_COMPLETED``, ``COMPLETED``); each method gets the shared :class:`TrainState`.
+    Handlers run in list order, so the order of :func:`default_handlers` is part of the
+    engine's behaviour."""
+
+    def started(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
+        """Before the first epoch (after the optimiser, scheduler and scaler exist)."""
+
+    def epoch_completed(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
+        """After the training and validation passes of ``state.epoch``."""
+
+    def completed(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
+        """After the last epoch (every rank has finished writing)."""
+
+
+class Resume(Handler):
+    """Continue from ``last.pt`` (model, optimiser, scheduler, scaler, RNG states, history,
+    early-stopping counter); refuse a checkpoint of another run (``run_key`` differs)."""
+
+    def started(self, state: TrainState) -> None:
+        path = state.last_path
+        if not path.is_file():
+            return
+        ckpt = torch.load(path, map_location=state.device, weights_only=False)
+        run_key = state.run_key
+        if run_key is not None and isinstance(ckpt, dict) and ckpt.get("run_key") != run_key:
+            old = ckpt.get("run_key") or {}
+            differs = [k for k in run_key if old.get(k) != run_key[k]] or ["run"]
+            raise RunMismatchError(
+                f"{path}: checkpoint of another {', '.join(differs)}; not resumed "
+                "(remove the run folder or train with resume=False)"
+            )
+        _load_weights(state.model, ckpt, path)
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            state.scaler.load_state_dict(ckpt["scaler"])
+        rng_ranks, rank = ckpt.get("rng_ranks"), state.rank
+        if rank.enabled and rng_ranks is not None and len(rng_ranks) == rank.world_size:
+            _set_rng_state(rng_ranks[rank.rank])
+        else:
+            _set_rng_state(ckpt["rng"])
+        state.history = History(**ckpt["history"])
+        state.epoch, state.bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
+        if ckpt.get("seed") != state.seed or ckpt.get("objective") != state.objective:
+            warnings.warn(
+                f"{path}: resuming a run made with seed={ckpt.get('seed')}, "
+                f"objective={ckpt.get('objective')!r} under seed={state.seed}, "
+                f"objective={state.objective!r}",
+                stacklevel=3,
+            )
+
+
+class PlateauScheduler(Handler):
+    """``ReduceLROnPlateau.step`` on the epoch's validation loss (4D-ACFNet section 4.2)."""
+
+    def epoch_completed(self, state: TrainState) -> None:
+        state.scheduler.step(state.val_loss)
+
+
+class HistoryRecorder(Handler):
+    """Append the epoch's row to ``state.history.records``."""
+
+    def epoch_completed(self, state: TrainState) -> None:
+        state.history.records.append(state.record)
+
+
+class BestCheckpoint(Handler):
+    """Early stopping and ``best.pt``: a lower validation loss saves ``best.pt`` and resets the
+    counter; ``patience`` epochs without one stop the run (``history.stopped_early`` when it
+    ends before ``n_epochs``). With ``restore_best``, the best weights are loaded back into the
+    model at the end."""
+
+    def __init__(self, patience: int, restore_best: bool = True) -> None:
+        self.patience = patience
+        self.restore_best = restore_best
+
+    def epoch_completed(self, state: TrainState) -> None:
+        history, val_loss = state.history, state.val_loss
+        if val_loss < history.best_val_loss:
+            history.best_val_loss, history.best_epoch = float(val_loss), state.epoch
+            state.bad_epochs = 0
+            if state.rank.is_main:
+                best = {
+                    "model": _unwrap(state.model).state_dict(),
+                    "epoch": state.epoch,
+                    "val_loss": float(val_loss),
+                }
+                _atomic_torch_save(best, state.best_path)
+        else:
+            state.bad_epochs += 1
+            if state.bad_epochs >= self.patience:
+                history.stopped_early = state.epoch < state.n_epochs
+
+    def completed(self, state: TrainState) -> None:
+        if self.restore_best and state.best_path.is_file():
+            load_checkpoint(state.model, state.best_path, map_location=state.device)
+
+
+class LastCheckpoint(Handler):
+    """``last.pt`` after every epoch: everything :class:`Resume` needs (the RNG states of every
+    rank under DDP); only rank 0 writes."""
+
+    def epoch_completed(self, state: TrainState) -> None:
+        rank, rng_ranks = state.rank, None
+        if rank.enabled:
+            rng_ranks = [None] * rank.world_size
+            torch.distributed.all_gather_object(rng_ranks, _rng_state())
+        if not rank.is_main:
+            return
+        ckpt = {
+            "model": _unwrap(state.model).state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict(),
+            "rng": _rng_state(),
+            "rng_ranks": rng_ranks,
+            "epoch": state.epoch,
+            "bad_epochs": state.bad_epochs,
+            "history": asdict(state.history),
+            "seed": state.seed,
+            "objective": state.objective,
+            "run_key": state.run_key,
+        }
+        _atomic_torch_save(ckpt, state.last_path)
+
+
+class CSVLogger(Handler):
+    """``history.csv`` (``History.to_frame()``) rewritten after every epoch by rank 0."""
+
+    def epoch_completed(self, state: TrainState) -> None:
+        if state.rank.is_main:
+            atomic.write_csv(state.run_dir / "history.csv", state.history.to_frame(), index=False)
+
+
+class EpochProgress(Handler):
+    """The tqdm bar over epochs (train/val loss, lr), on rank 0 only."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+
+    def started(self, state: TrainState) -> None:
+        self.bar = tqdm(
+            total=state.n_epochs,
+            initial=state.epoch,
+            desc="epochs",
+            disable=not (self.enabled and state.rank.is_main),
+            leave=True,
+        )
+
+    def epoch_completed(self, state: TrainState) -> None:
+        rec = state.record
+        self.bar.update(1)
+        self.bar.set_postfix(
+            train=f"{rec['train_loss']:.4f}", val=f"{rec['val_loss']:.4f}", lr=f"{rec['lr']:.1e}"
+        )
+
+    def completed(self, state: TrainState) -> None:
+        self.bar.close()
+
+
+def default_handlers(
+    tc: TrainConfig, *, resume: bool = True, progress: bool = True, restore_best: bool = True
+) -> list[Handler]:
+    """The handlers of :func:`fit`, in the order they run: resume (when asked), the plateau
+    schedule, the history row, early stopping + ``best.pt``, ``last.pt``, ``history.csv``,
+    the epoch bar."""
+    handlers: list[Handler] = [Resume()] if resume else []
+    return handlers + [
+        PlateauScheduler(),
+        HistoryRecorder(),
+        BestCheckpoint(tc.early_stopping_patience, restore_best=restore_best),
+        LastCheckpoint(),
+        CSVLogger(),
+        EpochProgress(progress),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------
+
+
+def _setup(
+    model: nn.Module,
+    tc: TrainConfig,
+    run_dir: Path,
+    *,
+    n_epochs: int,
+    seed: int,
+    objective: str,
+    device: str | torch.device | None,
+    run_key: Mapping[str, str] | None,
+) -> TrainState:
+    """Seeds, device, autocast, DDP wrapper, AdamW, ``ReduceLROnPlateau`` and the scaler."""
+    dev = select_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rank = distributed.info()
+    set_seed(seed, deterministic=tc.deterministic)
+    if not tc.deterministic:
+        torch.backends.cudnn.benchmark = True
+    if rank.enabled:  # different dropout/augmentation draws per rank; rank 0 as single-process
+        set_seed(seed + 1009 * rank.rank, deterministic=tc.deterministic)
+    dtype = amp_dtype(dev, tc.amp)
+    model.to(dev)
+    if dev.type == "cuda":
+        channels_last_3d(model)
+    net: nn.Module = model
+    if rank.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True,  # ablation switches leave some parameters unused
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
+    )
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+    return TrainState(
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        device=dev,
+        dtype=dtype,
+        rank=rank,
+        run_dir=run_dir,
+        n_epochs=n_epochs,
+        seed=seed,
+        objective=objective,
+        run_key=None if run_key is None else dict(run_key),
+    )
+
+
+def _epoch_record(
+    epoch: int,
+    lr: float,
+    train: tuple[float, dict[str, float]],
+    val: tuple[float, dict[str, float]],
+    seconds: float,
+) -> dict[str, float]:
+    """One row of ``history.csv``: ``epoch, lr, train_loss, val_loss, train_<part>...,
+    val_<part>..., seconds``."""
+    record: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": train[0]}
+    record["val_loss"] = val[0]
+    record.update({f"train_{k}": v for k, v in train[1].items()})
+    record.update({f"val_{k}": v for k, v in val[1].items()})
+    record["seconds"] = seconds
+    return record
+
+
+def _train_pass(
+    state: TrainState,
+    train_ds: Dataset,
+    tc: TrainConfig,
+    loss_fn: LossFn,
+    *,
+    grad_clip: float | None,
+    progress: bool,
+    loader_kw: Mapping[str, Any],
+    passes: Mapping[str, Any],
+) -> tuple[float, dict[str, float]]:
+    """The training pass of ``state.epoch``: its loader (shuffled from ``seed + epoch``, so a
+    resumed run sees the same order), a batch bar, :func:`_run_epoch` with the optimiser."""
+    train_loader = _loader(
+        train_ds, tc.batch_size, True, state.seed + state.epoch, tc.num_workers,
+        epoch=state.epoch, **loader_kw,
+    )  # fmt: skip
+    n_batches = len(train_loader)
+    if tc.max_train_batches is not None:
+        n_batches = min(n_batches, tc.max_train_batches)
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {state.epoch}/{state.n_epochs}",
+        disable=not (progress and state.rank.is_main),
+        leave=False,
+    )
+    train = _run_epoch(
+        state.net, train_loader, loss_fn, state.device, epoch=state.epoch,
+        optimizer=state.optimizer, grad_clip=grad_clip, max_batches=tc.max_train_batches,
+        bar=bar, scaler=state.scaler, **passes,
+    )  # fmt: skip
+    bar.close()
+    return train
+
+
 def fit(
     model: nn.Module,
     train_ds: Dataset,
@@ -418,8 +762,14 @@ def fit(
     grad_clip: float | None = GRAD_CLIP_NORM,
     restore_best: bool = True,
     run_key: Mapping[str, str] | None = None,
+    handlers: Sequence[Handler] | None = None,
 ) -> History:
     """Train ``model`` with the papers' optimiser and schedule; checkpoint, log and resume.
+
+    The loop itself only runs the training and validation passes of each epoch; everything
+    around it is a :class:`Handler` (:func:`default_handlers`: :class:`Resume`,
+    :class:`PlateauScheduler`, :class:`HistoryRecorder`, :class:`BestCheckpoint` (early
+    stopping), :class:`LastCheckpoint`, :class:`CSVLogger`, :class:`EpochProgress`).
 
     Parameters
     ----------
@@ -432,7 +782,8 @@ def fit(
     profile : str or Profile
         ``profile.train`` gives ``lr``, ``weight_decay``, ``batch_size``, ``plateau_factor``
         (0.5), ``plateau_patience`` (5), ``early_stopping_patience``, ``num_workers``,
-        ``max_train_batches`` and ``epochs``; ``profile.seed`` the default seed.
+        ``max_train_batches`` and ``epochs``; ``profile.seed`` the default seed. A name is
+        resolved here (:func:`~crlm_lib.config.get_profile`), the public entry.
     run_dir : path
         Where ``best.pt``, ``last.pt`` and ``history.csv`` go (created).
     epochs : int, optional
@@ -472,6 +823,9 @@ def fit(
         What the run is trained on (``evaluate.run_identity``: cohort, split and config
         hashes), stored in ``last.pt``. Resuming a ``last.pt`` whose key differs (or that has
         none) raises :class:`~crlm_lib.errors.RunMismatchError` before anything is written.
+    handlers : list of Handler, optional
+        Replaces :func:`default_handlers` (built from ``resume``, ``progress`` and
+        ``restore_best``), e.g. to add a handler: ``default_handlers(tc) + [MyHandler()]``.
 
     Raises
     ------
@@ -484,199 +838,59 @@ def fit(
     """
     prof = get_profile(profile)
     tc = prof.train
-    n_epochs = tc.epochs if epochs is None else int(epochs)
-    seed = prof.seed if seed is None else int(seed)
+    state = _setup(
+        model,
+        tc,
+        Path(run_dir),
+        n_epochs=tc.epochs if epochs is None else int(epochs),
+        seed=prof.seed if seed is None else int(seed),
+        objective=objective,
+        device=device,
+        run_key=run_key,
+    )
+    if handlers is None:
+        handlers = default_handlers(tc, resume=resume, progress=progress, restore_best=restore_best)
+    for handler in handlers:
+        handler.started(state)
+
     loss_fn = loss_fn or _default_loss_fn()
-    dev = select_device(device)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, csv_path = (
-        run_dir / "last.pt",
-        run_dir / "best.pt",
-        run_dir / "history.csv",
-    )
-
-    rank = distributed.info()
-    set_seed(seed, deterministic=tc.deterministic)
-    if not tc.deterministic:
-        torch.backends.cudnn.benchmark = True
-    if rank.enabled:  # different dropout/augmentation draws per rank; rank 0 as single-process
-        set_seed(seed + 1009 * rank.rank, deterministic=tc.deterministic)
-    dtype = amp_dtype(dev, tc.amp)
-    pin = tc.pin_memory and dev.type == "cuda"
-    model.to(dev)
-    if dev.type == "cuda":
-        channels_last_3d(model)
-    net: nn.Module = model
-    if rank.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=True,  # ablation switches leave some parameters unused
-        )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
-    )
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-    history = History()
-    start_epoch, bad_epochs = 0, 0
-
-    if resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location=dev, weights_only=False)
-        if run_key is not None and isinstance(ckpt, dict) and ckpt.get("run_key") != dict(run_key):
-            from crlm_lib.errors import RunMismatchError
-
-            old = ckpt.get("run_key") or {}
-            differs = [k for k in run_key if old.get(k) != run_key[k]] or ["run"]
-            raise RunMismatchError(
-                f"{last_path}: checkpoint of another {', '.join(differs)}; not resumed "
-                "(remove the run folder or train with resume=False)"
-            )
-        _load_weights(model, ckpt, last_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        rng_ranks = ckpt.get("rng_ranks")
-        if rank.enabled and rng_ranks is not None and len(rng_ranks) == rank.world_size:
-            _set_rng_state(rng_ranks[rank.rank])
-        else:
-            _set_rng_state(ckpt["rng"])
-        history = History(**ckpt["history"])
-        start_epoch, bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
-        if ckpt.get("seed") != seed or ckpt.get("objective") != objective:
-            warnings.warn(
-                f"{last_path}: resuming a run made with seed={ckpt.get('seed')}, "
-                f"objective={ckpt.get('objective')!r} under seed={seed}, objective={objective!r}",
-                stacklevel=2,
-            )
-
+    dev, rank, seed = state.device, state.rank, state.seed
+    loader_kw = {"pin_memory": tc.pin_memory and dev.type == "cuda", "rank": rank}
     has_val = val_ds is not None and len(val_ds) > 0
-    loader_kw = {"pin_memory": pin, "rank": rank}
     val_loader = (
         _loader(val_ds, tc.batch_size, False, seed, tc.num_workers, **loader_kw)
         if has_val
         else None
     )
-    epoch_bar = tqdm(
-        total=n_epochs,
-        initial=start_epoch,
-        desc="epochs",
-        disable=not (progress and rank.is_main),
-        leave=True,
-    )
-    epoch = start_epoch
-    while epoch < n_epochs and not history.stopped_early:
-        epoch += 1
+    passes = {
+        "loss_weights": loss_weights,
+        "objective": objective,
+        "dtype": state.dtype,
+        "rank": rank,
+    }
+    while state.epoch < state.n_epochs and not state.history.stopped_early:
+        state.epoch += 1
         t0 = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
-        train_loader = _loader(
-            train_ds, tc.batch_size, True, seed + epoch, tc.num_workers, epoch=epoch, **loader_kw
-        )
-        n_batches = len(train_loader)
-        if tc.max_train_batches is not None:
-            n_batches = min(n_batches, tc.max_train_batches)
-        bar = tqdm(
-            total=n_batches,
-            desc=f"epoch {epoch}/{n_epochs}",
-            disable=not (progress and rank.is_main),
-            leave=False,
-        )
-        common = {
-            "loss_weights": loss_weights,
-            "objective": objective,
-            "epoch": epoch,
-            "dtype": dtype,
-            "rank": rank,
-        }
-        train_loss, train_parts = _run_epoch(
-            net,
-            train_loader,
-            loss_fn,
-            dev,
-            optimizer=optimizer,
-            grad_clip=grad_clip,
-            max_batches=tc.max_train_batches,
-            bar=bar,
-            scaler=scaler,
-            **common,
-        )
-        bar.close()
+        lr = float(state.optimizer.param_groups[0]["lr"])
+        train = _train_pass(
+            state, train_ds, tc, loss_fn, grad_clip=grad_clip, progress=progress,
+            loader_kw=loader_kw, passes=passes,
+        )  # fmt: skip
+        val = train
         if has_val:
-            val_loss, val_parts = _run_epoch(
-                net,
-                val_loader,
-                loss_fn,
-                dev,
-                optimizer=None,
-                grad_clip=None,
-                max_batches=None,
-                bar=None,
-                **common,
-            )
-        else:
-            val_loss, val_parts = train_loss, train_parts
-        scheduler.step(val_loss)
-
-        record: dict[str, float] = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-        }
-        record.update({f"train_{k}": v for k, v in train_parts.items()})
-        record.update({f"val_{k}": v for k, v in val_parts.items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.records.append(record)
-
-        if val_loss < history.best_val_loss:
-            history.best_val_loss, history.best_epoch, bad_epochs = float(val_loss), epoch, 0
-            if rank.is_main:
-                _atomic_torch_save(
-                    {
-                        "model": _unwrap(model).state_dict(),
-                        "epoch": epoch,
-                        "val_loss": float(val_loss),
-                    },
-                    best_path,
-                )
-        else:
-            bad_epochs += 1
-            if bad_epochs >= tc.early_stopping_patience:
-                history.stopped_early = epoch < n_epochs
-        rng_ranks = None
-        if rank.enabled:
-            rng_ranks = [None] * rank.world_size
-            torch.distributed.all_gather_object(rng_ranks, _rng_state())
-        if rank.is_main:
-            _atomic_torch_save(
-                {
-                    "model": _unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "rng_ranks": rng_ranks,
-                    "epoch": epoch,
-                    "bad_epochs": bad_epochs,
-                    "history": asdict(history),
-                    "seed": seed,
-                    "objective": objective,
-                    "run_key": None if run_key is None else dict(run_key),
-                },
-                last_path,
-            )
-            atomic.write_csv(csv_path, history.to_frame(), index=False)
-        epoch_bar.update(1)
-        epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", lr=f"{lr:.1e}")
-    epoch_bar.close()
+            val = _run_epoch(
+                state.net, val_loader, loss_fn, dev, epoch=state.epoch,
+                optimizer=None, grad_clip=None, max_batches=None, bar=None, **passes,
+            )  # fmt: skip
+        state.val_loss = val[0]
+        state.record = _epoch_record(state.epoch, lr, train, val, time.perf_counter() - t0)
+        for handler in handlers:
+            handler.epoch_completed(state)
     if rank.enabled:
         torch.distributed.barrier()  # rank 0's best.pt is complete before anyone reads it
-
-    if restore_best and best_path.is_file():
-        load_checkpoint(model, best_path, map_location=dev)
-    return history
+    for handler in handlers:
+        handler.completed(state)
+    return state.history
 
 
 # --------------------------------------------------------------------------------------------

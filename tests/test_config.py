@@ -64,7 +64,7 @@ def test_find_repo_root_from_a_subfolder(tmp_path: Path):
 
 def test_run_tag_is_the_one_rule_for_synthetic_and_real_folders(tmp_path: Path):
     assert config.run_tag("cpu", real=False) == "cpu"
-    assert config.run_tag(config.get_profile("smoke"), real=True) == "smoke-real"
+    assert config.run_tag(config.get_profile("smoke").name, real=True) == "smoke-real"
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "crlm_lib").mkdir()
     real = config.resolve_paths("cpu", data_dir=tmp_path / "tcia", root=tmp_path)

@@ -371,3 +371,31 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
     assert (tmp_path / "r" / "last.pt").read_bytes() == before  # nothing overwritten
     h = run(make_model(), data, tmp_path / "r", epochs=2, run_key=key)  # same key: resumes
     assert len(h.records) == 2
+
+
+def test_extra_handler_sees_every_event_in_order(data, tmp_path):
+    events: list[tuple[str, int]] = []
+
+    class Spy(T.Handler):
+        def started(self, state):
+            events.append(("started", state.epoch))
+
+        def epoch_completed(self, state):
+            # runs after the default handlers: the row is recorded and last.pt written
+            assert state.history.records[-1] is state.record
+            assert state.last_path.is_file()
+            events.append(("epoch", state.epoch))
+
+        def completed(self, state):
+            events.append(("completed", state.epoch))
+
+    prof = profile(max_train_batches=1)
+    handlers = T.default_handlers(prof.train, progress=False) + [Spy()]
+    h = run(make_model(), data, tmp_path, prof=prof, handlers=handlers)
+    assert events == [("started", 0), ("epoch", 1), ("epoch", 2), ("completed", 2)]
+    assert len(h.records) == 2
+    # without the Resume handler a second run starts afresh
+    events.clear()
+    handlers = [T.HistoryRecorder(), Spy()]
+    run(make_model(), data, tmp_path, prof=prof, handlers=handlers)
+    assert events[0] == ("started", 0)

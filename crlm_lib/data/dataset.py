@@ -33,7 +33,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from torch.utils.data import Dataset, default_collate
 
 from crlm_lib import metrics
-from crlm_lib.config import N_YEARS, Profile, get_profile
+from crlm_lib.config import N_YEARS, Profile
 from crlm_lib.data.augment import augment_sample
 from crlm_lib.data.preprocess import load_processed
 
@@ -110,7 +110,9 @@ class CRLMDataset(Dataset):
         Output of ``clinical.load_clinical`` (index = patient id).
     ids : sequence of str
         Patients of this dataset (order kept).
-    profile : Profile or str
+    profile : Profile
+        Resolved by the caller (``config.get_profile`` at the public entry); gives the
+        augmentation settings.
     augment : bool
         Apply the training augmentations (:mod:`crlm_lib.data.augment`); the per-item seed is
         drawn from torch's global RNG, so runs are reproducible under ``torch.manual_seed``.
@@ -137,7 +139,7 @@ class CRLMDataset(Dataset):
         processed_dir: str | Path,
         clinical_df: pd.DataFrame,
         ids: Sequence[str],
-        profile: Profile | str,
+        profile: Profile,
         augment: bool = False,
         clinical_reference_ids: Sequence[str] | None = None,
         feature_stats: dict[str, np.ndarray] | None = None,
@@ -146,7 +148,7 @@ class CRLMDataset(Dataset):
         from crlm_lib.data import clinical
 
         self.processed_dir = Path(processed_dir)
-        self.profile = get_profile(profile)
+        self.profile = profile
         self.ids = [str(i) for i in ids]
         self.augment = augment
         ref_ids = [str(i) for i in (clinical_reference_ids or self.ids)]

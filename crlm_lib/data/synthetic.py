@@ -130,9 +130,8 @@ REAL_COHORT_N, REAL_COHORT_DEATHS, REAL_COHORT_DFS_EVENTS = 197, 107, 138
 EVENT_FRACTION_TOLERANCE = 0.03
 #: Kanas et al. 2012: median OS after resection (years).
 KANAS_MEDIAN_OS_YEARS = 3.6
+#: Acceptance range of the fraction of patients with a recurrence (the calibration target 0.65).
 RECURRENCE_RANGE = (0.60, 0.70)
-
-SEGMENT_LABELS_FIXED = ("Liver", "Liver_Remnant", "Hepatic", "Portal")
 
 
 class SyntheticCohortError(RuntimeError):
@@ -447,7 +446,12 @@ def phi_values(out_dir: str | Path) -> list[str]:
 
 
 def sample_patient(seed: int, index: int) -> PatientSpec:
-    """Sample the clinical variables, anatomy and table row of patient ``index``."""
+    """Sample the clinical variables, anatomy and table row of patient ``index``.
+
+    Long on purpose: the draws from ``rng`` happen in this exact order, which fixes the cohort
+    of every seed (and the golden tests); one flat list of draws keeps that order visible,
+    where helpers would hide it.
+    """
     rng = np.random.default_rng([seed, index, 0])
     pid = patient_id(index)
     age = float(np.clip(rng.normal(61, 11), 30, 88))

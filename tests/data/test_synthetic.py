@@ -18,6 +18,8 @@ from crlm_lib.data.synthetic import (
     FONG_5Y_OS_CI,
     FONG_N,
     FONG_SCORE_SHARE,
+    KANAS_MEDIAN_OS_YEARS,
+    RECURRENCE_RANGE,
     SyntheticCohortError,
     calibration_summary,
     fong_1999_intervals,
@@ -185,6 +187,9 @@ def test_large_simulated_cohort_calibration():
     s0, s2, s3 = (cal.loc[f"5-year OS, Fong score {k}", "synthetic"] for k in (0, 2, 3))
     assert s0 > s2 > s3
     assert 2.8 <= cal.loc["median OS (years)", "synthetic"] <= 5.0
+    assert cal.loc["median OS (years)", "target"] == KANAS_MEDIAN_OS_YEARS
+    low, high = RECURRENCE_RANGE
+    assert low <= cal.loc["recurrence fraction", "synthetic"] <= high, cal
     assert cal.loc["recurrences within 2 years", "synthetic"] >= 0.65
     df = clin.set_index("Patient-ID").replace(-999, np.nan)
     y = outcomes(df)

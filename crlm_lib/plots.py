@@ -1,0 +1,499 @@
+"""Every figure of the project, in one module (matplotlib; seaborn theme for the report).
+
+Figures are for people: CT shown in a soft-tissue window with its unit, masks as coloured
+contours with a legend, axes named with units.
+
+- data side: :func:`plot_masks_overlay` (CT with the five masks), :func:`plot_learning_curves`,
+  :func:`plot_modality_agreement` (with :func:`read_histories`);
+- explanations: :func:`plot_yearly_montage` (Grad-CAM per year), :func:`plot_patient_curves`,
+  :func:`attention_over_years`, :func:`plot_shap_beeswarm`, :func:`plot_shap_bar`;
+- the per-patient report (:mod:`crlm_lib.report`): :func:`plot_curves_vs_cohort`,
+  :func:`plot_gradcam`, :func:`plot_shap`.
+
+``crlm_lib.figures`` and ``crlm_lib.explain`` re-export their former names from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+
+from crlm_lib.config import MASK_NAMES, N_YEARS
+
+if TYPE_CHECKING:
+    from crlm_lib.report import PatientReport
+
+__all__ = [
+    "MASK_STYLE",
+    "attention_over_years",
+    "heatmap_slice",
+    "most_tumour_slice",
+    "plot_curves_vs_cohort",
+    "plot_gradcam",
+    "plot_learning_curves",
+    "plot_masks_overlay",
+    "plot_modality_agreement",
+    "plot_patient_curves",
+    "plot_shap",
+    "plot_shap_bar",
+    "plot_shap_beeswarm",
+    "plot_yearly_montage",
+    "read_histories",
+]
+
+#: Display names and colours of the five masks, in ``MASK_NAMES`` order.
+MASK_STYLE: dict[str, tuple[str, str]] = {
+    "liver": ("liver", "#f2c14e"),
+    "remnant": ("future liver remnant", "#5fad56"),
+    "hepatic": ("hepatic veins", "#4d9de0"),
+    "portal": ("portal veins", "#e15554"),
+    "tumour": ("tumours", "#b04fc1"),
+}
+
+
+def most_tumour_slice(masks: Sequence[np.ndarray] | np.ndarray) -> int:
+    """Index along z of the slice with the most tumour voxels (the liver's centre if none).
+
+    ``masks`` is ``[K, Z, Y, X]`` in ``MASK_NAMES`` order.
+    """
+    tumour = np.asarray(masks[MASK_NAMES.index("tumour")])
+    per_slice = tumour.reshape(tumour.shape[0], -1).sum(1)
+    if per_slice.max() > 0:
+        return int(per_slice.argmax())
+    liver = np.asarray(masks[MASK_NAMES.index("liver")])
+    z = np.nonzero(liver.reshape(liver.shape[0], -1).any(1))[0]
+    return int(z[len(z) // 2]) if len(z) else tumour.shape[0] // 2
+
+
+def plot_masks_overlay(
+    ct: np.ndarray,
+    masks: Sequence[np.ndarray] | np.ndarray,
+    *,
+    slice_index: int | None = None,
+    title: str = "",
+    hu: bool = True,
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
+    """One axial CT slice with the five masks as contours.
+
+    Parameters
+    ----------
+    ct : ndarray [Z, Y, X]
+        HU (``hu=True``, shown in a soft-tissue window -160..240 HU) or preprocessed values in
+        [-1, 1] (``hu=False``).
+    masks : sequence of 5 arrays [Z, Y, X]
+        In ``MASK_NAMES`` order (liver, remnant, hepatic, portal, tumour).
+    slice_index : int, optional
+        Axial slice; default the slice with the most tumour.
+    """
+    masks = [np.asarray(m) > 0 for m in masks]
+    z = most_tumour_slice(masks) if slice_index is None else slice_index
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    else:
+        fig = ax.figure
+    if hu:
+        im = ax.imshow(ct[z], cmap="gray", vmin=-160, vmax=240)
+        label = "HU"
+    else:
+        im = ax.imshow(ct[z], cmap="gray", vmin=-1, vmax=1)
+        label = "preprocessed intensity"
+    handles = []
+    for name, m in zip(MASK_NAMES, masks, strict=True):
+        text, colour = MASK_STYLE[name]
+        if m[z].any():
+            ax.contour(m[z].astype(float), levels=[0.5], colors=[colour], linewidths=1.2)
+        handles.append(Line2D([], [], color=colour, label=text))
+    ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.7)
+    ax.set_title(f"{title}\naxial slice {z} of {ct.shape[0]}", fontsize=9)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    return fig
+
+
+def plot_learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Training and validation loss per epoch, plus the learning rate (log scale).
+
+    ``history`` is ``train.fit``'s ``history.csv`` (columns ``epoch``, ``train_loss``,
+    ``val_loss``, ``lr``).
+    """
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax.plot(history["epoch"], history["train_loss"], marker="o", label="training")
+    ax.plot(history["epoch"], history["val_loss"], marker="s", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (weighted multi-task)")
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    ax_lr.plot(history["epoch"], history["lr"], marker=".", color="grey")
+    ax_lr.set_yscale("log")
+    ax_lr.set_xlabel("epoch")
+    ax_lr.set_ylabel("learning rate")
+    fig.tight_layout()
+    return fig
+
+
+def read_histories(
+    runs_dir: str | Path,
+    keys: Sequence[str],
+    seed: int = 0,
+    protocol: str = "paper_split",
+) -> dict[str, pd.DataFrame]:
+    """``history.csv`` of the papers'-split runs ``keys`` (those that exist), by key.
+
+    Runs live in ``<runs_dir>/<protocol>/seed<seed>/<key>/`` (``evaluate.run_paper_protocol``).
+    """
+    out = {}
+    for key in keys:
+        path = Path(runs_dir) / protocol / f"seed{seed}" / key / "history.csv"
+        if path.is_file():
+            out[key] = pd.read_csv(path)
+    return out
+
+
+def plot_modality_agreement(histories: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """Cosine agreement of the embeddings per epoch, training and validation.
+
+    Left: ``cos(h_img, h_recon)`` (image vs reconstruction branch; STAR's alignment divides by
+    it); right: ``cos(h_img, h_clin)`` (what the alignment loss raises). Both are batch means
+    of the raw cosines, logged by ``train.fit`` from the model's ``aux["monitor"]`` (columns
+    ``train_cos_img_recon``, ``val_cos_img_recon``, ...). A value pinned at -1 is the collapse
+    of the published STAR gradient (``losses.star_alignment_loss``).
+
+    Parameters
+    ----------
+    histories : dict
+        Run label -> ``history.csv`` frame (:func:`read_histories`).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    columns = (("cos_img_recon", "cos(h_img, h_recon)"), ("cos_img_clin", "cos(h_img, h_clin)"))
+    for ax, (col, label) in zip(axes, columns, strict=True):
+        for i, (key, hist) in enumerate(histories.items()):
+            colour = f"C{i}"
+            for split, style in (("train", "-o"), ("val", "--s")):
+                name = f"{split}_{col}"
+                if name in hist:
+                    ax.plot(hist["epoch"], hist[name], style, color=colour,
+                            label=f"{key} ({'training' if split == 'train' else 'validation'})")  # fmt: skip
+        ax.axhline(0.0, color="grey", lw=0.6)
+        ax.set_ylim(-1.05, 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{label} (batch mean)")
+        if ax.lines[1:]:
+            ax.legend(fontsize=7)
+    axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# explanations
+# --------------------------------------------------------------------------------------------
+
+
+def heatmap_slice(masks: np.ndarray | None, heatmaps: np.ndarray, empty: int) -> int:
+    """Axial slice to show a heatmap on: the most tumour (``masks[4]``), else the most liver
+    (``masks[0]``), else the most heat, else ``empty``. ``masks`` ``[5, D, H, W]``,
+    ``heatmaps`` ``[Y, D, H, W]``."""
+    if masks is not None and masks[4].any():
+        return int(np.argmax(masks[4].reshape(masks.shape[1], -1).sum(1)))
+    if masks is not None and masks[0].any():
+        return int(np.argmax(masks[0].reshape(masks.shape[1], -1).sum(1)))
+    if heatmaps.any():
+        return int(np.argmax(heatmaps.sum(axis=(0, 2, 3))))
+    return empty
+
+
+def plot_yearly_montage(
+    ct: np.ndarray,
+    heatmaps: np.ndarray,
+    masks: np.ndarray | None = None,
+    slice_index: int | None = None,
+    title: str = "Grad-CAM per postoperative year",
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    vmax: float | None = None,
+):
+    """Montage of the yearly maps over one axial CT slice: 3 x 4 panels (years 1-12).
+
+    Parameters
+    ----------
+    ct : np.ndarray
+        ``[D, H, W]`` (or ``[1, D, H, W]``) in [-1, 1] (the preprocessed grid), shown in grey.
+    heatmaps : np.ndarray
+        ``[Y, D, H, W]`` from :func:`yearly_gradcam` (``Y`` <= 12 years; year labels 1..Y).
+    masks : np.ndarray, optional
+        ``[5, D, H, W]`` in ``MASK_NAMES`` order. Selects the default slice (the one with the
+        most tumour voxels, ``masks[4]``) and draws the liver outline.
+    slice_index : int, optional
+        Axial slice shown; default: most tumour, else most liver, else most heat, else middle.
+    vmax : float, optional
+        Top of the colour scale (default: the largest value of ``heatmaps``, 1 after shared
+        normalisation). One scale for every panel, so the colours compare across years.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Figure with ``Y`` image axes and one colour-bar axis ("Grad-CAM (normalised)").
+    """
+    ct = np.asarray(ct)
+    ct = ct[0] if ct.ndim == 4 else ct
+    heatmaps = np.asarray(heatmaps)
+    n_years = heatmaps.shape[0]
+    if slice_index is None:
+        slice_index = heatmap_slice(masks, heatmaps, empty=ct.shape[0] // 2)
+    top = float(vmax) if vmax is not None else max(float(heatmaps.max()), 1e-12)
+    n_cols = 4
+    n_rows = int(np.ceil(n_years / n_cols))
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows + 0.6), squeeze=False
+    )
+    image = None
+    for i, ax in enumerate(axes.ravel()):
+        if i >= n_years:
+            fig.delaxes(ax)
+            continue
+        ax.imshow(ct[slice_index], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+        heat = np.ma.masked_less_equal(heatmaps[i, slice_index], 0.0)
+        image = ax.imshow(heat, cmap=cmap, vmin=0.0, vmax=top, alpha=alpha)
+        if masks is not None and masks[0, slice_index].any():
+            ax.contour(masks[0, slice_index], levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(f"Year {i + 1}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    used = [ax for ax in axes.ravel()[:n_years]]
+    cbar = fig.colorbar(image, ax=used, shrink=0.8, pad=0.02)
+    cbar.set_label("Grad-CAM (normalised)")
+    fig.suptitle(f"{title} (axial slice {slice_index})")
+    return fig
+
+
+def plot_patient_curves(
+    pred_row: Mapping[str, Any],
+    recurrence_outcome: str = "dfs",
+    survival_outcome: str = "os",
+    title: str | None = None,
+):
+    """Per-patient strip: predicted recurrence by year and predicted survival S(t).
+
+    Left panel: ``rec_p{k}`` (model's sigmoid for "recurrence by the end of year k") at
+    ``t = k`` years; these come from 12 independent sigmoids and are shown as predicted (not
+    forced to be monotone). Right panel: ``S(t) = 1 - sum_{j <= t} surv_p{j}`` at
+    ``t = 0..12`` years, from the softmax pmf over yearly death bins (``S(0) = 1``).
+    Observed outcomes (``{dfs,os}_years``, ``{dfs,os}_event``) are marked: an event as a
+    vertical line with a filled marker, censoring as a ``+`` (follow-up ended without event).
+
+    Parameters
+    ----------
+    pred_row : mapping / pandas Series
+        One row of ``train.predict`` (``rec_p1..12``, ``surv_p1..12``, outcomes, ``patient_id``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes, x-axis "Years after resection".
+    """
+    rec = np.array([float(pred_row[f"rec_p{k}"]) for k in range(1, N_YEARS + 1)])
+    pmf = np.array([float(pred_row[f"surv_p{k}"]) for k in range(1, N_YEARS + 1)])
+    surv = np.concatenate([[1.0], 1.0 - np.cumsum(pmf)]).clip(0.0, 1.0)
+    years = np.arange(1, N_YEARS + 1)
+    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
+    ax_r.plot(years, rec, "o-", color="tab:red", label="predicted")
+    ax_r.set_ylabel("Predicted probability of recurrence\nby end of year")
+    ax_r.set_title("Recurrence")
+    ax_s.step(np.arange(0, N_YEARS + 1), surv, where="post", color="tab:blue", label="predicted")
+    ax_s.set_ylabel("Predicted survival S(t)")
+    ax_s.set_title("Overall survival")
+    for ax, prefix, curve_x, curve_y in (
+        (ax_r, recurrence_outcome, years, rec),
+        (ax_s, survival_outcome, np.arange(0, N_YEARS + 1), surv),
+    ):
+        t_obs = pred_row.get(f"{prefix}_years") if hasattr(pred_row, "get") else None
+        event = pred_row.get(f"{prefix}_event") if hasattr(pred_row, "get") else None
+        if t_obs is not None and np.isfinite(float(t_obs)):
+            t_obs = float(t_obs)
+            y_at = float(np.interp(t_obs, curve_x, curve_y))
+            if event is not None and float(event) > 0:
+                ax.axvline(t_obs, color="black", ls="--", lw=1)
+                ax.plot([t_obs], [y_at], "kv", ms=8, label=f"event observed ({t_obs:.1f} y)")
+            else:
+                ax.plot([t_obs], [y_at], "k+", ms=12, mew=2, label=f"censored ({t_obs:.1f} y)")
+        ax.set_xlabel("Years after resection")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(0, N_YEARS + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    pid = pred_row.get("patient_id") if hasattr(pred_row, "get") else None
+    fig.suptitle(title or (f"Patient {pid}" if pid is not None else "Patient"))
+    fig.tight_layout()
+    return fig
+
+
+def attention_over_years(
+    attention: Any,
+    prefix: str = "att_",
+    ax=None,
+    title: str = "Attention over virtual years",
+):
+    """Mean +/- SD of the temporal attention weight of each virtual year across patients.
+
+    Parameters
+    ----------
+    attention : array ``[N, 12]`` or pandas DataFrame
+        ``aux["attention"]`` stacked over patients, or a predictions table with columns
+        ``{prefix}1 .. {prefix}12`` (default ``att_1..att_12``, as ``train.predict`` writes).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axis; the dashed line is the uniform weight 1/12.
+    """
+    if hasattr(attention, "columns"):
+        cols = [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
+        missing = [c for c in cols if c not in attention.columns]
+        if missing:
+            from crlm_lib.explain._common import ExplainError  # lazy: explain imports plots
+
+            raise ExplainError(f"attention table lacks columns {missing}")
+        arr = attention[cols].to_numpy(dtype=float)
+    else:
+        arr = np.asarray(attention.detach().cpu() if isinstance(attention, Tensor) else attention)
+        arr = arr.astype(float).reshape(-1, arr.shape[-1])
+    mean, sd = arr.mean(axis=0), arr.std(axis=0, ddof=1 if arr.shape[0] > 1 else 0)
+    x = np.arange(1, arr.shape[1] + 1)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+    else:
+        fig = ax.figure
+    ax.errorbar(x, mean, yerr=sd, fmt="o-", capsize=3, label=f"mean ± SD (N = {arr.shape[0]})")
+    ax.axhline(1.0 / arr.shape[1], color="gray", ls="--", lw=1, label="uniform (1/12)")
+    ax.set_xticks(x)
+    ax.set_xlabel("Virtual year (timestamp)")
+    ax.set_ylabel("Attention weight")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _shap_figure(expl, max_display: int, title: str | None, xlabel: str, draw) -> plt.Figure:
+    """One axis sized for ``max_display`` features, drawn by ``draw(ax)`` (a ``shap.plots``
+    function), with ``xlabel`` and ``title``."""
+    fig, ax = plt.subplots(figsize=(7, 0.35 * min(max_display, expl.values.shape[1]) + 1.8))
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_shap_beeswarm(expl, max_display: int = 15, title: str | None = None):
+    """shap's beeswarm of the clinical SHAP values (one dot per patient and feature).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import shap
+
+    def draw(ax):
+        shap.plots.beeswarm(expl, max_display=max_display, show=False, ax=ax, plot_size=None)
+
+    return _shap_figure(expl, max_display, title, "SHAP value (change in predicted risk)", draw)
+
+
+def plot_shap_bar(expl, max_display: int = 15, title: str | None = None):
+    """Mean |SHAP| per clinical feature (global importance, as STAR's Figure 4).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import shap
+
+    def draw(ax):
+        shap.plots.bar(expl, max_display=max_display, show=False, ax=ax)
+
+    xlabel = "mean |SHAP value| (average impact on predicted risk)"
+    return _shap_figure(expl, max_display, title, xlabel, draw)
+
+
+# --------------------------------------------------------------------------------------------
+# the per-patient report
+# --------------------------------------------------------------------------------------------
+
+
+def _theme():
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid")
+
+
+def plot_curves_vs_cohort(report: PatientReport):
+    """Patient curves with 95% bands (left OS, right recurrence-free) beside the training KM."""
+    _theme()
+    years = np.arange(0, N_YEARS + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, curve, head, title in (
+        (axes[0], report.surv, "os", "Overall survival"),
+        (axes[1], report.rfs, "dfs", "Recurrence-free (disease-free) survival"),
+    ):
+        full = np.concatenate([np.ones((3, 1)), np.asarray(curve)], axis=1)
+        ax.step(years, full[0], where="post", color="tab:red", lw=2, label="this patient")
+        ax.fill_between(years, full[1], full[2], step="post", color="tab:red", alpha=0.2,
+                        label="95% band (ensemble)")  # fmt: skip
+        km = (report.reference.get("km") or {}).get(head)
+        if km:
+            n = report.reference.get("n", "?")
+            ax.step(km["years"], km["estimate"], where="post", color="0.3", ls="--",
+                    label=f"training cohort KM (n={n})")  # fmt: skip
+            ax.fill_between(km["years"], km["lower"], km["upper"], step="post", color="0.5",
+                            alpha=0.15)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("Years after liver resection")
+        ax.set_xlim(0, N_YEARS)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="lower left")
+    axes[0].set_ylabel("Probability")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gradcam(report: PatientReport):
+    """Year-by-year Grad-CAM montage with liver (cyan) and tumour (lime) outlines."""
+    heat = np.asarray(report.heatmaps)
+    z = heatmap_slice(report.masks, heat, empty=0)
+    fig = plot_yearly_montage(
+        report.ct, heat, report.masks, slice_index=z, title="Grad-CAM of the recurrence risk"
+    )
+    if report.masks is not None and report.masks[4, z].any():
+        for ax in fig.axes[: heat.shape[0]]:
+            ax.contour(report.masks[4, z], levels=[0.5], colors="lime", linewidths=0.8)
+    return fig
+
+
+def plot_shap(report: PatientReport, max_display: int = 12):
+    """Horizontal bars of the patient's SHAP values, largest magnitude first."""
+    _theme()
+    items = sorted((report.shap_values or {}).items(), key=lambda kv: -abs(kv[1]))[:max_display]
+    names = [k for k, _ in items][::-1]
+    vals = np.array([v for _, v in items][::-1], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(items), 3) + 1.2))
+    colours = ["tab:red" if v > 0 else "tab:blue" for v in vals]
+    ax.barh(names, vals, color=colours)
+    ax.axvline(0, color="0.2", lw=0.8)
+    ax.set_xlabel(f"SHAP value (change of the {report.shap_output})")
+    ax.set_title("Clinical factors: red raises, blue lowers the predicted risk")
+    fig.tight_layout()
+    return fig
