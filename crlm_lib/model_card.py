@@ -87,7 +87,7 @@ def _cv_metrics(results_dir: Path | None) -> list[str]:
 
 def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None) -> str:
     """The Markdown model card of ``run_dir`` (numbers read from its files, see module doc)."""
-    from crlm_lib.evaluate import LABELS
+    from crlm_lib.evaluation import LABELS
 
     run_dir = Path(run_dir)
     rec_path = run_dir / "run.json"

@@ -1,4 +1,4 @@
-"""Tests of crlm_lib.evaluate: bootstrap coverage, paired comparison, protocols on a simulated
+"""Tests of crlm_lib.evaluation: bootstrap coverage, paired comparison, protocols on a simulated
 clinical-only cohort (anchors + oracle), calibration, Kaplan–Meier by risk, published numbers."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from crlm_lib import evaluate as ev
+from crlm_lib import evaluation as ev
 from crlm_lib import metrics as M
 from crlm_lib.config import N_YEARS, get_profile
 from crlm_lib.data.clinical import PREDICTORS
+from crlm_lib.evaluation import protocols, runs
 from crlm_lib.models.clinical import SURV_COLS, frame_from_curves
 
 YEARS = np.arange(1, N_YEARS + 1)
@@ -63,8 +64,8 @@ def fake_paper_split(ids, events, seed):
 @pytest.fixture
 def splits(monkeypatch):
     """Stand-ins for data.dataset's split functions (the protocol logic is what is tested)."""
-    monkeypatch.setattr(ev, "cv_split_ids", fake_cv_splits)
-    monkeypatch.setattr(ev, "paper_split_ids", fake_paper_split)
+    monkeypatch.setattr(protocols, "cv_split_ids", fake_cv_splits)
+    monkeypatch.setattr(protocols, "paper_split_ids", fake_paper_split)
 
 
 def oracle_frame(cohort: ev.Cohort) -> pd.DataFrame:
@@ -145,7 +146,7 @@ def test_cv_protocol_anchors_oracle_last_and_resumable(splits, tmp_path, monkeyp
     def boom(*a, **k):
         raise AssertionError("refitted a cached fold")
 
-    monkeypatch.setattr(ev, "fit_predict_anchor", boom)
+    monkeypatch.setattr(runs, "fit_predict_anchor", boom)
     again = ev.run_cv_protocol([], cohort, prof, **kw)
     pd.testing.assert_frame_equal(res.tidy, again.tidy)
 
@@ -246,7 +247,7 @@ def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
 
 
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
-    from crlm_lib.evaluate import ABLATION_ROWS
+    from crlm_lib.evaluation import ABLATION_ROWS
     from crlm_lib.models import build_model
 
     specs = {key: spec for key, _, spec, _ in ABLATION_ROWS}
