@@ -16,10 +16,11 @@ This module turns those probabilities into
    :func:`survival_curve`, :func:`recurrence_free_curve`) and the censoring-aware metrics of
    the field computed by scikit-survival (:func:`survival_metrics`: Harrell's and Uno's
    C-index, integrated Brier score, cumulative/dynamic AUC);
-3. uncertainty: patient-level percentile bootstrap (:func:`bootstrap_ci`,
-   :func:`paired_bootstrap_diff`);
-4. :func:`all_metrics`, everything at once for one ``Predictions`` table written by
+3. :func:`all_metrics`, everything at once for one ``Predictions`` table written by
    :func:`crlm_lib.train.predict`.
+
+Uncertainty (the patient-level percentile bootstrap of one metric or of every metric of a
+protocol) lives in :mod:`crlm_lib.evaluation.bootstrap`, the library's one bootstrap engine.
 
 Functions take **probabilities** (numpy); :func:`softmax` and :func:`sigmoid` convert logits.
 All times are in **years** (the papers convert months to years, 4D-ACFNet section 4.1).
@@ -29,8 +30,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,6 @@ RULES: tuple[str, ...] = ("argmax", "median")
 __all__ = [
     "HORIZON_YEARS",
     "MetricWarning",
-    "BootstrapResult",
     "softmax",
     "sigmoid",
     "year_bin",
@@ -69,8 +69,6 @@ __all__ = [
     "survival_curve",
     "recurrence_free_curve",
     "survival_metrics",
-    "bootstrap_ci",
-    "paired_bootstrap_diff",
     "prob_columns",
     "all_metrics",
 ]
@@ -78,14 +76,6 @@ __all__ = [
 
 class MetricWarning(UserWarning):
     """A metric could not be estimated on these data and was returned as NaN."""
-
-
-class BootstrapResult(NamedTuple):
-    """Point estimate on all patients and percentile bootstrap interval ``[low, high]``."""
-
-    estimate: float
-    low: float
-    high: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,149 +592,6 @@ def survival_metrics(
 
 def _h(h: float) -> str:
     return str(int(h)) if float(h).is_integer() else str(h).replace(".", "p")
-
-
-# --------------------------------------------------------------------------------------------
-# bootstrap
-# --------------------------------------------------------------------------------------------
-
-
-def _canonical_order(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """A row order that depends only on row contents, so results ignore patient order.
-
-    Rows are sorted lexicographically on every column of every array; rows that tie are
-    identical in every array, hence interchangeable.
-    """
-    keys: list[np.ndarray] = []
-    for a in arrays:
-        arr = np.asarray(a)
-        if arr.dtype.kind in "OUS":
-            arr = np.unique(arr.astype(str), return_inverse=True)[1].reshape(arr.shape)
-        arr = arr.reshape(arr.shape[0], -1)
-        keys.extend(arr[:, j] for j in range(arr.shape[1]))
-    return np.lexsort(keys[::-1])
-
-
-def _check_rows(arrays: Sequence[np.ndarray]) -> int:
-    if not arrays:
-        raise ValueError("give at least one array")
-    n = {len(a) for a in arrays}
-    if len(n) != 1:
-        raise ValueError(f"arrays must have the same number of rows (patients), got {sorted(n)}")
-    return n.pop()
-
-
-def _percentile(values: np.ndarray, estimate: float, alpha: float, what: str) -> BootstrapResult:
-    finite = values[np.isfinite(values)]
-    if finite.size < 0.5 * values.size or finite.size == 0:
-        warnings.warn(
-            f"{what}: only {finite.size}/{values.size} bootstrap replicates are finite; "
-            "interval is NaN",
-            MetricWarning,
-            stacklevel=3,
-        )
-        return BootstrapResult(float(estimate), math.nan, math.nan)
-    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return BootstrapResult(float(estimate), float(low), float(high))
-
-
-def bootstrap_ci(
-    metric_fn: Callable[..., float],
-    *arrays: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> BootstrapResult:
-    """Percentile bootstrap confidence interval of a metric over patients.
-
-    Rows (patients) are resampled with replacement, jointly across ``arrays``, ``n_boot``
-    times; the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the replicate
-    metrics (Efron & Tibshirani 1993, ch. 13). Replicates where the metric is NaN (e.g. no
-    comparable pairs) are dropped; if more than half are, the interval is NaN with a warning.
-    Rows are first put in a content-defined order, so the result does not depend on the order
-    of the patients.
-
-    Parameters
-    ----------
-    metric_fn : callable
-        ``metric_fn(*arrays_resampled) -> float``.
-    *arrays : arrays with the same first dimension ``N``.
-    n_boot : int
-        Replicates (``profile.eval.bootstrap``).
-    seed : int
-    alpha : float
-        1 - confidence level.
-
-    Returns
-    -------
-    BootstrapResult
-        ``(estimate, low, high)``; ``estimate = metric_fn(*arrays)`` on all patients.
-
-    Examples
-    --------
-    >>> x = np.arange(50.0)
-    >>> est, low, high = bootstrap_ci(np.mean, x, n_boot=200, seed=0)
-    >>> bool(low < est < high)
-    True
-    """
-    n = _check_rows(arrays)
-    order = _canonical_order(arrays)
-    arrs = [np.asarray(a)[order] for a in arrays]
-    estimate = float(metric_fn(*arrs))
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for b in range(n_boot):
-            idx = rng.integers(0, n, n)
-            values[b] = metric_fn(*(a[idx] for a in arrs))
-    return _percentile(values, estimate, alpha, getattr(metric_fn, "__name__", "metric"))
-
-
-def paired_bootstrap_diff(
-    metric_fn: Callable[..., float],
-    a_pred: np.ndarray,
-    b_pred: np.ndarray,
-    *truth: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> BootstrapResult:
-    """Paired percentile bootstrap of ``metric(a) - metric(b)`` on the same patients.
-
-    Each replicate draws one set of patients and evaluates both models on it, so the
-    between-patient variability common to both cancels. The interval excluding 0 marks a
-    difference at level ``alpha``. Invariant to the order of the patients (rows are put in a
-    content-defined order first).
-
-    Parameters
-    ----------
-    metric_fn : callable
-        ``metric_fn(pred, *truth) -> float``.
-    a_pred, b_pred : arrays ``[N, ...]``
-        Predictions of models A and B for the same patients, same row order.
-    *truth : arrays ``[N, ...]``
-        Ground truth (e.g. times and events).
-
-    Returns
-    -------
-    BootstrapResult
-        ``(metric(a) - metric(b), low, high)``.
-    """
-    arrays = (a_pred, b_pred, *truth)
-    n = _check_rows(arrays)
-    order = _canonical_order(arrays)
-    a, b, *tr = (np.asarray(x)[order] for x in arrays)
-    estimate = float(metric_fn(a, *tr) - metric_fn(b, *tr))
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for i in range(n_boot):
-            idx = rng.integers(0, n, n)
-            t_idx = [x[idx] for x in tr]
-            values[i] = metric_fn(a[idx], *t_idx) - metric_fn(b[idx], *t_idx)
-    return _percentile(values, estimate, alpha, "paired difference")
 
 
 # --------------------------------------------------------------------------------------------

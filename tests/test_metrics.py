@@ -13,6 +13,7 @@ from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integ
 from sksurv.util import Surv
 
 from crlm_lib import metrics as M
+from crlm_lib.evaluation import bootstrap as B
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def test_bootstrap_coverage_of_a_mean():
     reps = 200
     for r in range(reps):
         x = rng.normal(loc=1.0, size=50)
-        _, low, high = M.bootstrap_ci(np.mean, x, n_boot=200, seed=r)
+        _, low, high = B.bootstrap_ci(np.mean, x, n_boot=200, seed=r)
         hits += low <= 1.0 <= high
     assert 0.88 <= hits / reps <= 0.99
 
@@ -259,10 +260,10 @@ def test_bootstrap_coverage_of_a_mean():
 def test_bootstrap_joint_rows_and_estimate():
     x = np.arange(30.0)
     y = 2 * x
-    est, low, high = M.bootstrap_ci(lambda a, b: float(np.mean(b - 2 * a)), x, y, n_boot=50)
+    est, low, high = B.bootstrap_ci(lambda a, b: float(np.mean(b - 2 * a)), x, y, n_boot=50)
     assert (est, low, high) == (0.0, 0.0, 0.0)  # rows resampled jointly keep y = 2x
     with pytest.raises(ValueError, match="rows"):
-        M.bootstrap_ci(np.mean, x, y[:-1])
+        B.bootstrap_ci(np.mean, x, y[:-1])
 
 
 def test_paired_diff_order_invariance_and_sign(censored_cohort):
@@ -276,15 +277,15 @@ def test_paired_diff_order_invariance_and_sign(censored_cohort):
     def cidx(risk, t, e):
         return float(concordance_index(t, -risk, e))
 
-    res = M.paired_bootstrap_diff(cidx, good, bad, time, event, n_boot=100, seed=3)
+    res = B.paired_bootstrap_diff(cidx, good, bad, time, event, n_boot=100, seed=3)
     perm = np.random.default_rng(9).permutation(time.size)
-    res_perm = M.paired_bootstrap_diff(
+    res_perm = B.paired_bootstrap_diff(
         cidx, good[perm], bad[perm], time[perm], event[perm], n_boot=100, seed=3
     )
     assert res == res_perm
     assert res.low > 0  # the informative model is better
     assert res.estimate == pytest.approx(cidx(good, time, event) - cidx(bad, time, event))
-    assert M.bootstrap_ci(np.mean, time, n_boot=20) == M.bootstrap_ci(
+    assert B.bootstrap_ci(np.mean, time, n_boot=20) == B.bootstrap_ci(
         np.mean, time[perm], n_boot=20
     )
     assert harrell(good, time, event) == pytest.approx(cidx(good, time, event))

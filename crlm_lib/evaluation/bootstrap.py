@@ -28,14 +28,70 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from crlm_lib.evaluation._common import EvaluationError
+from crlm_lib.metrics import MetricWarning
+
+# --------------------------------------------------------------------------------------------
+# the engine: patient draws and percentile intervals (every bootstrap of the library)
+# --------------------------------------------------------------------------------------------
+
+
+class BootstrapResult(NamedTuple):
+    """Point estimate on all patients and percentile bootstrap interval ``[low, high]``."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+def draws(n_patients: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The ``n_boot`` patient draws of a bootstrap: indices ``[n_patients]`` drawn with
+    replacement, from ``numpy.random.default_rng(seed)``.
+
+    Every bootstrap of the library draws through here, so the same seed gives the same
+    patients to :func:`bootstrap_scores`, :func:`paired_difference`, :func:`bootstrap_ci` and
+    :func:`paired_bootstrap_diff`.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n_patients, n_patients)
+
+
+def percentile_interval(
+    values: np.ndarray, alpha: float, what: str | None = None
+) -> tuple[float, float]:
+    """Percentile interval ``[alpha/2, 1 - alpha/2]`` of the finite replicate values.
+
+    Replicates where the metric is NaN (no comparable pairs, no events...) are dropped; when
+    more than half of them are (or none is finite) the interval is NaN, with a
+    :class:`~crlm_lib.metrics.MetricWarning` naming ``what`` when ``what`` is given
+    (Efron & Tibshirani 1993, ch. 13).
+    """
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size < 0.5 * values.size or finite.size == 0:
+        if what is not None:
+            warnings.warn(
+                f"{what}: only {finite.size}/{values.size} bootstrap replicates are finite; "
+                "interval is NaN",
+                MetricWarning,
+                stacklevel=3,
+            )
+        return math.nan, math.nan
+    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------------
+# every metric of a protocol's Predictions frames
+# --------------------------------------------------------------------------------------------
 
 MetricFn = Callable[[pd.DataFrame, pd.DataFrame], dict[str, float]]
 
@@ -146,22 +202,14 @@ def bootstrap_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = value(None)
-        rng = np.random.default_rng(seed)
-        reps = []
-        it = range(n_boot)
+        it = draws(len(ids), n_boot, seed)
         if desc:
-            it = tqdm(it, desc=desc, leave=False)
-        for _ in it:
-            reps.append(value(rng.integers(0, len(ids), len(ids))))
+            it = tqdm(it, total=n_boot, desc=desc, leave=False)
+        reps = [value(index) for index in it]
     rows = []
     for k, e in est.items():
-        v = np.array([r.get(k, math.nan) for r in reps], dtype=float)
-        fin = v[np.isfinite(v)]
-        if n_boot and fin.size >= 0.5 * n_boot and fin.size > 0:
-            low, high = np.quantile(fin, [alpha / 2, 1 - alpha / 2])
-        else:
-            low = high = math.nan
-        rows.append({"metric": k, "estimate": e, "low": float(low), "high": float(high)})
+        low, high = percentile_interval([r.get(k, math.nan) for r in reps], alpha)
+        rows.append({"metric": k, "estimate": e, "low": low, "high": high})
     out = pd.DataFrame(rows)
     out["n_boot"] = n_boot
     return out
@@ -192,4 +240,130 @@ def paired_difference(
     return bootstrap_scores(
         a, train_outcomes, n_boot, seed, alpha, metric_fn=metric_fn, baseline_by_repeat=b,
         cache=cache,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# one metric of arrays (patients in rows)
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical_order(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """A row order that depends only on row contents, so results ignore patient order.
+
+    Rows are sorted lexicographically on every column of every array; rows that tie are
+    identical in every array, hence interchangeable.
+    """
+    keys: list[np.ndarray] = []
+    for a in arrays:
+        arr = np.asarray(a)
+        if arr.dtype.kind in "OUS":
+            arr = np.unique(arr.astype(str), return_inverse=True)[1].reshape(arr.shape)
+        arr = arr.reshape(arr.shape[0], -1)
+        keys.extend(arr[:, j] for j in range(arr.shape[1]))
+    return np.lexsort(keys[::-1])
+
+
+def _check_rows(arrays: Sequence[np.ndarray]) -> int:
+    if not arrays:
+        raise ValueError("give at least one array")
+    n = {len(a) for a in arrays}
+    if len(n) != 1:
+        raise ValueError(f"arrays must have the same number of rows (patients), got {sorted(n)}")
+    return n.pop()
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    what: str | None = None,
+) -> BootstrapResult:
+    """Percentile bootstrap confidence interval of a metric over patients.
+
+    Rows (patients) are resampled with replacement, jointly across ``arrays``, ``n_boot``
+    times (:func:`draws`); the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of
+    the replicate metrics (:func:`percentile_interval`; Efron & Tibshirani 1993, ch. 13).
+    Replicates where the metric is NaN (e.g. no comparable pairs) are dropped; if more than
+    half are, the interval is NaN with a warning. Rows are first put in a content-defined
+    order, so the result does not depend on the order of the patients.
+
+    Parameters
+    ----------
+    metric_fn : callable
+        ``metric_fn(*arrays_resampled) -> float``.
+    *arrays : arrays with the same first dimension ``N``.
+    n_boot : int
+        Replicates (``profile.eval.bootstrap``).
+    seed : int
+    alpha : float
+        1 - confidence level.
+    what : str, optional
+        Name in the warning (default ``metric_fn.__name__``).
+
+    Returns
+    -------
+    BootstrapResult
+        ``(estimate, low, high)``; ``estimate = metric_fn(*arrays)`` on all patients.
+
+    Examples
+    --------
+    >>> x = np.arange(50.0)
+    >>> est, low, high = bootstrap_ci(np.mean, x, n_boot=200, seed=0)
+    >>> bool(low < est < high)
+    True
+    """
+    n = _check_rows(arrays)
+    order = _canonical_order(arrays)
+    arrs = [np.asarray(a)[order] for a in arrays]
+    estimate = float(metric_fn(*arrs))
+    values = np.empty(n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        for b, idx in enumerate(draws(n, n_boot, seed)):
+            values[b] = metric_fn(*(a[idx] for a in arrs))
+    low, high = percentile_interval(values, alpha, what or getattr(metric_fn, "__name__", "metric"))
+    return BootstrapResult(estimate, low, high)
+
+
+def paired_bootstrap_diff(
+    metric_fn: Callable[..., float],
+    a_pred: np.ndarray,
+    b_pred: np.ndarray,
+    *truth: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> BootstrapResult:
+    """Paired percentile bootstrap of ``metric(a) - metric(b)`` on the same patients.
+
+    Each replicate draws one set of patients and evaluates both models on it, so the
+    between-patient variability common to both cancels: :func:`bootstrap_ci` of the
+    difference, with ``a_pred``, ``b_pred`` and ``truth`` resampled jointly. The interval
+    excluding 0 marks a difference at level ``alpha``. Invariant to the order of the
+    patients (rows are put in a content-defined order first).
+
+    Parameters
+    ----------
+    metric_fn : callable
+        ``metric_fn(pred, *truth) -> float``.
+    a_pred, b_pred : arrays ``[N, ...]``
+        Predictions of models A and B for the same patients, same row order.
+    *truth : arrays ``[N, ...]``
+        Ground truth (e.g. times and events).
+
+    Returns
+    -------
+    BootstrapResult
+        ``(metric(a) - metric(b), low, high)``.
+    """
+
+    def difference(a: np.ndarray, b: np.ndarray, *tr: np.ndarray) -> float:
+        return metric_fn(a, *tr) - metric_fn(b, *tr)
+
+    return bootstrap_ci(
+        difference, a_pred, b_pred, *truth, n_boot=n_boot, seed=seed, alpha=alpha,
+        what="paired difference",
     )  # fmt: skip
