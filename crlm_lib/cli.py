@@ -307,6 +307,7 @@ def evaluate_cli(
 
     from crlm_lib.evaluation import EvaluationError, bootstrap_scores, wide_table
     from crlm_lib.evaluation._common import _atomic_write_csv, _read_predictions
+    from crlm_lib.metrics import TrainingOutcomes
 
     prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
     run_dir = Path(run_dir)
@@ -318,7 +319,9 @@ def evaluate_cli(
         json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     )
     train_ids = record.get("train_ids") or sorted(set(cohort.ids) - set(pred["patient_id"]))
-    train_out = cohort.outcomes.loc[[i for i in train_ids if i in cohort.outcomes.index]]
+    train_out = TrainingOutcomes(
+        cohort.outcomes.loc[[i for i in train_ids if i in cohort.outcomes.index]]
+    )
     tidy = bootstrap_scores(pred, train_out, n_boot=prof.eval.bootstrap, seed=prof.seed)
     _atomic_write_csv(tidy, run_dir / "metrics_ci.csv")
     print(wide_table(tidy.assign(model=run_dir.name)).T.to_string())

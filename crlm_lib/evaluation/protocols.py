@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from crlm_lib import metrics as M
 from crlm_lib.config import Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
 from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics, paired_difference
@@ -142,7 +143,8 @@ def run_paper_protocol(
     train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, events, seed)
     base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
     n_boot = prof.eval.bootstrap if n_boot is None else n_boot
-    train_out = cohort.outcomes.loc[list(train_ids)]
+    # censoring distributions fitted once for all replicates (metrics.TrainingOutcomes)
+    train_out = M.TrainingOutcomes(cohort.outcomes.loc[list(train_ids)])
     horizons = prof.eval.horizons_years
     tables, preds = [], {}
     for spec in tqdm(specs, desc="paper protocol", leave=False):
@@ -248,7 +250,8 @@ def run_cv_protocol(
         raise EvaluationError(
             f"censoring_from must be 'training_fold' or 'cohort', not {censoring_from!r}"
         )
-    censoring = (
+    # (fitted once per fold and head for every replicate: metrics.TrainingOutcomes)
+    censoring = M.TrainingOutcomes(
         {(rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits}
         if censoring_from == "training_fold"
         else cohort.outcomes.loc[cohort.ids]
