@@ -20,8 +20,14 @@ Usage::
     nice -n 10 python benchmarks/bootstrap.py                    # 100 replicates
     nice -n 10 python benchmarks/bootstrap.py --n-boot 500       # the cpu profile's count
 
-Measured (2 shared CPU cores, 4 models x 5 repeats = 20 frames, OS + DFS heads, 100
-replicates): see the table in the README ("Where the time goes") and the commit message.
+Measured (2 CPU cores shared with other jobs, ``--n-boot 30``: 4 models x 5 repeats = 20
+frames, OS + DFS heads, per-fold IPCW)::
+
+    before:   143.8 s (232.0 ms per frame and replicate)
+    after :    15.2 s (24.5 ms per frame and replicate)
+    speed-up 9.5x; max |after - before| = 0 over 384 numbers (NaN in the same places: True)
+
+The exit status is 1 when the tables differ by more than 1e-12.
 """
 
 from __future__ import annotations
