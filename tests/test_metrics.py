@@ -314,7 +314,10 @@ def test_all_metrics_on_predictions_table(censored_cohort):
         assert key in out and math.isfinite(out[key]), key
 
 
-def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
+@pytest.fixture
+def three_fold_table(tied_censored_cohort):
+    """Predictions table of the tied cohort as pooled CV predictions of 3 folds (one repeat),
+    with the outcomes and the ``{(repeat, fold): training outcomes}`` mapping."""
     time, event, p = tied_censored_cohort
     n = time.size
     df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)]})
@@ -326,6 +329,13 @@ def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
     df["repeat"], df["fold"] = 0, np.arange(n) % 3
     outcomes = df[["os_years", "os_event", "dfs_years", "dfs_event"]]
     by_fold = {(0, f): outcomes[df["fold"] != f] for f in range(3)}
+    return df, outcomes, by_fold
+
+
+def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort, three_fold_table):
+    time, event, p = tied_censored_cohort
+    df, outcomes, by_fold = three_fold_table
+    n = time.size
     out = M.all_metrics(df, by_fold, heads=("os",))
     # IPCW metrics: per fold with that fold's training patients, averaged by fold size
     per_fold = [
@@ -423,18 +433,9 @@ def test_fast_path_hands_edge_cases_to_scikit_survival():
     assert np.isnan(res["c_uno"]) and np.isnan(res["ibs"])
 
 
-def test_training_outcomes_fit_each_censoring_distribution_once(tied_censored_cohort):
-    time, event, p = tied_censored_cohort
-    n = time.size
-    df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)]})
-    for k in range(12):
-        df[f"surv_p{k + 1}"] = p[:, k]
-        df[f"rec_p{k + 1}"] = np.cumsum(p, axis=1)[:, k]
-    df["os_years"] = df["dfs_years"] = time
-    df["os_event"] = df["dfs_event"] = event
-    df["repeat"], df["fold"] = 0, np.arange(n) % 3
-    outcomes = df[["os_years", "os_event", "dfs_years", "dfs_event"]]
-    by_fold = {(0, f): outcomes[df["fold"] != f] for f in range(3)}
+def test_training_outcomes_fit_each_censoring_distribution_once(three_fold_table):
+    df, _, by_fold = three_fold_table
+    n = len(df)
     train = M.TrainingOutcomes(by_fold)
     first = M.all_metrics(df, train)
     fitted = dict(train._fitted)
