@@ -211,7 +211,7 @@ def _cmd_render(a: argparse.Namespace) -> int:
 
 
 def _cli_cohort(profile: str, cohort_dir, clinical) -> tuple[Profile, Cohort]:
-    """The profile and the cohort of a ``crlm train / evaluate / predict`` call (data step first)."""
+    """Profile and cohort of a ``crlm train / evaluate / predict`` call (data step first)."""
     from crlm_lib.config import get_profile
     from crlm_lib.evaluation import as_cohort
     from crlm_lib.pipeline import ensure_data
@@ -238,12 +238,13 @@ def train_cli(
 
     Writes ``run.json``, checkpoints and ``history.csv`` (engine), ``predictions.csv`` (test
     split) and ``metrics.json`` (``taa``, ``mae``, ``mse``, ``c_index`` = Harrell's OS C-index,
-    plus every metric of :func:`crlm_lib.evaluation.head_metrics`). Anchors (``fong``, ``cox``, ``rsf``) work too.
+    plus every metric of :func:`crlm_lib.evaluation.head_metrics`). Anchors (``fong``,
+    ``cox``, ``rsf``) work too.
 
     An existing run folder is resumed only when its cohort, split and configuration hashes
-    (:func:`crlm_lib.evaluation.run_identity`, kept in ``run.json``) match; otherwise nothing is written and
-    :class:`~crlm_lib.errors.RunMismatchError` is raised, unless ``restart`` (``--restart``)
-    discards the old run first.
+    (:func:`crlm_lib.evaluation.run_identity`, kept in ``run.json``) match; otherwise nothing
+    is written and :class:`~crlm_lib.errors.RunMismatchError` is raised, unless ``restart``
+    (``--restart``) discards the old run first.
 
     Raises
     ------
@@ -340,28 +341,23 @@ def predict_cli(
     follow-up use ``--patient``, :func:`crlm_lib.predict.predict_new`).
 
     Reloads the model from ``run.json`` and the best checkpoint; clinical features are encoded
-    with the run's stored encoder (:func:`crlm_lib.evaluation.stored_encoder`), lesion features with the run's
-    training statistics. Probabilities are written with 3 decimals.
+    with the run's stored encoder (:func:`crlm_lib.evaluation.stored_encoder`), lesion
+    features with the run's training statistics. Probabilities are written with 3 decimals.
     """
-    import json
-
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.evaluation import (
         ANCHOR_NAMES,
-        EvaluationError,
         fit_predict_anchor,
         load_run,
         stored_encoder,
     )
     from crlm_lib.evaluation._common import _atomic_write_csv
+    from crlm_lib.evaluation.runs import read_run_record
     from crlm_lib.train import predict
 
     prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
     run_dir = Path(run_dir)
-    rec_path = run_dir / "run.json"
-    if not rec_path.is_file():
-        raise EvaluationError(f"{rec_path} not found: not a run folder")
-    rec = json.loads(rec_path.read_text())
+    rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:
         pred = fit_predict_anchor(rec["model"], cohort, rec["train_ids"], cohort.ids)
     else:

@@ -20,8 +20,8 @@ scored by the same code, so the clinical anchors (``models.clinical``) and the o
 synthetic generator's true curves; always the LAST row) are comparable with the deep models.
 The oracle is the ceiling of discrimination (C-index, AUC) in expectation, NOT of TAA / MAE /
 MSE: the argmax of the true year-of-death pmf is its mode, not the time that minimises the
-absolute or squared error, so a model can beat the oracle on those. Published numbers (:data:`PUBLISHED`) are kept as data and never mixed into our
-rows."""
+absolute or squared error, so a model can beat the oracle on those. Published numbers
+(``evaluation.tables.PUBLISHED``) are kept as data and never mixed into our rows."""
 
 from __future__ import annotations
 

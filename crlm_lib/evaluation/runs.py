@@ -460,6 +460,20 @@ def stored_encoder(record: dict, where: str | Path = "run.json"):
     return ClinicalEncoder.from_dict(record["clinical_encoder"])
 
 
+def read_run_record(run_dir: str | Path) -> tuple[dict, Path]:
+    """``run.json`` of a run folder and its path.
+
+    Raises
+    ------
+    EvaluationError
+        When the folder has no ``run.json`` (not a run folder).
+    """
+    rec_path = Path(run_dir) / "run.json"
+    if not rec_path.is_file():
+        raise EvaluationError(f"{rec_path} not found: not a run folder")
+    return json.loads(rec_path.read_text()), rec_path
+
+
 def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> LoadedRun:
     """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
 
@@ -485,10 +499,7 @@ def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> Loaded
     prof = get_profile(profile)
     cohort = as_cohort(source)
     run_dir = Path(run_dir)
-    rec_path = run_dir / "run.json"
-    if not rec_path.is_file():
-        raise EvaluationError(f"{rec_path} not found: not a run folder")
-    rec = json.loads(rec_path.read_text())
+    rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:
         raise EvaluationError(f"{run_dir} is a clinical anchor's run: nothing to reload")
     model = build_model(rec["model"], int(rec["n_clinical"]), prof.model, **rec["options"])
