@@ -27,6 +27,9 @@ frames, OS + DFS heads, per-fold IPCW)::
     after :    15.2 s (24.5 ms per frame and replicate)
     speed-up 9.5x; max |after - before| = 0 over 384 numbers (NaN in the same places: True)
 
+and with ``--n-boot 100`` on a less loaded machine: before 189.5 s (93.8 ms), after 24.1 s
+(11.9 ms), 7.9x, max difference 0.
+
 The exit status is 1 when the tables differ by more than 1e-12.
 """
 
