@@ -1,7 +1,7 @@
 """Reduced cross-validation: 4D-ACFNet vs the clinical Cox model vs the oracle (OS Harrell C).
 
 The full repeated CV of notebook 06 takes ~12 minutes on the cpu profile; this script runs the
-same protocol (``evaluate.run_cv_protocol``: stratified folds, a 10% inner validation split for
+same protocol (``evaluation.run_cv_protocol``: stratified folds, a 10% inner validation split for
 early stopping, the cpu profile's image-model epochs) with one repeat and a small bootstrap, so
 that a change to the model or the loss can be judged in a few minutes.
 
@@ -37,7 +37,7 @@ import time
 from dataclasses import replace
 
 from crlm_lib.config import get_profile, resolve_paths
-from crlm_lib.evaluate import ModelSpec, as_cohort, run_cv_protocol
+from crlm_lib.evaluation import ModelSpec, as_cohort, run_cv_protocol
 
 
 def _spec(token: str, options: dict) -> ModelSpec:

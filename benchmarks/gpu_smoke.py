@@ -22,7 +22,7 @@ import torch
 
 from crlm_lib.config import Paths, get_profile
 from crlm_lib.data import preprocess, synthetic
-from crlm_lib.evaluate import ModelSpec, as_cohort, fit_predict_torch, paper_split_ids
+from crlm_lib.evaluation import ModelSpec, as_cohort, fit_predict_torch, paper_split_ids
 
 
 def main() -> None:

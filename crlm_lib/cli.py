@@ -11,11 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crlm_lib.config import PROFILES
 
+if TYPE_CHECKING:  # annotations only: crlm --help imports no pandas or torch
+    import pandas as pd
+
+    from crlm_lib.config import Profile
+    from crlm_lib.evaluation import Cohort
+
 #: ``crlm train --model`` choices: ``models.MODEL_NAMES`` then the anchors of
-#: ``evaluate.ANCHOR_NAMES`` and the oracle, spelled out here so that parsing the command line
+#: ``evaluation.ANCHOR_NAMES`` and the oracle, spelled out here so that parsing the command line
 #: imports no torch (a test keeps the two lists equal).
 MODEL_CHOICES: tuple[str, ...] = (
     "acfnet",
@@ -101,7 +108,6 @@ def _cmd_data(a: argparse.Namespace) -> int:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from crlm_lib import distributed
-    from crlm_lib.evaluate import train_cli
 
     distributed.init_from_env()  # data parallel when launched by torchrun (WORLD_SIZE > 1)
     try:
@@ -121,8 +127,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from crlm_lib.evaluate import evaluate_cli
-
     return evaluate_cli(
         run_dir=Path(a.run), profile=a.profile, cohort_dir=a.data_dir, clinical=a.clinical
     )
@@ -130,9 +134,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     if a.patient:
-        from crlm_lib.predict import predict_new_cli
+        from crlm_lib.predict import predict_new
 
-        return predict_new_cli(
+        summary = predict_new(
             run_dirs=[Path(r) for r in a.run],
             sources=[Path(p) for p in a.patient],
             out_dir=Path(a.out),
@@ -142,7 +146,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             heatmaps=not a.no_heatmaps,
             seed=a.seed,
         )
-    from crlm_lib.evaluate import predict_cli
+        for line in summary["summary"]:
+            print(line)
+        print(f"predictions for {len(summary)} patient(s) written to {a.out}")
+        return 0
     from crlm_lib.predict import PredictError
 
     if len(a.run) > 1:
@@ -196,6 +203,177 @@ def _cmd_render(a: argparse.Namespace) -> int:
         print(f"FAILED {p}")
     print(f"manuscript check: {len(phi)} PHI strings searched, {len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+# --------------------------------------------------------------------------------------------
+# the hooks of crlm train / evaluate / predict (library calls; heavy imports inside)
+# --------------------------------------------------------------------------------------------
+
+
+def _cli_cohort(profile: str, cohort_dir, clinical) -> tuple[Profile, Cohort]:
+    """Profile and cohort of a ``crlm train / evaluate / predict`` call (data step first)."""
+    from crlm_lib.config import get_profile
+    from crlm_lib.evaluation import as_cohort
+    from crlm_lib.pipeline import ensure_data
+
+    prof = get_profile(profile)
+    paths = ensure_data(
+        prof, cohort_dir, clinical, seed=prof.seed, verbose=False, show_exclusions=True
+    )
+    return prof, as_cohort(paths)
+
+
+def train_cli(
+    model_name: str,
+    profile: str,
+    cohort_dir: str | Path | None,
+    clinical: str | Path | None,
+    run_dir: Path,
+    epochs: int | None,
+    seed: int,
+    objective: str,
+    restart: bool = False,
+) -> int:
+    """``crlm train``: train one model on the 8:1:1 split and write the run folder.
+
+    Writes ``run.json``, checkpoints and ``history.csv`` (engine), ``predictions.csv`` (test
+    split) and ``metrics.json`` (``taa``, ``mae``, ``mse``, ``c_index`` = Harrell's OS C-index,
+    plus every metric of :func:`crlm_lib.evaluation.head_metrics`). Anchors (``fong``,
+    ``cox``, ``rsf``) work too.
+
+    An existing run folder is resumed only when its cohort, split and configuration hashes
+    (:func:`crlm_lib.evaluation.run_identity`, kept in ``run.json``) match; otherwise nothing
+    is written and :class:`~crlm_lib.errors.RunMismatchError` is raised, unless ``restart``
+    (``--restart``) discards the old run first.
+
+    Raises
+    ------
+    ArgumentError
+        For ``epochs`` < 1.
+    RunMismatchError
+        For a run folder made on another cohort, split or configuration.
+    """
+    from crlm_lib.errors import ArgumentError
+    from crlm_lib.evaluation import (
+        ModelSpec,
+        check_run_dir,
+        fit_predict_anchor,
+        fit_predict_torch,
+        paper_split_ids,
+        run_identity,
+    )
+    from crlm_lib.evaluation._common import _atomic_write_csv, _write_json
+
+    if epochs is not None and int(epochs) < 1:
+        raise ArgumentError(f"--epochs must be at least 1, got {epochs}")
+    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    run_dir = Path(run_dir)
+    spec = ModelSpec(model_name, objective=objective)
+    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    tr, va, te = paper_split_ids(cohort.ids, events, seed)
+    identity = run_identity(spec, prof, cohort, tr, va, te, seed)
+    check_run_dir(run_dir, identity, restart=restart)
+    if spec.is_anchor:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        pred = fit_predict_anchor(spec.name, cohort, list(tr) + list(va), te, seed=seed)
+        _write_json({"model": spec.name, "profile": prof.name, "seed": seed,
+                     "train_ids": list(tr) + list(va), "test_ids": list(te),
+                     "identity": identity},
+                    run_dir / "run.json")  # fmt: skip
+    else:
+        pred, _ = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, epochs, seed)
+    _atomic_write_csv(pred, run_dir / "predictions.csv")
+    m = _cli_metrics(pred, cohort.outcomes.loc[list(tr)], prof)
+    _write_json(m, run_dir / "metrics.json")
+    print(
+        f"{model_name}: test TAA {m['taa']:.3f}  MAE {m['mae']:.3f}  MSE {m['mse']:.3f}  "
+        f"C (Harrell, OS) {m['c_index']:.3f}  -> {run_dir}"
+    )
+    return 0
+
+
+def _cli_metrics(pred: pd.DataFrame, train_out: pd.DataFrame, prof: Profile) -> dict[str, float]:
+    from crlm_lib.evaluation import head_metrics
+
+    m = head_metrics(pred, train_out, horizons=prof.eval.horizons_years)
+    m.update(taa=m["os_taa"], mae=m["os_mae"], mse=m["os_mse"], c_index=m["os_c_harrell"])
+    return m
+
+
+def evaluate_cli(
+    run_dir: Path, profile: str, cohort_dir: str | Path | None, clinical: str | Path | None
+) -> int:
+    """``crlm evaluate``: rescore a run's ``predictions.csv`` (with bootstrap CIs)."""
+    import json
+
+    from crlm_lib.evaluation import EvaluationError, bootstrap_scores, wide_table
+    from crlm_lib.evaluation._common import _atomic_write_csv, _read_predictions
+    from crlm_lib.metrics import TrainingOutcomes
+
+    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    run_dir = Path(run_dir)
+    path = run_dir / "predictions.csv"
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found: train the run first (crlm train)")
+    pred = _read_predictions(path)
+    record = (
+        json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    )
+    train_ids = record.get("train_ids") or sorted(set(cohort.ids) - set(pred["patient_id"]))
+    train_out = TrainingOutcomes(
+        cohort.outcomes.loc[[i for i in train_ids if i in cohort.outcomes.index]]
+    )
+    tidy = bootstrap_scores(pred, train_out, n_boot=prof.eval.bootstrap, seed=prof.seed)
+    _atomic_write_csv(tidy, run_dir / "metrics_ci.csv")
+    print(wide_table(tidy.assign(model=run_dir.name)).T.to_string())
+    return 0
+
+
+def predict_cli(
+    run_dir: Path,
+    profile: str,
+    cohort_dir: str | Path | None,
+    clinical: str | Path | None,
+    out: Path,
+) -> int:
+    """``crlm predict`` without ``--patient``: year-by-year predictions of a trained run for
+    every preprocessed patient of a cohort (outcomes required; for new patients without
+    follow-up use ``--patient``, :func:`crlm_lib.predict.predict_new`).
+
+    Reloads the model from ``run.json`` and the best checkpoint; clinical features are encoded
+    with the run's stored encoder (:func:`crlm_lib.evaluation.stored_encoder`), lesion
+    features with the run's training statistics. Probabilities are written with 3 decimals.
+    """
+    from crlm_lib.data.dataset import CRLMDataset
+    from crlm_lib.evaluation import (
+        ANCHOR_NAMES,
+        fit_predict_anchor,
+        load_run,
+        stored_encoder,
+    )
+    from crlm_lib.evaluation._common import _atomic_write_csv
+    from crlm_lib.evaluation.runs import read_run_record
+    from crlm_lib.train import predict
+
+    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    run_dir = Path(run_dir)
+    rec, rec_path = read_run_record(run_dir)
+    if rec["model"] in ANCHOR_NAMES:
+        pred = fit_predict_anchor(rec["model"], cohort, rec["train_ids"], cohort.ids)
+    else:
+        run = load_run(run_dir, cohort, prof)
+        ds = CRLMDataset(
+            cohort.paths.processed_dir,
+            cohort.clinical,
+            cohort.ids,
+            prof,
+            clinical_encoder=stored_encoder(rec, rec_path),
+            feature_stats=run.train_ds.feature_stats,
+        )
+        pred = predict(run.model, ds, progress=True)
+    _atomic_write_csv(pred.round(3), Path(out))
+    print(f"predictions for {len(pred)} patients written to {out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ One process per GPU (or per CPU process group with the ``gloo`` backend in tests
 point -- ``crlm`` (:func:`crlm_lib.cli.main`) -- calls :func:`init_from_env` once; from then on
 ``crlm_lib.train.fit`` sees an initialised process group and trains data-parallel without any
 further argument, so every caller of ``fit`` (``crlm train``, the paper split and the
-cross-validation folds of ``crlm_lib.evaluate``) scales the same way:
+cross-validation folds of ``crlm_lib.evaluation``) scales the same way:
 
 - the model is wrapped in ``DistributedDataParallel`` (gradients averaged across ranks);
 - each rank reads its shard of the training set (``DistributedSampler``, reshuffled per
@@ -109,7 +109,7 @@ def cleanup() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``torchrun ... -m crlm_lib.distributed cv --profile paper``: the repeated stratified
-    cross-validation of ``profile.eval.cv_models`` (``evaluate.run_cv_protocol``) with every
+    cross-validation of ``profile.eval.cv_models`` (``evaluation.run_cv_protocol``) with every
     fold's training data-parallel across the launched processes.
 
     Run ``crlm data --profile paper`` first (once, in one process): every rank reads the
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from crlm_lib.config import resolve_paths
-    from crlm_lib.evaluate import run_cv_protocol
+    from crlm_lib.evaluation import run_cv_protocol
 
     ap = argparse.ArgumentParser(prog="python -m crlm_lib.distributed")
     ap.add_argument("command", choices=["cv"])

@@ -16,10 +16,11 @@ This module turns those probabilities into
    :func:`survival_curve`, :func:`recurrence_free_curve`) and the censoring-aware metrics of
    the field computed by scikit-survival (:func:`survival_metrics`: Harrell's and Uno's
    C-index, integrated Brier score, cumulative/dynamic AUC);
-3. uncertainty: patient-level percentile bootstrap (:func:`bootstrap_ci`,
-   :func:`paired_bootstrap_diff`);
-4. :func:`all_metrics`, everything at once for one ``Predictions`` table written by
+3. :func:`all_metrics`, everything at once for one ``Predictions`` table written by
    :func:`crlm_lib.train.predict`.
+
+Uncertainty (the patient-level percentile bootstrap of one metric or of every metric of a
+protocol) lives in :mod:`crlm_lib.evaluation.bootstrap`, the library's one bootstrap engine.
 
 Functions take **probabilities** (numpy); :func:`softmax` and :func:`sigmoid` convert logits.
 All times are in **years** (the papers convert months to years, 4D-ACFNet section 4.1).
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,6 @@ RULES: tuple[str, ...] = ("argmax", "median")
 __all__ = [
     "HORIZON_YEARS",
     "MetricWarning",
-    "BootstrapResult",
     "softmax",
     "sigmoid",
     "year_bin",
@@ -69,8 +69,8 @@ __all__ = [
     "survival_curve",
     "recurrence_free_curve",
     "survival_metrics",
-    "bootstrap_ci",
-    "paired_bootstrap_diff",
+    "CensoringKM",
+    "TrainingOutcomes",
     "prob_columns",
     "all_metrics",
 ]
@@ -78,14 +78,6 @@ __all__ = [
 
 class MetricWarning(UserWarning):
     """A metric could not be estimated on these data and was returned as NaN."""
-
-
-class BootstrapResult(NamedTuple):
-    """Point estimate on all patients and percentile bootstrap interval ``[low, high]``."""
-
-    estimate: float
-    low: float
-    high: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,22 +414,230 @@ def _warn_nan(metric: str, why: str) -> float:
     return math.nan
 
 
-def _censoring_support(train_time: np.ndarray, train_event: np.ndarray) -> float:
-    """Largest time where the censoring survival function G (Kaplan-Meier of the training
-    censoring times, as in sksurv's IPCW) is still positive and defined."""
-    cens = CensoringDistributionEstimator().fit(Surv.from_arrays(train_event, train_time))
-    times, prob = cens.unique_time_, cens.prob_
-    positive = np.flatnonzero(prob > 0)
-    return float(times[positive[-1]]) if positive.size else float(times[0])
+class CensoringKM:
+    """Kaplan–Meier estimate ``G`` of a training set's censoring distribution, fitted once.
+
+    Fitted by scikit-survival (``CensoringDistributionEstimator``, the estimator behind its
+    IPCW metrics), then kept with its step function (``time_``, ``prob_``) so that the IPCW
+    metrics of many test sets scored against the same training patients (bootstrap
+    replicates) neither refit it nor re-validate their inputs. :meth:`prob` and :meth:`ipcw`
+    repeat ``predict_proba`` and ``predict_ipcw`` of scikit-survival 0.28 line for line
+    (the same numbers; tests compare every metric with scikit-survival's own functions).
+
+    Parameters
+    ----------
+    train_time : array ``[N_train]``, years
+    train_event : array ``[N_train]`` (1/True = event)
+
+    Raises
+    ------
+    ValueError
+        When scikit-survival cannot fit it (e.g. every training patient censored).
+
+    Attributes
+    ----------
+    support : float
+        Largest time (years) at which ``G`` is still positive.
+    """
+
+    def __init__(self, train_time: np.ndarray, train_event: np.ndarray) -> None:
+        time = np.asarray(train_time, dtype=np.float64).ravel()
+        event = np.asarray(train_event).astype(bool).ravel()
+        self.y_train = Surv.from_arrays(event, time)
+        est = CensoringDistributionEstimator().fit(self.y_train)
+        self.time_, self.prob_ = est.unique_time_, est.prob_
+        positive = np.flatnonzero(self.prob_ > 0)
+        self.support = float(self.time_[positive[-1]] if positive.size else self.time_[0])
+
+    def prob(self, time: np.ndarray) -> np.ndarray:
+        """``G(t)`` at ``time`` (years): ``CensoringDistributionEstimator.predict_proba``."""
+        time = np.asarray(time, dtype=np.float64)
+        extends = time > self.time_[-1]
+        if self.prob_[-1] > 0 and extends.any():
+            raise ValueError(
+                f"time must be smaller than largest observed time point: {self.time_[-1]}"
+            )
+        out = np.empty(time.shape, dtype=float)
+        out[extends] = 0.0
+        valid = ~extends
+        t = time[valid]
+        idx = np.searchsorted(self.time_, t)
+        eps = np.finfo(self.time_.dtype).eps
+        exact = np.absolute(self.time_[idx] - t) < eps
+        idx[~exact] -= 1
+        out[valid] = self.prob_[idx]
+        return out
+
+    def ipcw(self, event: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """``event_i / G(time_i)``: ``CensoringDistributionEstimator.predict_ipcw``."""
+        if not event.any():
+            raise ValueError("all samples are censored")
+        g = self.prob(time[event])
+        if (g == 0.0).any():
+            raise ValueError("censoring survival function is zero at one or more time points")
+        weights = np.zeros(time.shape[0])
+        weights[event] = 1.0 / g
+        return weights
+
+
+def censoring_km(train_time: np.ndarray, train_event: np.ndarray) -> CensoringKM | None:
+    """:class:`CensoringKM` of the training outcomes, or ``None`` when it cannot be estimated
+    (fewer than two patients, every one censored): the IPCW metrics are then NaN."""
+    if np.asarray(train_time).size < 2:
+        return None
+    try:
+        return CensoringKM(train_time, train_event)
+    except ValueError:
+        return None
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
+def _fast_or_reference(fast: Callable[[], float], reference: Callable[[], Any], ok: bool):
+    """``fast()`` (validated arrays, cached censoring fit) where the inputs are finite, else or
+    when it raises ``reference()`` (the scikit-survival function itself): edge cases keep
+    scikit-survival's exact behaviour and message."""
+    if ok:
+        try:
+            return fast()
+        except Exception:  # scikit-survival raises the same, with its own message, below
+            pass
+    return reference()
+
+
+def _concordance(
+    event: np.ndarray,
+    time: np.ndarray,
+    estimate: np.ndarray,
+    weights: np.ndarray,
+    tied_tol: float = 1e-8,
+) -> float:
+    """scikit-survival's ``_estimate_concordance_index`` without its Python loop over pairs.
+
+    For each event ``i`` (in scikit-survival's order, ``argsort(time)``) the comparable
+    patients are those with a later time, or the same time and censored; ``i`` scores
+    ``w_i`` per patient ranked below it and ``w_i / 2`` per tie (``|estimate| <= tied_tol``).
+    The per-event terms are summed in the same order (``cumsum`` is sequential), so the value
+    equals scikit-survival's to the last bit. Raises ``ValueError`` where scikit-survival
+    would raise or divide by zero (the caller then runs scikit-survival itself).
+    """
+    n = len(time)
+    order = np.argsort(time)
+    # scikit-survival never visits a sample alone at the last sorted position
+    lone_last = n == 1 or time[order[n - 1]] != time[order[n - 2]]
+    visited = order[: n - 1] if lone_last else order
+    rows = visited[event[visited]]
+    if rows.size == 0:
+        raise ValueError("no comparable pairs")
+    t_i = time[rows][:, None]
+    comparable = (time[None, :] > t_i) | ((time[None, :] == t_i) & ~event[None, :])
+    est_i = estimate[rows][:, None]
+    ties = (np.absolute(estimate[None, :] - est_i) <= tied_tol) & comparable
+    below = (estimate[None, :] < est_i) & comparable & ~ties
+    w_i = weights[rows]
+    numerator = np.cumsum(w_i * below.sum(axis=1) + 0.5 * w_i * ties.sum(axis=1))[-1]
+    denominator = np.cumsum(w_i * comparable.sum(axis=1))[-1]
+    if not denominator > 0:
+        raise ValueError("no comparable pairs")
+    return float(numerator / denominator)
+
+
+def _harrell_fast(event: np.ndarray, time: np.ndarray, risk: np.ndarray) -> float:
+    """``concordance_index_censored`` without input validation (checked by the caller)."""
+    if len(time) < 2 or not event.any():
+        raise ValueError("need two samples and an event")
+    return _concordance(event, time, risk, np.ones_like(risk))
 
 
 def _harrell(event: np.ndarray, time: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's C (``concordance_index_censored``); NaN with a warning when undefined."""
+    e = np.asarray(event).astype(bool)
+    t = np.asarray(time, np.float64)
     try:
-        e = np.asarray(event).astype(bool)
-        return float(concordance_index_censored(e, np.asarray(time, np.float64), risk)[0])
+        return _fast_or_reference(
+            lambda: _harrell_fast(e, t, risk),
+            lambda: float(concordance_index_censored(e, t, risk)[0]),
+            _finite(t, risk) and bool((t >= 0).all()),
+        )
     except Exception as exc:  # NoComparablePairException, ValueError (all censored, n < 2)
         return _warn_nan("c_harrell", str(exc))
+
+
+def _uno_fast(km: CensoringKM, event, time, risk, tau: float) -> float:
+    """``concordance_index_ipcw(y_train, y_test, risk, tau)`` with the censoring fit of ``km``."""
+    if not event.any():
+        raise ValueError("all samples are censored")
+    mask = time < tau
+    ipcw = np.zeros(risk.shape[0], dtype=np.float64)
+    ipcw[mask] = km.ipcw(event[mask], time[mask])
+    return _concordance(event, time, risk, np.square(ipcw))
+
+
+def _ibs_fast(km: CensoringKM, event, time, estimate, grid) -> float:
+    """``integrated_brier_score(y_train, y_test, estimate, grid)`` with the fit of ``km``."""
+    if not event.any():
+        raise ValueError("all samples are censored")
+    times = np.unique(grid)
+    if times.max() >= time.max() or times.min() < time.min() or times.shape[0] < 2:
+        raise ValueError("times outside the test follow-up")
+    prob_cens_t = km.prob(times)
+    prob_cens_t[prob_cens_t == 0] = np.inf
+    prob_cens_y = km.prob(time)
+    prob_cens_y[prob_cens_y == 0] = np.inf
+    brier_scores = np.empty(times.shape[0], dtype=float)
+    for i, t in enumerate(times):
+        est = estimate[:, i]
+        is_case = (time <= t) & event
+        is_control = time > t
+        brier_scores[i] = np.mean(
+            np.square(est) * is_case.astype(int) / prob_cens_y
+            + np.square(1.0 - est) * is_control.astype(int) / prob_cens_t[i]
+        )
+    return float(np.trapezoid(brier_scores, times) / (times[-1] - times[0]))
+
+
+def _auc_fast(km: CensoringKM, event, time, estimate, horizons, tied_tol: float = 1e-8):
+    """The ``scores`` of ``cumulative_dynamic_auc(y_train, y_test, estimate, horizons)`` with
+    the fit of ``km`` (its mean AUC over time is not used here)."""
+    if not event.any():
+        raise ValueError("all samples are censored")
+    times = np.unique(np.atleast_1d(horizons).astype(np.float64))
+    if times.max() >= time.max() or times.min() < time.min():
+        raise ValueError("times outside the test follow-up")
+    n_samples, n_times = estimate.shape[0], times.shape[0]
+    if estimate.ndim == 1:
+        estimate = np.broadcast_to(estimate[:, np.newaxis], (n_samples, n_times))
+    if estimate.shape[1] != n_times:
+        raise ValueError("estimate columns and times disagree")
+    ipcw = km.ipcw(event, time)
+    test_time = np.broadcast_to(time[:, np.newaxis], (n_samples, n_times))
+    test_event = np.broadcast_to(event[:, np.newaxis], (n_samples, n_times))
+    times_2d = np.broadcast_to(times, (n_samples, n_times))
+    ipcw = np.broadcast_to(ipcw[:, np.newaxis], (n_samples, n_times))
+    o = np.argsort(-estimate, axis=0)
+    test_time = np.take_along_axis(test_time, o, axis=0)
+    test_event = np.take_along_axis(test_event, o, axis=0)
+    estimate = np.take_along_axis(estimate, o, axis=0)
+    ipcw = np.take_along_axis(ipcw, o, axis=0)
+    is_case = (test_time <= times_2d) & test_event
+    is_control = test_time > times_2d
+    n_controls = is_control.sum(axis=0)
+    estimate_diff = np.concatenate((np.broadcast_to(np.inf, (1, n_times)), estimate))
+    is_tied = np.absolute(np.diff(estimate_diff, axis=0)) <= tied_tol
+    cumsum_tp = np.cumsum(is_case * ipcw, axis=0)
+    cumsum_fp = np.cumsum(is_control, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        true_pos = cumsum_tp / cumsum_tp[-1]
+        false_pos = cumsum_fp / n_controls
+    scores = np.empty(n_times, dtype=float)
+    for i in range(n_times):
+        idx = np.flatnonzero(is_tied[:, i]) - 1
+        tp_no_ties = np.r_[0, np.delete(true_pos[:, i], idx)]
+        fp_no_ties = np.r_[0, np.delete(false_pos[:, i], idx)]
+        scores[i] = np.trapezoid(tp_no_ties, fp_no_ties)
+    return scores
 
 
 def survival_metrics(
@@ -451,6 +651,7 @@ def survival_metrics(
     auc_from: Literal["curve", "risk"] = "curve",
     horizon_years: float = HORIZON_YEARS,
     harrell: bool = True,
+    censoring: CensoringKM | None = None,
 ) -> dict[str, float]:
     """Censoring-aware discrimination and calibration, computed by scikit-survival.
 
@@ -478,6 +679,10 @@ def survival_metrics(
         Fixed horizon of Uno's C and of the IBS (default :data:`HORIZON_YEARS` = 5 years).
     harrell : bool
         Compute Harrell's C (``False`` leaves it out, e.g. per CV fold when it is pooled).
+    censoring : CensoringKM, optional
+        The censoring distribution already fitted on ``(train_time, train_event)``
+        (:class:`CensoringKM`, e.g. from :class:`TrainingOutcomes`), to score many test sets
+        against one training set without refitting it (default: fitted here).
 
     Returns
     -------
@@ -534,10 +739,8 @@ def survival_metrics(
         out["c_harrell"] = _harrell(e_te, t_te, risk)
 
     # censoring support and truncated test data for the IPCW metrics
-    try:
-        support = _censoring_support(t_tr, e_tr) if t_tr.size >= 2 else math.nan
-    except ValueError:
-        support = math.nan
+    km = censoring if censoring is not None else censoring_km(t_tr, e_tr)
+    support = km.support if km is not None else math.nan
     if not math.isfinite(support):
         out["tau"] = math.nan
         for key in ("c_uno", "ibs", *(f"auc_{_h(h)}y" for h in horizons)):
@@ -548,11 +751,22 @@ def survival_metrics(
     beyond = t_te > support
     t_cut = np.where(beyond, support, t_te)
     e_cut = e_te & ~beyond
-    y_train = Surv.from_arrays(e_tr, t_tr)
-    y_test = Surv.from_arrays(e_cut, t_cut)
+    # scikit-survival's own functions where the fast path does not apply (non-finite inputs,
+    # or an edge case where it raises): same numbers, same messages
+    ok = _finite(t_cut, risk, surv) and bool((t_cut >= 0).all())
+
+    def y_train():
+        return km.y_train
+
+    def y_test():
+        return Surv.from_arrays(e_cut, t_cut)
 
     try:
-        out["c_uno"] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tau)[0])
+        out["c_uno"] = _fast_or_reference(
+            lambda: _uno_fast(km, e_cut, t_cut, risk, tau),
+            lambda: float(concordance_index_ipcw(y_train(), y_test(), risk, tau=tau)[0]),
+            ok,
+        )
     except Exception as exc:
         out["c_uno"] = _warn_nan("c_uno", str(exc))
 
@@ -567,7 +781,11 @@ def survival_metrics(
     else:
         est = np.stack([_curve_at(surv, t) for t in grid], axis=1)
         try:
-            out["ibs"] = float(integrated_brier_score(y_train, y_test, est, grid))
+            out["ibs"] = _fast_or_reference(
+                lambda: _ibs_fast(km, e_cut, t_cut, est, grid),
+                lambda: float(integrated_brier_score(y_train(), y_test(), est, grid)),
+                ok,
+            )
         except Exception as exc:
             out["ibs"] = _warn_nan("ibs", str(exc))
 
@@ -591,7 +809,11 @@ def survival_metrics(
             else risk
         )
         try:
-            auc, _ = cumulative_dynamic_auc(y_train, y_test, marker, valid)
+            auc = _fast_or_reference(
+                lambda: _auc_fast(km, e_cut, t_cut, marker, valid),
+                lambda: cumulative_dynamic_auc(y_train(), y_test(), marker, valid)[0],
+                ok,
+            )
             for h, a in zip(valid, np.atleast_1d(auc), strict=True):
                 out[f"auc_{_h(h)}y"] = float(a)
         except Exception as exc:
@@ -605,149 +827,6 @@ def _h(h: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# bootstrap
-# --------------------------------------------------------------------------------------------
-
-
-def _canonical_order(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """A row order that depends only on row contents, so results ignore patient order.
-
-    Rows are sorted lexicographically on every column of every array; rows that tie are
-    identical in every array, hence interchangeable.
-    """
-    keys: list[np.ndarray] = []
-    for a in arrays:
-        arr = np.asarray(a)
-        if arr.dtype.kind in "OUS":
-            arr = np.unique(arr.astype(str), return_inverse=True)[1].reshape(arr.shape)
-        arr = arr.reshape(arr.shape[0], -1)
-        keys.extend(arr[:, j] for j in range(arr.shape[1]))
-    return np.lexsort(keys[::-1])
-
-
-def _check_rows(arrays: Sequence[np.ndarray]) -> int:
-    if not arrays:
-        raise ValueError("give at least one array")
-    n = {len(a) for a in arrays}
-    if len(n) != 1:
-        raise ValueError(f"arrays must have the same number of rows (patients), got {sorted(n)}")
-    return n.pop()
-
-
-def _percentile(values: np.ndarray, estimate: float, alpha: float, what: str) -> BootstrapResult:
-    finite = values[np.isfinite(values)]
-    if finite.size < 0.5 * values.size or finite.size == 0:
-        warnings.warn(
-            f"{what}: only {finite.size}/{values.size} bootstrap replicates are finite; "
-            "interval is NaN",
-            MetricWarning,
-            stacklevel=3,
-        )
-        return BootstrapResult(float(estimate), math.nan, math.nan)
-    low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return BootstrapResult(float(estimate), float(low), float(high))
-
-
-def bootstrap_ci(
-    metric_fn: Callable[..., float],
-    *arrays: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> BootstrapResult:
-    """Percentile bootstrap confidence interval of a metric over patients.
-
-    Rows (patients) are resampled with replacement, jointly across ``arrays``, ``n_boot``
-    times; the interval is the ``alpha/2`` and ``1 - alpha/2`` quantiles of the replicate
-    metrics (Efron & Tibshirani 1993, ch. 13). Replicates where the metric is NaN (e.g. no
-    comparable pairs) are dropped; if more than half are, the interval is NaN with a warning.
-    Rows are first put in a content-defined order, so the result does not depend on the order
-    of the patients.
-
-    Parameters
-    ----------
-    metric_fn : callable
-        ``metric_fn(*arrays_resampled) -> float``.
-    *arrays : arrays with the same first dimension ``N``.
-    n_boot : int
-        Replicates (``profile.eval.bootstrap``).
-    seed : int
-    alpha : float
-        1 - confidence level.
-
-    Returns
-    -------
-    BootstrapResult
-        ``(estimate, low, high)``; ``estimate = metric_fn(*arrays)`` on all patients.
-
-    Examples
-    --------
-    >>> x = np.arange(50.0)
-    >>> est, low, high = bootstrap_ci(np.mean, x, n_boot=200, seed=0)
-    >>> bool(low < est < high)
-    True
-    """
-    n = _check_rows(arrays)
-    order = _canonical_order(arrays)
-    arrs = [np.asarray(a)[order] for a in arrays]
-    estimate = float(metric_fn(*arrs))
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for b in range(n_boot):
-            idx = rng.integers(0, n, n)
-            values[b] = metric_fn(*(a[idx] for a in arrs))
-    return _percentile(values, estimate, alpha, getattr(metric_fn, "__name__", "metric"))
-
-
-def paired_bootstrap_diff(
-    metric_fn: Callable[..., float],
-    a_pred: np.ndarray,
-    b_pred: np.ndarray,
-    *truth: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> BootstrapResult:
-    """Paired percentile bootstrap of ``metric(a) - metric(b)`` on the same patients.
-
-    Each replicate draws one set of patients and evaluates both models on it, so the
-    between-patient variability common to both cancels. The interval excluding 0 marks a
-    difference at level ``alpha``. Invariant to the order of the patients (rows are put in a
-    content-defined order first).
-
-    Parameters
-    ----------
-    metric_fn : callable
-        ``metric_fn(pred, *truth) -> float``.
-    a_pred, b_pred : arrays ``[N, ...]``
-        Predictions of models A and B for the same patients, same row order.
-    *truth : arrays ``[N, ...]``
-        Ground truth (e.g. times and events).
-
-    Returns
-    -------
-    BootstrapResult
-        ``(metric(a) - metric(b), low, high)``.
-    """
-    arrays = (a_pred, b_pred, *truth)
-    n = _check_rows(arrays)
-    order = _canonical_order(arrays)
-    a, b, *tr = (np.asarray(x)[order] for x in arrays)
-    estimate = float(metric_fn(a, *tr) - metric_fn(b, *tr))
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        for i in range(n_boot):
-            idx = rng.integers(0, n, n)
-            t_idx = [x[idx] for x in tr]
-            values[i] = metric_fn(a[idx], *t_idx) - metric_fn(b[idx], *t_idx)
-    return _percentile(values, estimate, alpha, "paired difference")
-
-
-# --------------------------------------------------------------------------------------------
 # everything for one predictions table
 # --------------------------------------------------------------------------------------------
 
@@ -757,33 +836,81 @@ def prob_columns(prefix: str) -> list[str]:
     return [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
 
 
+class TrainingOutcomes:
+    """Training outcomes for the IPCW metrics, each censoring distribution fitted once.
+
+    Wraps what :func:`all_metrics` takes as ``train_df`` (a DataFrame of training outcomes,
+    or a ``{(repeat, fold): DataFrame}`` mapping for pooled CV predictions) and keeps the
+    :class:`CensoringKM` of each (training set, head) after its first use. Pass one instance
+    to every :func:`all_metrics` call that scores against the same training patients (the
+    replicates of a bootstrap): the censoring Kaplan–Meier is then fitted once per fold and
+    head instead of four times per call. Same numbers as the plain DataFrame or mapping.
+
+    Parameters
+    ----------
+    outcomes : DataFrame, mapping of DataFrames, or TrainingOutcomes
+        Columns ``os_years, os_event, dfs_years, dfs_event``.
+    """
+
+    def __init__(self, outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | TrainingOutcomes):
+        if isinstance(outcomes, TrainingOutcomes):
+            outcomes = outcomes.outcomes
+        self.outcomes = outcomes
+        self._fitted: dict[tuple[Any, str], CensoringKM | None] = {}
+
+    @property
+    def by_fold(self) -> bool:
+        """Whether the outcomes are a ``{(repeat, fold): outcomes}`` mapping."""
+        return isinstance(self.outcomes, Mapping)
+
+    def frame(self, key: Any = None) -> pd.DataFrame:
+        """The training outcomes (of fold ``key`` for a mapping)."""
+        if not self.by_fold:
+            return self.outcomes
+        if key not in self.outcomes:
+            raise ValueError(f"no training outcomes for (repeat, fold) = {key}")
+        return self.outcomes[key]
+
+    def censoring(self, head: str, key: Any = None) -> CensoringKM | None:
+        """The censoring distribution of head ``head`` (``"os"``, ``"dfs"``), fitted once."""
+        if (key, head) not in self._fitted:
+            train = self.frame(key)
+            self._fitted[key, head] = censoring_km(
+                train[f"{head}_years"].to_numpy(np.float64), train[f"{head}_event"].to_numpy()
+            )
+        return self._fitted[key, head]
+
+
 def _ipcw_metrics(
     end: str,
-    train: pd.DataFrame,
+    train: TrainingOutcomes,
+    key: Any,
     arrays: tuple[np.ndarray, ...],
     rows: list[int] | None,
     horizons: Sequence[float],
     harrell: bool = True,
 ) -> dict[str, float]:
     """:func:`survival_metrics` of head ``end`` on ``rows`` (all when None) of the test arrays
-    ``(time, event, risk, curve)``, censoring distribution from ``train``."""
+    ``(time, event, risk, curve)``, censoring distribution from ``train`` (fold ``key``)."""
     sel = slice(None) if rows is None else np.asarray(rows)
     time, event, risk, curve = (a[sel] for a in arrays)
+    frame = train.frame(key)
     return survival_metrics(
-        train[f"{end}_years"].to_numpy(np.float64),
-        train[f"{end}_event"].to_numpy(),
+        frame[f"{end}_years"].to_numpy(np.float64),
+        frame[f"{end}_event"].to_numpy(),
         time,
         event,
         risk,
         curve,
         horizons=horizons,
         harrell=harrell,
+        censoring=train.censoring(end, key),
     )
 
 
 def all_metrics(
     predictions_df: pd.DataFrame,
-    train_df: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
+    train_df: pd.DataFrame | Mapping[Any, pd.DataFrame] | TrainingOutcomes | None = None,
     rule: Rule = "argmax",
     horizons: Sequence[float] = (1, 3, 5),
     heads: Sequence[str] = ("os", "dfs"),
@@ -806,7 +933,8 @@ def all_metrics(
         out-of-fold predictions: the IPCW metrics are then computed per test fold with its
         own training censoring distribution and averaged over folds, weighted by the number
         of test patients (NaN folds skipped); Harrell's C and TAA/MAE/MSE stay pooled.
-        ``None``: the test table itself (say so when reporting).
+        ``None``: the test table itself (say so when reporting). A :class:`TrainingOutcomes`
+        of either keeps its censoring fits between calls (bootstrap replicates).
     rule : {"argmax", "median"}
         See :func:`predicted_years`.
 
@@ -825,7 +953,9 @@ def all_metrics(
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise ValueError(f"unknown heads {sorted(unknown)}; use 'os' and/or 'dfs'")
-    by_fold = isinstance(train_df, Mapping)
+    train = train_df if isinstance(train_df, TrainingOutcomes) else None
+    train = train or TrainingOutcomes(df if train_df is None else train_df)
+    by_fold = train.by_fold
     if by_fold and not {"repeat", "fold"} <= set(df.columns):
         raise ValueError("train_df by (repeat, fold) needs 'repeat' and 'fold' columns")
     out: dict[str, float] = {}
@@ -849,17 +979,15 @@ def all_metrics(
 
         arrays = (time, event, risk, curve)
         if not by_fold:
-            sm = _ipcw_metrics(end, df if train_df is None else train_df, arrays, None, horizons)
+            sm = _ipcw_metrics(end, train, None, arrays, None, horizons)
         else:
             groups: dict[tuple[int, int], list[int]] = {}
             for i, key in enumerate(zip(df["repeat"], df["fold"], strict=True)):
                 groups.setdefault((int(key[0]), int(key[1])), []).append(i)
             per_fold = []
             for key, rows in sorted(groups.items()):
-                if key not in train_df:
-                    raise ValueError(f"no training outcomes for (repeat, fold) = {key}")
                 per_fold.append(
-                    (len(rows), _ipcw_metrics(end, train_df[key], arrays, rows, horizons, False))
+                    (len(rows), _ipcw_metrics(end, train, key, arrays, rows, horizons, False))
                 )
             sm = {}
             for name in per_fold[0][1] if per_fold else ():

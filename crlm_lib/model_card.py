@@ -92,7 +92,7 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
     does; its computed values are gathered in the first lines and its tables come from
     ``_split_metrics`` / ``_cv_metrics``.
     """
-    from crlm_lib.evaluate import LABELS
+    from crlm_lib.evaluation import LABELS
 
     run_dir = Path(run_dir)
     rec_path = run_dir / "run.json"

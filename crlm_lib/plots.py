@@ -149,7 +149,7 @@ def read_histories(
 ) -> dict[str, pd.DataFrame]:
     """``history.csv`` of the papers'-split runs ``keys`` (those that exist), by key.
 
-    Runs live in ``<runs_dir>/<protocol>/seed<seed>/<key>/`` (``evaluate.run_paper_protocol``).
+    Runs live in ``<runs_dir>/<protocol>/seed<seed>/<key>/`` (``evaluation.run_paper_protocol``).
     """
     out = {}
     for key in keys:

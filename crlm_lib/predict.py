@@ -142,7 +142,7 @@ def store_training_reference(
     (the lesion-feature transform fitted on the training lesions) to the record, atomically.
     """
     from crlm_lib.data.dataset import CRLMDataset
-    from crlm_lib.evaluate import _write_json
+    from crlm_lib.evaluation._common import _write_json
     from crlm_lib.train import predict
 
     ids = [str(i) for i in train_ids]
@@ -311,7 +311,7 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
         When the folder is not a torch run, or lacks the stored encoder / training reference
         (runs trained before they were stored: retrain).
     """
-    from crlm_lib.evaluate import ANCHOR_NAMES, EvaluationError, stored_encoder
+    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, stored_encoder
     from crlm_lib.models import build_model
     from crlm_lib.train import load_checkpoint
 
@@ -699,21 +699,3 @@ def predict_new(
         _atomic_csv(summary, out_dir / "predictions.csv")
         _atomic_csv(yearly_table(preds), out_dir / "predictions_yearly.csv")
         return summary
-
-
-def predict_new_cli(
-    run_dirs: Sequence[str | Path],
-    sources: Sequence[str | Path],
-    out_dir: str | Path,
-    clinical: str | Path | None = None,
-    n_tta: int = 8,
-    report: bool = True,
-    heatmaps: bool = True,
-    seed: int = 0,
-) -> int:
-    """``crlm predict --run RUN [--run RUN ...] --patient DIR_OR_ZIP [...] --out DIR``."""
-    summary = predict_new(run_dirs, sources, out_dir, clinical, n_tta, report, heatmaps, seed)
-    for line in summary["summary"]:
-        print(line)
-    print(f"predictions for {len(summary)} patient(s) written to {out_dir}")
-    return 0

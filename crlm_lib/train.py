@@ -820,7 +820,7 @@ def fit(
         Load the best epoch's weights into ``model`` before returning (default). ``False``
         leaves the last epoch's weights.
     run_key : dict, optional
-        What the run is trained on (``evaluate.run_identity``: cohort, split and config
+        What the run is trained on (``evaluation.run_identity``: cohort, split and config
         hashes), stored in ``last.pt``. Resuming a ``last.pt`` whose key differs (or that has
         none) raises :class:`~crlm_lib.errors.RunMismatchError` before anything is written.
     handlers : list of Handler, optional

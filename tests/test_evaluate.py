@@ -1,4 +1,4 @@
-"""Tests of crlm_lib.evaluate: bootstrap coverage, paired comparison, protocols on a simulated
+"""Tests of crlm_lib.evaluation: bootstrap coverage, paired comparison, protocols on a simulated
 clinical-only cohort (anchors + oracle), calibration, Kaplan–Meier by risk, published numbers."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from crlm_lib import evaluate as ev
+from crlm_lib import evaluation as ev
 from crlm_lib import metrics as M
 from crlm_lib.config import N_YEARS, get_profile
 from crlm_lib.data.clinical import PREDICTORS
+from crlm_lib.evaluation import bootstrap as B
+from crlm_lib.evaluation import protocols, runs
 from crlm_lib.models.clinical import SURV_COLS, frame_from_curves
 
 YEARS = np.arange(1, N_YEARS + 1)
@@ -63,8 +65,8 @@ def fake_paper_split(ids, events, seed):
 @pytest.fixture
 def splits(monkeypatch):
     """Stand-ins for data.dataset's split functions (the protocol logic is what is tested)."""
-    monkeypatch.setattr(ev, "cv_split_ids", fake_cv_splits)
-    monkeypatch.setattr(ev, "paper_split_ids", fake_paper_split)
+    monkeypatch.setattr(protocols, "cv_split_ids", fake_cv_splits)
+    monkeypatch.setattr(protocols, "paper_split_ids", fake_paper_split)
 
 
 def oracle_frame(cohort: ev.Cohort) -> pd.DataFrame:
@@ -145,7 +147,7 @@ def test_cv_protocol_anchors_oracle_last_and_resumable(splits, tmp_path, monkeyp
     def boom(*a, **k):
         raise AssertionError("refitted a cached fold")
 
-    monkeypatch.setattr(ev, "fit_predict_anchor", boom)
+    monkeypatch.setattr(runs, "fit_predict_anchor", boom)
     again = ev.run_cv_protocol([], cohort, prof, **kw)
     pd.testing.assert_frame_equal(res.tidy, again.tidy)
 
@@ -246,7 +248,7 @@ def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
 
 
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
-    from crlm_lib.evaluate import ABLATION_ROWS
+    from crlm_lib.evaluation import ABLATION_ROWS
     from crlm_lib.models import build_model
 
     specs = {key: spec for key, _, spec, _ in ABLATION_ROWS}
@@ -255,3 +257,33 @@ def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
     assert specs["abl-3dcnn-b"].options.get("clinical", True)  # B brings the clinical path
     assert specs["abl-acfnet-xcorr"].options["dis_mode"] == "xcorr"
     assert specs["acfnet"].options.get("dis_mode", "paper") == "paper"
+
+
+def test_one_engine_same_draws_and_intervals_for_frames_and_arrays():
+    """bootstrap_scores (frames) and bootstrap_ci (arrays) draw the same patients for one seed
+    and cut the same percentile interval, so one metric gives one interval either way."""
+    rng = np.random.default_rng(11)
+    ids = [f"P{i:03d}" for i in range(60)]  # already in patient-ID order
+    x = rng.normal(size=60)
+    frame = pd.DataFrame({"patient_id": ids, "x": x})
+    tidy = ev.bootstrap_scores(
+        frame, n_boot=80, seed=5, metric_fn=lambda p, _t: {"mean": float(p["x"].mean())}
+    ).iloc[0]
+    # IDs first: the arrays' content-defined order is then the patient-ID order of the frame
+    res = B.bootstrap_ci(lambda _i, a: float(a.mean()), np.array(ids), x, n_boot=80, seed=5)
+    assert (tidy["estimate"], tidy["low"], tidy["high"]) == pytest.approx(tuple(res), abs=1e-12)
+    # the draws are the engine's
+    first = next(B.draws(60, 1, 5))
+    assert np.array_equal(first, np.random.default_rng(5).integers(0, 60, 60))
+    # paired difference of arrays = interval of the difference
+    y = x + rng.normal(scale=0.1, size=60)
+    diff = B.paired_bootstrap_diff(lambda p: float(p.mean()), x, y, n_boot=50, seed=2)
+    direct = B.bootstrap_ci(lambda a, b: float(a.mean() - b.mean()), x, y, n_boot=50, seed=2)
+    assert tuple(diff) == tuple(direct)
+
+
+def test_percentile_interval_is_nan_when_most_replicates_are_nan():
+    vals = np.r_[np.full(6, np.nan), np.arange(4.0)]
+    with pytest.warns(M.MetricWarning, match="4/10"):
+        assert all(np.isnan(B.percentile_interval(vals, 0.05, what="c")))
+    assert B.percentile_interval(np.arange(101.0), 0.1) == pytest.approx((5.0, 95.0))

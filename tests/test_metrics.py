@@ -13,6 +13,7 @@ from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integ
 from sksurv.util import Surv
 
 from crlm_lib import metrics as M
+from crlm_lib.evaluation import bootstrap as B
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def test_bootstrap_coverage_of_a_mean():
     reps = 200
     for r in range(reps):
         x = rng.normal(loc=1.0, size=50)
-        _, low, high = M.bootstrap_ci(np.mean, x, n_boot=200, seed=r)
+        _, low, high = B.bootstrap_ci(np.mean, x, n_boot=200, seed=r)
         hits += low <= 1.0 <= high
     assert 0.88 <= hits / reps <= 0.99
 
@@ -259,10 +260,10 @@ def test_bootstrap_coverage_of_a_mean():
 def test_bootstrap_joint_rows_and_estimate():
     x = np.arange(30.0)
     y = 2 * x
-    est, low, high = M.bootstrap_ci(lambda a, b: float(np.mean(b - 2 * a)), x, y, n_boot=50)
+    est, low, high = B.bootstrap_ci(lambda a, b: float(np.mean(b - 2 * a)), x, y, n_boot=50)
     assert (est, low, high) == (0.0, 0.0, 0.0)  # rows resampled jointly keep y = 2x
     with pytest.raises(ValueError, match="rows"):
-        M.bootstrap_ci(np.mean, x, y[:-1])
+        B.bootstrap_ci(np.mean, x, y[:-1])
 
 
 def test_paired_diff_order_invariance_and_sign(censored_cohort):
@@ -276,15 +277,15 @@ def test_paired_diff_order_invariance_and_sign(censored_cohort):
     def cidx(risk, t, e):
         return float(concordance_index(t, -risk, e))
 
-    res = M.paired_bootstrap_diff(cidx, good, bad, time, event, n_boot=100, seed=3)
+    res = B.paired_bootstrap_diff(cidx, good, bad, time, event, n_boot=100, seed=3)
     perm = np.random.default_rng(9).permutation(time.size)
-    res_perm = M.paired_bootstrap_diff(
+    res_perm = B.paired_bootstrap_diff(
         cidx, good[perm], bad[perm], time[perm], event[perm], n_boot=100, seed=3
     )
     assert res == res_perm
     assert res.low > 0  # the informative model is better
     assert res.estimate == pytest.approx(cidx(good, time, event) - cidx(bad, time, event))
-    assert M.bootstrap_ci(np.mean, time, n_boot=20) == M.bootstrap_ci(
+    assert B.bootstrap_ci(np.mean, time, n_boot=20) == B.bootstrap_ci(
         np.mean, time[perm], n_boot=20
     )
     assert harrell(good, time, event) == pytest.approx(cidx(good, time, event))
@@ -313,7 +314,10 @@ def test_all_metrics_on_predictions_table(censored_cohort):
         assert key in out and math.isfinite(out[key]), key
 
 
-def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
+@pytest.fixture
+def three_fold_table(tied_censored_cohort):
+    """Predictions table of the tied cohort as pooled CV predictions of 3 folds (one repeat),
+    with the outcomes and the ``{(repeat, fold): training outcomes}`` mapping."""
     time, event, p = tied_censored_cohort
     n = time.size
     df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)]})
@@ -325,6 +329,13 @@ def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort):
     df["repeat"], df["fold"] = 0, np.arange(n) % 3
     outcomes = df[["os_years", "os_event", "dfs_years", "dfs_event"]]
     by_fold = {(0, f): outcomes[df["fold"] != f] for f in range(3)}
+    return df, outcomes, by_fold
+
+
+def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort, three_fold_table):
+    time, event, p = tied_censored_cohort
+    df, outcomes, by_fold = three_fold_table
+    n = time.size
     out = M.all_metrics(df, by_fold, heads=("os",))
     # IPCW metrics: per fold with that fold's training patients, averaged by fold size
     per_fold = [
@@ -355,3 +366,82 @@ def test_year_bin_one_rule_for_targets_and_metrics():
     assert M.year_bin(np.array(years)).tolist() == [0, 0, 1, 4, 11, 11, 11]
     assert [year_bin(y) for y in years] == [0, 0, 1, 4, 11, 11, 11]
     assert year_bin(-0.5) == 0 and year_bin(7.2, n_years=5) == 4
+
+
+# ---------------------------------------------------------------- the fast IPCW path
+
+
+def _tied_case(rng, n):
+    time = np.maximum(np.round(rng.exponential(4.0, n) * 2) / 2, 0.5)
+    event = rng.random(n) < rng.uniform(0.2, 0.8)
+    risk = np.round(rng.normal(size=n), int(rng.integers(0, 3)))  # tied risks too
+    surv = np.sort(rng.uniform(0, 1, (n, 12)), axis=1)[:, ::-1]
+    return time, event, risk, surv
+
+
+def test_fast_ipcw_metrics_equal_scikit_survival_to_the_last_bit():
+    """Cached censoring fit + validated arrays give scikit-survival's numbers exactly, on
+    half-year-tied data with tied risks, in training sets other than the test set."""
+    from sksurv.metrics import _estimate_concordance_index, concordance_index_censored
+
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        t_tr, e_tr, _, _ = _tied_case(rng, int(rng.integers(20, 80)))
+        t_te, e_te, risk, surv = _tied_case(rng, int(rng.integers(15, 60)))
+        km = M.CensoringKM(t_tr, e_tr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv, censoring=km)
+        beyond = t_te > km.support
+        t_cut, e_cut = np.where(beyond, km.support, t_te), e_te & ~beyond
+        y_tr, y_te = Surv.from_arrays(e_tr, t_tr), Surv.from_arrays(e_cut, t_cut)
+        if e_te.any() and np.isfinite(res["c_harrell"]):
+            assert res["c_harrell"] == concordance_index_censored(e_te, t_te, risk)[0]
+        if np.isfinite(res["c_uno"]):
+            assert res["c_uno"] == concordance_index_ipcw(y_tr, y_te, risk, tau=res["tau"])[0]
+        grid = np.arange(1.0, 6.0)
+        grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max()) & (grid < km.support)]
+        if np.isfinite(res["ibs"]):
+            ibs = integrated_brier_score(y_tr, y_te, surv[:, grid.astype(int) - 1], grid)
+            assert abs(res["ibs"] - ibs) <= 1e-15
+        hs = [h for h in (1, 3, 5) if np.isfinite(res[f"auc_{h}y"])]
+        if hs:
+            auc = cumulative_dynamic_auc(y_tr, y_te, 1.0 - surv[:, [h - 1 for h in hs]], hs)[0]
+            assert [res[f"auc_{h}y"] for h in hs] == list(auc)
+        # the concordance without the pair loop, with IPCW-like weights
+        w = rng.uniform(0.5, 3.0, t_te.size)
+        try:
+            ref = _estimate_concordance_index(e_te, t_te, risk, w)[0]
+        except Exception:
+            continue
+        if np.isfinite(ref):
+            assert M._concordance(e_te, t_te, risk, w) == ref
+
+
+def test_fast_path_hands_edge_cases_to_scikit_survival():
+    """A non-finite risk or an all-censored test set go through scikit-survival itself: the
+    same NaN and message as before the fast path."""
+    rng = np.random.default_rng(4)
+    t_tr, e_tr, _, _ = _tied_case(rng, 60)
+    t_te, e_te, risk, surv = _tied_case(rng, 30)
+    risk[3] = np.nan
+    with pytest.warns(M.MetricWarning, match="c_harrell is NaN: Input estimate contains NaN"):
+        res = M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv, horizons=())
+    assert np.isnan(res["c_uno"])
+    with pytest.warns(M.MetricWarning, match="all samples are censored"):
+        res = M.survival_metrics(t_tr, e_tr, t_te, np.zeros(30), -t_te, surv, horizons=())
+    assert np.isnan(res["c_uno"]) and np.isnan(res["ibs"])
+
+
+def test_training_outcomes_fit_each_censoring_distribution_once(three_fold_table):
+    df, _, by_fold = three_fold_table
+    n = len(df)
+    train = M.TrainingOutcomes(by_fold)
+    first = M.all_metrics(df, train)
+    fitted = dict(train._fitted)
+    assert len(fitted) == 6  # 3 folds x 2 heads
+    sub = df.iloc[np.random.default_rng(0).integers(0, n, n)].reset_index(drop=True)
+    again = M.all_metrics(sub, train)
+    assert all(train._fitted[k] is v for k, v in fitted.items())  # reused, not refitted
+    assert first == M.all_metrics(df, by_fold)  # same numbers as the plain mapping
+    assert again == M.all_metrics(sub, by_fold)

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crlm_lib import evaluate as ev
+from crlm_lib import evaluation as ev
 from crlm_lib.config import Paths, get_profile
+from crlm_lib.evaluation import runs
 
 N_PATIENTS = 8
 
@@ -309,7 +310,7 @@ def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_re
     (old / "run.json").write_text(json.dumps({"model": "acfnet", **ids}))
     (old / "predictions.csv").write_text("patient_id\nd\n")
     with pytest.warns(UserWarning, match="no clinical encoder"):
-        ev._clear_stale_run(old, ["a", "b"], ["c"], ["d"])
+        runs._clear_stale_run(old, ["a", "b"], ["c"], ["d"])
     assert not (old / "run.json").exists() and not (old / "predictions.csv").exists()
     running = tmp_path / "running"  # encoder stored at start, reference only at the end
     running.mkdir()
@@ -317,5 +318,5 @@ def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_re
         json.dumps({"model": "acfnet", "clinical_encoder": {"columns": []}, **ids})
     )
     (running / "last.pt").write_bytes(b"checkpoint")
-    ev._clear_stale_run(running, ["a", "b"], ["c"], ["d"])
+    runs._clear_stale_run(running, ["a", "b"], ["c"], ["d"])
     assert (running / "last.pt").exists()

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crlm_lib import evaluate as ev
+from crlm_lib import evaluation as ev
 from crlm_lib import resources
+from crlm_lib.evaluation import tables
 
 SNAPSHOT = json.loads(
     (Path(__file__).parent / "resources" / "published_snapshot.json").read_text(encoding="utf-8")
@@ -35,7 +36,7 @@ def test_published_all_and_cells_equal_the_literals_they_replaced():
     pd.testing.assert_frame_equal(ev.published_all(), _frame(SNAPSHOT["all"]))
     for cell, text in SNAPSHOT["cells"].items():
         table, row = cell.split("|")
-        assert ev._published_cell(table, row) == text, cell
+        assert tables._published_cell(table, row) == text, cell
 
 
 def test_published_has_dypro_row():
@@ -63,6 +64,6 @@ def test_read_rows_keeps_order_and_strings():
 def test_resources_are_package_data():
     import tomllib
 
-    pyproject = tomllib.loads((Path(ev.__file__).parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(ev.__file__).parents[2] / "pyproject.toml").read_text())
     shipped = pyproject["tool"]["setuptools"]["package-data"]["crlm_lib.resources"]
     assert "*.csv" in shipped

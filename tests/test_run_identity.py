@@ -1,4 +1,4 @@
-"""Run folders resume only on the same cohort, split and configuration (evaluate.run_identity)."""
+"""Run folders resume only on the same cohort, split and configuration (evaluation.run_identity)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from crlm_lib.config import get_profile
 from crlm_lib.data.clinical import outcomes, validate_clinical
 from crlm_lib.data.synthetic import simulate_cohort
 from crlm_lib.errors import RunMismatchError
-from crlm_lib.evaluate import Cohort, ModelSpec, check_run_dir, run_identity
+from crlm_lib.evaluation import Cohort, ModelSpec, check_run_dir, run_identity
 
 
 @pytest.fixture(scope="module")

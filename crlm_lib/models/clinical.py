@@ -2,7 +2,7 @@
 
 Every anchor turns a predicted survival curve into the project's *Predictions* frame (the format
 of ``crlm_lib.train.predict``), so that every metric of ``crlm_lib.metrics`` and every table of
-``crlm_lib.evaluate`` applies unchanged:
+``crlm_lib.evaluation`` applies unchanged:
 
 - ``FongScore``: the clinical risk score of Fong et al. (1999), column ``clinrisk_score`` (0..5),
   with Kaplan–Meier curves of the training patients that share the score;

@@ -2,10 +2,10 @@
 
 - ``published.csv``: every number the papers report, long form (``table``, ``source``,
   ``model``, ``metric``, ``value``), one row per (table, model, metric) in the papers' order;
-  read by :func:`crlm_lib.evaluate.published_table`.
+  read by :func:`crlm_lib.evaluation.tables.published_table`.
 - ``tripod_ai.csv``: the TRIPOD+AI checklist (Collins et al., BMJ 2024), condensed, with where
   this manuscript meets each item (``item``, ``topic``, ``where met / why not``); read by
-  :func:`crlm_lib.evaluate.tripod_checklist`.
+  :func:`crlm_lib.evaluation.tables.tripod_checklist`.
 
 Editing a number or an item means editing the CSV; no Python literal holds them.
 """

@@ -629,8 +629,8 @@ def _epochs_zero(tmp_path, capsys, request):
     rc, out, err = _crlm(["train", "--model", "acfnet", "--out", str(tmp_path / "r"),
                           "--epochs", "0", "--data", str(tmp_path / "absent")], capsys)  # fmt: skip
     assert rc == 2 and "--epochs: must be at least 1" in err and "Traceback" not in err
+    from crlm_lib.cli import train_cli
     from crlm_lib.errors import ArgumentError
-    from crlm_lib.evaluate import train_cli
 
     with pytest.raises(ArgumentError, match="--epochs must be at least 1"):
         train_cli("acfnet", "smoke", None, None, tmp_path / "r", 0, 0, "paper")
@@ -731,7 +731,7 @@ def test_user_errors_share_one_base():
 
 def test_model_choices_match_the_registry():
     from crlm_lib.cli import MODEL_CHOICES
-    from crlm_lib.evaluate import ANCHOR_NAMES
+    from crlm_lib.evaluation import ANCHOR_NAMES
     from crlm_lib.models import MODEL_NAMES
 
     assert set(MODEL_CHOICES) == {*MODEL_NAMES, *ANCHOR_NAMES, "oracle"}

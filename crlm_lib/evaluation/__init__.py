@@ -1,0 +1,145 @@
+"""Evaluation: protocols, run folders, the bootstrap, calibration and the notebooks' tables.
+
+One package, one module per seam (``import crlm_lib.evaluation as ev`` gives every public
+name below):
+
+- :mod:`~crlm_lib.evaluation.specs` — what a row is: :class:`ModelSpec`, :func:`as_specs`,
+  the anchors, display labels (:func:`model_label`) and the ablation rows of the papers'
+  Table 2;
+- :mod:`~crlm_lib.evaluation.cohort` — :class:`Cohort` and :func:`as_cohort`;
+- :mod:`~crlm_lib.evaluation.runs` — one model on one split and its run folder: fitting
+  (:func:`fit_predict_anchor`, :func:`fit_predict_torch`), run identity and stale-run checks,
+  cached predictions, reloading (:func:`load_run`, :func:`stored_encoder`);
+- :mod:`~crlm_lib.evaluation.protocols` — the papers' split (:func:`run_paper_protocol`) and
+  repeated stratified CV (:func:`run_cv_protocol`, :class:`CVResult`);
+- :mod:`~crlm_lib.evaluation.bootstrap` — the library's one bootstrap engine: every metric of
+  a protocol (:func:`bootstrap_scores`, :func:`paired_difference`) and one metric of arrays
+  (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
+- :mod:`~crlm_lib.evaluation.calibration` — calibration tables and plots, Kaplan–Meier by
+  predicted risk;
+- :mod:`~crlm_lib.evaluation.tables` — wide, ablation, comparison, parameter, paired,
+  published, environment and TRIPOD+AI tables.
+
+The ``crlm train / evaluate / predict`` hooks live in :mod:`crlm_lib.cli`.
+"""
+
+from crlm_lib.evaluation._common import EvaluationError
+from crlm_lib.evaluation.bootstrap import (
+    BootstrapResult,
+    bootstrap_ci,
+    bootstrap_scores,
+    draws,
+    head_metrics,
+    paired_bootstrap_diff,
+    paired_difference,
+    percentile_interval,
+)
+from crlm_lib.evaluation.calibration import (
+    KMByRisk,
+    calibration_table,
+    default_n_groups,
+    km_by_predicted_risk,
+    plot_calibration,
+)
+from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.protocols import (
+    CVResult,
+    cv_split_ids,
+    paper_split_ids,
+    pooled_predictions,
+    run_cv_protocol,
+    run_paper_protocol,
+)
+from crlm_lib.evaluation.runs import (
+    RUN_FILES,
+    LoadedRun,
+    check_run_dir,
+    fit_predict_anchor,
+    fit_predict_torch,
+    load_run,
+    run_identity,
+    stored_encoder,
+)
+from crlm_lib.evaluation.specs import (
+    ABLATION_ROWS,
+    ANCHOR_NAMES,
+    IMAGE_MODELS,
+    LABELS,
+    ModelSpec,
+    ablation_specs,
+    as_specs,
+    model_label,
+)
+from crlm_lib.evaluation.tables import (
+    HEADLINE_METRICS,
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    PUBLISHED,
+    TRIPOD_AI,
+    ablation_table,
+    comparison_table,
+    environment_table,
+    paired_table,
+    parameter_table,
+    pretty,
+    published_all,
+    published_table,
+    tripod_checklist,
+    wide_table,
+)
+
+__all__ = [
+    "ABLATION_ROWS",
+    "ANCHOR_NAMES",
+    "HEADLINE_METRICS",
+    "IMAGE_MODELS",
+    "LABELS",
+    "LOWER_IS_BETTER",
+    "METRIC_LABELS",
+    "PUBLISHED",
+    "RUN_FILES",
+    "TRIPOD_AI",
+    "CVResult",
+    "Cohort",
+    "EvaluationError",
+    "KMByRisk",
+    "LoadedRun",
+    "ModelSpec",
+    "ablation_specs",
+    "BootstrapResult",
+    "ablation_table",
+    "as_cohort",
+    "as_specs",
+    "bootstrap_ci",
+    "bootstrap_scores",
+    "calibration_table",
+    "check_run_dir",
+    "comparison_table",
+    "cv_split_ids",
+    "default_n_groups",
+    "draws",
+    "environment_table",
+    "fit_predict_anchor",
+    "fit_predict_torch",
+    "head_metrics",
+    "km_by_predicted_risk",
+    "load_run",
+    "model_label",
+    "paired_bootstrap_diff",
+    "paired_difference",
+    "paired_table",
+    "paper_split_ids",
+    "parameter_table",
+    "percentile_interval",
+    "plot_calibration",
+    "pooled_predictions",
+    "pretty",
+    "published_all",
+    "published_table",
+    "run_cv_protocol",
+    "run_paper_protocol",
+    "run_identity",
+    "stored_encoder",
+    "tripod_checklist",
+    "wide_table",
+]

@@ -1,0 +1,326 @@
+"""The two evaluation protocols, with the oracle as reference.
+
+Two protocols, one scorer:
+
+- :func:`run_paper_protocol` — the papers' protocol: ONE 8:1:1 split (157/20/20 for 197
+  patients, ``data.dataset.paper_split``) with a fixed seed; train on train, early-stop on val,
+  score the 20 test patients with TAA / MSE / MAE exactly as the papers define them
+  (``metrics.paper_metrics``: all test patients, censored times taken as event times), the
+  censoring-aware metrics alongside, and a 95% percentile bootstrap CI over the 20 test patients
+  to show how wide it is.
+- :func:`run_cv_protocol` — repeated stratified k-fold CV on the whole cohort
+  (``profile.eval.cv_folds`` x ``cv_repeats``; image models use ``cv_repeats_3d`` repeats and
+  ``cv_epochs_3d`` epochs, reported in the ``repeats``/``epochs`` columns); out-of-fold (OOF)
+  predictions per repeat; Harrell's and Uno's C, IBS, time-dependent AUC at 1/3/5 years, and
+  TAA / MAE restricted to patients whose event was observed; bootstrap CIs and paired
+  differences against the Fong score and Cox.
+
+Every row is a *Predictions* frame (``patient_id``, ``surv_p1..12``, ``rec_p1..12``, outcomes)
+scored by the same code, so the clinical anchors (``models.clinical``) and the oracle (the
+synthetic generator's true curves; always the LAST row) are comparable with the deep models.
+The oracle is the ceiling of discrimination (C-index, AUC) in expectation, NOT of TAA / MAE /
+MSE: the argmax of the true year-of-death pmf is its mode, not the time that minimises the
+absolute or squared error, so a model can beat the oracle on those. Published numbers
+(``evaluation.tables.PUBLISHED``) are kept as data and never mixed into our rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from crlm_lib import metrics as M
+from crlm_lib.config import Profile, get_profile
+from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
+from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics, paired_difference
+from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.runs import _cached_fit
+from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_MODELS, LABELS, ModelSpec, as_specs
+from crlm_lib.evaluation.tables import wide_table
+
+
+def paper_split_ids(ids: Sequence[str], events: np.ndarray, seed: int):
+    """``data.dataset.paper_split``: (train, val, test) ID lists, 8:1:1 (157/20/20 for 197)."""
+    from crlm_lib.data.dataset import paper_split
+
+    return paper_split(list(ids), np.asarray(events), seed)
+
+
+def cv_split_ids(ids: Sequence[str], events: np.ndarray, folds: int, repeats: int, seed: int):
+    """``data.dataset.repeated_stratified_kfold`` as a list of (repeat, fold, train, test)."""
+    from crlm_lib.data.dataset import repeated_stratified_kfold
+
+    out = []
+    for i, item in enumerate(
+        repeated_stratified_kfold(list(ids), np.asarray(events), folds, repeats, seed)
+    ):
+        if len(item) == 4:
+            out.append(tuple(item))
+        else:  # (train, test) form of docs/interfaces.md
+            out.append((i // folds, i % folds, item[0], item[1]))
+    return out
+
+
+def _inner_val_split(train_ids: Sequence[str], events: np.ndarray, seed: int, frac: float = 0.1):
+    """Stratified ~10% of a CV training fold held out for early stopping (choice: CV folds have
+    no validation set of their own; the test fold is never used for stopping)."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = max(2, int(round(frac * len(train_ids))))
+    strat = events if np.bincount(np.asarray(events, dtype=int)).min() >= 2 else None
+    tr, va = train_test_split(
+        list(train_ids), test_size=n_val, random_state=seed, stratify=strat, shuffle=True
+    )
+    return sorted(tr), sorted(va)
+
+
+def _with_anchors(specs: list[ModelSpec], anchors: Sequence[str], oracle: bool, cohort: Cohort):
+    names = {s.key for s in specs}
+    out = [s for s in specs if s.name != "oracle"]
+    out += [ModelSpec(a) for a in anchors if a not in names]
+    if oracle and cohort.synthetic:
+        out.append(ModelSpec("oracle"))
+    return out
+
+
+def run_paper_protocol(
+    model_names: Iterable[str | ModelSpec],
+    source: Any,
+    profile: str | Profile,
+    objective: str = "paper",
+    options_by_name: dict[str, dict] | None = None,
+    seed: int = 0,
+    anchors: Sequence[str] = ("fong", "cox"),
+    oracle: bool = True,
+    epochs: int | None = None,
+    n_boot: int | None = None,
+    runs_dir: str | Path | None = None,
+    protocol: str = "paper_split",
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The papers' protocol for a list of models: one table in one call.
+
+    One 8:1:1 split with ``seed`` (``data.dataset.paper_split``, stratified on the OS event);
+    every model trains on train, early-stops on val and is scored on test. Each model's run is
+    cached under ``<runs_dir>/<protocol>/<seed>/<label>/`` (checkpoints, ``history.csv``,
+    ``predictions.csv``, ``metrics.json``): re-running reuses finished runs.
+
+    Parameters
+    ----------
+    model_names : iterable of str or ModelSpec
+        Registry names; ``"acfnet:censored"`` selects the censoring-aware objective, so
+        ``["acfnet", "acfnet:censored"]`` puts both objectives side by side.
+    source : pipeline.Study, config.Paths or Cohort
+    profile : str or Profile
+    objective : {"paper", "censored"}
+        Default objective for names without ``:objective``.
+    options_by_name : dict, optional
+        ``build_model`` options per registry name.
+    anchors : names of clinical anchors appended after the models (default Fong and Cox).
+    oracle : bool
+        Append the oracle as the LAST row when the cohort is synthetic.
+    n_boot : int, optional
+        Bootstrap replicates of the 95% CI over the test patients (default
+        ``profile.eval.bootstrap``).
+
+    Returns
+    -------
+    results : DataFrame
+        Tidy: ``model, label, protocol, metric, estimate, low, high, n_test, synthetic``.
+    predictions_by_model : dict[str, DataFrame]
+        Test-set Predictions frame of each model (keyed by ``ModelSpec.key``).
+    """
+    prof = get_profile(profile)
+    cohort = as_cohort(source)
+    specs = _with_anchors(
+        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
+    )
+    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, events, seed)
+    base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
+    n_boot = prof.eval.bootstrap if n_boot is None else n_boot
+    # censoring distributions fitted once for all replicates (metrics.TrainingOutcomes)
+    train_out = M.TrainingOutcomes(cohort.outcomes.loc[list(train_ids)])
+    horizons = prof.eval.horizons_years
+    tables, preds = [], {}
+    for spec in tqdm(specs, desc="paper protocol", leave=False):
+        run_dir = base / protocol / f"seed{seed}" / spec.key if base is not None else None
+        # anchors have no early stopping: they fit on train + val (177 patients for 197)
+        anchor_train = list(train_ids) + list(val_ids) if spec.is_anchor else train_ids
+        pred = _cached_fit(
+            spec, cohort, prof, anchor_train, val_ids, test_ids, run_dir, epochs, seed
+        )
+        preds[spec.key] = pred
+        tidy = bootstrap_scores(
+            pred,
+            train_out,
+            n_boot=n_boot,
+            seed=seed,
+            metric_fn=lambda p, t: head_metrics(p, t, horizons=horizons),
+        )
+        tidy.insert(0, "model", spec.key)
+        tidy.insert(1, "label", LABELS.get(spec.name, spec.name))
+        tidy["protocol"] = protocol
+        tidy["n_test"] = len(test_ids)
+        tidy["synthetic"] = cohort.synthetic
+        tables.append(tidy)
+        if run_dir is not None:
+            metrics = dict(zip(tidy["metric"], tidy["estimate"], strict=True))
+            _write_json(metrics, run_dir / "metrics.json")
+    return pd.concat(tables, ignore_index=True), preds
+
+
+# --------------------------------------------------------------------------------------------
+# repeated stratified k-fold CV
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CVResult:
+    """Output of :func:`run_cv_protocol`.
+
+    Attributes
+    ----------
+    tidy : DataFrame ``model, label, metric, estimate, low, high, repeats, folds, epochs``
+    wide : DataFrame (pretty; oracle last)
+    differences : DataFrame ``model, baseline, metric, estimate, low, high`` (A - baseline)
+    predictions : dict[model key, list of OOF Predictions frames, one per repeat]
+    """
+
+    tidy: pd.DataFrame
+    wide: pd.DataFrame
+    differences: pd.DataFrame
+    predictions: dict[str, list[pd.DataFrame]]
+
+
+def run_cv_protocol(
+    model_names: Iterable[str | ModelSpec],
+    source: Any,
+    profile: str | Profile,
+    objective: str = "paper",
+    options_by_name: dict[str, dict] | None = None,
+    seed: int = 0,
+    anchors: Sequence[str] = ANCHOR_NAMES,
+    oracle: bool = True,
+    baselines: Sequence[str] = ("fong", "cox"),
+    n_boot: int | None = None,
+    ci_heads: Sequence[str] = ("os", "dfs"),
+    runs_dir: str | Path | None = None,
+    protocol: str = "cv",
+    censoring_from: str = "training_fold",
+) -> CVResult:
+    """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
+
+    Folds/repeats: ``profile.eval.cv_folds`` x ``cv_repeats`` for clinical models; image
+    models use ``cv_repeats_3d`` repeats and ``cv_epochs_3d`` epochs (``repeats`` and
+    ``epochs`` columns). Every repeat of a model yields one OOF prediction per patient. Each
+    (model, repeat, fold) is cached in ``<runs_dir>/<protocol>/<label>/r<R>_f<F>/`` and reused.
+    CV training folds hold out a stratified 10% for early stopping.
+
+    Paired differences against ``baselines`` use the repeats both models have (the first
+    ``min(R_a, R_b)``).
+
+    ``censoring_from``: ``"training_fold"`` (default) estimates the IPCW censoring
+    distribution of each test fold on its own training fold (metrics per fold, averaged);
+    ``"cohort"`` uses the whole cohort for the pooled OOF predictions (the earlier choice:
+    about 4x cheaper in the bootstrap, since scikit-survival is called once per repeat instead
+    of once per fold, but the test patients then inform their own weights).
+
+    Returns
+    -------
+    CVResult
+    """
+    prof = get_profile(profile)
+    cohort = as_cohort(source)
+    specs = _with_anchors(
+        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
+    )
+    ev = prof.eval
+    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
+    splits = cv_split_ids(cohort.ids, events, ev.cv_folds, max_rep, seed)
+    base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
+    n_boot = ev.bootstrap if n_boot is None else n_boot
+    # IPCW censoring distribution of each test fold: its own training fold's outcomes
+    if censoring_from not in ("training_fold", "cohort"):
+        raise EvaluationError(
+            f"censoring_from must be 'training_fold' or 'cohort', not {censoring_from!r}"
+        )
+    # (fitted once per fold and head for every replicate: metrics.TrainingOutcomes)
+    censoring = M.TrainingOutcomes(
+        {(rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits}
+        if censoring_from == "training_fold"
+        else cohort.outcomes.loc[cohort.ids]
+    )
+    horizons = ev.horizons_years
+
+    def metric_fn(p, t):
+        return head_metrics(p, t, heads=ci_heads, horizons=horizons)
+
+    preds: dict[str, list[pd.DataFrame]] = {}
+    info: dict[str, tuple[int, int | None]] = {}
+    for spec in specs:
+        image = spec.name in IMAGE_MODELS
+        repeats = ev.cv_repeats_3d if image else ev.cv_repeats
+        epochs = ev.cv_epochs_3d if image else None
+        info[spec.key] = (repeats, epochs)
+        by_rep: dict[int, list[pd.DataFrame]] = {}
+        todo = [s for s in splits if s[0] < repeats]
+        for rep, fold, tr, te in tqdm(todo, desc=f"CV {spec.key}", leave=False):
+            run_dir = base / protocol / spec.key / f"r{rep}_f{fold}" if base else None
+            tr = [str(i) for i in tr]
+            val: list[str] = []
+            if not spec.is_anchor:
+                ev_tr = cohort.outcomes.loc[tr, "os_event"].to_numpy()
+                tr, val = _inner_val_split(tr, ev_tr, seed + 1000 * rep + fold)
+            pred = _cached_fit(spec, cohort, prof, tr, val, te, run_dir, epochs, seed + rep)
+            pred = pred.assign(repeat=rep, fold=fold)
+            by_rep.setdefault(rep, []).append(pred)
+        preds[spec.key] = [pd.concat(by_rep[r], ignore_index=True) for r in sorted(by_rep)]
+
+    tables = []
+    memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
+    for spec in specs:
+        tidy = bootstrap_scores(
+            preds[spec.key], censoring, n_boot=n_boot, seed=seed, metric_fn=metric_fn,
+            desc=f"bootstrap {spec.key}", cache=memo,
+        )  # fmt: skip
+        tidy.insert(0, "model", spec.key)
+        tidy.insert(1, "label", LABELS.get(spec.name, spec.name))
+        tidy["repeats"], tidy["epochs"] = info[spec.key]
+        tidy["folds"] = ev.cv_folds
+        tidy["synthetic"] = cohort.synthetic
+        tables.append(tidy)
+    tidy_all = pd.concat(tables, ignore_index=True)
+
+    diffs = []
+    for spec in specs:
+        for b in baselines:
+            if b not in preds or b == spec.key or spec.name == "oracle":
+                continue
+            r = min(len(preds[spec.key]), len(preds[b]))
+            d = paired_difference(
+                preds[spec.key][:r], preds[b][:r], censoring, n_boot=n_boot, seed=seed,
+                metric_fn=metric_fn, cache=memo,
+            )  # fmt: skip
+            d.insert(0, "model", spec.key)
+            d.insert(1, "baseline", b)
+            diffs.append(d)
+    differences = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+    if base is not None:
+        out_dir = base / protocol
+        _atomic_write_csv(tidy_all, out_dir / "results_tidy.csv")
+        if len(differences):
+            _atomic_write_csv(differences, out_dir / "differences.csv")
+    return CVResult(tidy_all, wide_table(tidy_all), differences, preds)
+
+
+def pooled_predictions(cv: CVResult, key: str, repeat: int = 0) -> pd.DataFrame:
+    """Out-of-fold predictions of model ``key`` in CV repeat ``repeat`` (one row per patient)."""
+    if key not in cv.predictions:
+        raise EvaluationError(f"no CV predictions for {key!r}; have {sorted(cv.predictions)}")
+    return cv.predictions[key][repeat]

@@ -1,0 +1,522 @@
+"""One model on one split, and its run folder.
+
+Anchors are fitted in memory (:func:`fit_predict_anchor`); torch models train into a run folder
+(:func:`fit_predict_torch`, ``run.json`` + checkpoints + ``history.csv``) whose identity
+(:func:`run_identity`: cohort, split and configuration hashes) decides whether it may resume
+(:func:`check_run_dir` for ``crlm train``, :func:`_clear_stale_run` inside the protocols).
+:func:`_cached_fit` reuses a finished run's ``predictions.csv``; :func:`load_run` reloads a
+trained model with its stored clinical encoder (:func:`stored_encoder`)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crlm_lib import atomic
+from crlm_lib.config import Profile, get_profile
+from crlm_lib.evaluation._common import (
+    EvaluationError,
+    _atomic_write_csv,
+    _read_predictions,
+    _write_json,
+)
+from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.specs import ANCHOR_NAMES, ModelSpec
+from crlm_lib.models.clinical import (
+    BEYOND_COL,
+    CoxPH,
+    FongScore,
+    Oracle,
+    RandomSurvivalForest,
+)
+
+
+def fit_predict_anchor(
+    name: str,
+    cohort: Cohort,
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Fit a clinical anchor on ``train_ids`` (OS and DFS) and predict ``test_ids``.
+
+    ``fong`` reads ``clinrisk_score``; ``cox`` and ``rsf`` read ``encode_predictors`` features
+    standardised with the training rows; ``oracle`` looks up the true curves.
+    """
+    train_ids, test_ids = [str(i) for i in train_ids], [str(i) for i in test_ids]
+    out_tr = cohort.outcomes.loc[train_ids]
+    if name == "oracle":
+        if cohort.oracle is None:
+            raise EvaluationError("the oracle exists for synthetic cohorts only (no oracle.csv)")
+        return Oracle(cohort.oracle).predict_frame(None, test_ids, cohort.outcomes)
+    if name == "fong":
+        model = FongScore()
+        x_tr, x_te = cohort.clinical.loc[train_ids], cohort.clinical.loc[test_ids]
+    elif name in ("cox", "rsf"):
+        from crlm_lib.data.clinical import encode_predictors
+
+        ref = cohort.clinical.loc[train_ids]
+        x_tr, _ = encode_predictors(ref, reference=ref)
+        x_te, _ = encode_predictors(cohort.clinical.loc[test_ids], reference=ref)
+        model = CoxPH() if name == "cox" else RandomSurvivalForest(random_state=seed)
+    else:
+        raise EvaluationError(f"unknown anchor {name!r}; choose one of {ANCHOR_NAMES}")
+    model.fit_outcomes(x_tr, out_tr)
+    return model.predict_frame(x_te, test_ids, cohort.outcomes)
+
+
+def _datasets(
+    cohort: Cohort, profile: Profile, train_ids, val_ids, test_ids, reads_ct: bool = True
+):
+    """Train/val/test datasets; the image augmentation only for models that read the CT
+    (AMINN and the clinical MLP never see it, so deforming it would only cost time)."""
+    from crlm_lib.data.dataset import CRLMDataset
+
+    if cohort.paths is None:
+        raise EvaluationError("image models need a preprocessed cohort (Paths)")
+    kw = {"clinical_reference_ids": list(train_ids)}
+    pdir = cohort.paths.processed_dir
+    aug = bool(profile.train.augment) and reads_ct
+    train_ds = CRLMDataset(pdir, cohort.clinical, list(train_ids), profile, augment=aug, **kw)
+    val_ds = CRLMDataset(pdir, cohort.clinical, list(val_ids), profile, **kw)
+    test_ds = CRLMDataset(pdir, cohort.clinical, list(test_ids), profile, **kw)
+    return train_ds, val_ds, test_ds
+
+
+def fit_predict_torch(
+    spec: ModelSpec,
+    cohort: Cohort,
+    profile: Profile,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    test_ids: Sequence[str],
+    run_dir: Path,
+    epochs: int | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, Any]:
+    """Build a registry model, ``train.fit`` it (early stopping on ``val_ids``), predict test.
+
+    Writes ``run_dir/run.json`` (model, options, objective, profile, seed, split IDs, clinical
+    feature names and training statistics) so that the run can be reloaded.
+    """
+    import torch
+
+    from crlm_lib.models import build_model
+    from crlm_lib.train import fit, predict
+
+    torch.manual_seed(seed)
+    from crlm_lib.models import IMAGING_MODELS
+
+    reads_ct = spec.name in IMAGING_MODELS
+    train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
+    first = train_ds[0]
+    n_clinical = int(np.asarray(first["clinical"]).shape[-1])
+    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
+        n_les = int(np.asarray(first["lesion_features"]).shape[-1])
+        spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
+    model = build_model(spec.name, n_clinical, profile.model, **spec.options)
+    identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised clinical residual
+        model.anchor_clinical(
+            train_ds.clinical, train_ds.outcomes["os_years"], train_ds.outcomes["os_event"]
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = _run_record(
+        spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
+    )
+    _write_json({**record, "identity": identity}, run_dir / "run.json")
+    history = fit(
+        model,
+        train_ds,
+        val_ds,
+        profile,
+        run_dir,
+        epochs=epochs,
+        objective=spec.objective,
+        loss_weights=spec.loss_weights,
+        seed=seed,
+        run_key=identity,
+    )
+    pred = predict(model, test_ds)
+    pred["patient_id"] = pred["patient_id"].astype(str)
+    _save_history(history, run_dir)
+    from crlm_lib.predict import store_training_reference
+
+    store_training_reference(model, cohort, profile, train_ids, train_ds.feature_stats, run_dir)
+    return pred, history
+
+
+def _save_history(history: Any, run_dir: Path) -> None:
+    path = run_dir / "history.csv"
+    if path.exists() or history is None:
+        return
+    frame = None
+    if isinstance(history, pd.DataFrame):
+        frame = history
+    elif hasattr(history, "to_frame"):
+        frame = history.to_frame()
+    elif hasattr(history, "__dataclass_fields__"):
+        try:
+            frame = pd.DataFrame(asdict(history))
+        except (TypeError, ValueError):
+            frame = None
+    if frame is not None:
+        _atomic_write_csv(frame, path)
+
+
+def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical):
+    from crlm_lib.data.clinical import ClinicalEncoder
+
+    encoder = ClinicalEncoder.fit(cohort.clinical.loc[list(train_ids)])
+    names = encoder.feature_names
+    return {
+        "model": spec.name,
+        "label": spec.key,
+        "objective": spec.objective,
+        "options": spec.options,
+        "loss_weights": spec.loss_weights,
+        "profile": profile.name,
+        "seed": seed,
+        "epochs": epochs,
+        "n_clinical": n_clinical,
+        "clinical_feature_names": names,
+        "clinical_reference_ids": list(map(str, train_ids)),
+        "clinical_encoder": encoder.to_dict(),
+        "train_ids": list(map(str, train_ids)),
+        "val_ids": list(map(str, val_ids)),
+        "test_ids": list(map(str, test_ids)),
+        "synthetic": cohort.synthetic,
+    }
+
+
+#: Files of a run folder that belong to one (cohort, split, configuration).
+RUN_FILES: tuple[str, ...] = (
+    "best.pt",
+    "last.pt",
+    "history.csv",
+    "predictions.csv",
+    "metrics.json",
+    "metrics_ci.csv",
+    "run.json",
+)
+
+
+def _sha256_json(obj: Any) -> str:
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, default=atomic.json_default, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, int]] | None:
+    """``{patient: {SOP instance UID: file size}}`` from the preprocessing cache entries.
+
+    ``None`` without a cache folder (cohorts built in memory, tests). Entries written before
+    the cache recorded its sources give an empty dict for that patient.
+    """
+    from crlm_lib.data.preprocess import cache_path
+
+    if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for pid in ids:
+        path = cache_path(cohort.paths.processed_dir, pid)
+        manifest: dict[str, list[int]] = {}
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if "source_manifest" in z.files:
+                    manifest = json.loads(str(z["source_manifest"]))
+        out[pid] = {uid: int(v[0]) for uid, v in sorted(manifest.items())}
+    return out
+
+
+def run_identity(
+    spec: ModelSpec, profile: Profile, cohort: Cohort, train_ids, val_ids, test_ids, seed: int
+) -> dict[str, str]:
+    """Hashes saying what a run folder was trained on; a run resumes only when all three match.
+
+    - ``cohort``: the sorted analysis IDs, their clinical rows (every column, as CSV) and the
+      identity of their source images (each cache entry's SOP instance UIDs and file sizes,
+      :func:`_image_sources`; modification times are left out so that a copied cohort still
+      resumes), so a changed table, patient set or image series changes it;
+    - ``split``: the sorted train, validation and test IDs;
+    - ``config``: model, options, objective, loss weights, seed, and the profile's
+      preprocessing, model and training settings except ``epochs`` (a run may be extended) and
+      ``num_workers`` (no effect on the result).
+
+    Returns
+    -------
+    dict
+        ``{"cohort": hex16, "split": hex16, "config": hex16}``.
+    """
+    ids = sorted(map(str, cohort.ids))
+    rows = cohort.clinical.loc[[i for i in ids if i in cohort.clinical.index]]
+    train_cfg = {
+        k: v for k, v in asdict(profile.train).items() if k not in ("epochs", "num_workers")
+    }
+    return {
+        "cohort": _sha256_json(
+            {
+                "ids": ids,
+                "clinical": rows.to_csv(float_format="%.12g"),
+                "images": _image_sources(cohort, ids),
+            }
+        ),
+        "split": _sha256_json(
+            {
+                k: sorted(map(str, v))
+                for k, v in (("train", train_ids), ("val", val_ids), ("test", test_ids))
+            }
+        ),
+        "config": _sha256_json(
+            {
+                "model": spec.name,
+                "options": spec.options,
+                "objective": spec.objective,
+                "loss_weights": spec.loss_weights,
+                "seed": int(seed),
+                "preprocess": asdict(profile.preprocess),
+                "model_config": asdict(profile.model),
+                "train": train_cfg,
+            }
+        ),
+    }
+
+
+def _run_dir_state(run_dir: Path, identity: dict[str, str]) -> list[str]:
+    """What of ``identity`` differs from the run already in ``run_dir`` ([] = same or empty)."""
+    present = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if not present:
+        return []
+    record = run_dir / "run.json"
+    if not record.is_file():
+        return ["run.json missing"]
+    try:
+        old = json.loads(record.read_text()).get("identity")
+    except (json.JSONDecodeError, AttributeError):
+        return ["run.json unreadable"]
+    if not isinstance(old, dict):
+        return ["run.json made before run identities were recorded"]
+    return [k for k in identity if old.get(k) != identity[k]]
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False) -> None:
+    """Refuse to resume or overwrite a run folder made on another cohort, split or config.
+
+    Called before anything is written. With ``restart`` the folder's run files
+    (:data:`RUN_FILES`) are removed instead.
+
+    Raises
+    ------
+    RunMismatchError
+        Naming the folder and what differs (``cohort``, ``split``, ``config``).
+    """
+    from crlm_lib.errors import RunMismatchError
+
+    differs = _run_dir_state(Path(run_dir), identity)
+    if not differs:
+        return
+    if restart:
+        from crlm_lib import distributed
+
+        rank = distributed.info()
+        if rank.is_main:  # under torchrun only rank 0 removes; the others wait for it
+            warnings.warn(
+                f"{run_dir}: --restart: discarding the run ({', '.join(differs)})", stacklevel=2
+            )
+            _remove_run_files(Path(run_dir))
+        distributed.barrier()
+        return
+    if set(differs) <= set(identity):
+        what = f"a run made on another {', '.join(differs)}"
+    else:
+        what = f"a run that cannot be checked ({differs[0]})"
+    raise RunMismatchError(
+        f"{run_dir} holds {what}; resuming would train on other patients or settings. "
+        "Choose another --out, or pass --restart to discard it"
+    )
+
+
+def _clear_stale_run(
+    run_dir: Path, train_ids, val_ids, test_ids, identity: dict[str, str] | None = None
+) -> None:
+    """Remove checkpoints and outputs of ``run_dir`` when its ``run.json`` has other split IDs
+    (or, given ``identity``, another cohort, split or configuration: :func:`run_identity`)."""
+    record = run_dir / "run.json"
+    if not record.is_file():
+        return
+    rec = json.loads(record.read_text())
+    same = all(
+        sorted(map(str, rec.get(key, []))) == sorted(map(str, ids))
+        for key, ids in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids))
+        if key in rec
+    )
+    if identity is not None:
+        same = same and rec.get("identity") == identity
+    # runs written before the clinical encoder and training reference were stored cannot be
+    # reloaded for prediction (load_run refuses them): retrain those too. A run still training
+    # (no predictions.csv yet) has no training reference and is kept, so that it resumes.
+    finished = (run_dir / "predictions.csv").is_file()
+    complete = rec.get("model") in ANCHOR_NAMES or (
+        "clinical_encoder" in rec and ("training_reference" in rec or not finished)
+    )
+    if same and complete:
+        return
+    why = "trained on another split" if not same else "stores no clinical encoder or reference"
+    warnings.warn(f"{run_dir}: {why}; retraining from scratch", stacklevel=3)
+    _remove_run_files(run_dir)
+
+
+def _cached_fit(
+    spec: ModelSpec,
+    cohort: Cohort,
+    profile: Profile,
+    train_ids,
+    val_ids,
+    test_ids,
+    run_dir: Path | None,
+    epochs: int | None,
+    seed: int,
+) -> pd.DataFrame:
+    """Predictions of one (model, split), reused from ``run_dir/predictions.csv`` if present.
+
+    A run folder left by another split (the cohort or seed changed) is cleared first, so that
+    the engine never resumes from a checkpoint trained on other patients.
+    """
+    if run_dir is not None:
+        identity = None
+        if not spec.is_anchor:
+            identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+        _clear_stale_run(run_dir, train_ids, val_ids, test_ids, identity)
+    if run_dir is not None and (run_dir / "predictions.csv").is_file():
+        cached = _read_predictions(run_dir / "predictions.csv")
+        same_ids = sorted(cached["patient_id"]) == sorted(map(str, test_ids))
+        # anchors written before the beyond-horizon mass was kept out of bin 12 are refitted
+        if same_ids and not (spec.is_anchor and BEYOND_COL not in cached.columns):
+            return cached
+    if spec.is_anchor:
+        pred = fit_predict_anchor(spec.name, cohort, train_ids, test_ids, seed=seed)
+    else:
+        if run_dir is None:
+            raise EvaluationError("torch models need a run folder")
+        pred, _ = fit_predict_torch(
+            spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, epochs, seed
+        )
+    if run_dir is not None:
+        _atomic_write_csv(pred, run_dir / "predictions.csv")
+    return pred
+
+
+@dataclass
+class LoadedRun:
+    """A trained run reloaded from its folder (see :func:`load_run`).
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The registry model with the best checkpoint's weights, in eval mode.
+    record : dict
+        ``run.json``: model name, options, objective, profile, seed, split IDs, clinical feature
+        names and reference IDs.
+    train_ds, test_ds : CRLMDataset
+        The run's training and test patients, clinical features standardised with the run's
+        training statistics (no augmentation).
+    """
+
+    model: Any
+    record: dict
+    train_ds: Any
+    test_ds: Any
+
+
+def stored_encoder(record: dict, where: str | Path = "run.json"):
+    """The :class:`~crlm_lib.data.clinical.ClinicalEncoder` stored in a run record.
+
+    Raises
+    ------
+    EvaluationError
+        When the run has none (trained before encoders were stored): standardising with any
+        other rows' statistics (e.g. the test set's own) would shift every prediction.
+    """
+    from crlm_lib.data.clinical import ClinicalEncoder
+
+    if not record.get("clinical_encoder"):
+        raise EvaluationError(
+            f"{where}: the run stores no clinical encoder (training means, SDs, indicator "
+            "columns), so new patients cannot be encoded as in training; retrain the run"
+        )
+    return ClinicalEncoder.from_dict(record["clinical_encoder"])
+
+
+def read_run_record(run_dir: str | Path) -> tuple[dict, Path]:
+    """``run.json`` of a run folder and its path.
+
+    Raises
+    ------
+    EvaluationError
+        When the folder has no ``run.json`` (not a run folder).
+    """
+    rec_path = Path(run_dir) / "run.json"
+    if not rec_path.is_file():
+        raise EvaluationError(f"{rec_path} not found: not a run folder")
+    return json.loads(rec_path.read_text()), rec_path
+
+
+def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> LoadedRun:
+    """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder written by :func:`fit_predict_torch` (``crlm train``, the protocols).
+    source : pipeline.Study, config.Paths or Cohort
+        The cohort the run was trained on (its preprocessing cache is read).
+    profile : str or Profile
+        Sizes of the model (must be the run's).
+
+    Raises
+    ------
+    EvaluationError
+        When the folder holds no ``run.json``, no stored clinical encoder or no checkpoint, or
+        belongs to an anchor.
+    """
+    from crlm_lib.data.dataset import CRLMDataset
+    from crlm_lib.models import build_model
+    from crlm_lib.train import load_checkpoint
+
+    prof = get_profile(profile)
+    cohort = as_cohort(source)
+    run_dir = Path(run_dir)
+    rec, rec_path = read_run_record(run_dir)
+    if rec["model"] in ANCHOR_NAMES:
+        raise EvaluationError(f"{run_dir} is a clinical anchor's run: nothing to reload")
+    model = build_model(rec["model"], int(rec["n_clinical"]), prof.model, **rec["options"])
+    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    if not ckpt.is_file():
+        raise EvaluationError(f"no checkpoint (best.pt / last.pt) in {run_dir}")
+    load_checkpoint(model, ckpt)
+    model.eval()
+    kw = {"clinical_encoder": stored_encoder(rec, rec_path)}
+    pdir = cohort.paths.processed_dir
+    train_ids = [i for i in rec.get("train_ids", []) if i in cohort.clinical.index]
+    test_ids = [i for i in rec.get("test_ids", []) if i in cohort.clinical.index]
+    stats = rec.get("lesion_feature_stats")
+    if stats is not None:
+        kw["feature_stats"] = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
+    train_ds = CRLMDataset(pdir, cohort.clinical, train_ids, prof, **kw)
+    # the test lesions are standardised with the training lesions' statistics, never their own
+    kw["feature_stats"] = train_ds.feature_stats
+    test_ds = CRLMDataset(pdir, cohort.clinical, test_ids, prof, **kw)
+    return LoadedRun(model=model, record=rec, train_ds=train_ds, test_ds=test_ds)

@@ -1,0 +1,359 @@
+"""The tables the notebooks show: wide (estimate + interval per cell), ablation and comparison
+tables beside the published numbers, parameters, paired differences, environment and the
+TRIPOD+AI checklist.
+
+Published numbers and the TRIPOD+AI items are data files (``crlm_lib/resources/published.csv``
+and ``tripod_ai.csv``, read by :mod:`crlm_lib.resources`); the registry-name -> published-row
+mappings below are names, not numbers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crlm_lib import resources
+from crlm_lib.config import Profile, get_profile
+from crlm_lib.evaluation.cohort import as_cohort
+from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
+from crlm_lib.models import MODEL_NAMES
+
+#: Metric columns of the pretty tables, in order (OS head unless prefixed ``dfs_``).
+HEADLINE_METRICS: tuple[str, ...] = (
+    "os_taa",
+    "os_mae",
+    "os_mse",
+    "os_obs_taa",
+    "os_obs_mae",
+    "os_c_harrell",
+    "os_c_uno",
+    "os_ibs",
+    "os_auc_1y",
+    "os_auc_3y",
+    "os_auc_5y",
+    "dfs_c_harrell",
+)
+#: Metrics where lower is better (used for the direction of paired differences in captions).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"mae", "mse", "ibs"})
+
+#: Readable names of the metric keys of :func:`head_metrics`, for tables meant for people.
+METRIC_LABELS: dict[str, str] = {
+    "os_taa": "TAA (OS year)",
+    "os_mae": "MAE (years)",
+    "os_mse": "MSE (years²)",
+    "os_obs_taa": "TAA, deaths observed",
+    "os_obs_mae": "MAE, deaths observed (years)",
+    "os_c_harrell": "C-index OS (Harrell)",
+    "os_c_uno": "C-index OS (Uno)",
+    "os_ibs": "IBS OS",
+    "os_auc_1y": "AUC OS 1 y",
+    "os_auc_3y": "AUC OS 3 y",
+    "os_auc_5y": "AUC OS 5 y",
+    "dfs_c_harrell": "C-index DFS (Harrell)",
+    "dfs_c_uno": "C-index DFS (Uno)",
+    "dfs_taa": "TAA (DFS year)",
+    "dfs_mae": "MAE DFS (years)",
+}
+
+
+def pretty(table: pd.DataFrame) -> pd.DataFrame:
+    """Rename metric keys (columns) and model keys (index) of a wide table for people."""
+    out = table.rename(columns=lambda c: METRIC_LABELS.get(c, c))
+    return out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
+
+
+def wide_table(
+    tidy: pd.DataFrame,
+    metrics: Sequence[str] = HEADLINE_METRICS,
+    digits: int = 3,
+    row: str = "model",
+) -> pd.DataFrame:
+    """Pretty table: one row per model, one column per metric, cells ``"0.712 (0.65–0.77)"``.
+
+    Row order follows the first appearance in ``tidy`` (the oracle stays last). The interval
+    is printed with two decimals to keep the tables narrow.
+    """
+    order = list(dict.fromkeys(tidy[row]))
+    sub = tidy[tidy["metric"].isin(metrics)]
+
+    def cell(r) -> str:
+        if not np.isfinite(r["estimate"]):
+            return "–"
+        s = f"{r['estimate']:.{digits}f}"
+        if np.isfinite(r.get("low", np.nan)) and np.isfinite(r.get("high", np.nan)):
+            ci = max(digits - 1, 1)
+            s += f" ({r['low']:.{ci}f}–{r['high']:.{ci}f})"
+        return s
+
+    sub = sub.assign(cell=sub.apply(cell, axis=1))
+    wide = sub.pivot_table(index=row, columns="metric", values="cell", aggfunc="first")
+    cols = [m for m in metrics if m in wide.columns]
+    wide = wide.reindex(index=order)[cols]
+    wide.columns.name = None
+    return wide
+
+
+def _load_published() -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """``resources/published.csv`` (long form) -> table -> rows ``{"model", metric: value}`` in
+    the file's order, and table -> source."""
+    tables: dict[str, dict[str, dict[str, Any]]] = {}
+    sources: dict[str, str] = {}
+    for rec in resources.read_rows("published.csv"):
+        key = rec["table"]
+        sources.setdefault(key, rec["source"])
+        row = tables.setdefault(key, {}).setdefault(rec["model"], {"model": rec["model"]})
+        row[rec["metric"]] = float(rec["value"])
+    return {key: list(rows.values()) for key, rows in tables.items()}, sources
+
+
+#: Published reference numbers, read from ``crlm_lib/resources/published.csv``: table key ->
+#: rows ``{"model": ..., metric: value}`` (values as the papers print them).
+PUBLISHED: dict[str, list[dict[str, Any]]]
+PUBLISHED, _SOURCES = _load_published()
+
+
+def published_table(key: str) -> pd.DataFrame:
+    """One published table as a DataFrame with a ``source`` column (numbers as printed).
+
+    Keys: ``acfnet_table1``, ``acfnet_table2``, ``star_table1``, ``star_table2``, ``stg``,
+    ``dypro``, ``radiomics``. Published TAA/MSE/MAE come from one 20-patient test split and
+    ignore censoring; they are shown beside, never inside, our tables.
+    """
+    if key not in PUBLISHED:
+        raise KeyError(f"unknown published table {key!r}; choose one of {sorted(PUBLISHED)}")
+    frame = pd.DataFrame(PUBLISHED[key])
+    frame.insert(0, "source", _SOURCES[key])
+    return frame
+
+
+def published_all() -> pd.DataFrame:
+    """Every published number in long form: ``source, table, model, metric, value``."""
+    rows = []
+    for key in PUBLISHED:
+        t = published_table(key)
+        for _, r in t.iterrows():
+            for m in t.columns:
+                if m in ("source", "model") or pd.isna(r[m]):
+                    continue
+                rows.append(
+                    {
+                        "source": r["source"],
+                        "table": key,
+                        "model": r["model"],
+                        "metric": m,
+                        "value": float(r[m]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+#: Registry name -> published row name, per published table.
+PUBLISHED_ROWS: dict[str, dict[str, str]] = {
+    "acfnet_table1": {
+        "cnn3d": "3D CNN only",
+        "cnn3d_lstm": "3D CNN + LSTM",
+        "acfnet": "4D spatiotemporal attention",
+    },
+    "star_table1": {
+        "star": "STAR",
+        "aminn": "AMINN",
+        "resnet18_3d": "3D ResNet-18",
+        "resnet34_3d": "3D ResNet-34",
+        "resnet50_3d": "3D ResNet-50",
+    },
+    "stg": {"stg": "STG"},
+}
+
+
+def _ours(tidy: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    return wide_table(tidy, metrics=metrics).rename(
+        columns={m: f"ours: {METRIC_LABELS.get(m, m)}" for m in metrics}
+    )
+
+
+def _published_cell(key: str, row: str) -> str | None:
+    """``"0.7000 / 2.5750 / 1.1250"`` (TAA / MSE / MAE, "–" where not reported)."""
+    pub = published_table(key)
+    hit = pub[pub["model"] == row]
+    if hit.empty:
+        return None
+    r = hit.iloc[0]
+    vals = [r.get(m) for m in ("taa", "mse", "mae")]
+    return " / ".join(f"{v:.4f}" if v is not None and pd.notna(v) else "–" for v in vals)
+
+
+_PUBLISHED_COLUMN = "published on the real cohort: TAA / MSE / MAE"
+
+
+def ablation_table(
+    tidy: pd.DataFrame, metrics: Sequence[str] = ("os_taa", "os_mse", "os_mae", "os_c_harrell")
+) -> pd.DataFrame:
+    """Our ablation rows (95% CIs) beside both papers' Table 2 (published, real cohort)."""
+    ours = _ours(tidy, metrics)
+    rows = []
+    for key, name, _, published in ABLATION_ROWS:
+        if key not in ours.index:
+            continue
+        row = {"configuration": name, **ours.loc[key].to_dict()}
+        for table, pub_row in published.items():
+            paper = "4D-ACFNet" if table.startswith("acfnet") else "STAR"
+            row[f"published, {paper} Table 2: TAA / MSE / MAE"] = _published_cell(table, pub_row)
+        rows.append(row)
+    for key in ours.index:
+        if key == "oracle":
+            rows.append({"configuration": LABELS["oracle"], **ours.loc[key].to_dict()})
+    return pd.DataFrame(rows).set_index("configuration").fillna("–")
+
+
+def comparison_table(
+    tidy: pd.DataFrame,
+    published_key: str,
+    metrics: Sequence[str] = ("os_taa", "os_mse", "os_mae", "os_c_harrell"),
+) -> pd.DataFrame:
+    """One comparison table: our rows (95% CIs) with the published numbers of ``published_key``
+    (and of STG for its rows) in their own columns, never mixed into ours."""
+    ours = _ours(tidy, metrics)
+    out = []
+    for key in ours.index:
+        row = {"model": model_label(key)}
+        row.update(ours.loc[key].to_dict())
+        for table in (published_key, "stg"):
+            pub_row = PUBLISHED_ROWS.get(table, {}).get(key)
+            if pub_row:
+                row[_PUBLISHED_COLUMN] = _published_cell(table, pub_row)
+        out.append(row)
+    return pd.DataFrame(out).set_index("model").fillna("–")
+
+
+def parameter_table(source: Any, profile: str | Profile) -> pd.DataFrame:
+    """Trainable parameters of every registered model at ``profile``'s widths.
+
+    Input widths (clinical features, per-lesion features) are read from the cohort's first
+    patient, so the counts are those of the models the notebooks train.
+    """
+    from crlm_lib.data.dataset import CRLMDataset
+    from crlm_lib.models import build_model, count_parameters
+
+    prof = get_profile(profile)
+    cohort = as_cohort(source)
+    ds = CRLMDataset(cohort.paths.processed_dir, cohort.clinical, cohort.ids[:1], prof)
+    item = ds[0]
+    n_clin = int(np.asarray(item["clinical"]).shape[-1])
+    n_les = int(np.asarray(item["lesion_features"]).shape[-1])
+    from crlm_lib.models.common import separable_param_counts
+
+    c = 2 * prof.model.width
+    block = separable_param_counts(c, c)
+    sep, full, two = block["separable"], block["full_4d"], block["two_3d"]
+    rows = [
+        {
+            "what": f"one block, {c}→{c} channels",
+            "model": "separable: 3x3x3 spatial + 3 temporal",
+            "parameters": sep,
+            "note": f"{100 * (1 - sep / full):.1f}% fewer than a full 4D kernel, "
+            f"{100 * (1 - sep / two):.1f}% fewer than 3x3x3 + 3x3x3 (paper: 41%)",
+        },
+        {"what": f"one block, {c}→{c} channels", "model": "full 3x3x3x3 kernel",
+         "parameters": full, "note": ""},
+        {"what": f"one block, {c}→{c} channels", "model": "3x3x3 + 3x3x3",
+         "parameters": two, "note": ""},
+    ]  # fmt: skip
+    for name in MODEL_NAMES:
+        opts = {"n_lesion_features": n_les} if name in ("aminn", "stg", "stg_lite") else {}
+        model = build_model(name, n_clin, prof.model, **opts)
+        rows.append(
+            {"what": "whole model", "model": LABELS.get(name, name),
+             "parameters": count_parameters(model), "note": ""}
+        )  # fmt: skip
+    table = pd.DataFrame(rows).set_index(["what", "model"])
+    whole = table.xs("whole model")
+    stg, lite = whole.loc[LABELS["stg"], "parameters"], whole.loc[LABELS["stg_lite"], "parameters"]
+    table.loc[("whole model", LABELS["stg_lite"]), "note"] = (
+        f"{100 * (1 - lite / stg):.2f}% fewer than STG (paper: 78.55%)"
+    )
+    return table
+
+
+def paired_table(
+    differences: pd.DataFrame,
+    metrics: Sequence[str] = ("os_c_harrell", "os_c_uno", "dfs_c_harrell"),
+    digits: int = 3,
+) -> pd.DataFrame:
+    """Pretty paired differences: one row per (model, anchor), cells ``"+0.041 (-0.01–0.09)"``."""
+    if differences.empty:
+        return pd.DataFrame()
+    sub = differences[differences["metric"].isin(metrics)].copy()
+    sub["cell"] = [
+        "–" if not np.isfinite(e) else f"{e:+.{digits}f} ({lo:+.{digits}f} to {hi:+.{digits}f})"
+        for e, lo, hi in zip(sub["estimate"], sub["low"], sub["high"], strict=True)
+    ]
+    sub["comparison"] = [
+        f"{LABELS.get(m.split('-')[0], m)}{'' if '-' not in m else ' (' + m + ')'}"
+        f" − {LABELS.get(b, b)}"
+        for m, b in zip(sub["model"], sub["baseline"], strict=True)
+    ]
+    order = list(dict.fromkeys(sub["comparison"]))
+    wide = sub.pivot_table(index="comparison", columns="metric", values="cell", aggfunc="first")
+    wide = wide.reindex(index=order)[[m for m in metrics if m in wide.columns]]
+    wide.columns = [f"Δ {m.replace('_', ' ')}" for m in wide.columns]
+    return wide
+
+
+def environment_table(source: Any) -> pd.DataFrame:
+    """Software versions, hardware, profile, seed and notebook timings of this build."""
+    import platform
+
+    import torch
+
+    rows: dict[str, str] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "processor cores": str(os.cpu_count()),
+        "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)",
+    }
+    for pkg in (
+        "torch",
+        "monai",
+        "torchio",
+        "torch_geometric",
+        "pydicom",
+        "highdicom",
+        "SimpleITK",
+        "lifelines",
+        "sksurv",
+        "shap",
+        "captum",
+        "numpy",
+        "pandas",
+    ):
+        try:
+            mod = __import__(pkg)
+            rows[pkg] = str(getattr(mod, "__version__", "?"))
+        except ImportError:
+            rows[pkg] = "not installed"
+    cohort = as_cohort(source)
+    if cohort.paths is not None:
+        rows["data"] = "synthetic cohort" if cohort.synthetic else "real TCIA cohort"
+        rows["profile"] = cohort.paths.profile
+        times = cohort.paths.results_dir / "notebook_times.csv"
+        if times.is_file():
+            for r in pd.read_csv(times).itertuples():
+                rows[f"time: {r.notebook}"] = f"{r.seconds / 60:.1f} min"
+    return pd.DataFrame({"value": rows})
+
+
+#: TRIPOD+AI (Collins et al., BMJ 2024) items, condensed, with where this manuscript meets them
+#: (``item``, ``topic``, ``where met / why not``), read from ``crlm_lib/resources/tripod_ai.csv``.
+TRIPOD_AI: tuple[tuple[str, str, str], ...] = tuple(
+    (r["item"], r["topic"], r["where met / why not"]) for r in resources.read_rows("tripod_ai.csv")
+)
+
+
+def tripod_checklist() -> pd.DataFrame:
+    """The TRIPOD+AI checklist items with where this manuscript meets them (or why not)."""
+    return pd.DataFrame(TRIPOD_AI, columns=["item", "topic", "where met / why not"]).set_index(
+        "item"
+    )
