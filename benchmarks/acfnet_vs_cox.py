@@ -12,8 +12,8 @@ independently with the seeds of that call, and the bootstrap draws depend on the
 patients only, so each row printed here is the row the manuscript shows for that model.
 Nothing about the protocol can be changed from the command line except the model options
 (``--option``), the seed and the bootstrap size (intervals only; estimates do not depend on it),
-and, to measure what a longer training buys, ``--epochs`` (image models only; the header line
-then says that the protocol is not the manuscript's).
+and, to measure what a longer training buys, ``--epochs`` and ``--repeats`` (image models
+only; the header line then says that the protocol is not the manuscript's).
 
 Usage (build the cohort first: ``python -m crlm_lib.cli data --profile cpu``)::
 
@@ -101,11 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--epochs", type=int, default=None, help="image-model epochs (NOT the manuscript's)"
     )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="image-model CV repeats (NOT the manuscript's)"
+    )
     args = ap.parse_args(argv)
 
     prof = get_profile(args.profile)
+    changed = args.epochs is not None or args.repeats is not None
     if args.epochs is not None:
         prof = prof.with_(eval=replace(prof.eval, cv_epochs_3d=args.epochs))
+    if args.repeats is not None:
+        prof = prof.with_(eval=replace(prof.eval, cv_repeats_3d=args.repeats))
     ev = prof.eval
     options = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.option)}
     specs = [_spec(m, options) for m in args.models]
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{ev.cv_repeats} repeats, image models {ev.cv_repeats_3d} x {ev.cv_epochs_3d} epochs; "
         f"bootstrap {args.boot if args.boot is not None else ev.bootstrap}; options "
         f"{options or '{}'}; {took:.0f} s"
-        + ("; EPOCHS CHANGED: not the manuscript's protocol" if args.epochs is not None else "")
+        + ("; EPOCHS/REPEATS CHANGED: not the manuscript's protocol" if changed else "")
     )
     tidy = res.tidy.set_index(["model", "metric"])
     print(f"  {'model':<22s} {'OS Harrell C':<24s} {'DFS Harrell C':<24s}")
