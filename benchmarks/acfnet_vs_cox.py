@@ -1,31 +1,72 @@
-"""Reduced cross-validation: 4D-ACFNet vs the clinical Cox model vs the oracle (OS Harrell C).
+"""4D-ACFNet vs the clinical anchors in notebook 06's exact cross-validation protocol.
 
-The full repeated CV of notebook 06 takes ~12 minutes on the cpu profile; this script runs the
-same protocol (``evaluation.run_cv_protocol``: stratified folds, a 10% inner validation split for
-early stopping, the cpu profile's image-model epochs) with one repeat and a small bootstrap, so
-that a change to the model or the loss can be judged in a few minutes.
+The manuscript's CV table (notebook 06, ``tbl-cv``) is made by
+``evaluation.run_cv_protocol(profile.eval.cv_models, study, profile, seed=seed)`` with every
+default: the profile's folds and repeats (clinical anchors ``cv_repeats``, image models
+``cv_repeats_3d``), the profile's image-model epochs (``cv_epochs_3d``), the anchors Fong, Cox,
+random survival forest and the oracle, a stratified 10% inner validation split of each training
+fold for early stopping, per-fold IPCW, ``profile.eval.bootstrap`` replicates, OS and DFS heads.
+This script makes the same call with the same study (``pipeline.load_study``) and seed,
+restricted to the models named on the command line. Every (model, repeat, fold) is fitted
+independently with the seeds of that call, and the bootstrap draws depend on the seed and the
+patients only, so each row printed here is the row the manuscript shows for that model.
+Nothing about the protocol can be changed from the command line except the model options
+(``--option``), the seed and the bootstrap size (intervals only; estimates do not depend on it),
+and, to measure what a longer training buys, ``--epochs`` and ``--repeats`` (image models
+only; the header line then says that the protocol is not the manuscript's).
 
 Usage (build the cohort first: ``python -m crlm_lib.cli data --profile cpu``)::
 
     nice -n 10 python benchmarks/acfnet_vs_cox.py                  # acfnet, acfnet:censored
-    nice -n 10 python benchmarks/acfnet_vs_cox.py --models acfnet:censored --folds 5
     nice -n 10 python benchmarks/acfnet_vs_cox.py --option clinical_residual=false
+    nice -n 10 python benchmarks/acfnet_vs_cox.py --boot 100       # faster, rougher intervals
 
-Prints one line per model: OS Harrell C of the pooled out-of-fold predictions (and its
-bootstrap 95% CI). Synthetic cohort: numbers are about the synthetic generator, not patients.
+Prints the OS and DFS Harrell C (mean over repeats of the pooled out-of-fold predictions, 95%
+percentile bootstrap interval over patients, conditional on the fitted models) of every model
+and anchor, and the paired difference against Cox. Synthetic cohort: the numbers are about the
+synthetic generator, not patients.
 
-Measured (cpu profile, 197 synthetic patients, 5 folds x 1 repeat, 3 epochs, seed 0, 2 shared
-CPU cores):
+Measured (cpu profile, 197 synthetic patients, 5 folds; anchors 5 repeats, 4D-ACFNet 1 repeat x
+3 epochs; seed 0; 2 shared CPU cores). ``before``: the code of the last stop (OS residual only,
+heads randomly initialised); ``after``: this issue's changes (recurrence residual from a DFS
+Cox fit, heads started at the anchor: see ``ACFNet.anchor_clinical``).
 
-=====================================================  ======  ======  =====  ======
-OS Harrell C (pooled out-of-fold)                      acfnet  censor  Cox    oracle
-=====================================================  ======  ======  =====  ======
-before (papers' network, random start)                 0.571   --      0.611  0.654
-after (Cox-anchored clinical residual, issue 10)       0.617   0.621   0.611  0.654
-=====================================================  ======  ======  =====  ======
+==========================================  =============  =============  =====  =====  ======
+Harrell C (mean over repeats, pooled OOF)   acfnet         censored       Cox    RSF    oracle
+==========================================  =============  =============  =====  =====  ======
+OS, before (notebook 06 of the last stop)   0.553          0.558          0.557  0.558  0.602
+OS, after (this script)                     0.560          0.558          0.557  0.558  0.602
+DFS, before (notebook 06 of the last stop)  0.494          0.533          0.651  --     --
+DFS, after (this script)                    0.658          0.660          0.651  0.647  0.664
+==========================================  =============  =============  =====  =====  ======
 
-("censor" = ``acfnet:censored``, the discrete-time likelihood; the "before" run predates the
-residual, so it has no censored row.)
+After, with 95% intervals (200 bootstrap replicates; the notebook's 500 give slightly different
+bounds, the same estimates): OS 4D-ACFNet 0.560 [0.492, 0.615], censoring-aware 0.558 [0.494,
+0.612], Cox 0.557 [0.500, 0.614], RSF 0.558 [0.511, 0.605], oracle 0.602 [0.543, 0.669], Fong
+0.532; DFS 0.658 [0.613, 0.699], 0.660 [0.615, 0.704], 0.651 [0.607, 0.696], 0.647 [0.603,
+0.690], oracle 0.664 [0.612, 0.714], Fong 0.577. Paired difference 4D-ACFNet - Cox (repeat 0,
+the one repeat both have, so not the difference of the means above): OS +0.001 [-0.029, 0.029]
+(before: -0.006 [-0.034, 0.019]), DFS -0.010 [-0.028, 0.006]; censoring-aware - Cox OS -0.001
+[-0.028, 0.022], DFS -0.007 [-0.026, 0.010]. The anchors' rows equal notebook 06's to the last
+digit, which checks that this script runs the manuscript's protocol. What moved it: the
+recurrence residual (DFS) and the anchored start (both heads); 4D-ACFNet now ties the Cox model
+within noise on both heads and sits 0.042 under the oracle (OS), rather than beating it. Wall
+time 2263 s for the two 4D-ACFNet objectives, the four anchors and the bootstrap on a 2-core
+machine shared with three other jobs (2.2-3.5 min per 3-epoch fold).
+
+Epochs and repeats (``--epochs``/``--repeats``, bootstrap 0, estimates only; NOT the
+manuscript's protocol): OS / DFS Harrell C of 4D-ACFNet (papers' CE) 0.561 / 0.660 at 5 epochs
+(90 s on an idle machine, the anchors included), 0.554 / 0.658 at 8 epochs (censoring-aware
+0.557 / 0.660); with 3 repeats x 3 epochs the mean over repeats is 0.552 / 0.652 (papers' CE)
+and 0.557 / 0.653 (censoring-aware) against Cox 0.557 / 0.651, 197 s for the 20 extra fits and
+the anchors. So the one-repeat 0.560 is within the repeat-to-repeat spread: 4D-ACFNet ties
+the Cox model, it does not reliably beat it. A 3-repeat CV of every image model of notebook 06
+would add ~3-5 min on an idle machine, more than the ~2 min budget; the profile keeps 1 repeat
+and the CV intervals stay conditional on the fitted models.
+
+An earlier version of this script ran 5 folds x 1 repeat for the anchors too and reported
+0.617 (4D-ACFNet) vs 0.611 (Cox): not the notebook's protocol (Cox is averaged over 5 repeats
+there), and on the cohort before the synthetic recalibration of issue 10.
 """
 
 from __future__ import annotations
@@ -36,8 +77,9 @@ import tempfile
 import time
 from dataclasses import replace
 
-from crlm_lib.config import get_profile, resolve_paths
-from crlm_lib.evaluation import ModelSpec, as_cohort, run_cv_protocol
+from crlm_lib.config import get_profile
+from crlm_lib.evaluation import ModelSpec, run_cv_protocol
+from crlm_lib.pipeline import load_study
 
 
 def _spec(token: str, options: dict) -> ModelSpec:
@@ -54,50 +96,59 @@ def _value(text: str):
         return text
 
 
+def _cell(r) -> str:
+    return f"{r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--models", nargs="+", default=["acfnet", "acfnet:censored"])
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the profile's")
-    ap.add_argument("--boot", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--boot", type=int, default=None, help="default: the profile's")
+    ap.add_argument("--seed", type=int, default=0, help="notebook 06's parameter (0)")
     ap.add_argument("--option", action="append", default=[], help="KEY=VALUE model option")
     ap.add_argument("--runs-dir", default=None, help="default: a fresh temporary folder")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="image-model epochs (NOT the manuscript's)"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="image-model CV repeats (NOT the manuscript's)"
+    )
     args = ap.parse_args(argv)
 
     prof = get_profile(args.profile)
-    ev = replace(prof.eval, cv_folds=args.folds, cv_repeats=1, cv_repeats_3d=1)
+    changed = args.epochs is not None or args.repeats is not None
     if args.epochs is not None:
-        ev = replace(ev, cv_epochs_3d=args.epochs)
-    prof = prof.with_(eval=ev)
-    options = dict(kv.split("=", 1) for kv in args.option)
-    options = {k: _value(v) for k, v in options.items()}
+        prof = prof.with_(eval=replace(prof.eval, cv_epochs_3d=args.epochs))
+    if args.repeats is not None:
+        prof = prof.with_(eval=replace(prof.eval, cv_repeats_3d=args.repeats))
+    ev = prof.eval
+    options = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.option)}
     specs = [_spec(m, options) for m in args.models]
-    cohort = as_cohort(resolve_paths(prof))
+    study = load_study(prof, seed=args.seed)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         res = run_cv_protocol(
-            specs,
-            cohort,
-            prof,
-            seed=args.seed,
-            anchors=("cox",),
-            oracle=True,
-            baselines=(),
-            n_boot=args.boot,
-            ci_heads=("os",),
-            runs_dir=args.runs_dir or tmp,
+            specs, study, prof, seed=args.seed, n_boot=args.boot, runs_dir=args.runs_dir or tmp
         )
-    tidy = res.tidy
-    rows = tidy[tidy["metric"] == "os_c_harrell"]
+    took = time.perf_counter() - t0
     print(
-        f"{args.profile} profile, {len(cohort.ids)} patients, {args.folds}-fold x 1 repeat, "
-        f"epochs {ev.cv_epochs_3d}, options {options or '{}'}, {time.perf_counter() - t0:.0f} s"
+        f"{prof.name} profile, {len(study.ids)} patients, {ev.cv_folds} folds; anchors "
+        f"{ev.cv_repeats} repeats, image models {ev.cv_repeats_3d} x {ev.cv_epochs_3d} epochs; "
+        f"bootstrap {args.boot if args.boot is not None else ev.bootstrap}; options "
+        f"{options or '{}'}; {took:.0f} s"
+        + ("; EPOCHS/REPEATS CHANGED: not the manuscript's protocol" if changed else "")
     )
-    for _, r in rows.iterrows():
-        lo, hi = r.get("low", float("nan")), r.get("high", float("nan"))
-        print(f"  {r['model']:<22s} OS Harrell C {r['estimate']:.3f}  [{lo:.3f}, {hi:.3f}]")
+    tidy = res.tidy.set_index(["model", "metric"])
+    print(f"  {'model':<22s} {'OS Harrell C':<24s} {'DFS Harrell C':<24s}")
+    for key in dict.fromkeys(res.tidy["model"]):
+        os_c, dfs_c = tidy.loc[(key, "os_c_harrell")], tidy.loc[(key, "dfs_c_harrell")]
+        print(f"  {key:<22s} {_cell(os_c):<24s} {_cell(dfs_c):<24s}")
+    d = res.differences
+    if len(d):
+        d = d[(d["baseline"] == "cox") & d["metric"].isin(["os_c_harrell", "dfs_c_harrell"])]
+        for _, r in d.iterrows():
+            print(f"  {r['model']} - cox  {r['metric']:<14s} {_cell(r)}")
     return 0
 
 

@@ -20,6 +20,17 @@ of image models restricted to 4D-ACFNet (both objectives), the plain 3D CNN and 
 repeat of 3 epochs; the 3D ResNets and STG are compared on the papers' split only. The ``paper``
 profile runs every model in the cross-validation.
 
+Why 3 epochs x 1 repeat for the cpu profile's image models (issue 10, measured with
+``benchmarks/acfnet_vs_cox.py --epochs N`` / ``--repeats N`` on the 2-core machine): a 3-epoch
+4D-ACFNet CV fold takes ~8-15 s when the machine is otherwise idle (2.2-3.5 min when it is
+shared with three other training jobs). More epochs buy nothing measurable in the C-index:
+OS / DFS Harrell C of 4D-ACFNet 0.560 / 0.658 at 3 epochs, 0.561 / 0.660 at 5, 0.554 / 0.658
+at 8 (Cox 0.557 / 0.651), although the validation loss still falls at epoch 3 -- consistent
+with the ranking coming mostly from the Cox-anchored start (``ACFNet.anchor_clinical``). Three
+repeats (0.552 / 0.652 mean over repeats) cost ~3-5 min more for notebook 06's image models,
+over the ~2 min budget, so the CV intervals of image models stay conditional on the fitted
+models (``benchmarks/acfnet_vs_cox.py`` has the numbers).
+
 Everything here is a frozen dataclass: no global mutable state, no environment variables.
 """
 

@@ -124,9 +124,11 @@ def fit_predict_torch(
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
     if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised clinical residual
+        o = train_ds.outcomes
         model.anchor_clinical(
-            train_ds.clinical, train_ds.outcomes["os_years"], train_ds.outcomes["os_event"]
-        )
+            train_ds.clinical, o["os_years"], o["os_event"],
+            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"],
+        )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical

@@ -41,17 +41,25 @@ Diagnostics (``aux["monitor"]``, logged per epoch in ``history.csv`` by ``train.
 optimised): ``cos_img_clin`` and, with the reconstruction branch, ``cos_img_recon`` (batch
 means of the raw cosines).
 
-**Clinical residual** (``clinical_residual=True``, default; our addition, not in the papers):
+**Clinical residuals** (``clinical_residual=True``, default; our addition, not in the papers):
 a linear risk score ``r = w^T x_clin`` enters the survival logits as
 ``logit_k += r * s_k`` with ``s_k = 1 - 2k / (T - 1)`` (``+1`` in year 1 to ``-1`` in year 12),
 so a higher ``r`` moves the predicted year of death earlier, monotonically, like a Cox linear
-predictor. :meth:`ACFNet.anchor_clinical` initialises ``w`` with a penalised Cox model fitted
-on the training rows only (``train.fit`` is not involved; ``evaluate.fit_predict_torch`` calls
-it before training). The network then learns what the image and the non-linear clinical path
-add to that anchor. Reason: at the cpu profile's budget (~50 optimiser steps per fold) the
-multi-task network does not reach even the linear clinical model from a random start
-(measured: 0.571 vs Cox 0.609, OS Harrell C). ``clinical_residual=False`` is the papers'
-network.
+predictor; a second score ``r_rec = v^T x_clin`` is added to every year's recurrence logit
+(higher ``r_rec``: higher probability of recurrence by every year). :meth:`ACFNet.anchor_clinical`
+initialises ``w`` and ``v`` with penalised Cox models of OS and DFS fitted on the training rows
+only (``train.fit`` is not involved; ``evaluation.fit_predict_torch`` calls it before training)
+and, with ``anchored_start=True`` (default), starts both heads at that anchor: zero last-layer
+weights and the training rows' Kaplan-Meier baseline as biases, so that before the first step
+the network *is* the Cox model (KM baseline shifted by the linear predictor) on both heads. The
+network then learns what the image and the non-linear clinical path add to that anchor.
+Reason: at the cpu profile's budget (~50 optimiser steps per fold) the multi-task network does
+not reach even the linear clinical model from a random start (measured: 0.571 vs Cox 0.609, OS
+Harrell C); with the OS residual alone the randomly initialised heads still added noise of the
+size of the clinical signal (OS 0.553 vs Cox 0.557), and the recurrence head, without a
+residual, ranked DFS at 0.494 against Cox's 0.651 (``benchmarks/acfnet_vs_cox.py`` has the
+numbers after the change). ``clinical_residual=False`` is the papers' network (no residual, no
+anchored start).
 
 Ablation switches (4D-ACFNet Table 2 / STAR ablation "A+B+C+D"):
 
@@ -167,7 +175,10 @@ class ACFNet(nn.Module):
     dis_mode : {"paper", "xcorr"}
         ``L_dis`` form: Eq. (4) or the scale-correct cross-correlation.
     clinical_residual : bool
-        Linear clinical risk term in the survival logits (module docstring).
+        Linear clinical risk terms in the survival and recurrence logits (module docstring).
+    anchored_start : bool
+        With the residual: :meth:`anchor_clinical` also starts the heads at the anchor (zero
+        last-layer weights, Kaplan-Meier baseline biases). No effect without the residual.
     lambdas : tuple of 4 floats, optional
         STAR Eq. (2) ``lambda_1..4`` (surv, recur, align, dis), reported in
         ``aux["loss_weights"]`` for ``losses.total_loss``; default Eq. (6) weights.
@@ -195,6 +206,7 @@ class ACFNet(nn.Module):
         star_mode: str = "normalised",
         dis_mode: str = "paper",
         clinical_residual: bool = True,
+        anchored_start: bool = True,
         lambdas: tuple[float, float, float, float] | None = None,
         recon_loss: bool = False,
         memory_size: int = 32,
@@ -224,6 +236,8 @@ class ACFNet(nn.Module):
         self.use_clinical = clinical
         self.dis_mode = dis_mode
         self.recon_loss = recon_loss and reconstruction
+        self.anchored_start = anchored_start and clinical and clinical_residual
+        self.anchor_betas: dict[str, np.ndarray] = {}
         lam = lambdas or tuple(DEFAULT_WEIGHTS[k] for k in ("surv", "recur", "align", "dis"))
         self.loss_weights = dict(zip(("surv", "recur", "align", "dis"), map(float, lam)))
 
@@ -264,8 +278,15 @@ class ACFNet(nn.Module):
             if clinical and clinical_residual and n_clinical > 0
             else None
         )
-        if self.clin_residual is not None:
-            nn.init.zeros_(self.clin_residual.weight)
+        # The same for the recurrence head: r_rec = v^T x shifts every year's recurrence logit.
+        self.clin_residual_rec = (
+            nn.Linear(n_clinical, 1, bias=False)
+            if clinical and clinical_residual and n_clinical > 0
+            else None
+        )
+        for residual in (self.clin_residual, self.clin_residual_rec):
+            if residual is not None:
+                nn.init.zeros_(residual.weight)
         self.register_buffer("residual_profile", torch.linspace(1.0, -1.0, t), persistent=False)
         self.fusion = GatedFusion(use_recon=reconstruction)
         self.heads = PrognosisHeads(e, n_years=t)
@@ -343,6 +364,10 @@ class ACFNet(nn.Module):
             risk = self.clin_residual(clinical)  # [B, 1]
             surv_logits = surv_logits + risk * self.residual_profile
             aux["clinical_risk"] = risk.squeeze(1)
+        if self.clin_residual_rec is not None:
+            risk_rec = self.clin_residual_rec(clinical)  # [B, 1]
+            rec_logits = rec_logits + risk_rec
+            aux["clinical_recurrence_risk"] = risk_rec.squeeze(1)
         aux.update(
             h_img=h_img,
             h_clin=h_clin,
@@ -360,8 +385,10 @@ class ACFNet(nn.Module):
         os_years: np.ndarray,
         os_event: np.ndarray,
         penalizer: float = 0.1,
+        dfs_years: np.ndarray | None = None,
+        dfs_event: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """Initialise the clinical residual with a penalised Cox model of the training rows.
+        """Initialise the clinical residuals with penalised Cox models of the training rows.
 
         Parameters
         ----------
@@ -374,39 +401,102 @@ class ACFNet(nn.Module):
             1 = death observed.
         penalizer : float
             Ridge penalty of lifelines ``CoxPHFitter`` (as ``models.clinical.CoxPH``).
+        dfs_years, dfs_event : array ``[N]``, optional
+            Disease-free survival (years) and its event (1 = recurrence or death). When given,
+            a second ridge Cox model of DFS initialises the recurrence residual
+            ``clin_residual_rec``; without them that residual stays at zero.
 
         Returns
         -------
         array ``[F]`` or None
-            The coefficients written into ``clin_residual`` (zero for constant columns);
+            The OS coefficients written into ``clin_residual`` (zero for constant columns);
             ``None`` when the model has no residual or the fit is impossible (no event).
+            The DFS coefficients are kept in ``self.anchor_betas["dfs"]``.
 
         Notes
         -----
         The Cox log hazard ratio ``beta^T x`` is used as ``r`` directly: the year profile
         ``s_k`` then shifts ``r`` logits between year 1 and year 12 per unit of ``r``, which
         ranks patients as the Cox model does (C-index) and leaves the scale to training.
-        """
-        import pandas as pd
-        from lifelines import CoxPHFitter
+        For recurrence, ``v^T x`` (the DFS log hazard ratio) is added to every year's logit: a
+        Cox model is exactly a common shift of ``log(-log(1 - F_k))``; on the sigmoid heads'
+        logit scale the common shift keeps the Cox model's ranking at every year (the DFS risk
+        of ``metrics.risk_from_recurrence`` is ``Q`` at year 3).
 
+        With ``anchored_start=True`` (the default of a residual model) the network also *starts*
+        as the anchor: the last layer of each head gets zero weights and, as biases, the
+        training rows' Kaplan-Meier baseline (log yearly death mass for the softmax survival
+        head; logit of the cumulative DFS event probability at each year end for the
+        recurrence head). At the first step the prediction is then exactly "KM baseline
+        shifted by the Cox linear predictor"; training adds what the image and the non-linear
+        clinical path explain. Without it the randomly initialised heads add a patient-specific
+        noise of the size of the Cox signal that ~50 optimiser steps do not remove (see
+        ``benchmarks/acfnet_vs_cox.py``).
+        """
         if self.clin_residual is None:
             return None
         x = np.asarray(clinical, dtype=float)
-        events = np.asarray(os_event, dtype=float)
-        if x.ndim != 2 or x.shape[1] != self.clin_residual.in_features or events.sum() < 1:
+        if x.ndim != 2 or x.shape[1] != self.clin_residual.in_features:
             return None
-        keep = x.std(axis=0) > 1e-8
-        frame = pd.DataFrame(x[:, keep], columns=[f"x{j}" for j in np.flatnonzero(keep)])
-        frame["T"] = np.maximum(np.asarray(os_years, dtype=float), 1e-6)
-        frame["E"] = events
-        cph = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col="T", event_col="E")
-        beta = np.zeros(x.shape[1])
-        beta[keep] = cph.params_.to_numpy()
-        self.clin_residual.weight.copy_(
-            torch.as_tensor(beta, dtype=self.clin_residual.weight.dtype).view(1, -1)
-        )
+        beta = _ridge_cox(x, os_years, os_event, penalizer)
+        if beta is None:
+            return None
+        self.anchor_betas = {"os": beta}
+        _write_weight(self.clin_residual, beta)
+        have_dfs = dfs_years is not None and dfs_event is not None
+        beta_dfs = _ridge_cox(x, dfs_years, dfs_event, penalizer) if have_dfs else None
+        if beta_dfs is not None and self.clin_residual_rec is not None:
+            self.anchor_betas["dfs"] = beta_dfs
+            _write_weight(self.clin_residual_rec, beta_dfs)
+        if self.anchored_start:
+            yearly_death = _km_yearly_mass(os_years, os_event, self.n_years)
+            _anchor_head(self.heads.survival[-1], np.log(yearly_death))
+            if have_dfs:
+                cum = np.cumsum(_km_yearly_mass(dfs_years, dfs_event, self.n_years))
+                cum = np.clip(cum, 1e-3, 1 - 1e-3)
+                _anchor_head(self.heads.recurrence[-1], np.log(cum / (1 - cum)))
         return beta
+
+
+def _ridge_cox(x: np.ndarray, years, event, penalizer: float) -> np.ndarray | None:
+    """Coefficients ``[F]`` of a lifelines ridge ``CoxPHFitter`` (0 for constant columns);
+    ``None`` without an event."""
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    events = np.asarray(event, dtype=float)
+    if events.sum() < 1:
+        return None
+    keep = x.std(axis=0) > 1e-8
+    frame = pd.DataFrame(x[:, keep], columns=[f"x{j}" for j in np.flatnonzero(keep)])
+    frame["T"] = np.maximum(np.asarray(years, dtype=float), 1e-6)
+    frame["E"] = events
+    cph = CoxPHFitter(penalizer=penalizer).fit(frame, duration_col="T", event_col="E")
+    beta = np.zeros(x.shape[1])
+    beta[keep] = cph.params_.to_numpy()
+    return beta
+
+
+def _km_yearly_mass(years, event, n_years: int, floor: float = 1e-4) -> np.ndarray:
+    """Kaplan-Meier event mass per yearly bin ``[n_years]`` (lifelines), the last bin holding
+    everything from year ``n_years - 1`` on; floored at ``floor`` and renormalised to 1."""
+    from lifelines import KaplanMeierFitter
+
+    km = KaplanMeierFitter().fit(np.asarray(years, dtype=float), np.asarray(event, dtype=float))
+    surv = km.survival_function_at_times(np.arange(1, n_years)).to_numpy()  # S(1..T-1)
+    cdf = np.concatenate([1.0 - surv, [1.0]])
+    mass = np.clip(np.diff(cdf, prepend=0.0), floor, None)
+    return mass / mass.sum()
+
+
+def _write_weight(layer: nn.Linear, beta: np.ndarray) -> None:
+    layer.weight.copy_(torch.as_tensor(beta, dtype=layer.weight.dtype).view(1, -1))
+
+
+def _anchor_head(layer: nn.Linear, bias: np.ndarray) -> None:
+    """Zero weights and the given bias: the head's output is ``bias`` for every patient."""
+    layer.weight.zero_()
+    layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
 
 
 def build_acfnet(n_clinical: int, cfg: ModelConfig, **options) -> ACFNet:

@@ -170,3 +170,39 @@ def test_anchor_clinical_ranks_like_cox(smoke_cfg, make_batch):
     assert (risk_from_survival(p_hi) > risk_from_survival(p_lo) + 0.5).all()
     papers = build_model("acfnet", 6, smoke_cfg, clinical_residual=False)
     assert papers.anchor_clinical(x, years, event) is None
+
+
+def test_anchor_clinical_recurrence_residual_and_anchored_start(smoke_cfg, make_batch):
+    from crlm_lib.metrics import risk_from_recurrence, risk_from_survival
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(150, 6))
+    years = rng.exponential(3.0 / np.exp(1.2 * x[:, 0]))  # OS: feature 0
+    dfs = rng.exponential(1.5 / np.exp(1.2 * x[:, 1]))  # DFS: feature 1
+    event, dfs_event = np.ones(150), (rng.uniform(size=150) < 0.8).astype(float)
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg).eval()
+    model.anchor_clinical(x, years, event, dfs_years=dfs, dfs_event=dfs_event)
+    v = model.anchor_betas["dfs"]
+    assert v[1] > 0.8 and np.abs(np.delete(v, 1)).max() < 0.5 * v[1]
+    batch = make_batch(8)
+    with torch.no_grad():
+        out = model(dict(batch, clinical=torch.as_tensor(x[:8], dtype=torch.float32)))
+    # anchored start: the prediction is the KM baseline shifted by the two Cox predictors, so
+    # both heads rank exactly as the Cox linear predictors, whatever the image
+    os_lp, dfs_lp = x[:8] @ model.anchor_betas["os"], x[:8] @ v
+    surv_risk = risk_from_survival(torch.softmax(out["survival_logits"], 1).numpy())
+    rec_risk = risk_from_recurrence(torch.sigmoid(out["recurrence_logits"]).numpy())
+    assert (np.argsort(surv_risk) == np.argsort(os_lp)).all()
+    assert (np.argsort(rec_risk) == np.argsort(dfs_lp)).all()
+    base = torch.sigmoid(model.heads.recurrence[-1].bias).detach().numpy()
+    assert (np.diff(base) >= 0).all() and 0.3 < base[1] < 0.95  # KM cumulative DFS events
+    # without the anchored start the random heads add patient-specific noise to that ranking
+    torch.manual_seed(0)
+    noisy = build_model("acfnet", 6, smoke_cfg, anchored_start=False).eval()
+    noisy.anchor_clinical(x, years, event, dfs_years=dfs, dfs_event=dfs_event)
+    assert float(noisy.heads.survival[-1].weight.abs().sum()) > 0
+    # the papers' network has neither residual
+    papers = build_model("acfnet", 6, smoke_cfg, clinical_residual=False)
+    assert papers.clin_residual_rec is None
+    assert papers.anchor_clinical(x, years, event, dfs_years=dfs, dfs_event=dfs_event) is None
