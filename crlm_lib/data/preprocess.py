@@ -43,9 +43,10 @@ import multiprocessing as mp
 import os
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,6 +60,7 @@ from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile, get_profile
 from crlm_lib.data import tcia
 from crlm_lib.data.lesions import lesion_features
+from crlm_lib.errors import CRLMUserError
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +306,8 @@ USABLE_STATUSES = ("done", "cached", "rebuilt")
 
 #: Lock file that serialises preprocessing runs sharing one cache folder.
 LOCK_NAME = ".preprocess.lock"
+#: Beside the lock: the PID of the run holding it (named in :class:`PreprocessLocked`).
+LOCK_OWNER_NAME = ".preprocess.lock.pid"
 
 #: Longest patient ID (UTF-8 bytes) used as a file name.
 MAX_ID_BYTES = 200
@@ -317,8 +321,12 @@ class UnsafePatientIdError(tcia.CohortDataError):
     """A PatientID cannot name a cache file (empty, path separators, control characters...)."""
 
 
-class PreprocessLocked(RuntimeError):
-    """Another preprocessing run holds the cache folder's lock longer than the timeout."""
+class PreprocessLocked(CRLMUserError, RuntimeError):
+    """Another preprocessing run holds the cache folder's lock longer than the timeout.
+
+    A user error (``crlm`` prints it in one line, exit 2): the message names the lock file and
+    the PID of the run holding it.
+    """
 
 
 def check_patient_id(patient_id: str, source: str | Path | None = None) -> str:
@@ -523,21 +531,6 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
     return out
 
 
-def is_cached(path: Path, digest: str) -> bool:
-    """Whether ``path`` is a readable cache written with settings hash ``digest``.
-
-    Settings only; :func:`cache_state` also checks the source files (what
-    :func:`preprocess_cohort` uses).
-    """
-    if not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["settings_hash"]) == digest
-    except Exception:  # noqa: BLE001 - unreadable cache: recompute
-        return False
-
-
 def process_one(
     ref: tcia.PatientRef, cfg: PreprocessConfig, out_path: Path, digest: str, clahe_mode: str
 ) -> dict:
@@ -581,6 +574,14 @@ def process_one(
     }
 
 
+def _lock_owner(out_dir: Path) -> str:
+    """The PID recorded by the run holding ``out_dir``'s lock, or ``"unknown"``."""
+    try:
+        return (Path(out_dir) / LOCK_OWNER_NAME).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
     from filelock import Timeout
 
@@ -590,15 +591,52 @@ def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
     except Timeout:
         pass
     log.warning(
-        "another preprocessing run is using %s; waiting for its lock %s", out_dir, lock.lock_file
+        "another preprocessing run (PID %s) is using %s; waiting for its lock %s",
+        _lock_owner(out_dir),
+        out_dir,
+        lock.lock_file,
     )
     try:
         lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
     except Timeout as err:
         raise PreprocessLocked(
-            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (waited {timeout_s} s); "
-            "wait for it to finish, or remove the lock file if no run is alive"
+            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (owner PID "
+            f"{_lock_owner(out_dir)}; waited {timeout_s} s); wait for it to finish, or remove "
+            "the lock file if no run is alive"
         ) from err
+
+
+@contextmanager
+def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the preprocessing lock of the cache folder ``out_dir`` (``filelock``).
+
+    While held, ``out_dir/.preprocess.lock.pid`` names this process, so that a run waiting for
+    the lock can say who holds it.
+
+    Parameters
+    ----------
+    out_dir : path
+        The cache folder (``Paths.processed_dir``); it must exist.
+    timeout_s : float, optional
+        Longest wait (seconds) for another run's lock; ``None`` waits until it is released.
+
+    Raises
+    ------
+    PreprocessLocked
+        When ``timeout_s`` passed while another run held the lock.
+    """
+    from filelock import FileLock
+
+    out_dir = Path(out_dir)
+    lock = FileLock(out_dir / LOCK_NAME)
+    _acquire(lock, out_dir, timeout_s)
+    owner = out_dir / LOCK_OWNER_NAME
+    try:
+        atomic.write_text(owner, str(os.getpid()))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def preprocess_cohort(
@@ -659,19 +697,13 @@ def preprocess_cohort(
     PreprocessLocked
         When ``lock_timeout_s`` passed while another run held the lock.
     """
-    from filelock import FileLock
-
     cfg = get_profile(profile).preprocess
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out_dir / LOCK_NAME)
-    _acquire(lock, out_dir, lock_timeout_s)
-    try:
+    with cache_lock(out_dir, lock_timeout_s):
         return _preprocess_locked(
             paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
         )
-    finally:
-        lock.release()
 
 
 def _preprocess_locked(
