@@ -9,7 +9,9 @@ is instant.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,26 +23,29 @@ if TYPE_CHECKING:  # annotations only: crlm --help imports no pandas or torch
     from crlm_lib.config import Profile
     from crlm_lib.evaluation import Cohort
 
-#: ``crlm train --model`` choices: ``models.MODEL_NAMES`` then the anchors of
-#: ``evaluation.ANCHOR_NAMES`` and the oracle, spelled out here so that parsing the command line
-#: imports no torch (a test keeps the two lists equal).
-MODEL_CHOICES: tuple[str, ...] = (
-    "acfnet",
-    "star",
-    "cnn3d",
-    "cnn3d_lstm",
-    "resnet18_3d",
-    "resnet34_3d",
-    "resnet50_3d",
-    "aminn",
-    "stg",
-    "stg_lite",
-    "clinical_mlp",
-    "fong",
-    "cox",
-    "rsf",
-    "oracle",
-)
+
+class _RegistryNames(Sequence[str]):
+    """``crlm train --model`` choices: ``models.MODEL_NAMES``, then the anchors of
+    ``evaluation.ANCHOR_NAMES`` and the oracle, read from the registry the first time they are
+    needed (checking a ``--model`` value, or printing it wrong), so that building the parser and
+    every other command imports no torch."""
+
+    @functools.cached_property
+    def _names(self) -> tuple[str, ...]:
+        from crlm_lib.evaluation.specs import ANCHOR_NAMES
+        from crlm_lib.models import MODEL_NAMES
+
+        return (*MODEL_NAMES, *ANCHOR_NAMES, "oracle")
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+#: ``crlm train --model`` choices (the registry's names, read lazily: :class:`_RegistryNames`).
+MODEL_CHOICES: Sequence[str] = _RegistryNames()
 
 
 def _positive_int(text: str) -> int:
@@ -444,7 +449,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one registered model on the papers' 8:1:1 split")
     _add_data_args(p)
     p.add_argument(
-        "--model", required=True, choices=MODEL_CHOICES, help="registry name or clinical anchor"
+        "--model",
+        required=True,
+        choices=MODEL_CHOICES,
+        metavar="MODEL",  # not the choices: listing them would import the registry (torch)
+        help="a name of the model registry (crlm_lib.models.MODEL_NAMES: acfnet, star, ...) or "
+        "a clinical anchor (fong, cox, rsf, oracle)",
     )
     p.add_argument(
         "--out", required=True, help="run folder (checkpoints, history.csv, metrics.json)"

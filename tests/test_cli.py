@@ -67,3 +67,17 @@ def test_lock_timeout_names_lock_file_and_owner(tmp_path, monkeypatch, capsys, c
     assert "PreprocessLocked" in err and str(paths.processed_dir / LOCK_NAME) in err
     assert f"owner PID {os.getpid()}" in err
     assert not list(paths.processed_dir.glob("*.npz"))  # nothing was preprocessed
+
+
+def test_parser_imports_no_torch_until_a_model_is_checked():
+    """`--model` choices come from the registry, read only when a `--model` value is checked."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from crlm_lib.cli import build_parser; p = build_parser(); "
+        "p.parse_args(['data', '--profile', 'smoke']); print('torch' in sys.modules); "
+        "p.parse_args(['train', '--model', 'cox', '--out', 'r']); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

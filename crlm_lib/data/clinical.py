@@ -123,6 +123,12 @@ COLUMNS: tuple[str, ...] = (
 
 TEXT_COLUMNS: tuple[str, ...] = (ID_COLUMN, SCOUT_COLUMN, NOTES_COLUMN)
 
+
+def _columns_from_to(first: str, last: str) -> tuple[str, ...]:
+    """The columns of :data:`COLUMNS` from ``first`` to ``last`` (both included), in order."""
+    return COLUMNS[COLUMNS.index(first) : COLUMNS.index(last) + 1]
+
+
 #: Follow-up times (months): must be present and >= 0.
 TIME_COLUMNS: tuple[str, ...] = (
     "overall_survival_months",
@@ -179,39 +185,12 @@ RANGES: dict[str, tuple[float, float]] = {
 INTEGER_COLUMNS: tuple[str, ...] = ("sex", "clinrisk_score", "NASH_score")
 
 #: Preoperative predictors (known when the preoperative CT is read).
-PREOPERATIVE_PREDICTORS: tuple[str, ...] = (
-    "age",
-    "sex",
-    "major_comorbidity",
-    "body_mass_index",
-    "node_positive_primary",
-    "synchronous_crlm",
-    "multiple_metastases",
-    "clinrisk_score",
-    "clinrisk_stratified",
-    "carcinoembryonic_antigen",
-    "max_tumor_size",
-    "bilobar_disease",
-    "extrahep_disease",
-    "chemo_before_liver_resection",
-    "preoperative_pve",
-)
+PREOPERATIVE_PREDICTORS: tuple[str, ...] = _columns_from_to("age", "preoperative_pve")
 #: Pathology of the resection specimen: known at time zero (the resection) of the postoperative
 #: prognosis, but not before surgery. Included in :data:`PREDICTORS` by default (the papers feed
 #: "clinical factors" without listing them); pass ``exclude=PATHOLOGY_PREDICTORS`` for a strictly
 #: preoperative model.
-PATHOLOGY_PREDICTORS: tuple[str, ...] = (
-    "steatosis_yesno",
-    "presence_sinusoidal_dilata",
-    "NASH_score",
-    "NASH_yesno",
-    "NASH_greater_4",
-    "total_response_percent",
-    "necrosis_percent",
-    "fibrosis_percent",
-    "fibrosis_greater_40_percent",
-    "mucin_percent",
-)
+PATHOLOGY_PREDICTORS: tuple[str, ...] = _columns_from_to("steatosis_yesno", "mucin_percent")
 #: Default predictor columns: no outcome, no free text.
 PREDICTORS: list[str] = [*PREOPERATIVE_PREDICTORS, *PATHOLOGY_PREDICTORS]
 #: Predictors transformed with log1p before standardisation (right-skewed, ng/mL).
