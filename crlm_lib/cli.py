@@ -9,7 +9,9 @@ is instant.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,26 +23,29 @@ if TYPE_CHECKING:  # annotations only: crlm --help imports no pandas or torch
     from crlm_lib.config import Profile
     from crlm_lib.evaluation import Cohort
 
-#: ``crlm train --model`` choices: ``models.MODEL_NAMES`` then the anchors of
-#: ``evaluation.ANCHOR_NAMES`` and the oracle, spelled out here so that parsing the command line
-#: imports no torch (a test keeps the two lists equal).
-MODEL_CHOICES: tuple[str, ...] = (
-    "acfnet",
-    "star",
-    "cnn3d",
-    "cnn3d_lstm",
-    "resnet18_3d",
-    "resnet34_3d",
-    "resnet50_3d",
-    "aminn",
-    "stg",
-    "stg_lite",
-    "clinical_mlp",
-    "fong",
-    "cox",
-    "rsf",
-    "oracle",
-)
+
+class _RegistryNames(Sequence[str]):
+    """``crlm train --model`` choices: ``models.MODEL_NAMES``, then the anchors of
+    ``evaluation.ANCHOR_NAMES`` and the oracle, read from the registry the first time they are
+    needed (checking a ``--model`` value, or printing it wrong), so that building the parser and
+    every other command imports no torch."""
+
+    @functools.cached_property
+    def _names(self) -> tuple[str, ...]:
+        from crlm_lib.evaluation.specs import ANCHOR_NAMES
+        from crlm_lib.models import MODEL_NAMES
+
+        return (*MODEL_NAMES, *ANCHOR_NAMES, "oracle")
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+#: ``crlm train --model`` choices (the registry's names, read lazily: :class:`_RegistryNames`).
+MODEL_CHOICES: Sequence[str] = _RegistryNames()
 
 
 def _positive_int(text: str) -> int:
@@ -56,6 +61,29 @@ def _positive_int(text: str) -> int:
 
 def _add_profile_arg(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help=help_text)
+
+
+def _nonnegative_seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0 (``--lock-timeout -1`` is refused with exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be at least 0 seconds, got {text}")
+    return value
+
+
+def _add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lock-timeout",
+        dest="lock_timeout",
+        type=_nonnegative_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="longest wait for another preprocessing run's lock on the cache folder; then fail "
+        "naming the lock file and its owner PID (default: wait until it finishes)",
+    )
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +120,9 @@ def _cmd_preprocess(a: argparse.Namespace) -> int:
     if not paths.cohort_dir.is_dir():
         raise FileNotFoundError(f"cohort folder {paths.cohort_dir} does not exist")
     table = load_clinical(paths.clinical_csv)  # validated before the long step
-    report = preprocess_cohort(paths, get_profile(a.profile), n_jobs=a.jobs)
+    report = preprocess_cohort(
+        paths, get_profile(a.profile), n_jobs=a.jobs, lock_timeout_s=a.lock_timeout
+    )
     check_cohort_not_empty(paths, report)
     print(report["status"].value_counts().to_string())
     print(format_exclusions(write_exclusions(paths, table, report), paths))
@@ -102,7 +132,14 @@ def _cmd_preprocess(a: argparse.Namespace) -> int:
 def _cmd_data(a: argparse.Namespace) -> int:
     from crlm_lib.pipeline import ensure_data
 
-    ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, verbose=True)
+    ensure_data(
+        a.profile,
+        a.data_dir,
+        a.clinical,
+        seed=a.seed,
+        verbose=True,
+        lock_timeout_s=a.lock_timeout,
+    )
     return 0
 
 
@@ -376,10 +413,8 @@ def predict_cli(
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crlm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm synth``."""
     p = sub.add_parser("synth", help="write a synthetic cohort in the TCIA layout")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -389,21 +424,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_arg(p, "sets the image size of the synthetic CT")
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_preprocess_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm preprocess``."""
     p = sub.add_parser("preprocess", help="the papers' preprocessing, cached per patient")
     _add_data_args(p)
     p.add_argument("--cohort", default=None, help="alias of --data for a synthetic cohort folder")
     p.add_argument("--jobs", type=_positive_int, default=2, help="patients processed in parallel")
+    _add_lock_timeout_arg(p)
     p.set_defaults(func=_cmd_preprocess)
 
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm data``."""
     p = sub.add_parser("data", help="synthesise (when no --data) and preprocess the cohort")
     _add_data_args(p)
     p.add_argument("--seed", type=int, default=0)
+    _add_lock_timeout_arg(p)
     p.set_defaults(func=_cmd_data)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm train``."""
     p = sub.add_parser("train", help="train one registered model on the papers' 8:1:1 split")
     _add_data_args(p)
     p.add_argument(
-        "--model", required=True, choices=MODEL_CHOICES, help="registry name or clinical anchor"
+        "--model",
+        required=True,
+        choices=MODEL_CHOICES,
+        metavar="MODEL",  # not the choices: listing them would import the registry (torch)
+        help="a name of the model registry (crlm_lib.models.MODEL_NAMES: acfnet, star, ...) or "
+        "a clinical anchor (fong, cox, rsf, oracle)",
     )
     p.add_argument(
         "--out", required=True, help="run folder (checkpoints, history.csv, metrics.json)"
@@ -418,11 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", default="paper", choices=["paper", "censored"])
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm evaluate``."""
     p = sub.add_parser("evaluate", help="score a trained run on its test split")
     _add_data_args(p)
     p.add_argument("--run", required=True)
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm predict``."""
     p = sub.add_parser(
         "predict",
         help="predictions of a trained run: new patients (--patient) or a training cohort",
@@ -449,18 +506,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_model_card_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm model-card``."""
     p = sub.add_parser("model-card", help="write the model card of a run (numbers from its files)")
     p.add_argument("--run", required=True, help="run folder (crlm train)")
     p.add_argument("--results", default=None, help="results folder with cv_tidy.csv (notebook 06)")
     p.add_argument("--out", default="MODEL_CARD.md", help="Markdown file (default MODEL_CARD.md)")
     p.set_defaults(func=_cmd_model_card)
 
+
+def _add_notebooks_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm notebooks``."""
     p = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     _add_data_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
     p.set_defaults(func=_cmd_notebooks)
 
+
+def _add_render_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm render``."""
     p = sub.add_parser("render", help="render the manuscript (Quarto, or the offline fallback)")
     _add_profile_arg(p, "smoke | cpu | paper (default: cpu)")
     p.add_argument("--real", action="store_true", help="notebooks were run on the real cohort")
@@ -471,6 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail unless every embed is present and no synthetic PHI string is in the site",
     )
     p.set_defaults(func=_cmd_render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crlm`` parser: one sub-parser per command, each added by its own function."""
+    parser = argparse.ArgumentParser(prog="crlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_synth_parser(sub)
+    _add_preprocess_parser(sub)
+    _add_data_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    _add_model_card_parser(sub)
+    _add_notebooks_parser(sub)
+    _add_render_parser(sub)
     return parser
 
 

@@ -36,6 +36,7 @@ def ensure_data(
     n_jobs: int | None = None,
     verbose: bool = False,
     show_exclusions: bool = False,
+    lock_timeout_s: float | None = None,
 ) -> Paths:
     """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
 
@@ -55,6 +56,9 @@ def ensure_data(
     show_exclusions : bool
         Print the exclusion report even when not ``verbose``. It is always written to
         ``processed_dir/exclusions.csv`` (:func:`exclusion_table`).
+    lock_timeout_s : float, optional
+        Longest wait (seconds) for another preprocessing run's lock on the cache folder
+        (``None``: wait until it finishes); see :func:`crlm_lib.data.preprocess.cache_lock`.
 
     Returns
     -------
@@ -69,6 +73,8 @@ def ensure_data(
         For a clinical table that breaks the schema (before any image is read).
     EmptyCohortError
         When the data folder holds no patient, or none that could be preprocessed.
+    PreprocessLocked
+        When ``lock_timeout_s`` passed while another run held the cache folder's lock.
     """
     from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
@@ -95,7 +101,9 @@ def ensure_data(
                 f"clinical table {paths.clinical_csv} does not exist; pass CLINICAL=/path/to/table"
             )
     table = load_clinical(paths.clinical_csv)  # validate before the long step
-    report = preprocess_cohort(paths, prof, n_jobs=n_jobs or prof.n_jobs)
+    report = preprocess_cohort(
+        paths, prof, n_jobs=n_jobs or prof.n_jobs, lock_timeout_s=lock_timeout_s
+    )
     check_cohort_not_empty(paths, report)
     if verbose:
         print(report["status"].value_counts().to_string())

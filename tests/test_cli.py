@@ -34,3 +34,50 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     assert main(["data", "--profile", "smoke", "--data", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_lock_timeout_parses_and_refuses_negative():
+    args = build_parser().parse_args(["preprocess", "--lock-timeout", "2.5"])
+    assert args.lock_timeout == 2.5
+    assert build_parser().parse_args(["data"]).lock_timeout is None  # default: wait
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["data", "--lock-timeout", "-1"])
+
+
+@pytest.mark.parametrize("command", ["preprocess", "data"])
+def test_lock_timeout_names_lock_file_and_owner(tmp_path, monkeypatch, capsys, command):
+    """A held cache lock: after --lock-timeout, one line naming the lock file and owner PID."""
+    import os
+
+    from crlm_lib.cli import main
+    from crlm_lib.config import PROFILES, resolve_paths
+    from crlm_lib.data.preprocess import LOCK_NAME, cache_lock
+    from crlm_lib.data.synthetic import write_cohort
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "crlm_lib").mkdir()
+    monkeypatch.chdir(tmp_path)
+    paths = resolve_paths("smoke", root=tmp_path)
+    write_cohort(paths.cohort_dir, n_patients=2, seed=0, synth=PROFILES["smoke"].synth)
+    paths.processed_dir.mkdir(parents=True)
+    with cache_lock(paths.processed_dir):
+        rc = main([command, "--profile", "smoke", "--lock-timeout", "0.2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "PreprocessLocked" in err and str(paths.processed_dir / LOCK_NAME) in err
+    assert f"owner PID {os.getpid()}" in err
+    assert not list(paths.processed_dir.glob("*.npz"))  # nothing was preprocessed
+
+
+def test_parser_imports_no_torch_until_a_model_is_checked():
+    """`--model` choices come from the registry, read only when a `--model` value is checked."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from crlm_lib.cli import build_parser; p = build_parser(); "
+        "p.parse_args(['data', '--profile', 'smoke']); print('torch' in sys.modules); "
+        "p.parse_args(['train', '--model', 'cox', '--out', 'r']); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -123,6 +123,12 @@ COLUMNS: tuple[str, ...] = (
 
 TEXT_COLUMNS: tuple[str, ...] = (ID_COLUMN, SCOUT_COLUMN, NOTES_COLUMN)
 
+
+def _columns_from_to(first: str, last: str) -> tuple[str, ...]:
+    """The columns of :data:`COLUMNS` from ``first`` to ``last`` (both included), in order."""
+    return COLUMNS[COLUMNS.index(first) : COLUMNS.index(last) + 1]
+
+
 #: Follow-up times (months): must be present and >= 0.
 TIME_COLUMNS: tuple[str, ...] = (
     "overall_survival_months",
@@ -179,39 +185,12 @@ RANGES: dict[str, tuple[float, float]] = {
 INTEGER_COLUMNS: tuple[str, ...] = ("sex", "clinrisk_score", "NASH_score")
 
 #: Preoperative predictors (known when the preoperative CT is read).
-PREOPERATIVE_PREDICTORS: tuple[str, ...] = (
-    "age",
-    "sex",
-    "major_comorbidity",
-    "body_mass_index",
-    "node_positive_primary",
-    "synchronous_crlm",
-    "multiple_metastases",
-    "clinrisk_score",
-    "clinrisk_stratified",
-    "carcinoembryonic_antigen",
-    "max_tumor_size",
-    "bilobar_disease",
-    "extrahep_disease",
-    "chemo_before_liver_resection",
-    "preoperative_pve",
-)
+PREOPERATIVE_PREDICTORS: tuple[str, ...] = _columns_from_to("age", "preoperative_pve")
 #: Pathology of the resection specimen: known at time zero (the resection) of the postoperative
 #: prognosis, but not before surgery. Included in :data:`PREDICTORS` by default (the papers feed
 #: "clinical factors" without listing them); pass ``exclude=PATHOLOGY_PREDICTORS`` for a strictly
 #: preoperative model.
-PATHOLOGY_PREDICTORS: tuple[str, ...] = (
-    "steatosis_yesno",
-    "presence_sinusoidal_dilata",
-    "NASH_score",
-    "NASH_yesno",
-    "NASH_greater_4",
-    "total_response_percent",
-    "necrosis_percent",
-    "fibrosis_percent",
-    "fibrosis_greater_40_percent",
-    "mucin_percent",
-)
+PATHOLOGY_PREDICTORS: tuple[str, ...] = _columns_from_to("steatosis_yesno", "mucin_percent")
 #: Default predictor columns: no outcome, no free text.
 PREDICTORS: list[str] = [*PREOPERATIVE_PREDICTORS, *PATHOLOGY_PREDICTORS]
 #: Predictors transformed with log1p before standardisation (right-skewed, ng/mL).
@@ -441,6 +420,35 @@ def validate_clinical(
         and the column.
     """
     problems: list[str] = []
+    df, version, extra = _canonical_columns(raw, source, problems)
+    ids = _check_ids(df, problems)
+    df[ID_COLUMN] = ids
+    parsed = _parse_numeric_columns(df, ids, extra, decimal_comma, problems)
+    unit = _percent_unit(parsed, set(percent_from_format))
+    if unit == "fraction":
+        _fractions_to_percent(parsed)
+    optional = set(optional_outcomes)
+    for col, (values, _) in parsed.items():
+        df[col] = _check_column(col, values, ids, col not in optional, problems).astype(float)
+
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ClinicalTableError(f"{source}: {len(problems)} problem(s):\n  {listing}")
+    out = df.set_index(ID_COLUMN)
+    out.attrs.update(clinical_version=version, clinical_source=source, percent_unit=unit)
+    return out
+
+
+def _canonical_columns(
+    raw: pd.DataFrame, source: str, problems: list[str]
+) -> tuple[pd.DataFrame, str, list[str]]:
+    """Rename ``raw``'s columns to the canonical spelling and order of :data:`COLUMNS`.
+
+    Returns the renamed copy, the table version (``"v1"`` when every column of
+    :data:`V2_ONLY_COLUMNS` is absent: they are added as NaN; else ``"v2"``) and the extra
+    columns (kept after the canonical ones). Missing columns are appended to ``problems``; a
+    table without a ``Patient-ID`` column raises :class:`ClinicalTableError` at once.
+    """
     lookup = {_canonical_name(c): c for c in raw.columns}
     if _ID_KEY not in lookup:
         shown = [str(c) for c in raw.columns[:8]]
@@ -467,17 +475,26 @@ def validate_clinical(
         for col in V2_ONLY_COLUMNS:
             df[col] = np.nan
     extra = [c for c in df.columns if c not in COLUMNS]
-    df = df[[c for c in COLUMNS if c in df.columns] + extra]
+    return df[[c for c in COLUMNS if c in df.columns] + extra], version, extra
 
+
+def _check_ids(df: pd.DataFrame, problems: list[str]) -> pd.Series:
+    """The stripped ``Patient-ID`` strings; empty and duplicate IDs are appended to
+    ``problems``."""
     ids = df[ID_COLUMN].map(lambda v: "" if pd.isna(v) else str(v).strip())
     if ids.eq("").any():
         problems.append(f"{int(ids.eq('').sum())} rows without Patient-ID")
     for pid in sorted(ids[ids.duplicated(keep=False) & ids.ne("")].unique()):
         problems.append(f"{pid}: duplicate Patient-ID ({int((ids == pid).sum())} rows)")
-    df[ID_COLUMN] = ids
-    optional = set(optional_outcomes)
-    parsed: dict[str, tuple[pd.Series, pd.Series]] = {}
+    return ids
 
+
+def _parse_numeric_columns(
+    df: pd.DataFrame, ids: pd.Series, extra: list[str], decimal_comma: bool, problems: list[str]
+) -> dict[str, tuple[pd.Series, pd.Series]]:
+    """Every numeric column parsed by :func:`_parse_numbers`: ``{column: (values, is_percent
+    string)}``; a cell that is neither empty nor a number is appended to ``problems``."""
+    parsed: dict[str, tuple[pd.Series, pd.Series]] = {}
     for col in df.columns:
         if col in TEXT_COLUMNS or col in extra:
             continue
@@ -488,43 +505,45 @@ def validate_clinical(
         for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
             problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
         parsed[col] = (values, pct)
+    return parsed
 
-    unit = _percent_unit(parsed, set(percent_from_format))
+
+def _fractions_to_percent(parsed: dict[str, tuple[pd.Series, pd.Series]]) -> None:
+    """Multiply the plain (not ``"%"``, not -999) values of the percent columns by 100, in
+    place: the spreadsheet stores 70 % as 0.7 (see :func:`_percent_unit`)."""
     for col in PERCENT_COLUMNS:
         values, pct = parsed[col]
-        if unit == "fraction":
-            plain = ~pct & values.notna() & ~np.isclose(values, MISSING_CODE)
-            parsed[col] = (values.where(~plain, (values * 100.0).round(10)), pct)
+        plain = ~pct & values.notna() & ~np.isclose(values, MISSING_CODE)
+        parsed[col] = (values.where(~plain, (values * 100.0).round(10)), pct)
 
-    for col, (values, _) in parsed.items():
-        missing = values.isna() | np.isclose(values, MISSING_CODE)
-        values = values.mask(missing)
-        if col in OUTCOME_COLUMNS and col not in optional:
-            for pid in ids[missing]:
-                problems.append(f"{pid}: column {col!r} (outcome) is missing")
-        present = values.notna()
-        if col in BINARY_COLUMNS:
-            bad = present & ~values.isin([0.0, 1.0])
-            for pid, val in zip(ids[bad], values[bad], strict=True):
-                problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1")
-        elif col in RANGES:
-            lo, hi = RANGES[col]
-            bad = present & ((values < lo) | (values > hi))
-            what = "negative follow-up time" if col in TIME_COLUMNS else "out of range"
-            for pid, val in zip(ids[bad], values[bad], strict=True):
-                problems.append(f"{pid}: column {col!r} = {val:g} {what} [{lo:g}, {hi:g}]")
-            if col in INTEGER_COLUMNS:
-                bad = present & (values != np.round(values))
-                for pid, val in zip(ids[bad], values[bad], strict=True):
-                    problems.append(f"{pid}: column {col!r} = {val:g} is not a whole number")
-        df[col] = values.astype(float)
 
-    if problems:
-        listing = "\n  ".join(problems)
-        raise ClinicalTableError(f"{source}: {len(problems)} problem(s):\n  {listing}")
-    out = df.set_index(ID_COLUMN)
-    out.attrs.update(clinical_version=version, clinical_source=source, percent_unit=unit)
-    return out
+def _check_column(
+    col: str, values: pd.Series, ids: pd.Series, outcome_required: bool, problems: list[str]
+) -> pd.Series:
+    """``values`` of column ``col`` with -999 and empty cells as NaN; a missing required outcome,
+    a binary code other than 0/1, a value outside :data:`RANGES` or a fraction in an
+    :data:`INTEGER_COLUMNS` column is appended to ``problems`` with its patient ID."""
+    missing = values.isna() | np.isclose(values, MISSING_CODE)
+    values = values.mask(missing)
+    if col in OUTCOME_COLUMNS and outcome_required:
+        for pid in ids[missing]:
+            problems.append(f"{pid}: column {col!r} (outcome) is missing")
+    present = values.notna()
+    if col in BINARY_COLUMNS:
+        bad = present & ~values.isin([0.0, 1.0])
+        for pid, val in zip(ids[bad], values[bad], strict=True):
+            problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1")
+    elif col in RANGES:
+        lo, hi = RANGES[col]
+        bad = present & ((values < lo) | (values > hi))
+        what = "negative follow-up time" if col in TIME_COLUMNS else "out of range"
+        for pid, val in zip(ids[bad], values[bad], strict=True):
+            problems.append(f"{pid}: column {col!r} = {val:g} {what} [{lo:g}, {hi:g}]")
+        if col in INTEGER_COLUMNS:
+            bad = present & (values != np.round(values))
+            for pid, val in zip(ids[bad], values[bad], strict=True):
+                problems.append(f"{pid}: column {col!r} = {val:g} is not a whole number")
+    return values
 
 
 def _percent_unit(parsed: dict[str, tuple[pd.Series, pd.Series]], from_format: set[str]) -> str:

@@ -43,9 +43,10 @@ import multiprocessing as mp
 import os
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,6 +60,7 @@ from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile, get_profile
 from crlm_lib.data import tcia
 from crlm_lib.data.lesions import lesion_features
+from crlm_lib.errors import CRLMUserError
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +306,8 @@ USABLE_STATUSES = ("done", "cached", "rebuilt")
 
 #: Lock file that serialises preprocessing runs sharing one cache folder.
 LOCK_NAME = ".preprocess.lock"
+#: Beside the lock: the PID of the run holding it (named in :class:`PreprocessLocked`).
+LOCK_OWNER_NAME = ".preprocess.lock.pid"
 
 #: Longest patient ID (UTF-8 bytes) used as a file name.
 MAX_ID_BYTES = 200
@@ -317,8 +321,12 @@ class UnsafePatientIdError(tcia.CohortDataError):
     """A PatientID cannot name a cache file (empty, path separators, control characters...)."""
 
 
-class PreprocessLocked(RuntimeError):
-    """Another preprocessing run holds the cache folder's lock longer than the timeout."""
+class PreprocessLocked(CRLMUserError, RuntimeError):
+    """Another preprocessing run holds the cache folder's lock longer than the timeout.
+
+    A user error (``crlm`` prints it in one line, exit 2): the message names the lock file and
+    the PID of the run holding it.
+    """
 
 
 def check_patient_id(patient_id: str, source: str | Path | None = None) -> str:
@@ -523,21 +531,6 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
     return out
 
 
-def is_cached(path: Path, digest: str) -> bool:
-    """Whether ``path`` is a readable cache written with settings hash ``digest``.
-
-    Settings only; :func:`cache_state` also checks the source files (what
-    :func:`preprocess_cohort` uses).
-    """
-    if not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["settings_hash"]) == digest
-    except Exception:  # noqa: BLE001 - unreadable cache: recompute
-        return False
-
-
 def process_one(
     ref: tcia.PatientRef, cfg: PreprocessConfig, out_path: Path, digest: str, clahe_mode: str
 ) -> dict:
@@ -581,6 +574,14 @@ def process_one(
     }
 
 
+def _lock_owner(out_dir: Path) -> str:
+    """The PID recorded by the run holding ``out_dir``'s lock, or ``"unknown"``."""
+    try:
+        return (Path(out_dir) / LOCK_OWNER_NAME).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
     from filelock import Timeout
 
@@ -590,15 +591,52 @@ def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
     except Timeout:
         pass
     log.warning(
-        "another preprocessing run is using %s; waiting for its lock %s", out_dir, lock.lock_file
+        "another preprocessing run (PID %s) is using %s; waiting for its lock %s",
+        _lock_owner(out_dir),
+        out_dir,
+        lock.lock_file,
     )
     try:
         lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
     except Timeout as err:
         raise PreprocessLocked(
-            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (waited {timeout_s} s); "
-            "wait for it to finish, or remove the lock file if no run is alive"
+            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (owner PID "
+            f"{_lock_owner(out_dir)}; waited {timeout_s} s); wait for it to finish, or remove "
+            "the lock file if no run is alive"
         ) from err
+
+
+@contextmanager
+def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the preprocessing lock of the cache folder ``out_dir`` (``filelock``).
+
+    While held, ``out_dir/.preprocess.lock.pid`` names this process, so that a run waiting for
+    the lock can say who holds it.
+
+    Parameters
+    ----------
+    out_dir : path
+        The cache folder (``Paths.processed_dir``); it must exist.
+    timeout_s : float, optional
+        Longest wait (seconds) for another run's lock; ``None`` waits until it is released.
+
+    Raises
+    ------
+    PreprocessLocked
+        When ``timeout_s`` passed while another run held the lock.
+    """
+    from filelock import FileLock
+
+    out_dir = Path(out_dir)
+    lock = FileLock(out_dir / LOCK_NAME)
+    _acquire(lock, out_dir, timeout_s)
+    owner = out_dir / LOCK_OWNER_NAME
+    try:
+        atomic.write_text(owner, str(os.getpid()))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def preprocess_cohort(
@@ -659,109 +697,35 @@ def preprocess_cohort(
     PreprocessLocked
         When ``lock_timeout_s`` passed while another run held the lock.
     """
-    from filelock import FileLock
-
     cfg = get_profile(profile).preprocess
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(out_dir / LOCK_NAME)
-    _acquire(lock, out_dir, lock_timeout_s)
-    try:
+    with cache_lock(out_dir, lock_timeout_s):
         return _preprocess_locked(
             paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
         )
-    finally:
-        lock.release()
+
+
+#: Columns of ``report.csv``, in order.
+REPORT_COLUMNS = ("patient_id", "status", "reason", "centre_method", "warnings", "seconds")
 
 
 def _preprocess_locked(
     paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
 ) -> pd.DataFrame:
+    """The body of :func:`preprocess_cohort`, run with the cache lock held."""
     remove_stale_temps(out_dir)
     digest = settings_hash(cfg, clahe_mode)
-    settings = settings_json(cfg, clahe_mode)
-    refs = tcia.discover(paths.cohort_dir)
-    if ids is not None:
-        by_id = {r.patient_id: r for r in refs}
-        wanted = dict.fromkeys(str(i) for i in ids)
-        refs = [by_id.get(i, tcia.PatientRef(i, Path(paths.cohort_dir))) for i in wanted]
-    folded: dict[str, set[str]] = {}
-    for ref in refs:
-        folded.setdefault(ref.patient_id.casefold(), set()).add(ref.patient_id)
-    rows, todo, rebuilt = [], [], {}
-    for ref in refs:
-        try:
-            check_patient_id(ref.patient_id, ref.path)
-            out = cache_path(out_dir, ref.patient_id)
-            twins = sorted(folded[ref.patient_id.casefold()])
-            if len(twins) > 1:
-                raise UnsafePatientIdError(
-                    f"patient IDs {twins} (files under {ref.path}) differ only in case: their "
-                    "cache files would collide on case-insensitive file systems"
-                )
-        except UnsafePatientIdError as err:
-            rows.append(
-                {
-                    "patient_id": ref.patient_id,
-                    "status": "excluded",
-                    "reason": f"{type(err).__name__}: {err}",
-                    "seconds": 0.0,
-                }
-            )
-            continue
-        state, why = cache_state(out, digest, settings, source_manifest(ref))
-        if state == "cached":
-            with np.load(out) as cached:
-                method = str(cached["centre_method"]) if "centre_method" in cached else ""
-                warns = (
-                    json.loads(str(cached["load_warnings"]))
-                    if "load_warnings" in cached.files
-                    else []
-                )
-            rows.append(
-                {
-                    "patient_id": ref.patient_id,
-                    "status": "cached",
-                    "reason": "",
-                    "centre_method": method,
-                    "warnings": "; ".join(warns),
-                    "seconds": 0.0,
-                }
-            )
-        else:
-            if state == "rebuilt":
-                rebuilt[ref.patient_id] = why
-            todo.append((ref, out))
-    bar = tqdm(total=len(todo), desc="preprocess", disable=not progress)
-    broken: BaseException | None = None
-
-    def _row(row: dict) -> dict:
+    refs = _select_refs(paths.cohort_dir, ids)
+    rows, todo, rebuilt = _plan(refs, out_dir, digest, settings_json(cfg, clahe_mode))
+    jobs = [(ref, cfg, out, digest, clahe_mode) for ref, out in todo]
+    done, broken = _run_workers(worker, jobs, n_jobs, mp_context, progress)
+    for row in done:
         pid = row["patient_id"]
         if pid in rebuilt and row.get("status") == "done":
             row = {**row, "status": "rebuilt", "reason": rebuilt[pid]}
-        return row
-
-    if n_jobs <= 1:
-        for ref, out in todo:
-            rows.append(_row(worker(ref, cfg, out, digest, clahe_mode)))
-            bar.update()
-    else:
-        ctx = mp.get_context(mp_context)
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(worker, ref, cfg, out, digest, clahe_mode): ref for ref, out in todo
-            }
-            for fut in as_completed(futures):
-                try:
-                    rows.append(_row(fut.result()))
-                except BrokenProcessPool as err:
-                    broken = err
-                bar.update()
-    bar.close()
-    report = pd.DataFrame(
-        rows,
-        columns=["patient_id", "status", "reason", "centre_method", "warnings", "seconds"],
-    )
+        rows.append(row)
+    report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     report = report.sort_values("patient_id").reset_index(drop=True)
     atomic.write_csv(out_dir / "report.csv", report, index=False)
     if broken is not None:
@@ -774,3 +738,99 @@ def _preprocess_locked(
     if n_ex:
         log.warning("%d patient(s) excluded; see %s", n_ex, out_dir / "report.csv")
     return report
+
+
+def _select_refs(cohort_dir: Path, ids: Sequence[str] | None) -> list[tcia.PatientRef]:
+    """The patients of the cohort folder, or those of ``ids`` in their order (an ID with no
+    folder gets a reference to the cohort folder, so that loading it reports it missing)."""
+    refs = tcia.discover(cohort_dir)
+    if ids is None:
+        return refs
+    by_id = {r.patient_id: r for r in refs}
+    wanted = dict.fromkeys(str(i) for i in ids)
+    return [by_id.get(i, tcia.PatientRef(i, Path(cohort_dir))) for i in wanted]
+
+
+def _plan(
+    refs: list[tcia.PatientRef], out_dir: Path, digest: str, settings: str
+) -> tuple[list[dict], list[tuple[tcia.PatientRef, Path]], dict[str, str]]:
+    """Sort the patients into report rows known now (unsafe IDs excluded, usable caches), the
+    patients to (re)build with their cache path, and why each stale cache is rebuilt."""
+    folded: dict[str, set[str]] = {}
+    for ref in refs:
+        folded.setdefault(ref.patient_id.casefold(), set()).add(ref.patient_id)
+    rows, todo, rebuilt = [], [], {}
+    for ref in refs:
+        try:
+            out = _safe_cache_path(ref, out_dir, sorted(folded[ref.patient_id.casefold()]))
+        except UnsafePatientIdError as err:
+            rows.append(
+                {
+                    "patient_id": ref.patient_id,
+                    "status": "excluded",
+                    "reason": f"{type(err).__name__}: {err}",
+                    "seconds": 0.0,
+                }
+            )
+            continue
+        state, why = cache_state(out, digest, settings, source_manifest(ref))
+        if state == "cached":
+            rows.append(_cached_row(ref.patient_id, out))
+        else:
+            if state == "rebuilt":
+                rebuilt[ref.patient_id] = why
+            todo.append((ref, out))
+    return rows, todo, rebuilt
+
+
+def _safe_cache_path(ref: tcia.PatientRef, out_dir: Path, twins: list[str]) -> Path:
+    """The cache file of ``ref``; :class:`UnsafePatientIdError` for an ID unsafe as a file name
+    or one that differs from another (``twins``) only in case."""
+    check_patient_id(ref.patient_id, ref.path)
+    out = cache_path(out_dir, ref.patient_id)
+    if len(twins) > 1:
+        raise UnsafePatientIdError(
+            f"patient IDs {twins} (files under {ref.path}) differ only in case: their "
+            "cache files would collide on case-insensitive file systems"
+        )
+    return out
+
+
+def _cached_row(patient_id: str, out: Path) -> dict:
+    """The report row of a usable cache file (its centre method and loader warnings)."""
+    with np.load(out) as cached:
+        method = str(cached["centre_method"]) if "centre_method" in cached else ""
+        warns = json.loads(str(cached["load_warnings"])) if "load_warnings" in cached.files else []
+    return {
+        "patient_id": patient_id,
+        "status": "cached",
+        "reason": "",
+        "centre_method": method,
+        "warnings": "; ".join(warns),
+        "seconds": 0.0,
+    }
+
+
+def _run_workers(
+    worker: Callable, jobs: list[tuple], n_jobs: int, mp_context: str, progress: bool
+) -> tuple[list[dict], BaseException | None]:
+    """Run ``worker(*job)`` for every job (in this process when ``n_jobs <= 1``, else in a
+    process pool) with a progress bar; returns the rows of the finished jobs and the
+    :class:`BrokenProcessPool` error when a worker process died (``None`` otherwise)."""
+    rows: list[dict] = []
+    broken: BaseException | None = None
+    with tqdm(total=len(jobs), desc="preprocess", disable=not progress) as bar:
+        if n_jobs <= 1:
+            for job in jobs:
+                rows.append(worker(*job))
+                bar.update()
+            return rows, broken
+        ctx = mp.get_context(mp_context)
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+            for fut in as_completed([pool.submit(worker, *job) for job in jobs]):
+                try:
+                    rows.append(fut.result())
+                except BrokenProcessPool as err:
+                    broken = err
+                bar.update()
+    return rows, broken

@@ -475,30 +475,69 @@ def _load_ct(
     ``seg_sops`` (the SOP instance UIDs the SEG was made from) resolve duplicated positions (an
     overlapping second acquisition): see the module docstring.
     """
-    slices = []
     warnings: list[str] = []
-    for f in files:
-        ds = _read(f, pid, "CT")
-        try:
-            arr = _stored_pixels(ds).astype(np.float32)
-            ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
-            iop = _orientation(ds)
-            ps = [float(v) for v in ds.PixelSpacing]
-        except Exception as err:  # noqa: BLE001 - truncated pixel data, missing geometry
-            raise DicomReadError(f"{pid}: cannot decode CT file {f}: {err}") from err
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-        slices.append(
-            {
-                "file": f,
-                "hu": arr * np.float32(slope) + np.float32(intercept),
-                "ipp": ipp,
-                "iop": iop,
-                "ps": ps,
-                "sop": str(ds.SOPInstanceUID),
-            }
-        )
-    slices = _drop_copies(pid, slices, warnings)
+    slices = _drop_copies(pid, [_read_ct_slice(pid, f) for f in files], warnings)
+    ref = slices[0]
+    _check_same_geometry(pid, slices)
+    row, col = ref["iop"][:3], ref["iop"][3:]
+    normal = np.cross(row, col)
+    for s in slices:
+        s["z"] = float(s["ipp"] @ normal)
+    slices.sort(key=lambda s: s["z"])
+    z = np.array([s["z"] for s in slices])
+    dup = np.flatnonzero(np.diff(z) < SPACING_ATOL_MM)
+    if dup.size:
+        slices = _resolve_duplicates(pid, slices, z, dup, seg_sops, seg_file, warnings)
+        z = np.array([s["z"] for s in slices])
+    if len(z) < 2:
+        raise SliceGeometryError(f"{pid}: CT series in {ref['file'].parent} has a single slice")
+    dz = _slice_spacing(pid, slices, z)
+    direction = np.stack([row, col, normal], axis=1)  # columns = X, Y, Z axis directions
+    ct = np.empty((len(slices), *ref["hu"].shape), np.float32)
+    for k, s in enumerate(slices):  # slice by slice: peak ~ one volume, not two (np.stack)
+        ct[k] = s.pop("hu")
+    return {
+        "ct": ct,
+        "spacing": (dz, ref["ps"][0], ref["ps"][1]),
+        "origin": tuple(float(v) for v in slices[0]["ipp"]),
+        "direction": tuple(float(v) for v in direction.ravel()),
+        "row": row,
+        "col": col,
+        "normal": normal,
+        "z": z,
+        "ipp0": slices[0]["ipp"],
+        "sops": [s["sop"] for s in slices],
+        "files": [s["file"] for s in slices],
+        "warnings": warnings,
+    }
+
+
+def _read_ct_slice(pid: str, f: Path) -> dict:
+    """One CT file: ``hu`` (``[Y, X]`` float32, rescaled), ``ipp``, ``iop``, ``ps`` (mm),
+    ``sop`` and ``file``; :class:`DicomReadError` when its pixels or geometry cannot be read."""
+    ds = _read(f, pid, "CT")
+    try:
+        arr = _stored_pixels(ds).astype(np.float32)
+        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
+        iop = _orientation(ds)
+        ps = [float(v) for v in ds.PixelSpacing]
+    except Exception as err:  # noqa: BLE001 - truncated pixel data, missing geometry
+        raise DicomReadError(f"{pid}: cannot decode CT file {f}: {err}") from err
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    return {
+        "file": f,
+        "hu": arr * np.float32(slope) + np.float32(intercept),
+        "ipp": ipp,
+        "iop": iop,
+        "ps": ps,
+        "sop": str(ds.SOPInstanceUID),
+    }
+
+
+def _check_same_geometry(pid: str, slices: list[dict]) -> None:
+    """Every slice has the first one's shape, orientation and pixel spacing, else
+    :class:`SliceGeometryError` naming both files."""
     ref = slices[0]
     for s in slices[1:]:
         if s["hu"].shape != ref["hu"].shape:
@@ -514,18 +553,11 @@ def _load_ct(
             raise SliceGeometryError(
                 f"{pid}: CT slice {s['file']} has another PixelSpacing than {ref['file']}"
             )
-    row, col = ref["iop"][:3], ref["iop"][3:]
-    normal = np.cross(row, col)
-    for s in slices:
-        s["z"] = float(s["ipp"] @ normal)
-    slices.sort(key=lambda s: s["z"])
-    z = np.array([s["z"] for s in slices])
-    dup = np.flatnonzero(np.diff(z) < SPACING_ATOL_MM)
-    if dup.size:
-        slices = _resolve_duplicates(pid, slices, z, dup, seg_sops, seg_file, warnings)
-        z = np.array([s["z"] for s in slices])
-    if len(z) < 2:
-        raise SliceGeometryError(f"{pid}: CT series in {ref['file'].parent} has a single slice")
+
+
+def _slice_spacing(pid: str, slices: list[dict], z: np.ndarray) -> float:
+    """The median slice spacing (mm) of the sorted positions ``z``; a gap of whole missing
+    slices or an uneven step raises :class:`SliceGeometryError` naming the two files."""
     diffs = np.diff(z)
     dz = float(np.median(diffs))
     tol = max(SPACING_ATOL_MM, SPACING_RTOL * dz)
@@ -545,24 +577,7 @@ def _load_ct(
             f"z={z[i + 1]:.2f} mm (median {dz:.2f} mm; files {slices[i]['file']} and "
             f"{slices[i + 1]['file']})"
         )
-    direction = np.stack([row, col, normal], axis=1)  # columns = X, Y, Z axis directions
-    ct = np.empty((len(slices), *ref["hu"].shape), np.float32)
-    for k, s in enumerate(slices):  # slice by slice: peak ~ one volume, not two (np.stack)
-        ct[k] = s.pop("hu")
-    return {
-        "ct": ct,
-        "spacing": (dz, ref["ps"][0], ref["ps"][1]),
-        "origin": tuple(float(v) for v in slices[0]["ipp"]),
-        "direction": tuple(float(v) for v in direction.ravel()),
-        "row": row,
-        "col": col,
-        "normal": normal,
-        "z": z,
-        "ipp0": slices[0]["ipp"],
-        "sops": [s["sop"] for s in slices],
-        "files": [s["file"] for s in slices],
-        "warnings": warnings,
-    }
+    return dz
 
 
 def _drop_copies(pid: str, slices: list[dict], warnings: list[str]) -> list[dict]:
@@ -729,9 +744,39 @@ def _load_seg(
 
     ``ref_series``: the series UIDs the SEG references (:func:`_seg_references`).
     """
-    nz, ny, nx = ct["ct"].shape
     warnings: list[str] = []
-    # --- references ------------------------------------------------------------------------
+    groups = _check_seg_geometry(pid, path, seg, ct, series_uid, ref_series)
+    segments, names = _segment_names(pid, path, seg, warnings)
+    placed = _place_frames(pid, path, groups, segments, names, ct)
+    masks, found, parts = _paint_frames(pid, path, seg, placed, ct["ct"].shape)
+    lesions, lesion_labels = [], []
+    for number in sorted(segments):
+        label, name = segments[number], names[number]
+        if name is None:
+            continue
+        if not found[number]:
+            raise EmptySegmentError(
+                f"{pid}: SEG {path} segment {number} ({label!r}) has no foreground voxel"
+            )
+        if name == "tumour":
+            lesions.append(_lesion_from_parts(parts.pop(number), ct["ct"].shape))
+            lesion_labels.append(label)
+    _check_structures(pid, path, masks, sorted(segments.values()), warnings)
+    return {
+        "masks": masks,
+        "lesions": lesions,
+        "lesion_labels": lesion_labels,
+        "warnings": warnings,
+    }
+
+
+def _check_seg_geometry(
+    pid: str, path: Path, seg, ct: dict, series_uid: str, ref_series: Sequence[str]
+) -> list:
+    """The SEG references this CT series and its images, and its frames match the CT's size and
+    orientation; returns the per-frame functional groups. Raises :class:`SegReferenceError` or
+    :class:`SegGeometryError`."""
+    _, ny, nx = ct["ct"].shape
     if ref_series and series_uid not in ref_series:
         raise SegReferenceError(
             f"{pid}: SEG {path} references series {ref_series}, not the CT series "
@@ -746,21 +791,6 @@ def _load_seg(
             f"{pid}: SEG {path} frames have shape {shape} (x{n_frames}, {len(groups)} per-frame "
             f"groups), CT slices {(ny, nx)}"
         )
-    seg_type = str(getattr(seg, "SegmentationType", "BINARY"))
-    threshold = (
-        float(getattr(seg, "MaximumFractionalValue", 255)) / 2 if seg_type == "FRACTIONAL" else 0
-    )
-    # --- segments --------------------------------------------------------------------------
-    segments: dict[int, str] = {}
-    for item in seg.SegmentSequence:
-        segments[int(item.SegmentNumber)] = str(item.SegmentLabel)
-    names: dict[int, str | None] = {}
-    for number, label in sorted(segments.items()):
-        names[number] = canonical_label(label)
-        if names[number] is None:
-            warnings.append(f"{pid}: SEG {path} segment {number} {label!r} not recognised; ignored")
-    # --- frame placement -------------------------------------------------------------------
-    sop_index = {s: i for i, s in enumerate(ct["sops"])}
     shared = (
         seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     )
@@ -772,13 +802,38 @@ def _load_seg(
             raise SegGeometryError(
                 f"{pid}: SEG {path} orientation {iop.tolist()} differs from the CT's"
             )
-    dz = ct["spacing"][0]
-    dy, dx = ct["spacing"][1], ct["spacing"][2]
-    # one volume per structure; tumours as in-plane crops of their non-empty frames
-    masks = {name: np.zeros((nz, ny, nx), bool) for name in MASK_NAMES}
-    found: dict[int, bool] = {n: False for n in segments}
-    parts: dict[int, list[tuple[int, int, int, np.ndarray]]] = defaultdict(list)
-    placed: dict[int, tuple[int, int, str]] = {}  # frame -> (segment, slice, structure)
+    return groups
+
+
+def _segment_names(
+    pid: str, path: Path, seg, warnings: list[str]
+) -> tuple[dict[int, str], dict[int, str | None]]:
+    """Segment number -> label, and -> structure of :data:`MASK_NAMES` (``None``, with a
+    warning, for a label :func:`canonical_label` does not recognise)."""
+    segments: dict[int, str] = {}
+    for item in seg.SegmentSequence:
+        segments[int(item.SegmentNumber)] = str(item.SegmentLabel)
+    names: dict[int, str | None] = {}
+    for number, label in sorted(segments.items()):
+        names[number] = canonical_label(label)
+        if names[number] is None:
+            warnings.append(f"{pid}: SEG {path} segment {number} {label!r} not recognised; ignored")
+    return segments, names
+
+
+def _place_frames(
+    pid: str,
+    path: Path,
+    groups: list,
+    segments: dict[int, str],
+    names: dict[int, str | None],
+    ct: dict,
+) -> dict[int, tuple[int, int, str]]:
+    """Frame index -> (segment number, CT slice index, structure) for every frame of a
+    recognised segment; a frame naming no or an undeclared segment raises."""
+    sop_index = {s: i for i, s in enumerate(ct["sops"])}
+    dz, dy, dx = ct["spacing"]
+    placed: dict[int, tuple[int, int, str]] = {}
     for i, fg in enumerate(groups):
         try:
             number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
@@ -791,6 +846,23 @@ def _load_seg(
         k = _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx)
         if names[number] is not None:
             placed[i] = (number, k, names[number])
+    return placed
+
+
+def _paint_frames(
+    pid: str, path: Path, seg, placed: dict[int, tuple[int, int, str]], shape: tuple[int, ...]
+) -> tuple[dict[str, np.ndarray], dict[int, bool], dict[int, list]]:
+    """Decode the placed frames one at a time (thresholded) into one ``[Z, Y, X]`` bool volume
+    per structure; returns the masks, which segments had a foreground voxel, and per tumour
+    segment the in-plane crops ``(slice, row0, col0, crop)`` of its non-empty frames."""
+    nz, ny, nx = shape
+    seg_type = str(getattr(seg, "SegmentationType", "BINARY"))
+    threshold = (
+        float(getattr(seg, "MaximumFractionalValue", 255)) / 2 if seg_type == "FRACTIONAL" else 0
+    )
+    masks = {name: np.zeros((nz, ny, nx), bool) for name in MASK_NAMES}
+    found: dict[int, bool] = defaultdict(bool)
+    parts: dict[int, list[tuple[int, int, int, np.ndarray]]] = defaultdict(list)
     for i, stored in _seg_frames(pid, path, sorted(placed)):
         number, k, name = placed[i]
         if stored.shape != (ny, nx):
@@ -808,20 +880,14 @@ def _load_seg(
             cols = np.flatnonzero(frame.any(axis=0))
             r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
             parts[number].append((k, int(r0), int(c0), frame[r0:r1, c0:c1].copy()))
-    # --- checks and lesions ----------------------------------------------------------------
-    lesions, lesion_labels = [], []
-    for number in sorted(segments):
-        label, name = segments[number], names[number]
-        if name is None:
-            continue
-        if not found[number]:
-            raise EmptySegmentError(
-                f"{pid}: SEG {path} segment {number} ({label!r}) has no foreground voxel"
-            )
-        if name == "tumour":
-            lesions.append(_lesion_from_parts(parts.pop(number), (nz, ny, nx)))
-            lesion_labels.append(label)
-    labels = sorted(segments.values())
+    return masks, found, parts
+
+
+def _check_structures(
+    pid: str, path: Path, masks: dict[str, np.ndarray], labels: list[str], warnings: list[str]
+) -> None:
+    """Raise :class:`SegmentLabelError` when a required structure has no voxel; warn (with its
+    consequence) for every other empty structure."""
     missing_required = [n for n in REQUIRED_STRUCTURES if not masks[n].any()]
     if missing_required:
         raise SegmentLabelError(
@@ -839,12 +905,6 @@ def _load_seg(
         warnings.append(
             f"{pid}: SEG {path} has no {name!r} segment: {consequence} (labels: {labels})"
         )
-    return {
-        "masks": masks,
-        "lesions": lesions,
-        "lesion_labels": lesion_labels,
-        "warnings": warnings,
-    }
 
 
 def _lesion_from_parts(

@@ -304,3 +304,17 @@ def test_ids_differing_only_in_case_are_refused(tmp_path):
     reason = report.loc["crlm-ct-000a", "reason"]
     assert reason.startswith("UnsafePatientIdError: ") and "differ only in case" in reason
     assert "crlm-ct-000a" in reason and "CRLM-CT-000A" in reason
+
+
+def test_lock_names_its_owner_and_is_released(cohort):
+    """The lock records the holder's PID while held; a timed-out waiter names it."""
+    out_dir = cohort.processed_dir
+    out_dir.mkdir(parents=True)
+    with pp.cache_lock(out_dir):
+        assert (out_dir / pp.LOCK_OWNER_NAME).read_text() == str(os.getpid())
+        with pytest.raises(pp.PreprocessLocked, match=f"owner PID {os.getpid()};") as info:
+            pp.preprocess_cohort(cohort, SMOKE, n_jobs=1, progress=False, lock_timeout_s=0.1)
+        assert str(out_dir / pp.LOCK_NAME) in str(info.value)
+    assert not (out_dir / pp.LOCK_OWNER_NAME).exists()
+    with pp.cache_lock(out_dir, timeout_s=0):  # released: taken at once
+        pass
