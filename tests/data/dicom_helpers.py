@@ -16,6 +16,9 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from crlm_lib.config import Paths
+from crlm_lib.data.tcia import Patient
+
 SEG_CODE = hd.sr.CodedConcept("85756007", "SCT", "Tissue")
 
 
@@ -208,3 +211,28 @@ def write_patient(
     files, datasets = write_ct(folder / "study" / "1-CT", hu, spacing, origin, patient_id)
     seg_file = write_seg(folder / "study" / "2-SEG" / "1-1.dcm", datasets, segs, omit_empty_frames)
     return Truth(patient_id, folder, hu, spacing, origin, segs, files, seg_file, datasets)
+
+
+def paths_under(root: Path) -> Paths:
+    """The folders of a smoke-profile synthetic run rooted at ``root`` (cohort, cache, runs)."""
+    return Paths(
+        root,
+        "smoke",
+        root / "cohort",
+        root / "c.csv",
+        None,
+        root / "processed",
+        root / "runs",
+        root / "results",
+        True,
+    )
+
+
+def loaded_patient(
+    patient_id: str, ct: np.ndarray, spacing: tuple[float, float, float], masks, tumour
+) -> Patient:
+    """A ``tcia.Patient`` as the loader returns it: identity geometry, one tumour, no warnings."""
+    return Patient(
+        patient_id, ct, spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        masks, [tumour], [], Path("seg.dcm"),
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_helpers import Truth, make_volume, write_ct, write_patient, write_seg
+from dicom_helpers import Truth, make_volume, paths_under, write_ct, write_patient, write_seg
 from pydicom.uid import generate_uid
 
 from crlm_lib.config import Paths, get_profile
@@ -47,17 +47,7 @@ class Expect:
 
 
 def _paths(root: Path) -> Paths:
-    return Paths(
-        root,
-        "smoke",
-        root / "cohort",
-        root / "c.csv",
-        None,
-        root / "processed",
-        root / "runs",
-        root / "results",
-        True,
-    )
+    return paths_under(root)
 
 
 def _run(paths: Paths):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_helpers import write_patient
+from dicom_helpers import loaded_patient, paths_under, write_patient
 
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, get_profile
 from crlm_lib.data import preprocess as pp
-from crlm_lib.data.tcia import Patient
 
 SMOKE = get_profile("smoke")
 CFG = PreprocessConfig(depth=8, size=16, closing_radius=1)
@@ -39,17 +38,7 @@ def _patient(nz=30, ny=24, nx=24, bif=20, portal=True, seed=0):
         "portal": pv,
         "tumour": tumour,
     }
-    return Patient(
-        "P1",
-        ct,
-        (2.5, 1.5, 1.5),
-        (0.0, 0.0, 0.0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
-        masks,
-        [tumour],
-        [],
-        Path("seg.dcm"),
-    )
+    return loaded_patient("P1", ct, (2.5, 1.5, 1.5), masks, tumour)
 
 
 def test_bifurcation_found_from_skeleton():
@@ -127,17 +116,7 @@ def test_invert_to_source_round_trip():
 
 
 def _paths(tmp_path: Path) -> Paths:
-    return Paths(
-        tmp_path,
-        "smoke",
-        tmp_path / "cohort",
-        tmp_path / "c.csv",
-        None,
-        tmp_path / "processed",
-        tmp_path / "runs",
-        tmp_path / "results",
-        True,
-    )
+    return paths_under(tmp_path)
 
 
 def _killer(ref, cfg, out, digest, clahe_mode):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_helpers import loaded_patient
 
 from crlm_lib.config import PreprocessConfig
 from crlm_lib.data import preprocess as pp
@@ -57,17 +58,7 @@ def golden_patient(kind: str) -> Patient:
         "tumour": tumour,
     }
     ct[liver] += 20
-    return Patient(
-        f"GOLD-{kind}",
-        ct,
-        (5.0, 4.0, 4.0),
-        (0.0, 0.0, 0.0),
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),
-        masks,
-        [tumour],
-        [],
-        Path("seg.dcm"),
-    )
+    return loaded_patient(f"GOLD-{kind}", ct, (5.0, 4.0, 4.0), masks, tumour)
 
 
 def _outputs() -> dict[str, np.ndarray]:
