@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -67,6 +68,7 @@ CV_COLS: list[str] = ["repeat", "fold"]
 #: Attention over the 12 virtual years (models that have it).
 ATTENTION_COLS: list[str] = [f"att_{k}" for k in range(1, N_YEARS + 1)]
 HEADS: tuple[str, ...] = ("os", "dfs")
+_PROB_COLS: list[str] = [*SURV_COLS, *REC_COLS]
 
 
 class PredictionsError(ValueError):
@@ -135,23 +137,28 @@ class Predictions:
         needed = [PATIENT_ID, *SURV_COLS, *REC_COLS]
         if self.require_outcomes:
             needed += OUTCOME_COLS
-        for col in needed:
-            if col not in df.columns:
-                raise PredictionsError(
-                    f"Predictions frame has no column {col!r} (columns: {list(df.columns)[:8]}...)"
-                )
+        have = set(df.columns)
+        missing = [col for col in needed if col not in have]
+        if missing:
+            raise PredictionsError(
+                f"Predictions frame has no column {missing[0]!r} "
+                f"(columns: {list(df.columns)[:8]}...)"
+            )
         if len(df) == 0:
             return
-        for col in [*SURV_COLS, *REC_COLS]:
-            values = df[col].to_numpy(np.float64)
-            # NaN passes (a model that failed scores NaN downstream, as before)
-            bad = (values < -1e-6) | (values > 1 + 1e-6)
-            if bad.any():
-                pid = df[PATIENT_ID].iloc[int(np.argmax(bad))]
-                raise PredictionsError(
-                    f"Predictions column {col!r} holds {values[bad][0]!r} for patient {pid} "
-                    "(probabilities must lie in [0, 1])"
-                )
+        # one array for the 24 probability columns (this runs in every bootstrap replicate);
+        # NaN passes (a model that failed scores NaN downstream, as before)
+        values = df[_PROB_COLS].to_numpy(np.float64)
+        # kept for the accessors (this view is frozen; copies, so callers may write into them)
+        self.__dict__["survival_pmf"] = values[:, :N_YEARS].copy()
+        self.__dict__["recurrence_cdf"] = values[:, N_YEARS:].copy()
+        bad = (values < -1e-6) | (values > 1 + 1e-6)
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            raise PredictionsError(
+                f"Predictions column {_PROB_COLS[col]!r} holds {values[row, col]!r} for patient "
+                f"{df[PATIENT_ID].iloc[row]} (probabilities must lie in [0, 1])"
+            )
 
     # ---- frame round trip -------------------------------------------------------------------
     @classmethod
@@ -172,12 +179,12 @@ class Predictions:
         return [str(i) for i in self.frame[PATIENT_ID]]
 
     # ---- raw outputs ------------------------------------------------------------------------
-    @property
+    @cached_property
     def survival_pmf(self) -> np.ndarray:
         """``[N, 12]`` float64: probability of death in year k (``surv_p1..12``)."""
         return self.frame[SURV_COLS].to_numpy(np.float64)
 
-    @property
+    @cached_property
     def recurrence_cdf(self) -> np.ndarray:
         """``[N, 12]`` float64: probability of recurrence by the end of year k (``rec_p1..12``),
         as the head outputs it (not yet made monotone)."""
