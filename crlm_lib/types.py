@@ -68,7 +68,6 @@ CV_COLS: list[str] = ["repeat", "fold"]
 #: Attention over the 12 virtual years (models that have it).
 ATTENTION_COLS: list[str] = [f"att_{k}" for k in range(1, N_YEARS + 1)]
 HEADS: tuple[str, ...] = ("os", "dfs")
-_PROB_COLS: list[str] = [*SURV_COLS, *REC_COLS]
 
 
 class PredictionsError(ValueError):
@@ -146,19 +145,22 @@ class Predictions:
             )
         if len(df) == 0:
             return
-        # one array for the 24 probability columns (this runs in every bootstrap replicate);
-        # NaN passes (a model that failed scores NaN downstream, as before)
-        values = df[_PROB_COLS].to_numpy(np.float64)
-        # kept for the accessors (this view is frozen; copies, so callers may write into them)
-        self.__dict__["survival_pmf"] = values[:, :N_YEARS].copy()
-        self.__dict__["recurrence_cdf"] = values[:, N_YEARS:].copy()
-        bad = (values < -1e-6) | (values > 1 + 1e-6)
-        if bad.any():
-            row, col = (int(i[0]) for i in np.nonzero(bad))
-            raise PredictionsError(
-                f"Predictions column {_PROB_COLS[col]!r} holds {values[row, col]!r} for patient "
-                f"{df[PATIENT_ID].iloc[row]} (probabilities must lie in [0, 1])"
-            )
+        # each head's 12 columns read once, as ``metrics`` read them before this type existed
+        # (same memory layout, hence the same floating-point sums), and kept for the accessors:
+        # this runs in every bootstrap replicate
+        pmf = df[SURV_COLS].to_numpy(np.float64)
+        rec = df[REC_COLS].to_numpy(np.float64)
+        pmf.flags.writeable = rec.flags.writeable = False  # shared by every accessor call
+        self.__dict__["survival_pmf"], self.__dict__["recurrence_cdf"] = pmf, rec
+        for cols, values in ((SURV_COLS, pmf), (REC_COLS, rec)):
+            # NaN passes (a model that failed scores NaN downstream, as before)
+            bad = (values < -1e-6) | (values > 1 + 1e-6)
+            if bad.any():
+                row, col = (int(i[0]) for i in np.nonzero(bad))
+                raise PredictionsError(
+                    f"Predictions column {cols[col]!r} holds {values[row, col]!r} for patient "
+                    f"{df[PATIENT_ID].iloc[row]} (probabilities must lie in [0, 1])"
+                )
 
     # ---- frame round trip -------------------------------------------------------------------
     @classmethod
