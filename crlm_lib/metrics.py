@@ -46,6 +46,7 @@ from sksurv.nonparametric import CensoringDistributionEstimator
 from sksurv.util import Surv
 
 from crlm_lib.config import N_YEARS
+from crlm_lib.types import CV_COLS, Predictions, prob_columns
 
 Rule = Literal["argmax", "median"]
 #: Fixed horizon (years) of Uno's C and of the integrated Brier score.
@@ -755,40 +756,72 @@ def survival_metrics(
     # or an edge case where it raises): same numbers, same messages
     ok = _finite(t_cut, risk, surv) and bool((t_cut >= 0).all())
 
-    def y_train():
-        return km.y_train
+    cut = _IPCWData(km, e_cut, t_cut, ok)
+    out["c_uno"] = _uno_c(cut, risk, tau)
+    out["ibs"] = _ibs(cut, surv, horizon_years, support)
+    out.update(_aucs(cut, risk, surv, horizons, auc_from))
+    return out
 
-    def y_test():
-        return Surv.from_arrays(e_cut, t_cut)
 
+class _IPCWData:
+    """The censoring distribution and the test follow-up truncated at its support, shared by
+    Uno's C, the IBS and the AUC of :func:`survival_metrics`; ``fast`` says whether the fast
+    paths apply (finite inputs), else scikit-survival's own functions run (same numbers)."""
+
+    def __init__(self, km: CensoringKM, event: np.ndarray, time: np.ndarray, fast: bool):
+        self.km, self.event, self.time, self.fast = km, event, time, fast
+
+    def y_train(self):
+        return self.km.y_train
+
+    def y_test(self):
+        return Surv.from_arrays(self.event, self.time)
+
+
+def _uno_c(cut: _IPCWData, risk: np.ndarray, tau: float) -> float:
+    """Uno's C of :func:`survival_metrics` (NaN with a warning where sksurv raises)."""
     try:
-        out["c_uno"] = _fast_or_reference(
-            lambda: _uno_fast(km, e_cut, t_cut, risk, tau),
-            lambda: float(concordance_index_ipcw(y_train(), y_test(), risk, tau=tau)[0]),
-            ok,
+        return _fast_or_reference(
+            lambda: _uno_fast(cut.km, cut.event, cut.time, risk, tau),
+            lambda: float(concordance_index_ipcw(cut.y_train(), cut.y_test(), risk, tau=tau)[0]),
+            cut.fast,
         )
     except Exception as exc:
-        out["c_uno"] = _warn_nan("c_uno", str(exc))
+        return _warn_nan("c_uno", str(exc))
 
+
+def _ibs(cut: _IPCWData, surv: np.ndarray, horizon_years: float, support: float) -> float:
+    """Integrated Brier score of :func:`survival_metrics` over whole years up to the horizon."""
+    t_cut = cut.time
     grid = np.arange(1, math.floor(horizon_years + 1e-9) + 1, dtype=np.float64)
     grid = grid[(grid >= t_cut.min()) & (grid < t_cut.max()) & (grid < support)]
     if grid.size < 2:
-        out["ibs"] = _warn_nan(
+        return _warn_nan(
             "ibs",
             f"fewer than two whole years up to {horizon_years:g} y within the test follow-up "
             f"[{t_cut.min():.2f}, {t_cut.max():.2f}) years",
         )
-    else:
-        est = np.stack([_curve_at(surv, t) for t in grid], axis=1)
-        try:
-            out["ibs"] = _fast_or_reference(
-                lambda: _ibs_fast(km, e_cut, t_cut, est, grid),
-                lambda: float(integrated_brier_score(y_train(), y_test(), est, grid)),
-                ok,
-            )
-        except Exception as exc:
-            out["ibs"] = _warn_nan("ibs", str(exc))
+    est = np.stack([_curve_at(surv, t) for t in grid], axis=1)
+    try:
+        return _fast_or_reference(
+            lambda: _ibs_fast(cut.km, cut.event, t_cut, est, grid),
+            lambda: float(integrated_brier_score(cut.y_train(), cut.y_test(), est, grid)),
+            cut.fast,
+        )
+    except Exception as exc:
+        return _warn_nan("ibs", str(exc))
 
+
+def _aucs(
+    cut: _IPCWData,
+    risk: np.ndarray,
+    surv: np.ndarray,
+    horizons: Sequence[float],
+    auc_from: str,
+) -> dict[str, float]:
+    """Cumulative/dynamic AUC at each horizon of :func:`survival_metrics` (``auc_<h>y``)."""
+    t_cut, e_cut = cut.time, cut.event
+    out: dict[str, float] = {}
     valid: list[float] = []
     for h in horizons:
         key = f"auc_{_h(h)}y"
@@ -810,9 +843,9 @@ def survival_metrics(
         )
         try:
             auc = _fast_or_reference(
-                lambda: _auc_fast(km, e_cut, t_cut, marker, valid),
-                lambda: cumulative_dynamic_auc(y_train(), y_test(), marker, valid)[0],
-                ok,
+                lambda: _auc_fast(cut.km, e_cut, t_cut, marker, valid),
+                lambda: cumulative_dynamic_auc(cut.y_train(), cut.y_test(), marker, valid)[0],
+                cut.fast,
             )
             for h, a in zip(valid, np.atleast_1d(auc), strict=True):
                 out[f"auc_{_h(h)}y"] = float(a)
@@ -829,11 +862,6 @@ def _h(h: float) -> str:
 # --------------------------------------------------------------------------------------------
 # everything for one predictions table
 # --------------------------------------------------------------------------------------------
-
-
-def prob_columns(prefix: str) -> list[str]:
-    """Column names ``<prefix>1 .. <prefix>12`` of a ``Predictions`` table (``surv_p``, ``rec_p``)."""
-    return [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
 
 
 class TrainingOutcomes:
@@ -956,22 +984,19 @@ def all_metrics(
     train = train_df if isinstance(train_df, TrainingOutcomes) else None
     train = train or TrainingOutcomes(df if train_df is None else train_df)
     by_fold = train.by_fold
-    if by_fold and not {"repeat", "fold"} <= set(df.columns):
+    if by_fold and not set(CV_COLS) <= set(df.columns):
         raise ValueError("train_df by (repeat, fold) needs 'repeat' and 'fold' columns")
     out: dict[str, float] = {}
+    preds = Predictions.from_frame(df)
     for end in heads:
         if end == "os":
-            surv_p = df[prob_columns("surv_p")].to_numpy(np.float64)
-            pred = predicted_years(surv_p, rule)
-            risk, curve = risk_from_survival(surv_p), survival_curve(surv_p)
-            if "native_risk" in df.columns and np.isfinite(df["native_risk"]).all():
-                risk = df["native_risk"].to_numpy(np.float64)
+            pred = predicted_years(preds.survival_pmf, rule)
         else:
-            rec_p = df[prob_columns("rec_p")].to_numpy(np.float64)
-            pred = recurrence_years(rec_p, rule)
-            risk, curve = risk_from_recurrence(rec_p), recurrence_free_curve(rec_p)
-        time = df[f"{end}_years"].to_numpy(np.float64)
-        event = df[f"{end}_event"].to_numpy()
+            pred = recurrence_years(preds.recurrence_cdf, rule)
+        # the ranking score of each head (Predictions.ranking_score): minus the expected
+        # years of life (or the anchor's native risk) for OS, the 3-year risk for DFS
+        risk, curve = preds.ranking_score(end, native=True), preds.curve(end)
+        time, event = preds.outcomes(end)
         for k, v in paper_metrics(pred, time, rule).items():
             out[f"{end}_{k}"] = v
         for k, v in paper_metrics_observed(pred, time, event, rule).items():

@@ -7,13 +7,13 @@ does the same and returns everything a notebook needs about the cohort in one ob
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from crlm_lib import atomic
 from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
+from crlm_lib.types import Cohort
 
 log = logging.getLogger(__name__)
 
@@ -189,37 +189,9 @@ def format_exclusions(excluded: pd.DataFrame, paths: Paths) -> str:
     return f"excluded patients: {len(excluded)} (report: {where})\n{listing}"
 
 
-@dataclass(frozen=True)
-class Study:
-    """A preprocessed cohort as the notebooks use it.
-
-    Attributes
-    ----------
-    paths : Paths
-        The run's folders.
-    profile : Profile
-        The run's profile.
-    clinical : pandas.DataFrame
-        Validated clinical table (index ``Patient-ID``), all patients of the table.
-    outcomes : pandas.DataFrame
-        ``os_years``, ``os_event``, ``dfs_years``, ``dfs_event`` ... for the included patients.
-    ids : list[str]
-        Patients with a preprocessed volume AND a clinical row: the analysis cohort.
-    excluded : pandas.DataFrame
-        ``patient_id``, ``reason`` for every patient left out, whatever the reason.
-    """
-
-    paths: Paths
-    profile: Profile
-    clinical: pd.DataFrame
-    outcomes: pd.DataFrame
-    ids: list[str]
-    excluded: pd.DataFrame
-
-    @property
-    def label(self) -> str:
-        """``"synthetic"`` or ``"real"``: printed in every caption."""
-        return "synthetic" if self.paths.synthetic else "real"
+#: ``load_study``'s result: the one cohort type (``crlm_lib.types.Cohort``), kept under the name
+#: the notebooks use.
+Study = Cohort
 
 
 def load_study(
@@ -228,7 +200,7 @@ def load_study(
     clinical: str | Path | None = None,
     *,
     seed: int = 0,
-) -> Study:
+) -> Cohort:
     """Ensure the data (see :func:`ensure_data`) and return the analysis cohort.
 
     A patient enters the analysis when preprocessing succeeded and the clinical table has a row
@@ -237,16 +209,24 @@ def load_study(
     """
     from crlm_lib.data.clinical import load_clinical, outcomes
     from crlm_lib.data.preprocess import USABLE_STATUSES
+    from crlm_lib.evaluation.cohort import load_oracle
 
     prof = get_profile(profile)
     paths = ensure_data(prof, data_dir, clinical, seed=seed)
     table = load_clinical(paths.clinical_csv)
+    table.index = table.index.astype(str)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
     ok = report[report["status"].isin(USABLE_STATUSES)]["patient_id"].astype(str).tolist()
     in_table = set(table.index.astype(str))
     ids = sorted(pid for pid in ok if pid in in_table)
     out = outcomes(table.loc[ids])
     excluded = exclusion_table(table, report)
-    return Study(
-        paths=paths, profile=prof, clinical=table, outcomes=out, ids=ids, excluded=excluded
+    return Cohort(
+        clinical=table,
+        outcomes=out,
+        ids=ids,
+        paths=paths,
+        oracle=load_oracle(paths),
+        profile=prof,
+        excluded=excluded,
     )

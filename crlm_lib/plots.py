@@ -302,8 +302,10 @@ def plot_patient_curves(
     matplotlib.figure.Figure
         Two axes, x-axis "Years after resection".
     """
-    rec = np.array([float(pred_row[f"rec_p{k}"]) for k in range(1, N_YEARS + 1)])
-    pmf = np.array([float(pred_row[f"surv_p{k}"]) for k in range(1, N_YEARS + 1)])
+    from crlm_lib.types import PATIENT_ID, REC_COLS, SURV_COLS
+
+    rec = np.array([float(pred_row[c]) for c in REC_COLS])
+    pmf = np.array([float(pred_row[c]) for c in SURV_COLS])
     surv = np.concatenate([[1.0], 1.0 - np.cumsum(pmf)]).clip(0.0, 1.0)
     years = np.arange(1, N_YEARS + 1)
     fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(9, 3.4), sharex=True)
@@ -332,7 +334,7 @@ def plot_patient_curves(
         ax.set_xlim(0, N_YEARS + 0.5)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    pid = pred_row.get("patient_id") if hasattr(pred_row, "get") else None
+    pid = pred_row.get(PATIENT_ID) if hasattr(pred_row, "get") else None
     fig.suptitle(title or (f"Patient {pid}" if pid is not None else "Patient"))
     fig.tight_layout()
     return fig

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from crlm_lib import atomic
 from crlm_lib.config import N_YEARS, Profile, get_profile
 from crlm_lib.errors import CRLMUserError
+from crlm_lib.types import PATIENT_ID, REC_COLS, SURV_COLS, Predictions
 
 if TYPE_CHECKING:
     import torch
@@ -121,11 +122,9 @@ def training_reference(pred_train: pd.DataFrame, outcomes_train: pd.DataFrame) -
 
 
 def _risks(pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    from crlm_lib import metrics as M
-
-    surv = pred[[f"surv_p{k}" for k in range(1, N_YEARS + 1)]].to_numpy(np.float64)
-    rec = pred[[f"rec_p{k}" for k in range(1, N_YEARS + 1)]].to_numpy(np.float64)
-    return M.risk_from_survival(surv), M.risk_from_recurrence(rec)
+    """The evaluation's ranking scores (``types.Predictions.ranking_score``) of OS and DFS."""
+    p = Predictions.from_frame(pred)
+    return p.ranking_score("os"), p.ranking_score("dfs")
 
 
 def store_training_reference(
@@ -486,8 +485,9 @@ def predict_patient(
         pd.DataFrame(
             [
                 {
-                    **{f"surv_p{k + 1}": pmf_hat[k] for k in range(N_YEARS)},
-                    **{f"rec_p{k + 1}": rec_hat[k] for k in range(N_YEARS)},
+                    PATIENT_ID: patient.patient_id,
+                    **{c: pmf_hat[k] for k, c in enumerate(SURV_COLS)},
+                    **{c: rec_hat[k] for k, c in enumerate(REC_COLS)},
                 }
             ]
         )

@@ -26,6 +26,7 @@ import numpy as np
 
 from crlm_lib import atomic
 from crlm_lib.plots import plot_curves_vs_cohort, plot_gradcam, plot_shap
+from crlm_lib.types import PATIENT_ID
 
 __all__ = ["PatientReport", "plot_curves_vs_cohort", "plot_gradcam", "plot_shap", "write_report"]
 
@@ -90,7 +91,7 @@ def _summary_table(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 def _text_lines(report: PatientReport) -> list[str]:
     row = report.row
-    lines = [f"Patient {row['patient_id']}", ""]
+    lines = [f"Patient {row[PATIENT_ID]}", ""]
     lines += [f"{k}: {v}" for k, v in (report.provenance or {}).items()]
     lines += ["", "Probability (95% band)      overall survival       recurrence-free"]
     lines += [f"{a:<28}{b:<23}{c}" for a, b, c in _summary_table(row)]
@@ -127,7 +128,7 @@ def render_html(report: PatientReport, figures: Sequence[tuple[str, Any]]) -> st
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>CRLM prognosis report: {esc(str(row["patient_id"]))}</title>
+<title>CRLM prognosis report: {esc(str(row[PATIENT_ID]))}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
 .summary {{ background: #fff4e5; border-left: 6px solid #e67e22; padding: 0.8em 1em; }}
@@ -138,7 +139,7 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 .risk {{ font-weight: bold; }}
 </style></head><body>
 <h1>Prognosis after resection of colorectal liver metastases</h1>
-<h2>Patient {esc(str(row["patient_id"]))}</h2>
+<h2>Patient {esc(str(row[PATIENT_ID]))}</h2>
 <p class="summary">{esc(str(row["summary"]))}</p>
 <table><tr><th>Probability (95% band)</th><th>Overall survival</th>
 <th>Recurrence-free</th></tr>{table}</table>

@@ -45,6 +45,7 @@ from crlm_lib import atomic, distributed
 from crlm_lib.config import N_YEARS, Profile, TrainConfig, get_profile
 from crlm_lib.data.dataset import collate
 from crlm_lib.errors import RunMismatchError
+from crlm_lib.types import ATTENTION_COLS, PATIENT_ID, REC_COLS, SURV_COLS
 
 #: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
 #: with batch size 1 and STAR's alignment loss divided by an agreement term that can approach
@@ -937,19 +938,19 @@ def predict(
             out = model(batch)
         surv = torch.softmax(out["survival_logits"].float(), dim=-1).cpu().numpy()
         rec = torch.sigmoid(out["recurrence_logits"].float()).cpu().numpy()
-        cols: dict[str, Any] = {"patient_id": [str(p) for p in batch["patient_id"]]}
-        cols.update({f"surv_p{k + 1}": surv[:, k] for k in range(N_YEARS)})
-        cols.update({f"rec_p{k + 1}": rec[:, k] for k in range(N_YEARS)})
+        cols: dict[str, Any] = {PATIENT_ID: [str(p) for p in batch["patient_id"]]}
+        cols.update({c: surv[:, k] for k, c in enumerate(SURV_COLS)})
+        cols.update({c: rec[:, k] for k, c in enumerate(REC_COLS)})
         for key in _OUTCOMES:
             if key in batch:
                 cols[key] = batch[key].float().cpu().numpy().reshape(-1)
         att = (out.get("aux") or {}).get("attention")
         if isinstance(att, torch.Tensor) and att.ndim == 2 and att.shape[1] == N_YEARS:
             att_np = att.float().cpu().numpy()
-            cols.update({f"att_{k + 1}": att_np[:, k] for k in range(N_YEARS)})
+            cols.update({c: att_np[:, k] for k, c in enumerate(ATTENTION_COLS)})
         frames.append(pd.DataFrame(cols))
     if not frames:
-        return pd.DataFrame(columns=["patient_id"])
+        return pd.DataFrame(columns=[PATIENT_ID])
     df = pd.concat(frames, ignore_index=True)
     for key in ("os_event", "dfs_event"):
         if key in df:

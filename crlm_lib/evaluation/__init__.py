@@ -6,7 +6,8 @@ name below):
 - :mod:`~crlm_lib.evaluation.specs` — what a row is: :class:`ModelSpec`, :func:`as_specs`,
   the anchors, display labels (:func:`model_label`) and the ablation rows of the papers'
   Table 2;
-- :mod:`~crlm_lib.evaluation.cohort` — :class:`Cohort` and :func:`as_cohort`;
+- :mod:`~crlm_lib.evaluation.cohort` — :class:`Cohort` (``crlm_lib.types.Cohort``, the same
+  type as ``pipeline.Study``), :func:`as_cohort` and :func:`load_oracle`;
 - :mod:`~crlm_lib.evaluation.runs` — one model on one split and its run folder: fitting
   (:func:`fit_predict_anchor`, :func:`fit_predict_torch`), run identity and stale-run checks,
   cached predictions, reloading (:func:`load_run`, :func:`stored_encoder`);
@@ -41,7 +42,7 @@ from crlm_lib.evaluation.calibration import (
     km_by_predicted_risk,
     plot_calibration,
 )
-from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.cohort import Cohort, as_cohort, load_oracle
 from crlm_lib.evaluation.protocols import (
     CVResult,
     cv_split_ids,
@@ -109,6 +110,7 @@ __all__ = [
     "BootstrapResult",
     "ablation_table",
     "as_cohort",
+    "load_oracle",
     "as_specs",
     "bootstrap_ci",
     "bootstrap_scores",

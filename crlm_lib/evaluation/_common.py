@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from crlm_lib import atomic
+from crlm_lib.types import PATIENT_ID
 
 
 class EvaluationError(RuntimeError):
@@ -28,4 +29,4 @@ def _write_json(obj: Any, path: Path) -> None:
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str})
+    return pd.read_csv(path, dtype={PATIENT_ID: str})

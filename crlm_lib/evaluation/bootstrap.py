@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.metrics import MetricWarning
+from crlm_lib.types import PATIENT_ID
 
 # --------------------------------------------------------------------------------------------
 # the engine: patient draws and percentile intervals (every bootstrap of the library)
@@ -121,7 +122,7 @@ def head_metrics(
 
 def _aligned(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     """Frames sorted by patient ID (content-defined order: results ignore the input order)."""
-    return [f.sort_values("patient_id", kind="mergesort").reset_index(drop=True) for f in frames]
+    return [f.sort_values(PATIENT_ID, kind="mergesort").reset_index(drop=True) for f in frames]
 
 
 def bootstrap_scores(
@@ -170,9 +171,9 @@ def bootstrap_scores(
     frames = [frames_by_repeat] if isinstance(frames_by_repeat, pd.DataFrame) else frames_by_repeat
     frames = _aligned(frames)
     base = _aligned(baseline_by_repeat) if baseline_by_repeat is not None else None
-    ids = frames[0]["patient_id"].to_numpy()
+    ids = frames[0][PATIENT_ID].to_numpy()
     for f in frames[1:] + (base or []):
-        if not np.array_equal(f["patient_id"].to_numpy(), ids):
+        if not np.array_equal(f[PATIENT_ID].to_numpy(), ids):
             raise EvaluationError("frames to compare must hold the same patients")
 
     memo = cache if cache is not None else {}

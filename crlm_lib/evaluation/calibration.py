@@ -15,21 +15,13 @@ import pandas as pd
 
 from crlm_lib.config import N_YEARS
 from crlm_lib.evaluation._common import EvaluationError
-from crlm_lib.models.clinical import (
-    REC_COLS,
-    SURV_COLS,
-)
+from crlm_lib.types import PATIENT_ID, Predictions, outcome_columns
 
 
 def _curve_and_risk(pred: pd.DataFrame, head: str) -> tuple[np.ndarray, np.ndarray]:
     """Event-free probability at year ends ``[N, 12]`` and risk ``[N]`` of a frame's head."""
-    from crlm_lib import metrics as M
-
-    if head == "os":
-        p = pred[SURV_COLS].to_numpy(np.float64)
-        return M.survival_curve(p), M.risk_from_survival(p)
-    q = pred[REC_COLS].to_numpy(np.float64)
-    return M.recurrence_free_curve(q), M.risk_from_recurrence(q)
+    p = Predictions.from_frame(pred)
+    return p.curve(head), p.ranking_score(head)
 
 
 def default_n_groups(n: int) -> int:
@@ -71,8 +63,9 @@ def calibration_table(
     from lifelines import KaplanMeierFitter
 
     curve, _ = _curve_and_risk(predictions, head)
-    time = predictions[f"{head}_years"].to_numpy(float)
-    event = predictions[f"{head}_event"].to_numpy(int)
+    years_col, event_col = outcome_columns(head)
+    time = predictions[years_col].to_numpy(float)
+    event = predictions[event_col].to_numpy(int)
     n = len(predictions)
     g = groups or default_n_groups(n)
     rows = []
@@ -157,7 +150,8 @@ def km_by_predicted_risk(
 ) -> KMByRisk:
     """Kaplan–Meier curves of patients split by predicted risk, with a log-rank test.
 
-    Risk = ``metrics.risk_from_survival`` (OS head) or ``risk_from_recurrence`` (DFS head).
+    Risk = ``types.Predictions.ranking_score``: minus the expected years of life
+    (``metrics.risk_from_survival``, OS head) or the 3-year recurrence risk (DFS head).
     ``split="median"``: low / high (above the median); ``"tertiles"``: low / mid / high.
     The p-value is the lifelines log-rank test (``multivariate_logrank_test`` across groups).
 
@@ -178,13 +172,14 @@ def km_by_predicted_risk(
     names = ["low", "high"] if n_g == 2 else ["low", "mid", "high"]
     ranks = pd.Series(risk).rank(method="first").to_numpy()
     grp = np.minimum((ranks - 1) * n_g // len(risk), n_g - 1).astype(int)
-    time = predictions[f"{head}_years"].to_numpy(float)
-    event = predictions[f"{head}_event"].to_numpy(int)
+    years_col, event_col = outcome_columns(head)
+    time = predictions[years_col].to_numpy(float)
+    event = predictions[event_col].to_numpy(int)
     labels = np.array(names)[grp]
     res = multivariate_logrank_test(time, labels, event)
     table = pd.DataFrame(
         {
-            "patient_id": predictions["patient_id"].to_numpy(),
+            PATIENT_ID: predictions[PATIENT_ID].to_numpy(),
             "risk": risk,
             "group": labels,
             "time_years": time,

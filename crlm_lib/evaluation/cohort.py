@@ -1,40 +1,18 @@
-"""What the protocols need about a cohort (:class:`Cohort`) and how it is built from a
-``pipeline.Study``, a ``config.Paths`` or a :class:`Cohort` (:func:`as_cohort`)."""
+"""The analysis cohort of the protocols: :class:`crlm_lib.types.Cohort` (re-exported here; the
+same type as ``pipeline.Study``) and :func:`as_cohort`, which builds it from a ``config.Paths``
+(``crlm evaluate``) or passes a :class:`Cohort` through."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from crlm_lib.config import Paths
+from crlm_lib.types import Cohort
 
-
-@dataclass
-class Cohort:
-    """What the protocols need about the cohort (built from a ``pipeline.Study`` or ``Paths``).
-
-    Attributes
-    ----------
-    clinical : DataFrame, index = patient ID (validated table)
-    outcomes : DataFrame, index = patient ID (``os_years`` ... ``dfs_event``)
-    ids : list of str (analysis cohort)
-    paths : Paths or None
-    oracle : DataFrame or None (synthetic cohorts only)
-    """
-
-    clinical: pd.DataFrame
-    outcomes: pd.DataFrame
-    ids: list[str]
-    paths: Paths | None = None
-    oracle: pd.DataFrame | None = None
-
-    @property
-    def synthetic(self) -> bool:
-        return self.oracle is not None
+__all__ = ["Cohort", "as_cohort", "load_oracle"]
 
 
 def _usable_processed_ids(paths: Paths) -> set[str]:
@@ -53,33 +31,36 @@ def _usable_processed_ids(paths: Paths) -> set[str]:
     return {p.stem for p in paths.processed_dir.glob("*.npz")}
 
 
-def as_cohort(source: Any, ids: Sequence[str] | None = None) -> Cohort:
-    """A :class:`Cohort` from a ``pipeline.Study``, a ``config.Paths`` or a :class:`Cohort`.
+def load_oracle(paths: Paths | None) -> pd.DataFrame | None:
+    """The synthetic generator's ``oracle.csv`` of ``paths`` (``None`` for a real cohort)."""
+    if paths is not None and paths.oracle_csv is not None and Path(paths.oracle_csv).is_file():
+        return pd.read_csv(paths.oracle_csv, dtype={"Patient-ID": str})
+    return None
+
+
+def as_cohort(source: Cohort | Paths, ids: Sequence[str] | None = None) -> Cohort:
+    """The :class:`Cohort` of ``source`` (a ``Cohort``, e.g. ``pipeline.load_study``'s, or the
+    ``config.Paths`` of ``crlm evaluate``), restricted to ``ids`` when given.
 
     For ``Paths`` the analysis cohort is every clinical row with a usable preprocessed volume
     (the patients ``report.csv`` of the last preprocessing run marks usable; every clinical row
     when nothing is preprocessed: anchors only), the same patients as ``pipeline.load_study``.
     """
     if isinstance(source, Cohort):
-        return source
+        return source if ids is None else source.subset(ids)
+    if not isinstance(source, Paths):
+        raise TypeError(f"as_cohort takes a Cohort or a config.Paths, not {type(source).__name__}")
     from crlm_lib.data.clinical import load_clinical, outcomes
 
-    if isinstance(source, Paths):
-        paths = source
-        clinical = load_clinical(paths.clinical_csv)
-        clinical.index = clinical.index.astype(str)
-        processed = _usable_processed_ids(paths)
-        all_ids = sorted(clinical.index)
-        chosen = sorted(i for i in all_ids if i in processed) or all_ids
-    else:  # pipeline.Study
-        paths = source.paths
-        clinical = source.clinical
-        clinical.index = clinical.index.astype(str)
-        chosen = list(source.ids)
+    paths = source
+    clinical = load_clinical(paths.clinical_csv)
+    clinical.index = clinical.index.astype(str)
+    processed = _usable_processed_ids(paths)
+    all_ids = sorted(clinical.index)
+    chosen = sorted(i for i in all_ids if i in processed) or all_ids
     if ids is not None:
         chosen = [str(i) for i in ids]
-    oracle = None
-    if paths is not None and paths.oracle_csv is not None and Path(paths.oracle_csv).is_file():
-        oracle = pd.read_csv(paths.oracle_csv, dtype={"Patient-ID": str})
     out = outcomes(clinical.loc[chosen])
-    return Cohort(clinical=clinical, outcomes=out, ids=list(chosen), paths=paths, oracle=oracle)
+    return Cohort(
+        clinical=clinical, outcomes=out, ids=list(chosen), paths=paths, oracle=load_oracle(paths)
+    )

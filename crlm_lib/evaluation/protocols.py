@@ -28,14 +28,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from crlm_lib import metrics as M
-from crlm_lib.config import Profile, get_profile
+from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
 from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics, paired_difference
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
@@ -88,9 +87,44 @@ def _with_anchors(specs: list[ModelSpec], anchors: Sequence[str], oracle: bool, 
     return out
 
 
+@dataclass
+class _Setup:
+    """What both protocols set up the same way: profile, cohort, model list (anchors and oracle
+    appended), the cohort's OS events, runs folder and bootstrap size."""
+
+    prof: Profile
+    cohort: Cohort
+    specs: list[ModelSpec]
+    events: np.ndarray
+    base: Path | None
+    n_boot: int
+
+
+def _setup(
+    model_names: Iterable[str | ModelSpec],
+    source: Cohort | Paths,
+    profile: str | Profile,
+    objective: str,
+    options_by_name: dict[str, dict] | None,
+    anchors: Sequence[str],
+    oracle: bool,
+    n_boot: int | None,
+    runs_dir: str | Path | None,
+) -> _Setup:
+    prof = get_profile(profile)
+    cohort = as_cohort(source)
+    specs = _with_anchors(
+        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
+    )
+    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
+    n_boot = prof.eval.bootstrap if n_boot is None else n_boot
+    return _Setup(prof, cohort, specs, events, base, n_boot)
+
+
 def run_paper_protocol(
     model_names: Iterable[str | ModelSpec],
-    source: Any,
+    source: Cohort | Paths,
     profile: str | Profile,
     objective: str = "paper",
     options_by_name: dict[str, dict] | None = None,
@@ -114,7 +148,7 @@ def run_paper_protocol(
     model_names : iterable of str or ModelSpec
         Registry names; ``"acfnet:censored"`` selects the censoring-aware objective, so
         ``["acfnet", "acfnet:censored"]`` puts both objectives side by side.
-    source : pipeline.Study, config.Paths or Cohort
+    source : Cohort (``pipeline.load_study``) or config.Paths
     profile : str or Profile
     objective : {"paper", "censored"}
         Default objective for names without ``:objective``.
@@ -134,15 +168,13 @@ def run_paper_protocol(
     predictions_by_model : dict[str, DataFrame]
         Test-set Predictions frame of each model (keyed by ``ModelSpec.key``).
     """
-    prof = get_profile(profile)
-    cohort = as_cohort(source)
-    specs = _with_anchors(
-        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
-    )
-    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
-    train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, events, seed)
-    base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
-    n_boot = prof.eval.bootstrap if n_boot is None else n_boot
+    setup = _setup(
+        model_names, source, profile, objective, options_by_name, anchors, oracle, n_boot,
+        runs_dir,
+    )  # fmt: skip
+    prof, cohort, specs, base = setup.prof, setup.cohort, setup.specs, setup.base
+    n_boot = setup.n_boot
+    train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, setup.events, seed)
     # censoring distributions fitted once for all replicates (metrics.TrainingOutcomes)
     train_out = M.TrainingOutcomes(cohort.outcomes.loc[list(train_ids)])
     horizons = prof.eval.horizons_years
@@ -199,7 +231,7 @@ class CVResult:
 
 def run_cv_protocol(
     model_names: Iterable[str | ModelSpec],
-    source: Any,
+    source: Cohort | Paths,
     profile: str | Profile,
     objective: str = "paper",
     options_by_name: dict[str, dict] | None = None,
@@ -234,36 +266,56 @@ def run_cv_protocol(
     -------
     CVResult
     """
-    prof = get_profile(profile)
-    cohort = as_cohort(source)
-    specs = _with_anchors(
-        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
-    )
-    ev = prof.eval
-    events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    setup = _setup(
+        model_names, source, profile, objective, options_by_name, anchors, oracle, n_boot,
+        runs_dir,
+    )  # fmt: skip
+    cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
-    splits = cv_split_ids(cohort.ids, events, ev.cv_folds, max_rep, seed)
-    base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
-    n_boot = ev.bootstrap if n_boot is None else n_boot
-    # IPCW censoring distribution of each test fold: its own training fold's outcomes
-    if censoring_from not in ("training_fold", "cohort"):
-        raise EvaluationError(
-            f"censoring_from must be 'training_fold' or 'cohort', not {censoring_from!r}"
-        )
-    # (fitted once per fold and head for every replicate: metrics.TrainingOutcomes)
-    censoring = M.TrainingOutcomes(
-        {(rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits}
-        if censoring_from == "training_fold"
-        else cohort.outcomes.loc[cohort.ids]
-    )
+    splits = cv_split_ids(cohort.ids, setup.events, ev.cv_folds, max_rep, seed)
+    censoring = _cv_censoring(cohort, splits, censoring_from)
     horizons = ev.horizons_years
 
     def metric_fn(p, t):
         return head_metrics(p, t, heads=ci_heads, horizons=horizons)
 
+    preds, info = _cv_predictions(setup, splits, seed, protocol)
+    memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
+    boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
+    tidy_all = _cv_scores(setup, preds, info, censoring, boot)
+    differences = _cv_differences(setup.specs, preds, baselines, censoring, boot)
+    if base is not None:
+        out_dir = base / protocol
+        _atomic_write_csv(tidy_all, out_dir / "results_tidy.csv")
+        if len(differences):
+            _atomic_write_csv(differences, out_dir / "differences.csv")
+    return CVResult(tidy_all, wide_table(tidy_all), differences, preds)
+
+
+def _cv_censoring(cohort: Cohort, splits: list, censoring_from: str) -> M.TrainingOutcomes:
+    """IPCW censoring distribution of each test fold: its own training fold's outcomes
+    (``"training_fold"``) or the whole cohort's (``"cohort"``); fitted once per fold and head
+    for every replicate (``metrics.TrainingOutcomes``)."""
+    if censoring_from not in ("training_fold", "cohort"):
+        raise EvaluationError(
+            f"censoring_from must be 'training_fold' or 'cohort', not {censoring_from!r}"
+        )
+    return M.TrainingOutcomes(
+        {(rep, fold): cohort.outcomes.loc[[str(i) for i in tr]] for rep, fold, tr, _ in splits}
+        if censoring_from == "training_fold"
+        else cohort.outcomes.loc[cohort.ids]
+    )
+
+
+def _cv_predictions(
+    setup: _Setup, splits: list, seed: int, protocol: str
+) -> tuple[dict[str, list[pd.DataFrame]], dict[str, tuple[int, int | None]]]:
+    """Every model's OOF Predictions frames, one per repeat (``repeat``/``fold`` columns
+    added), and its ``(repeats, epochs)``."""
+    cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     preds: dict[str, list[pd.DataFrame]] = {}
     info: dict[str, tuple[int, int | None]] = {}
-    for spec in specs:
+    for spec in setup.specs:
         image = spec.name in IMAGE_MODELS
         repeats = ev.cv_repeats_3d if image else ev.cv_repeats
         epochs = ev.cv_epochs_3d if image else None
@@ -277,46 +329,53 @@ def run_cv_protocol(
             if not spec.is_anchor:
                 ev_tr = cohort.outcomes.loc[tr, "os_event"].to_numpy()
                 tr, val = _inner_val_split(tr, ev_tr, seed + 1000 * rep + fold)
-            pred = _cached_fit(spec, cohort, prof, tr, val, te, run_dir, epochs, seed + rep)
+            pred = _cached_fit(spec, cohort, setup.prof, tr, val, te, run_dir, epochs, seed + rep)
             pred = pred.assign(repeat=rep, fold=fold)
             by_rep.setdefault(rep, []).append(pred)
         preds[spec.key] = [pd.concat(by_rep[r], ignore_index=True) for r in sorted(by_rep)]
+    return preds, info
 
+
+def _cv_scores(
+    setup: _Setup,
+    preds: dict[str, list[pd.DataFrame]],
+    info: dict[str, tuple[int, int | None]],
+    censoring: M.TrainingOutcomes,
+    boot: dict,
+) -> pd.DataFrame:
+    """The tidy table of every model: bootstrap CIs of every metric over the repeats."""
     tables = []
-    memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
-    for spec in specs:
-        tidy = bootstrap_scores(
-            preds[spec.key], censoring, n_boot=n_boot, seed=seed, metric_fn=metric_fn,
-            desc=f"bootstrap {spec.key}", cache=memo,
-        )  # fmt: skip
+    for spec in setup.specs:
+        tidy = bootstrap_scores(preds[spec.key], censoring, desc=f"bootstrap {spec.key}", **boot)
         tidy.insert(0, "model", spec.key)
         tidy.insert(1, "label", LABELS.get(spec.name, spec.name))
         tidy["repeats"], tidy["epochs"] = info[spec.key]
-        tidy["folds"] = ev.cv_folds
-        tidy["synthetic"] = cohort.synthetic
+        tidy["folds"] = setup.prof.eval.cv_folds
+        tidy["synthetic"] = setup.cohort.synthetic
         tables.append(tidy)
-    tidy_all = pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True)
 
+
+def _cv_differences(
+    specs: list[ModelSpec],
+    preds: dict[str, list[pd.DataFrame]],
+    baselines: Sequence[str],
+    censoring: M.TrainingOutcomes,
+    boot: dict,
+) -> pd.DataFrame:
+    """Paired bootstrap differences of every model against each baseline, over the repeats
+    both have (the first ``min(R_a, R_b)``)."""
     diffs = []
     for spec in specs:
         for b in baselines:
             if b not in preds or b == spec.key or spec.name == "oracle":
                 continue
             r = min(len(preds[spec.key]), len(preds[b]))
-            d = paired_difference(
-                preds[spec.key][:r], preds[b][:r], censoring, n_boot=n_boot, seed=seed,
-                metric_fn=metric_fn, cache=memo,
-            )  # fmt: skip
+            d = paired_difference(preds[spec.key][:r], preds[b][:r], censoring, **boot)
             d.insert(0, "model", spec.key)
             d.insert(1, "baseline", b)
             diffs.append(d)
-    differences = pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
-    if base is not None:
-        out_dir = base / protocol
-        _atomic_write_csv(tidy_all, out_dir / "results_tidy.csv")
-        if len(differences):
-            _atomic_write_csv(differences, out_dir / "differences.csv")
-    return CVResult(tidy_all, wide_table(tidy_all), differences, preds)
+    return pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
 
 
 def pooled_predictions(cv: CVResult, key: str, repeat: int = 0) -> pd.DataFrame:

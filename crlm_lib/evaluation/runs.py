@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib import atomic
-from crlm_lib.config import Profile, get_profile
+from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation._common import (
     EvaluationError,
     _atomic_write_csv,
@@ -30,12 +30,12 @@ from crlm_lib.evaluation._common import (
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.specs import ANCHOR_NAMES, ModelSpec
 from crlm_lib.models.clinical import (
-    BEYOND_COL,
     CoxPH,
     FongScore,
     Oracle,
     RandomSurvivalForest,
 )
+from crlm_lib.types import BEYOND_COL, PATIENT_ID
 
 
 def fit_predict_anchor(
@@ -147,7 +147,7 @@ def fit_predict_torch(
         run_key=identity,
     )
     pred = predict(model, test_ds)
-    pred["patient_id"] = pred["patient_id"].astype(str)
+    pred[PATIENT_ID] = pred[PATIENT_ID].astype(str)
     _save_history(history, run_dir)
     from crlm_lib.predict import store_training_reference
 
@@ -404,7 +404,7 @@ def _cached_fit(
         _clear_stale_run(run_dir, train_ids, val_ids, test_ids, identity)
     if run_dir is not None and (run_dir / "predictions.csv").is_file():
         cached = _read_predictions(run_dir / "predictions.csv")
-        same_ids = sorted(cached["patient_id"]) == sorted(map(str, test_ids))
+        same_ids = sorted(cached[PATIENT_ID]) == sorted(map(str, test_ids))
         # anchors written before the beyond-horizon mass was kept out of bin 12 are refitted
         if same_ids and not (spec.is_anchor and BEYOND_COL not in cached.columns):
             return cached
@@ -476,14 +476,14 @@ def read_run_record(run_dir: str | Path) -> tuple[dict, Path]:
     return json.loads(rec_path.read_text()), rec_path
 
 
-def load_run(run_dir: str | Path, source: Any, profile: str | Profile) -> LoadedRun:
+def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile) -> LoadedRun:
     """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
 
     Parameters
     ----------
     run_dir : path
         A run folder written by :func:`fit_predict_torch` (``crlm train``, the protocols).
-    source : pipeline.Study, config.Paths or Cohort
+    source : Cohort (``pipeline.load_study``) or config.Paths
         The cohort the run was trained on (its preprocessing cache is read).
     profile : str or Profile
         Sizes of the model (must be the run's).

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib import resources
-from crlm_lib.config import Profile, get_profile
-from crlm_lib.evaluation.cohort import as_cohort
+from crlm_lib.config import Paths, Profile, get_profile
+from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
 from crlm_lib.models import MODEL_NAMES
 
@@ -228,7 +228,7 @@ def comparison_table(
     return pd.DataFrame(out).set_index("model").fillna("–")
 
 
-def parameter_table(source: Any, profile: str | Profile) -> pd.DataFrame:
+def parameter_table(source: Cohort | Paths, profile: str | Profile) -> pd.DataFrame:
     """Trainable parameters of every registered model at ``profile``'s widths.
 
     Input widths (clinical features, per-lesion features) are read from the cohort's first
@@ -302,7 +302,7 @@ def paired_table(
     return wide
 
 
-def environment_table(source: Any) -> pd.DataFrame:
+def environment_table(source: Cohort | Paths) -> pd.DataFrame:
     """Software versions, hardware, profile, seed and notebook timings of this build."""
     import platform
 

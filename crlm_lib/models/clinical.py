@@ -39,15 +39,17 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib.config import N_YEARS
+from crlm_lib.types import (  # noqa: F401  (re-exported: the column names live in types)
+    BEYOND_COL,
+    NATIVE_RISK,
+    OUTCOME_COLS,
+    PATIENT_ID,
+    REC_COLS,
+    SURV_COLS,
+)
 
 #: Year ends (years after surgery) at which every anchor evaluates its curves.
 YEAR_ENDS: np.ndarray = np.arange(1, N_YEARS + 1, dtype=float)
-
-SURV_COLS: list[str] = [f"surv_p{k}" for k in range(1, N_YEARS + 1)]
-REC_COLS: list[str] = [f"rec_p{k}" for k in range(1, N_YEARS + 1)]
-#: Probability of surviving beyond year 12 (``S(12)``), kept out of the 12 ``surv_p`` bins.
-BEYOND_COL: str = "surv_p_beyond"
-OUTCOME_COLS: list[str] = ["os_years", "os_event", "dfs_years", "dfs_event"]
 
 
 class AnchorError(ValueError):
@@ -112,12 +114,12 @@ def frame_from_curves(
     ids = [str(i) for i in ids]
     os_surv = monotone_survival(os_surv)
     dfs = os_surv if dfs_surv is None else monotone_survival(dfs_surv)
-    frame = pd.DataFrame({"patient_id": ids})
+    frame = pd.DataFrame({PATIENT_ID: ids})
     frame[SURV_COLS] = pmf_from_survival(os_surv)
     frame[BEYOND_COL] = os_surv[:, -1]
     frame[REC_COLS] = 1.0 - dfs
     if risk is not None:
-        frame["native_risk"] = np.asarray(risk, dtype=float)
+        frame[NATIVE_RISK] = np.asarray(risk, dtype=float)
     if outcomes_df is not None:
         missing = [i for i in ids if i not in outcomes_df.index]
         if missing:
@@ -171,7 +173,8 @@ class SurvivalAnchor:
         raise NotImplementedError
 
     def _risk(self, fitted, X) -> np.ndarray:
-        """Default risk: expected number of years lost, ``12 - sum_k S(k)`` (higher = worse)."""
+        """Default native risk score (``native_risk`` column, not ``types.Predictions.risk``):
+        expected number of years lost, ``12 - sum_k S(k)`` (higher = worse)."""
         return N_YEARS - self._curve(fitted, X).sum(axis=1)
 
     # -- public API -------------------------------------------------------------------------
