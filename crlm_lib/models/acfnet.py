@@ -241,9 +241,20 @@ class ACFNet(nn.Module):
         lam = lambdas or tuple(DEFAULT_WEIGHTS[k] for k in ("surv", "recur", "align", "dis"))
         self.loss_weights = dict(zip(("surv", "recur", "align", "dis"), map(float, lam)))
 
+        # Submodules in a fixed order (their initialisation draws from the RNG in this order).
         self.stem = CTStem(w)
-        c = self.stem.out_channels
-        if attention4d:
+        self._build_image_branch(self.stem.out_channels, e, et, t)
+        if reconstruction:
+            c = self.stem.out_channels
+            self._build_reconstruction(c, w, e, et, transformer_heads, transformer_layers)
+        self._build_clinical(n_clinical, e, t, clinical and clinical_residual)
+        self.fusion = GatedFusion(use_recon=reconstruction)
+        self.heads = PrognosisHeads(e, n_years=t)
+        self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
+
+    def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
+        """Switch A: the 4D spatio-temporal block with timestep attention, or one 3D conv."""
+        if self.attention4d:
             self.time_embed = nn.Embedding(t, et)
             self.st_spatial = TimeEmbeddedConv(c, et, c)
             self.st_norm1 = group_norm(c)
@@ -255,42 +266,32 @@ class ACFNet(nn.Module):
             self.spatial = ConvBlock3d(c, c, 1)
             self.img_proj = nn.Linear(c, e)
             self.gradcam_layer = self.spatial[0]
-        if reconstruction:
-            self.decoder = PatchDecoder(c, w)  # ConvT(2, s2) -> GELU -> 1x1x1 -> tanh
-            self.recon_encoder = ReconEncoder(w, e)
-            self.recon_pos = nn.Linear(et, e) if attention4d else None
-            layer = nn.TransformerEncoderLayer(
-                e,
-                transformer_heads,
-                dim_feedforward=2 * e,
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-            )
-            self.recon_transformer = nn.TransformerEncoder(
-                layer, transformer_layers, enable_nested_tensor=False
-            )
-        self.clin_encoder = ClinEncoder(n_clinical if clinical else 0, e)
+
+    def _build_reconstruction(
+        self, c: int, w: int, e: int, et: int, heads: int, layers: int
+    ) -> None:
+        """Switch D / the reconstruction branch: decoder, ReconEncoder and its transformer."""
+        self.decoder = PatchDecoder(c, w)  # ConvT(2, s2) -> GELU -> 1x1x1 -> tanh
+        self.recon_encoder = ReconEncoder(w, e)
+        self.recon_pos = nn.Linear(et, e) if self.attention4d else None
+        layer = nn.TransformerEncoderLayer(
+            e, heads, dim_feedforward=2 * e, dropout=0.0, activation="gelu", batch_first=True
+        )
+        self.recon_transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def _build_clinical(self, n_clinical: int, e: int, t: int, residual: bool) -> None:
+        """Switch B's clinical encoder and the Cox-anchored clinical residuals of both heads."""
+        self.clin_encoder = ClinEncoder(n_clinical if self.use_clinical else 0, e)
         # Linear clinical risk r = w^T x and its year profile s_k (+1 .. -1); zero-initialised,
-        # so without anchor_clinical the network starts as the papers' one.
-        self.clin_residual = (
-            nn.Linear(n_clinical, 1, bias=False)
-            if clinical and clinical_residual and n_clinical > 0
-            else None
-        )
-        # The same for the recurrence head: r_rec = v^T x shifts every year's recurrence logit.
-        self.clin_residual_rec = (
-            nn.Linear(n_clinical, 1, bias=False)
-            if clinical and clinical_residual and n_clinical > 0
-            else None
-        )
-        for residual in (self.clin_residual, self.clin_residual_rec):
-            if residual is not None:
-                nn.init.zeros_(residual.weight)
+        # so without anchor_clinical the network starts as the papers' one. The recurrence
+        # head's r_rec = v^T x shifts every year's recurrence logit the same way.
+        make = residual and n_clinical > 0
+        self.clin_residual = nn.Linear(n_clinical, 1, bias=False) if make else None
+        self.clin_residual_rec = nn.Linear(n_clinical, 1, bias=False) if make else None
+        for res in (self.clin_residual, self.clin_residual_rec):
+            if res is not None:
+                nn.init.zeros_(res.weight)
         self.register_buffer("residual_profile", torch.linspace(1.0, -1.0, t), persistent=False)
-        self.fusion = GatedFusion(use_recon=reconstruction)
-        self.heads = PrognosisHeads(e, n_years=t)
-        self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
 
     # ------------------------------------------------------------------ trunk
     def _spatiotemporal(self, ct: Tensor) -> tuple[Tensor, Tensor]:
