@@ -203,7 +203,7 @@ def _safe_extract(archive: Path, dest: Path) -> Path:
 
 def load_new_patients(
     sources: Sequence[str | Path],
-    profile: Profile | str,
+    profile: Profile,
     work_dir: str | Path,
     progress: bool = True,
 ) -> tuple[list[NewPatient], pd.DataFrame]:
@@ -227,7 +227,7 @@ def load_new_patients(
     from crlm_lib.data.preprocess import preprocess_patient
     from crlm_lib.data.tcia import CohortDataError, discover, load_patient
 
-    prof = get_profile(profile)
+    prof = profile
     work_dir = Path(work_dir)
     refs = []
     for i, src in enumerate(sources):
@@ -344,7 +344,7 @@ def patient_item(
     clinical_vector: np.ndarray,
     lesion_stats: dict[str, np.ndarray],
     augment_seed: int | None = None,
-    profile: Profile | str = "smoke",
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     """A model input (the keys of ``CRLMDataset`` items, without outcomes) for one patient.
 

@@ -74,7 +74,7 @@ def elastic_displacement(
 
 
 def build_augmentation(
-    profile: Profile | str,
+    profile: Profile,
     shape: tuple[int, int, int] | None = None,
     spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0),
     blur_units: str = "voxel",
@@ -106,7 +106,7 @@ def build_augmentation(
     (every training sample), lower in the CPU profiles, where TorchIO's B-spline resampling
     (about 0.13 s per sample on one core) would otherwise cost more than the network's step.
     """
-    prof = get_profile(profile)
+    prof = profile
     if shape is None:
         shape = (prof.preprocess.depth, prof.preprocess.size, prof.preprocess.size)
     disp = elastic_displacement(shape, spacing_mm)
@@ -164,7 +164,7 @@ def augment_sample(
     masks: np.ndarray | torch.Tensor,
     spacing: tuple[float, float, float],
     seed: int,
-    profile: Profile | str = "smoke",
+    profile: Profile | None = None,
     transform: tio.Compose | None = None,
     pack_masks: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +180,8 @@ def augment_sample(
         (z, y, x) spacing of the grid in mm.
     seed : int
         Same seed, same output (torch's RNG is forked, so the caller's stream is untouched).
-    profile : Profile or str
-        Used only when ``transform`` is ``None``.
+    profile : Profile, optional
+        Used only when ``transform`` is ``None`` (default: the smoke profile's augmentation).
     transform : tio.Compose, optional
         Prebuilt pipeline (default: :func:`build_augmentation` for this shape and spacing).
     pack_masks : bool
@@ -207,7 +207,8 @@ def _augment(ct, masks, spacing, seed, profile, transform, pack_masks):
     m_t = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
     affine = _affine(spacing)
     if transform is None:
-        transform = build_augmentation(profile, tuple(ct_t.shape[1:]), spacing)
+        prof = profile if profile is not None else get_profile("smoke")
+        transform = build_augmentation(prof, tuple(ct_t.shape[1:]), spacing)
     n_masks = m_t.shape[0]
     if pack_masks and n_masks <= 24:
         # Speed (issue 11): the elastic resampling (SimpleITK, nearest neighbour for labels)

@@ -57,7 +57,7 @@ from skimage import exposure, measure, morphology
 from tqdm.auto import tqdm
 
 from crlm_lib import atomic
-from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile, get_profile
+from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
 from crlm_lib.data import tcia
 from crlm_lib.data.lesions import lesion_features
 from crlm_lib.errors import CRLMUserError
@@ -641,7 +641,7 @@ def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[
 
 def preprocess_cohort(
     paths: Paths,
-    profile: Profile | str,
+    profile: Profile,
     n_jobs: int = 2,
     ids: Sequence[str] | None = None,
     clahe_mode: str = "2d",
@@ -697,7 +697,7 @@ def preprocess_cohort(
     PreprocessLocked
         When ``lock_timeout_s`` passed while another run held the lock.
     """
-    cfg = get_profile(profile).preprocess
+    cfg = profile.preprocess
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with cache_lock(out_dir, lock_timeout_s):

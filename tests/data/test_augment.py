@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from crlm_lib.config import get_profile
 from crlm_lib.data import augment
 
 SHAPE = (16, 32, 32)
@@ -56,4 +57,4 @@ def test_displacement_clamped_on_small_grids():
 
 def test_build_augmentation_rejects_bad_units():
     with pytest.raises(ValueError):
-        augment.build_augmentation("smoke", blur_units="furlong")
+        augment.build_augmentation(get_profile("smoke"), blur_units="furlong")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crlm_lib.config import get_profile
 from crlm_lib.data.augment import augment_sample
+
+PAPER, SMOKE = get_profile("paper"), get_profile("smoke")
 
 
 def test_packed_masks_equal_per_channel_resampling():
@@ -22,8 +25,8 @@ def test_packed_masks_equal_per_channel_resampling():
         ]
     ).astype(np.uint8)
     for seed in (0, 1):
-        ct_a, m_a = augment_sample(ct, masks, (5.0, 3.0, 3.0), seed, "paper", pack_masks=True)
-        ct_b, m_b = augment_sample(ct, masks, (5.0, 3.0, 3.0), seed, "paper", pack_masks=False)
+        ct_a, m_a = augment_sample(ct, masks, (5.0, 3.0, 3.0), seed, PAPER, pack_masks=True)
+        ct_b, m_b = augment_sample(ct, masks, (5.0, 3.0, 3.0), seed, PAPER, pack_masks=False)
         assert torch.equal(ct_a, ct_b)
         assert torch.equal(m_a, m_b)
         assert m_a.shape == (5, 16, 32, 32) and m_a.dtype == torch.float32
@@ -49,10 +52,10 @@ def test_augment_runs_on_one_thread_and_restores_the_callers_setting(monkeypatch
     try:
         ct = torch.rand(1, 8, 16, 16) * 2 - 1
         masks = (torch.rand(5, 8, 16, 16) > 0.5).float()
-        a = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, "smoke")
+        a = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, SMOKE)
         assert seen == [1] and torch.get_num_threads() == 2
         torch.set_num_threads(1)
-        b = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, "smoke")
+        b = augment.augment_sample(ct, masks, (5.0, 3.0, 3.0), 7, SMOKE)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     finally:
         torch.set_num_threads(before)
