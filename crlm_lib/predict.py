@@ -451,10 +451,10 @@ def predict_patient(
     clinical_row: pd.DataFrame | None,
     n_tta: int = 8,
     seed: int = 0,
-    profile: Profile | str | None = None,
+    profile: Profile | None = None,
 ) -> PatientPrediction:
     """Score one patient with every run (+ ``n_tta`` augmented inputs each): see module doc."""
-    prof = get_profile(profile or runs[0].record["profile"])
+    prof = profile or get_profile(runs[0].record["profile"])
     clin = clinical_row
     if clin is None:
         clin = pd.DataFrame(index=pd.Index([patient.patient_id], name="Patient-ID"))
