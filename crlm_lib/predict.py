@@ -539,10 +539,6 @@ def yearly_table(preds: Sequence[PatientPrediction]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(DECIMALS)
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    atomic.write_csv(path, frame, index=False)
-
-
 def _safe_name(patient_id: str) -> str:
     import re
 
@@ -671,7 +667,7 @@ def predict_new(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".unzip.") as work:
         patients, excluded = load_new_patients(sources, prof, work, progress=progress)
         if not excluded.empty:
-            _atomic_csv(excluded, out_dir / "excluded.csv")
+            atomic.write_csv(out_dir / "excluded.csv", excluded, index=False)
         if not patients:
             raise PredictError(
                 f"no patient could be read: {'; '.join(excluded['reason'].astype(str))}"
@@ -696,6 +692,6 @@ def predict_new(
                 _patient_outputs(runs, patient, pred, clin, out_dir, report, heatmaps,
                                  shap_samples, seed)  # fmt: skip
         summary = pd.DataFrame([p.row for p in preds])
-        _atomic_csv(summary, out_dir / "predictions.csv")
-        _atomic_csv(yearly_table(preds), out_dir / "predictions_yearly.csv")
+        atomic.write_csv(out_dir / "predictions.csv", summary, index=False)
+        atomic.write_csv(out_dir / "predictions_yearly.csv", yearly_table(preds), index=False)
         return summary

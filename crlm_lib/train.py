@@ -262,12 +262,6 @@ def _loader(
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` with byte-reproducible output, written atomically
-    (:func:`crlm_lib.atomic.torch_save`)."""
-    atomic.torch_save(path, obj)
-
-
 def _rng_state() -> dict[str, Any]:
     state = {
         "python": random.getstate(),
@@ -544,7 +538,7 @@ class BestCheckpoint(Handler):
                     "epoch": state.epoch,
                     "val_loss": float(val_loss),
                 }
-                _atomic_torch_save(best, state.best_path)
+                atomic.torch_save(state.best_path, best)
         else:
             state.bad_epochs += 1
             if state.bad_epochs >= self.patience:
@@ -580,7 +574,7 @@ class LastCheckpoint(Handler):
             "objective": state.objective,
             "run_key": state.run_key,
         }
-        _atomic_torch_save(ckpt, state.last_path)
+        atomic.torch_save(state.last_path, ckpt)
 
 
 class CSVLogger(Handler):
