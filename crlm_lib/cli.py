@@ -12,6 +12,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,9 +151,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     try:
         return train_cli(
             model_name=a.model,
-            profile=a.profile,
-            cohort_dir=a.data_dir,
-            clinical=a.clinical,
+            source=CohortSource.from_args(a),
             run_dir=Path(a.out),
             epochs=a.epochs,
             seed=a.seed,
@@ -164,9 +163,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    return evaluate_cli(
-        run_dir=Path(a.run), profile=a.profile, cohort_dir=a.data_dir, clinical=a.clinical
-    )
+    return evaluate_cli(run_dir=Path(a.run), source=CohortSource.from_args(a))
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
@@ -191,13 +188,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     if len(a.run) > 1:
         raise PredictError("several --run make an ensemble for --patient predictions only")
-    return predict_cli(
-        run_dir=Path(a.run[0]),
-        profile=a.profile,
-        cohort_dir=a.data_dir,
-        clinical=a.clinical,
-        out=Path(a.out),
-    )
+    return predict_cli(run_dir=Path(a.run[0]), source=CohortSource.from_args(a), out=Path(a.out))
 
 
 def _cmd_model_card(a: argparse.Namespace) -> int:
@@ -247,24 +238,37 @@ def _cmd_render(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _cli_cohort(profile: str, cohort_dir, clinical) -> tuple[Profile, Cohort]:
-    """Profile and cohort of a ``crlm train / evaluate / predict`` call (data step first)."""
-    from crlm_lib.config import get_profile
-    from crlm_lib.evaluation import as_cohort
-    from crlm_lib.pipeline import ensure_data
+@dataclass(frozen=True)
+class CohortSource:
+    """Where a ``crlm train / evaluate / predict`` call takes its cohort from: the profile name,
+    the TCIA download (``--data``; None: the profile's synthetic cohort) and the clinical table
+    (``--clinical``). :meth:`load` runs the data step and resolves the profile, once."""
 
-    prof = get_profile(profile)
-    paths = ensure_data(
-        prof, cohort_dir, clinical, seed=prof.seed, verbose=False, show_exclusions=True
-    )
-    return prof, as_cohort(paths)
+    profile: str = "cpu"
+    data_dir: str | Path | None = None
+    clinical: str | Path | None = None
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> CohortSource:
+        return cls(a.profile, a.data_dir, a.clinical)
+
+    def load(self) -> tuple[Profile, Cohort]:
+        """The resolved profile and the cohort (data step first: exclusions are printed)."""
+        from crlm_lib.config import get_profile
+        from crlm_lib.evaluation import as_cohort
+        from crlm_lib.pipeline import ensure_data
+
+        prof = get_profile(self.profile)
+        paths = ensure_data(
+            prof, self.data_dir, self.clinical, seed=prof.seed, verbose=False,
+            show_exclusions=True,
+        )  # fmt: skip
+        return prof, as_cohort(paths)
 
 
 def train_cli(
     model_name: str,
-    profile: str,
-    cohort_dir: str | Path | None,
-    clinical: str | Path | None,
+    source: CohortSource,
     run_dir: Path,
     epochs: int | None,
     seed: int,
@@ -303,7 +307,7 @@ def train_cli(
 
     if epochs is not None and int(epochs) < 1:
         raise ArgumentError(f"--epochs must be at least 1, got {epochs}")
-    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    prof, cohort = source.load()
     run_dir = Path(run_dir)
     spec = ModelSpec(model_name, objective=objective)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
@@ -337,9 +341,7 @@ def _cli_metrics(pred: pd.DataFrame, train_out: pd.DataFrame, prof: Profile) -> 
     return m
 
 
-def evaluate_cli(
-    run_dir: Path, profile: str, cohort_dir: str | Path | None, clinical: str | Path | None
-) -> int:
+def evaluate_cli(run_dir: Path, source: CohortSource) -> int:
     """``crlm evaluate``: rescore a run's ``predictions.csv`` (with bootstrap CIs)."""
     import json
 
@@ -347,7 +349,7 @@ def evaluate_cli(
     from crlm_lib.evaluation._common import _atomic_write_csv, _read_predictions
     from crlm_lib.metrics import TrainingOutcomes
 
-    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    prof, cohort = source.load()
     run_dir = Path(run_dir)
     path = run_dir / "predictions.csv"
     if not path.is_file():
@@ -366,13 +368,7 @@ def evaluate_cli(
     return 0
 
 
-def predict_cli(
-    run_dir: Path,
-    profile: str,
-    cohort_dir: str | Path | None,
-    clinical: str | Path | None,
-    out: Path,
-) -> int:
+def predict_cli(run_dir: Path, source: CohortSource, out: Path) -> int:
     """``crlm predict`` without ``--patient``: year-by-year predictions of a trained run for
     every preprocessed patient of a cohort (outcomes required; for new patients without
     follow-up use ``--patient``, :func:`crlm_lib.predict.predict_new`).
@@ -392,7 +388,7 @@ def predict_cli(
     from crlm_lib.evaluation.runs import read_run_record
     from crlm_lib.train import predict
 
-    prof, cohort = _cli_cohort(profile, cohort_dir, clinical)
+    prof, cohort = source.load()
     run_dir = Path(run_dir)
     rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:

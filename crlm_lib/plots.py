@@ -8,7 +8,9 @@ contours with a legend, axes named with units.
 - explanations: :func:`plot_yearly_montage` (Grad-CAM per year), :func:`plot_patient_curves`,
   :func:`attention_over_years`, :func:`plot_shap_beeswarm`, :func:`plot_shap_bar`;
 - the per-patient report (:mod:`crlm_lib.report`): :func:`plot_curves_vs_cohort`,
-  :func:`plot_gradcam`, :func:`plot_shap`.
+  :func:`plot_gradcam`, :func:`plot_shap`;
+- evaluation (:mod:`crlm_lib.evaluation.calibration`): :func:`plot_calibration`,
+  :func:`plot_km_by_risk`.
 
 ``crlm_lib.figures`` and ``crlm_lib.explain`` re-export their former names from here.
 """
@@ -36,8 +38,10 @@ __all__ = [
     "attention_over_years",
     "heatmap_slice",
     "most_tumour_slice",
+    "plot_calibration",
     "plot_curves_vs_cohort",
     "plot_gradcam",
+    "plot_km_by_risk",
     "plot_learning_curves",
     "plot_masks_overlay",
     "plot_modality_agreement",
@@ -497,5 +501,71 @@ def plot_shap(report: PatientReport, max_display: int = 12):
     ax.axvline(0, color="0.2", lw=0.8)
     ax.set_xlabel(f"SHAP value (change of the {report.shap_output})")
     ax.set_title("Clinical factors: red raises, blue lowers the predicted risk")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation figures (evaluation.calibration)
+# --------------------------------------------------------------------------------------------
+
+
+def plot_calibration(table: pd.DataFrame, title: str = "", ax=None):
+    """Calibration plot: predicted vs Kaplan–Meier observed risk per group, one panel per horizon.
+
+    Returns the matplotlib Figure (axes in probability units, 0..1; the diagonal is perfect
+    calibration).
+    """
+    horizons = sorted(table["horizon_years"].unique())
+    if ax is None:
+        fig, axes = plt.subplots(
+            1, len(horizons), figsize=(3.6 * len(horizons), 3.6), squeeze=False
+        )
+        axes = axes[0]
+    else:
+        axes, fig = np.atleast_1d(ax), np.atleast_1d(ax)[0].figure
+    for a, h in zip(axes, horizons, strict=False):
+        t = table[table["horizon_years"] == h]
+        yerr = np.vstack(
+            [t["observed"] - t["observed_low"], t["observed_high"] - t["observed"]]
+        ).clip(0)
+        a.errorbar(t["predicted"], t["observed"], yerr=yerr, fmt="o", capsize=3)
+        a.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        a.set_xlim(0, 1)
+        a.set_ylim(0, 1)
+        a.set_xlabel(f"predicted risk by {h:g} years")
+        a.set_ylabel(f"observed risk by {h:g} years (Kaplan–Meier)")
+        a.set_title(f"{h:g}-year horizon")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_km_by_risk(
+    time: np.ndarray,
+    event: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    head: str = "os",
+    title: str = "",
+):
+    """Kaplan–Meier curves (lifelines, 95% bands) of the patients in each predicted-risk group
+    ``names`` (``labels`` gives each patient's group). x: years after resection; y: OS or DFS
+    probability. Returns the Figure."""
+    from lifelines import KaplanMeierFitter
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name in names:
+        m = labels == name
+        KaplanMeierFitter(label=f"{name} predicted risk (n={m.sum()})").fit(
+            time[m], event[m]
+        ).plot_survival_function(ax=ax, ci_show=True)
+    what = "overall survival" if head == "os" else "disease-free survival"
+    ax.set_xlabel("years after hepatic resection")
+    ax.set_ylabel(f"{what} probability")
+    ax.set_ylim(0, 1.02)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig

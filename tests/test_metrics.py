@@ -16,39 +16,38 @@ from crlm_lib import metrics as M
 from crlm_lib.evaluation import bootstrap as B
 
 
+def _exponential_cohort(seed, n, scale, beta, censor_high, tie_step=None):
+    """Exponential event times with hazard exp(beta x)/scale, uniform(0.5, censor_high)
+    censoring, optionally rounded to ``tie_step`` years (ties), and a pmf over 12 yearly bins
+    from a noisy version of the true model (rows sum to 1 - S(12) plus, for ``tie_step=None``,
+    the survivors' mass in the last bin)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t_event = rng.exponential(scale * np.exp(-beta * x))
+    t_cens = rng.uniform(0.5, censor_high, size=n)
+    time = np.minimum(t_event, t_cens)
+    if tie_step is not None:
+        time = np.maximum(np.round(time / tie_step) * tie_step, tie_step)
+    event = (t_event <= t_cens).astype(int)
+    rate = np.exp(beta * (x + rng.normal(scale=0.5, size=n))) / scale
+    cdf = 1 - np.exp(-rate[:, None] * np.arange(13.0)[None, :])
+    p = np.diff(cdf, axis=1)
+    if tie_step is None:
+        p[:, -1] += 1 - cdf[:, -1]
+    return time, event, p
+
+
 @pytest.fixture
 def censored_cohort():
     """Exponential times with independent censoring (~35 % censored), continuous (no ties)."""
-    rng = np.random.default_rng(7)
-    n = 120
-    x = rng.normal(size=n)
-    t_event = rng.exponential(3.0 * np.exp(-0.8 * x))
-    t_cens = rng.uniform(0.5, 9.0, size=n)
-    time = np.minimum(t_event, t_cens)
-    event = (t_event <= t_cens).astype(int)
-    # pmf over 12 yearly bins from a noisy version of the true model
-    rate = np.exp(0.8 * (x + rng.normal(scale=0.5, size=n))) / 3.0
-    edges = np.arange(13.0)
-    cdf = 1 - np.exp(-rate[:, None] * edges[None, :])
-    p = np.diff(cdf, axis=1)
-    p[:, -1] += 1 - cdf[:, -1]
-    return time, event, p
+    return _exponential_cohort(7, 120, scale=3.0, beta=0.8, censor_high=9.0)
 
 
 @pytest.fixture
 def tied_censored_cohort():
-    """Half-year-rounded times (many ties) with ~70 % censoring, like a small registry."""
-    rng = np.random.default_rng(11)
-    n = 300
-    x = rng.normal(size=n)
-    t_event = rng.exponential(20.0 * np.exp(-0.7 * x))
-    t_cens = rng.uniform(0.5, 10.0, size=n)
-    time = np.maximum(np.round(np.minimum(t_event, t_cens) * 2) / 2, 0.5)
-    event = (t_event <= t_cens).astype(int)
-    rate = np.exp(0.7 * (x + rng.normal(scale=0.5, size=n))) / 20.0
-    cdf = 1 - np.exp(-rate[:, None] * np.arange(13.0)[None, :])
-    p = np.diff(cdf, axis=1)  # rows sum to 1 - S(12): the rest survives the horizon
-    return time, event, p
+    """Half-year-rounded times (many ties) with ~70 % censoring, like a small registry; the
+    pmf rows sum to 1 - S(12): the rest survives the horizon."""
+    return _exponential_cohort(11, 300, scale=20.0, beta=0.7, censor_high=10.0, tie_step=0.5)
 
 
 # ---------------------------------------------------------------- paper metrics and rules

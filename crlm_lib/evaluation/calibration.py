@@ -1,8 +1,7 @@
 """Calibration (predicted vs Kaplan–Meier observed risk per risk group) and Kaplan–Meier curves
-by predicted risk with a log-rank test (lifelines).
-
-The calibration plot stays here: the only plotting module, ``figures``, holds the data-side
-figures and is edited elsewhere this round."""
+by predicted risk with a log-rank test (lifelines). The figures are drawn by
+:mod:`crlm_lib.plots` (:func:`~crlm_lib.plots.plot_calibration`,
+:func:`~crlm_lib.plots.plot_km_by_risk`); ``plot_calibration`` is re-exported here."""
 
 from __future__ import annotations
 
@@ -97,40 +96,6 @@ def calibration_table(
     return pd.DataFrame(rows)
 
 
-def plot_calibration(table: pd.DataFrame, title: str = "", ax=None):
-    """Calibration plot: predicted vs Kaplan–Meier observed risk per group, one panel per horizon.
-
-    Returns the matplotlib Figure (axes in probability units, 0..1; the diagonal is perfect
-    calibration).
-    """
-    import matplotlib.pyplot as plt
-
-    horizons = sorted(table["horizon_years"].unique())
-    if ax is None:
-        fig, axes = plt.subplots(
-            1, len(horizons), figsize=(3.6 * len(horizons), 3.6), squeeze=False
-        )
-        axes = axes[0]
-    else:
-        axes, fig = np.atleast_1d(ax), np.atleast_1d(ax)[0].figure
-    for a, h in zip(axes, horizons, strict=False):
-        t = table[table["horizon_years"] == h]
-        yerr = np.vstack(
-            [t["observed"] - t["observed_low"], t["observed_high"] - t["observed"]]
-        ).clip(0)
-        a.errorbar(t["predicted"], t["observed"], yerr=yerr, fmt="o", capsize=3)
-        a.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-        a.set_xlim(0, 1)
-        a.set_ylim(0, 1)
-        a.set_xlabel(f"predicted risk by {h:g} years")
-        a.set_ylabel(f"observed risk by {h:g} years (Kaplan–Meier)")
-        a.set_title(f"{h:g}-year horizon")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 @dataclass
 class KMByRisk:
     """Kaplan–Meier curves by predicted-risk group: ``table`` (patient, group), log-rank test."""
@@ -162,7 +127,6 @@ def km_by_predicted_risk(
         ``test_statistic`` and a matplotlib ``figure`` (x: years after resection; y: survival
         probability) when ``plot``.
     """
-    from lifelines import KaplanMeierFitter
     from lifelines.statistics import multivariate_logrank_test
 
     _, risk = _curve_and_risk(predictions, head)
@@ -188,18 +152,15 @@ def km_by_predicted_risk(
     )
     fig = None
     if plot:
-        import matplotlib.pyplot as plt
+        from crlm_lib.plots import plot_km_by_risk
 
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for name in names:
-            m = labels == name
-            KaplanMeierFitter(label=f"{name} predicted risk (n={m.sum()})").fit(
-                time[m], event[m]
-            ).plot_survival_function(ax=ax, ci_show=True)
-        what = "overall survival" if head == "os" else "disease-free survival"
-        ax.set_xlabel("years after hepatic resection")
-        ax.set_ylabel(f"{what} probability")
-        ax.set_ylim(0, 1.02)
-        ax.set_title(title or f"Kaplan–Meier by predicted risk (log-rank p = {res.p_value:.3g})")
-        fig.tight_layout()
+        title = title or f"Kaplan–Meier by predicted risk (log-rank p = {res.p_value:.3g})"
+        fig = plot_km_by_risk(time, event, labels, names, head=head, title=title)
     return KMByRisk(table, float(res.p_value), float(res.test_statistic), fig)
+
+
+def plot_calibration(table: pd.DataFrame, title: str = "", ax=None):
+    """:func:`crlm_lib.plots.plot_calibration` (kept here for ``evaluation.plot_calibration``)."""
+    from crlm_lib.plots import plot_calibration as plot
+
+    return plot(table, title=title, ax=ax)

@@ -104,8 +104,6 @@ def _setup(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile,
-    objective: str,
-    options_by_name: dict[str, dict] | None,
     anchors: Sequence[str],
     oracle: bool,
     n_boot: int | None,
@@ -113,9 +111,7 @@ def _setup(
 ) -> _Setup:
     prof = get_profile(profile)
     cohort = as_cohort(source)
-    specs = _with_anchors(
-        as_specs(model_names, objective, options_by_name), anchors, oracle, cohort
-    )
+    specs = _with_anchors(as_specs(model_names), anchors, oracle, cohort)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
     base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
     n_boot = prof.eval.bootstrap if n_boot is None else n_boot
@@ -126,8 +122,7 @@ def run_paper_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile,
-    objective: str = "paper",
-    options_by_name: dict[str, dict] | None = None,
+    *,
     seed: int = 0,
     anchors: Sequence[str] = ("fong", "cox"),
     oracle: bool = True,
@@ -147,13 +142,11 @@ def run_paper_protocol(
     ----------
     model_names : iterable of str or ModelSpec
         Registry names; ``"acfnet:censored"`` selects the censoring-aware objective, so
-        ``["acfnet", "acfnet:censored"]`` puts both objectives side by side.
+        ``["acfnet", "acfnet:censored"]`` puts both objectives side by side. Other objectives,
+        ``build_model`` options or loss weights: pass a :class:`ModelSpec` (or build the list
+        with :func:`as_specs`).
     source : Cohort (``pipeline.load_study``) or config.Paths
     profile : str or Profile
-    objective : {"paper", "censored"}
-        Default objective for names without ``:objective``.
-    options_by_name : dict, optional
-        ``build_model`` options per registry name.
     anchors : names of clinical anchors appended after the models (default Fong and Cox).
     oracle : bool
         Append the oracle as the LAST row when the cohort is synthetic.
@@ -168,10 +161,7 @@ def run_paper_protocol(
     predictions_by_model : dict[str, DataFrame]
         Test-set Predictions frame of each model (keyed by ``ModelSpec.key``).
     """
-    setup = _setup(
-        model_names, source, profile, objective, options_by_name, anchors, oracle, n_boot,
-        runs_dir,
-    )  # fmt: skip
+    setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
     prof, cohort, specs, base = setup.prof, setup.cohort, setup.specs, setup.base
     n_boot = setup.n_boot
     train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, setup.events, seed)
@@ -233,8 +223,7 @@ def run_cv_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile,
-    objective: str = "paper",
-    options_by_name: dict[str, dict] | None = None,
+    *,
     seed: int = 0,
     anchors: Sequence[str] = ANCHOR_NAMES,
     oracle: bool = True,
@@ -266,10 +255,7 @@ def run_cv_protocol(
     -------
     CVResult
     """
-    setup = _setup(
-        model_names, source, profile, objective, options_by_name, anchors, oracle, n_boot,
-        runs_dir,
-    )  # fmt: skip
+    setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
     cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
     splits = cv_split_ids(cohort.ids, setup.events, ev.cv_folds, max_rep, seed)

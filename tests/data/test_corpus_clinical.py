@@ -629,11 +629,11 @@ def _epochs_zero(tmp_path, capsys, request):
     rc, out, err = _crlm(["train", "--model", "acfnet", "--out", str(tmp_path / "r"),
                           "--epochs", "0", "--data", str(tmp_path / "absent")], capsys)  # fmt: skip
     assert rc == 2 and "--epochs: must be at least 1" in err and "Traceback" not in err
-    from crlm_lib.cli import train_cli
+    from crlm_lib.cli import CohortSource, train_cli
     from crlm_lib.errors import ArgumentError
 
     with pytest.raises(ArgumentError, match="--epochs must be at least 1"):
-        train_cli("acfnet", "smoke", None, None, tmp_path / "r", 0, 0, "paper")
+        train_cli("acfnet", CohortSource("smoke"), tmp_path / "r", 0, 0, "paper")
 
 
 @case("unknown model", "`crlm train --model resnet99`", "exit 2 from argparse: invalid choice")
