@@ -17,7 +17,15 @@ ACFNet 172 ms/step, 12-copy form 1061 ms (6.2x slower), 3D CNN 85 ms (ACFNet 2.0
 size (16x32x32) per-op overheads dominate and the ratios are 3.1x and 1.3x. Goal: efficient ACFNet within 2x of
 the 3D CNN and >= 5x faster than the 12-copy form.
 
-Usage: ``python benchmarks/train_step.py [--repeats 5] [--cpu-size 16 32 32] [--no-gpu]``.
+``--resnets`` times instead the 3D ResNet baselines and STG at the cpu profile (batch 8,
+16x32x32, width 8) with Hara et al.'s stem (7x7x7, stride 1 along the slices, 2 in-plane; the
+default, ``models.common.HARA_STEM_STRIDE``) against MONAI's default stride-1 stem. Measured on
+the 2-core machine (ms per step, Hara / stride 1): ResNet-18 128 / 358 (2.8x), ResNet-50
+195 / 519 (2.7x), STG 572 / 2060 (3.6x), STG-lite 339 / 1463 (4.3x); oneDNN's weight gradient of the one-channel 7x7x7 stem at full resolution alone takes
+~550 ms of STG's stride-1 step.
+
+Usage: ``python benchmarks/train_step.py [--repeats 5] [--cpu-size 16 32 32] [--no-gpu]
+[--resnets]``.
 """
 
 from __future__ import annotations
@@ -110,13 +118,71 @@ def report(shape, profile: str, device: str, repeats: int) -> dict:
     return res
 
 
+def _stem_batch(b: int, shape: tuple[int, int, int], n_clinical: int, n_les: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "ct": torch.rand(b, 1, *shape, generator=g) * 2 - 1,
+        "masks": (torch.rand(b, 5, *shape, generator=g) > 0.5).float(),
+        "clinical": torch.randn(b, n_clinical, generator=g),
+        "survival_bin": torch.randint(0, 12, (b,), generator=g),
+        "recurrence_target": (torch.rand(b, 12, generator=g) > 0.5).float(),
+        "lesion_features": torch.randn(b, 16, n_les, generator=g),
+        "lesion_mask": torch.rand(b, 16, generator=g) > 0.5,
+        "dfs_years": torch.rand(b, generator=g) * 10,
+        "dfs_event": torch.ones(b),
+    }
+
+
+def report_stems(repeats: int) -> None:
+    """ResNet baselines and STG at the cpu profile: Hara et al.'s stem against MONAI's."""
+    from crlm_lib.models.common import HARA_STEM_STRIDE
+
+    profile = get_profile("cpu")
+    b, shape = (
+        profile.train.batch_size,
+        (profile.preprocess.depth,) + (profile.preprocess.size,) * 2,
+    )
+    batch = _stem_batch(b, shape, 8, 10)
+    print(f"\n== cpu, batch {b}x1x{'x'.join(map(str, shape))}, widths of profile 'cpu'")
+    for name in ("resnet18_3d", "resnet50_3d", "stg", "stg_lite"):
+        ms = {}
+        for stride in (HARA_STEM_STRIDE, 1):
+            torch.manual_seed(0)
+            opts = {"n_lesion_features": 10} if name.startswith("stg") else {}
+            model = build_model(name, 8, profile, stem_stride=stride, **opts).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+            def step(model=model, opt=opt) -> None:
+                loss, _ = total_loss(model(batch), batch)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            step()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            ms[stride] = sorted(times)[len(times) // 2] * 1e3
+        hara, full = ms[HARA_STEM_STRIDE], ms[1]
+        print(
+            f"{name:>12}: Hara stem {hara:8.1f} ms/step  stride-1 stem {full:8.1f} ms/step  "
+            f"({full / hara:.1f}x)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-size", type=int, nargs=3, default=(16, 32, 32))
     parser.add_argument("--cpu-profile", default="smoke")
     parser.add_argument("--no-gpu", action="store_true")
+    parser.add_argument("--resnets", action="store_true", help="ResNet/STG stems instead")
     args = parser.parse_args()
+    if args.resnets:
+        report_stems(args.repeats)
+        return
     report(tuple(args.cpu_size), args.cpu_profile, "cpu", args.repeats)
     if torch.cuda.is_available() and not args.no_gpu:
         report((40, 128, 128), "paper", "cuda", args.repeats)

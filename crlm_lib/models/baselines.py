@@ -10,7 +10,9 @@
   run through an LSTM over the 12 timesteps; the last hidden state is ``h_img``.
 - ``resnet18_3d`` / ``resnet34_3d`` / ``resnet50_3d`` (STAR Table 1): MONAI ``resnet18`` etc.
   (``spatial_dims=3, n_input_channels=1``, ``num_classes=embed_dim``, random init, never
-  downloaded) as image encoder, the same clinical fusion and heads. ``widen_factor`` defaults
+  downloaded; first convolution 7x7x7 with stride 1 along the slices and 2 in-plane, Hara et
+  al.'s 3D ResNet that STAR cites -- ``stem_stride=1`` gives MONAI's default, stride 1 on every
+  axis) as image encoder, the same clinical fusion and heads. ``widen_factor`` defaults
   to ``width / 16`` (1.0 -- the standard ResNet -- for the paper profile, 0.5 at smoke size);
   ``norm`` defaults to MONAI's BatchNorm as in the standard ResNet (at B = 1 the last stage
   needs more than one voxel: true at 40x128x128).
@@ -27,6 +29,7 @@ from ..config import ModelConfig
 from ..losses import alignment_loss
 from .acfnet import ACFNet
 from .common import (
+    HARA_STEM_STRIDE,
     ClinEncoder,
     CTStem,
     GatedFusion,
@@ -100,6 +103,9 @@ class ResNet3D(nn.Module):
     norm : {"batch", "group"}
         ``"batch"`` (default, the standard ResNet) or ``"group"`` (every BatchNorm replaced by
         GroupNorm: batch-size independent, for B = 1 at small grids).
+    stem_stride : int or tuple of 3 ints
+        Stride of the 7x7x7 first convolution (default ``HARA_STEM_STRIDE`` = (1, 2, 2), Hara et
+        al.; ``1`` is MONAI's default, 3-4x slower per step with the full grid after the stem).
     weights_path : str, optional
         Local ``state_dict`` of the whole model to load (never downloaded).
     """
@@ -111,6 +117,7 @@ class ResNet3D(nn.Module):
         cfg: ModelConfig | None = None,
         widen_factor: float | None = None,
         norm: str = "batch",
+        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
         weights_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -120,6 +127,7 @@ class ResNet3D(nn.Module):
             n_input_channels=1,
             num_classes=cfg.embed_dim,
             widen_factor=widen_factor if widen_factor is not None else cfg.width / 16,
+            conv1_t_stride=stem_stride,
             pretrained=False,
         )
         if norm == "group":

@@ -13,6 +13,13 @@ from torch import Tensor, nn
 
 from ..config import N_YEARS, ModelConfig
 
+#: Stride of the 7x7x7 first convolution of every 3D ResNet here (``conv1_t_stride`` of MONAI's
+#: ResNet): 1 along the slices, 2 in-plane, as in the 3D ResNets of Hara et al. (2018, Table 1:
+#: "conv1 7x7x7, stride 1 (T), 2 (XY)"), which STAR cites for its ResNet-18/34/50 baselines.
+#: MONAI's default (stride 1 on every axis) keeps the full grid after the stem, costs 3-4x more
+#: per step (``benchmarks/train_step.py --resnets``) and is the ``stem_stride=1`` option.
+HARA_STEM_STRIDE: tuple[int, int, int] = (1, 2, 2)
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 4 groups (as many as divide ``channels``)."""

@@ -25,6 +25,8 @@ fewer parameters) is implemented as follows, every detail below being our choice
   embedding (the "temporal evolution" of the paper; interpretation: the same 12 virtual yearly
   timestamps as 4D-ACFNet/STAR, since the cohort has one preoperative CT per patient).
 
+The encoders are MONAI 3D ResNets with Hara et al.'s stem (7x7x7, stride 1 along the slices and
+2 in-plane, ``common.HARA_STEM_STRIDE``; ``stem_stride=1`` keeps MONAI's full-grid default).
 Encoders end in multi-scale pooling: adaptive average pooling of the last stage to 1, 2 and 4
 cells per axis, concatenated (``73 C``) and mapped linearly to the node width.
 
@@ -73,7 +75,7 @@ from torch_geometric.nn import HeteroConv, SAGEConv, global_mean_pool
 
 from ..config import MASK_NAMES, ModelConfig
 from ..losses import EmbeddingMemory, info_nce
-from .common import PrognosisHeads, batchnorm_to_groupnorm
+from .common import HARA_STEM_STRIDE, PrognosisHeads, batchnorm_to_groupnorm
 
 EDGE_TYPES: tuple[tuple[str, str, str], ...] = (
     ("ct", "contains", "anat"),
@@ -100,7 +102,13 @@ SCALES: tuple[int, ...] = (1, 2, 4)
 class MultiScaleResNetEncoder(nn.Module):
     """MONAI 3D ResNet trunk + multi-scale pooling: ``[N, 1, D, H, W] -> [N, node_dim]``."""
 
-    def __init__(self, depth: int, widen_factor: float, node_dim: int) -> None:
+    def __init__(
+        self,
+        depth: int,
+        widen_factor: float,
+        node_dim: int,
+        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
+    ) -> None:
         super().__init__()
         factory = {10: resnet10, 18: resnet18}[depth]
         self.net = factory(
@@ -108,6 +116,7 @@ class MultiScaleResNetEncoder(nn.Module):
             n_input_channels=1,
             feed_forward=False,
             widen_factor=widen_factor,
+            conv1_t_stride=stem_stride,
             pretrained=False,
         )
         batchnorm_to_groupnorm(self.net)  # batch-size independent (B = 1, 1x1x1 last stage)
@@ -151,6 +160,9 @@ class STG(nn.Module):
         Local ``state_dict`` to load (never downloaded).
     n_lesion_features : int
         Width ``F_les`` of ``batch["lesion_features"]`` (0: no lesion nodes).
+    stem_stride : int or tuple of 3 ints
+        Stride of the encoders' first convolution (default ``HARA_STEM_STRIDE``; ``1``: MONAI's
+        default, 3-4x slower per step).
     """
 
     def __init__(
@@ -164,6 +176,7 @@ class STG(nn.Module):
         memory_size: int = 32,
         weights_path: str | None = None,
         n_lesion_features: int = 0,
+        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -171,8 +184,8 @@ class STG(nn.Module):
         widen = widen_factor if widen_factor is not None else cfg.width / 16
         self.lite = lite
         self.temperature = temperature
-        self.anat_encoder = MultiScaleResNetEncoder(10 if lite else 18, widen, nd)
-        self.ct_encoder = None if lite else MultiScaleResNetEncoder(18, widen, nd)
+        self.anat_encoder = MultiScaleResNetEncoder(10 if lite else 18, widen, nd, stem_stride)
+        self.ct_encoder = None if lite else MultiScaleResNetEncoder(18, widen, nd, stem_stride)
         self.node_type = nn.Embedding(len(MASK_NAMES), nd)
         self.clin_encoder = nn.Sequential(
             nn.Linear(max(n_clinical, 1), nd), nn.GELU(), nn.Linear(nd, nd)
