@@ -665,7 +665,12 @@ def _setup(
             device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=True,  # ablation switches leave some parameters unused
         )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # fused: one kernel for every parameter tensor instead of a Python loop over them (issue 11:
+    # the loop over 4D-ACFNet's 73 tensors was ~20% of a cpu-profile step; equal to the loop up
+    # to float rounding).
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience
     )
