@@ -104,7 +104,7 @@ def _cmd_synth(a: argparse.Namespace) -> int:
 
     synth = get_profile(a.profile).synth
     n = a.n if a.n is not None else synth.n_patients
-    out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth)
+    out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs)
     print(f"synthetic cohort of {n} patients written to {out}")
     return 0
 
@@ -417,6 +417,7 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
         "--n", type=_positive_int, default=None, help="patients (default: the profile's, 197)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=_positive_int, default=2, help="patients written in parallel")
     _add_profile_arg(p, "sets the image size of the synthetic CT")
     p.set_defaults(func=_cmd_synth)
 

@@ -91,7 +91,11 @@ def ensure_data(
                     f"to {paths.cohort_dir}"
                 )
             write_cohort(
-                paths.cohort_dir, n_patients=prof.synth.n_patients, seed=seed, synth=prof.synth
+                paths.cohort_dir,
+                n_patients=prof.synth.n_patients,
+                seed=seed,
+                synth=prof.synth,
+                n_jobs=n_jobs or prof.n_jobs,
             )
     else:
         if not paths.cohort_dir.is_dir():

@@ -112,7 +112,10 @@ def test_phi_markers_written_and_listed(cohort):
 
 
 def test_deterministic_and_resumable(cohort, tmp_path):
-    other = write_cohort(tmp_path / "b", n_patients=2, seed=7, synth=SYNTH, progress=False)
+    # two processes write the same bytes as the serial fixture
+    other = write_cohort(
+        tmp_path / "b", n_patients=2, seed=7, synth=SYNTH, progress=False, n_jobs=2
+    )
     for pdir in _patient_dirs(other):
         for f in sorted(p for p in pdir.rglob("*") if p.is_file()):
             twin = cohort / f.relative_to(other)
