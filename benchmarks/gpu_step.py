@@ -26,7 +26,7 @@ import torch
 from crlm_lib.config import get_profile
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
-from crlm_lib.train import _autocast, amp_dtype, channels_last_3d, to_device
+from crlm_lib.train import _autocast, amp_dtype, build_optimizer, channels_last_3d, to_device
 
 MODELS = ("acfnet", "cnn3d", "resnet18_3d")
 
@@ -58,7 +58,7 @@ class Stepper:
         if device.type == "cuda":
             channels_last_3d(self.model)
         self.params = count_parameters(self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.opt = build_optimizer(self.model, lr=1e-4)
         self.batch = to_device(batch, device)
         self.device = device
         self.dtype = amp_dtype(device, amp)

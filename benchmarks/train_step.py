@@ -39,6 +39,7 @@ import torch
 from crlm_lib.config import get_profile
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
+from crlm_lib.train import build_optimizer
 
 VARIANTS = {
     "acfnet": ("acfnet", {}),
@@ -62,7 +63,7 @@ def time_step(name: str, options: dict, shape, profile: str, device: str, repeat
     """Median seconds and peak memory (MiB) of one training step of one variant."""
     torch.manual_seed(0)
     model = build_model(name, 8, get_profile(profile), **options).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = build_optimizer(model, lr=1e-4)
     batch = _batch(shape, 8, device)
 
     def step() -> None:
@@ -150,7 +151,7 @@ def report_stems(repeats: int) -> None:
             torch.manual_seed(0)
             opts = {"n_lesion_features": 10} if name.startswith("stg") else {}
             model = build_model(name, 8, profile, stem_stride=stride, **opts).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            opt = build_optimizer(model, lr=1e-3)
 
             def step(model=model, opt=opt) -> None:
                 loss, _ = total_loss(model(batch), batch)
