@@ -44,3 +44,23 @@ def test_resnet_group_norm_trains_at_batch_one(smoke_cfg, make_batch):
     model = build_model("resnet18_3d", 6, smoke_cfg, widen_factor=0.125, norm="group").train()
     out = model(make_batch(1, shape=(8, 16, 16)))  # last stage is 1x1x1
     assert torch.isfinite(out["survival_logits"]).all()
+
+
+def test_resnet_and_stg_stems_are_hara_by_default_and_monai_on_request(smoke_cfg, make_batch):
+    """The 7x7x7 first convolution strides 1 along the slices and 2 in-plane (Hara et al.);
+    ``stem_stride=1`` is MONAI's full-grid stem; the weights are the same shape either way."""
+    from crlm_lib.models.common import HARA_STEM_STRIDE
+
+    assert HARA_STEM_STRIDE == (1, 2, 2)
+    batch = dict(make_batch(2, shape=(8, 16, 16)), masks=torch.ones(2, 5, 8, 16, 16))
+    for name, opts in (("resnet18_3d", {"widen_factor": 0.125}), ("stg_lite", {})):
+        hara = build_model(name, 6, smoke_cfg, **opts)
+        full = build_model(name, 6, smoke_cfg, stem_stride=1, **opts)
+        conv = hara.encoder.conv1 if name == "resnet18_3d" else hara.anat_encoder.net.conv1
+        conv_full = full.encoder.conv1 if name == "resnet18_3d" else full.anat_encoder.net.conv1
+        assert conv.kernel_size == (7, 7, 7) and conv.stride == (1, 2, 2)
+        assert conv_full.stride == (1, 1, 1)
+        shapes = {k: v.shape for k, v in hara.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in full.state_dict().items()}
+        with torch.no_grad():
+            assert hara.eval()(batch)["survival_logits"].shape == (2, 12)
