@@ -42,7 +42,9 @@ def main() -> None:
     )  # fmt: skip
     t0 = time.perf_counter()
     if not paths.clinical_csv.is_file():
-        synthetic.write_cohort(paths.cohort_dir, args.n, 0, prof.synth, progress=False)
+        synthetic.write_cohort(
+            paths.cohort_dir, args.n, 0, prof.synth, progress=False, n_jobs=os.cpu_count() or 2
+        )
     t_synth = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = preprocess.preprocess_cohort(paths, prof, n_jobs=os.cpu_count() or 2, progress=False)
