@@ -21,7 +21,9 @@ Order of operations (per patient, :func:`preprocess_patient`)
    windowed slices. Choice: **per axial slice (2D)**, because slice thickness differs from the
    in-plane spacing (5 mm vs 0.7 mm in the collection) and a 3D tile would mix anatomy
    unevenly; ``clahe_mode="3d"`` is offered. The paper does not say; CLAHE output is in [0, 1]
-   and keeps the window's meaning only monotonically (it is not linear in HU).
+   and keeps the window's meaning only monotonically (it is not linear in HU). The 2D form runs
+   through ``data.clahe.clahe_slices``: scikit-image's algorithm on all slices at once, equal
+   to it bit for bit and ~3x faster (issue 11).
 5. **In-plane resize** to ``size x size`` with a third-order spline
    (``scipy.ndimage.zoom(order=3, grid_mode=True)``, pixel-edge aligned), clipped back to
    [0, 1] (cubic overshoot). Masks use nearest neighbour (order 0).
@@ -59,6 +61,7 @@ from tqdm.auto import tqdm
 from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
 from crlm_lib.data import tcia
+from crlm_lib.data.clahe import clahe_slices
 from crlm_lib.data.lesions import lesion_features
 from crlm_lib.errors import CRLMUserError
 
@@ -226,10 +229,8 @@ def preprocess_patient(
 
     u = _window01(hu[kept], cfg.hu_window)  # [d, Y, X] in [0, 1]
     if clahe:
-        if clahe_mode == "2d":
-            u = np.stack(
-                [exposure.equalize_adapthist(s, clip_limit=cfg.clahe_clip_limit) for s in u]
-            )
+        if clahe_mode == "2d":  # skimage's per-slice CLAHE, all slices at once (data.clahe)
+            u = clahe_slices(u, clip_limit=cfg.clahe_clip_limit)
         else:
             u = exposure.equalize_adapthist(u, clip_limit=cfg.clahe_clip_limit)
     u = np.clip(_resize_inplane(u.astype(np.float32), cfg.size, order=3), 0.0, 1.0)
