@@ -18,8 +18,10 @@ their buffers to it) beside the process's ``ru_maxrss``. ``--cprofile K`` also p
 Measured on the shared 2-core machine (cpu profile, 8 patients, ``--n-jobs 1``, medians of 3
 interleaved): before issue 11 the ratio was 13-15x (the SEG read through
 ``highdicom.seg.segread`` alone cost ~50 ms of ~170 ms per patient); after the pydicom-only SEG
-reader and the ``frombuffer`` CT read, 10.8x (14.8x before, same process, interleaved); see the
-README section "Where the time goes".
+reader and the ``frombuffer`` CT read, 10.8x (14.8x before, same process, interleaved); with
+the stacked CLAHE (``data.clahe``, bit-identical) 9.4x on the idle machine (11.0x just before;
+4.49 -> 5.18 patients/s; CLAHE 53 -> 16 ms per patient, both forms timed in the stage table); see
+the README section "Where the time goes".
 """
 
 from __future__ import annotations
