@@ -47,6 +47,14 @@ def test_identity_changes_with_cohort_split_and_config_not_epochs(cohort):
     assert [k for k, v in star.items() if v != base[k]] == ["config"]
 
 
+def test_identity_changes_with_the_run_revision(cohort, monkeypatch):
+    from crlm_lib.evaluation import runs
+
+    base = _identity(cohort)
+    monkeypatch.setattr(runs, "RUN_REVISION", runs.RUN_REVISION + 1)
+    assert [k for k, v in _identity(cohort).items() if v != base[k]] == ["config"]
+
+
 def test_check_run_dir(cohort, tmp_path):
     ident = _identity(cohort)
     check_run_dir(tmp_path / "new", ident)  # nothing there: fine

@@ -239,6 +239,15 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
     return out
 
 
+#: Revision of what trains a run, part of the ``config`` identity: bumped when a code change
+#: alters the weights a run would end with although no option or setting changed, so that run
+#: folders trained before are retrained (by the protocols) or refused (``crlm train``) instead
+#: of silently reused. 1: up to issue 11's fifth round; 2: the 3D ResNets' and STG's Hara stem
+#: (same parameter shapes as MONAI's stride-1 stem, so old checkpoints would load) and the
+#: fused AdamW.
+RUN_REVISION = 2
+
+
 def run_identity(
     spec: ModelSpec, profile: Profile, cohort: Cohort, train_ids, val_ids, test_ids, seed: int
 ) -> dict[str, str]:
@@ -249,9 +258,9 @@ def run_identity(
       :func:`_image_sources`; modification times are left out so that a copied cohort still
       resumes), so a changed table, patient set or image series changes it;
     - ``split``: the sorted train, validation and test IDs;
-    - ``config``: model, options, objective, loss weights, seed, and the profile's
+    - ``config``: model, options, objective, loss weights, seed, the profile's
       preprocessing, model and training settings except ``epochs`` (a run may be extended) and
-      ``num_workers`` (no effect on the result).
+      ``num_workers`` (no effect on the result), and :data:`RUN_REVISION`.
 
     Returns
     -------
@@ -287,6 +296,7 @@ def run_identity(
                 "preprocess": asdict(profile.preprocess),
                 "model_config": asdict(profile.model),
                 "train": train_cfg,
+                "revision": RUN_REVISION,
             }
         ),
     }
