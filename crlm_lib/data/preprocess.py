@@ -41,13 +41,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -56,13 +53,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from skimage import exposure, measure, morphology
-from tqdm.auto import tqdm
 
 from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
 from crlm_lib.data import tcia
 from crlm_lib.data.clahe import clahe_slices
 from crlm_lib.data.lesions import lesion_features
+from crlm_lib.data.parallel import run_jobs
 from crlm_lib.errors import CRLMUserError
 
 log = logging.getLogger(__name__)
@@ -720,7 +717,9 @@ def _preprocess_locked(
     refs = _select_refs(paths.cohort_dir, ids)
     rows, todo, rebuilt = _plan(refs, out_dir, digest, settings_json(cfg, clahe_mode))
     jobs = [(ref, cfg, out, digest, clahe_mode) for ref, out in todo]
-    done, broken = _run_workers(worker, jobs, n_jobs, mp_context, progress)
+    done, broken = run_jobs(
+        worker, jobs, n_jobs, desc="preprocess", progress=progress, mp_context=mp_context
+    )
     for row in done:
         pid = row["patient_id"]
         if pid in rebuilt and row.get("status") == "done":
@@ -810,28 +809,3 @@ def _cached_row(patient_id: str, out: Path) -> dict:
         "warnings": "; ".join(warns),
         "seconds": 0.0,
     }
-
-
-def _run_workers(
-    worker: Callable, jobs: list[tuple], n_jobs: int, mp_context: str, progress: bool
-) -> tuple[list[dict], BaseException | None]:
-    """Run ``worker(*job)`` for every job (in this process when ``n_jobs <= 1``, else in a
-    process pool) with a progress bar; returns the rows of the finished jobs and the
-    :class:`BrokenProcessPool` error when a worker process died (``None`` otherwise)."""
-    rows: list[dict] = []
-    broken: BaseException | None = None
-    with tqdm(total=len(jobs), desc="preprocess", disable=not progress) as bar:
-        if n_jobs <= 1:
-            for job in jobs:
-                rows.append(worker(*job))
-                bar.update()
-            return rows, broken
-        ctx = mp.get_context(mp_context)
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-            for fut in as_completed([pool.submit(worker, *job) for job in jobs]):
-                try:
-                    rows.append(fut.result())
-                except BrokenProcessPool as err:
-                    broken = err
-                bar.update()
-    return rows, broken

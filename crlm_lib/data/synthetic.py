@@ -87,10 +87,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +99,7 @@ from crlm_lib import atomic
 from crlm_lib.config import TCIA_COLLECTION, SynthConfig
 from crlm_lib.data import phantom
 from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
+from crlm_lib.data.parallel import run_jobs
 
 N_YEARS_ORACLE = 12
 #: Horizon (years) of the oracle's risk scores ``os_risk`` / ``dfs_risk`` (log(-log S(5))).
@@ -904,7 +903,6 @@ def write_cohort(
     SyntheticCohortError
         If ``out_dir`` holds a cohort written with another seed or grid.
     """
-    from tqdm.auto import tqdm
 
     out = Path(out_dir)
     root = out / TCIA_COLLECTION
@@ -922,25 +920,19 @@ def write_cohort(
     else:
         atomic.write_json(meta_path, meta, indent=2, sort_keys=True)
     cohort = simulate_cohort(n_patients, seed, model)
-    todo = [spec for spec in cohort.specs if not (root / spec.patient_id).is_dir()]
-    bar = tqdm(
-        total=len(cohort.specs),
-        initial=len(cohort.specs) - len(todo),
+    todo = [
+        (spec, seed, synth, root) for spec in cohort.specs if not (root / spec.patient_id).is_dir()
+    ]
+    _, broken = run_jobs(
+        _write_patient,
+        todo,
+        n_jobs,
         desc="synthetic cohort",
-        disable=not progress,
+        progress=progress,
+        already_done=len(cohort.specs) - len(todo),
     )
-    with bar:
-        if n_jobs <= 1 or len(todo) <= 1:
-            for spec in todo:
-                _write_patient(spec, seed, synth, root)
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(n_jobs, len(todo)), mp_context=ctx) as pool:
-                futures = [pool.submit(_write_patient, spec, seed, synth, root) for spec in todo]
-                for fut in as_completed(futures):
-                    fut.result()  # a failed patient raises here (its temporary folder stays)
-                    bar.update()
+    if broken is not None:  # a worker died; the patients it did not finish stay missing
+        raise SyntheticCohortError(f"{out}: a writer process died ({broken}); run again to resume")
     atomic.write_csv(out / "clinical.csv", cohort.clinical, index=False, float_format="%.6g")
     atomic.write_csv(out / "oracle.csv", cohort.oracle, index=False, float_format="%.6g")
     return out
