@@ -198,7 +198,9 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return out
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float = TrainConfig.weight_decay
+) -> torch.optim.AdamW:
     """The training engine's AdamW (4D-ACFNet section 4.2), in its fused form: one kernel over
     every parameter tensor instead of a Python loop over them (issue 11: the loop over
     4D-ACFNet's 73 tensors was ~20% of a cpu-profile step; equal to the loop up to float
