@@ -11,6 +11,8 @@ Usage::
     python benchmarks/gpu_step.py                       # CUDA, paper size 40x128x128, B=1
     python benchmarks/gpu_step.py --batch-size 4 --amp off
     python benchmarks/gpu_step.py --device cpu --size 16 32 32 --profile cpu   # CPU check
+    python benchmarks/gpu_step.py --device cpu --size 16 32 32 --profile cpu --batch-size 8 \
+        --threads 1 --models acfnet acfnet_no_recon cnn3d   # where the cpu-size ratio goes
 
 Not a test: it prints numbers (see the README, "Where the time goes").
 """
@@ -29,6 +31,10 @@ from crlm_lib.models import build_model, count_parameters
 from crlm_lib.train import _autocast, amp_dtype, build_optimizer, channels_last_3d, to_device
 
 MODELS = ("acfnet", "cnn3d", "resnet18_3d")
+#: Extra names ``--models`` accepts: registered models with ablation switches, to split a ratio
+#: into its parts. ``acfnet_no_recon`` is 4D-ACFNet without switch D (no decoder, ReconEncoder
+#: or Transformer): the "3D CNN + temporal layers" that issue 11's floor estimate describes.
+VARIANTS = {"acfnet_no_recon": ("acfnet", {"reconstruction": False})}
 
 
 def make_batch(batch_size: int, shape, n_clinical: int) -> dict:
@@ -53,7 +59,8 @@ class Stepper:
     def __init__(self, name: str, profile: str, device: torch.device, batch: dict, amp: str):
         torch.manual_seed(0)
         self.name = name
-        self.model = build_model(name, batch["clinical"].shape[1], get_profile(profile))
+        base, options = VARIANTS.get(name, (name, {}))
+        self.model = build_model(base, batch["clinical"].shape[1], get_profile(profile), **options)
         self.model.to(device).train()
         if device.type == "cuda":
             channels_last_3d(self.model)
@@ -90,7 +97,9 @@ def main() -> None:
     ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument(
+        "--models", nargs="+", default=list(MODELS), help=f"also: {', '.join(VARIANTS)}"
+    )
     ap.add_argument(
         "--threads",
         type=int,
@@ -129,15 +138,17 @@ def main() -> None:
     for s in steppers:
         extra = f"  peak {peaks[s.name]:8.0f} MiB" if s.name in peaks else ""
         print(
-            f"{s.name:>12}: {med[s.name] * 1e3:8.1f} ms/step  "
+            f"{s.name:>16}: {med[s.name] * 1e3:8.1f} ms/step  "
             f"{args.batch_size / med[s.name]:8.2f} samples/s{extra}  params {s.params:,}"
         )
-    if "acfnet" in med:
+    for name in ("acfnet", *VARIANTS):
+        if name not in med:
+            continue
         for other in med:
-            if other != "acfnet":
-                per_round = [a / b for a, b in zip(times["acfnet"], times[other])]
+            if other != name and not other.startswith("acfnet"):
+                per_round = [a / b for a, b in zip(times[name], times[other])]
                 print(
-                    f"acfnet / {other} step time: {statistics.median(per_round):.2f}x "
+                    f"{name} / {other} step time: {statistics.median(per_round):.2f}x "
                     f"(rounds: {', '.join(f'{r:.2f}' for r in per_round)})"
                 )
 

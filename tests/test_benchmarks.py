@@ -1,0 +1,44 @@
+"""The benchmark scripts still run (tiny sizes, CPU): they reach into the library's internals
+(the loader's private stages, the training step of ``train.fit``), and the GPU session that
+finally runs ``benchmarks/gpu_step.py`` must not find it broken. Numbers are not checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_gpu_step_on_cpu_prints_every_model_and_the_ratios():
+    out = _run(
+        "benchmarks/gpu_step.py", "--device", "cpu", "--size", "8", "8", "8",
+        "--profile", "smoke", "--batch-size", "2", "--steps", "1", "--rounds", "1",
+        "--threads", "1", "--models", "acfnet", "acfnet_no_recon", "cnn3d", "resnet18_3d",
+    )  # fmt: skip
+    for name in ("acfnet", "acfnet_no_recon", "cnn3d", "resnet18_3d"):
+        assert re.search(rf"^\s*{name}: +[\d.]+ ms/step", out, re.M), out
+    for name in ("acfnet", "acfnet_no_recon"):
+        for other in ("cnn3d", "resnet18_3d"):
+            assert re.search(rf"^{name} / {other} step time: [\d.]+x", out, re.M), out
+    assert "acfnet / acfnet_no_recon" not in out  # variants are not compared with each other
+
+
+def test_preprocess_benchmark_prints_the_stage_table_and_the_lower_bound():
+    out = _run("benchmarks/preprocess.py", "--profile", "smoke", "--n", "2", "--repeats", "1")
+    assert re.search(r"ratio preprocessing / DICOM read: [\d.]+x", out), out
+    for stage in ("load CT + SEG", "of which SEG per-frame", "of which CT slices", "cubic resize"):
+        assert re.search(rf"{re.escape(stage)}: +[\d.]+$", out, re.M), out
+    assert re.search(r"the whole is >= [\d.]+x", out), out
