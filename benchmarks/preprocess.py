@@ -118,7 +118,7 @@ def stage_times(refs, cfg) -> dict[str, float]:
         )
         arrays = preprocess.preprocess_patient(p, cfg)
         with tempfile.TemporaryDirectory() as tmp:
-            timed("compressed .npz write", preprocess.atomic_savez, Path(tmp) / "x.npz", **arrays)
+            timed(".npz write", preprocess.atomic_savez, Path(tmp) / "x.npz", **arrays)
     return {k: v / len(refs) * 1e3 for k, v in acc.items()}
 
 
@@ -148,7 +148,7 @@ COMPUTE_STAGES = (
     "mask resize",
     "mask closing",
     "lesion radiomics",
-    "compressed .npz write",
+    ".npz write",
 )
 
 

@@ -31,6 +31,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,13 +124,37 @@ def write_csv(path: str | Path, frame: Any, **to_csv_kwargs: Any) -> None:
         frame.to_csv(tmp, **to_csv_kwargs)
 
 
+#: Deflate level of the compressed members of :func:`savez` (masks, labels).
+NPZ_DEFLATE_LEVEL = 1
+
+
 def savez(path: str | Path, **arrays: Any) -> None:
-    """``np.savez_compressed(path, **arrays)`` written atomically (``path`` ends in ``.npz``)."""
+    """Arrays to an ``.npz`` archive (read by ``np.load``) written atomically.
+
+    Like ``np.savez_compressed`` except for what is compressed: floating-point arrays are
+    stored as they are, everything else is deflated (level :data:`NPZ_DEFLATE_LEVEL`). Issue
+    11: a preprocessed CT (float32 after CLAHE, noisy mantissas) shrank by 14% under
+    ``savez_compressed`` for 115 of the 141 ms a paper-profile patient's cache file took; the
+    masks shrink ~300x at any level. Every member has a fixed timestamp, so the same arrays
+    give the same bytes. ``allow_pickle=False``: object arrays are refused, as by the reader.
+    """
     import numpy as np
 
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+            for name, value in arrays.items():
+                array = np.asanyarray(value)
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                floating = array.dtype.kind in "fc"
+                zf.writestr(
+                    info,
+                    buffer.getbuffer(),
+                    compress_type=zipfile.ZIP_STORED if floating else zipfile.ZIP_DEFLATED,
+                    compresslevel=None if floating else NPZ_DEFLATE_LEVEL,
+                )
 
 
 def torch_save(path: str | Path, obj: Any) -> None:

@@ -29,6 +29,35 @@ def test_writers_round_trip_and_leave_no_temporary(tmp_path: Path):
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
 
 
+def test_savez_stores_floats_deflates_the_rest_and_is_reproducible(tmp_path: Path):
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "ct": rng.random((4, 16, 16), dtype=np.float32),
+        "masks": (rng.random((2, 4, 16, 16)) < 0.1).astype(np.uint8),
+        "z_index": np.arange(4),
+        "patient_id": np.asarray("CRLM-CT-1001"),
+        "names": np.asarray(["a", "bb"]),
+        "spacing": np.asarray([2.5, 0.8, 0.8]),
+    }
+    atomic.savez(tmp_path / "a.npz", **arrays)
+    atomic.savez(tmp_path / "b.npz", **{k: v.copy() for k, v in arrays.items()})
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == sorted(arrays)
+        for k, v in arrays.items():
+            assert z[k].dtype == v.dtype
+            np.testing.assert_array_equal(z[k], v)
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds["ct.npy"] == kinds["spacing.npy"] == zipfile.ZIP_STORED
+    assert kinds["masks.npy"] == kinds["names.npy"] == zipfile.ZIP_DEFLATED
+    with pytest.raises(ValueError, match="pickle"):
+        atomic.savez(tmp_path / "c.npz", bad=np.asarray([{"a": 1}], dtype=object))
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path):
     path = tmp_path / "metrics.csv"
     path.write_text("old")

@@ -112,7 +112,11 @@ def find_bifurcation(
     """
     portal = np.asarray(portal, bool)
     if portal.any():
-        labels = measure.label(portal, connectivity=3)
+        # Everything below runs inside the portal mask's bounding box (issue 11: the labelling
+        # of the whole volume was most of this function's time). A crop keeps the raster order
+        # of the voxels, so the components get the same numbers and the same one is the largest.
+        outer = _bounding_box(portal)
+        labels = measure.label(portal[outer], connectivity=3)
         counts = np.bincount(labels.ravel())
         counts[0] = 0
         main = labels == int(np.argmax(counts))
@@ -126,7 +130,7 @@ def find_bifurcation(
                 dist = ndimage.distance_transform_edt(sub, sampling=spacing)
                 pts = np.argwhere(branch)
                 best = pts[int(np.argmax(dist[tuple(pts.T)]))]
-                return int(best[0] - 1 + box[0].start), "portal_skeleton"
+                return int(best[0] - 1 + box[0].start + outer[0].start), "portal_skeleton"
         area = portal.sum(axis=(1, 2))
         return int(np.argmax(area)), "portal_area"
     if liver is not None and np.any(liver):
@@ -161,20 +165,69 @@ def _window01(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
 
 
 def _resize_inplane(vol: np.ndarray, size: int, order: int) -> np.ndarray:
+    """Each ``[Y, X]`` slice of ``vol`` ``[Z, Y, X]`` to ``size x size`` by
+    ``scipy.ndimage.zoom(order, grid_mode=True, mode="nearest")``.
+
+    For ``order >= 2`` (the CT's cubic spline) the slices are zoomed one by one rather than by
+    one 3D zoom with factor 1 along z (the form before issue 11's sixth round): the 3D call
+    also spline-filters along z and evaluates 4 z-neighbours per voxel (64 taps instead of 16),
+    only to land back on the same slices. Both are equal in exact arithmetic; their float64
+    intermediates differ by <= 4e-15 and their float32 outputs were identical on every voxel
+    compared (1.3 M random voxels from 16x96x96 to 40x512x512, the golden test, 24 synthetic
+    patients), in 3-3.5x less time (40x512x512 -> 128: 0.63 -> 0.22 s). Orders 0 and 1 have no
+    prefilter and stay one 3D call (the masks use order 0).
+    """
     z, y, x = vol.shape
-    out = ndimage.zoom(vol, (1.0, size / y, size / x), order=order, grid_mode=True, mode="nearest")
-    assert out.shape == (z, size, size), out.shape
+    if order < 2:  # no spline prefilter: the 3D call does no extra work along z
+        return ndimage.zoom(
+            vol, (1.0, size / y, size / x), order=order, grid_mode=True, mode="nearest"
+        )
+    out = np.empty((z, size, size), vol.dtype)
+    for k in range(z):
+        ndimage.zoom(
+            vol[k], (size / y, size / x), output=out[k], order=order, grid_mode=True, mode="nearest"
+        )
     return out
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every ``True`` voxel of a non-empty ``mask``."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Morphological closing with a ball of ``radius`` voxels, without border erosion."""
+    """Morphological closing with a ball of ``radius`` voxels, without border erosion.
+
+    Defined as ``binary_closing`` of the mask zero-padded by ``radius`` on every side, cropped
+    back. Computed on the mask's bounding box grown by ``radius`` (issue 11: most structures
+    fill a small part of the volume): the dilation is ``False`` beyond the grown box, and the
+    erosion keeps a voxel only when its whole ball lies in the dilation, hence inside the grown
+    box; a voxel whose ball leaves the grown box is eroded either way (the crop's zero border
+    stands for the dilation's ``False`` there, or for the same ``radius`` of zero padding at
+    the volume's edge). Equal to the whole-volume form (tested on random masks, also touching
+    the borders; a box grown by less fails those tests).
+    """
+    mask = np.asarray(mask, bool)
     if radius <= 0:
-        return mask.astype(bool)
-    padded = np.pad(mask.astype(bool), radius)
-    closed = ndimage.binary_closing(padded, structure=morphology.ball(radius))
-    sl = tuple(slice(radius, -radius) for _ in range(3))
-    return closed[sl]
+        return mask.copy()
+    out = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return out
+    inner, pads = [], []
+    for sl, n in zip(_bounding_box(mask), mask.shape):
+        lo, hi = sl.start - radius, sl.stop + radius
+        a, b = max(lo, 0), min(hi, n)
+        inner.append(slice(a, b))
+        pads.append((a - lo, hi - b))  # zeros where the grown box leaves the volume
+    sub = np.pad(mask[tuple(inner)], pads)
+    closed = ndimage.binary_closing(sub, structure=morphology.ball(radius))
+    keep = tuple(slice(p[0], p[0] + s.stop - s.start) for p, s in zip(pads, inner))
+    out[tuple(inner)] = closed[keep]
+    return out
 
 
 def settings_hash(cfg: PreprocessConfig, clahe_mode: str = "2d") -> str:
@@ -502,7 +555,8 @@ def remove_stale_temps(out_dir: Path) -> list[Path]:
 
 
 def atomic_savez(path: Path, **arrays) -> None:
-    """``np.savez_compressed`` to a temporary file in the same folder, then ``os.replace``.
+    """:func:`crlm_lib.atomic.savez` (an ``.npz``: floating-point arrays stored, the rest
+    deflated) to a temporary file in the same folder, then ``os.replace``.
 
     The temporary name carries this process's PID (``.<stem>.<pid>.<random>.npz.tmp``) so that
     a cleanup never removes a live writer's file (:func:`remove_stale_temps`).

@@ -96,12 +96,85 @@ def test_without_clahe_mapping_is_linear():
     np.testing.assert_allclose(out["ct"], 0.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(16, 96, 96), (10, 80, 72), (3, 256, 200)])
+def test_cubic_resize_slice_by_slice_equals_the_3d_zoom(shape):
+    """The slice-by-slice cubic resize gives the 3D zoom's float32 output (factor 1 along z)."""
+    from scipy import ndimage
+
+    vol = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    ref = ndimage.zoom(
+        vol, (1.0, 32 / shape[1], 32 / shape[2]), order=3, grid_mode=True, mode="nearest"
+    )
+    out = pp._resize_inplane(vol, 32, order=3)
+    assert out.dtype == np.float32 and out.shape == (shape[0], 32, 32)
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_masks_closed():
     hole = np.ones((8, 12, 12), bool)
     hole[4, 6, 6] = False
     closed = pp.close_mask(hole, 1)
     assert closed[4, 6, 6]
     assert closed.all()  # no erosion at the border
+
+
+def _close_whole_volume(mask, radius):
+    """The closing's definition (the form before issue 11's sixth round): the whole volume."""
+    from scipy import ndimage
+    from skimage import morphology
+
+    padded = np.pad(mask.astype(bool), radius)
+    closed = ndimage.binary_closing(padded, structure=morphology.ball(radius))
+    return closed[tuple(slice(radius, -radius) for _ in range(3))]
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_closing_on_the_bounding_box_equals_the_whole_volume(radius, seed):
+    rng = np.random.default_rng(seed)
+    shape = (14, 30, 26)
+    mask = np.zeros(shape, bool)
+    # a blob somewhere (seed 0 and 1: touching the volume's first / last faces), pinholes
+    lo = [0 if seed == 0 else int(rng.integers(0, n - 6)) for n in shape]
+    hi = [n if seed == 1 else int(rng.integers(a + 3, n + 1)) for a, n in zip(lo, shape)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    mask[box] = rng.random(mask[box].shape) < 0.7
+    if seed == 5:
+        mask[:] = False
+        mask[7, 15, 13] = True  # a single voxel
+    np.testing.assert_array_equal(pp.close_mask(mask, radius), _close_whole_volume(mask, radius))
+    assert not pp.close_mask(np.zeros(shape, bool), radius).any()
+
+
+def _bifurcation_whole_volume(portal, spacing):
+    """``find_bifurcation``'s skeleton method labelling the whole volume (the form before)."""
+    from scipy import ndimage
+    from skimage import measure, morphology
+
+    labels = measure.label(portal, connectivity=3)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    main = labels == int(np.argmax(counts))
+    box = ndimage.find_objects(main.astype(np.uint8))[0]
+    sub = np.pad(main[box], 1)
+    skel = morphology.skeletonize(sub).astype(bool)
+    neighbours = ndimage.convolve(skel.astype(np.uint8), np.ones((3, 3, 3), np.uint8))
+    branch = skel & (neighbours - 1 >= 3)
+    if not branch.any():
+        return None
+    dist = ndimage.distance_transform_edt(sub, sampling=spacing)
+    pts = np.argwhere(branch)
+    return int(pts[int(np.argmax(dist[tuple(pts.T)]))][0] - 1 + box[0].start)
+
+
+@pytest.mark.parametrize("bif", [6, 12, 20])
+def test_bifurcation_in_the_bounding_box_equals_the_whole_volume(bif):
+    p = _patient(nz=30, bif=bif)
+    portal = p.masks["portal"].copy()
+    portal[2:4, 2:4, 2:4] = True  # a second, smaller component elsewhere
+    z, method = pp.find_bifurcation(portal, p.spacing, p.masks["liver"])
+    assert method == "portal_skeleton"
+    assert z == _bifurcation_whole_volume(portal, p.spacing)
 
 
 def test_invert_to_source_round_trip():
