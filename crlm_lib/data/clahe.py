@@ -102,13 +102,22 @@ def _clahe(image: np.ndarray, kernel: tuple[int, int], clip_limit: float, nbins:
     coeffs = [np.transpose(c).flatten() for c in coeffs]
     inv_coeffs = [1 - c for c in coeffs]
     result = np.zeros(blocks.shape, dtype=np.float32)
-    # take_along_axis(edge_maps, blocks, -1) as one flat gather whose indices (block row *
-    # bins + grey level) are the same for the four neighbours: computed once
+    # take_along_axis(edge_maps, blocks, -1) for the four neighbours as flat gathers from the
+    # whole map, no copy of its edge slices: the index of (slice, block row, block column,
+    # grey level) in the map is computed once and a neighbour is a constant offset from it.
+    # The mapped levels lie in [0, NR_OF_GRAY - 1] (map_histogram clips them), so uint16 holds
+    # them exactly; each product converts them to float64 as the int64 did (issue 11: at
+    # 512x512 the edge-slice copies and gathers of 8-byte maps were most of the time).
+    assert NR_OF_GRAY <= 2**16
     n_map = map_array.shape[-1]
-    flat = blocks + (np.arange(n * py * px, dtype=np.intp) * n_map).reshape(n, py * px, 1)
+    table = map_array.astype(np.uint16).reshape(-1)
+    block_row = np.arange(n * py * px, dtype=np.intp).reshape(n, py, px)
+    block_row += np.arange(n, dtype=np.intp)[:, None, None] * (py + px + 1)  # skip pad cells
+    block_row += np.arange(py, dtype=np.intp)[None, :, None]
+    flat = blocks + (block_row * n_map).reshape(n, py * px, 1)
     for edge in np.ndindex(2, 2):
-        edge_maps = map_array[:, edge[0] : edge[0] + py, edge[1] : edge[1] + px]
-        edge_mapped = edge_maps.reshape(-1)[flat]  # (the slice of map_array is small: a copy)
+        start = (edge[0] * (px + 1) + edge[1]) * n_map
+        edge_mapped = table[start:][flat]
         edge_coeffs = np.prod([[inv_coeffs, coeffs][e][d] for d, e in enumerate(edge[::-1])], 0)
         result += (edge_mapped * edge_coeffs).astype(result.dtype)
     result = result.astype(dtype)
