@@ -1,7 +1,7 @@
 """Benchmark: preprocessing throughput and where its time goes (not a test).
 
 ``python benchmarks/preprocess.py --profile cpu [--n N] [--n-jobs J] [--repeats R]
-[--cprofile 25]`` writes a synthetic cohort of ``N`` patients in a temporary folder, then,
+[--cprofile 25] [--matrix 512]`` writes a synthetic cohort of ``N`` patients in a temporary folder, then,
 ``R`` times interleaved in this process (read, preprocess, read, preprocess ...: the machine is
 shared, so only same-process interleaved medians are comparable), times
 
@@ -40,6 +40,7 @@ import statistics
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,8 +172,21 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cprofile", type=int, default=0, help="print the top K functions")
+    ap.add_argument(
+        "--matrix",
+        type=int,
+        default=0,
+        help="synthetic in-plane matrix instead of the profile's (512: the real collection's; "
+        "the field of view is kept)",
+    )
     args = ap.parse_args()
     prof = get_profile(args.profile)
+    if args.matrix:
+        synth = prof.synth
+        fov = synth.matrix * synth.pixel_spacing_mm
+        prof = prof.with_(
+            synth=replace(synth, matrix=args.matrix, pixel_spacing_mm=fov / args.matrix)
+        )
     cfg = prof.preprocess
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

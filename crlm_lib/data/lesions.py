@@ -16,14 +16,14 @@ shape (physical units, spacing-aware)
     ``least_axis_mm`` = 4 sqrt(lambda) of the covariance of voxel centres (mm), ``elongation``
     = sqrt(lambda_minor / lambda_major), ``flatness`` = sqrt(lambda_least / lambda_major),
     ``extent`` = voxels / bounding-box voxels, ``solidity`` = voxels / convex-hull voxels
-    (``skimage.measure.regionprops``; 1.0 for degenerate, co-planar lesions).
+    (the hull image of ``skimage.measure.regionprops``, counted by :func:`convex_hull_voxels`;
+    1.0 for degenerate, co-planar lesions).
 
 Features are computed at the original CT resolution (before any resizing), as AMINN does.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -105,15 +105,58 @@ def _shape(mask: np.ndarray, spacing: tuple[float, float, float]) -> list[float]
     flat = float(np.sqrt(eig[2] / eig[0])) if eig[0] > 0 else 0.0
     props = measure.regionprops(mask.astype(np.uint8))[0]
     extent = float(props.extent)
-    try:
-        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore")
-            solidity = float(props.solidity)
-    except Exception:  # noqa: BLE001 - qhull fails on co-planar/degenerate point sets
-        solidity = 1.0
-    if not np.isfinite(solidity) or solidity <= 0:
-        solidity = 1.0
+    hull = convex_hull_voxels(props.image)
+    solidity = n / hull if hull > 0 else 1.0  # 0: qhull failed (co-planar, degenerate)
     return [volume, area, sphericity, major, minor, least, elong, flat, extent, solidity]
+
+
+#: Tolerance of the inside-the-hull test (``skimage.morphology.convex_hull_image``'s default).
+HULL_TOLERANCE = 1e-10
+
+
+def convex_hull_voxels(image: np.ndarray) -> int:
+    """Number of voxels of ``skimage.morphology.convex_hull_image(image)`` (3-D, defaults).
+
+    ``regionprops(...).solidity`` is ``voxels / convex-hull voxels`` with that hull image; this
+    is the same hull (the hull of the voxels' centres, then of their face centres ``+-0.5``
+    along each axis, duplicates removed, as scikit-image 0.26 builds it) and the same test of
+    each grid point against each facet (``n . x + d < 1e-10``), counted faster (issue 11: at
+    the real 0.8 mm pixels the test of every voxel of the bounding box against every facet was
+    ~0.9 s of a patient's 1.7 s of computing):
+
+    - the lesion's own voxels are not tested: each lies at least ``0.5 / sqrt(3)`` inside
+      every facet (its face centres are hull points), so scikit-image finds them inside;
+    - the others are tested facet by facet and dropped at the first facet they fail, instead
+      of every voxel against every facet.
+
+    Returns 0 where qhull fails (co-planar or too few points), where scikit-image warns and
+    returns an empty hull. Equal to ``convex_hull_image(image).sum()`` on the tested lesions
+    (``tests/data/test_lesions.py``).
+    """
+    from scipy.spatial import ConvexHull, QhullError
+    from skimage.util import unique_rows
+
+    image = np.asarray(image, bool)
+    if image.ndim != 3:
+        raise ValueError(f"convex_hull_voxels expects a 3-D mask, got shape {image.shape}")
+    inside = int(image.sum())
+    if inside == 0:
+        return 0
+    try:
+        hull0 = ConvexHull(np.transpose(np.nonzero(image)))
+        coords = hull0.points[hull0.vertices]
+        offsets = np.zeros((6, 3))
+        for row, (axis, step) in enumerate((a, s) for a in range(3) for s in (-0.5, 0.5)):
+            offsets[row, axis] = step
+        hull = ConvexHull(unique_rows((coords[:, np.newaxis, :] + offsets).reshape(-1, 3)))
+    except QhullError:
+        return 0
+    grid = np.stack(np.nonzero(~image))  # [3, M] int64, as np.mgrid's columns
+    for equation in hull.equations:
+        if not grid.shape[1]:
+            break
+        grid = grid[:, np.dot(equation[:3], grid) + equation[3:] < HULL_TOLERANCE]
+    return inside + grid.shape[1]
 
 
 def _bounding_box(mask) -> tuple[tuple[slice, ...], np.ndarray]:

@@ -61,3 +61,54 @@ def test_single_voxel_lesion_is_finite():
     m[2, 2, 2] = True
     feats, _ = lesion_features(ct, [m], spacing=(1.0, 1.0, 1.0))
     assert np.isfinite(feats).all()
+
+
+def _lesion_shapes():
+    """Lesions of many kinds: concave, noisy, thin, single-slice (co-planar), single voxel."""
+    rng = np.random.default_rng(3)
+    shapes = []
+    for k in range(6):  # blobs with holes and bites: concavities for the hull to fill
+        blob = _ball((14, 20, 18), (7, 10, 9), 4 + k % 3) & (rng.random((14, 20, 18)) < 0.85)
+        blob[7, :, 9 + k % 4 :] = False
+        shapes.append(blob)
+    crescent = _ball((10, 22, 22), (5, 11, 11), 8) & ~_ball((10, 22, 22), (5, 11, 15), 7)
+    shapes.append(crescent)
+    two = np.zeros((8, 16, 16), bool)  # two pieces of one segment: the hull bridges them
+    two[1:3, 1:4, 1:4] = True
+    two[5:8, 10:15, 11:14] = True
+    shapes.append(two)
+    flat = np.zeros((1, 9, 9), bool)
+    flat[0, 2:7, 3:8] = True  # one slice: qhull fails in 3-D
+    shapes.append(flat)
+    line = np.zeros((5, 5, 5), bool)
+    line[:, 2, 2] = True
+    shapes.append(line)
+    shapes.append(np.ones((1, 1, 1), bool))
+    return shapes
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_convex_hull_voxels_equals_scikit_image(index):
+    import warnings
+
+    from skimage.morphology import convex_hull_image
+
+    from crlm_lib.data.lesions import convex_hull_voxels
+
+    image = _lesion_shapes()[index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-image warns where qhull fails
+        expected = int(convex_hull_image(image).sum())
+    assert convex_hull_voxels(image) == expected
+    if index < 8:
+        assert expected > image.sum()  # a real hull, larger than the lesion
+
+
+def test_solidity_of_a_concave_lesion_is_scikit_images():
+    from skimage import measure
+
+    crescent = _lesion_shapes()[6]
+    feats, names = lesion_features(np.zeros(crescent.shape, np.float32), [crescent], (1, 1, 1))
+    props = measure.regionprops(crescent.astype(np.uint8))[0]
+    assert dict(zip(names, feats[0]))["solidity"] == pytest.approx(props.solidity, rel=1e-6)
+    assert props.solidity < 0.8
