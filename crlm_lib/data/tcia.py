@@ -493,9 +493,9 @@ def _load_ct(
         raise SliceGeometryError(f"{pid}: CT series in {ref['file'].parent} has a single slice")
     dz = _slice_spacing(pid, slices, z)
     direction = np.stack([row, col, normal], axis=1)  # columns = X, Y, Z axis directions
-    ct = np.empty((len(slices), *ref["hu"].shape), np.float32)
-    for k, s in enumerate(slices):  # slice by slice: peak ~ one volume, not two (np.stack)
-        ct[k] = s.pop("hu")
+    ct = np.empty((len(slices), *ref["stored"].shape), np.float32)
+    for k, s in enumerate(slices):  # rescaled into the volume: no float copy per slice
+        _rescale(s.pop("stored"), s["slope"], s["intercept"], out=ct[k])
     return {
         "ct": ct,
         "spacing": (dz, ref["ps"][0], ref["ps"][1]),
@@ -512,12 +512,24 @@ def _load_ct(
     }
 
 
+def _rescale(stored: np.ndarray, slope, intercept, out: np.ndarray | None = None) -> np.ndarray:
+    """HU ``stored * slope + intercept`` in float32 (the stored values cast to float32 first),
+    into ``out`` when given."""
+    out = np.multiply(stored, slope, out=out, dtype=np.float32)
+    return np.add(out, intercept, out=out)
+
+
 def _read_ct_slice(pid: str, f: Path) -> dict:
-    """One CT file: ``hu`` (``[Y, X]`` float32, rescaled), ``ipp``, ``iop``, ``ps`` (mm),
-    ``sop`` and ``file``; :class:`DicomReadError` when its pixels or geometry cannot be read."""
+    """One CT file: ``stored`` (``[Y, X]`` stored values, as in the file), ``slope`` and
+    ``intercept`` (float32, see :func:`_rescale`), ``ipp``, ``iop``, ``ps`` (mm), ``sop`` and
+    ``file``; :class:`DicomReadError` when its pixels or geometry cannot be read.
+
+    The slices keep their stored values until :func:`_load_ct` rescales them into the volume
+    (issue 11: a float32 copy per slice doubled the CT's memory while the series was read and
+    cost two passes over every slice)."""
     ds = _read(f, pid, "CT")
     try:
-        arr = _stored_pixels(ds).astype(np.float32)
+        arr = _stored_pixels(ds)
         ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
         iop = _orientation(ds)
         ps = [float(v) for v in ds.PixelSpacing]
@@ -527,7 +539,9 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
     return {
         "file": f,
-        "hu": arr * np.float32(slope) + np.float32(intercept),
+        "stored": arr,
+        "slope": np.float32(slope),
+        "intercept": np.float32(intercept),
         "ipp": ipp,
         "iop": iop,
         "ps": ps,
@@ -540,10 +554,10 @@ def _check_same_geometry(pid: str, slices: list[dict]) -> None:
     :class:`SliceGeometryError` naming both files."""
     ref = slices[0]
     for s in slices[1:]:
-        if s["hu"].shape != ref["hu"].shape:
+        if s["stored"].shape != ref["stored"].shape:
             raise SliceGeometryError(
-                f"{pid}: CT slice {s['file']} has shape {s['hu'].shape}, "
-                f"{ref['file']} has {ref['hu'].shape}"
+                f"{pid}: CT slice {s['file']} has shape {s['stored'].shape}, "
+                f"{ref['file']} has {ref['stored'].shape}"
             )
         if not np.allclose(s["iop"], ref["iop"], atol=1e-4):
             raise SliceGeometryError(
@@ -590,7 +604,11 @@ def _drop_copies(pid: str, slices: list[dict], warnings: list[str]) -> list[dict
             first[s["sop"]] = s
             out.append(s)
             continue
-        if np.array_equal(seen["ipp"], s["ipp"]) and np.array_equal(seen["hu"], s["hu"]):
+        same_hu = np.array_equal(
+            _rescale(seen["stored"], seen["slope"], seen["intercept"]),
+            _rescale(s["stored"], s["slope"], s["intercept"]),
+        )
+        if np.array_equal(seen["ipp"], s["ipp"]) and same_hu:
             warnings.append(
                 f"{pid}: CT file {s['file']} is a copy of {seen['file']} (same SOP instance "
                 f"{s['sop']}); ignored"
