@@ -23,9 +23,12 @@ interleaved): before issue 11 the ratio was 13-15x (the SEG read through
 reader and the ``frombuffer`` CT read, 10.8x (14.8x before, same process, interleaved); with
 the stacked CLAHE (``data.clahe``, bit-identical) 9.4x on the idle machine (11.0x just before;
 4.49 -> 5.18 patients/s; CLAHE 53 -> 16 ms per patient, both forms timed in the stage table).
-Sixth round: the compute stages alone are 3.0x the bare read (62-65 of 21.3 ms per patient) and
-the SEG's per-frame values through pydicom 2.3x, so the whole cannot reach the <= 3x goal with
-these (bit-identical) outputs; see the README section "Where the time goes".
+Sixth round (outputs identical): resize slice by slice, bifurcation and closing in bounding
+boxes, faster solidity, float arrays stored in the ``.npz``: 9.4x -> 8.3x at the cpu profile,
+26.9x -> 13.9x at the paper profile, 67.6x -> 30.0x at ``--matrix 512`` (0.35 -> 0.80
+patients/s). The compute stages alone are 1.8x the bare read at the cpu profile and the SEG's
+per-frame values through pydicom 2.1-2.8x, so the whole cannot reach the <= 3x goal with these
+(bit-identical) outputs; see the README section "Where the time goes".
 """
 
 from __future__ import annotations
