@@ -525,8 +525,9 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
     ``file``; :class:`DicomReadError` when its pixels or geometry cannot be read.
 
     The slices keep their stored values until :func:`_load_ct` rescales them into the volume
-    (issue 11: a float32 copy per slice doubled the CT's memory while the series was read and
-    cost two passes over every slice)."""
+    (issue 11: the float32 slices and the volume were held together, two float32 volumes at
+    the peak of the CT read, now the stored values -- half a volume for 16-bit data -- and the
+    volume; one pass less over every slice)."""
     ds = _read(f, pid, "CT")
     try:
         arr = _stored_pixels(ds)
