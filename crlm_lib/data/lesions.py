@@ -159,12 +159,22 @@ def convex_hull_voxels(image: np.ndarray) -> int:
     return inside + grid.shape[1]
 
 
+def mask_bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every ``True`` voxel of a non-empty ``mask`` (one
+    ``any`` projection per axis; also used by ``data.preprocess``)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def _bounding_box(mask) -> tuple[tuple[slice, ...], np.ndarray]:
     """Tight bounding box and cropped bool mask; ``tcia.LesionMask`` crops give theirs as is."""
     if hasattr(mask, "box") and hasattr(mask, "crop"):  # no full [Z, Y, X] volume built
         return tuple(mask.box), np.asarray(mask.crop, bool)
     m = np.asarray(mask, bool)
-    box = ndimage.find_objects(m.astype(np.uint8))[0]
+    box = mask_bounding_box(m)
     return box, m[box]
 
 

@@ -58,7 +58,7 @@ from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
 from crlm_lib.data import tcia
 from crlm_lib.data.clahe import clahe_slices
-from crlm_lib.data.lesions import lesion_features
+from crlm_lib.data.lesions import lesion_features, mask_bounding_box
 from crlm_lib.data.parallel import run_jobs
 from crlm_lib.errors import CRLMUserError
 
@@ -115,12 +115,12 @@ def find_bifurcation(
         # Everything below runs inside the portal mask's bounding box (issue 11: the labelling
         # of the whole volume was most of this function's time). A crop keeps the raster order
         # of the voxels, so the components get the same numbers and the same one is the largest.
-        outer = _bounding_box(portal)
+        outer = mask_bounding_box(portal)
         labels = measure.label(portal[outer], connectivity=3)
         counts = np.bincount(labels.ravel())
         counts[0] = 0
         main = labels == int(np.argmax(counts))
-        box = ndimage.find_objects(main.astype(np.uint8))[0]
+        box = mask_bounding_box(main)
         sub = np.pad(main[box], 1)
         skel = morphology.skeletonize(sub).astype(bool)
         if skel.any():
@@ -190,15 +190,6 @@ def _resize_inplane(vol: np.ndarray, size: int, order: int) -> np.ndarray:
     return out
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every ``True`` voxel of a non-empty ``mask``."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
 def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """Morphological closing with a ball of ``radius`` voxels, without border erosion.
 
@@ -218,7 +209,7 @@ def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     if not mask.any():
         return out
     inner, pads = [], []
-    for sl, n in zip(_bounding_box(mask), mask.shape):
+    for sl, n in zip(mask_bounding_box(mask), mask.shape):
         lo, hi = sl.start - radius, sl.stop + radius
         a, b = max(lo, 0), min(hi, n)
         inner.append(slice(a, b))
