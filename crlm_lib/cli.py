@@ -1,7 +1,8 @@
 """The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``evaluate``,
 ``predict``, ``model-card``, ``notebooks`` and ``render``.
 
-Each sub-command is a thin shell over one library function, so everything the command line does
+``crlm --help`` prints :data:`DESCRIPTION` and one line per sub-command (each sub-parser's
+``help``); ``crlm COMMAND --help`` gives a command's options. Each sub-command is a thin shell over one library function, so everything the command line does
 can be done from a notebook too. Heavy imports happen inside the sub-commands, so ``crlm --help``
 is instant.
 """
@@ -44,6 +45,21 @@ class _RegistryNames(Sequence[str]):
     def __len__(self) -> int:
         return len(self._names)
 
+
+#: What ``crlm --help`` says above the list of sub-commands.
+DESCRIPTION = (
+    "Reproduce the CRLM prognosis paper from the command line: write or read a cohort in the "
+    "TCIA layout, preprocess it, train and evaluate models, score new patients, run the "
+    "notebooks and render the manuscript. Run it inside a checkout of the repository: the "
+    "data/, runs/, results/, notebooks/ and paper/ folders are found from the working "
+    "directory. Research code, not a medical device."
+)
+
+#: What ``crlm --help`` says below the list of sub-commands.
+EPILOG = (
+    "Run 'crlm COMMAND --help' for the options of one command. A user error prints one line "
+    "and exits with status 2."
+)
 
 #: ``crlm train --model`` choices (the registry's names, read lazily: :class:`_RegistryNames`).
 MODEL_CHOICES: Sequence[str] = _RegistryNames()
@@ -536,10 +552,26 @@ def _add_render_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_render)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter with room for the sub-command names: argparse measures them at the
+    group's indent but prints them one level further in, which would put ``preprocess`` and
+    ``model-card`` on a line of their own in ``crlm --help``."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.help != argparse.SUPPRESS:
+            longest = max(len(name) for name in action.choices)
+            self._action_max_length = max(
+                self._action_max_length, longest + self._current_indent + self._indent_increment
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``crlm`` parser: one sub-parser per command, each added by its own function."""
-    parser = argparse.ArgumentParser(prog="crlm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="crlm", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_synth_parser(sub)
     _add_preprocess_parser(sub)
     _add_data_parser(sub)

@@ -23,6 +23,24 @@ def test_sub_commands_parse(argv):
     assert args.command == argv[0] and callable(args.func)
 
 
+def test_help_describes_the_command_and_every_sub_command(capsys, monkeypatch):
+    """``crlm --help``: a whole description, then one line per sub-command with its help."""
+    monkeypatch.setenv("COLUMNS", "100")
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "checkout of the repository" in out and "``" not in out
+    sub = parser._subparsers._group_actions[0]
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert set(helps) == set(sub.choices) and len(helps) == 9
+    lines = out.splitlines()
+    for name, help_text in helps.items():
+        line = next(x for x in lines if x.strip().startswith(name + " "))
+        assert line.split(None, 1)[1].strip() == help_text, (name, line)
+
+
 def test_train_requires_a_model():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--out", "r"])
