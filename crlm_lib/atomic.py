@@ -132,10 +132,10 @@ def savez(path: str | Path, **arrays: Any) -> None:
     """Arrays to an ``.npz`` archive (read by ``np.load``) written atomically.
 
     Like ``np.savez_compressed`` except for what is compressed: floating-point arrays are
-    stored as they are, everything else is deflated (level :data:`NPZ_DEFLATE_LEVEL`). Issue
-    11: a preprocessed CT (float32 after CLAHE, noisy mantissas) shrank by 14% under
-    ``savez_compressed`` for 115 of the 141 ms a paper-profile patient's cache file took; the
-    masks shrink ~300x at any level. Every member has a fixed timestamp, so the same arrays
+    stored as they are, everything else is deflated (level :data:`NPZ_DEFLATE_LEVEL`). Why: a
+    preprocessed CT (float32 after CLAHE, noisy mantissas) shrinks by only 14% under
+    ``savez_compressed``, for 115 of the 141 ms that writing a paper-profile patient's cache
+    file takes that way; the masks shrink ~300x at any level. Every member has a fixed timestamp, so the same arrays
     give the same bytes. ``allow_pickle=False``: object arrays are refused, as by the reader.
     """
     import numpy as np

@@ -20,7 +20,7 @@ of image models restricted to 4D-ACFNet (both objectives), the plain 3D CNN and 
 repeat of 3 epochs; the 3D ResNets and STG are compared on the papers' split only. The ``paper``
 profile runs every model in the cross-validation.
 
-Why 3 epochs x 1 repeat for the cpu profile's image models (issue 10, measured with
+Why 3 epochs x 1 repeat for the cpu profile's image models (measured with
 ``benchmarks/acfnet_vs_cox.py --epochs N`` / ``--repeats N`` on the 2-core machine): a 3-epoch
 4D-ACFNet CV fold takes ~8-15 s when the machine is otherwise idle (2.2-3.5 min when it is
 shared with three other training jobs). More epochs buy nothing measurable in the C-index:

@@ -21,8 +21,8 @@ year (recurrence head); ``"censored"`` is the discrete-time likelihood, the prop
 independent censoring (about half of the cohort is censored). The objective is *not* chosen on
 the test folds, and not on inner folds either: an inner-fold choice trains both objectives again
 on inner folds of every outer fold (3 inner folds x 2 objectives x 5 outer folds = 30 more
-fits, ~4-8 min on 2 idle cores), beyond the ~2 min that notebook 06 may grow (issue 11;
-``config`` has the per-fold timings). So the choice is made a priori, for the reason
+fits, ~4-8 min on 2 idle cores), beyond the ~2 min that notebook 06 may grow within the cpu
+profile's budget (``config`` has the per-fold timings). So the choice is made a priori, for the reason
 above: the censoring-aware likelihood is the recommended objective, and ``"paper"`` is kept as
 the option that reproduces the published networks. Both are trained and reported side by side
 in every cross-validated table (``"acfnet"`` and ``"acfnet:censored"``); the engine's default

@@ -6,7 +6,7 @@ Why one module named ``types`` and not ``predictions``: the two types are read b
 modules (``metrics``, ``evaluation``, ``predict``, ``pipeline``), neither has any behaviour of
 its own beyond validation and accessors, and the column names of the Predictions frame are
 constants that ``models.clinical``, ``train``, ``metrics``, ``evaluation``, ``predict`` and
-``plots`` import from here instead of spelling them (issue 13). The numerical core (the
+``plots`` import from here instead of spelling them. The numerical core (the
 formulas of curves and risks over arrays) stays in :mod:`crlm_lib.metrics`, as pycox keeps its
 functions beside ``EvalSurv``; :class:`Predictions` only picks the columns and calls them.
 
@@ -19,8 +19,8 @@ Risk, defined once
 :meth:`Predictions.risk` ``(head, horizon_years)`` is the predicted probability of the event
 (death for ``"os"``, recurrence for ``"dfs"``) by the end of year ``horizon_years``, i.e.
 ``1 - S(horizon)`` of :meth:`Predictions.curve`. The recurrence head's evaluation score is
-this risk at 3 years (``metrics.risk_from_recurrence``). The other two quantities that used to
-be called "risk" keep their own names because their numbers differ:
+this risk at 3 years (``metrics.risk_from_recurrence``). Two other quantities that could be
+called "risk" have their own names because their numbers differ:
 
 - :meth:`Predictions.expected_years` — the 12-year restricted mean event-free time; the
   survival head's ranking score of the evaluation is minus it (``metrics.risk_from_survival``);

@@ -117,8 +117,8 @@ def build_augmentation(
     else:
         raise ValueError(f"blur_units must be 'voxel' or 'mm', not {blur_units!r}")
     # The Compose deep-copies the subject once; its steps then work on that copy
-    # (``copy=False``; same output, issue 11: TorchIO otherwise copies the subject again in
-    # every step, 13 tensor copies per sample).
+    # (``copy=False``; same output: TorchIO otherwise copies the subject again in every
+    # step, 13 tensor copies per sample).
     return tio.Compose(
         [
             tio.RandomElasticDeformation(
@@ -144,8 +144,8 @@ def _one_torch_thread() -> Iterator[None]:
 
     A sample's tensors are small (64 KiB at the cpu profile's grid): splitting each elementwise
     op over OpenMP threads gains nothing, and on a loaded machine every hand-off waits for a
-    descheduled thread (issue 11, measured on the shared 2-core machine: 259 -> 42 ms per
-    cpu-size sample). DataLoader workers already run with one thread; this covers
+    descheduled thread (measured on the shared 2-core machine: 259 ms per cpu-size sample
+    with two threads, 42 ms with one). DataLoader workers already run with one thread; this covers
     ``num_workers=0``. The outputs do not depend on the thread count.
     """
     n = torch.get_num_threads()
@@ -211,7 +211,7 @@ def _augment(ct, masks, spacing, seed, profile, transform, pack_masks):
         transform = build_augmentation(prof, tuple(ct_t.shape[1:]), spacing)
     n_masks = m_t.shape[0]
     if pack_masks and n_masks <= 24:
-        # Speed (issue 11): the elastic resampling (SimpleITK, nearest neighbour for labels)
+        # Speed: the elastic resampling (SimpleITK, nearest neighbour for labels)
         # runs once per channel and dominates a paper-size sample (~1 s per channel). The
         # binary masks are packed as bits of one label channel; nearest neighbour copies a
         # source voxel's value whole, so unpacking gives exactly the per-channel result (the

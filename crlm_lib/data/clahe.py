@@ -5,18 +5,19 @@
 (default ``kernel_size`` = 1/8 of the slice, ``nbins`` = 256): the same integer histograms,
 clipping and redistribution, the same float operations in the same order, on every slice.
 
-Why (issue 11): with the cpu and paper profiles' tiles (1/8 of the slice, clip limit 0.01 of
+Why: with the cpu and paper profiles' tiles (1/8 of the slice, clip limit 0.01 of
 the tile's pixels), scikit-image runs two Python calls per tile (``np.bincount`` and
 ``clip_histogram`` through ``np.apply_along_axis``) and the redistribution loop of
 ``clip_histogram`` for every tile, 64 tiles per slice; here the tiles of every slice are
 processed together as rows of one array, and the redistribution loop runs in lockstep over
 the rows (each row keeps its own excess and step size; the passes and the positions visited
 are those of scikit-image's loop). The per-slice intensity rescalings stay scikit-image's own
-calls. Measured (2-core machine): 57 -> 18 ms per cpu-profile patient (16 slices of 96x96,
-3.2x); 0.66 -> 0.53 s for 40 slices of 512x512 (the real collection's matrix; 1.2x, the
-interpolation's arithmetic dominates there), peak traced memory 114 MiB for the latter.
-``tests/data/test_clahe.py`` compares the two on real-like and random slices, and the
-preprocessing golden test (``tests/data/test_preprocess_golden.py``) is unchanged. It reads two
+calls. Measured (2-core machine), scikit-image's per-slice calls against this: 57 -> 18 ms
+per cpu-profile patient (16 slices of 96x96, 3.2x); 0.66 -> 0.53 s for 40 slices of 512x512
+(the real collection's matrix; 1.2x, the interpolation's arithmetic dominates there), peak
+traced memory 114 MiB for the latter. ``tests/data/test_clahe.py`` compares the two on
+real-like and random slices, and the preprocessing golden test
+(``tests/data/test_preprocess_golden.py``) holds the preprocessing's outputs. It reads two
 names of scikit-image's private ``_adapthist`` module (``NR_OF_GRAY``, ``map_histogram``): a
 scikit-image release that changes the algorithm fails those tests rather than drifting.
 
@@ -106,8 +107,8 @@ def _clahe(image: np.ndarray, kernel: tuple[int, int], clip_limit: float, nbins:
     # whole map, no copy of its edge slices: the index of (slice, block row, block column,
     # grey level) in the map is computed once and a neighbour is a constant offset from it.
     # The mapped levels lie in [0, NR_OF_GRAY - 1] (map_histogram clips them), so uint16 holds
-    # them exactly; each product converts them to float64 as the int64 did (issue 11: at
-    # 512x512 the edge-slice copies and gathers of 8-byte maps were most of the time).
+    # them exactly; each product converts them to float64 as an int64 table would (at
+    # 512x512, edge-slice copies and gathers of an 8-byte map would be most of the time).
     assert NR_OF_GRAY <= 2**16
     n_map = map_array.shape[-1]
     table = map_array.astype(np.uint16).reshape(-1)

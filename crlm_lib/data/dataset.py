@@ -200,7 +200,8 @@ class CRLMDataset(Dataset):
 
     def _arrays(self, pid: str) -> dict[str, np.ndarray]:
         """The arrays ``__getitem__`` needs, read once per dataset when they fit in
-        ``ITEM_CACHE_BYTES`` (issue 11: decompressing every ``.npz`` every epoch), else read
+        ``ITEM_CACHE_BYTES`` (decompressing every ``.npz`` every epoch costs ~35x more than
+        a read from memory at the cpu profile's size: 8.7 against 0.25 ms per item), else read
         each time. Callers copy before changing them (``astype``)."""
         if self._items is not None and pid in self._items:
             return self._items[pid]

@@ -120,9 +120,9 @@ def convex_hull_voxels(image: np.ndarray) -> int:
     ``regionprops(...).solidity`` is ``voxels / convex-hull voxels`` with that hull image; this
     is the same hull (the hull of the voxels' centres, then of their face centres ``+-0.5``
     along each axis, duplicates removed, as scikit-image 0.26 builds it) and the same test of
-    each grid point against each facet (``n . x + d < 1e-10``), counted faster (issue 11: at
-    the real 0.8 mm pixels the test of every voxel of the bounding box against every facet was
-    ~0.9 s of a patient's 1.7 s of computing):
+    each grid point against each facet (``n . x + d < 1e-10``), counted faster (at the real
+    0.8 mm pixels, testing every voxel of the bounding box against every facet takes ~0.9 s of
+    a patient's 1.7 s of computing; 5.3x faster here on 44 synthetic lesions):
 
     - the lesion's own voxels are not tested: each lies at least ``0.5 / sqrt(3)`` inside
       every facet (its face centres are hull points), so scikit-image finds them inside;

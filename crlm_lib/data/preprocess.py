@@ -23,7 +23,7 @@ Order of operations (per patient, :func:`preprocess_patient`)
    unevenly; ``clahe_mode="3d"`` is offered. The paper does not say; CLAHE output is in [0, 1]
    and keeps the window's meaning only monotonically (it is not linear in HU). The 2D form runs
    through ``data.clahe.clahe_slices``: scikit-image's algorithm on all slices at once, equal
-   to it bit for bit and ~3x faster (issue 11).
+   to it bit for bit and ~3x faster.
 5. **In-plane resize** to ``size x size`` with a third-order spline
    (``scipy.ndimage.zoom(order=3, grid_mode=True)``, pixel-edge aligned), clipped back to
    [0, 1] (cubic overshoot). Masks use nearest neighbour (order 0).
@@ -112,8 +112,8 @@ def find_bifurcation(
     """
     portal = np.asarray(portal, bool)
     if portal.any():
-        # Everything below runs inside the portal mask's bounding box (issue 11: the labelling
-        # of the whole volume was most of this function's time). A crop keeps the raster order
+        # Everything below runs inside the portal mask's bounding box (labelling the whole
+        # volume would be most of this function's time). A crop keeps the raster order
         # of the voxels, so the components get the same numbers and the same one is the largest.
         outer = mask_bounding_box(portal)
         labels = measure.label(portal[outer], connectivity=3)
@@ -169,7 +169,7 @@ def _resize_inplane(vol: np.ndarray, size: int, order: int) -> np.ndarray:
     ``scipy.ndimage.zoom(order, grid_mode=True, mode="nearest")``.
 
     For ``order >= 2`` (the CT's cubic spline) the slices are zoomed one by one rather than by
-    one 3D zoom with factor 1 along z (the form before issue 11's sixth round): the 3D call
+    one 3D zoom with factor 1 along z (the reference form, kept in the tests): the 3D call
     also spline-filters along z and evaluates 4 z-neighbours per voxel (64 taps instead of 16),
     only to land back on the same slices. Both are equal in exact arithmetic; their float64
     intermediates differ by <= 4e-15 and their float32 outputs were identical on every voxel
@@ -194,8 +194,8 @@ def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """Morphological closing with a ball of ``radius`` voxels, without border erosion.
 
     Defined as ``binary_closing`` of the mask zero-padded by ``radius`` on every side, cropped
-    back. Computed on the mask's bounding box grown by ``radius`` (issue 11: most structures
-    fill a small part of the volume): the dilation is ``False`` beyond the grown box, and the
+    back. Computed on the mask's bounding box grown by ``radius`` (most structures fill a
+    small part of the volume): the dilation is ``False`` beyond the grown box, and the
     erosion keeps a voxel only when its whole ball lies in the dilation, hence inside the grown
     box; a voxel whose ball leaves the grown box is eroded either way (the crop's zero border
     stands for the dilation's ``False`` there, or for the same ``radius`` of zero padding at

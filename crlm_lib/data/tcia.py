@@ -15,7 +15,7 @@ Choices
   CT in LPS: the most caudal slice).
 * **SEG reader: pydicom** (header with ``stop_before_pixels``, frames one at a time with
   ``pydicom.pixels.iter_pixels``; highdicom writes SEGs in the tests and the synthetic cohort,
-  but its reader's per-frame lookup tables cost more than the rest of the load, issue 11);
+  but its reader's per-frame lookup tables cost more than the rest of the load);
   frames are placed by their own ``PlanePositionSequence/ImagePositionPatient`` (matched to a CT slice
   along the normal and checked in-plane), falling back to ``DerivationImageSequence ->
   SourceImageSequence`` SOP instance UIDs when a frame carries no position. Frame order and
@@ -441,8 +441,8 @@ def _stored_pixels(ds: pydicom.Dataset) -> np.ndarray:
 
     Uncompressed single-sample data whose stored bits fill the allocated bits (the usual CT:
     16 of 16) is read straight from the ``PixelData`` bytes (``np.frombuffer``), which equals
-    ``ds.pixel_array`` (tested) at a fraction of its per-call option handling (issue 11:
-    about a third of the CT loading time). Everything else goes through ``ds.pixel_array``.
+    ``ds.pixel_array`` (tested) without its per-call option handling (about a third of the
+    CT loading time through ``pixel_array``). Everything else goes through ``ds.pixel_array``.
     """
     ts = ds.file_meta.TransferSyntaxUID
     bits = int(ds.get("BitsAllocated", 0) or 0)
@@ -524,10 +524,10 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
     ``intercept`` (float32, see :func:`_rescale`), ``ipp``, ``iop``, ``ps`` (mm), ``sop`` and
     ``file``; :class:`DicomReadError` when its pixels or geometry cannot be read.
 
-    The slices keep their stored values until :func:`_load_ct` rescales them into the volume
-    (issue 11: the float32 slices and the volume were held together, two float32 volumes at
-    the peak of the CT read, now the stored values -- half a volume for 16-bit data -- and the
-    volume; one pass less over every slice)."""
+    The slices keep their stored values until :func:`_load_ct` rescales them into the volume:
+    at the peak of the CT read memory holds the stored values (half a volume for 16-bit data)
+    and the float32 volume, rather than two float32 volumes, and every slice is passed over
+    once less."""
     ds = _read(f, pid, "CT")
     try:
         arr = _stored_pixels(ds)
@@ -670,8 +670,8 @@ def _open_seg(pid: str, path: Path) -> pydicom.Dataset:
     """Parse a SEG's header (segments, functional groups); frames are decoded later.
 
     ``pydicom.dcmread(stop_before_pixels=True)``: the pixel data is not read here; see
-    :func:`_seg_frames`. (highdicom's ``segread`` built lookup tables over every frame that cost
-    more than the rest of the SEG loading together, issue 11; nothing here needs them.)
+    :func:`_seg_frames`. (highdicom's ``segread`` builds lookup tables over every frame that
+    cost more than the rest of the SEG loading together; nothing here needs them.)
     """
     try:
         with open(path, "rb") as f:

@@ -242,9 +242,9 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: Revision of what trains a run, part of the ``config`` identity: bumped when a code change
 #: alters the weights a run would end with although no option or setting changed, so that run
 #: folders trained before are retrained (by the protocols) or refused (``crlm train``) instead
-#: of silently reused. 1: up to issue 11's fifth round; 2: the 3D ResNets' and STG's Hara stem
-#: (same parameter shapes as MONAI's stride-1 stem, so old checkpoints would load) and the
-#: fused AdamW.
+#: of silently reused. 1: MONAI's stride-1 stem in the 3D ResNets and STG, and AdamW's
+#: per-tensor loop; 2: Hara et al.'s stem (same parameter shapes as MONAI's stride-1 stem, so
+#: checkpoints of revision 1 would load without error) and the fused AdamW.
 RUN_REVISION = 2
 
 

@@ -135,8 +135,8 @@ class ReconEncoder(nn.Module):
 
     The timesteps are folded into the batch (``N = B * T``). The first, 1-channel stride-2
     conv is a :class:`~crlm_lib.models.common.Stride2Conv3d`: its input (the reconstruction)
-    needs a gradient, and oneDNN's backward-data kernel for one channel dominated the branch
-    on CPU (issue 11); same parameters and values as ``nn.Conv3d``.
+    needs a gradient, and oneDNN's backward-data kernel for one channel would dominate the
+    branch on CPU; same parameters and values as ``nn.Conv3d``.
     """
 
     def __init__(self, width: int, embed_dim: int) -> None:

@@ -123,9 +123,10 @@ class Stride2Conv3d(nn.Conv3d):
     Same parameters, initialisation and forward values as ``nn.Conv3d(c_in, c_out, 3,
     stride=2, padding=1)``. On CPU (no autocast, even D, H, W) the backward pass computes the
     input gradient with :func:`stride2_input_grad` (one stride-1 forward convolution) instead
-    of oneDNN's backward-data kernel, which is slow for few input channels (issue 11: the
-    1-channel ReconEncoder conv of 4D-ACFNet, forward + backward 3.1 -> 1.8 ms at the cpu
-    profile's size, one thread). Elsewhere it is the plain ``nn.Conv3d``.
+    of oneDNN's backward-data kernel, which is slow for few input channels (for the
+    1-channel ReconEncoder conv of 4D-ACFNet, forward + backward 1.8 ms against 3.1 ms with
+    oneDNN's kernel at the cpu profile's size, one thread). Elsewhere it is the plain
+    ``nn.Conv3d``.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -287,7 +288,7 @@ class TemporalConv(nn.Module):
     ``[B, C, T, D, H, W] -> [B, C_out, T, D, H, W]``, zero padding 1 over t, shared over space.
     The parameters are those of a ``Conv3d`` with kernel (3, 1, 1) (``self.conv``); the
     forward pass runs them as a ``conv2d`` with kernel (3, 1) on the view ``[B, C, T, D*H*W]``
-    (the same sums: issue 11, forward + backward 2.1x faster on CPU than the 3D form, which
+    (the same sums; forward + backward 2.1x faster on CPU than the 3D form, which
     falls back to PyTorch's unoptimised ``slow_conv3d`` for this kernel; :meth:`forward_3d`
     is that reference, equal up to float rounding, tested). Its output keeps T as an
     explicit axis, so captum's ``LayerGradCam`` on this module yields one map per virtual
@@ -319,8 +320,8 @@ class PatchDecoder(nn.Sequential):
     A kernel-2 stride-2 transposed convolution does not overlap: each input voxel writes its
     own 2x2x2 output patch, ``patch = W^T x + b``, and the GELU and 1x1x1 conv that follow act
     per output voxel. :meth:`forward` therefore runs the whole head as two matrix products on
-    the ``[N*d*h*w, c_in]`` voxel rows and rearranges the single output channel once (issue 11:
-    forward + backward 2.3x faster on CPU than the three oneDNN calls at the cpu profile's
+    the ``[N*d*h*w, c_in]`` voxel rows and rearranges the single output channel once
+    (forward + backward 2.3x faster on CPU than the three oneDNN calls at the cpu profile's
     size, 1.5x at the paper size).
     The parameters are those of the ``nn.Sequential`` (same state-dict keys ``0.*``, ``2.*``);
     :meth:`forward_modules` is the layer-by-layer reference (equal up to float rounding,
