@@ -27,32 +27,28 @@ and anchor, and the paired difference against Cox. Synthetic cohort: the numbers
 synthetic generator, not patients.
 
 Measured (cpu profile, 197 synthetic patients, 5 folds; anchors 5 repeats, 4D-ACFNet 1 repeat x
-3 epochs; seed 0; 2 shared CPU cores). ``before``: the code of the last stop (OS residual only,
-heads randomly initialised); ``after``: this issue's changes (recurrence residual from a DFS
-Cox fit, heads started at the anchor: see ``ACFNet.anchor_clinical``).
+3 epochs, with the recurrence residual from a DFS Cox fit and the heads started at the anchor:
+see ``ACFNet.anchor_clinical``; seed 0; 2 shared CPU cores):
 
 ==========================================  =============  =============  =====  =====  ======
 Harrell C (mean over repeats, pooled OOF)   acfnet         censored       Cox    RSF    oracle
 ==========================================  =============  =============  =====  =====  ======
-OS, before (notebook 06 of the last stop)   0.553          0.558          0.557  0.558  0.602
-OS, after (this script)                     0.560          0.558          0.557  0.558  0.602
-DFS, before (notebook 06 of the last stop)  0.494          0.533          0.651  --     --
-DFS, after (this script)                    0.658          0.660          0.651  0.647  0.664
+OS                                          0.560          0.558          0.557  0.558  0.602
+DFS                                         0.658          0.660          0.651  0.647  0.664
 ==========================================  =============  =============  =====  =====  ======
 
-After, with 95% intervals (200 bootstrap replicates; the notebook's 500 give slightly different
+With 95% intervals (200 bootstrap replicates; the notebook's 500 give slightly different
 bounds, the same estimates): OS 4D-ACFNet 0.560 [0.492, 0.615], censoring-aware 0.558 [0.494,
 0.612], Cox 0.557 [0.500, 0.614], RSF 0.558 [0.511, 0.605], oracle 0.602 [0.543, 0.669], Fong
 0.532; DFS 0.658 [0.613, 0.699], 0.660 [0.615, 0.704], 0.651 [0.607, 0.696], 0.647 [0.603,
 0.690], oracle 0.664 [0.612, 0.714], Fong 0.577. Paired difference 4D-ACFNet - Cox (repeat 0,
-the one repeat both have, so not the difference of the means above): OS +0.001 [-0.029, 0.029]
-(before: -0.006 [-0.034, 0.019]), DFS -0.010 [-0.028, 0.006]; censoring-aware - Cox OS -0.001
-[-0.028, 0.022], DFS -0.007 [-0.026, 0.010]. The anchors' rows equal notebook 06's to the last
-digit, which checks that this script runs the manuscript's protocol. What moved it: the
-recurrence residual (DFS) and the anchored start (both heads); 4D-ACFNet now ties the Cox model
-within noise on both heads and sits 0.042 under the oracle (OS), rather than beating it. Wall
-time 2263 s for the two 4D-ACFNet objectives, the four anchors and the bootstrap on a 2-core
-machine shared with three other jobs (2.2-3.5 min per 3-epoch fold).
+the one repeat both have, so not the difference of the means above): OS +0.001 [-0.029, 0.029],
+DFS -0.010 [-0.028, 0.006]; censoring-aware - Cox OS -0.001 [-0.028, 0.022], DFS -0.007
+[-0.026, 0.010]. The anchors' rows equal notebook 06's to the last digit, which checks that
+this script runs the manuscript's protocol. 4D-ACFNet ties the Cox model within noise on both
+heads and sits 0.042 under the oracle (OS). Wall time 2263 s for the two 4D-ACFNet objectives,
+the four anchors and the bootstrap on a 2-core machine shared with three other jobs (2.2-3.5
+min per 3-epoch fold). Earlier forms of the model and of this script: ``docs/performance.md``.
 
 Epochs and repeats (``--epochs``/``--repeats``, bootstrap 0, estimates only; NOT the
 manuscript's protocol): OS / DFS Harrell C of 4D-ACFNet (papers' CE) 0.561 / 0.660 at 5 epochs
@@ -63,10 +59,6 @@ the anchors. So the one-repeat 0.560 is within the repeat-to-repeat spread: 4D-A
 the Cox model, it does not reliably beat it. A 3-repeat CV of every image model of notebook 06
 would add ~3-5 min on an idle machine, more than the ~2 min budget; the profile keeps 1 repeat
 and the CV intervals stay conditional on the fitted models.
-
-An earlier version of this script ran 5 folds x 1 repeat for the anchors too and reported
-0.617 (4D-ACFNet) vs 0.611 (Cox): not the notebook's protocol (Cox is averaged over 5 repeats
-there), and on the cohort before the synthetic recalibration of issue 10.
 """
 
 from __future__ import annotations

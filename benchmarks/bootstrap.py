@@ -1,24 +1,28 @@
-"""The cross-validation bootstrap before and after caching the censoring fits (issue 11).
+"""Time of the cross-validation bootstrap, against the metrics module of an older commit.
 
 Notebook 06 bootstraps every model's pooled out-of-fold predictions (``profile.eval.bootstrap``
-replicates of :func:`crlm_lib.evaluation.head_metrics`, per-fold IPCW): in the cpu profile
-that was about 7 of ``make paper``'s 16 minutes. Each replicate used to refit the training
-fold's censoring Kaplan–Meier four times per fold and head and let scikit-survival validate
-every input again. Now :class:`crlm_lib.metrics.TrainingOutcomes` fits each fold's censoring
-distribution once and the IPCW metrics run on the validated arrays (scikit-survival's own
-functions remain the reference and take over in edge cases).
+replicates of :func:`crlm_lib.evaluation.head_metrics`, per-fold IPCW). The metrics module
+fits each training fold's censoring distribution once for all replicates
+(:class:`crlm_lib.metrics.TrainingOutcomes`) and runs the IPCW metrics on validated arrays
+(scikit-survival's own functions remain the reference and take over in edge cases). The
+reference, commit ``--before-rev`` (default ``7b65951``), refits the training fold's
+censoring Kaplan–Meier four times per fold and head in every replicate and lets
+scikit-survival validate every input again; with it the bootstrap was about 7 of the 16
+minutes of a cpu-profile ``make paper``.
 
 This script builds a realistic frame set — a 197-patient simulated cohort (the cpu
 profile's size; linear-hazard OS/DFS, 48 % deaths, 73 % DFS events), 5 x 5 repeated
 stratified CV of the clinical anchors (Fong, Cox, random survival forest) and the oracle — and
-times the bootstrap of each model with the metrics module as it was before the change
-(``git show REV:crlm_lib/metrics.py``) and as it is now, on the same draws. It prints the seconds of both and the largest absolute
-difference between the two bootstrap tables (estimate, low, high).
+times the bootstrap of each model with the metrics module of the working tree and with that of
+``--before-rev`` (``git show REV:crlm_lib/metrics.py``, so it needs a git checkout), on the
+same draws. It prints the seconds of both and the largest absolute difference between the two
+bootstrap tables (estimate, low, high); ``--skip-before`` times the working tree only.
 
 Usage::
 
     nice -n 10 python benchmarks/bootstrap.py                    # 100 replicates
     nice -n 10 python benchmarks/bootstrap.py --n-boot 500       # the cpu profile's count
+    nice -n 10 python benchmarks/bootstrap.py --skip-before      # the current code only
 
 Measured (2 CPU cores shared with other jobs, ``--n-boot 30``: 4 models x 5 repeats = 20
 frames, OS + DFS heads, per-fold IPCW)::

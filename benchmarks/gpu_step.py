@@ -14,7 +14,7 @@ Usage::
     python benchmarks/gpu_step.py --device cpu --size 16 32 32 --profile cpu --batch-size 8 \
         --threads 1 --models acfnet acfnet_no_recon cnn3d   # where the cpu-size ratio goes
 
-Not a test: it prints numbers (see the README, "Where the time goes").
+Not a test: it prints numbers (measured ones: ``docs/performance.md``, "Training step").
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from crlm_lib.train import _autocast, amp_dtype, build_optimizer, channels_last_
 MODELS = ("acfnet", "cnn3d", "resnet18_3d")
 #: Extra names ``--models`` accepts: registered models with ablation switches, to split a ratio
 #: into its parts. ``acfnet_no_recon`` is 4D-ACFNet without switch D (no decoder, ReconEncoder
-#: or Transformer): the "3D CNN + temporal layers" that issue 11's floor estimate describes.
+#: or Transformer): a "3D CNN + temporal layers", the floor a 4D-ACFNet step is compared with.
 VARIANTS = {"acfnet_no_recon": ("acfnet", {"reconstruction": False})}
 
 

@@ -17,18 +17,18 @@ memory per patient (``tracemalloc`` peak during one ``process_one``: numpy and p
 their buffers to it) beside the process's ``ru_maxrss``. ``--cprofile K`` also prints the
 ``K`` functions with the most own time in one preprocessing pass.
 
-Measured on the shared 2-core machine (cpu profile, 8 patients, ``--n-jobs 1``, medians of 3
-interleaved): before issue 11 the ratio was 13-15x (the SEG read through
-``highdicom.seg.segread`` alone cost ~50 ms of ~170 ms per patient); after the pydicom-only SEG
-reader and the ``frombuffer`` CT read, 10.8x (14.8x before, same process, interleaved); with
-the stacked CLAHE (``data.clahe``, bit-identical) 9.4x on the idle machine (11.0x just before;
-4.49 -> 5.18 patients/s; CLAHE 53 -> 16 ms per patient, both forms timed in the stage table).
-Sixth round (outputs identical): resize slice by slice, bifurcation and closing in bounding
-boxes, faster solidity, float arrays stored in the ``.npz``: 9.4x -> 8.3x at the cpu profile,
-26.9x -> 13.9x at the paper profile, 67.6x -> 30.0x at ``--matrix 512`` (0.35 -> 0.80
-patients/s). The compute stages alone are 1.8x the bare read at the cpu profile and the SEG's
-per-frame values through pydicom 2.1-2.8x, so the whole cannot reach the <= 3x goal with these
-(bit-identical) outputs; see the README section "Where the time goes".
+Usage::
+
+    python benchmarks/preprocess.py --profile cpu --n 8                # the cpu profile's grid
+    python benchmarks/preprocess.py --profile paper --n 4 --repeats 2  # 256x256 -> 40x128x128
+    python benchmarks/preprocess.py --profile paper --n 3 --repeats 2 --matrix 512  # real matrix
+
+Measured on the idle 2-core machine (``--n-jobs 1``, medians of the interleaved repeats):
+8.3x the bare read at the cpu profile (5.65 patients/s), 13.9x at the paper profile (1.73
+patients/s), 30.0x at ``--matrix 512`` (0.80 patients/s). The compute stages alone are 1.8x the
+bare read at the cpu profile and the SEG's per-frame values through pydicom 2.1-2.8x, so the
+whole cannot reach 3x with these (bit-identical) outputs. The per-stage times and how the
+ratio came down from 13-15x: ``docs/performance.md``, "Preprocessing".
 """
 
 from __future__ import annotations
