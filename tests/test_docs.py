@@ -179,3 +179,20 @@ def test_a_removed_name_or_parameter_is_caught():
         "meta",
         "options",
     ]
+
+
+def test_citation_file_parses_and_matches_the_package():
+    """CITATION.cff is YAML with the package's version and licence (CFF 1.2.0 fields)."""
+    import tomllib
+
+    import yaml
+
+    root = INTERFACES.parents[1]
+    cff = yaml.safe_load((root / "CITATION.cff").read_text(encoding="utf-8"))
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert cff["cff-version"] == "1.2.0"
+    assert cff["version"] == project["version"] and cff["license"] == project["license"]
+    assert cff["authors"] == [{"name": "The crlm_lib authors"}]
+    dois = {r.get("doi") for r in cff["references"]}
+    assert {"10.7937/QXK2-QG03", "10.1038/s41597-024-02981-2"} <= dois
+    assert "MIT License" in (root / "LICENSE").read_text(encoding="utf-8")
