@@ -3,8 +3,9 @@
 One parametrised test runs every case of :data:`CASES`: either the input loads correctly (the
 values are checked against the table they were written from), or it fails with a clear error
 naming the patient, column and file; command-line cases exit 0 with the exclusion report
-printed and written, or exit 2 with one line and no traceback. The README table "Unusual
-inputs (clinical table and command line)" lists the same cases (a test keeps them in sync).
+printed and written, or exit 2 with one line and no traceback. The table "Unusual inputs
+(clinical table and command line)" of ``docs/inputs.md`` lists the same cases (a test keeps
+them in sync).
 
 The Excel files are real ``.xlsx`` written with openpyxl as the collection publishes them: the
 data on sheet ``TCIA_n=197`` with ``*_percent`` cells stored as fractions in Excel's ``0%``
@@ -712,10 +713,10 @@ def test_corpus_case(item: Case, tmp_path, capsys, request):
     item.run(tmp_path, capsys, request)
 
 
-def test_corpus_size_and_readme_table():
+def test_corpus_size_and_docs_table():
     assert len(CASES) >= 13
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Unusual inputs (clinical table and command line)")[1]
+    page = (REPO / "docs" / "inputs.md").read_text(encoding="utf-8")
+    section = page.split("## Unusual inputs (clinical table and command line)")[1]
     for item in CASES:
         assert f"| {item.name} |" in section, item.name
 

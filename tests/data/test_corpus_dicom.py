@@ -1,11 +1,11 @@
-"""Corpus of malformed and unusual DICOM inputs and cache situations (issue 9, "Done when").
+"""Corpus of malformed and unusual DICOM inputs and cache situations, each with its outcome.
 
 One parametrised table: each case writes a tiny cohort (8 slices of 32x32) holding the case's
 patient beside a valid one, runs :func:`preprocess.preprocess_cohort` (some cases run it twice,
 changing the files in between), and asserts the exact outcome for the case's patient: loaded
 (``done`` / ``rebuilt``, with the expected warnings) or excluded with the expected error class and
-a message naming the patient and the file. The valid patient is always processed. The README
-section "Unusual inputs (DICOM and cache)" lists the same cases.
+a message naming the patient and the file. The valid patient is always processed. The section
+"Unusual inputs (DICOM and cache)" of ``docs/inputs.md`` lists the same cases.
 """
 
 from __future__ import annotations
