@@ -3,7 +3,8 @@
 ``run_notebooks`` is what ``make notebooks`` / ``crlm notebooks`` call: each notebook is executed
 with the profile's parameters (``profile``, ``data_dir``, ``clinical_path``, ``seed``)
 and the executed copy is written to ``notebooks/executed/<tag>/`` where the manuscript renderer
-finds it. Timings go to ``results/<tag>/notebook_times.csv`` (the README quotes them).
+finds it. Timings go to ``results/<tag>/notebook_times.csv`` (``docs/performance.md`` quotes
+measured ones).
 
 nbval can pass a notebook whose cells never ran (for example a notebook saved with no code
 cells, or cells skipped by markers). So importing this module inside a kernel registers an IPython
