@@ -64,7 +64,7 @@ def _agreement_after_training(mode: str, steps: int = 150) -> tuple[float, float
 
 def test_star_published_gradient_collapses_and_normalised_form_does_not():
     collapsed, _ = _agreement_after_training("mapped")
-    assert collapsed < -0.9  # the failure of issue 10: the agreement is driven to -1
+    assert collapsed < -0.9  # the failure mode guarded against: the agreement is driven to -1
     kept, aligned = _agreement_after_training("normalised")
     # h_img moves towards the (unrelated) h_clin, so the agreement drops somewhat, but it is
     # no longer a target: nothing drives it to -1 (h_recon gets no gradient at all)

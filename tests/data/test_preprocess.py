@@ -119,7 +119,7 @@ def test_masks_closed():
 
 
 def _close_whole_volume(mask, radius):
-    """The closing's definition (the form before issue 11's sixth round): the whole volume."""
+    """The closing's definition (the reference form): the whole volume."""
     from scipy import ndimage
     from skimage import morphology
 

@@ -1,4 +1,4 @@
-"""Golden test of the preprocessing compute path (issue 11: faster, with identical outputs).
+"""Golden test of the preprocessing compute path (its speed-ups keep the outputs identical).
 
 ``golden/preprocess_golden.npz`` holds the outputs of :func:`preprocess_patient` for two
 hand-made patients, written by the code as it was *before* the speed work (commit
