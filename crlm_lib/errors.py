@@ -13,6 +13,8 @@ base; the ones below have no better home.
 
 from __future__ import annotations
 
+import errno
+
 
 class CRLMUserError(Exception):
     """Base of every error caused by the user's input; ``crlm`` prints it in one line, exit 2."""
@@ -28,3 +30,42 @@ class RunMismatchError(CRLMUserError):
 
 class ArgumentError(CRLMUserError):
     """A command-line or function argument is out of its allowed range."""
+
+
+class TooFewPatientsError(CRLMUserError):
+    """The cohort has fewer patients than a split needs (names the count and the minimum)."""
+
+
+class MissingRunError(CRLMUserError):
+    """A run folder, or a file a command reads from it, does not exist."""
+
+
+class OutputWriteError(CRLMUserError):
+    """An output could not be written: read-only folder or file system, no space left, no
+    permission (:func:`output_write_error`)."""
+
+
+#: ``errno`` values of an :class:`OSError` that the user fixes (the place written to), as
+#: opposed to a bug: read-only file system, no space left, disk quota, no permission.
+OUTPUT_ERRNOS: frozenset[int] = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+)
+
+
+def output_write_error(err: OSError) -> OutputWriteError | None:
+    """The :class:`OutputWriteError` an :class:`OSError` of :data:`OUTPUT_ERRNOS` stands for,
+    naming the path and what to do; ``None`` for any other ``OSError`` (a bug, or an error
+    handled elsewhere).
+
+    ``crlm`` maps these at its top level (``cli.main``) rather than around each write: every
+    file goes through ``crlm_lib.atomic``, whose temporary file sits in the destination
+    folder, so the path in the error names that folder.
+    """
+    if err.errno not in OUTPUT_ERRNOS:
+        return None
+    path = err.filename if err.filename is not None else "an output file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free space (or quota) on that disk, or write the outputs to another folder"
+    else:
+        todo = "make the folder writable, or write the outputs to another folder"
+    return OutputWriteError(f"cannot write {path}: {err.strerror or err}; {todo}")

@@ -9,6 +9,8 @@ every case of :data:`CASES`. These cases are not yet rows of the README table "U
 from __future__ import annotations
 
 import codecs
+import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_corpus_clinical import (
+    REPO,
     _base,
+    _crlm,
     _csv,
+    _cwd,
+    _one_line_user_error,
     _reference,
     _write_xlsx,
     cohort,  # noqa: F401 - the on-disk cohort fixture of the command-line cases
@@ -224,6 +230,154 @@ def _undecodable(tmp_path, capsys, request):
     with pytest.raises(ClinicalTableError, match=r"neither UTF-8 nor Windows-1252 text \(byte "
                        r"0x81 at offset \d+\)"):  # fmt: skip
         load_clinical(path)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+@case(
+    "notebooks --only 99",
+    "`crlm notebooks --only 99` (no such notebook)",
+    "exit 2 before the data step: ArgumentError naming 99 and the notebooks there are",
+)
+def _only_unknown(tmp_path, capsys, request):
+    with _cwd(REPO):
+        rc, _, err = _crlm(["notebooks", "--profile", "smoke", "--data", str(tmp_path / "no"),
+                            "--only", "02", "99"], capsys)  # fmt: skip
+    assert rc == 2
+    _one_line_user_error(err, "ArgumentError", "--only 99: no such notebook", "01, 02")
+    from crlm_lib.notebooks import select_notebooks
+
+    assert [nb.name[:2] for nb in select_notebooks(["1", "03"], REPO)] == ["01", "03"]
+
+
+@case(
+    "predict --tta -5, --seed -1",
+    "`crlm predict --tta -5`, `crlm train --seed -1`",
+    "exit 2 from argparse: must be at least 0; predict_new(n_tta=-5) raises ArgumentError",
+)
+def _negative_numbers(tmp_path, capsys, request):
+    argv = ["predict", "--run", str(tmp_path / "r"), "--patient", str(tmp_path / "p"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    rc, _, err = _crlm([*argv, "--tta", "-5"], capsys)
+    assert rc == 2 and "--tta: must be at least 0, got -5" in err and "Traceback" not in err
+    rc, _, err = _crlm(["train", "--model", "fong", "--out", str(tmp_path / "r"), "--seed",
+                        "-1"], capsys)  # fmt: skip
+    assert rc == 2 and "--seed: must be at least 0, got -1" in err
+    from crlm_lib.errors import ArgumentError
+    from crlm_lib.predict import predict_new
+
+    with pytest.raises(ArgumentError, match="must be at least 0, got -5"):
+        predict_new([tmp_path / "r"], [tmp_path / "p"], tmp_path / "o", n_tta=-5)
+
+
+@case(
+    "patient IDs equal after sanitising",
+    "`crlm predict --patient` outputs of `Müller-01` and `Mäller-01` (both `M_ller-01`)",
+    "two folders: the sanitised name + an 8-digit hash of the ID; plain IDs unchanged",
+)
+def _sanitised_collision(tmp_path, capsys, request):
+    from crlm_lib.predict import _safe_name
+
+    names = {_safe_name(pid) for pid in ("Müller-01", "Mäller-01", "M_ller-01", "M ller-01")}
+    assert len(names) == 4 and "M_ller-01" in names
+    assert all(n.startswith("M_ller-01") for n in names)
+    assert _safe_name("CRLM-CT-1001") == "CRLM-CT-1001"
+    assert _safe_name("Müller-01") == _safe_name("Müller-01")  # stable
+    assert _safe_name("../..").startswith("patient-") and "/" not in _safe_name("a/b")
+
+
+@case(
+    "read-only or full output folder",
+    "`crlm train --out R` where writing R/metrics.json fails with errno 30 (read-only file "
+    "system) or 28 (no space left)",
+    "exit 2: OutputWriteError naming the file and what to do; another OSError keeps its traceback",
+)
+def _read_only_output(tmp_path, capsys, request):
+    import crlm_lib.atomic as atomic
+    import crlm_lib.cli as cli
+
+    c = request.getfixturevalue("cohort")
+    fsync = atomic._fsync
+    for code, todo in ((errno.EROFS, "make the folder writable"), (errno.ENOSPC, "free space")):
+        run = tmp_path / f"run{code}"
+
+        def failing_fsync(path, code=code):
+            if ".metrics." in str(path):
+                raise OSError(code, os.strerror(code), str(path))
+            fsync(path)
+
+        with _cwd(c.root), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(atomic, "_fsync", failing_fsync)
+            rc, _, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                str(c.data), "--clinical", str(c.clinical), "--out", str(run)],
+                               capsys)  # fmt: skip
+        assert rc == 2
+        _one_line_user_error(err, "OutputWriteError", f"cannot write {run}", os.strerror(code),
+                             todo)  # fmt: skip
+        assert not list(run.glob(".*.tmp"))  # the atomic writer left nothing behind
+
+    def bug(_):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    parser = cli.build_parser()
+    parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=bug)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "build_parser", lambda: parser)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            cli.main(["synth", "--out", str(tmp_path / "x")])
+
+
+@case(
+    "too few patients to train",
+    "`crlm train` on 3 patients; on a header-only table",
+    "exit 2: one line saying the 8:1:1 split needs at least 6 patients",
+)
+def _too_few(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    for rows, name in ((3, "three.csv"), (0, "header.csv")):
+        path = _csv(c.table().iloc[:rows], tmp_path / name)
+        with _cwd(c.root):
+            rc, _, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                str(c.data), "--clinical", str(path), "--out",
+                                str(tmp_path / f"run{rows}")], capsys)  # fmt: skip
+        assert rc == 2, err
+        _one_line_user_error(err, "needs at least 6")
+
+
+@case(
+    "render before the notebooks",
+    "`crlm render` when no notebook has been executed for the profile",
+    "exit 2: MissingNotebookError in one line: run `crlm notebooks --profile smoke` first",
+)
+def _render_first(tmp_path, capsys, request):
+    (tmp_path / "crlm_lib").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    with _cwd(tmp_path):
+        rc, _, err = _crlm(["render", "--profile", "smoke"], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "MissingNotebookError", "crlm notebooks --profile smoke",
+                         "make paper")  # fmt: skip
+
+
+@case(
+    "missing --run folder",
+    "`crlm evaluate --run`, `crlm predict --run`, `crlm model-card --run` on a missing folder",
+    "exit 2 before the data step: MissingRunError naming the folder",
+)
+def _missing_run(tmp_path, capsys, request):
+    run = tmp_path / "nope"
+    data = ["--profile", "smoke", "--data", str(tmp_path / "absent")]
+    for argv in (["evaluate", *data, "--run", str(run)],
+                 ["predict", *data, "--run", str(run), "--out", str(tmp_path / "p.csv")],
+                 ["model-card", "--run", str(run), "--out", str(tmp_path / "m.md")]):  # fmt: skip
+        rc, _, err = _crlm(argv, capsys)
+        assert rc == 2
+        _one_line_user_error(err, "MissingRunError", f"run folder {run} does not exist")
+    run.mkdir()
+    rc, _, err = _crlm(["evaluate", *data, "--run", str(run)], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "MissingRunError", str(run / "predictions.csv"))
 
 
 # --------------------------------------------------------------------------------------------
