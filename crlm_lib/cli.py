@@ -604,21 +604,21 @@ def main(argv: list[str] | None = None) -> int:
     bad argument) prints one line, ``crlm <command>: <ErrorClass>: <message>`` (a clinical
     table's problems follow, one per line), without a traceback, and exits with status 2;
     argparse refuses unknown choices and out-of-range numbers the same way before any data is
-    read. An output that cannot be written (read-only folder or file system, full disk, no
+    read. A file that cannot be written or read (read-only folder or file system, full disk, no
     permission) is such an error too: the ``OSError`` is mapped here, once, to an
-    :class:`~crlm_lib.errors.OutputWriteError` naming the path
-    (:func:`crlm_lib.errors.output_write_error`). Anything else is a bug and keeps its
+    :class:`~crlm_lib.errors.FileAccessError` naming the path
+    (:func:`crlm_lib.errors.file_access_error`). Anything else is a bug and keeps its
     traceback.
     """
     args = build_parser().parse_args(argv)
-    from crlm_lib.errors import CRLMUserError, output_write_error
+    from crlm_lib.errors import CRLMUserError, file_access_error
 
     try:
         return int(args.func(args) or 0)
     except (CRLMUserError, FileNotFoundError) as err:
         return _report(args.command, err)
     except OSError as err:
-        user_error = output_write_error(err)
+        user_error = file_access_error(err)
         if user_error is None:
             raise
         return _report(args.command, user_error)

@@ -291,7 +291,7 @@ def _sanitised_collision(tmp_path, capsys, request):
     "read-only or full output folder",
     "`crlm train --out R` where writing R/metrics.json fails with errno 30 (read-only file "
     "system) or 28 (no space left)",
-    "exit 2: OutputWriteError naming the file and what to do; another OSError keeps its traceback",
+    "exit 2: FileAccessError naming the file and what to do; another OSError keeps its traceback",
 )
 def _read_only_output(tmp_path, capsys, request):
     import crlm_lib.atomic as atomic
@@ -313,17 +313,25 @@ def _read_only_output(tmp_path, capsys, request):
                                 str(c.data), "--clinical", str(c.clinical), "--out", str(run)],
                                capsys)  # fmt: skip
         assert rc == 2
-        _one_line_user_error(err, "OutputWriteError", f"cannot write {run}", os.strerror(code),
+        _one_line_user_error(err, "FileAccessError", f"cannot write {run}", os.strerror(code),
                              todo)  # fmt: skip
         assert not list(run.glob(".*.tmp"))  # the atomic writer left nothing behind
+
+    def no_permission(_):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
 
     def bug(_):
         raise OSError(errno.EBADF, "Bad file descriptor")
 
     parser = cli.build_parser()
-    parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=bug)
+    synth = parser._subparsers._group_actions[0].choices["synth"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "build_parser", lambda: parser)
+        synth.set_defaults(func=no_permission)
+        rc, _, err = _crlm(["synth", "--out", str(tmp_path / "x")], capsys)
+        assert rc == 2
+        _one_line_user_error(err, "FileAccessError", f"cannot access {tmp_path / 'x'}")
+        synth.set_defaults(func=bug)
         with pytest.raises(OSError, match="Bad file descriptor"):
             cli.main(["synth", "--out", str(tmp_path / "x")])
 
