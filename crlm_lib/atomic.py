@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +50,27 @@ def _fsync(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _new_temporary(folder: Path, prefix: str, suffix: str) -> str:
+    """Create an empty file ``<prefix><8 random hex digits><suffix>`` in ``folder`` that did
+    not exist before (``O_CREAT | O_EXCL``) and return its path.
+
+    Created with mode ``0o666`` filtered by the process's umask, as ``open()`` creates any
+    file, so the renamed output has the permissions every other file the user writes has
+    (``0o644`` under the usual umask 022, group-writable under 002). ``tempfile.mkstemp``
+    creates ``0o600`` whatever the umask: outputs shared with a group would be unreadable to
+    it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no unused temporary name {prefix}*{suffix} in {folder}")
 
 
 @contextmanager
@@ -73,12 +94,11 @@ def atomic_path(path: str | Path, *, keep_extension: bool = False) -> Iterator[P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem, suffixes = _split_name(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent,
+    tmp = _new_temporary(
+        path.parent,
         prefix=f".{stem}.{os.getpid()}.",
         suffix=f".tmp{suffixes}" if keep_extension else f"{suffixes}.tmp",
     )
-    os.close(fd)
     try:
         yield Path(tmp)
         _fsync(tmp)

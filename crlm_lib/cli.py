@@ -76,6 +76,40 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``--tta -5``, ``--seed -1`` are refused with exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _add_seed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed (>= 0)")
+
+
+def _require_run_folder(run: str | Path, *files: str) -> Path:
+    """``run`` as a path, after checking it is a folder holding ``files``; else
+    :class:`~crlm_lib.errors.MissingRunError` naming what is missing, before any data is read."""
+    from crlm_lib.errors import MissingRunError
+
+    run_dir = Path(run)
+    if not run_dir.is_dir():
+        raise MissingRunError(
+            f"run folder {run_dir} does not exist: train it first (crlm train --out {run_dir})"
+        )
+    for name in files:
+        if not (run_dir / name).is_file():
+            raise MissingRunError(
+                f"{run_dir / name} not found: {run_dir} is not a finished run folder (crlm "
+                f"train --out {run_dir} writes it)"
+            )
+    return run_dir
+
+
 def _add_profile_arg(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help=help_text)
 
@@ -179,10 +213,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    return evaluate_cli(run_dir=Path(a.run), source=CohortSource.from_args(a))
+    run_dir = _require_run_folder(a.run, "predictions.csv")
+    return evaluate_cli(run_dir=run_dir, source=CohortSource.from_args(a))
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    for run in a.run:
+        _require_run_folder(run, "run.json")
     if a.patient:
         from crlm_lib.predict import predict_new
 
@@ -210,15 +247,18 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 def _cmd_model_card(a: argparse.Namespace) -> int:
     from crlm_lib.model_card import write_model_card
 
+    _require_run_folder(a.run, "run.json")
     out = write_model_card(Path(a.run), Path(a.out), a.results)
     print(f"model card written to {out}")
     return 0
 
 
 def _cmd_notebooks(a: argparse.Namespace) -> int:
-    from crlm_lib.notebooks import run_notebooks
+    from crlm_lib.config import find_repo_root
+    from crlm_lib.notebooks import run_notebooks, select_notebooks
     from crlm_lib.pipeline import ensure_data
 
+    select_notebooks(a.only, find_repo_root())  # an unknown --only number stops here
     # the data step first, in this process: a bad table or folder stops here in one line, and
     # the exclusion report is printed and written before any notebook runs
     ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True)
@@ -432,7 +472,7 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--n", type=_positive_int, default=None, help="patients (default: the profile's, 197)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed_arg(p)
     p.add_argument("--jobs", type=_positive_int, default=2, help="patients written in parallel")
     _add_profile_arg(p, "sets the image size of the synthetic CT")
     p.set_defaults(func=_cmd_synth)
@@ -452,7 +492,7 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     """``crlm data``."""
     p = sub.add_parser("data", help="synthesise (when no --data) and preprocess the cohort")
     _add_data_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed_arg(p)
     _add_lock_timeout_arg(p)
     p.set_defaults(func=_cmd_data)
 
@@ -478,7 +518,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="discard a run folder made on another cohort, split or configuration",
     )
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed_arg(p)
     p.add_argument("--objective", default="paper", choices=["paper", "censored"])
     p.set_defaults(func=_cmd_train)
 
@@ -513,10 +553,15 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "several patients scores them all",
     )
     p.add_argument("--out", required=True, help="output folder (--patient) or CSV")
-    p.add_argument("--tta", type=int, default=8, help="test-time augmentations per run (band)")
+    p.add_argument(
+        "--tta",
+        type=_nonnegative_int,
+        default=8,
+        help="test-time augmentations per run (band; 0: none)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PDF reports")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the NIfTI/DICOM heatmaps")
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed_arg(p)
     p.set_defaults(func=_cmd_predict)
 
 
@@ -533,7 +578,7 @@ def _add_notebooks_parser(sub: argparse._SubParsersAction) -> None:
     """``crlm notebooks``."""
     p = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
     _add_data_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed_arg(p)
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
     p.set_defaults(func=_cmd_notebooks)
 
@@ -591,16 +636,30 @@ def main(argv: list[str] | None = None) -> int:
     bad argument) prints one line, ``crlm <command>: <ErrorClass>: <message>`` (a clinical
     table's problems follow, one per line), without a traceback, and exits with status 2;
     argparse refuses unknown choices and out-of-range numbers the same way before any data is
-    read. Anything else is a bug and keeps its traceback.
+    read. A file that cannot be written or read (read-only folder or file system, full disk, no
+    permission) is such an error too: the ``OSError`` is mapped here, once, to an
+    :class:`~crlm_lib.errors.FileAccessError` naming the path
+    (:func:`crlm_lib.errors.file_access_error`). Anything else is a bug and keeps its
+    traceback.
     """
     args = build_parser().parse_args(argv)
-    from crlm_lib.errors import CRLMUserError
+    from crlm_lib.errors import CRLMUserError, file_access_error
 
     try:
         return int(args.func(args) or 0)
     except (CRLMUserError, FileNotFoundError) as err:
-        print(f"crlm {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        return _report(args.command, err)
+    except OSError as err:
+        user_error = file_access_error(err)
+        if user_error is None:
+            raise
+        return _report(args.command, user_error)
+
+
+def _report(command: str, err: BaseException) -> int:
+    """Print a user error in one line (``crlm <command>: <ErrorClass>: <message>``); exit 2."""
+    print(f"crlm {command}: {type(err).__name__}: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ base; the ones below have no better home.
 
 from __future__ import annotations
 
+import errno
+
 
 class CRLMUserError(Exception):
     """Base of every error caused by the user's input; ``crlm`` prints it in one line, exit 2."""
@@ -28,3 +30,46 @@ class RunMismatchError(CRLMUserError):
 
 class ArgumentError(CRLMUserError):
     """A command-line or function argument is out of its allowed range."""
+
+
+class TooFewPatientsError(CRLMUserError):
+    """The cohort has fewer patients than a split needs (names the count and the minimum)."""
+
+
+class MissingRunError(CRLMUserError):
+    """A run folder, or a file a command reads from it, does not exist."""
+
+
+class FileAccessError(CRLMUserError):
+    """A file or folder could not be written or read: read-only folder or file system, no
+    space left, no permission (:func:`file_access_error`)."""
+
+
+#: ``errno`` values of an :class:`OSError` that the user fixes (the place written to or read
+#: from), as opposed to a bug: read-only file system, no space left, disk quota, no permission.
+ACCESS_ERRNOS: frozenset[int] = frozenset(
+    {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+)
+
+
+def file_access_error(err: OSError) -> FileAccessError | None:
+    """The :class:`FileAccessError` an :class:`OSError` of :data:`ACCESS_ERRNOS` stands for,
+    naming the path and what to do; ``None`` for any other ``OSError`` (a bug, or an error
+    handled elsewhere).
+
+    ``crlm`` maps these at its top level (``cli.main``) rather than around each write: every
+    file goes through ``crlm_lib.atomic``, whose temporary file sits in the destination
+    folder, so the path in the error names that folder.
+    """
+    if err.errno not in ACCESS_ERRNOS:
+        return None
+    path = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free space (or quota) on that disk, or write the outputs to another folder"
+        return FileAccessError(f"cannot write {path}: {reason}; {todo}")
+    if err.errno == errno.EROFS:
+        todo = "make the folder writable, or write the outputs to another folder"
+        return FileAccessError(f"cannot write {path}: {reason}; {todo}")
+    todo = "give this user access to it, or use another folder"
+    return FileAccessError(f"cannot access {path}: {reason}; {todo}")

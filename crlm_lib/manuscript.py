@@ -72,6 +72,8 @@ from typing import Any
 
 import yaml
 
+from crlm_lib.errors import CRLMUserError
+
 OFFLINE_NOTE = "Rendered offline with the pandoc/Typst fallback; Quarto was not available."
 NOTEBOOKS: tuple[str, ...] = (
     "01_preprocess.ipynb",
@@ -118,8 +120,9 @@ class ManuscriptError(RuntimeError):
     """The manuscript could not be rendered (message names the file and what to do)."""
 
 
-class MissingNotebookError(ManuscriptError):
-    """An executed notebook the manuscript needs is missing."""
+class MissingNotebookError(ManuscriptError, CRLMUserError):
+    """An executed notebook the manuscript needs is missing: the notebooks were not run for
+    this profile yet, a step the user runs first (``crlm`` prints it in one line, exit 2)."""
 
 
 class EmbedError(ManuscriptError):
@@ -710,9 +713,11 @@ def stage(profile: str, real: bool = False, root: Path | str | None = None) -> P
     missing = [n for n in NOTEBOOKS if not (executed / n).is_file()]
     if missing:
         data = " DATA_DIR=/path/to/TCIA CLINICAL=/path/to/clinical.csv" if real else ""
+        args = " --data /path/to/TCIA --clinical /path/to/clinical.csv" if real else ""
         raise MissingNotebookError(
-            f"executed notebooks missing in {executed}: {', '.join(missing)}; "
-            f"make them with `make notebooks PROFILE={profile}{data}`"
+            f"executed notebooks missing in {executed}: {', '.join(missing)}; run the "
+            f"notebooks first: `crlm notebooks --profile {profile}{args}` (or `make notebooks "
+            f"PROFILE={profile}{data}`; `make paper` runs them and renders)"
         )
     dest = repo / "build" / f"manuscript-{tag}"
     shutil.rmtree(dest, ignore_errors=True)

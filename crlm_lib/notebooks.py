@@ -28,12 +28,38 @@ import pandas as pd
 
 from crlm_lib import atomic
 from crlm_lib.config import find_repo_root, get_profile, resolve_paths, run_tag
+from crlm_lib.errors import ArgumentError
 
 
 def notebook_files(root: Path | None = None) -> list[Path]:
     """The numbered notebooks ``notebooks/NN_*.ipynb`` in run order."""
     root = root or find_repo_root()
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_notebooks(only: list[str] | None, root: Path | None = None) -> list[Path]:
+    """The notebooks ``--only`` names (numbers such as ``"01"`` or ``"1"``), in run order; all
+    of them when ``only`` is empty or None.
+
+    Raises
+    ------
+    ArgumentError
+        For a number no notebook has (``--only 99``), listing the numbers there are: running
+        nothing and reporting success would hide the typo.
+    """
+    files = notebook_files(root)
+    if not only:
+        return files
+    numbers = {nb.name[:2] for nb in files}
+    wanted = {str(o).strip().zfill(2) for o in only}
+    unknown = [str(o) for o in only if str(o).strip().zfill(2) not in numbers]
+    if unknown:
+        folder = (root or find_repo_root()) / "notebooks"
+        raise ArgumentError(
+            f"--only {' '.join(unknown)}: no such notebook in {folder}; the notebooks are "
+            f"{', '.join(sorted(numbers)) or 'none'}"
+        )
+    return [nb for nb in files if nb.name[:2] in wanted]
 
 
 def _done_dir(profile: str, real: bool = False, root: Path | None = None) -> Path:
@@ -152,7 +178,8 @@ def run_notebooks(
     seed : int
         Passed to every notebook.
     only : list of str, optional
-        Notebook numbers to run (``["01", "02"]``); default all.
+        Notebook numbers to run (``["01", "02"]``); default all; an unknown number raises
+        :class:`~crlm_lib.errors.ArgumentError` (:func:`select_notebooks`).
 
     Returns
     -------
@@ -163,6 +190,7 @@ def run_notebooks(
 
     prof = get_profile(profile)
     paths = resolve_paths(prof, data_dir, clinical)
+    selected = select_notebooks(only, paths.root)
     real = not paths.synthetic
     out_dir = paths.root / "notebooks" / "executed" / run_tag(prof.name, real)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,9 +202,7 @@ def run_notebooks(
     }
     times_csv = paths.results_dir / "notebook_times.csv"
     rows = pd.read_csv(times_csv).to_dict("records") if times_csv.is_file() else []
-    for nb in notebook_files(paths.root):
-        if only and nb.name[:2] not in only:
-            continue
+    for nb in selected:
         print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile {prof.name})", flush=True)
         start = time.perf_counter()
         pm.execute_notebook(
@@ -193,11 +219,7 @@ def run_notebooks(
         ]
         print(f"    done in {seconds / 60:.1f} min", flush=True)
         atomic.write_csv(times_csv, pd.DataFrame(rows).sort_values("notebook"), index=False)
-    problems = check(
-        prof.name,
-        [nb for nb in notebook_files(paths.root) if not only or nb.name[:2] in only],
-        real,
-    )
+    problems = check(prof.name, selected, real)
     if problems:
         raise RuntimeError("notebooks did not run to the end:\n" + "\n".join(problems))
     return pd.DataFrame(rows)

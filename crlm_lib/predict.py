@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from crlm_lib import atomic
 from crlm_lib.config import N_YEARS, Profile, get_profile
-from crlm_lib.errors import CRLMUserError
+from crlm_lib.errors import ArgumentError, CRLMUserError
 from crlm_lib.types import PATIENT_ID, REC_COLS, SURV_COLS, Predictions
 
 if TYPE_CHECKING:
@@ -540,9 +540,20 @@ def yearly_table(preds: Sequence[PatientPrediction]) -> pd.DataFrame:
 
 
 def _safe_name(patient_id: str) -> str:
+    """The folder name of a patient's outputs: the ID itself when it is plain ASCII letters,
+    digits, ``.``, ``_`` and ``-``; otherwise the ID with every other run of characters made
+    ``_`` plus ``-`` and the first 8 hex digits of the SHA-256 of the ID (UTF-8). Sanitising
+    alone maps ``Müller-01`` and ``Mäller-01`` both to ``M_ller-01``, and the second
+    patient's report would overwrite the first's; the hash keeps distinct IDs apart, and the
+    name stays the same from run to run."""
+    import hashlib
     import re
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", patient_id).strip("._") or "patient"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", patient_id).strip("._")
+    if name == patient_id and name:
+        return name
+    digest = hashlib.sha256(patient_id.encode("utf-8")).hexdigest()[:8]
+    return f"{name or 'patient'}-{digest}"
 
 
 def explain_patient(
@@ -655,6 +666,8 @@ def predict_new(
         The ``predictions.csv`` table.
     """
 
+    if int(n_tta) < 0:
+        raise ArgumentError(f"n_tta (--tta) must be at least 0, got {n_tta}")
     runs = [load_run_model(r) for r in run_dirs]
     profiles = {r.record["profile"] for r in runs}
     if len(profiles) > 1:

@@ -83,3 +83,21 @@ def test_torch_save_is_byte_reproducible_across_destinations(tmp_path: Path):
     atomic.torch_save(tmp_path / "last.pt", obj)
     assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "last.pt").read_bytes()
     assert torch.load(tmp_path / "best.pt")["epoch"] == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path, umask: int):
+    """Every writer's file ends with mode ``0o666 & ~umask``, as a file ``open()`` creates
+    (not the ``0o600`` of ``tempfile.mkstemp``)."""
+    old = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+        atomic.write_csv(tmp_path / "b.csv", pd.DataFrame({"a": [1]}))
+        atomic.savez(tmp_path / "c.npz", a=np.zeros(2))
+        atomic.torch_save(tmp_path / "d.pt", {"a": 1})
+        with atomic.atomic_path(tmp_path / "e.nii.gz", keep_extension=True) as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.csv", "c.npz", "d.pt", "e.nii.gz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

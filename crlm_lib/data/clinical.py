@@ -63,6 +63,7 @@ Example
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from collections.abc import Iterable, Sequence
@@ -304,14 +305,55 @@ def _read_excel(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
     )
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
-    """A CSV with its delimiter (``,``, ``;`` or tab) detected from the header line; a UTF-8
-    byte-order mark is dropped; files that are not UTF-8 are read as Windows-1252 (Excel)."""
-    raw = path.read_bytes()
+#: Leading bytes of files that are not text tables, and what they are.
+_BINARY_SIGNATURES: dict[bytes, str] = {
+    b"PK\x03\x04": "a ZIP archive (an .xlsx workbook?): give an .xlsx file its .xlsx suffix",
+    b"\xd0\xcf\x11\xe0": "an old Excel (.xls) workbook: save it as .xlsx",
+    b"\x89PNG": "a PNG image, not a table",
+    b"%PDF": "a PDF document, not a table",
+}
+
+
+def _decode_text(path: Path, raw: bytes) -> tuple[str, str]:
+    """The text of a table file and its encoding: UTF-16 when the file starts with its
+    byte-order mark (Excel's "Unicode Text" export), else UTF-8 (a byte-order mark dropped),
+    else Windows-1252 (Excel's "CSV" export on Windows). A binary file (a workbook or an image
+    renamed ``.csv``, NUL bytes) or bytes no encoding decodes raise
+    :class:`ClinicalTableError` naming the file and what to do."""
+    for magic, what in _BINARY_SIGNATURES.items():
+        if raw.startswith(magic):
+            raise ClinicalTableError(f"{path}: not a text table but {what}")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise ClinicalTableError(
+                f"{path}: starts with a UTF-16 byte-order mark but is not UTF-16 text ({exc}); "
+                "save the table as CSV (UTF-8)"
+            ) from exc
+    if b"\x00" in raw:
+        at = raw.index(b"\x00")
+        raise ClinicalTableError(
+            f"{path}: not a text table (NUL byte at offset {at}): a binary file, or UTF-16 text "
+            "without a byte-order mark; save the table as CSV (UTF-8)"
+        )
     try:
-        text, encoding = raw.decode("utf-8-sig"), "utf-8"
+        return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
-        text, encoding = raw.decode("cp1252"), "cp1252"
+        pass
+    try:
+        return raw.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError as exc:
+        raise ClinicalTableError(
+            f"{path}: neither UTF-8 nor Windows-1252 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save the table as CSV (UTF-8)"
+        ) from exc
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+    """A CSV with its delimiter (``,``, ``;`` or tab) detected from the header line, decoded by
+    :func:`_decode_text`."""
+    text, encoding = _decode_text(path, path.read_bytes())
     first = next((line for line in text.splitlines() if line.strip()), "")
     counts = {d: first.count(d) for d in (",", ";", "\t")}
     sep = max(counts, key=lambda d: counts[d])  # ties (none found) -> ","
@@ -322,8 +364,15 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, dict[str, object]]:
         )
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep)
+        header = pd.read_csv(io.StringIO(text), sep=sep, header=None, nrows=1, dtype=str)
     except (pd.errors.ParserError, ValueError) as exc:
         raise ClinicalTableError(f"{path}: not a {sep!r}-separated table ({exc})") from exc
+    # the header as written: pandas renames a repeated name (age, age.1), which would hide it
+    written = header.iloc[0].tolist() if len(header) else []
+    if len(written) == frame.shape[1]:
+        frame.columns = [
+            w if isinstance(w, str) else c for w, c in zip(written, frame.columns, strict=True)
+        ]
     return frame, {"delimiter": sep, "encoding": encoding}
 
 
@@ -384,11 +433,15 @@ def validate_clinical(
     read as 0.7; elsewhere a comma in a number is a problem (``"1,234"`` could be a thousands
     separator). ``*_percent`` columns (:data:`PERCENT_COLUMNS`) are returned in percent, 0..100:
     ``"70%"`` strings (a CSV saved by Excel, or an Excel cell with a ``%`` number format, which
-    the reader turns into the text Excel shows) give 70; plain numbers are taken as fractions
-    and multiplied by 100 when every plain value of the four columns lies in [0, 1] and at
-    least one is not a whole number (the spreadsheet stores 70 % as 0.7); otherwise they are
-    percent already (the synthetic table's convention). Which rule applied is in
-    ``df.attrs["percent_unit"]``; a cell that is neither a number nor ``"<number>%"`` is a
+    the reader turns into the text Excel shows) give 70. The scale of the plain numbers is
+    decided per column from the table's values (:func:`_percent_scales`): a value above 1 means
+    percent (the synthetic table's convention); every value in [0, 1] with some not whole
+    means fractions, multiplied by 100 (the spreadsheet stores 70 % as 0.7); a column holding
+    only 0 and 1 takes the scale of the other percent columns. Whatever cannot be decided is a
+    problem, never a guess: a 0/1 column with no other column to settle it (a one-patient
+    table), a column mixing values above 1 with fractions, columns in different scales. The
+    table's convention is in ``df.attrs["percent_unit"]``, each column's in
+    ``df.attrs["percent_scales"]``; a cell that is neither a number nor ``"<number>%"`` is a
     problem naming patient and column.
 
     Parameters
@@ -424,9 +477,9 @@ def validate_clinical(
     ids = _check_ids(df, problems)
     df[ID_COLUMN] = ids
     parsed = _parse_numeric_columns(df, ids, extra, decimal_comma, problems)
-    unit = _percent_unit(parsed, set(percent_from_format))
-    if unit == "fraction":
-        _fractions_to_percent(parsed)
+    scales = _percent_scales(parsed, ids, problems)
+    unit = _percent_unit(parsed, scales, set(percent_from_format))
+    _fractions_to_percent(parsed, [col for col, scale in scales.items() if scale == "fraction"])
     optional = set(optional_outcomes)
     for col, (values, _) in parsed.items():
         df[col] = _check_column(col, values, ids, col not in optional, problems).astype(float)
@@ -435,7 +488,9 @@ def validate_clinical(
         listing = "\n  ".join(problems)
         raise ClinicalTableError(f"{source}: {len(problems)} problem(s):\n  {listing}")
     out = df.set_index(ID_COLUMN)
-    out.attrs.update(clinical_version=version, clinical_source=source, percent_unit=unit)
+    out.attrs.update(
+        clinical_version=version, clinical_source=source, percent_unit=unit, percent_scales=scales
+    )
     return out
 
 
@@ -449,6 +504,7 @@ def _canonical_columns(
     columns (kept after the canonical ones). Missing columns are appended to ``problems``; a
     table without a ``Patient-ID`` column raises :class:`ClinicalTableError` at once.
     """
+    _check_unique_columns(raw, source)
     lookup = {_canonical_name(c): c for c in raw.columns}
     if _ID_KEY not in lookup:
         shown = [str(c) for c in raw.columns[:8]]
@@ -476,6 +532,27 @@ def _canonical_columns(
             df[col] = np.nan
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[[c for c in COLUMNS if c in df.columns] + extra], version, extra
+
+
+def _check_unique_columns(raw: pd.DataFrame, source: str) -> None:
+    """Raise :class:`ClinicalTableError` when two header cells name the same column (after
+    :func:`_canonical_name`: ``age`` and ``Age `` are one column): which copy holds the data
+    cannot be told, and reading one would ignore the other."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(raw.columns, start=1):
+        key = _canonical_name(name)
+        if key:
+            positions.setdefault(key, []).append(i)
+    dups = {k: v for k, v in positions.items() if len(v) > 1}
+    if dups:
+        listing = "; ".join(
+            f"{raw.columns[v[0] - 1]!r} appears {len(v)} times (columns "
+            f"{', '.join(str(i) for i in v)})"
+            for v in dups.values()
+        )
+        raise ClinicalTableError(
+            f"{source}: duplicated column: {listing}; keep one column of each name"
+        )
 
 
 def _check_ids(df: pd.DataFrame, problems: list[str]) -> pd.Series:
@@ -508,10 +585,12 @@ def _parse_numeric_columns(
     return parsed
 
 
-def _fractions_to_percent(parsed: dict[str, tuple[pd.Series, pd.Series]]) -> None:
-    """Multiply the plain (not ``"%"``, not -999) values of the percent columns by 100, in
-    place: the spreadsheet stores 70 % as 0.7 (see :func:`_percent_unit`)."""
-    for col in PERCENT_COLUMNS:
+def _fractions_to_percent(
+    parsed: dict[str, tuple[pd.Series, pd.Series]], columns: Iterable[str]
+) -> None:
+    """Multiply the plain (not ``"%"``, not -999) values of ``columns`` by 100, in place: the
+    spreadsheet stores 70 % as 0.7 (see :func:`_percent_scales`)."""
+    for col in columns:
         values, pct = parsed[col]
         plain = ~pct & values.notna() & ~np.isclose(values, MISSING_CODE)
         parsed[col] = (values.where(~plain, (values * 100.0).round(10)), pct)
@@ -546,22 +625,87 @@ def _check_column(
     return values
 
 
-def _percent_unit(parsed: dict[str, tuple[pd.Series, pd.Series]], from_format: set[str]) -> str:
-    """How the plain numbers of the percent columns are read: ``"fraction"`` (all in [0, 1],
-    some not whole: multiplied by 100); otherwise as percent, reported as ``"format"`` (the
-    other cells came from Excel ``%`` cells), ``"percent strings"`` ("70%") or ``"percent"``.
-    Cells with a ``%`` (format or text) are percent whatever this says."""
-    plain, any_pct = [], False
-    for col in PERCENT_COLUMNS:
+_SCALE_HOW_TO = (
+    "write those cells with a % sign ('100%' or '1%'), or load the whole table as published "
+    "(the xlsx keeps Excel's % cell format)"
+)
+
+
+def _column_scale(values: pd.Series, pct: pd.Series) -> str:
+    """What the plain numbers (not ``"%"`` cells, not -999) of one percent column say about
+    their scale: ``"percent"`` (a value above 1: fractions never exceed 1), ``"fraction"``
+    (every value in [0, 1], some not whole), ``"none"`` (no plain number other than 0: the
+    scale does not matter) or ``"ambiguous"`` (only 0 and 1: 0/1 % or 0/100 %)."""
+    plain = values[~pct & values.notna() & ~np.isclose(values, MISSING_CODE)]
+    if (plain > 1.0).any():
+        return "percent"
+    if (plain != np.round(plain)).any():
+        return "fraction"
+    return "ambiguous" if (plain == 1.0).any() else "none"
+
+
+def _percent_scales(
+    parsed: dict[str, tuple[pd.Series, pd.Series]], ids: pd.Series, problems: list[str]
+) -> dict[str, str]:
+    """The scale of the plain numbers of each percent column: ``"percent"`` or ``"fraction"``
+    (multiplied by 100 by :func:`_fractions_to_percent`); ``"%"`` cells are percent whatever
+    their column's scale.
+
+    Each column is decided by its own plain values (:func:`_column_scale`). A column holding
+    only 0 and 1 takes the scale of the table's other percent columns when those were decided
+    and agree (one table is written in one convention: the published sheet stores fractions,
+    the synthetic table percent). Appended to ``problems``, naming column and cells: a column
+    mixing values above 1 with fractions below 1 (``0.07`` among ``30, 70``); columns whose
+    values decide different scales; a 0/1 column that nothing else decides (a one-patient
+    table, or a subset of the published one).
+    """
+    own = {col: _column_scale(*parsed[col]) for col in PERCENT_COLUMNS}
+    for col, scale in own.items():
         values, pct = parsed[col]
-        any_pct |= bool(pct.any())
-        v = values[~pct & values.notna() & ~np.isclose(values, MISSING_CODE)]
-        plain.append(v)
-    v = pd.concat(plain) if plain else pd.Series(dtype=float)
-    if len(v) and v.between(0.0, 1.0).all() and (v != np.round(v)).any():
+        frac = ~pct & values.gt(0.0) & values.lt(1.0)
+        if scale == "percent" and frac.any():
+            cells = ", ".join(f"{pid} = {v:g}" for pid, v in zip(ids[frac], values[frac]))
+            problems.append(
+                f"column {col!r} mixes percent values (0-100, up to {values.max():g}) with "
+                f"fractions below 1 ({cells}); write every cell of the column in one scale "
+                "(a fraction 0.07 as 7, or as '7%')"
+            )
+    decided = {s for s in own.values() if s in ("percent", "fraction")}
+    if len(decided) > 1:
+        listing = "; ".join(f"{c}: {s}" for c, s in own.items() if s in decided)
+        problems.append(
+            f"percent columns in different scales ({listing}): values above 1 are percent, "
+            "values all in [0, 1] with decimals are fractions; write every percent column in "
+            "one scale"
+        )
+    out = {}
+    for col, scale in own.items():
+        if scale == "ambiguous":
+            if len(decided) == 1:
+                scale = next(iter(decided))
+            else:
+                values, pct = parsed[col]
+                ones = ", ".join(ids[~pct & values.eq(1.0)])
+                problems.append(
+                    f"column {col!r} holds only 0 and 1 ({ones} = 1), which is 1 % as percent "
+                    f"or 100 % as a fraction, and no other percent column settles the scale; "
+                    f"{_SCALE_HOW_TO}"
+                )
+        out[col] = "fraction" if scale == "fraction" else "percent"
+    return out
+
+
+def _percent_unit(
+    parsed: dict[str, tuple[pd.Series, pd.Series]], scales: dict[str, str], from_format: set[str]
+) -> str:
+    """The table's percent convention in one word (``attrs["percent_unit"]``): ``"fraction"``
+    (some column's plain numbers were fractions, multiplied by 100); otherwise ``"format"``
+    (Excel ``%`` cells), ``"percent strings"`` ("70%") or ``"percent"``."""
+    if "fraction" in scales.values():
         return "fraction"
     if from_format:
         return "format"
+    any_pct = any(bool(parsed[col][1].any()) for col in PERCENT_COLUMNS)
     return "percent strings" if any_pct else "percent"
 
 

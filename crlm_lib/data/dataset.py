@@ -23,6 +23,7 @@ reference lesions' mean and std (AMINN's transform); the statistics are exposed 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from crlm_lib import metrics
 from crlm_lib.config import N_YEARS, Profile
 from crlm_lib.data.augment import augment_sample
 from crlm_lib.data.preprocess import load_processed
+from crlm_lib.errors import TooFewPatientsError
 
 #: Maximum lesions per patient fed to set-based models (AMINN, STG).
 L_MAX = 16
@@ -261,6 +263,19 @@ def _stratify(events: np.ndarray, n_holdout: int) -> np.ndarray | None:
     return events
 
 
+def _split_sizes(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of :func:`paper_split` for ``n`` patients."""
+    n_test = int(round(fractions[2] * n))
+    n_val = int(round(fractions[1] * n))
+    return n - n_test - n_val, n_val, n_test
+
+
+def paper_split_minimum(fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> int:
+    """The fewest patients :func:`paper_split` accepts: one training, one validation and one
+    test patient after rounding (6 for 8:1:1, as ``round(0.1 * 5) == 0``)."""
+    return next(n for n in itertools.count(1) if min(_split_sizes(n, fractions)) >= 1)
+
+
 def paper_split(
     ids: Sequence[str],
     events: Sequence[int],
@@ -279,8 +294,14 @@ def paper_split(
     if len(ids) != len(events):
         raise ValueError(f"{len(ids)} ids but {len(events)} events")
     n = len(ids)
-    n_test = int(round(fractions[2] * n))
-    n_val = int(round(fractions[1] * n))
+    _, n_val, n_test = sizes = _split_sizes(n, fractions)
+    if min(sizes) < 1:
+        raise TooFewPatientsError(
+            f"{n} usable patient(s) (CT, SEG and a clinical row) but the split "
+            f"{':'.join(f'{f * 10:g}' for f in fractions)} needs at least "
+            f"{paper_split_minimum(fractions)}: one test and one validation patient and the "
+            "rest for training; add patients (or check the exclusion report)"
+        )
     rest, test = train_test_split(
         np.arange(n), test_size=n_test, random_state=seed, stratify=_stratify(events, n_test)
     )

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import struct
 from collections import defaultdict
@@ -96,6 +97,11 @@ class CohortDataError(CRLMUserError):
 
 class DicomReadError(CohortDataError):
     """A DICOM file cannot be read (truncated, not DICOM, pixel data undecodable)."""
+
+
+class MissingAttributeError(DicomReadError):
+    """A DICOM attribute the standard requires and the loader needs is absent (e.g. a CT slice
+    without ``RescaleIntercept``)."""
 
 
 class MissingSeriesError(CohortDataError):
@@ -288,10 +294,20 @@ def _may_be_dicom(p: Path) -> bool:
 
 
 def _candidate_files(root: Path) -> list[Path]:
-    """Every regular file under ``root`` (or ``root`` itself) that may be DICOM."""
+    """Every regular file under ``root`` (or ``root`` itself) that may be DICOM, sorted.
+
+    Hidden folders below ``root`` are not entered: a ``.tmp-CRLM-CT-1001`` folder is another
+    program's work in progress (``data.synthetic`` builds a patient in one before renaming it
+    into place), a ``.git`` or ``.Trash`` folder is no part of the download, and reading them
+    would add a second copy of a patient. ``root`` itself may lie in a hidden folder.
+    """
     if root.is_file():
         return [root]
-    return [p for p in sorted(root.rglob("*")) if p.is_file() and _may_be_dicom(p)]
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [p for p in (Path(folder) / f for f in files) if p.is_file() and _may_be_dicom(p)]
+    return sorted(out)
 
 
 def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
@@ -334,6 +350,10 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
                 stop_before_pixels=True,
                 specific_tags=["PatientID", "Modality", "SeriesInstanceUID", "SOPInstanceUID"],
             )
+            absent = [t for t in ("PatientID", "Modality", "SeriesInstanceUID") if t not in ds]
+            if absent:
+                bad.append((f, _header_without(f, absent)))
+                continue
             modality = str(ds.Modality)
             pid = str(ds.PatientID)
             series = str(ds.SeriesInstanceUID)
@@ -370,6 +390,15 @@ def discover(root: str | Path, progress: bool = False) -> list[PatientRef]:
     if not refs:
         log.warning("%s", _nothing_found(root, files))
     return sorted(refs, key=lambda r: r.patient_id)
+
+
+def _header_without(f: Path, absent: Sequence[str]) -> str:
+    """Why a file whose header lacks ``absent`` (tags every DICOM image has) cannot be used."""
+    return (
+        f"its header has no {', '.join(absent)} (the file is {f.stat().st_size} bytes): "
+        "a truncated file (an interrupted download or copy?) or not an image; replace it, or "
+        "remove it from the series folder"
+    )
 
 
 def _nothing_found(root: Path, files: Sequence[Path]) -> str:
@@ -536,8 +565,7 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
         ps = [float(v) for v in ds.PixelSpacing]
     except Exception as err:  # noqa: BLE001 - truncated pixel data, missing geometry
         raise DicomReadError(f"{pid}: cannot decode CT file {f}: {err}") from err
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _rescale_of(pid, f, ds)
     return {
         "file": f,
         "stored": arr,
@@ -548,6 +576,38 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
         "ps": ps,
         "sop": str(ds.SOPInstanceUID),
     }
+
+
+def _rescale_of(pid: str, f: Path, ds: pydicom.Dataset) -> tuple[float, float]:
+    """``RescaleSlope`` and ``RescaleIntercept`` of a CT slice (HU = stored x slope +
+    intercept); :class:`MissingAttributeError` naming patient and file when either is absent
+    or empty, or the slope is 0 or not finite.
+
+    The CT Image Module (DICOM PS3.3 C.8.2.1) makes both Type 1 for CT Image Storage: a file
+    without them is not a valid CT, and no default is principled. The intercept depends on how
+    the scanner stores values (-1024 for most unsigned 12-bit data, 0 for signed data already
+    in HU, -8192 or others elsewhere), so assuming 0, as the identity Modality LUT of other
+    SOP classes would, can shift the whole volume by 1024 HU without a trace; the patient is
+    excluded instead, with what to do.
+    """
+    values = {}
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = ds.get(keyword)
+        values[keyword] = None if value is None or str(value).strip() == "" else float(value)
+    absent = [k for k, v in values.items() if v is None]
+    if absent:
+        raise MissingAttributeError(
+            f"{pid}: CT file {f} has no {' or '.join(absent)} (required in every CT image, DICOM "
+            "PS3.3 C.8.2.1): its stored values cannot be turned into HU; export the series "
+            "again from the scanner or PACS with its rescale attributes"
+        )
+    slope, intercept = values["RescaleSlope"], values["RescaleIntercept"]
+    if not (np.isfinite(slope) and slope != 0 and np.isfinite(intercept)):
+        raise MissingAttributeError(
+            f"{pid}: CT file {f} has RescaleSlope {slope:g} and RescaleIntercept {intercept:g}: "
+            "not a usable HU transform"
+        )
+    return slope, intercept
 
 
 def _check_same_geometry(pid: str, slices: list[dict]) -> None:
@@ -695,13 +755,25 @@ def _check_pixel_length(
 ) -> None:
     """A native (uncompressed) SEG's Pixel Data must hold every frame's bytes.
 
-    ``iter_pixels`` does not notice a truncated file (it decodes the short last frames), so the
+    A file cut inside its header reads as a shorter header (pydicom stops at the end of the
+    bytes) with no Pixel Data element after it: ``header`` (the 12 bytes after the header
+    read) must start with the Pixel Data tag. ``iter_pixels`` does not notice a file cut
+    inside its pixel data (it decodes the short last frames), so the
     declared and the present lengths are checked against ``Rows x Columns x NumberOfFrames x
     BitsAllocated`` before any frame is decoded. Compressed (encapsulated) data is checked by
     its decoder, frame by frame.
     """
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if ts is None or ts.is_encapsulated or len(header) < 8:
+    if ts is None or ts.is_deflated:
+        return
+    pixel_data_tag = b"\xe0\x7f\x10\x00" if ts.is_little_endian else b"\x7f\xe0\x00\x10"
+    if not header.startswith(pixel_data_tag):  # the header read ended early: file cut short
+        raise DicomReadError(
+            f"{pid}: cannot read SEG file {path}: the file ends before its pixel data "
+            f"({path.stat().st_size} bytes): truncated (an interrupted download or copy?); "
+            "replace it"
+        )
+    if ts.is_encapsulated:
         return
     if ts.is_implicit_VR:
         fmt, at, available = ("<" if ts.is_little_endian else ">") + "I", 4, available + 4

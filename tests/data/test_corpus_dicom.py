@@ -101,6 +101,46 @@ def truncated_seg(paths):
     return Expect("excluded", "DicomReadError", [PID, t.seg_file.name, "SEG"])
 
 
+def ct_cut_to_200_bytes(paths):
+    t = _patient(paths)
+    victim = _by_z(t)[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    return Expect(
+        "excluded", "DicomReadError", [PID, victim.name, "no PatientID, Modality", "truncated"]
+    )
+
+
+def seg_cut_in_half(paths):
+    t = _patient(paths)
+    data = t.seg_file.read_bytes()
+    t.seg_file.write_bytes(data[: len(data) // 2])
+    return Expect(
+        "excluded", "DicomReadError", [PID, t.seg_file.name, "ends before its pixel data"]
+    )
+
+
+def ct_without_rescale(paths):
+    t = _patient(paths)
+    for f in _by_z(t):
+        ds = pydicom.dcmread(f)
+        del ds.RescaleSlope, ds.RescaleIntercept
+        ds.save_as(f)
+    return Expect(
+        "excluded",
+        "MissingAttributeError",
+        [PID, sorted(_by_z(t))[0].name, "no RescaleSlope or RescaleIntercept", "HU"],
+    )
+
+
+def hidden_work_folder(paths):
+    t = _patient(paths)
+    # another run's half-written copy of the patient (data.synthetic builds in .tmp-<id>)
+    shutil.copytree(t.folder, paths.cohort_dir / f".tmp-{PID}-1234")
+    (paths.cohort_dir / ".git").mkdir()
+    shutil.copy(t.seg_file, paths.cohort_dir / ".git" / "stray.dcm")
+    return Expect("done", check=_loaded_ct_equals(t))
+
+
 def zero_byte_file(paths):
     t = _patient(paths)
     empty = _by_z(t)[0].parent / "img_9999.dcm"
@@ -387,6 +427,10 @@ def same_ids_other_cohort(paths):
 CASES = {
     "truncated CT file": truncated_ct,
     "truncated SEG file": truncated_seg,
+    "CT file cut to 200 bytes": ct_cut_to_200_bytes,
+    "SEG file cut in half": seg_cut_in_half,
+    "CT without RescaleSlope/RescaleIntercept": ct_without_rescale,
+    "hidden folders (another run's .tmp copy, .git)": hidden_work_folder,
     "zero-byte file": zero_byte_file,
     "junk (non-DICOM) file in a series folder": junk_file_in_series,
     "Thumbs.db / README.txt / DICOMDIR / LICENSE beside the slices": known_non_dicom_files,

@@ -1,0 +1,411 @@
+"""Corpus of inputs that used to load silently wrong or end in a traceback, each with its exact
+outcome: the right result, or one clear error naming the file, patient, column or path.
+
+Same form as ``test_corpus_clinical.py`` (whose helpers it uses): one parametrised test runs
+every case of :data:`CASES`. These cases are not yet rows of the README table "Unusual inputs
+(clinical table and command line)"; the DICOM-side ones are in ``test_corpus_dicom.py``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_corpus_clinical import (
+    REPO,
+    _base,
+    _crlm,
+    _csv,
+    _cwd,
+    _one_line_user_error,
+    _reference,
+    _write_xlsx,
+    cohort,  # noqa: F401 - the on-disk cohort fixture of the command-line cases
+)
+
+from crlm_lib.data.clinical import (
+    MISSING_CODE,
+    PERCENT_COLUMNS,
+    ClinicalTableError,
+    load_clinical,
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    input: str
+    outcome: str
+    run: Callable[..., None]
+
+
+CASES: list[Case] = []
+
+
+def case(name: str, input: str, outcome: str):
+    def register(fn):
+        CASES.append(Case(name, input, outcome, fn))
+        return fn
+
+    return register
+
+
+def _fractions(raw: pd.DataFrame) -> pd.DataFrame:
+    """``raw`` with its percent columns stored as the published sheet stores them (0.7)."""
+    raw = raw.copy()
+    for col in PERCENT_COLUMNS:
+        raw[col] = [v / 100.0 if v != MISSING_CODE else v for v in raw[col]]
+    return raw
+
+
+# ---- percent scale ------------------------------------------------------------------------
+
+
+@case(
+    "one patient, percent 0/1 only",
+    "one-row CSV whose percent cells are all 0 or 1 (0/1 % or 0/100 %?)",
+    "ClinicalTableError naming the column and patient and how to write it unambiguously",
+)
+def _one_row_ambiguous(tmp_path, capsys, request):
+    raw = _base().iloc[[0]].copy()
+    raw["necrosis_percent"] = 1
+    for col in ("total_response_percent", "fibrosis_percent", "mucin_percent"):
+        raw[col] = 0
+    with pytest.raises(ClinicalTableError) as info:
+        load_clinical(_csv(raw, tmp_path / "one.csv"))
+    msg = str(info.value)
+    assert "column 'necrosis_percent' holds only 0 and 1 (CRLM-CT-1001 = 1)" in msg
+    assert "'100%' or '1%'" in msg and "1 problem(s)" in msg
+
+
+@case(
+    "one patient, percent strings",
+    'the same row with "100%" / "0%" cells',
+    "loads; 100% -> 100",
+)
+def _one_row_strings(tmp_path, capsys, request):
+    raw = _base().iloc[[0]].copy()
+    raw["necrosis_percent"] = "100%"
+    for col in ("total_response_percent", "fibrosis_percent", "mucin_percent"):
+        raw[col] = "0%"
+    df = load_clinical(_csv(raw, tmp_path / "one.csv"))
+    assert df["necrosis_percent"].item() == 100.0 and df["mucin_percent"].item() == 0.0
+
+
+@case(
+    "subset of the sheet, 0/1 column",
+    "rows of the published sheet (fractions) where one percent column is only 0 and 1",
+    "loads; that column read as fractions like the others (1 -> 100), not as 1 %",
+)
+def _subset_fraction_column(tmp_path, capsys, request):
+    raw = _base()
+    raw["mucin_percent"] = [0, 100, 0, 100, 0, 0]
+    ref = _reference()
+    ref["mucin_percent"] = [0.0, 100.0, 0.0, 100.0, 0.0, 0.0]
+    df = load_clinical(_csv(_fractions(raw), tmp_path / "s.csv"))
+    assert df.attrs["percent_scales"]["mucin_percent"] == "fraction"
+    pd.testing.assert_series_equal(df["mucin_percent"], ref["mucin_percent"])
+    # the same column in a table written in percent stays 0/1 %
+    raw["mucin_percent"] = [0, 1, 0, 1, 0, 0]
+    df = load_clinical(_csv(raw, tmp_path / "p.csv"))
+    assert df["mucin_percent"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+
+
+@case(
+    "xlsx, one patient, percent format",
+    "one-row workbook, percent cells 0 and 1 in Excel's `0%` format",
+    "loads; the format decides (1 -> 100)",
+)
+def _one_row_xlsx(tmp_path, capsys, request):
+    raw = _base().iloc[[0]].copy()
+    raw["necrosis_percent"] = 100
+    for col in ("total_response_percent", "fibrosis_percent", "mucin_percent"):
+        raw[col] = 0
+    df = load_clinical(_write_xlsx(raw, tmp_path / "one.xlsx"))
+    assert df["necrosis_percent"].item() == 100.0 and df.attrs["percent_unit"] == "format"
+
+
+@case(
+    "fraction among percent values",
+    "necrosis_percent 30, 70, ... and one 0.07 (a fraction left over)",
+    "ClinicalTableError naming the column and the cell (patient = 0.07)",
+)
+def _mixed_column(tmp_path, capsys, request):
+    raw = _base()
+    raw["necrosis_percent"] = raw["necrosis_percent"].astype(float)
+    raw.loc[2, "necrosis_percent"] = 0.07
+    with pytest.raises(ClinicalTableError) as info:
+        load_clinical(_csv(raw, tmp_path / "m.csv"))
+    msg = str(info.value)
+    assert "column 'necrosis_percent' mixes percent values" in msg
+    assert "CRLM-CT-1003 = 0.07" in msg and "1 problem(s)" in msg
+
+
+@case(
+    "percent columns in two scales",
+    "necrosis_percent in fractions (0.3), fibrosis_percent in percent (40)",
+    "ClinicalTableError naming both columns and their scales",
+)
+def _two_scales(tmp_path, capsys, request):
+    raw = _base()
+    raw["necrosis_percent"] = [v / 100.0 for v in raw["necrosis_percent"]]
+    assert (raw["necrosis_percent"] % 1 != 0).any() and (raw["fibrosis_percent"] > 1).any()
+    with pytest.raises(ClinicalTableError, match="percent columns in different scales") as info:
+        load_clinical(_csv(raw, tmp_path / "t.csv"))
+    assert "necrosis_percent: fraction" in str(info.value)
+    assert "fibrosis_percent: percent" in str(info.value)
+
+
+# ---- columns and encodings ----------------------------------------------------------------
+
+
+@case(
+    "duplicated column",
+    "CSV (and xlsx) with `age` twice",
+    "ClinicalTableError: 'age' appears 2 times (columns 3, 37); nothing read as age.1",
+)
+def _duplicated_column(tmp_path, capsys, request):
+    raw = _base()
+    raw.insert(len(raw.columns), "age ", raw["age"] + 1, allow_duplicates=True)
+    for path in (_csv(raw, tmp_path / "d.csv"), _write_xlsx(raw, tmp_path / "d.xlsx")):
+        with pytest.raises(ClinicalTableError, match="duplicated column") as info:
+            load_clinical(path)
+        assert str(path) in str(info.value)
+        assert "'age' appears 2 times (columns 3, 37)" in str(info.value)
+
+
+@case(
+    "PNG named .csv",
+    "an image renamed clinical.csv",
+    "ClinicalTableError: not a text table but a PNG image",
+)
+def _png(tmp_path, capsys, request):
+    path = tmp_path / "clinical.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(ClinicalTableError, match="clinical.csv: not a text table but a PNG"):
+        load_clinical(path)
+
+
+@case(
+    "xlsx named .csv",
+    "the published workbook renamed clinical.csv",
+    "ClinicalTableError: a ZIP archive (an .xlsx workbook?): give it its .xlsx suffix",
+)
+def _xlsx_as_csv(tmp_path, capsys, request):
+    path = _write_xlsx(_base(), tmp_path / "c.xlsx").rename(tmp_path / "clinical.csv")
+    with pytest.raises(ClinicalTableError, match=r"not a text table but a ZIP archive \(an .xlsx"):
+        load_clinical(path)
+
+
+@case(
+    "UTF-16 table",
+    "CSV saved as UTF-16 with a byte-order mark (Excel's Unicode Text); and without one",
+    "with the mark: loads, values equal; without: ClinicalTableError naming UTF-16",
+)
+def _utf16(tmp_path, capsys, request):
+    path = tmp_path / "u16.csv"
+    path.write_bytes(codecs.BOM_UTF16_LE + _base().to_csv(index=False).encode("utf-16-le"))
+    df = load_clinical(path)
+    pd.testing.assert_frame_equal(df, _reference(), check_exact=False, rtol=1e-12)
+    path.write_bytes(_base().to_csv(index=False).encode("utf-16-le"))
+    with pytest.raises(ClinicalTableError, match="UTF-16 text without a byte-order mark"):
+        load_clinical(path)
+
+
+@case(
+    "undecodable bytes",
+    "a CSV holding byte 0x81 (neither UTF-8 nor Windows-1252)",
+    "ClinicalTableError naming the byte, its offset and the encodings tried",
+)
+def _undecodable(tmp_path, capsys, request):
+    path = tmp_path / "b.csv"
+    text = _base().to_csv(index=False).encode()
+    path.write_bytes(text.replace(b"CRLM-CT-1002", b"CRLM-CT-\x81002"))
+    with pytest.raises(ClinicalTableError, match=r"neither UTF-8 nor Windows-1252 text \(byte "
+                       r"0x81 at offset \d+\)"):  # fmt: skip
+        load_clinical(path)
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+@case(
+    "notebooks --only 99",
+    "`crlm notebooks --only 99` (no such notebook)",
+    "exit 2 before the data step: ArgumentError naming 99 and the notebooks there are",
+)
+def _only_unknown(tmp_path, capsys, request):
+    with _cwd(REPO):
+        rc, _, err = _crlm(["notebooks", "--profile", "smoke", "--data", str(tmp_path / "no"),
+                            "--only", "02", "99"], capsys)  # fmt: skip
+    assert rc == 2
+    _one_line_user_error(err, "ArgumentError", "--only 99: no such notebook", "01, 02")
+    from crlm_lib.notebooks import select_notebooks
+
+    assert [nb.name[:2] for nb in select_notebooks(["1", "03"], REPO)] == ["01", "03"]
+
+
+@case(
+    "predict --tta -5, --seed -1",
+    "`crlm predict --tta -5`, `crlm train --seed -1`",
+    "exit 2 from argparse: must be at least 0; predict_new(n_tta=-5) raises ArgumentError",
+)
+def _negative_numbers(tmp_path, capsys, request):
+    argv = ["predict", "--run", str(tmp_path / "r"), "--patient", str(tmp_path / "p"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    rc, _, err = _crlm([*argv, "--tta", "-5"], capsys)
+    assert rc == 2 and "--tta: must be at least 0, got -5" in err and "Traceback" not in err
+    rc, _, err = _crlm(["train", "--model", "fong", "--out", str(tmp_path / "r"), "--seed",
+                        "-1"], capsys)  # fmt: skip
+    assert rc == 2 and "--seed: must be at least 0, got -1" in err
+    from crlm_lib.errors import ArgumentError
+    from crlm_lib.predict import predict_new
+
+    with pytest.raises(ArgumentError, match="must be at least 0, got -5"):
+        predict_new([tmp_path / "r"], [tmp_path / "p"], tmp_path / "o", n_tta=-5)
+
+
+@case(
+    "patient IDs equal after sanitising",
+    "`crlm predict --patient` outputs of `Müller-01` and `Mäller-01` (both `M_ller-01`)",
+    "two folders: the sanitised name + an 8-digit hash of the ID; plain IDs unchanged",
+)
+def _sanitised_collision(tmp_path, capsys, request):
+    from crlm_lib.predict import _safe_name
+
+    names = {_safe_name(pid) for pid in ("Müller-01", "Mäller-01", "M_ller-01", "M ller-01")}
+    assert len(names) == 4 and "M_ller-01" in names
+    assert all(n.startswith("M_ller-01") for n in names)
+    assert _safe_name("CRLM-CT-1001") == "CRLM-CT-1001"
+    assert _safe_name("Müller-01") == _safe_name("Müller-01")  # stable
+    assert _safe_name("../..").startswith("patient-") and "/" not in _safe_name("a/b")
+
+
+@case(
+    "read-only or full output folder",
+    "`crlm train --out R` where writing R/metrics.json fails with errno 30 (read-only file "
+    "system) or 28 (no space left)",
+    "exit 2: FileAccessError naming the file and what to do; another OSError keeps its traceback",
+)
+def _read_only_output(tmp_path, capsys, request):
+    import crlm_lib.atomic as atomic
+    import crlm_lib.cli as cli
+
+    c = request.getfixturevalue("cohort")
+    fsync = atomic._fsync
+    for code, todo in ((errno.EROFS, "make the folder writable"), (errno.ENOSPC, "free space")):
+        run = tmp_path / f"run{code}"
+
+        def failing_fsync(path, code=code):
+            if ".metrics." in str(path):
+                raise OSError(code, os.strerror(code), str(path))
+            fsync(path)
+
+        with _cwd(c.root), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(atomic, "_fsync", failing_fsync)
+            rc, _, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                str(c.data), "--clinical", str(c.clinical), "--out", str(run)],
+                               capsys)  # fmt: skip
+        assert rc == 2
+        _one_line_user_error(err, "FileAccessError", f"cannot write {run}", os.strerror(code),
+                             todo)  # fmt: skip
+        assert not list(run.glob(".*.tmp"))  # the atomic writer left nothing behind
+
+    def no_permission(_):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+
+    def bug(_):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    parser = cli.build_parser()
+    synth = parser._subparsers._group_actions[0].choices["synth"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "build_parser", lambda: parser)
+        synth.set_defaults(func=no_permission)
+        rc, _, err = _crlm(["synth", "--out", str(tmp_path / "x")], capsys)
+        assert rc == 2
+        _one_line_user_error(err, "FileAccessError", f"cannot access {tmp_path / 'x'}")
+        synth.set_defaults(func=bug)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            cli.main(["synth", "--out", str(tmp_path / "x")])
+
+
+@case(
+    "too few patients to train",
+    "`crlm train` on 3 patients; on a header-only table",
+    "exit 2: one line saying the 8:1:1 split needs at least 6 patients",
+)
+def _too_few(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    for rows, name in ((3, "three.csv"), (0, "header.csv")):
+        path = _csv(c.table().iloc[:rows], tmp_path / name)
+        with _cwd(c.root):
+            rc, _, err = _crlm(["train", "--model", "fong", "--profile", "smoke", "--data",
+                                str(c.data), "--clinical", str(path), "--out",
+                                str(tmp_path / f"run{rows}")], capsys)  # fmt: skip
+        assert rc == 2, err
+        _one_line_user_error(err, "needs at least 6")
+
+
+@case(
+    "render before the notebooks",
+    "`crlm render` when no notebook has been executed for the profile",
+    "exit 2: MissingNotebookError in one line: run `crlm notebooks --profile smoke` first",
+)
+def _render_first(tmp_path, capsys, request):
+    (tmp_path / "crlm_lib").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    with _cwd(tmp_path):
+        rc, _, err = _crlm(["render", "--profile", "smoke"], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "MissingNotebookError", "crlm notebooks --profile smoke",
+                         "make paper")  # fmt: skip
+
+
+@case(
+    "missing --run folder",
+    "`crlm evaluate --run`, `crlm predict --run`, `crlm model-card --run` on a missing folder",
+    "exit 2 before the data step: MissingRunError naming the folder",
+)
+def _missing_run(tmp_path, capsys, request):
+    run = tmp_path / "nope"
+    data = ["--profile", "smoke", "--data", str(tmp_path / "absent")]
+    for argv in (["evaluate", *data, "--run", str(run)],
+                 ["predict", *data, "--run", str(run), "--out", str(tmp_path / "p.csv")],
+                 ["model-card", "--run", str(run), "--out", str(tmp_path / "m.md")]):  # fmt: skip
+        rc, _, err = _crlm(argv, capsys)
+        assert rc == 2
+        _one_line_user_error(err, "MissingRunError", f"run folder {run} does not exist")
+    run.mkdir()
+    rc, _, err = _crlm(["evaluate", *data, "--run", str(run)], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "MissingRunError", str(run / "predictions.csv"))
+
+
+# --------------------------------------------------------------------------------------------
+# the test
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
+def test_corpus_case(item: Case, tmp_path, capsys, request):
+    item.run(tmp_path, capsys, request)
+
+
+def test_valid_tables_read_as_before(tmp_path):
+    """The synthetic table (percent) and the sheet's fractions read exactly as before, in
+    sizes where a percent column can hold only 0 and 1."""
+    from crlm_lib.data.synthetic import simulate_cohort
+
+    for n, seed in ((6, 3), (12, 0), (40, 3)):
+        raw = simulate_cohort(n, seed=seed).clinical
+        df = load_clinical(_csv(raw, tmp_path / "c.csv"))
+        for col in PERCENT_COLUMNS:
+            present = raw[col] != MISSING_CODE
+            np.testing.assert_array_equal(df[col].to_numpy()[present], raw.loc[present, col])
