@@ -13,7 +13,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,6 +153,8 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     from crlm_lib.data.synthetic import write_cohort
 
     synth = get_profile(a.profile).synth
+    if a.setting is not None:
+        synth = replace(synth, setting=a.setting)
     n = a.n if a.n is not None else synth.n_patients
     out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs)
     print(f"synthetic cohort of {n} patients written to {out}")
@@ -474,6 +476,13 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_seed_arg(p)
     p.add_argument("--jobs", type=_positive_int, default=2, help="patients written in parallel")
+    p.add_argument(
+        "--setting",
+        choices=("image_effect", "null"),
+        default=None,
+        help="outcome model: image_effect (default; image-only quantities carry part of the "
+        "hazard) or null (the outcome depends on the clinical table alone)",
+    )
     _add_profile_arg(p, "sets the image size of the synthetic CT")
     p.set_defaults(func=_cmd_synth)
 

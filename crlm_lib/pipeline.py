@@ -7,6 +7,7 @@ does the same and returns everything a notebook needs about the cohort in one ob
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +38,7 @@ def ensure_data(
     verbose: bool = False,
     show_exclusions: bool = False,
     lock_timeout_s: float | None = None,
+    root: str | Path | None = None,
 ) -> Paths:
     """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
 
@@ -59,6 +61,10 @@ def ensure_data(
     lock_timeout_s : float, optional
         Longest wait (seconds) for another preprocessing run's lock on the cache folder
         (``None``: wait until it finishes); see :func:`crlm_lib.data.preprocess.cache_lock`.
+    root : path, optional
+        Folder that takes the repository's place for ``data/``, ``runs/`` and ``results/``
+        (``config.resolve_paths``); default: the repository. Benchmarks use it to keep cohorts
+        of other seeds or settings apart.
 
     Returns
     -------
@@ -80,11 +86,18 @@ def ensure_data(
     from crlm_lib.data.preprocess import preprocess_cohort
 
     prof = get_profile(profile)
-    paths = resolve_paths(prof, data_dir, clinical)
+    paths = resolve_paths(prof, data_dir, clinical, root=root)
     if paths.synthetic:
-        if not cohort_is_complete(paths):
-            from crlm_lib.data.synthetic import write_cohort
+        from crlm_lib.data.synthetic import cohort_is_current, write_cohort
 
+        if paths.cohort_dir.is_dir() and not cohort_is_current(paths.cohort_dir, seed, prof.synth):
+            # derived data of another seed, setting or generator version: rebuilt, never mixed
+            print(
+                f"the synthetic cohort in {paths.cohort_dir} was written by another seed, "
+                "setting or generator version: rewriting it"
+            )
+            shutil.rmtree(paths.cohort_dir)
+        if not cohort_is_complete(paths):
             if verbose:
                 print(
                     f"writing the synthetic cohort ({prof.synth.n_patients} patients) "
@@ -204,8 +217,10 @@ def load_study(
     clinical: str | Path | None = None,
     *,
     seed: int = 0,
+    root: str | Path | None = None,
 ) -> Cohort:
-    """Ensure the data (see :func:`ensure_data`) and return the analysis cohort.
+    """Ensure the data (see :func:`ensure_data`; ``root`` as there) and return the analysis
+    cohort.
 
     A patient enters the analysis when preprocessing succeeded and the clinical table has a row
     for it; every other patient is listed in ``Study.excluded`` with its reason (image excluded,
@@ -216,7 +231,7 @@ def load_study(
     from crlm_lib.evaluation.cohort import load_oracle
 
     prof = get_profile(profile)
-    paths = ensure_data(prof, data_dir, clinical, seed=seed)
+    paths = ensure_data(prof, data_dir, clinical, seed=seed, root=root)
     table = load_clinical(paths.clinical_csv)
     table.index = table.index.astype(str)
     report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})

@@ -17,8 +17,10 @@ Anatomy and portal-venous attenuation (HU):
   patient-varied), right branch with anterior/posterior sector branches, left branch;
 - hepatic veins (160 HU): right, middle and left veins converging on a confluence at the
   top of the liver;
-- tumours: spheres of 45 HU (20 HU necrotic core when larger than 4 cm) with a 3 mm rim of
-  85 HU, each entirely inside one lobe;
+- tumours: spheres of ``tumour_hu`` (45 HU on average; a patient's tumours share it, and the
+  synthetic cohort's image-only *attenuation phenotype* sets it, see
+  :mod:`crlm_lib.data.synthetic`) with a necrotic core 25 HU darker when larger than 4 cm and a
+  3 mm rim of 85 HU, each entirely inside one lobe;
 - partial-volume blur (Gaussian, 0.8 voxel in-plane) and correlated Gaussian noise of
   ``noise_hu`` (10-20 HU) like portal-venous CT.
 
@@ -68,6 +70,7 @@ class Anatomy:
     bifurcation_z_mm: float
     tumours: tuple[Tumour, ...]
     noise_hu: float
+    tumour_hu: float = 45.0
     spleen_centre_mm: tuple[float, float, float] = (105.0, 40.0, 0.0)
     vessels: dict = field(default_factory=dict, compare=False)
 
@@ -311,9 +314,9 @@ def render(
             sphere = np.zeros(shape, dtype=bool)
             sphere[np.unravel_index(int(np.argmin(np.broadcast_to(d2, shape))), shape)] = True
         hu[sphere] = 85.0
-        hu[sphere & (d2 <= max(t.radius_mm - 3.0, 0.0) ** 2)] = 45.0
+        hu[sphere & (d2 <= max(t.radius_mm - 3.0, 0.0) ** 2)] = anat.tumour_hu
         if t.radius_mm > 20.0:
-            hu[sphere & (d2 <= (0.5 * t.radius_mm) ** 2)] = 20.0
+            hu[sphere & (d2 <= (0.5 * t.radius_mm) ** 2)] = anat.tumour_hu - 25.0
         lesions.append(sphere.copy())
         any_tumour |= sphere
     side = np.broadcast_to(x > anat.split_x_mm, shape)

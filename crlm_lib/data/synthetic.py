@@ -13,28 +13,46 @@ Per patient ``i`` three independent random streams are used, ``default_rng([seed
 coverage and image noise. A patient is therefore the same whatever the cohort size, and has the
 same clinical data and outcomes at every image resolution (profile).
 
+What the clinical table records, and what only the images show
+---------------------------------------------------------------
+The table records what a clinic records, not the generator's truth (:func:`sample_patient`):
+the largest tumour's size measured with a multiplicative error (log SD 0.15) and rounded to
+0.5 cm; the tumour count and lobes as read, each tumour other than the largest detected with
+probability ``min(1, 0.5 + 0.3 d)`` (``d`` its diameter in cm), so ``multiple_metastases`` and
+``bilobar_disease`` can be wrong in one direction (a missed small tumour). The images show
+the true tumour volume, count, lobes and the remnant fraction, and one quantity that no mask and
+no column shows: the tumours' **attenuation phenotype** ``z ~ N(0, 1)``, drawn per patient,
+which sets the tumours' portal-venous attenuation ``45 + 20 z`` HU (clipped to 0..95 HU; liver
+about 110 HU; :attr:`phantom.Anatomy.tumour_hu`). A shared disease-burden latent raises the odds
+of synchronous disease, of more than one tumour, CEA and the largest size together, so the Fong
+criteria are correlated as in Fong 1999 (:data:`BURDEN_LOGIT`).
+
 Generative survival model (illness-death, times in years after resection)
 ------------------------------------------------------------------------
-Covariates: Fong criteria :math:`F_1..F_5` (node-positive primary; synchronous metastases, the
-table's proxy of a disease-free interval < 12 months; more than one tumour; CEA > 200 ng/mL;
-largest tumour > 5 cm), extrahepatic disease ``E``, comorbidity ``M``, steatosis ``St``, NAS >= 4
-``N4``, chemotherapy ``Ch`` with pathological response ``resp`` (0..1), age ``a``, and image-only
-quantities of the phantom: total tumour volume ``V`` (mL), tumour count ``n``, bilobar ``Bi``,
-remnant fraction ``f`` (future liver remnant / non-tumoural liver volume).
+Covariates: Fong criteria :math:`F_1..F_5` *as recorded* (node-positive primary; synchronous
+metastases, the table's proxy of a disease-free interval < 12 months; more than one tumour
+read; CEA > 200 ng/mL; largest tumour measured > 5 cm), extrahepatic disease ``E``, comorbidity
+``M``, steatosis ``St``, NAS >= 4 ``N4``, chemotherapy ``Ch`` with pathological response
+``resp`` (0..1), age ``a``, and the image-only quantities: true total tumour volume ``V`` (mL),
+count ``n``, bilobar ``Bi``, remnant fraction ``f`` (future liver remnant / non-tumoural liver
+volume) and the attenuation phenotype ``z``.
 
 .. math::
 
    \eta_{clin} &= g_{F} + 0.10(\ln(1+CEA) - 2.7)
                  + 0.55E + 0.15M + 0.15St + 0.20N4 - 0.50\,Ch\,resp \\
-   \eta_{img}  &= 0.20\ln(V/20) + 0.25Bi + 0.20\ln n + 1.5\max(0, 0.40 - f) \\
-   \eta_R      &= \eta_{clin} + w_{img}\,\eta_{img} - c_0
+   \eta_{img}  &= w_{img}\,[\,0.40\ln(V/20) + 0.20\ln n + 0.25Bi + 1.5\max(0, 0.40 - f)
+                 - 0.90z - \bar c\,] \\
+   \eta_R      &= \eta_{clin} + \eta_{img} - c_0
 
-where :math:`F = F_1 + ... + F_5` is the Fong score and :math:`g_F` its offset
-(``fong_effect`` = 0, 1.00, 0.80, 1.91, 1.38, 1.02 for F = 0..5), :math:`w_{img} = 1`.
-The offsets are fitted to Fong's survival *net of* the image-burden and CEA terms, which rise
-with the score (mean :math:`\eta_{img}` -0.06, 0.16, 0.37, 0.61, 0.89, 1.06 for F = 0..5); the
-offsets are therefore not monotone, and the resulting mean :math:`\eta_R` (-1.12, 0.06, 0.07,
-1.45, 1.25, 1.34) reproduces Fong's flat 1-2 and 3-4 steps (44/40% and 20/25%).
+where :math:`F = F_1 + ... + F_5` is the recorded Fong score, :math:`g_F` its offset
+(``fong_effect``, fitted), :math:`\bar c` (``img_centre``) the population mean of the bracket
+and :math:`w_{img}` the **setting** (:data:`SETTINGS`): 1 in ``image_effect`` (default), 0 in
+``null``, where the outcome depends on the clinical table alone (the remnant term of the
+postoperative death below is scaled by :math:`w_{img}` too). Measured on 20,000 + 20,000
+patients (``benchmarks/synthetic_bench.py population``: Cox models fitted on one cohort, Harrell's
+C on the other), the true image quantities add {IMG_GAIN} to a Cox model of the clinical table under
+``image_effect`` and {NULL_GAIN} under ``null``.
 
 1. Recurrence (promotion-time cure model, bounded cumulative hazard, early peak):
    :math:`H_R(t) = \theta e^{\eta_R}\,(1 - \exp(-(t/\beta_R)^{k_R}))` with
@@ -45,9 +63,9 @@ offsets are therefore not monotone, and the resulting mean :math:`\eta_R` (-1.12
    :math:`\exp(-\theta e^{\eta_R})`. Tumour burden shortens :math:`\beta_R`, so its hazard ratio is
    largest early and falls below 1 later: the effects are **not proportional**.
 2. Other-cause death (applies before and after recurrence):
-   :math:`h_O(t) = h_{op}\,\mathbb 1[t < 0.25]\,e^{0.6M + 0.5N4 + 4\max(0, 0.3 - f)}
+   :math:`h_O(t) = h_{op}\,\mathbb 1[t < 0.25]\,e^{0.6M + 0.5N4 + 4w_{img}\max(0, 0.3 - f)}
    + \lambda_{bg} e^{0.075(a-60) + 0.4M} e^{0.08t}` (90-day postoperative + Gompertz background).
-3. Cancer death after recurrence at :math:`s`: with probability :math:`p_s = 0.19` the
+3. Cancer death after recurrence at :math:`s`: with probability :math:`p_s` (fitted) the
    recurrence is salvaged (repeat resection or ablation) and causes no death; otherwise Weibull
    :math:`H_D(u) = e^{\eta_D}(u/\beta_D)^{k_D}`, :math:`u = t - s`,
    :math:`\eta_D = 0.28\,\eta_R + 0.3E + 0.02(a - 60)`, :math:`\beta_D = 1.3` y,
@@ -66,21 +84,17 @@ Liver recurrence: the first recurrence is intrahepatic with probability
 :math:`\mathrm{expit}(0.3 + 0.5Bi + 0.3F_3 - 1.0E)`; otherwise a liver recurrence follows at
 :math:`R + \mathrm{Exp}(1.5\,y)` with probability 0.4.
 
-Censoring: administrative at :math:`U(2, 8.8)` years (staggered accrual) and loss to follow-up
-at rate 0.04/year; with it, 54% of patients have an observed death and 71% a DFS event, as in
-the real cohort (107/197 and 138/197).
+Censoring: administrative at :math:`U(2, A)` years (staggered accrual; :math:`A` fitted, the
+real cohort's follow-up is not published) and loss to follow-up at rate 0.04/year.
 
-Calibration targets (:func:`calibration_summary`): Fong et al., Ann Surg 1999 (5-year OS 60, 44,
-40, 20, 25, 14% for scores 0-5, each within its exact 95% binomial interval
-:data:`FONG_5Y_OS_CI`); the real cohort's fractions of deaths (107/197) and DFS events
-(138/197), within 3 points; Kanas et al., Clin Epidemiol 2012 (median OS after resection about
-3.6 years); 60-70% recurrence, mostly within 2 years. :data:`DEFAULT_MODEL` was fitted
-(Nelder-Mead on these targets, then rounded) on 4,000 simulated patients, seed 0, giving KM
-5-year OS 0.675, 0.448, 0.419, 0.208, 0.297, 0.083 for Fong scores 0-5 (score 5: 12 patients),
-54.4% deaths, 70.7% DFS events, 63.7% recurrence, median OS 3.2 years, 87% of observed
-recurrences within 2 years (``tests/data/test_synthetic.py`` checks it). Known misfits: median
-OS (3.2 against 3.6 years) and recurrences are earlier than reported; another seed scatters each
-group by its sampling error (about 0.03 for score 0).
+Calibration (:func:`fit_outcome_model`, :func:`calibration_summary`): :data:`DEFAULT_MODEL`'s
+``fong_effect``, ``p_salvage`` and ``admin_years`` were fitted on 12,000 patients of seed
+:data:`FIT_SEED` to the *expected* 5-year OS of each recorded Fong score (Fong et al., Ann Surg
+1999: 60, 44, 40, 20, 25, 14% for scores 0-5) and the real cohort's fractions of deaths
+(107/197) and DFS events (138/197), then rounded. Every check runs on other seeds: on seeds
+1-5 (4,000 patients each; ``benchmarks/synthetic_bench.py calibration``) {HELDOUT}.
+Named, not fitted: Kanas et al., Clin Epidemiol 2012 (median OS after resection about 3.6
+years) and 60-70% recurrence, mostly within 2 years.
 """
 
 from __future__ import annotations
@@ -89,7 +103,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +116,10 @@ from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
 from crlm_lib.data.parallel import run_jobs
 
 N_YEARS_ORACLE = 12
+#: Version of the sampling code, recorded in ``synthetic_cohort.json``: a cohort folder written
+#: by another version is refused (:func:`write_cohort`) rather than silently completed with
+#: patients of another generator. 2: measured clinical table, attenuation phenotype, settings.
+GENERATOR_VERSION = 2
 #: Horizon (years) of the oracle's risk scores ``os_risk`` / ``dfs_risk`` (log(-log S(5))).
 RISK_HORIZON_YEARS = 5.0
 #: Fong Y, Fortner J, Sun RL, Brennan MF, Blumgart LH. Clinical score for predicting recurrence
@@ -129,6 +147,8 @@ FONG_5Y_OS_CI = (
 REAL_COHORT_N, REAL_COHORT_DEATHS, REAL_COHORT_DFS_EVENTS = 197, 107, 138
 #: Tolerance (absolute fraction) of the death and DFS-event fractions against the real cohort.
 EVENT_FRACTION_TOLERANCE = 0.03
+#: Tolerance (absolute fraction) of each Fong score's share against Fong 1999's.
+SCORE_SHARE_TOLERANCE = 0.04
 #: Kanas et al. 2012: median OS after resection (years).
 KANAS_MEDIAN_OS_YEARS = 3.6
 #: Acceptance range of the fraction of patients with a recurrence (the calibration target 0.65).
@@ -144,11 +164,15 @@ class OutcomeModel:
     """Parameters of the generative survival model (see the module docstring).
 
     ``fong_effect[s]`` is the log-hazard offset of recurrence for a patient whose five Fong
-    criteria add up to ``s``; ``p_salvage`` the probability that a recurrence is cured by
-    salvage treatment (no cancer death); ``image_weight`` scales the image-only terms in the
-    recurrence predictor.
+    criteria *as recorded* add up to ``s``; ``p_salvage`` the probability that a recurrence is
+    cured by salvage treatment (no cancer death). The image-only terms (``img_*`` weights, see
+    :func:`linear_predictors`) enter through ``image_weight``: 1 in the ``image_effect``
+    setting, 0 in the ``null`` setting (:data:`SETTINGS`), where the outcome depends on the
+    clinical table alone. ``img_centre`` is the population mean of the raw image term, so that
+    both settings have about the same event rates.
     """
 
+    setting: str = "image_effect"
     theta: float = 1.0
     c0: float = 1.15
     beta0: float = 2.2
@@ -158,24 +182,52 @@ class OutcomeModel:
     h_op: float = 0.06
     lambda_bg: float = 0.012
     fong_effect: tuple[float, float, float, float, float, float] = (
-        0.0,
-        1.00,
-        0.80,
-        1.91,
-        1.38,
-        1.02,
+        1.18,
+        1.78,
+        1.40,
+        2.34,
+        1.35,
+        2.18,
     )
     eta_d_weight: float = 0.28
     image_weight: float = 1.0
-    p_salvage: float = 0.19
-    admin_years: tuple[float, float] = (2.0, 8.8)
+    img_volume: float = 0.40
+    img_count: float = 0.20
+    img_bilobar: float = 0.25
+    img_remnant: float = 1.5
+    img_attenuation: float = 0.90
+    img_centre: float = 0.76
+    p_salvage: float = 0.15
+    admin_years: tuple[float, float] = (2.0, 5.79)
     loss_rate: float = 0.04
 
 
 DEFAULT_MODEL = OutcomeModel()
+#: The two documented settings of the generator: ``image_effect`` (default: image-only
+#: quantities carry a stated share of the hazard) and ``null`` (image weight 0: the CT and SEG
+#: add nothing to the clinical table). Same parameters otherwise.
+SETTINGS: dict[str, OutcomeModel] = {
+    "image_effect": DEFAULT_MODEL,
+    "null": replace(DEFAULT_MODEL, setting="null", image_weight=0.0),
+}
 
-#: Covariate columns the outcome model reads (true values, no missingness).
-COVARIATES = (
+
+def outcome_model(setting: str | OutcomeModel = "image_effect") -> OutcomeModel:
+    """The :class:`OutcomeModel` of a named setting (``image_effect`` or ``null``)."""
+    if isinstance(setting, OutcomeModel):
+        return setting
+    try:
+        return SETTINGS[setting]
+    except KeyError:
+        raise SyntheticCohortError(
+            f"unknown generator setting {setting!r}; choose one of {sorted(SETTINGS)}"
+        ) from None
+
+
+#: Clinical covariates the outcome model reads, as the clinical table records them
+#: (``multiple_metastases`` and ``max_diameter_cm`` are the clinic's reading; CEA is the true
+#: value, which the table holds except where it is missing).
+CLINICAL_COVARIATES = (
     "node_positive_primary",
     "synchronous_crlm",
     "multiple_metastases",
@@ -188,11 +240,19 @@ COVARIATES = (
     "chemo",
     "response",
     "age",
+)
+#: Image-only quantities (true values of the phantom): what the CT and SEG show and the table
+#: does not (the table's count, size and bilobar reading are noisy readings of the first three;
+#: the attenuation phenotype is in no column and only in the CT's intensities).
+IMAGE_COVARIATES = (
     "tumour_volume_ml",
     "n_tumours",
     "bilobar",
     "remnant_fraction",
+    "tumour_attenuation_z",
 )
+#: Covariate columns the outcome model reads (no missingness).
+COVARIATES = CLINICAL_COVARIATES + IMAGE_COVARIATES
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +260,26 @@ COVARIATES = (
 # --------------------------------------------------------------------------------------------
 
 
+def image_term(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) -> np.ndarray:
+    r"""The raw image-only term of the recurrence predictor (before ``image_weight``, centring).
+
+    .. math::  a_V\ln(V/20) + a_n\ln n + a_{Bi}Bi + a_f\max(0, 0.40 - f) - a_z z
+
+    with total tumour volume ``V`` (mL), count ``n``, bilobar ``Bi``, remnant fraction ``f`` and
+    the attenuation phenotype ``z`` (lower attenuation, worse prognosis).
+    """
+    g = {k: cov[k].to_numpy(float) for k in IMAGE_COVARIATES}
+    return (
+        model.img_volume * np.log(np.maximum(g["tumour_volume_ml"], 0.1) / 20.0)
+        + model.img_count * np.log(np.maximum(g["n_tumours"], 1.0))
+        + model.img_bilobar * g["bilobar"]
+        + model.img_remnant * np.maximum(0.0, 0.40 - g["remnant_fraction"])
+        - model.img_attenuation * g["tumour_attenuation_z"]
+    )
+
+
 def linear_predictors(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) -> pd.DataFrame:
-    """:math:`\\eta_{clin}, \\eta_{img}, \\eta_R, \\eta_D, \\beta_R` per patient (module docstring)."""
+    """:math:`\\eta_{clin}, \\eta_{img}, \\eta_R, \\eta_D, \beta_R` per patient (module docstring)."""
     g = {k: cov[k].to_numpy(float) for k in COVARIATES}
     score = (
         g["node_positive_primary"]
@@ -219,19 +297,14 @@ def linear_predictors(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) ->
         + 0.20 * g["nash_ge4"]
         - 0.50 * g["chemo"] * g["response"]
     )
-    eta_img = (
-        0.20 * np.log(np.maximum(g["tumour_volume_ml"], 0.1) / 20.0)
-        + 0.25 * g["bilobar"]
-        + 0.20 * np.log(np.maximum(g["n_tumours"], 1.0))
-        + 1.5 * np.maximum(0.0, 0.40 - g["remnant_fraction"])
-    )
-    eta_r = eta_clin + model.image_weight * eta_img - model.c0
+    eta_img = model.image_weight * (image_term(cov, model) - model.img_centre)
+    eta_r = eta_clin + eta_img - model.c0
     eta_d = model.eta_d_weight * eta_r + 0.3 * g["extrahep_disease"] + 0.02 * (g["age"] - 60.0)
     beta_r = np.clip(model.beta0 * np.exp(-0.30 * eta_img), 0.4, 4.0)
     op = model.h_op * np.exp(
         0.6 * g["major_comorbidity"]
         + 0.5 * g["nash_ge4"]
-        + 4.0 * np.maximum(0.0, 0.3 - g["remnant_fraction"])
+        + model.image_weight * 4.0 * np.maximum(0.0, 0.3 - g["remnant_fraction"])
     )
     bg = model.lambda_bg * np.exp(0.075 * (g["age"] - 60.0) + 0.4 * g["major_comorbidity"])
     return pd.DataFrame(
@@ -320,9 +393,14 @@ def _true_survival_sorted(
 
 
 def sample_event_times(
-    cov: pd.DataFrame, rngs: list[np.random.Generator], model: OutcomeModel = DEFAULT_MODEL
+    cov: pd.DataFrame,
+    rngs: list[np.random.Generator],
+    model: OutcomeModel = DEFAULT_MODEL,
 ) -> pd.DataFrame:
     """Draw true event times and censoring (one generator per patient).
+
+    Each patient's generator gives 6 unit exponentials then 4 uniforms, in that order;
+    :func:`event_times` turns them into times.
 
     Returns
     -------
@@ -330,51 +408,75 @@ def sample_event_times(
         ``recurrence_years`` (inf = never), ``other_death_years``, ``cancer_death_after_years``,
         ``death_years``, ``liver_recurrence_years`` (inf = never), ``censor_years``.
     """
+    draws = [(rng.exponential(size=6), rng.uniform(size=4)) for rng in rngs]
+    e = np.array([d[0] for d in draws]).reshape(len(rngs), 6)
+    u = np.array([d[1] for d in draws]).reshape(len(rngs), 4)
+    return event_times(cov, e, u, model)
+
+
+def event_times(
+    cov: pd.DataFrame, e: np.ndarray, u: np.ndarray, model: OutcomeModel = DEFAULT_MODEL
+) -> pd.DataFrame:
+    """Event times from given random draws (inverse transforms of the model's hazards).
+
+    Parameters
+    ----------
+    cov : DataFrame [N, COVARIATES]
+    e : ndarray [N, 6]
+        Unit exponentials: recurrence, postoperative death, background death, cancer death
+        after recurrence, liver recurrence delay, loss to follow-up.
+    u : ndarray [N, 4]
+        Uniforms: first recurrence intrahepatic, later liver recurrence, administrative
+        censoring time, salvage of the recurrence.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`sample_event_times`. The same draws give the same times for any model, so
+        the fit of :func:`fit_outcome_model` compares models on common random numbers.
+    """
     lp = linear_predictors(cov, model)
-    rows = []
-    for i, rng in enumerate(rngs):
-        e = rng.exponential(size=6)
-        u = rng.uniform(size=4)
-        scale = model.theta * np.exp(lp["eta_r"].iat[i])
-        if e[0] >= scale:
-            r = np.inf
-        else:
-            r = lp["beta_r"].iat[i] * (-np.log1p(-e[0] / scale)) ** (1.0 / model.k_r)
-        h_op = lp["h_op"].iat[i]
-        t_op = e[1] / h_op if e[1] < h_op * 0.25 else np.inf
-        t_bg = np.log1p(0.08 * e[2] / lp["lambda_bg"].iat[i]) / 0.08
-        t_o = min(t_op, t_bg)
-        t_d = model.beta_d * (e[3] * np.exp(-lp["eta_d"].iat[i])) ** (1.0 / model.k_d)
-        if u[3] < model.p_salvage:  # recurrence salvaged (e.g. repeat resection): no cancer death
-            t_d = np.inf
-        death = min(t_o, r + t_d)
-        c = cov.iloc[i]
-        p_liver = 1 / (
-            1
-            + np.exp(
-                -(0.3 + 0.5 * c["bilobar"] + 0.3 * c["multiple_metastases"] - c["extrahep_disease"])
+    scale = model.theta * np.exp(lp["eta_r"].to_numpy())
+    beta_r = lp["beta_r"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(e[:, 0] < scale, e[:, 0] / scale, 0.0)
+        r = np.where(e[:, 0] < scale, beta_r * (-np.log1p(-frac)) ** (1.0 / model.k_r), np.inf)
+    h_op = lp["h_op"].to_numpy()
+    t_op = np.where(e[:, 1] < h_op * 0.25, e[:, 1] / h_op, np.inf)
+    t_bg = np.log1p(0.08 * e[:, 2] / lp["lambda_bg"].to_numpy()) / 0.08
+    t_o = np.minimum(t_op, t_bg)
+    t_d = model.beta_d * (e[:, 3] * np.exp(-lp["eta_d"].to_numpy())) ** (1.0 / model.k_d)
+    t_d = np.where(u[:, 3] < model.p_salvage, np.inf, t_d)  # salvaged: no cancer death
+    death = np.minimum(t_o, r + t_d)
+    p_liver = 1.0 / (
+        1.0
+        + np.exp(
+            -(
+                0.3
+                + 0.5 * cov["bilobar"].to_numpy(float)
+                + 0.3 * cov["multiple_metastases"].to_numpy(float)
+                - cov["extrahep_disease"].to_numpy(float)
             )
         )
-        if not np.isfinite(r):
-            liver = np.inf
-        elif u[0] < p_liver:
-            liver = r
-        elif u[1] < 0.4:
-            liver = r + 1.5 * e[4]
-        else:
-            liver = np.inf
-        admin = model.admin_years[0] + u[2] * (model.admin_years[1] - model.admin_years[0])
-        censor = min(admin, e[5] / model.loss_rate)
-        rows.append((r, t_o, t_d, death, liver, censor))
-    cols = [
-        "recurrence_years",
-        "other_death_years",
-        "cancer_death_after_years",
-        "death_years",
-        "liver_recurrence_years",
-        "censor_years",
-    ]
-    return pd.DataFrame(rows, columns=cols, index=cov.index)
+    )
+    liver = np.where(
+        ~np.isfinite(r),
+        np.inf,
+        np.where(u[:, 0] < p_liver, r, np.where(u[:, 1] < 0.4, r + 1.5 * e[:, 4], np.inf)),
+    )
+    admin = model.admin_years[0] + u[:, 2] * (model.admin_years[1] - model.admin_years[0])
+    censor = np.minimum(admin, e[:, 5] / model.loss_rate)
+    return pd.DataFrame(
+        {
+            "recurrence_years": r,
+            "other_death_years": t_o,
+            "cancer_death_after_years": t_d,
+            "death_years": death,
+            "liver_recurrence_years": liver,
+            "censor_years": censor,
+        },
+        index=cov.index,
+    )
 
 
 def observed_outcomes(times: pd.DataFrame) -> pd.DataFrame:
@@ -399,7 +501,28 @@ def observed_outcomes(times: pd.DataFrame) -> pd.DataFrame:
 # patients
 # --------------------------------------------------------------------------------------------
 
+#: Tumour count distribution (1..8 tumours): ``P(1 tumour)`` is 0.45 at the burden latent's
+#: mean and shifts with it; 2..8 follow the rest of this table.
 _N_TUMOUR_P = np.array([0.45, 0.20, 0.12, 0.08, 0.06, 0.04, 0.03, 0.02])
+#: Shared disease-burden latent ``u ~ N(0, 1)``: it raises the odds of synchronous disease and of
+#: more than one tumour (log-odds ``+BURDEN_LOGIT * u``), CEA (``x exp(0.5 u)``) and the largest
+#: tumour's size (``x exp(0.3 u)``), so that the five Fong criteria are positively correlated, as
+#: in Fong 1999 (independent criteria give a score distribution too narrow: 7/28/38/21/5/0.3 %
+#: against the published 9/24/30/25/11/1 %).
+BURDEN_LOGIT = 1.0
+#: Median CEA (ng/mL) and the SD of log CEA; median largest tumour diameter (cm) and its log SD
+#: (chosen with the latent so that CEA > 200 and size > 5 cm give the published score shares).
+CEA_MEDIAN, CEA_LOG_SD = 19.0, 1.86
+DMAX_MEDIAN_CM, DMAX_LOG_SD = 4.8, 0.6
+#: Measurement model of the clinical table (what a clinic records, not the generator's truth):
+#: the largest tumour's size is measured with a multiplicative error ``exp(N(0, SIZE_LOG_SD))``
+#: and rounded to ``SIZE_ROUND_CM``; a tumour other than the largest is detected (counted, and its
+#: lobe read) with probability ``min(1, DETECT_BASE + DETECT_PER_CM * diameter)``.
+SIZE_LOG_SD, SIZE_ROUND_CM = 0.15, 0.5
+DETECT_BASE, DETECT_PER_CM = 0.5, 0.3
+#: Tumour attenuation of the phantom: ``TUMOUR_HU_MEAN + TUMOUR_HU_PER_SD * z`` HU, clipped to
+#: ``TUMOUR_HU_RANGE``, with ``z ~ N(0, 1)`` the patient's attenuation phenotype (image only).
+TUMOUR_HU_MEAN, TUMOUR_HU_PER_SD, TUMOUR_HU_RANGE = 45.0, 20.0, (0.0, 95.0)
 
 
 @dataclass(frozen=True)
@@ -449,6 +572,13 @@ def phi_values(out_dir: str | Path) -> list[str]:
 def sample_patient(seed: int, index: int) -> PatientSpec:
     """Sample the clinical variables, anatomy and table row of patient ``index``.
 
+    The generator's truth (``covariates``) and the table (``row``) differ where a clinic's
+    record differs from the truth: the largest tumour is measured with error and rounded, small
+    tumours may be missed (so ``multiple_metastases`` and ``bilobar_disease`` are as read), and
+    the tumours' attenuation phenotype ``tumour_attenuation_z`` is in no column at all: only the
+    CT shows it (:attr:`phantom.Anatomy.tumour_hu`). The outcome model reads the table's Fong
+    criteria as recorded (see :func:`linear_predictors`).
+
     Long on purpose: the draws from ``rng`` happen in this exact order, which fixes the cohort
     of every seed (and the golden tests); one flat list of draws keeps that order visible,
     where helpers would hide it.
@@ -460,11 +590,21 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
     bmi = float(np.clip(rng.normal(27.5, 5.0), 16, 50))
     comorb = int(rng.uniform() < 0.30)
     node = int(rng.uniform() < 0.60)
-    sync = int(rng.uniform() < 0.45)
+    burden = float(rng.normal())
+    sync = int(rng.uniform() < _expit(np.log(0.45 / 0.55) + BURDEN_LOGIT * burden))
     extra = int(rng.uniform() < 0.10)
-    cea = float(np.exp(rng.normal(np.log(15.0), 1.9)))
-    n_t = int(rng.choice(len(_N_TUMOUR_P), p=_N_TUMOUR_P)) + 1
-    d_max = float(np.clip(np.exp(rng.normal(np.log(3.4), 0.6)), 1.0, 9.0))
+    cea = float(np.exp(rng.normal(np.log(CEA_MEDIAN), CEA_LOG_SD) + 0.5 * BURDEN_LOGIT * burden))
+    cea = round(cea, 1)  # as the table records it (so CEA > 200 is the table's criterion)
+    p_single = _expit(np.log(_N_TUMOUR_P[0] / (1 - _N_TUMOUR_P[0])) - BURDEN_LOGIT * burden)
+    rest = _N_TUMOUR_P[1:] / _N_TUMOUR_P[1:].sum()
+    n_t = 1 if rng.uniform() < p_single else int(rng.choice(len(rest), p=rest)) + 2
+    d_max = float(
+        np.clip(
+            np.exp(rng.normal(np.log(DMAX_MEDIAN_CM), DMAX_LOG_SD) + 0.3 * BURDEN_LOGIT * burden),
+            1.0,
+            9.0,
+        )
+    )
     diam = [d_max] + [max(0.8, d_max * float(rng.uniform(0.3, 1.0))) for _ in range(n_t - 1)]
     lobes = ["right" if rng.uniform() < 0.72 else "left" for _ in range(n_t)]
     chemo = int(rng.uniform() < (0.45 + 0.25 * sync + 0.15 * (n_t > 1)))
@@ -474,14 +614,36 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
     response = float(rng.beta(2, 3)) if chemo else 0.0
     anat = phantom.sample_anatomy(rng, diam, lobes, bool(steat), float(rng.uniform(-400, -100)))
     iq = phantom.image_quantities(anat)
-    n_placed = int(iq["n_tumours"])
-    max_d = round(iq["max_diameter_cm"], 1)
     pve = int(rng.uniform() < (0.5 if iq["remnant_fraction"] < 0.3 else 0.03))
     fibrosis = float(np.clip(100 * response * rng.uniform(0.5, 1.0), 0, 100)) if chemo else -1
+    necrosis = round(100 * float(rng.beta(2, 3)))
+    mucin = round(100 * float(rng.beta(0.3, 4)))
+    # realistic missingness in non-outcome predictors (the Fong score goes missing with CEA)
+    miss_cea, miss_bmi, miss_nas = (bool(rng.uniform() < p) for p in (0.05, 0.04, 0.05))
+    # image-only attenuation phenotype, and the clinic's measurement of the tumours
+    z_att = float(rng.normal())
+    anat = replace(
+        anat,
+        tumour_hu=float(np.clip(TUMOUR_HU_MEAN + TUMOUR_HU_PER_SD * z_att, *TUMOUR_HU_RANGE)),
+    )
+    size_error = float(rng.normal(0.0, SIZE_LOG_SD))
+    detect_u = rng.uniform(size=len(anat.tumours))
+    by_size = sorted(anat.tumours, key=lambda t: -t.radius_mm)
+    seen = [
+        t
+        for k, t in enumerate(by_size)
+        if k == 0 or detect_u[k] < DETECT_BASE + DETECT_PER_CM * t.diameter_cm
+    ]
+    max_d = max(
+        SIZE_ROUND_CM,
+        SIZE_ROUND_CM * round(iq["max_diameter_cm"] * np.exp(size_error) / SIZE_ROUND_CM),
+    )
+    multiple = int(len(seen) > 1)
+    bilobar_read = int(len({t.lobe for t in seen}) > 1)
     cov = {
         "node_positive_primary": node,
         "synchronous_crlm": sync,
-        "multiple_metastases": int(n_placed > 1),
+        "multiple_metastases": multiple,
         "cea": cea,
         "max_diameter_cm": max_d,
         "extrahep_disease": extra,
@@ -492,8 +654,9 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
         "response": response,
         "age": age,
         **{k: iq[k] for k in ("tumour_volume_ml", "n_tumours", "bilobar", "remnant_fraction")},
+        "tumour_attenuation_z": z_att,
     }
-    fong = node + sync + int(n_placed > 1) + int(cea > 200) + int(max_d > 5)
+    fong = node + sync + multiple + int(cea > 200) + int(max_d > 5)
     row: dict = {
         "Patient-ID": pid,
         "De-identify Scout Name": phi_markers(pid)["De-identify Scout Name"],
@@ -503,12 +666,12 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
         "body_mass_index": round(bmi, 1),
         "node_positive_primary": node,
         "synchronous_crlm": sync,
-        "multiple_metastases": int(n_placed > 1),
+        "multiple_metastases": multiple,
         "clinrisk_score": fong,
         "clinrisk_stratified": int(fong >= 3),
-        "carcinoembryonic_antigen": round(cea, 1),
+        "carcinoembryonic_antigen": cea,
         "max_tumor_size": max_d,
-        "bilobar_disease": int(iq["bilobar"]),
+        "bilobar_disease": bilobar_read,
         "extrahep_disease": extra,
         "chemo_before_liver_resection": chemo,
         "preoperative_pve": pve,
@@ -518,22 +681,25 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
         "NASH_yesno": int(nas >= 3),
         "NASH_greater_4": int(nas >= 4),
         "total_response_percent": round(100 * response) if chemo else MISSING_CODE,
-        "necrosis_percent": round(100 * float(rng.beta(2, 3))),
+        "necrosis_percent": necrosis,
         "fibrosis_percent": round(fibrosis) if chemo else MISSING_CODE,
         "fibrosis_greater_40_percent": int(fibrosis > 40) if chemo else MISSING_CODE,
-        "mucin_percent": round(100 * float(rng.beta(0.3, 4))),
+        "mucin_percent": mucin,
         "relevant_notes": "synthetic patient",
     }
-    # realistic missingness in non-outcome predictors (the Fong score goes missing with CEA)
-    if rng.uniform() < 0.05:
+    if miss_cea:
         row["carcinoembryonic_antigen"] = MISSING_CODE
         row["clinrisk_score"] = MISSING_CODE
         row["clinrisk_stratified"] = MISSING_CODE
-    if rng.uniform() < 0.04:
+    if miss_bmi:
         row["body_mass_index"] = MISSING_CODE
-    if rng.uniform() < 0.05:
+    if miss_nas:
         row["NASH_score"] = MISSING_CODE
     return PatientSpec(pid, index, cov, row, anat)
+
+
+def _expit(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
 
 
 @dataclass
@@ -546,7 +712,10 @@ class SimulatedCohort:
 
 
 def simulate_cohort(
-    n_patients: int, seed: int, model: OutcomeModel = DEFAULT_MODEL, oracle_curves: bool = True
+    n_patients: int,
+    seed: int,
+    model: OutcomeModel | str = DEFAULT_MODEL,
+    oracle_curves: bool = True,
 ) -> SimulatedCohort:
     """Sample ``n_patients`` patients and their outcomes without rendering or writing images.
 
@@ -563,6 +732,7 @@ def simulate_cohort(
         ``os_surv_y1..12``, ``dfs_surv_y1..12``, true event times (years), image quantities and
         ``portal_bifurcation_z_mm``.
     """
+    model = outcome_model(model)
     specs = [sample_patient(seed, i) for i in range(n_patients)]
     ids = [s.patient_id for s in specs]
     cov = pd.DataFrame([s.covariates for s in specs], index=ids)
@@ -595,8 +765,9 @@ def simulate_cohort(
     )
     oracle["true_recurrence_years"] = times["recurrence_years"].to_numpy()
     oracle["censor_years"] = times["censor_years"].to_numpy()
-    for k in ("tumour_volume_ml", "n_tumours", "bilobar", "remnant_fraction"):
+    for k in IMAGE_COVARIATES:
         oracle[k] = cov[k].to_numpy()
+    oracle["eta_img"] = lp["eta_img"].to_numpy()
     oracle["portal_bifurcation_z_mm"] = [s.anatomy.bifurcation_z_mm for s in specs]
     return SimulatedCohort(clin, oracle, specs)
 
@@ -604,6 +775,107 @@ def simulate_cohort(
 # --------------------------------------------------------------------------------------------
 # calibration
 # --------------------------------------------------------------------------------------------
+
+
+#: Seed of the generator fit (:func:`fit_outcome_model`); cohorts of the notebooks, tests and
+#: benchmarks use other seeds, so every calibration check is out of sample.
+FIT_SEED = 1_000_003
+
+
+def _fit_targets(model: OutcomeModel, cov: pd.DataFrame, score: np.ndarray, e, u) -> np.ndarray:
+    """Expected 5-year OS per recorded Fong score 0..5 (mean of the true curves), then the
+    fractions of deaths and DFS events under the model's censoring (common random numbers)."""
+    s_os, _ = _true_survival_sorted(cov, np.array([RISK_HORIZON_YEARS]), model, 0.01)
+    by_score = [float(s_os[score == k, 0].mean()) for k in range(6)]
+    t = event_times(cov, e, u, model)
+    c = t["censor_years"].to_numpy()
+    deaths = float((t["death_years"].to_numpy() <= c).mean())
+    dfs = np.minimum(t["recurrence_years"], t["other_death_years"]).to_numpy()
+    return np.array([*by_score, deaths, float((dfs <= c).mean())])
+
+
+def fit_outcome_model(
+    n_patients: int = 20_000,
+    seed: int = FIT_SEED,
+    start: OutcomeModel = DEFAULT_MODEL,
+    maxiter: int = 600,
+) -> tuple[OutcomeModel, pd.DataFrame]:
+    """Fit the Fong offsets and the salvage probability to the published targets.
+
+    On ``n_patients`` patients of ``seed`` (their covariates drawn once), Nelder-Mead moves
+    ``fong_effect`` (6 values), ``p_salvage`` and the longest follow-up ``admin_years[1]`` (the
+    real cohort's follow-up is not published; it sets how many deaths are observed for given
+    curves) so that the *expected* 5-year OS of each
+    recorded Fong score (the mean of the true curves, not a Kaplan-Meier estimate: smooth in
+    the parameters) matches Fong 1999 (:data:`FONG_5Y_OS`, each weighted by the inverse square
+    of its 95% half-width) and the fractions of deaths and DFS events under the model's
+    censoring match the real cohort's 107/197 and 138/197 (weight ``1 / 0.015^2``; common random
+    numbers). ``img_centre`` is set first to the mean raw image term of these patients. The
+    result is rounded to two decimals (what :data:`DEFAULT_MODEL` holds) and checked out of
+    sample by :func:`calibration_summary` on other seeds (``tests/data/test_synthetic.py``,
+    ``benchmarks/synthetic_bench.py``).
+
+    Returns
+    -------
+    model : OutcomeModel
+        ``start`` with the fitted (rounded) ``fong_effect``, ``p_salvage``, ``admin_years`` and
+        ``img_centre``.
+    report : DataFrame
+        ``target``, ``fitted`` (expected values of the rounded model) per target.
+    """
+    from scipy.optimize import minimize
+
+    specs = [sample_patient(seed, i) for i in range(n_patients)]
+    cov = pd.DataFrame([sp.covariates for sp in specs])
+    score = (
+        cov["node_positive_primary"]
+        + cov["synchronous_crlm"]
+        + cov["multiple_metastases"]
+        + (cov["cea"] > 200)
+        + (cov["max_diameter_cm"] > 5)
+    ).to_numpy(int)
+    rng = np.random.default_rng([seed, 1])
+    e, u = rng.exponential(size=(n_patients, 6)), rng.uniform(size=(n_patients, 4))
+    base = replace(start, img_centre=round(float(image_term(cov, start).mean()), 3))
+    target = np.array(
+        [
+            *FONG_5Y_OS,
+            REAL_COHORT_DEATHS / REAL_COHORT_N,
+            REAL_COHORT_DFS_EVENTS / REAL_COHORT_N,
+        ]
+    )
+    half = [(hi - lo) / 2 for lo, hi in FONG_5Y_OS_CI] + [0.015, 0.015]
+    weight = 1.0 / np.square(half)
+
+    def model_of(x: np.ndarray) -> OutcomeModel:
+        return replace(
+            base,
+            fong_effect=tuple(float(v) for v in x[:6]),
+            p_salvage=float(np.clip(x[6], 0.0, 0.9)),
+            admin_years=(base.admin_years[0], float(np.clip(x[7], 4.0, 12.0))),
+        )
+
+    def loss(x: np.ndarray) -> float:
+        got = _fit_targets(model_of(x), cov, score, e, u)
+        return float(np.sum(weight * (got - target) ** 2))
+
+    x0 = np.array([*start.fong_effect, start.p_salvage, start.admin_years[1]])
+    # scipy's default simplex steps 5% of each value (0.00025 for a zero): steps of 0.25 (0.05
+    # for the probability, half a year for the follow-up) let every parameter move
+    simplex = np.vstack([x0, x0 + np.diag([0.25] * 6 + [0.05, 0.5])])
+    res = minimize(
+        loss,
+        x0,
+        method="Nelder-Mead",
+        options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-3, "initial_simplex": simplex},
+    )
+    fitted = model_of(np.round(res.x, 2))
+    names = [f"expected 5-year OS, Fong score {k}" for k in range(6)]
+    report = pd.DataFrame(
+        {"target": target, "fitted": _fit_targets(fitted, cov, score, e, u)},
+        index=[*names, "death fraction", "DFS event fraction"],
+    )
+    return fitted, report
 
 
 def fong_1999_intervals() -> list[tuple[float, float]]:
@@ -624,7 +896,8 @@ def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
     """Compare a (synthetic) clinical table with the published targets.
 
     Kaplan-Meier (lifelines) 5-year OS per ``clinrisk_score`` vs Fong et al. 1999 (acceptance
-    range: the exact 95% interval :data:`FONG_5Y_OS_CI`), the fractions of deaths and of DFS
+    range: the exact 95% interval :data:`FONG_5Y_OS_CI`), the share of each score vs Fong's
+    (+- :data:`SCORE_SHARE_TOLERANCE`), the fractions of deaths and of DFS
     events vs the real cohort (107/197 and 138/197, +- :data:`EVENT_FRACTION_TOLERANCE`), KM
     median OS vs Kanas et al. 2012 (3.6 years), the observed recurrence fraction vs 60-70%, and
     the fraction of observed recurrences within 2 years.
@@ -656,6 +929,15 @@ def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
             val = float(kmf.survival_function_at_times(5.0).iloc[0])
         low, high = FONG_5Y_OS_CI[k]
         rows.append((f"5-year OS, Fong score {k}", int(m.sum()), val, FONG_5Y_OS[k], low, high))
+    known = df["clinrisk_score"].notna()
+    for k in range(6):
+        share = float((df.loc[known, "clinrisk_score"] == k).mean()) if known.any() else np.nan
+        target = FONG_SCORE_SHARE[k]
+        tol_s = SCORE_SHARE_TOLERANCE
+        rows.append(
+            (f"share with Fong score {k}", int(known.sum()), share, target,
+             max(target - tol_s, 0.0), target + tol_s)
+        )  # fmt: skip
     tol = EVENT_FRACTION_TOLERANCE
     for name, col, count in (
         ("death fraction", "vital_status", REAL_COHORT_DEATHS),
@@ -674,6 +956,45 @@ def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
     inside = (out["synthetic"] >= out["low"]) & (out["synthetic"] <= out["high"])
     out["within"] = inside.astype(object).where(out["low"].notna(), None)
     return out
+
+
+def heldout_calibration(
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5),
+    n_patients: int = 4000,
+    model: OutcomeModel | str = DEFAULT_MODEL,
+) -> pd.DataFrame:
+    """:func:`calibration_summary` on cohorts of seeds the fit never saw, summarised.
+
+    Returns
+    -------
+    DataFrame
+        One row per metric: ``target``, ``low``, ``high`` (acceptance range), ``mean``, ``min``,
+        ``max`` over the seeds, ``within`` (in range on every seed; None without a range),
+        ``seeds`` and ``n`` (patients per seed).
+    """
+    if FIT_SEED in seeds:
+        raise SyntheticCohortError(f"seed {FIT_SEED} is the fit's: choose held-out seeds")
+    tables = [
+        calibration_summary(simulate_cohort(n_patients, s, model, oracle_curves=False).clinical)
+        for s in seeds
+    ]
+    long = pd.concat(tables, keys=range(len(seeds)), names=["seed_index"]).reset_index()
+    order = list(dict.fromkeys(long["metric"]))
+    g = long.groupby("metric", sort=False)
+    out = g[["target", "low", "high"]].first()
+    out["mean"], out["min"], out["max"] = (
+        g["synthetic"].mean(),
+        g["synthetic"].min(),
+        g["synthetic"].max(),
+    )
+    within = long.assign(w=long["within"].astype(object)).groupby("metric", sort=False)["w"]
+    out["within"] = [
+        None if out.loc[m, "low"] != out.loc[m, "low"] else bool(all(within.get_group(m)))
+        for m in out.index
+    ]
+    out["seeds"] = ", ".join(map(str, seeds))
+    out["n"] = n_patients
+    return out.loc[order]
 
 
 # --------------------------------------------------------------------------------------------
@@ -854,12 +1175,35 @@ def _write_patient(spec: PatientSpec, seed: int, synth: SynthConfig, root: Path)
     os.replace(tmp, final)
 
 
+def cohort_meta(seed: int, synth: SynthConfig, model: OutcomeModel) -> dict:
+    """What ``synthetic_cohort.json`` records of a cohort: seed, image grid, outcome model and
+    :data:`GENERATOR_VERSION` (JSON-normalised, so it compares equal to the file's content)."""
+    grid = {k: v for k, v in asdict(synth).items() if k != "heldout_patients"}  # no effect here
+    meta = {
+        "seed": int(seed),
+        "synth": grid,
+        "model": asdict(model),
+        "generator_version": GENERATOR_VERSION,
+    }
+    return json.loads(json.dumps(meta))
+
+
+def cohort_is_current(out_dir: str | Path, seed: int, synth: SynthConfig) -> bool:
+    """Whether ``out_dir`` holds a cohort of this seed, grid, setting and generator version
+    (its ``synthetic_cohort.json``); False when the file is missing."""
+    path = Path(out_dir) / "synthetic_cohort.json"
+    if not path.is_file():
+        return False
+    meta = cohort_meta(seed, synth, outcome_model(synth.setting))
+    return json.loads(path.read_text()) == meta
+
+
 def write_cohort(
     out_dir: str | Path,
     n_patients: int,
     seed: int,
     synth: SynthConfig,
-    model: OutcomeModel = DEFAULT_MODEL,
+    model: OutcomeModel | None = None,
     progress: bool = True,
     n_jobs: int = 1,
 ) -> Path:
@@ -884,8 +1228,9 @@ def write_cohort(
         Master seed.
     synth : SynthConfig
         Image grid (matrix, pixel spacing, slice range, slice thickness).
-    model : OutcomeModel
-        Generative survival model.
+    model : OutcomeModel, optional
+        Generative survival model (default: the setting named by ``synth.setting``,
+        :func:`outcome_model`).
     progress : bool
         tqdm progress bar over the patients.
     n_jobs : int
@@ -904,11 +1249,11 @@ def write_cohort(
         If ``out_dir`` holds a cohort written with another seed or grid.
     """
 
+    model = outcome_model(synth.setting) if model is None else model
     out = Path(out_dir)
     root = out / TCIA_COLLECTION
     root.mkdir(parents=True, exist_ok=True)
-    meta = {"seed": int(seed), "synth": asdict(synth), "model": asdict(model)}
-    meta = json.loads(json.dumps(meta))
+    meta = cohort_meta(seed, synth, model)
     meta_path = out / "synthetic_cohort.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())

@@ -134,7 +134,8 @@ def test_encode_predictors_standardisation_and_indicators(raw, tmp_path):
     mu, sd = train["age"].mean(), train["age"].std(ddof=0)
     np.testing.assert_allclose(xt[:, names.index("age")], (test["age"] - mu) / sd, rtol=1e-4)
     x2, n2 = encode_predictors(train, exclude=["clinrisk_score"])
-    assert "clinrisk_score" not in n2 and x2.shape[1] == x.shape[1] - 1
+    dropped = 1 + ("clinrisk_score_missing" in names)  # the value and its missing-indicator
+    assert "clinrisk_score" not in n2 and x2.shape[1] == x.shape[1] - dropped
     with pytest.raises(ClinicalTableError):
         encode_predictors(train, columns=["vital_status"])
     assert "clinrisk_score" in PREDICTORS
