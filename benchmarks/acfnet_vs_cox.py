@@ -70,15 +70,15 @@ import time
 from dataclasses import replace
 
 from crlm_lib.config import get_profile
-from crlm_lib.evaluation import ModelSpec, run_cv_protocol
+from crlm_lib.evaluation import ModelSpec, as_specs, run_cv_protocol
 from crlm_lib.pipeline import load_study
 
 
 def _spec(token: str, options: dict) -> ModelSpec:
-    name, _, objective = token.partition(":")
-    objective = objective or "paper"
-    label = f"{name}-{objective}" if objective != "paper" else name
-    return ModelSpec(name, label, objective=objective, options=dict(options))
+    """``evaluation.as_specs`` of the token (names, ``:censored``, variants), with the
+    ``--option`` values added to its build options."""
+    spec = as_specs([token])[0]
+    return replace(spec, label=spec.key, options={**spec.options, **options})
 
 
 def _value(text: str):
@@ -138,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<22s} {_cell(os_c):<24s} {_cell(dfs_c):<24s}")
     d = res.differences
     if len(d):
-        d = d[(d["baseline"] == "cox") & d["metric"].isin(["os_c_harrell", "dfs_c_harrell"])]
+        d = d[d["baseline"].isin(["cox", "ct-permuted"])]
+        d = d[d["metric"].isin(["os_c_harrell", "dfs_c_harrell"])]
         for _, r in d.iterrows():
-            print(f"  {r['model']} - cox  {r['metric']:<14s} {_cell(r)}")
+            print(f"  {r['model']} - {r['baseline']}  {r['metric']:<14s} {_cell(r)}")
     return 0
 
 

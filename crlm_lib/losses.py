@@ -48,6 +48,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "recon": 1.0,
     "contrastive": 0.1,
     "risk": 0.1,
+    "burden": 0.5,
 }
 
 OBJECTIVES = ("paper", "censored")

@@ -360,11 +360,19 @@ def _run_epoch(
 ) -> tuple[float, dict[str, float]]:
     """One pass over ``loader``; trains when ``optimizer`` is given. Returns the mean loss and
     mean loss parts, weighted by batch size (summed over every rank under DDP). ``dtype``:
-    autocast precision; ``scaler``: fp16 gradient scaler (a disabled scaler is a no-op)."""
+    autocast precision; ``scaler``: fp16 gradient scaler (a disabled scaler is a no-op).
+
+    A validation pass (no optimizer, one process) also returns ``c_os``: Harrell's C of the
+    predicted probability of death by the end of year 5 (the sum of the first five survival
+    bins, :func:`validation_c_index`) against the batch items' ``os_years``/``os_event``;
+    ``history.csv`` then holds the learning curve ``val_c_os``."""
     train = optimizer is not None
     model.train(train)
     total, n_seen = 0.0, 0
     parts_sum: dict[str, float] = {}
+    risks: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    events: list[np.ndarray] = []
     grad = torch.enable_grad() if train else torch.no_grad()
     with grad:
         for i, batch in enumerate(loader):
@@ -395,6 +403,11 @@ def _run_epoch(
                         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                     optimizer.step()
             bsz = int(outputs["survival_logits"].shape[0])
+            if not train and "os_years" in batch:
+                pmf = torch.softmax(outputs["survival_logits"].detach().float(), dim=-1)
+                risks.append(pmf[:, :5].sum(dim=1).cpu().numpy())
+                times.append(batch["os_years"].float().cpu().numpy().reshape(-1))
+                events.append(batch["os_event"].float().cpu().numpy().reshape(-1))
             total += float(loss.detach()) * bsz
             n_seen += bsz
             for key, value in parts.items():
@@ -413,7 +426,23 @@ def _run_epoch(
                 parts_sum[key] = parts_sum.get(key, 0.0) + value
     if n_seen == 0:
         return math.nan, {}
-    return total / n_seen, {k: v / n_seen for k, v in parts_sum.items()}
+    parts = {k: v / n_seen for k, v in parts_sum.items()}
+    if risks and not (rank is not None and rank.enabled):
+        parts["c_os"] = validation_c_index(
+            np.concatenate(times), np.concatenate(events), np.concatenate(risks)
+        )
+    return total / n_seen, parts
+
+
+def validation_c_index(os_years: np.ndarray, os_event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's C of ``risk`` (higher = earlier death) on validation patients; NaN when no
+    pair is comparable (no event, or one patient). Recorded per epoch, never optimised."""
+    from lifelines.utils import concordance_index
+
+    try:
+        return float(concordance_index(os_years, -np.asarray(risk, float), os_event))
+    except ZeroDivisionError:  # lifelines: no admissible pairs
+        return math.nan
 
 
 # --------------------------------------------------------------------------------------------

@@ -287,3 +287,30 @@ def test_percentile_interval_is_nan_when_most_replicates_are_nan():
     with pytest.warns(M.MetricWarning, match="4/10"):
         assert all(np.isnan(B.percentile_interval(vals, 0.05, what="c")))
     assert B.percentile_interval(np.arange(101.0), 0.1) == pytest.approx((5.0, 95.0))
+
+
+def test_variants_labels_and_control_table():
+    """Named variants give the published (unanchored) networks; control rows read as such."""
+    from crlm_lib.evaluation.specs import VARIANTS
+
+    (spec,) = ev.as_specs(["acfnet_noanchor"])
+    assert spec == VARIANTS["acfnet_noanchor"] and spec.options == {"clinical_residual": False}
+    (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
+    assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
+    assert ev.model_label("acfnet") == "4D-ACFNet + Cox anchor"
+    assert ev.model_label("acfnet-noanchor") == "4D-ACFNet, no Cox anchor (as published)"
+    assert ev.model_label("aminn@ct-permuted") == "AMINN, CT permuted (control)"
+    diffs = pd.DataFrame(
+        {
+            "model": ["aminn", "aminn", "acfnet"],
+            "baseline": ["ct-permuted", "cox", "ct-permuted"],
+            "metric": ["os_c_harrell"] * 3,
+            "estimate": [0.07, -0.05, 0.0],
+            "low": [0.01, -0.13, -0.001],
+            "high": [0.13, 0.03, 0.001],
+        }
+    )
+    table = ev.control_table(diffs)
+    assert list(table.index) == ["AMINN", "4D-ACFNet + Cox anchor"]
+    assert table.iloc[0, 0].startswith("+0.070 (+0.010 to +0.130)")
+    assert ev.control_table(diffs[diffs["baseline"] == "cox"]).empty

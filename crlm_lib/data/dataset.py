@@ -245,6 +245,36 @@ class CRLMDataset(Dataset):
         }
 
 
+#: Item keys that come from the patient's images (the CT, the SEG masks and the lesion set
+#: measured on them): what :class:`ImagePermutation` hands from one patient to another.
+IMAGE_KEYS: tuple[str, ...] = ("ct", "masks", "lesion_features", "lesion_mask")
+
+
+class ImagePermutation(Dataset):
+    """A dataset whose patients keep their clinical data and outcomes but read another
+    patient's images: item ``i`` carries the :data:`IMAGE_KEYS` of item ``permutation[i]``.
+
+    The negative control of an image model: if its predictions on this dataset rank patients
+    as well as on the original, the model does not use the image. Used by
+    ``evaluation.runs.permuted_predictions`` with permutations among the test patients.
+    """
+
+    def __init__(self, ds: Dataset, permutation: Sequence[int]) -> None:
+        perm = np.asarray(permutation, dtype=int)
+        if sorted(perm.tolist()) != list(range(len(ds))):  # type: ignore[arg-type]
+            raise ValueError(f"not a permutation of {len(ds)} items: {perm.tolist()}")  # type: ignore[arg-type]
+        self.ds, self.permutation = ds, perm
+
+    def __len__(self) -> int:
+        return len(self.permutation)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.ds[index])
+        donor = self.ds[int(self.permutation[index])]
+        item.update({k: donor[k] for k in IMAGE_KEYS if k in donor})
+        return item
+
+
 def collate(batch: list[dict]) -> dict:
     """Stack dataset items into a batch (``torch.utils.data.default_collate``): tensors get a
     batch dimension, ``patient_id`` becomes a list of strings. The engine

@@ -16,7 +16,15 @@ Order of operations (per patient, :func:`preprocess_patient`)
    stay inside the series); series with fewer than ``depth`` slices keep every slice and are
    padded symmetrically (the extra odd slice goes after). ``z_index`` records the source slice
    of each output slice (-1 = padding).
-3. **Window**: HU clipped to ``hu_window`` and scaled linearly to [0, 1].
+3. **Window**: HU clipped to ``hu_window`` and scaled linearly to [0, 1]. Choice: the
+   abdominal soft-tissue window -160..240 HU (level 40, width 400), because the papers use
+   CLAHE "to improve tumor-liver parenchyma contrast": on the full range -1024..1024 HU (the
+   other reading, ``PreprocessConfig(hu_window=(-1024, 1024))``) the equalisation maps all soft
+   tissue into the top of [0, 1], where the cubic resize's clip saturates it; on the synthetic
+   cohort's cpu grid tumours then came out *brighter* than the liver (mean 0.93 vs 0.89) and
+   their attenuation was lost (Spearman 0.25 with the phantom's phenotype, 0.58 with the
+   soft-tissue window; liver 0.40, tumours 0.12). Bone, air and fat are clipped to the
+   window's ends; padding (-1024 HU) stays -1.
 4. **CLAHE** (``skimage.exposure.equalize_adapthist``, ``clip_limit=clahe_clip_limit``) on the
    windowed slices. Choice: **per axial slice (2D)**, because slice thickness differs from the
    in-plane spacing (5 mm vs 0.7 mm in the collection) and a 3D tile would mix anatomy
@@ -64,8 +72,9 @@ from crlm_lib.errors import CRLMUserError
 
 log = logging.getLogger(__name__)
 
-#: Bump when the algorithm changes so that caches are recomputed.
-PREPROCESS_VERSION = 1
+#: Bump when the algorithm changes so that caches are recomputed (2: ``mask_volumes_ml``;
+#: the soft-tissue window changes the settings hash by itself).
+PREPROCESS_VERSION = 2
 
 CENTRE_METHODS = ("portal_skeleton", "portal_area", "liver_centre", "volume_centre")
 
@@ -253,7 +262,9 @@ def preprocess_patient(
         ``[D, H, W]`` in [-1, 1]; ``masks`` uint8 ``[K, D, H, W]`` (``MASK_NAMES`` order);
         ``lesion_features`` float32 ``[L, F]``; ``lesion_feature_names``; ``z_index`` int64
         ``[D]``; ``source_shape``; ``source_spacing_mm``; ``origin_mm``; ``direction``;
-        ``bifurcation_z`` (source slice index); ``centre_method``.
+        ``bifurcation_z`` (source slice index); ``centre_method``; ``mask_volumes_ml`` float64
+        ``[K]``: each mask's volume on the source CT grid (voxels x voxel volume, mL, before
+        any crop or closing; the SEG volumetrics of :func:`volumetrics`).
     """
     if clahe_mode not in ("2d", "3d"):
         raise ValueError(f"clahe_mode must be '2d' or '3d', not {clahe_mode!r}")
@@ -302,6 +313,11 @@ def preprocess_patient(
         "bifurcation_z": np.int64(centre),
         "centre_method": np.asarray(method),
         "patient_id": np.asarray(patient.patient_id),
+        "mask_volumes_ml": np.asarray(
+            [patient.masks[name].sum() for name in MASK_NAMES], dtype=np.float64
+        )
+        * float(np.prod(patient.spacing))
+        / 1000.0,
     }
 
 
@@ -572,6 +588,62 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
             out[k] = str(out[k])
     out["lesion_feature_names"] = [str(n) for n in out["lesion_feature_names"]]
     return out
+
+
+#: Columns of :func:`volumetrics`.
+VOLUMETRIC_FEATURES: tuple[str, ...] = (
+    "log_tumour_volume_ml",
+    "n_lesions",
+    "largest_diameter_cm",
+    "remnant_fraction",
+    "tumour_burden_score",
+)
+
+
+def volumetrics(processed_dir: str | Path, patient_ids: Sequence[str]) -> pd.DataFrame:
+    """SEG-derived volumetrics of each patient, from the preprocessing cache.
+
+    What a clinic can measure on the segmentation tomorrow, on the real cohort as on the
+    synthetic one (all at the source CT resolution):
+
+    - ``log_tumour_volume_ml``: ``log(total tumour volume in mL + 0.1)``;
+    - ``n_lesions``: the SEG's tumour segments;
+    - ``largest_diameter_cm``: the largest lesion's equivalent-sphere diameter
+      ``2 (3 V / 4 pi)^(1/3)``;
+    - ``remnant_fraction``: future liver remnant / (liver - tumour) volume;
+    - ``tumour_burden_score``: Sasaki et al. (Ann Surg 2018), ``sqrt(d^2 + n^2)`` with the
+      largest diameter ``d`` in cm and the count ``n``.
+
+    Returns
+    -------
+    DataFrame
+        Index = patient ID, columns :data:`VOLUMETRIC_FEATURES`.
+    """
+    rows = []
+    for pid in patient_ids:
+        with np.load(cache_path(processed_dir, pid), allow_pickle=False) as z:
+            if "mask_volumes_ml" not in z.files:
+                raise PreprocessInterrupted(
+                    f"{pid}: cache entry made before mask volumes were stored; rerun `crlm data`"
+                )
+            volumes = np.asarray(z["mask_volumes_ml"], float)
+            names = [str(n) for n in z["lesion_feature_names"]]
+            les = np.asarray(z["lesion_features"], float).reshape(-1, len(names))
+        vol = dict(zip(MASK_NAMES, volumes, strict=True))
+        lesion_ml = les[:, names.index("volume_mm3")] / 1000.0 if len(les) else np.zeros(0)
+        d_cm = 2.0 * (3.0 * lesion_ml.max(initial=0.0) / (4.0 * np.pi)) ** (1 / 3)
+        n = float(len(lesion_ml))
+        rows.append(
+            {
+                "patient_id": str(pid),
+                "log_tumour_volume_ml": float(np.log(vol["tumour"] + 0.1)),
+                "n_lesions": n,
+                "largest_diameter_cm": d_cm,
+                "remnant_fraction": vol["remnant"] / max(vol["liver"] - vol["tumour"], 1e-6),
+                "tumour_burden_score": float(np.hypot(d_cm, n)),
+            }
+        )
+    return pd.DataFrame(rows).set_index("patient_id")[list(VOLUMETRIC_FEATURES)]
 
 
 def process_one(

@@ -38,8 +38,16 @@ from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
 from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics, paired_difference
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.runs import _cached_fit
-from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_MODELS, LABELS, ModelSpec, as_specs
+from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions
+from crlm_lib.evaluation.specs import (
+    ANCHOR_NAMES,
+    IMAGE_MODELS,
+    PERMUTED_SUFFIX,
+    VOLUMETRIC_ANCHORS,
+    ModelSpec,
+    as_specs,
+    model_label,
+)
 from crlm_lib.evaluation.tables import wide_table
 
 
@@ -81,7 +89,10 @@ def _inner_val_split(train_ids: Sequence[str], events: np.ndarray, seed: int, fr
 def _with_anchors(specs: list[ModelSpec], anchors: Sequence[str], oracle: bool, cohort: Cohort):
     names = {s.key for s in specs}
     out = [s for s in specs if s.name != "oracle"]
-    out += [ModelSpec(a) for a in anchors if a not in names]
+    cached = cohort.paths is not None and cohort.paths.processed_dir.is_dir()
+    out += [
+        ModelSpec(a) for a in anchors if a not in names and (cached or a not in VOLUMETRIC_ANCHORS)
+    ]
     if oracle and cohort.synthetic:
         out.append(ModelSpec("oracle"))
     return out
@@ -185,7 +196,7 @@ def run_paper_protocol(
             metric_fn=lambda p, t: head_metrics(p, t, horizons=horizons),
         )
         tidy.insert(0, "model", spec.key)
-        tidy.insert(1, "label", LABELS.get(spec.name, spec.name))
+        tidy.insert(1, "label", model_label(spec.key))
         tidy["protocol"] = protocol
         tidy["n_test"] = len(test_ids)
         tidy["synthetic"] = cohort.synthetic
@@ -209,8 +220,11 @@ class CVResult:
     ----------
     tidy : DataFrame ``model, label, metric, estimate, low, high, repeats, folds, epochs``
     wide : DataFrame (pretty; oracle last)
-    differences : DataFrame ``model, baseline, metric, estimate, low, high`` (A - baseline)
-    predictions : dict[model key, list of OOF Predictions frames, one per repeat]
+    differences : DataFrame ``model, baseline, metric, estimate, low, high`` (A - baseline);
+        baseline ``ct-permuted`` is the image-permutation control of the same model
+    predictions : dict[model key, list of OOF Predictions frames, one per repeat]; the
+        control of an image model is under ``<key>@ct-permuted`` (one frame per repeat and
+        permutation)
     """
 
     tidy: pd.DataFrame
@@ -233,6 +247,7 @@ def run_cv_protocol(
     runs_dir: str | Path | None = None,
     protocol: str = "cv",
     censoring_from: str = "training_fold",
+    controls: bool = True,
 ) -> CVResult:
     """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
 
@@ -251,6 +266,14 @@ def run_cv_protocol(
     about 4x cheaper in the bootstrap, since scikit-survival is called once per repeat instead
     of once per fold, but the test patients then inform their own weights).
 
+    ``controls`` (default): every model that reads the images (CT, masks or the lesion set)
+    also predicts its test folds with the images permuted among the test patients
+    (``evaluation.runs.permuted_predictions``, 3 permutations per fold); the permuted
+    predictions get their own row ``<key>@ct-permuted`` and the difference model minus its
+    permuted self is in ``differences`` with baseline ``ct-permuted``: an interval above 0
+    shows that the model uses the image; one that holds 0 that it ranks patients as well
+    without it.
+
     Returns
     -------
     CVResult
@@ -265,11 +288,16 @@ def run_cv_protocol(
     def metric_fn(p, t):
         return head_metrics(p, t, heads=ci_heads, horizons=horizons)
 
-    preds, info = _cv_predictions(setup, splits, seed, protocol)
+    preds, info = _cv_predictions(setup, splits, seed, protocol, controls)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
     tidy_all = _cv_scores(setup, preds, info, censoring, boot)
     differences = _cv_differences(setup.specs, preds, baselines, censoring, boot)
+    if controls:
+        differences = pd.concat(
+            [differences, _control_differences(setup.specs, preds, censoring, boot)],
+            ignore_index=True,
+        )
     if base is not None:
         out_dir = base / protocol
         _atomic_write_csv(tidy_all, out_dir / "results_tidy.csv")
@@ -294,10 +322,11 @@ def _cv_censoring(cohort: Cohort, splits: list, censoring_from: str) -> M.Traini
 
 
 def _cv_predictions(
-    setup: _Setup, splits: list, seed: int, protocol: str
+    setup: _Setup, splits: list, seed: int, protocol: str, controls: bool = False
 ) -> tuple[dict[str, list[pd.DataFrame]], dict[str, tuple[int, int | None]]]:
     """Every model's OOF Predictions frames, one per repeat (``repeat``/``fold`` columns
-    added), and its ``(repeats, epochs)``."""
+    added), and its ``(repeats, epochs)``; with ``controls``, the image-permutation control of
+    every image model under ``<key>@ct-permuted`` (one frame per repeat and permutation)."""
     cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     preds: dict[str, list[pd.DataFrame]] = {}
     info: dict[str, tuple[int, int | None]] = {}
@@ -307,6 +336,7 @@ def _cv_predictions(
         epochs = ev.cv_epochs_3d if image else None
         info[spec.key] = (repeats, epochs)
         by_rep: dict[int, list[pd.DataFrame]] = {}
+        permuted: dict[tuple[int, int], list[pd.DataFrame]] = {}
         todo = [s for s in splits if s[0] < repeats]
         for rep, fold, tr, te in tqdm(todo, desc=f"CV {spec.key}", leave=False):
             run_dir = base / protocol / spec.key / f"r{rep}_f{fold}" if base else None
@@ -318,8 +348,41 @@ def _cv_predictions(
             pred = _cached_fit(spec, cohort, setup.prof, tr, val, te, run_dir, epochs, seed + rep)
             pred = pred.assign(repeat=rep, fold=fold)
             by_rep.setdefault(rep, []).append(pred)
+            if controls and image and run_dir is not None:
+                perm = permuted_predictions(run_dir, cohort, setup.prof, seed=seed + fold)
+                for p, frame in perm.groupby("permutation", sort=True):
+                    frame = frame.drop(columns="permutation").assign(repeat=rep, fold=fold)
+                    permuted.setdefault((rep, int(p)), []).append(frame)
         preds[spec.key] = [pd.concat(by_rep[r], ignore_index=True) for r in sorted(by_rep)]
+        if permuted:
+            preds[f"{spec.key}{PERMUTED_SUFFIX}"] = [
+                pd.concat(permuted[k], ignore_index=True) for k in sorted(permuted)
+            ]
+            info[f"{spec.key}{PERMUTED_SUFFIX}"] = (repeats, epochs)
     return preds, info
+
+
+def _control_differences(
+    specs: list[ModelSpec],
+    preds: dict[str, list[pd.DataFrame]],
+    censoring: M.TrainingOutcomes,
+    boot: dict,
+) -> pd.DataFrame:
+    """Each image model minus its image-permutation control (same repeat, each permutation),
+    paired over patients: baseline ``ct-permuted``."""
+    diffs = []
+    for spec in specs:
+        key = f"{spec.key}{PERMUTED_SUFFIX}"
+        if key not in preds:
+            continue
+        controls = preds[key]
+        by_rep = {int(f["repeat"].iloc[0]): f for f in preds[spec.key]}
+        own = [by_rep[int(f["repeat"].iloc[0])] for f in controls]
+        d = paired_difference(own, controls, censoring, **boot)
+        d.insert(0, "model", spec.key)
+        d.insert(1, "baseline", "ct-permuted")
+        diffs.append(d)
+    return pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
 
 
 def _cv_scores(
@@ -331,11 +394,19 @@ def _cv_scores(
 ) -> pd.DataFrame:
     """The tidy table of every model: bootstrap CIs of every metric over the repeats."""
     tables = []
-    for spec in setup.specs:
-        tidy = bootstrap_scores(preds[spec.key], censoring, desc=f"bootstrap {spec.key}", **boot)
-        tidy.insert(0, "model", spec.key)
-        tidy.insert(1, "label", LABELS.get(spec.name, spec.name))
-        tidy["repeats"], tidy["epochs"] = info[spec.key]
+    rows = [(spec.key, model_label(spec.key)) for spec in setup.specs]
+    controls = [
+        (f"{key}{PERMUTED_SUFFIX}", model_label(f"{key}{PERMUTED_SUFFIX}"))
+        for key, _ in rows
+        if f"{key}{PERMUTED_SUFFIX}" in preds
+    ]
+    oracle_last = [r for r in rows if r[0] == "oracle"]
+    rows = [r for r in rows if r[0] != "oracle"] + controls + oracle_last
+    for key, label in rows:
+        tidy = bootstrap_scores(preds[key], censoring, desc=f"bootstrap {key}", **boot)
+        tidy.insert(0, "model", key)
+        tidy.insert(1, "label", label)
+        tidy["repeats"], tidy["epochs"] = info[key]
         tidy["folds"] = setup.prof.eval.cv_folds
         tidy["synthetic"] = setup.cohort.synthetic
         tables.append(tidy)

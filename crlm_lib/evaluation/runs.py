@@ -28,7 +28,7 @@ from crlm_lib.evaluation._common import (
     _write_json,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.specs import ANCHOR_NAMES, ModelSpec
+from crlm_lib.evaluation.specs import ANCHOR_NAMES, VOLUMETRIC_ANCHORS, ModelSpec
 from crlm_lib.models.clinical import (
     CoxPH,
     FongScore,
@@ -48,7 +48,9 @@ def fit_predict_anchor(
     """Fit a clinical anchor on ``train_ids`` (OS and DFS) and predict ``test_ids``.
 
     ``fong`` reads ``clinrisk_score``; ``cox`` and ``rsf`` read ``encode_predictors`` features
-    standardised with the training rows; ``oracle`` looks up the true curves.
+    standardised with the training rows; ``cox_vol`` the SEG volumetrics
+    (``data.preprocess.volumetrics``) standardised with the training rows, ``cox_clinvol`` both;
+    ``oracle`` looks up the true curves.
     """
     train_ids, test_ids = [str(i) for i in train_ids], [str(i) for i in test_ids]
     out_tr = cohort.outcomes.loc[train_ids]
@@ -59,17 +61,35 @@ def fit_predict_anchor(
     if name == "fong":
         model = FongScore()
         x_tr, x_te = cohort.clinical.loc[train_ids], cohort.clinical.loc[test_ids]
-    elif name in ("cox", "rsf"):
+    elif name in ("cox", "rsf", "cox_vol", "cox_clinvol"):
         from crlm_lib.data.clinical import encode_predictors
 
         ref = cohort.clinical.loc[train_ids]
         x_tr, _ = encode_predictors(ref, reference=ref)
         x_te, _ = encode_predictors(cohort.clinical.loc[test_ids], reference=ref)
-        model = CoxPH() if name == "cox" else RandomSurvivalForest(random_state=seed)
+        if name in VOLUMETRIC_ANCHORS:
+            v_tr, v_te = _volumetric_features(cohort, train_ids, test_ids)
+            keep = name == "cox_clinvol"
+            x_tr = np.hstack([x_tr, v_tr]) if keep else v_tr
+            x_te = np.hstack([x_te, v_te]) if keep else v_te
+        model = RandomSurvivalForest(random_state=seed) if name == "rsf" else CoxPH()
     else:
         raise EvaluationError(f"unknown anchor {name!r}; choose one of {ANCHOR_NAMES}")
     model.fit_outcomes(x_tr, out_tr)
     return model.predict_frame(x_te, test_ids, cohort.outcomes)
+
+
+def _volumetric_features(cohort: Cohort, train_ids, test_ids) -> tuple[np.ndarray, np.ndarray]:
+    """SEG volumetrics of the training and test patients, standardised with the training rows."""
+    from crlm_lib.data.preprocess import volumetrics
+
+    if cohort.paths is None:
+        raise EvaluationError("the volumetric anchors need a preprocessed cohort (Paths)")
+    vol = volumetrics(cohort.paths.processed_dir, [*train_ids, *test_ids])
+    tr, te = vol.loc[list(train_ids)].to_numpy(float), vol.loc[list(test_ids)].to_numpy(float)
+    mu, sd = tr.mean(axis=0), tr.std(axis=0)
+    sd[sd == 0] = 1.0
+    return (tr - mu) / sd, (te - mu) / sd
 
 
 def _datasets(
@@ -206,6 +226,7 @@ RUN_FILES: tuple[str, ...] = (
     "predictions.csv",
     "metrics.json",
     "metrics_ci.csv",
+    "predictions_ct_permuted.csv",
     "run.json",
 )
 
@@ -245,7 +266,9 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: of silently reused. 1: MONAI's stride-1 stem in the 3D ResNets and STG, and AdamW's
 #: per-tensor loop; 2: Hara et al.'s stem (same parameter shapes as MONAI's stride-1 stem, so
 #: checkpoints of revision 1 would load without error) and the fused AdamW.
-RUN_REVISION = 2
+#: 3: 4D-ACFNet / STAR / 3D CNN read the liver and tumour masks and learn the SEG burden;
+#: CT windowed -160..240 HU before CLAHE.
+RUN_REVISION = 3
 
 
 def run_identity(
@@ -532,3 +555,55 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
     kw["feature_stats"] = train_ds.feature_stats
     test_ds = CRLMDataset(pdir, cohort.clinical, test_ids, prof, **kw)
     return LoadedRun(model=model, record=rec, train_ds=train_ds, test_ds=test_ds)
+
+
+#: Test-set predictions of a run with the images permuted among its test patients
+#: (:func:`permuted_predictions`), one block per permutation (column ``permutation``).
+PERMUTED_FILE = "predictions_ct_permuted.csv"
+#: Permutations of the image-permutation control per run.
+N_PERMUTATIONS = 3
+
+
+def permuted_predictions(
+    run_dir: str | Path,
+    cohort: Cohort,
+    profile: str | Profile,
+    seed: int = 0,
+    n_permutations: int = N_PERMUTATIONS,
+) -> pd.DataFrame:
+    """The CT-permutation control of a trained image model: its test predictions with every
+    test patient's images (CT, masks, lesion set: ``data.dataset.IMAGE_KEYS``) taken from another
+    test patient, clinical data kept.
+
+    Permutation ``p`` is ``default_rng([seed, p]).permutation(n_test)``. The result is cached in
+    ``run_dir/predictions_ct_permuted.csv`` (reused when present and the run's test patients
+    are the same). A model that does not use the image ranks patients as well on these
+    predictions as on its own (``evaluation.run_cv_protocol`` reports the difference).
+
+    Returns
+    -------
+    DataFrame
+        A Predictions frame per permutation, stacked, with the column ``permutation``.
+    """
+    from crlm_lib.data.dataset import ImagePermutation
+    from crlm_lib.train import predict
+
+    run_dir = Path(run_dir)
+    path = run_dir / PERMUTED_FILE
+    loaded = load_run(run_dir, cohort, profile)
+    test_ids = sorted(map(str, loaded.record.get("test_ids", [])))
+    if path.is_file():
+        cached = _read_predictions(path)
+        if sorted(set(cached[PATIENT_ID])) == test_ids and cached["permutation"].nunique() == (
+            n_permutations
+        ):
+            return cached
+    n = len(loaded.test_ds)
+    frames = []
+    for p in range(n_permutations):
+        perm = np.random.default_rng([seed, p]).permutation(n)
+        pred = predict(loaded.model, ImagePermutation(loaded.test_ds, perm))
+        pred[PATIENT_ID] = pred[PATIENT_ID].astype(str)
+        frames.append(pred.assign(permutation=p))
+    _atomic_write_csv(pd.concat(frames, ignore_index=True), path)
+    return _read_predictions(path)  # what a rerun reads: the same numbers either way

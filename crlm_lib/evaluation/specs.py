@@ -4,18 +4,23 @@ the display labels and the ablation rows of the papers' Table 2."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crlm_lib.models import MODEL_NAMES
 
 #: Clinical anchors, in the order of every table (before the oracle, after the deep models).
-ANCHOR_NAMES: tuple[str, ...] = ("fong", "cox", "rsf")
+#: ``cox_vol`` / ``cox_clinvol``: the clinical-radiological anchors, Cox on the SEG-derived
+#: volumetrics (``data.preprocess.volumetrics``) without / with the clinical table: a model a
+#: clinic could fit on the real cohort tomorrow, the control every image model must beat.
+ANCHOR_NAMES: tuple[str, ...] = ("fong", "cox", "rsf", "cox_vol", "cox_clinvol")
+#: Anchors that read the preprocessing cache (left out for cohorts built in memory).
+VOLUMETRIC_ANCHORS: frozenset[str] = frozenset({"cox_vol", "cox_clinvol"})
 #: Registry models that read the CT (3D/4D image or lesion models): CV uses ``cv_repeats_3d``.
 IMAGE_MODELS: frozenset[str] = frozenset(m for m in MODEL_NAMES if m != "clinical_mlp")
 LABELS: dict[str, str] = {
-    "acfnet": "4D-ACFNet",
-    "star": "STAR",
-    "cnn3d": "3D CNN",
+    "acfnet": "4D-ACFNet + Cox anchor",
+    "star": "STAR + Cox anchor",
+    "cnn3d": "3D CNN + Cox anchor",
     "cnn3d_lstm": "3D CNN + LSTM",
     "resnet18_3d": "3D ResNet-18",
     "resnet34_3d": "3D ResNet-34",
@@ -27,7 +32,10 @@ LABELS: dict[str, str] = {
     "fong": "Fong score",
     "cox": "Cox PH (clinical)",
     "rsf": "Random survival forest (clinical)",
+    "cox_vol": "Cox PH (SEG volumetrics)",
+    "cox_clinvol": "Cox PH (clinical + SEG volumetrics)",
     "oracle": "Oracle (true curves, synthetic)",
+    "ct-permuted": "same model, images permuted among test patients",
 }
 
 
@@ -68,18 +76,41 @@ class ModelSpec:
         return self.name in ANCHOR_NAMES or self.name == "oracle"
 
 
+#: Suffix of the key of a model without the Cox anchor (``acfnet-noanchor``).
+NOANCHOR = "noanchor"
+#: The papers' network: no Cox-anchored residual, the CT alone as input, no auxiliary target.
+PUBLISHED_OPTIONS: dict = {"clinical_residual": False, "mask_channels": (), "burden_target": False}
+#: Named variants usable wherever a model name is (``profile.eval.cv_models``,
+#: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the
+#: Cox anchor (``ACFNet.anchor_clinical``, ``clinical_residual=True``), read the liver and
+#: tumour masks beside the CT and learn the SEG tumour burden as an auxiliary target by
+#: default, none of which the papers' networks have; ``*_noanchor`` is the network as
+#: published (:data:`PUBLISHED_OPTIONS`).
+VARIANTS: dict[str, ModelSpec] = {
+    f"{name}_{NOANCHOR}": ModelSpec(name, f"{name}-{NOANCHOR}", options=dict(PUBLISHED_OPTIONS))
+    for name in ("acfnet", "star", "cnn3d")
+}
+
+
 def as_specs(
     models: Iterable[str | ModelSpec],
     objective: str = "paper",
     options_by_name: dict[str, dict] | None = None,
 ) -> list[ModelSpec]:
-    """Normalise model names to :class:`ModelSpec` (``"acfnet:censored"`` picks the objective)."""
+    """Normalise model names to :class:`ModelSpec` (``"acfnet:censored"`` picks the objective;
+    a name of :data:`VARIANTS` gives that variant)."""
     out = []
     for m in models:
         if isinstance(m, ModelSpec):
             out.append(m)
             continue
         name, _, obj = str(m).partition(":")
+        if name in VARIANTS:
+            spec = VARIANTS[name]
+            if obj and obj != "paper":
+                spec = replace(spec, objective=obj, label=f"{spec.label}-{obj}")
+            out.append(spec)
+            continue
         out.append(
             ModelSpec(
                 name=name,
@@ -90,9 +121,22 @@ def as_specs(
     return out
 
 
+#: Suffix of the image-permutation control's key (``acfnet@ct-permuted``: 4D-ACFNet's
+#: predictions with the images permuted among the test patients).
+PERMUTED_SUFFIX = "@ct-permuted"
+
+
 def model_label(key: str) -> str:
-    """``"acfnet-censored"`` -> ``"4D-ACFNet (censoring-aware objective)"``."""
+    """``"acfnet-censored"`` -> ``"4D-ACFNet (censoring-aware objective)"``;
+    ``"acfnet@ct-permuted"`` -> ``"4D-ACFNet, CT permuted (control)"``."""
+    if key.endswith(PERMUTED_SUFFIX):
+        return f"{model_label(key[: -len(PERMUTED_SUFFIX)])}, CT permuted (control)"
     name, _, rest = key.partition("-")
+    if rest.startswith(NOANCHOR):
+        base = LABELS.get(name, name).removesuffix(" + Cox anchor")
+        more = model_label(f"{name}-{rest[len(NOANCHOR) + 1 :]}") if rest != NOANCHOR else ""
+        tail = more[more.index("(") :] if "(" in more else ""
+        return f"{base}, no Cox anchor (as published){' ' + tail if tail else ''}"
     base = LABELS.get(name, key if name not in LABELS else name)
     if rest == "censored":
         return f"{base} (censoring-aware objective)"

@@ -302,6 +302,24 @@ def paired_table(
     return wide
 
 
+def control_table(
+    differences: pd.DataFrame,
+    metrics: Sequence[str] = ("os_c_harrell", "os_c_uno", "dfs_c_harrell"),
+    digits: int = 3,
+) -> pd.DataFrame:
+    """The image-permutation control of every image model: its C minus the C of its own
+    predictions with the images permuted among the test patients (rows of ``differences``
+    with baseline ``ct-permuted``), with the paired 95% interval. Above 0: the model uses the
+    image; around 0: it ranks patients as well without it."""
+    sub = differences[differences["baseline"] == "ct-permuted"] if len(differences) else differences
+    if sub.empty:
+        return pd.DataFrame()
+    table = paired_table(sub, metrics=metrics, digits=digits)
+    table.index = [i.split(" − ")[0] for i in table.index]
+    table.index.name = "model (trained − CT permuted)"
+    return table
+
+
 def environment_table(source: Cohort | Paths) -> pd.DataFrame:
     """Software versions, hardware, profile, seed and notebook timings of this build."""
     import platform

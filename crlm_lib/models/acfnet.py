@@ -83,7 +83,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import MASK_NAMES, ModelConfig
 from ..losses import (
     DEFAULT_WEIGHTS,
     DIS_MODES,
@@ -104,7 +104,17 @@ from .common import (
     TemporalConv,
     TimeEmbeddedConv,
     group_norm,
+    image_input,
 )
+
+
+def window_burden(masks: Tensor) -> Tensor:
+    """SEG tumour burden of the input window, ``log((T + 1) / (L + 1))`` with ``T`` tumour and
+    ``L`` liver voxels of ``masks`` ``[B, K, D, H, W]`` (``config.MASK_NAMES`` order) -> ``[B]``."""
+    m = masks.float()
+    tumour = m[:, MASK_NAMES.index("tumour")].sum(dim=(1, 2, 3))
+    liver = m[:, MASK_NAMES.index("liver")].sum(dim=(1, 2, 3))
+    return torch.log((tumour + 1.0) / (liver + 1.0))
 
 
 class TimestepAttention(nn.Module):
@@ -188,6 +198,25 @@ class ACFNet(nn.Module):
         Rows of the ``L_dis`` memory bank.
     transformer_layers, transformer_heads : int
         Depth and heads of the ``h_recon`` Transformer.
+    burden_target : bool
+        Auxiliary target (our addition; on by default, ``False`` in the papers' network): a
+        linear map of ``h_img`` predicts the
+        window's SEG tumour burden ``log((T + 1) / (L + 1))`` (``T`` tumour and ``L`` liver
+        voxels of the input crop, from ``batch["masks"]``), loss term ``burden`` (Huber). A
+        training signal for the image branch from the segmentation every patient has; at test
+        time nothing but the CT (and the mask channels, if any) is read.
+    mask_channels : tuple of str
+        Segmentation masks (names of ``config.MASK_NAMES``) fed to the stem as extra input
+        channels beside the CT; default ``("liver", "tumour")``. The papers refine the
+        segmentation labels in preprocessing without saying whether the network reads them;
+        ``()`` reads the CT alone (the ``*_noanchor`` variants of ``evaluation.specs``).
+
+    Why the defaults read the masks and carry the burden target: with the CT alone, the
+    anchored heads and the GroupNorm before the global pooling, the trained network's
+    predictions did not move when the CT was permuted among test patients (cross-validated OS
+    C 0.586 both ways, 12 epochs, cpu profile of the synthetic cohort); with both, the
+    permutation costs 0.036 OS C (95% interval 0.011 to 0.066), i.e. the network uses the
+    image (``benchmarks/acfnet_vs_cox.py``; notebook 06's control table).
     """
 
     def __init__(
@@ -212,9 +241,15 @@ class ACFNet(nn.Module):
         memory_size: int = 32,
         transformer_layers: int = 1,
         transformer_heads: int = 2,
+        mask_channels: tuple[str, ...] = ("liver", "tumour"),
+        burden_target: bool = True,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
+        unknown = [m for m in mask_channels if m not in MASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown mask channels {unknown}; choose from {MASK_NAMES}")
+        self.mask_channels = tuple(MASK_NAMES.index(m) for m in mask_channels)
         if not clinical and (align or disentangle):
             raise ValueError(
                 "ACFNet(clinical=False) is the image-only base row: the alignment (B) and "
@@ -242,7 +277,7 @@ class ACFNet(nn.Module):
         self.loss_weights = dict(zip(("surv", "recur", "align", "dis"), map(float, lam)))
 
         # Submodules in a fixed order (their initialisation draws from the RNG in this order).
-        self.stem = CTStem(w)
+        self.stem = CTStem(w, in_channels=1 + len(self.mask_channels))
         self._build_image_branch(self.stem.out_channels, e, et, t)
         if reconstruction:
             c = self.stem.out_channels
@@ -251,6 +286,7 @@ class ACFNet(nn.Module):
         self.fusion = GatedFusion(use_recon=reconstruction)
         self.heads = PrognosisHeads(e, n_years=t)
         self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
+        self.burden_head = nn.Linear(e, 1) if burden_target else None
 
     def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
         """Switch A: the 4D spatio-temporal block with timestep attention, or one 3D conv."""
@@ -310,7 +346,7 @@ class ACFNet(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         """See ``docs/interfaces.md``: ``ct`` ``[B,1,D,H,W]``, ``clinical`` ``[B,F]`` -> logits."""
-        ct = batch["ct"].float()
+        ct = image_input(batch, self.mask_channels)
         b = ct.shape[0]
         aux: dict = {}
         if self.attention4d:
@@ -341,7 +377,7 @@ class ACFNet(nn.Module):
                 nn.functional.cosine_similarity(h_img, h_recon, dim=1).mean().detach()
             )
             if self.recon_loss:
-                target = nn.functional.avg_pool3d(ct, 4)
+                target = nn.functional.avg_pool3d(ct[:, :1], 4)
                 terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
         if self.use_clinical:
             monitor["cos_img_clin"] = (
@@ -359,6 +395,10 @@ class ACFNet(nn.Module):
             terms["dis"] = dis_fn(h_img, h_clin, self.memory.get(0), self.memory.get(1))
             if self.training:
                 self.memory.push(h_img, h_clin)
+        if self.burden_head is not None and "masks" in batch:
+            terms["burden"] = nn.functional.huber_loss(
+                self.burden_head(h_img).squeeze(1), window_burden(batch["masks"])
+            )
         h = self.fusion(h_img, h_clin, h_recon)
         rec_logits, surv_logits = self.heads(h)
         if self.clin_residual is not None:

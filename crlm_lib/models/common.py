@@ -152,25 +152,36 @@ class Stride2Conv3d(nn.Conv3d):
 
 
 class CTStem(nn.Module):
-    """The shared CT encoder: three stride-2 conv blocks, ``[B,1,D,H,W] -> [B,4w,D/8,H/8,W/8]``.
+    """The shared CT encoder: three stride-2 conv blocks, ``[B,C,D,H,W] -> [B,4w,D/8,H/8,W/8]``.
 
     Widths ``w, 2w, 4w`` with ``w = ModelConfig.width``. D, H, W must be divisible by 8.
+    ``in_channels``: 1 (the CT) or more (the CT followed by mask channels).
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, in_channels: int = 1) -> None:
         super().__init__()
         self.out_channels = 4 * width
         self.blocks = nn.Sequential(
-            ConvBlock3d(1, width, 2),
+            ConvBlock3d(in_channels, width, 2),
             ConvBlock3d(width, 2 * width, 2),
             ConvBlock3d(2 * width, 4 * width, 2),
         )
 
     def forward(self, ct: Tensor) -> Tensor:
-        """``ct`` ``[N, 1, D, H, W]`` in [-1, 1] -> features ``[N, 4w, D/8, H/8, W/8]``."""
+        """``ct`` ``[N, C, D, H, W]`` in [-1, 1] -> features ``[N, 4w, D/8, H/8, W/8]``."""
         if any(s % 8 for s in ct.shape[-3:]):
             raise ValueError(f"CT grid {tuple(ct.shape[-3:])} must be divisible by 8")
         return self.blocks(ct)
+
+
+def image_input(batch: dict, mask_channels: tuple[int, ...]) -> Tensor:
+    """The CT ``[B, 1, D, H, W]`` followed by the masks at ``mask_channels`` (indices into
+    ``config.MASK_NAMES``) as extra channels, each mapped from {0, 1} to {-1, 1}."""
+    ct = batch["ct"].float()
+    if not mask_channels:
+        return ct
+    masks = batch["masks"].to(ct)[:, list(mask_channels)]
+    return torch.cat([ct, 2.0 * masks - 1.0], dim=1)
 
 
 class ClinEncoder(nn.Module):

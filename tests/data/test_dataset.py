@@ -188,3 +188,23 @@ def test_dataset_reads_each_file_once_when_it_fits(synthetic_processed, monkeypa
     first = aug[0]["ct"]
     torch.manual_seed(0)
     assert torch.equal(first, aug[0]["ct"])  # augmenting a cached item leaves it as it was
+
+
+def test_seg_volumetrics_follow_the_phantom(synthetic_processed):
+    """``preprocess.volumetrics`` reads the SEG at the source grid: counts exact, volumes and the
+    remnant fraction close to the phantom's analytic values (the smoke grid is coarse: 8 mm
+    pixels, so within a factor of ~2 for volume), burden score = hypot(diameter, count)."""
+    import pandas as pd
+
+    _, paths, _ = synthetic_processed
+    ids = ["CRLM-CT-1001", "CRLM-CT-1002", "CRLM-CT-1003"]
+    vol = pp.volumetrics(paths.processed_dir, ids)
+    assert list(vol.columns) == list(pp.VOLUMETRIC_FEATURES) and list(vol.index) == ids
+    oracle = pd.read_csv(paths.cohort_dir / "oracle.csv").set_index("Patient-ID").loc[ids]
+    np.testing.assert_array_equal(vol["n_lesions"], oracle["n_tumours"])
+    ratio = np.exp(vol["log_tumour_volume_ml"]) / oracle["tumour_volume_ml"]
+    assert ((ratio > 0.4) & (ratio < 2.5)).all(), ratio
+    assert (vol["remnant_fraction"] - oracle["remnant_fraction"]).abs().max() < 0.2
+    np.testing.assert_allclose(
+        vol["tumour_burden_score"], np.hypot(vol["largest_diameter_cm"], vol["n_lesions"])
+    )

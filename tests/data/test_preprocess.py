@@ -91,9 +91,13 @@ def test_value_range_and_dtypes():
 
 def test_without_clahe_mapping_is_linear():
     p = _patient()
-    p.ct[:] = 0.0  # 0 HU in window (-1024, 1024) -> 0
+    p.ct[:] = 40.0  # 40 HU, the centre of the soft-tissue window (-160, 240) -> 0
     out = pp.preprocess_patient(p, CFG, clahe=False)
+    assert CFG.hu_window == (-160.0, 240.0)
     np.testing.assert_allclose(out["ct"], 0.0, atol=1e-6)
+    p.ct[:] = 140.0  # three quarters of the window -> 0.5
+    out = pp.preprocess_patient(p, CFG, clahe=False)
+    np.testing.assert_allclose(out["ct"], 0.5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(16, 96, 96), (10, 80, 72), (3, 256, 200)])

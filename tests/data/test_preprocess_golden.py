@@ -26,7 +26,8 @@ from crlm_lib.data.tcia import Patient
 
 GOLDEN = Path(__file__).parent / "golden" / "preprocess_golden.npz"
 #: The cpu profile's grid (96x96 synthetic slices -> 16x32x32), with a radius-1 closing.
-CFG = PreprocessConfig(depth=16, size=32, closing_radius=1)
+#: The golden outputs were written with the full-range window (the compute path is what it pins).
+CFG = PreprocessConfig(depth=16, size=32, closing_radius=1, hu_window=(-1024.0, 1024.0))
 COMPARED = ("ct", "masks", "z_index", "bifurcation_z", "centre_method")
 
 

@@ -54,7 +54,7 @@ def test_aux_shapes_attention_and_gradcam_layer(smoke_cfg, make_batch):
     assert aux["reconstruction"].shape == (2, 12, 1, 4, 8, 8)
     for key in ("h_img", "h_clin", "h_recon"):
         assert aux[key].shape == (2, smoke_cfg.embed_dim)
-    assert set(aux["loss_terms"]) == {"align", "dis"}
+    assert set(aux["loss_terms"]) == {"align", "dis", "burden"}
     # spatiotemporal Grad-CAM layer keeps T explicit: [B, C, T, d, h, w]
     assert seen["out"].shape == (2, 4 * smoke_cfg.width, 12, 2, 4, 4)
 
@@ -62,17 +62,17 @@ def test_aux_shapes_attention_and_gradcam_layer(smoke_cfg, make_batch):
 def test_ablation_switches_remove_terms_and_modules(smoke_cfg, make_batch):
     batch = make_batch(2)
     plain = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
-                        align=False, disentangle=False)  # fmt: skip
+                        align=False, disentangle=False, burden_target=False)  # fmt: skip
     out = plain(batch)
     assert out["aux"]["loss_terms"] == {}
     assert "attention" not in out["aux"] and "h_recon" not in out["aux"]
     only_b = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
                          disentangle=False)  # fmt: skip
-    assert set(only_b(batch)["aux"]["loss_terms"]) == {"align"}
+    assert set(only_b(batch)["aux"]["loss_terms"]) == {"align", "burden"}
     no_a = build_model("acfnet", 6, smoke_cfg, attention4d=False)
     out = no_a(batch)
     assert out["aux"]["reconstruction"].shape[1] == 1  # T = 1 without time
-    assert set(out["aux"]["loss_terms"]) == {"align", "dis"}
+    assert set(out["aux"]["loss_terms"]) == {"align", "dis", "burden"}
     with_recon = build_model("acfnet", 6, smoke_cfg, recon_loss=True)
     assert "recon" in with_recon(batch)["aux"]["loss_terms"]
 
@@ -81,7 +81,9 @@ def test_star_uses_normalised_alignment_and_its_lambdas(smoke_cfg, make_batch):
     from crlm_lib.losses import star_alignment_loss
 
     torch.manual_seed(0)
-    model = build_model("star", 6, smoke_cfg, lambdas=(1.0, 2.0, 3.0, 4.0)).eval()
+    model = build_model(
+        "star", 6, smoke_cfg, lambdas=(1.0, 2.0, 3.0, 4.0), burden_target=False
+    ).eval()
     batch = make_batch(2)
     out = model(batch)
     aux = out["aux"]
@@ -206,3 +208,26 @@ def test_anchor_clinical_recurrence_residual_and_anchored_start(smoke_cfg, make_
     papers = build_model("acfnet", 6, smoke_cfg, clinical_residual=False)
     assert papers.clin_residual_rec is None
     assert papers.anchor_clinical(x, years, event, dfs_years=dfs, dfs_event=dfs_event) is None
+
+
+def test_mask_channels_and_burden_target(smoke_cfg, make_batch):
+    """The default network reads the liver and tumour masks beside the CT (the stem has three
+    input channels) and learns the window's SEG burden; the papers' network reads the CT alone."""
+    from crlm_lib.models.acfnet import window_burden
+
+    batch = make_batch(2)
+    model = build_model("acfnet", 6, smoke_cfg)
+    assert model.stem.blocks[0][0].in_channels == 3 and model.mask_channels == (0, 4)
+    out = model(batch)
+    expected = torch.nn.functional.huber_loss(
+        model.burden_head(out["aux"]["h_img"]).squeeze(1), window_burden(batch["masks"])
+    )
+    torch.testing.assert_close(out["aux"]["loss_terms"]["burden"], expected)
+    papers = build_model("acfnet", 6, smoke_cfg, mask_channels=(), burden_target=False)
+    assert papers.stem.blocks[0][0].in_channels == 1 and papers.burden_head is None
+    masks = torch.zeros(1, 5, 2, 2, 2)
+    masks[0, 0] = 1.0  # 8 liver voxels
+    masks[0, 4, 0, 0, :] = 1.0  # 2 tumour voxels
+    torch.testing.assert_close(window_burden(masks), torch.log(torch.tensor([3.0 / 9.0])))
+    with pytest.raises(ValueError, match="unknown mask channels"):
+        build_model("acfnet", 6, smoke_cfg, mask_channels=("spleen",))
