@@ -219,7 +219,9 @@ SMOKE = Profile(
 
 CPU = Profile(
     name="cpu",
-    synth=SynthConfig(n_patients=197, matrix=96, pixel_spacing_mm=4.0, slices=(30, 60)),
+    synth=SynthConfig(
+        n_patients=197, matrix=96, pixel_spacing_mm=4.0, slices=(30, 60), heldout_patients=2000
+    ),
     preprocess=PreprocessConfig(depth=16, size=32),
     model=ModelConfig(width=8, embed_dim=32, time_embed_dim=4),
     train=TrainConfig(

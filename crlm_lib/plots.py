@@ -125,18 +125,27 @@ def plot_masks_overlay(
 
 
 def plot_learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Training and validation loss per epoch, plus the learning rate (log scale).
+    """Training and validation loss per epoch, the validation C-index, and the learning rate.
 
     ``history`` is ``train.fit``'s ``history.csv`` (columns ``epoch``, ``train_loss``,
-    ``val_loss``, ``lr``).
+    ``val_loss``, ``lr`` and, when recorded, ``val_c_os``: Harrell's C of the predicted 5-year
+    death probability on the validation patients; its panel is left out when absent).
     """
-    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.4))
+    has_c = "val_c_os" in history and history["val_c_os"].notna().any()
+    fig, axes = plt.subplots(1, 3 if has_c else 2, figsize=(13 if has_c else 9, 3.4))
+    ax, ax_lr = axes[0], axes[-1]
     ax.plot(history["epoch"], history["train_loss"], marker="o", label="training")
     ax.plot(history["epoch"], history["val_loss"], marker="s", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (weighted multi-task)")
     ax.legend()
     ax.set_title(title, fontsize=9)
+    if has_c:
+        ax_c = axes[1]
+        ax_c.plot(history["epoch"], history["val_c_os"], marker="s", color="tab:orange")
+        ax_c.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax_c.set_xlabel("epoch")
+        ax_c.set_ylabel("validation Harrell C (OS, 5-year risk)")
     ax_lr.plot(history["epoch"], history["lr"], marker=".", color="grey")
     ax_lr.set_yscale("log")
     ax_lr.set_xlabel("epoch")

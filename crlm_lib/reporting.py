@@ -56,15 +56,45 @@ def _ci_text(tidy: pd.DataFrame, model: str, metric: str, digits: int = 2) -> st
 
 
 #: Models whose cross-validated C-index the abstract quotes: value-name prefix -> model key.
-HEADLINE_MODELS: dict[str, str] = {"acfnet": "acfnet", "cox": "cox", "oracle": "oracle"}
+HEADLINE_MODELS: dict[str, str] = {
+    "acfnet": "acfnet",
+    "acfnet-noanchor": "acfnet-noanchor",
+    "cnn3d": "cnn3d",
+    "aminn": "aminn",
+    "cox": "cox",
+    "cox-vol": "cox_vol",
+    "cox-clinvol": "cox_clinvol",
+    "oracle": "oracle",
+}
+#: Image models whose CT-permutation difference the abstract quotes (``<prefix>-perm-os``).
+PERMUTATION_MODELS: dict[str, str] = {"acfnet": "acfnet", "cnn3d": "cnn3d", "aminn": "aminn"}
 
 
-def headline_values(cv_tidy: pd.DataFrame, study=None) -> dict[str, str]:
+def _diff_text(differences: pd.DataFrame, model: str, baseline: str, metric: str) -> str | None:
+    if differences is None or differences.empty:
+        return None
+    rows = differences[
+        (differences["model"] == model)
+        & (differences["baseline"] == baseline)
+        & (differences["metric"] == metric)
+    ]
+    if rows.empty or pd.isna(rows["estimate"].iloc[0]):
+        return None
+    r = rows.iloc[0]
+    return f"{r['estimate']:+.3f} (95% CI {r['low']:+.3f} to {r['high']:+.3f})"
+
+
+def headline_values(
+    cv_tidy: pd.DataFrame, study=None, differences: pd.DataFrame | None = None
+) -> dict[str, str]:
     """The numbers the abstract quotes, as text, from the cross-validation's tidy scores.
 
     Names: ``<model>-c-os`` and ``<model>-c-dfs`` (Harrell's C, overall / disease-free
-    survival, mean over repeats with the 95% bootstrap interval) for 4D-ACFNet, Cox and the
-    oracle (``"not applicable"`` where a model has no row, e.g. the oracle on real data);
+    survival, mean over repeats with the 95% bootstrap interval) for the models of
+    :data:`HEADLINE_MODELS` (``"not applicable"`` where a model has no row, e.g. the oracle on
+    real data); with ``differences`` (``CVResult.differences``), ``<model>-perm-os`` /
+    ``-perm-dfs``: the image-permutation control of :data:`PERMUTATION_MODELS` (the model's C
+    minus that with the images permuted among test patients, paired 95% interval);
     ``data-label`` and ``n-patients`` when ``study`` is given. Rendered into the manuscript by
     ``{{< value name >}}`` (see :mod:`crlm_lib.manuscript`).
     """
@@ -73,6 +103,11 @@ def headline_values(cv_tidy: pd.DataFrame, study=None) -> dict[str, str]:
         for head in ("os", "dfs"):
             text = _ci_text(cv_tidy, model, f"{head}_c_harrell")
             values[f"{prefix}-c-{head}"] = text if text is not None else "not applicable"
+    if differences is not None:
+        for prefix, model in PERMUTATION_MODELS.items():
+            for head in ("os", "dfs"):
+                text = _diff_text(differences, model, "ct-permuted", f"{head}_c_harrell")
+                values[f"{prefix}-perm-{head}"] = text if text is not None else "not applicable"
     if study is not None:
         values["data-label"] = str(study.label)
         values["n-patients"] = str(len(study.ids))

@@ -294,7 +294,8 @@ def test_variants_labels_and_control_table():
     from crlm_lib.evaluation.specs import VARIANTS
 
     (spec,) = ev.as_specs(["acfnet_noanchor"])
-    assert spec == VARIANTS["acfnet_noanchor"] and spec.options == {"clinical_residual": False}
+    assert spec == VARIANTS["acfnet_noanchor"]
+    assert spec.options == {"clinical_residual": False, "mask_channels": (), "burden_target": False}
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
     assert ev.model_label("acfnet") == "4D-ACFNet + Cox anchor"

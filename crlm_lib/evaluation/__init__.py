@@ -25,6 +25,7 @@ The ``crlm train / evaluate / predict`` hooks live in :mod:`crlm_lib.cli`.
 """
 
 from crlm_lib.evaluation._common import EvaluationError
+from crlm_lib.evaluation.bench import image_increment
 from crlm_lib.evaluation.bootstrap import (
     BootstrapResult,
     bootstrap_ci,
@@ -131,6 +132,7 @@ __all__ = [
     "fit_predict_anchor",
     "fit_predict_torch",
     "head_metrics",
+    "image_increment",
     "km_by_predicted_risk",
     "load_run",
     "model_label",
