@@ -53,7 +53,12 @@ def calibration(seeds: list[int], n: int) -> pd.DataFrame:
 
 
 def cv_over_seeds(
-    seeds: list[int], models: list[str], profile: str, n_boot: int, root: Path
+    seeds: list[int],
+    models: list[str],
+    profile: str,
+    n_boot: int,
+    root: Path,
+    settings: tuple[str, ...] = tuple(S.SETTINGS),
 ) -> pd.DataFrame:
     """Tidy rows ``setting, seed, model, metric, estimate`` of the CV on each seed."""
     from dataclasses import replace
@@ -63,7 +68,7 @@ def cv_over_seeds(
     from crlm_lib.pipeline import load_study
 
     rows = []
-    for setting in S.SETTINGS:
+    for setting in settings:
         base = get_profile(profile)
         prof = base.with_(synth=replace(base.synth, setting=setting))
         for seed in seeds:
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--root", default="/tmp/crlm-bench")
+    ap.add_argument("--settings", nargs="+", default=list(S.SETTINGS), choices=list(S.SETTINGS))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     pd.set_option("display.width", 160)
@@ -120,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         ranged = cal[cal["low"].notna()]
         print(f"within range: {int(ranged['within'].sum())} of {len(ranged)}")
     elif args.what == "cv":
-        tidy = cv_over_seeds(args.seeds, args.models, args.profile, args.boot, Path(args.root))
-        tidy.to_csv(Path(args.root) / "cv_over_seeds.csv", index=False)
+        root = Path(args.root)
+        tidy = cv_over_seeds(
+            args.seeds, args.models, args.profile, args.boot, root, tuple(args.settings)
+        )
+        tidy.to_csv(root / "cv_over_seeds.csv", index=False)
         print(summarise_cv(tidy).round(3).to_string())
     else:
         model, report = S.fit_outcome_model(args.n or 20_000, maxiter=args.maxiter)

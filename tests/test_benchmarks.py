@@ -42,3 +42,10 @@ def test_preprocess_benchmark_prints_the_stage_table_and_the_lower_bound():
     for stage in ("load CT + SEG", "of which SEG per-frame", "of which CT slices", "cubic resize"):
         assert re.search(rf"{re.escape(stage)}: +[\d.]+$", out, re.M), out
     assert re.search(r"the whole is >= [\d.]+x", out), out
+
+
+def test_synthetic_bench_calibration_and_population_run_small():
+    out = _run("benchmarks/synthetic_bench.py", "calibration", "--seeds", "1", "--n", "200")
+    assert "5-year OS, Fong score 0" in out and re.search(r"within range: \d+ of \d+", out), out
+    out = _run("benchmarks/synthetic_bench.py", "population", "--n", "300")
+    assert out.count("image increment") == 2 and "null" in out and "image_effect" in out, out

@@ -315,3 +315,30 @@ def test_variants_labels_and_control_table():
     assert list(table.index) == ["AMINN", "4D-ACFNet + Cox anchor"]
     assert table.iloc[0, 0].startswith("+0.070 (+0.010 to +0.130)")
     assert ev.control_table(diffs[diffs["baseline"] == "cox"]).empty
+
+
+def test_image_increment_is_positive_under_image_effect_and_nil_under_null():
+    """At 1,500 + 1,500 patients the true image quantities add clearly to a clinical Cox model
+    under ``image_effect`` and nothing beyond noise under ``null``."""
+    from crlm_lib.evaluation.bench import image_increment
+
+    tab = image_increment(1500)
+    effect = tab.loc[("image_effect", "image increment")]
+    null = tab.loc[("null", "image increment")]
+    assert effect["os"] > 0.04 and effect["dfs"] > 0.05, tab
+    assert abs(null["os"]) < 0.015 and abs(null["dfs"]) < 0.015, tab
+    oracle = tab.loc[("image_effect", "oracle (true 5-year risk)")]
+    assert oracle["os"] > tab.loc[("image_effect", "Cox, clinical table")]["os"]
+
+
+def test_harrell_metrics_equal_head_metrics_c(splits):
+    """The controls' cheap metric is the same Harrell C as the full metric function."""
+    from crlm_lib.evaluation.bootstrap import harrell_metrics
+
+    cohort = simulate_cohort(70, seed=3)
+    frame = oracle_frame(cohort)
+    full = ev.head_metrics(frame)
+    cheap = harrell_metrics(frame)
+    assert set(cheap) == {"os_c_harrell", "dfs_c_harrell"}
+    for key, value in cheap.items():
+        assert value == pytest.approx(full[key], abs=1e-12)

@@ -120,6 +120,26 @@ def head_metrics(
     return M.all_metrics(pred, train_outcomes, rule=rule, horizons=horizons, heads=heads)
 
 
+def harrell_metrics(
+    pred: pd.DataFrame,
+    train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
+    heads: Sequence[str] = ("os", "dfs"),
+) -> dict[str, float]:
+    """Harrell's C of each head only (``<head>_c_harrell``, the same value as
+    :func:`head_metrics`: ``Predictions.ranking_score`` against the head's outcome; no IPCW,
+    so ``train_outcomes`` is unused). The cheap metric of the image-permutation controls,
+    whose bootstrap would otherwise recompute every IPCW metric for every permutation."""
+    from crlm_lib import metrics as M
+    from crlm_lib.types import Predictions
+
+    preds = Predictions.from_frame(pred)
+    out = {}
+    for head in heads:
+        time, event = preds.outcomes(head)
+        out[f"{head}_c_harrell"] = M._harrell(event, time, preds.ranking_score(head, native=True))
+    return out
+
+
 def _aligned(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     """Frames sorted by patient ID (content-defined order: results ignore the input order)."""
     return [f.sort_values(PATIENT_ID, kind="mergesort").reset_index(drop=True) for f in frames]

@@ -36,7 +36,12 @@ from tqdm.auto import tqdm
 from crlm_lib import metrics as M
 from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
-from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics, paired_difference
+from crlm_lib.evaluation.bootstrap import (
+    bootstrap_scores,
+    harrell_metrics,
+    head_metrics,
+    paired_difference,
+)
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions
 from crlm_lib.evaluation.specs import (
@@ -291,11 +296,14 @@ def run_cv_protocol(
     preds, info = _cv_predictions(setup, splits, seed, protocol, controls)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
-    tidy_all = _cv_scores(setup, preds, info, censoring, boot)
+    # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
+    # permutation), with their own memo since the metric function differs
+    boot_c = {**boot, "metric_fn": lambda p, t: harrell_metrics(p, t, heads=ci_heads), "cache": {}}
+    tidy_all = _cv_scores(setup, preds, info, censoring, boot, boot_c)
     differences = _cv_differences(setup.specs, preds, baselines, censoring, boot)
     if controls:
         differences = pd.concat(
-            [differences, _control_differences(setup.specs, preds, censoring, boot)],
+            [differences, _control_differences(setup.specs, preds, censoring, boot_c)],
             ignore_index=True,
         )
     if base is not None:
@@ -391,8 +399,10 @@ def _cv_scores(
     info: dict[str, tuple[int, int | None]],
     censoring: M.TrainingOutcomes,
     boot: dict,
+    boot_controls: dict | None = None,
 ) -> pd.DataFrame:
-    """The tidy table of every model: bootstrap CIs of every metric over the repeats."""
+    """The tidy table of every model: bootstrap CIs of every metric over the repeats (the
+    image-permutation controls: of the metrics of ``boot_controls``, Harrell's C)."""
     tables = []
     rows = [(spec.key, model_label(spec.key)) for spec in setup.specs]
     controls = [
@@ -402,8 +412,10 @@ def _cv_scores(
     ]
     oracle_last = [r for r in rows if r[0] == "oracle"]
     rows = [r for r in rows if r[0] != "oracle"] + controls + oracle_last
+    control_keys = {key for key, _ in controls}
     for key, label in rows:
-        tidy = bootstrap_scores(preds[key], censoring, desc=f"bootstrap {key}", **boot)
+        how = boot_controls if (key in control_keys and boot_controls) else boot
+        tidy = bootstrap_scores(preds[key], censoring, desc=f"bootstrap {key}", **how)
         tidy.insert(0, "model", key)
         tidy.insert(1, "label", label)
         tidy["repeats"], tidy["epochs"] = info[key]
