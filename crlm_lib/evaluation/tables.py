@@ -291,8 +291,7 @@ def paired_table(
         for e, lo, hi in zip(sub["estimate"], sub["low"], sub["high"], strict=True)
     ]
     sub["comparison"] = [
-        f"{LABELS.get(m.split('-')[0], m)}{'' if '-' not in m else ' (' + m + ')'}"
-        f" − {LABELS.get(b, b)}"
+        f"{model_label(m)} − {LABELS.get(b) or model_label(b)}"
         for m, b in zip(sub["model"], sub["baseline"], strict=True)
     ]
     order = list(dict.fromkeys(sub["comparison"]))
@@ -304,7 +303,7 @@ def paired_table(
 
 def control_table(
     differences: pd.DataFrame,
-    metrics: Sequence[str] = ("os_c_harrell", "os_c_uno", "dfs_c_harrell"),
+    metrics: Sequence[str] = ("os_c_harrell", "dfs_c_harrell"),
     digits: int = 3,
 ) -> pd.DataFrame:
     """The image-permutation control of every image model: its C minus the C of its own
