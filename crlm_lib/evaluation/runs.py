@@ -590,14 +590,15 @@ def permuted_predictions(
 
     run_dir = Path(run_dir)
     path = run_dir / PERMUTED_FILE
-    loaded = load_run(run_dir, cohort, profile)
-    test_ids = sorted(map(str, loaded.record.get("test_ids", [])))
-    if path.is_file():
+    record, _ = read_run_record(run_dir)
+    test_ids = sorted(map(str, record.get("test_ids", [])))
+    if path.is_file():  # reused without loading the model
         cached = _read_predictions(path)
         if sorted(set(cached[PATIENT_ID])) == test_ids and cached["permutation"].nunique() == (
             n_permutations
         ):
             return cached
+    loaded = load_run(run_dir, cohort, profile)
     n = len(loaded.test_ds)
     frames = []
     for p in range(n_permutations):
