@@ -41,6 +41,7 @@ def make_batch(batch_size: int, shape, n_clinical: int) -> dict:
     g = torch.Generator().manual_seed(0)
     return {
         "ct": torch.rand(batch_size, 1, *shape, generator=g) * 2 - 1,
+        "masks": (torch.rand(batch_size, 5, *shape, generator=g) > 0.5).float(),
         "clinical": torch.randn(batch_size, n_clinical, generator=g),
         "survival_bin": torch.randint(0, 12, (batch_size,), generator=g),
         "recurrence_target": (torch.arange(12) >= 2).float().repeat(batch_size, 1),

@@ -52,6 +52,7 @@ def _batch(shape: tuple[int, int, int], n_clinical: int, device: str) -> dict:
     g = torch.Generator().manual_seed(0)
     batch = {
         "ct": torch.rand(1, 1, *shape, generator=g) * 2 - 1,
+        "masks": (torch.rand(1, 5, *shape, generator=g) > 0.5).float(),
         "clinical": torch.randn(1, n_clinical, generator=g),
         "survival_bin": torch.tensor([3]),
         "recurrence_target": (torch.arange(12) >= 2).float().view(1, -1),

@@ -180,6 +180,11 @@ def image_input(batch: dict, mask_channels: tuple[int, ...]) -> Tensor:
     ct = batch["ct"].float()
     if not mask_channels:
         return ct
+    if "masks" not in batch:
+        raise ValueError(
+            f"this network reads the masks {list(mask_channels)} beside the CT, but the batch "
+            "has no 'masks' (build it with mask_channels=() for the CT alone)"
+        )
     masks = batch["masks"].to(ct)[:, list(mask_channels)]
     return torch.cat([ct, 2.0 * masks - 1.0], dim=1)
 
