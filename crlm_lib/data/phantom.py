@@ -6,7 +6,7 @@ cpu or paper resolution has the same anatomy and the same image-derived quantiti
 
 Anatomy and portal-venous attenuation (HU):
 
-- air -1000 outside an elliptic body outline; subcutaneous fat -100; soft tissue 40;
+- air -1000 outside an elliptic body outline; subcutaneous fat -100; other soft tissue at 40;
 - spine (vertebral body: cancellous 250, cortex 700; posterior element 500), aorta 170,
   kidneys 150, spleen 115;
 - liver: an ellipsoid on the patient's right, ``liver_hu`` ~ 110 (lowered by 20-40 HU with
