@@ -49,6 +49,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "contrastive": 0.1,
     "risk": 0.1,
     "burden": 0.5,
+    "intensity": 0.5,
 }
 
 OBJECTIVES = ("paper", "censored")

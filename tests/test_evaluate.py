@@ -295,7 +295,13 @@ def test_variants_labels_and_control_table():
 
     (spec,) = ev.as_specs(["acfnet_noanchor"])
     assert spec == VARIANTS["acfnet_noanchor"]
-    assert spec.options == {"clinical_residual": False, "mask_channels": (), "burden_target": False}
+    assert spec.options == {
+        "clinical_residual": False,
+        "mask_channels": (),
+        "burden_target": False,
+        "lesion_pooling": False,
+        "intensity_target": False,
+    }
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
     assert ev.model_label("acfnet") == "4D-ACFNet + Cox anchor"
@@ -342,3 +348,27 @@ def test_harrell_metrics_equal_head_metrics_c(splits):
     assert set(cheap) == {"os_c_harrell", "dfs_c_harrell"}
     for key, value in cheap.items():
         assert value == pytest.approx(full[key], abs=1e-12)
+
+
+def test_image_oracle_row_reads_the_true_image_quantities(splits, tmp_path):
+    """``cox_trueimg`` (Cox on the clinical table + the generator's true image quantities) joins
+    the CV when the oracle table carries them, and beats the clinical Cox model when the hazard
+    depends on an image quantity absent from the table."""
+    from crlm_lib.data.synthetic import IMAGE_COVARIATES
+
+    cohort = simulate_cohort(300, seed=11)
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=len(cohort.ids))
+    for col in IMAGE_COVARIATES:
+        cohort.oracle[col] = rng.uniform(0.5, 2.0, len(cohort.ids))
+    cohort.oracle["tumour_attenuation_z"] = z
+    # Rewrite OS so that z (in no clinical column) carries most of the hazard.
+    t_os = rng.exponential(1 / (0.15 * np.exp(1.5 * z)))
+    cohort.outcomes["os_years"] = np.minimum(t_os, 10.0)
+    cohort.outcomes["os_event"] = (t_os <= 10.0).astype(int)
+    prof = get_profile("smoke")
+    kw = {"n_boot": 0, "runs_dir": tmp_path, "anchors": ("cox",), "ci_heads": ("os",)}
+    res = ev.run_cv_protocol([], cohort, prof, **kw)
+    assert list(dict.fromkeys(res.tidy["model"])) == ["cox", "cox_trueimg", "oracle"]
+    c = res.tidy.set_index(["model", "metric"])["estimate"]
+    assert c["cox_trueimg", "os_c_harrell"] > c["cox", "os_c_harrell"] + 0.1

@@ -646,6 +646,39 @@ def volumetrics(processed_dir: str | Path, patient_ids: Sequence[str]) -> pd.Dat
     return pd.DataFrame(rows).set_index("patient_id")[list(VOLUMETRIC_FEATURES)]
 
 
+#: Columns of :func:`tumour_first_order`.
+FIRST_ORDER_FEATURES: tuple[str, ...] = ("tumour_mean_hu", "tumour_sd_hu", "tumour_p10_hu")
+
+
+def tumour_first_order(processed_dir: str | Path, patient_ids: Sequence[str]) -> pd.DataFrame:
+    """First-order radiomics of each patient's tumours, from the preprocessing cache.
+
+    The per-lesion ``mean``, ``std`` and ``p10`` of ``lesion_features`` (HU inside each SEG
+    tumour segment at the source CT resolution, ``data.lesions``) averaged over the lesions
+    with their volumes as weights: the tumours' attenuation and heterogeneity, which the masks'
+    volumetrics do not carry. A patient without a tumour segment gets NaN (the caller decides;
+    the SEG of every MSKCC patient has at least one).
+
+    Returns
+    -------
+    DataFrame
+        Index = patient ID, columns :data:`FIRST_ORDER_FEATURES`.
+    """
+    rows = []
+    for pid in patient_ids:
+        with np.load(cache_path(processed_dir, pid), allow_pickle=False) as z:
+            names = [str(n) for n in z["lesion_feature_names"]]
+            les = np.asarray(z["lesion_features"], float).reshape(-1, len(names))
+        row: dict = {"patient_id": str(pid)}
+        weights = les[:, names.index("volume_mm3")] if len(les) else np.zeros(0)
+        for col, feat in zip(FIRST_ORDER_FEATURES, ("mean", "std", "p10"), strict=True):
+            values = les[:, names.index(feat)] if len(les) else np.zeros(0)
+            ok = weights.sum() > 0
+            row[col] = float(np.average(values, weights=weights)) if ok else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("patient_id")[list(FIRST_ORDER_FEATURES)]
+
+
 def process_one(
     ref: tcia.PatientRef, cfg: PreprocessConfig, out_path: Path, digest: str, clahe_mode: str
 ) -> dict:

@@ -47,6 +47,7 @@ from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
     IMAGE_MODELS,
+    IMAGE_ORACLE,
     PERMUTED_SUFFIX,
     VOLUMETRIC_ANCHORS,
     ModelSpec,
@@ -99,8 +100,17 @@ def _with_anchors(specs: list[ModelSpec], anchors: Sequence[str], oracle: bool, 
         ModelSpec(a) for a in anchors if a not in names and (cached or a not in VOLUMETRIC_ANCHORS)
     ]
     if oracle and cohort.synthetic:
+        if IMAGE_ORACLE not in names and _has_image_truth(cohort):
+            out.append(ModelSpec(IMAGE_ORACLE))
         out.append(ModelSpec("oracle"))
     return out
+
+
+def _has_image_truth(cohort: Cohort) -> bool:
+    """Whether the synthetic cohort's oracle table carries the true image quantities."""
+    from crlm_lib.data.synthetic import IMAGE_COVARIATES
+
+    return cohort.oracle is not None and set(IMAGE_COVARIATES) <= set(cohort.oracle.columns)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from crlm_lib.evaluation._common import (
     _write_json,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.specs import ANCHOR_NAMES, VOLUMETRIC_ANCHORS, ModelSpec
+from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_ORACLE, VOLUMETRIC_ANCHORS, ModelSpec
 from crlm_lib.models.clinical import (
     CoxPH,
     FongScore,
@@ -49,8 +49,10 @@ def fit_predict_anchor(
 
     ``fong`` reads ``clinrisk_score``; ``cox`` and ``rsf`` read ``encode_predictors`` features
     standardised with the training rows; ``cox_vol`` the SEG volumetrics
-    (``data.preprocess.volumetrics``) standardised with the training rows, ``cox_clinvol`` both;
-    ``oracle`` looks up the true curves.
+    (``data.preprocess.volumetrics``) standardised with the training rows, ``cox_clinvol`` both,
+    ``cox_clinrad`` both and the tumours' first-order HU (``data.preprocess.tumour_first_order``);
+    ``cox_trueimg`` the clinical features and the generator's true image quantities (synthetic
+    only); ``oracle`` looks up the true curves.
     """
     train_ids, test_ids = [str(i) for i in train_ids], [str(i) for i in test_ids]
     out_tr = cohort.outcomes.loc[train_ids]
@@ -61,15 +63,15 @@ def fit_predict_anchor(
     if name == "fong":
         model = FongScore()
         x_tr, x_te = cohort.clinical.loc[train_ids], cohort.clinical.loc[test_ids]
-    elif name in ("cox", "rsf", "cox_vol", "cox_clinvol"):
+    elif name in ("cox", "rsf", "cox_vol", "cox_clinvol", "cox_clinrad", IMAGE_ORACLE):
         from crlm_lib.data.clinical import encode_predictors
 
         ref = cohort.clinical.loc[train_ids]
         x_tr, _ = encode_predictors(ref, reference=ref)
         x_te, _ = encode_predictors(cohort.clinical.loc[test_ids], reference=ref)
-        if name in VOLUMETRIC_ANCHORS:
-            v_tr, v_te = _volumetric_features(cohort, train_ids, test_ids)
-            keep = name == "cox_clinvol"
+        if name in VOLUMETRIC_ANCHORS or name == IMAGE_ORACLE:
+            v_tr, v_te = _image_features(name, cohort, train_ids, test_ids)
+            keep = name != "cox_vol"
             x_tr = np.hstack([x_tr, v_tr]) if keep else v_tr
             x_te = np.hstack([x_te, v_te]) if keep else v_te
         model = RandomSurvivalForest(random_state=seed) if name == "rsf" else CoxPH()
@@ -79,14 +81,33 @@ def fit_predict_anchor(
     return model.predict_frame(x_te, test_ids, cohort.outcomes)
 
 
-def _volumetric_features(cohort: Cohort, train_ids, test_ids) -> tuple[np.ndarray, np.ndarray]:
-    """SEG volumetrics of the training and test patients, standardised with the training rows."""
-    from crlm_lib.data.preprocess import volumetrics
+def _image_features(
+    name: str, cohort: Cohort, train_ids, test_ids
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image features of anchor ``name`` for the training and test patients, standardised
+    with the training rows: SEG volumetrics (``cox_vol``, ``cox_clinvol``), with the tumours'
+    first-order HU (``cox_clinrad``; a patient without a tumour segment gets the training
+    mean), or the generator's true image quantities (:data:`IMAGE_ORACLE`, log volume)."""
+    from crlm_lib.data.preprocess import tumour_first_order, volumetrics
 
-    if cohort.paths is None:
-        raise EvaluationError("the volumetric anchors need a preprocessed cohort (Paths)")
-    vol = volumetrics(cohort.paths.processed_dir, [*train_ids, *test_ids])
-    tr, te = vol.loc[list(train_ids)].to_numpy(float), vol.loc[list(test_ids)].to_numpy(float)
+    ids = [*train_ids, *test_ids]
+    if name == IMAGE_ORACLE:
+        if cohort.oracle is None:
+            raise EvaluationError(f"{name} exists for synthetic cohorts only (no oracle.csv)")
+        from crlm_lib.data.synthetic import IMAGE_COVARIATES
+
+        table = cohort.oracle.set_index(cohort.oracle["Patient-ID"].astype(str))
+        feats = table.loc[ids, list(IMAGE_COVARIATES)].astype(float)
+        feats["tumour_volume_ml"] = np.log(feats["tumour_volume_ml"])
+    else:
+        if cohort.paths is None:
+            raise EvaluationError("the volumetric anchors need a preprocessed cohort (Paths)")
+        feats = volumetrics(cohort.paths.processed_dir, ids)
+        if name == "cox_clinrad":
+            first = tumour_first_order(cohort.paths.processed_dir, ids)
+            first = first.fillna(first.loc[list(train_ids)].mean())
+            feats = feats.join(first)
+    tr, te = feats.loc[list(train_ids)].to_numpy(float), feats.loc[list(test_ids)].to_numpy(float)
     mu, sd = tr.mean(axis=0), tr.std(axis=0)
     sd[sd == 0] = 1.0
     return (tr - mu) / sd, (te - mu) / sd

@@ -12,9 +12,16 @@ from crlm_lib.models import MODEL_NAMES
 #: ``cox_vol`` / ``cox_clinvol``: the clinical-radiological anchors, Cox on the SEG-derived
 #: volumetrics (``data.preprocess.volumetrics``) without / with the clinical table: a model a
 #: clinic could fit on the real cohort tomorrow, the control every image model must beat.
-ANCHOR_NAMES: tuple[str, ...] = ("fong", "cox", "rsf", "cox_vol", "cox_clinvol")
+#: ``cox_clinrad`` adds first-order tumour radiomics (``data.preprocess.tumour_first_order``:
+#: mean, SD and 10th percentile of the tumours' HU) to ``cox_clinvol``: what a radiomics model
+#: reads of the tumours' appearance, which the masks alone do not carry.
+ANCHOR_NAMES: tuple[str, ...] = ("fong", "cox", "rsf", "cox_vol", "cox_clinvol", "cox_clinrad")
 #: Anchors that read the preprocessing cache (left out for cohorts built in memory).
-VOLUMETRIC_ANCHORS: frozenset[str] = frozenset({"cox_vol", "cox_clinvol"})
+VOLUMETRIC_ANCHORS: frozenset[str] = frozenset({"cox_vol", "cox_clinvol", "cox_clinrad"})
+#: Synthetic-only reference beside the oracle: Cox on the clinical table plus the generator's
+#: TRUE image quantities (``data.synthetic.IMAGE_COVARIATES`` from ``oracle.csv``) -- what a
+#: network that read the image perfectly could reach with a linear model at this sample size.
+IMAGE_ORACLE: str = "cox_trueimg"
 #: Registry models that read the CT (3D/4D image or lesion models): CV uses ``cv_repeats_3d``.
 IMAGE_MODELS: frozenset[str] = frozenset(m for m in MODEL_NAMES if m != "clinical_mlp")
 LABELS: dict[str, str] = {
@@ -34,6 +41,8 @@ LABELS: dict[str, str] = {
     "rsf": "Random survival forest (clinical)",
     "cox_vol": "Cox PH (SEG volumetrics)",
     "cox_clinvol": "Cox PH (clinical + SEG volumetrics)",
+    "cox_clinrad": "Cox PH (clinical + SEG volumetrics + tumour HU)",
+    "cox_trueimg": "Cox PH (clinical + true image quantities, synthetic)",
     "oracle": "Oracle (true curves, synthetic)",
     "ct-permuted": "same model, images permuted among test patients",
 }
@@ -73,13 +82,19 @@ class ModelSpec:
 
     @property
     def is_anchor(self) -> bool:
-        return self.name in ANCHOR_NAMES or self.name == "oracle"
+        return self.name in ANCHOR_NAMES or self.name in ("oracle", IMAGE_ORACLE)
 
 
 #: Suffix of the key of a model without the Cox anchor (``acfnet-noanchor``).
 NOANCHOR = "noanchor"
 #: The papers' network: no Cox-anchored residual, the CT alone as input, no auxiliary target.
-PUBLISHED_OPTIONS: dict = {"clinical_residual": False, "mask_channels": (), "burden_target": False}
+PUBLISHED_OPTIONS: dict = {
+    "clinical_residual": False,
+    "mask_channels": (),
+    "burden_target": False,
+    "lesion_pooling": False,
+    "intensity_target": False,
+}
 #: Named variants usable wherever a model name is (``profile.eval.cv_models``,
 #: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the
 #: Cox anchor (``ACFNet.anchor_clinical``, ``clinical_residual=True``), read the liver and

@@ -98,6 +98,7 @@ from .common import (
     ConvBlock3d,
     CTStem,
     GatedFusion,
+    LesionPool,
     PatchDecoder,
     PrognosisHeads,
     Stride2Conv3d,
@@ -115,6 +116,28 @@ def window_burden(masks: Tensor) -> Tensor:
     tumour = m[:, MASK_NAMES.index("tumour")].sum(dim=(1, 2, 3))
     liver = m[:, MASK_NAMES.index("liver")].sum(dim=(1, 2, 3))
     return torch.log((tumour + 1.0) / (liver + 1.0))
+
+
+#: Scale of :func:`window_intensity`: the CT input spans the preprocessing window on [-1, 1], so
+#: one unit is half the window's width (200 HU for the default 400 HU window); times 10 gives
+#: units of 20 HU, about one standard deviation of the tumours' mean between patients.
+INTENSITY_SCALE = 10.0
+
+
+def window_intensity(ct: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """First-order statistics of the CT inside the SEG tumour mask of the input window.
+
+    ``ct`` ``[B, 1, D, H, W]`` (the model's CT input), ``masks`` ``[B, K, D, H, W]`` ->
+    (``[B, 2]`` mean and standard deviation of the tumour voxels times
+    :data:`INTENSITY_SCALE`, ``[B]`` 1 where the window holds at least two tumour voxels, else
+    0: those rows carry no target)."""
+    m = masks[:, MASK_NAMES.index("tumour")].float()
+    x = ct[:, 0].float()
+    n = m.sum(dim=(1, 2, 3))
+    mean = (x * m).sum(dim=(1, 2, 3)) / n.clamp(min=1.0)
+    var = ((x - mean.view(-1, 1, 1, 1)) ** 2 * m).sum(dim=(1, 2, 3)) / n.clamp(min=1.0)
+    stats = torch.stack([mean, var.clamp(min=0).sqrt()], dim=1) * INTENSITY_SCALE
+    return stats, (n >= 2).to(stats)
 
 
 class TimestepAttention(nn.Module):
@@ -210,6 +233,18 @@ class ACFNet(nn.Module):
         channels beside the CT; default ``("liver", "tumour")``. The papers refine the
         segmentation labels in preprocessing without saying whether the network reads them;
         ``()`` reads the CT alone (the ``*_noanchor`` variants of ``evaluation.specs``).
+    lesion_pooling : bool
+        Our addition (default on; off in the papers' network): a
+        :class:`~crlm_lib.models.common.LesionPool` descriptor -- the first two stem blocks'
+        features averaged inside the SEG tumour and liver masks, projected to ``E`` -- is added
+        to ``h_img``. Needs the masks in the batch (``batch["masks"]``), not as input channels.
+    intensity_target : bool
+        Auxiliary target (our addition, default on; off in the papers' network): a linear map
+        of ``h_img`` predicts the mean and standard deviation of the CT inside the SEG tumour
+        mask of the input window (:func:`window_intensity`), loss term ``intensity`` (Huber;
+        rows whose window holds no tumour are left out). Like the burden target it is computed
+        from the inputs every patient has; it asks the image embedding to carry the tumours'
+        attenuation, the first-order radiomics a radiologist reads, which the masks do not.
 
     Why the defaults read the masks and carry the burden target: with the CT alone, the
     anchored heads and the GroupNorm before the global pooling, the trained network's
@@ -243,6 +278,8 @@ class ACFNet(nn.Module):
         transformer_heads: int = 2,
         mask_channels: tuple[str, ...] = ("liver", "tumour"),
         burden_target: bool = True,
+        lesion_pooling: bool = True,
+        intensity_target: bool = True,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -287,6 +324,9 @@ class ACFNet(nn.Module):
         self.heads = PrognosisHeads(e, n_years=t)
         self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
         self.burden_head = nn.Linear(e, 1) if burden_target else None
+        self.intensity_head = nn.Linear(e, 2) if intensity_target else None
+        regions = (MASK_NAMES.index("tumour"), MASK_NAMES.index("liver"))
+        self.lesion_pool = LesionPool((w, 2 * w), regions, e) if lesion_pooling else None
 
     def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
         """Switch A: the 4D spatio-temporal block with timestep attention, or one 3D conv."""
@@ -330,19 +370,23 @@ class ACFNet(nn.Module):
         self.register_buffer("residual_profile", torch.linspace(1.0, -1.0, t), persistent=False)
 
     # ------------------------------------------------------------------ trunk
-    def _spatiotemporal(self, ct: Tensor) -> tuple[Tensor, Tensor]:
-        """``ct`` -> per-timestep features ``[B*T, C, d, h, w]`` and ``E_t`` ``[T, E_t]``."""
+    def _spatiotemporal(self, ct: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``ct`` -> per-timestep features ``[B*T, C, d, h, w]``, ``E_t`` ``[T, E_t]`` and the
+        stem's first two block outputs (one copy per patient, for the lesion pooling)."""
         b, t = ct.shape[0], self.n_years
         e_t = self.time_embed(torch.arange(t, device=ct.device))
         if self.efficient:
-            y = self.st_spatial(self.stem(ct), e_t)  # [B, T, C, d, h, w]
+            feats = self.stem.forward_all(ct)
+            y = self.st_spatial(feats[-1], e_t)  # [B, T, C, d, h, w]
         else:
-            y = self.st_spatial.forward_copies(self.stem(ct.repeat_interleave(t, dim=0)), e_t)
+            feats = self.stem.forward_all(ct.repeat_interleave(t, dim=0))
+            y = self.st_spatial.forward_copies(feats[-1], e_t)
+            feats = [f[::t] for f in feats]
         y = nn.functional.gelu(self.st_norm1(y.flatten(0, 1)))  # [B*T, C, d, h, w]
         y = y.view(b, t, *y.shape[1:]).transpose(1, 2)  # [B, C, T, d, h, w]
         y = self.temporal(y)
         y = y.transpose(1, 2).flatten(0, 1)  # [B*T, C, d, h, w]
-        return nn.functional.gelu(self.st_norm2(y)), e_t
+        return nn.functional.gelu(self.st_norm2(y)), e_t, feats[:2]
 
     def forward(self, batch: dict) -> dict:
         """See ``docs/interfaces.md``: ``ct`` ``[B,1,D,H,W]``, ``clinical`` ``[B,F]`` -> logits."""
@@ -350,15 +394,23 @@ class ACFNet(nn.Module):
         b = ct.shape[0]
         aux: dict = {}
         if self.attention4d:
-            per_t, e_t = self._spatiotemporal(ct)
+            per_t, e_t, feats = self._spatiotemporal(ct)
             t = self.n_years
             desc = per_t.mean(dim=(2, 3, 4)).view(b, t, -1)
             h_img, weights = self.attention(desc, e_t)
             aux["attention"] = weights
         else:
-            per_t = self.spatial(self.stem(ct))  # [B, C, d, h, w], T = 1
+            feats = self.stem.forward_all(ct)
+            per_t = self.spatial(feats[-1])  # [B, C, d, h, w], T = 1
             t, e_t = 1, None
             h_img = self.img_proj(per_t.mean(dim=(2, 3, 4)))
+        if self.lesion_pool is not None:
+            if "masks" not in batch:
+                raise ValueError(
+                    "lesion_pooling=True averages the stem features inside the SEG masks, but "
+                    "the batch has no 'masks' (build the model with lesion_pooling=False)"
+                )
+            h_img = h_img + self.lesion_pool(feats[:2], batch["masks"].to(ct))
         clinical = batch["clinical"].to(ct)
         h_clin = self.clin_encoder(clinical)
         h_recon = None
@@ -399,6 +451,10 @@ class ACFNet(nn.Module):
             terms["burden"] = nn.functional.huber_loss(
                 self.burden_head(h_img).squeeze(1), window_burden(batch["masks"])
             )
+        if self.intensity_head is not None and "masks" in batch:
+            stats, has = window_intensity(batch["ct"], batch["masks"].to(ct))
+            err = nn.functional.huber_loss(self.intensity_head(h_img), stats, reduction="none")
+            terms["intensity"] = (err.mean(dim=1) * has).sum() / has.sum().clamp(min=1.0)
         h = self.fusion(h_img, h_clin, h_recon)
         rec_logits, surv_logits = self.heads(h)
         if self.clin_residual is not None:

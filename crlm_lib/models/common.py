@@ -169,9 +169,48 @@ class CTStem(nn.Module):
 
     def forward(self, ct: Tensor) -> Tensor:
         """``ct`` ``[N, C, D, H, W]`` in [-1, 1] -> features ``[N, 4w, D/8, H/8, W/8]``."""
+        return self.forward_all(ct)[-1]
+
+    def forward_all(self, ct: Tensor) -> list[Tensor]:
+        """The three blocks' outputs (1/2, 1/4 and 1/8 resolution), the last one ``forward``'s."""
         if any(s % 8 for s in ct.shape[-3:]):
             raise ValueError(f"CT grid {tuple(ct.shape[-3:])} must be divisible by 8")
-        return self.blocks(ct)
+        outs = []
+        for block in self.blocks:
+            ct = block(ct)
+            outs.append(ct)
+        return outs
+
+
+class LesionPool(nn.Module):
+    """Mask-weighted average pooling of CT-stem features over the tumour and the liver.
+
+    Global average pooling over a crop mixes a few tumour voxels with everything else, and the
+    GroupNorm before it removes per-patient level differences; averaging the features *inside*
+    the segmentation masks (the SEG every patient has) gives a descriptor of what the tumours
+    and the liver look like, independent of where they lie in the crop and of their size
+    (size is a separate quantity: the masks' voxel counts). Our addition, not in the papers
+    (``ACFNet(lesion_pooling=...)``).
+
+    ``feats``: stem block outputs ``[B, C_i, d_i, h_i, w_i]``; ``masks`` ``[B, K, D, H, W]``
+    (``config.MASK_NAMES`` order) -> ``[B, embed_dim]``: for each block and each region the
+    masks are average-pooled to the block's grid and used as weights; a region absent from
+    the crop gives zeros.
+    """
+
+    def __init__(self, channels: tuple[int, ...], regions: tuple[int, ...], embed_dim: int):
+        super().__init__()
+        self.regions = tuple(regions)
+        self.proj = nn.Linear(sum(channels) * len(self.regions), embed_dim)
+
+    def forward(self, feats: list[Tensor], masks: Tensor) -> Tensor:
+        m = masks[:, list(self.regions)].float()
+        pooled = []
+        for f in feats:
+            w = nn.functional.adaptive_avg_pool3d(m.to(f), f.shape[-3:])  # [B, R, d, h, w]
+            num = torch.einsum("bcdhw,brdhw->brc", f, w)
+            pooled.append(num / (w.sum(dim=(2, 3, 4)).unsqueeze(-1) + 1e-6))
+        return self.proj(torch.cat(pooled, dim=2).flatten(1))
 
 
 def image_input(batch: dict, mask_channels: tuple[int, ...]) -> Tensor:

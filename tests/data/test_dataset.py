@@ -208,3 +208,20 @@ def test_seg_volumetrics_follow_the_phantom(synthetic_processed):
     np.testing.assert_allclose(
         vol["tumour_burden_score"], np.hypot(vol["largest_diameter_cm"], vol["n_lesions"])
     )
+
+
+def test_tumour_first_order_follows_the_attenuation_phenotype(synthetic_processed):
+    """``preprocess.tumour_first_order``: volume-weighted mean / SD / p10 HU of the SEG tumours;
+    the mean rises with the generator's attenuation phenotype (tumour HU = 45 + 20 z)."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    _, paths, _ = synthetic_processed
+    oracle = pd.read_csv(paths.cohort_dir / "oracle.csv", dtype={"Patient-ID": str})
+    ids = [i for i in oracle["Patient-ID"] if (pp.cache_path(paths.processed_dir, i)).is_file()]
+    first = pp.tumour_first_order(paths.processed_dir, ids)
+    assert list(first.columns) == list(pp.FIRST_ORDER_FEATURES) and list(first.index) == ids
+    assert first.notna().all().all()
+    assert (first["tumour_p10_hu"] <= first["tumour_mean_hu"]).all()
+    z = oracle.set_index("Patient-ID").loc[ids, "tumour_attenuation_z"]
+    assert spearmanr(first["tumour_mean_hu"], z).statistic > 0.4

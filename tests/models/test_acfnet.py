@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from crlm_lib.evaluation.specs import PUBLISHED_OPTIONS
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, separable_param_counts
 from crlm_lib.models.acfnet import ACFNet
@@ -54,7 +55,7 @@ def test_aux_shapes_attention_and_gradcam_layer(smoke_cfg, make_batch):
     assert aux["reconstruction"].shape == (2, 12, 1, 4, 8, 8)
     for key in ("h_img", "h_clin", "h_recon"):
         assert aux[key].shape == (2, smoke_cfg.embed_dim)
-    assert set(aux["loss_terms"]) == {"align", "dis", "burden"}
+    assert set(aux["loss_terms"]) == {"align", "dis", "burden", "intensity"}
     # spatiotemporal Grad-CAM layer keeps T explicit: [B, C, T, d, h, w]
     assert seen["out"].shape == (2, 4 * smoke_cfg.width, 12, 2, 4, 4)
 
@@ -62,17 +63,18 @@ def test_aux_shapes_attention_and_gradcam_layer(smoke_cfg, make_batch):
 def test_ablation_switches_remove_terms_and_modules(smoke_cfg, make_batch):
     batch = make_batch(2)
     plain = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
-                        align=False, disentangle=False, burden_target=False)  # fmt: skip
+                        align=False, disentangle=False, burden_target=False,
+                        intensity_target=False)  # fmt: skip
     out = plain(batch)
     assert out["aux"]["loss_terms"] == {}
     assert "attention" not in out["aux"] and "h_recon" not in out["aux"]
     only_b = build_model("acfnet", 6, smoke_cfg, attention4d=False, reconstruction=False,
                          disentangle=False)  # fmt: skip
-    assert set(only_b(batch)["aux"]["loss_terms"]) == {"align", "burden"}
+    assert set(only_b(batch)["aux"]["loss_terms"]) == {"align", "burden", "intensity"}
     no_a = build_model("acfnet", 6, smoke_cfg, attention4d=False)
     out = no_a(batch)
     assert out["aux"]["reconstruction"].shape[1] == 1  # T = 1 without time
-    assert set(out["aux"]["loss_terms"]) == {"align", "dis", "burden"}
+    assert set(out["aux"]["loss_terms"]) == {"align", "dis", "burden", "intensity"}
     with_recon = build_model("acfnet", 6, smoke_cfg, recon_loss=True)
     assert "recon" in with_recon(batch)["aux"]["loss_terms"]
 
@@ -82,7 +84,12 @@ def test_star_uses_normalised_alignment_and_its_lambdas(smoke_cfg, make_batch):
 
     torch.manual_seed(0)
     model = build_model(
-        "star", 6, smoke_cfg, lambdas=(1.0, 2.0, 3.0, 4.0), burden_target=False
+        "star",
+        6,
+        smoke_cfg,
+        lambdas=(1.0, 2.0, 3.0, 4.0),
+        burden_target=False,
+        intensity_target=False,
     ).eval()
     batch = make_batch(2)
     out = model(batch)
@@ -223,7 +230,7 @@ def test_mask_channels_and_burden_target(smoke_cfg, make_batch):
         model.burden_head(out["aux"]["h_img"]).squeeze(1), window_burden(batch["masks"])
     )
     torch.testing.assert_close(out["aux"]["loss_terms"]["burden"], expected)
-    papers = build_model("acfnet", 6, smoke_cfg, mask_channels=(), burden_target=False)
+    papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
     assert papers.stem.blocks[0][0].in_channels == 1 and papers.burden_head is None
     masks = torch.zeros(1, 5, 2, 2, 2)
     masks[0, 0] = 1.0  # 8 liver voxels
@@ -231,3 +238,37 @@ def test_mask_channels_and_burden_target(smoke_cfg, make_batch):
     torch.testing.assert_close(window_burden(masks), torch.log(torch.tensor([3.0 / 9.0])))
     with pytest.raises(ValueError, match="unknown mask channels"):
         build_model("acfnet", 6, smoke_cfg, mask_channels=("spleen",))
+
+
+def test_window_intensity_is_the_masked_mean_and_sd_of_the_ct():
+    from crlm_lib.models.acfnet import INTENSITY_SCALE, window_intensity
+
+    ct = torch.zeros(2, 1, 2, 2, 2)
+    ct[0, 0, 0, 0, :] = torch.tensor([0.2, 0.4])
+    masks = torch.zeros(2, 5, 2, 2, 2)
+    masks[0, 4, 0, 0, :] = 1.0  # patient 0: two tumour voxels (0.2, 0.4)
+    masks[1, 4, 1, 1, 1] = 1.0  # patient 1: one voxel only -> no target
+    stats, has = window_intensity(ct, masks)
+    expected = torch.tensor([0.3, 0.1]) * INTENSITY_SCALE
+    torch.testing.assert_close(stats[0], expected)
+    torch.testing.assert_close(has, torch.tensor([1.0, 0.0]))
+
+
+def test_lesion_pooling_reads_the_tumour_and_is_off_in_the_published_network(smoke_cfg, make_batch):
+    batch = make_batch(2)
+    model = build_model("acfnet", 6, smoke_cfg).eval()
+    assert model.lesion_pool is not None and model.intensity_head is not None
+    papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
+    assert papers.lesion_pool is None and papers.intensity_head is None
+    # The pooled descriptor changes when only the CT inside the tumour mask changes.
+    feats = model.stem.forward_all(torch.cat([batch["ct"], 2 * batch["masks"][:, [0, 4]] - 1], 1))
+    base = model.lesion_pool(feats[:2], batch["masks"])
+    inside = batch["ct"].clone()
+    inside[batch["masks"][:, 4:5] > 0] += 0.5
+    x = torch.cat([inside, 2 * batch["masks"][:, [0, 4]] - 1], 1)
+    moved = model.lesion_pool(model.stem.forward_all(x)[:2], batch["masks"])
+    assert (moved - base).abs().max() > 1e-4
+    no_masks = {k: v for k, v in batch.items() if k != "masks"}
+    lone = build_model("acfnet", 6, smoke_cfg, mask_channels=())
+    with pytest.raises(ValueError, match="lesion_pooling"):
+        lone(no_masks)

@@ -9,13 +9,14 @@ from crlm_lib.models.acfnet import ACFNet
 
 
 def test_cnn3d_is_the_acfnet_trunk_without_time(smoke_cfg, make_batch):
-    model = build_model("cnn3d", 6, smoke_cfg, burden_target=False)
+    model = build_model("cnn3d", 6, smoke_cfg, burden_target=False, intensity_target=False)
     assert isinstance(model, ACFNet) and not model.attention4d and not model.reconstruction
     out = model(make_batch(2))
     assert out["aux"]["loss_terms"] == {} and "attention" not in out["aux"]
-    assert set(build_model("cnn3d", 6, smoke_cfg)(make_batch(2))["aux"]["loss_terms"]) == {"burden"}
+    aux_terms = {"burden", "intensity"}
+    assert set(build_model("cnn3d", 6, smoke_cfg)(make_batch(2))["aux"]["loss_terms"]) == aux_terms
     plus_b = build_model("cnn3d", 6, smoke_cfg, align=True)
-    assert set(plus_b(make_batch(2))["aux"]["loss_terms"]) == {"align", "burden"}
+    assert set(plus_b(make_batch(2))["aux"]["loss_terms"]) == {"align", *aux_terms}
 
 
 def test_cnn3d_lstm_depends_on_time_order(smoke_cfg, make_batch):
