@@ -11,12 +11,11 @@ from __future__ import annotations
 import codecs
 import errno
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pytest
+from corpus import Case, Registry
 from test_corpus_clinical import (
     REPO,
     _base,
@@ -36,24 +35,8 @@ from crlm_lib.data.clinical import (
     load_clinical,
 )
 
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    input: str
-    outcome: str
-    run: Callable[..., None]
-
-
-CASES: list[Case] = []
-
-
-def case(name: str, input: str, outcome: str):
-    def register(fn):
-        CASES.append(Case(name, input, outcome, fn))
-        return fn
-
-    return register
+CASES = Registry()
+case = CASES.case
 
 
 def _fractions(raw: pd.DataFrame) -> pd.DataFrame:
