@@ -11,6 +11,7 @@ a message naming the patient and the file. The valid patient is always processed
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -406,6 +407,40 @@ def slice_rewritten_in_place(paths):
     return Expect("rebuilt", reason=["source changed: 1 file modified"], good_status="cached")
 
 
+def slice_changed_size_and_mtime_restored(paths):
+    t = _patient(paths)
+    assert _run(paths).loc[PID, "status"] == "done"
+    before = _npz(paths)["ct"]
+    f = _by_z(t)[4]
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    ds = pydicom.dcmread(f)
+    pixels = (np.asarray(t.ct_hu[4]) + 1024 + 100).astype(np.uint16).tobytes()
+    start = data.rindex(ds.PixelData)  # the pixel bytes end the file: overwrite them in place
+    data[start : start + len(pixels)] = pixels
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+
+    def check(p):
+        assert not np.array_equal(_npz(p)["ct"], before)
+
+    return Expect(
+        "rebuilt", reason=["source changed: 1 file modified"], good_status="cached", check=check
+    )
+
+
+def files_rewritten_same_bytes(paths):
+    t = _patient(paths)
+    assert _run(paths).loc[PID, "status"] == "done"
+    for f in _by_z(t):  # a copy without its times: same bytes, new modification times
+        data = f.read_bytes()
+        f.unlink()
+        f.write_bytes(data)
+        os.utime(f, ns=(1, 1))
+    return Expect("cached", good_status="cached")
+
+
 def same_ids_other_cohort(paths):
     _patient(paths, seed=2)
     assert _run(paths).loc[PID, "status"] == "done"
@@ -458,6 +493,8 @@ CASES = {
     "stale cache: middle slice deleted": stale_cache_middle_slice_deleted,
     "stale cache: slice rewritten in place": slice_rewritten_in_place,
     "stale cache: same IDs, another cohort": same_ids_other_cohort,
+    "stale cache: slice changed, size and mtime restored": slice_changed_size_and_mtime_restored,
+    "cache kept: files copied without their times": files_rewritten_same_bytes,
 }
 
 
