@@ -438,15 +438,17 @@ def predict_cli(run_dir: Path, source: CohortSource, out: Path) -> int:
         ANCHOR_NAMES,
         fit_predict_anchor,
         load_run,
+        require_finished,
         stored_encoder,
     )
     from crlm_lib.evaluation._common import _atomic_write_csv
     from crlm_lib.evaluation.runs import read_run_record
     from crlm_lib.train import predict
 
-    prof, cohort = source.load()
     run_dir = Path(run_dir)
     rec, rec_path = read_run_record(run_dir)
+    require_finished(run_dir, rec)  # before the data step
+    prof, cohort = source.load()
     if rec["model"] in ANCHOR_NAMES:
         pred = fit_predict_anchor(rec["model"], cohort, rec["train_ids"], cohort.ids)
     else:

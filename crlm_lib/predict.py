@@ -306,11 +306,13 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
 
     Raises
     ------
+    IncompleteRunError
+        When the run's training never ended (killed after some epochs).
     PredictError
         When the folder is not a torch run, or lacks the stored encoder / training reference
         (runs trained before they were stored: retrain).
     """
-    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, stored_encoder
+    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, require_finished, stored_encoder
     from crlm_lib.models import build_model
     from crlm_lib.train import load_checkpoint
 
@@ -321,6 +323,7 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
     rec = json.loads(rec_path.read_text())
     if rec.get("model") in ANCHOR_NAMES:
         raise PredictError(f"{run_dir}: clinical anchors are not saved as models; use a torch run")
+    require_finished(run_dir, rec)  # a killed run: say so, not "an older version"
     try:
         encoder = stored_encoder(rec, rec_path)
     except EvaluationError as err:

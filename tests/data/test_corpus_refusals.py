@@ -371,6 +371,55 @@ def _missing_run(tmp_path, capsys, request):
     _one_line_user_error(err, "MissingRunError", str(run / "predictions.csv"))
 
 
+@case(
+    "run killed after 2 of 6 epochs",
+    "`crlm model-card`, `crlm predict --patient` and `crlm predict` (cohort) on a run folder "
+    "whose training was killed after epoch 2 of 6",
+    "model card: 'INCOMPLETE RUN: 2 of 6 planned epochs done', cut points 'none stored' (never "
+    "'OS [], DFS []'); predict: exit 2, IncompleteRunError with the resume command; resumed: "
+    "finished",
+)
+def _killed_run(tmp_path, capsys, request):
+    import crlm_lib.train as T
+
+    c = request.getfixturevalue("cohort")
+    run, card = tmp_path / "run", tmp_path / "card.md"
+    train = ["train", "--model", "clinical_mlp", "--profile", "smoke", "--data", str(c.data),
+             "--clinical", str(c.clinical), "--out", str(run), "--epochs", "6"]  # fmt: skip
+    logged = T.CSVLogger.epoch_completed
+
+    def killed_after_epoch_2(self, state):
+        logged(self, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    with _cwd(c.root), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T.CSVLogger, "epoch_completed", killed_after_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            _crlm(train, capsys)
+    assert len(pd.read_csv(run / "history.csv")) == 2 and (run / "last.pt").is_file()
+    assert _crlm(["model-card", "--run", str(run), "--out", str(card)], capsys)[0] == 0
+    text = card.read_text()
+    assert "INCOMPLETE RUN: 2 of 6 planned epochs done" in text and "NOT finished" in text
+    assert "[]" not in text and "Risk-group cut points: none stored" in text
+    patient = c.data / "Colorectal-Liver-Metastases" / c.ids[0]
+    with _cwd(c.root):
+        for argv in (["predict", "--run", str(run), "--patient", str(patient), "--out",
+                      str(tmp_path / "p")],
+                     ["predict", "--run", str(run), "--profile", "smoke", "--data", str(c.data),
+                      "--clinical", str(c.clinical), "--out", str(tmp_path / "p.csv")]):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 2 and "older version" not in err
+            _one_line_user_error(err, "IncompleteRunError", "2 of 6 planned epochs done",
+                                 f"crlm train --model clinical_mlp --profile smoke --seed 0 "
+                                 f"--out {run} --epochs 6")  # fmt: skip
+        assert _crlm(train, capsys)[0] == 0  # the command given resumes it
+    assert _crlm(["model-card", "--run", str(run), "--out", str(card)], capsys)[0] == 0
+    text = card.read_text()
+    assert "INCOMPLETE" not in text and "planned epochs done, finished" in text
+    assert "Risk-group cut points (tertiles" in text
+
+
 # --------------------------------------------------------------------------------------------
 # the test
 # --------------------------------------------------------------------------------------------
