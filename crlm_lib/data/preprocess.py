@@ -313,6 +313,7 @@ def preprocess_patient(
         "bifurcation_z": np.int64(centre),
         "centre_method": np.asarray(method),
         "patient_id": np.asarray(patient.patient_id),
+        "image_fingerprint": np.asarray(tcia.image_fingerprint(patient.ct_sop_uids)),
         "mask_volumes_ml": np.asarray(
             [patient.masks[name].sum() for name in MASK_NAMES], dtype=np.float64
         )
@@ -601,11 +602,34 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
         "settings_json",
         "source_manifest",
         "load_warnings",
+        "image_fingerprint",
     ):
         if k in out:
             out[k] = str(out[k])
     out["lesion_feature_names"] = [str(n) for n in out["lesion_feature_names"]]
     return out
+
+
+#: How ``run.json``'s ``training_images`` identifies images (:func:`training_images`).
+IMAGE_FINGERPRINT_RULE = "sha256[:16] of the sorted CT SOP instance UIDs (tcia.image_fingerprint)"
+
+
+def training_images(processed_dir: str | Path, patient_ids: Sequence[str]) -> dict | None:
+    """The images a run trains on, for ``run.json``: ``{"rule": IMAGE_FINGERPRINT_RULE,
+    "fingerprints": [...]}`` (sorted :func:`~crlm_lib.data.tcia.image_fingerprint` of each
+    patient's cache entry); ``None`` when an entry is missing or was written without one, so
+    that training-set membership is then reported unknown rather than guessed."""
+    prints = []
+    for pid in patient_ids:
+        path = cache_path(processed_dir, pid)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            fp = str(z["image_fingerprint"]) if "image_fingerprint" in z.files else ""
+        if not fp:
+            return None
+        prints.append(fp)
+    return {"rule": IMAGE_FINGERPRINT_RULE, "fingerprints": sorted(prints)}
 
 
 #: Columns of :func:`volumetrics`.

@@ -53,6 +53,7 @@ Choices
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -274,6 +275,9 @@ class Patient:
     warnings : list[str]
         What was unusual but did not exclude the patient (missing optional structures,
         dropped duplicate slices, unrecognised segments); each names patient and file.
+    ct_sop_uids : list[str]
+        SOP instance UIDs of ``ct_files`` (slice order): the images' identity
+        (:func:`image_fingerprint`).
     """
 
     patient_id: str
@@ -287,6 +291,7 @@ class Patient:
     seg_file: Path
     lesion_labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    ct_sop_uids: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1151,6 +1156,17 @@ def _check_sources(pid: str, path: Path, seg, sops: Sequence[str]) -> None:
                     )
 
 
+def image_fingerprint(sop_uids: Sequence[str]) -> str:
+    """The identity of a patient's CT images, whatever its PatientID: the first 16 hex digits
+    of the SHA-256 of its CT slices' SOP instance UIDs (sorted, one per line); ``""`` for no
+    UID. The same download gives the same fingerprint; another patient's images (or images
+    written again with new UIDs, as an anonymiser may) give another."""
+    if not sop_uids:
+        return ""
+    text = "\n".join(sorted(str(u) for u in sop_uids))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------------------------
 # Public loaders
 # --------------------------------------------------------------------------------------------
@@ -1241,6 +1257,7 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
         masks=seg_out["masks"],
         lesions=seg_out["lesions"],
         ct_files=list(ct["files"]),
+        ct_sop_uids=list(ct["sops"]),
         seg_file=seg_path,
         lesion_labels=seg_out["lesion_labels"],
         warnings=warnings,

@@ -215,7 +215,19 @@ def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epoch
         "val_ids": list(map(str, val_ids)),
         "test_ids": list(map(str, test_ids)),
         "synthetic": cohort.synthetic,
+        "training_images": _training_images(cohort, [*train_ids, *val_ids]),
     }
+
+
+def _training_images(cohort: Cohort, ids: Sequence[str]) -> dict | None:
+    """``run.json``'s ``training_images`` (``data.preprocess.training_images``): the images of
+    the training and early-stopping patients, by which ``crlm predict`` says whether a new
+    patient was among them; ``None`` for a cohort without a cache folder."""
+    from crlm_lib.data.preprocess import training_images
+
+    if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
+        return None
+    return training_images(cohort.paths.processed_dir, [str(i) for i in ids])
 
 
 #: Files of a run folder that belong to one (cohort, split, configuration).

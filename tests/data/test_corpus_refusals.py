@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 import errno
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -418,6 +420,60 @@ def _killed_run(tmp_path, capsys, request):
     text = card.read_text()
     assert "INCOMPLETE" not in text and "planned epochs done, finished" in text
     assert "Risk-group cut points (tertiles" in text
+
+
+def _as_patient(src: Path, dest: Path, patient_id: str) -> Path:
+    """A copy of the patient folder ``src`` whose DICOM files all carry ``patient_id``."""
+    import pydicom
+
+    shutil.copytree(src, dest)
+    for f in dest.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.PatientID = patient_id
+        ds.save_as(f)
+    return dest
+
+
+@case(
+    "training-set membership by images",
+    "`crlm predict --patient`: a test patient's images under a training patient's ID; a "
+    "training patient's images under a new ID; a run.json without its image record",
+    "in_training_set False / True (decided by the CT's SOP instance UIDs, not the ID); "
+    "without the record: empty, and the summary says membership is unknown",
+)
+def _membership_by_images(tmp_path, capsys, request):
+    import json
+
+    c = request.getfixturevalue("cohort")
+    run = tmp_path / "run"
+    with _cwd(c.root):
+        rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke", "--data",
+                            str(c.data), "--clinical", str(c.clinical), "--out", str(run),
+                            "--epochs", "1"], capsys)  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads((run / "run.json").read_text())
+    trained = [*rec["train_ids"], *rec["val_ids"]]
+    assert len(rec["training_images"]["fingerprints"]) == len(trained)
+    source = c.data / "Colorectal-Liver-Metastases"
+    new = tmp_path / "new"
+    _as_patient(source / rec["test_ids"][0], new / "a", trained[0])  # same ID, other images
+    _as_patient(source / trained[0], new / "b", "NEW-0001")  # training images, new ID
+    argv = ["predict", "--run", str(run), "--patient", str(new), "--tta", "0", "--no-report",
+            "--no-heatmaps"]  # fmt: skip
+
+    def member() -> dict:
+        rc, _, err = _crlm([*argv, "--out", str(tmp_path / "out")], capsys)
+        assert rc == 0, err
+        table = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("patient_id")
+        return {pid: (row["in_training_set"], row["summary"]) for pid, row in table.iterrows()}
+
+    got = member()
+    assert got[trained[0]][0] == False and got["NEW-0001"][0] == True  # noqa: E712
+    assert "training set" not in got[trained[0]][1] and "optimistic" in got["NEW-0001"][1]
+    del rec["training_images"]
+    (run / "run.json").write_text(json.dumps(rec))
+    for value, summary in member().values():
+        assert pd.isna(value) and "in the model's training set is unknown" in summary
 
 
 # --------------------------------------------------------------------------------------------
