@@ -235,6 +235,7 @@ RUN_FILES: tuple[str, ...] = (
     "best.pt",
     "last.pt",
     "history.csv",
+    "timing.json",
     "predictions.csv",
     "metrics.json",
     "metrics_ci.csv",
