@@ -422,6 +422,26 @@ def _killed_run(tmp_path, capsys, request):
     assert "Risk-group cut points (tertiles" in text
 
 
+@case(
+    "two identical training runs",
+    "`crlm train --model clinical_mlp --epochs 2` twice, into two folders",
+    "run.json, best.pt, last.pt, history.csv, predictions.csv, metrics.json equal byte for "
+    "byte; the wall-clock seconds only in timing.json",
+)
+def _identical_runs(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    for name in ("a", "b"):
+        with _cwd(c.root):
+            rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke",
+                                "--data", str(c.data), "--clinical", str(c.clinical), "--out",
+                                str(tmp_path / name), "--epochs", "2"], capsys)  # fmt: skip
+        assert rc == 0, err
+    for name in ("run.json", "best.pt", "last.pt", "history.csv", "predictions.csv",
+                 "metrics.json"):  # fmt: skip
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "timing.json").is_file()
+
+
 def _as_patient(src: Path, dest: Path, patient_id: str) -> Path:
     """A copy of the patient folder ``src`` whose DICOM files all carry ``patient_id``."""
     import pydicom
