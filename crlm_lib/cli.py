@@ -130,8 +130,9 @@ def _add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
         type=_nonnegative_seconds,
         default=None,
         metavar="SECONDS",
-        help="longest wait for another preprocessing run's lock on the cache folder; then fail "
-        "naming the lock file and its owner PID (default: wait until it finishes)",
+        help="longest wait for another run's lock on a folder this command writes (the "
+        "synthetic cohort, the preprocessing cache); then fail naming the lock file and its "
+        "owner PID (default: wait until it finishes)",
     )
 
 
@@ -154,7 +155,10 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     if a.setting is not None:
         synth = replace(synth, setting=a.setting)
     n = a.n if a.n is not None else synth.n_patients
-    out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs)
+    out = write_cohort(
+        Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs,
+        lock_timeout_s=a.lock_timeout,
+    )  # fmt: skip
     print(f"synthetic cohort of {n} patients written to {out}")
     return 0
 
@@ -484,6 +488,7 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
         "hazard) or null (the outcome depends on the clinical table alone)",
     )
     _add_profile_arg(p, "sets the image size of the synthetic CT")
+    _add_lock_timeout_arg(p)
     p.set_defaults(func=_cmd_synth)
 
 

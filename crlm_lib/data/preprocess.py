@@ -68,7 +68,7 @@ from crlm_lib.data import tcia
 from crlm_lib.data.clahe import clahe_slices
 from crlm_lib.data.lesions import lesion_features, mask_bounding_box
 from crlm_lib.data.parallel import run_jobs
-from crlm_lib.errors import CRLMUserError
+from crlm_lib.locks import FolderLocked, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ class UnsafePatientIdError(tcia.CohortDataError):
     """A PatientID cannot name a cache file (empty, path separators, control characters...)."""
 
 
-class PreprocessLocked(CRLMUserError, RuntimeError):
+class PreprocessLocked(FolderLocked):
     """Another preprocessing run holds the cache folder's lock longer than the timeout.
 
     A user error (``crlm`` prints it in one line, exit 2): the message names the lock file and
@@ -731,41 +731,9 @@ def process_one(
     }
 
 
-def _lock_owner(out_dir: Path) -> str:
-    """The PID recorded by the run holding ``out_dir``'s lock, or ``"unknown"``."""
-    try:
-        return (Path(out_dir) / LOCK_OWNER_NAME).read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _acquire(lock, out_dir: Path, timeout_s: float | None) -> None:
-    from filelock import Timeout
-
-    try:
-        lock.acquire(timeout=0)
-        return
-    except Timeout:
-        pass
-    log.warning(
-        "another preprocessing run (PID %s) is using %s; waiting for its lock %s",
-        _lock_owner(out_dir),
-        out_dir,
-        lock.lock_file,
-    )
-    try:
-        lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
-    except Timeout as err:
-        raise PreprocessLocked(
-            f"another preprocessing run holds {Path(out_dir) / LOCK_NAME} (owner PID "
-            f"{_lock_owner(out_dir)}; waited {timeout_s} s); wait for it to finish, or remove "
-            "the lock file if no run is alive"
-        ) from err
-
-
 @contextmanager
 def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the preprocessing lock of the cache folder ``out_dir`` (``filelock``).
+    """Hold the preprocessing lock of the cache folder ``out_dir`` (:func:`locks.folder_lock`).
 
     While held, ``out_dir/.preprocess.lock.pid`` names this process, so that a run waiting for
     the lock can say who holds it.
@@ -782,18 +750,8 @@ def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[
     PreprocessLocked
         When ``timeout_s`` passed while another run held the lock.
     """
-    from filelock import FileLock
-
-    out_dir = Path(out_dir)
-    lock = FileLock(out_dir / LOCK_NAME)
-    _acquire(lock, out_dir, timeout_s)
-    owner = out_dir / LOCK_OWNER_NAME
-    try:
-        atomic.write_text(owner, str(os.getpid()))
+    with folder_lock(out_dir, LOCK_NAME, "preprocessing run", timeout_s, PreprocessLocked):
         yield
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
 
 
 def preprocess_cohort(

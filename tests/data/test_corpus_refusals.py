@@ -12,6 +12,10 @@ import codecs
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -440,6 +444,103 @@ def _identical_runs(tmp_path, capsys, request):
                  "metrics.json"):  # fmt: skip
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert (tmp_path / "a" / "timing.json").is_file()
+
+
+def _crlm_process(*argv: str) -> subprocess.Popen:
+    """``crlm`` in a process of its own (stdout and stderr captured as text)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "crlm_lib.cli", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _cohort_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a synthetic cohort folder but its lock, by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".synthetic.lock")
+    }
+
+
+def _serial_cohort(folder: Path, n: int) -> dict[str, bytes]:
+    from crlm_lib.config import get_profile
+    from crlm_lib.data.synthetic import write_cohort
+
+    write_cohort(folder, n_patients=n, seed=0, synth=get_profile("smoke").synth, progress=False)
+    return _cohort_files(folder)
+
+
+@case(
+    "concurrent crlm synth on one folder",
+    "two `crlm synth --out X --n 4` processes started together",
+    "serialised by the folder's lock (.synthetic.lock): both exit 0, no traceback, no .tmp "
+    "folder left; the files equal a serial run's",
+)
+def _concurrent_synth(tmp_path, capsys, request):
+    argv = ["synth", "--out", str(tmp_path / "x"), "--n", "4", "--profile", "smoke", "--jobs", "1"]
+    procs = [_crlm_process(*argv) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    root = tmp_path / "x" / "Colorectal-Liver-Metastases"
+    assert not list(root.glob(".tmp-*"))
+    assert _cohort_files(tmp_path / "x") == _serial_cohort(tmp_path / "serial", 4)
+
+
+@case(
+    "raw cohort half-written",
+    "`crlm synth --n 16` killed (SIGKILL) after its first patients; then run again, and the "
+    "data step's `ensure_cohort` on a cohort whose marker or a patient folder is missing",
+    "detected (no cohort_complete.json, written last) and finished: the files equal a serial "
+    "run's, no .tmp folder left",
+)
+def _half_written(tmp_path, capsys, request):
+    from crlm_lib.config import get_profile
+    from crlm_lib.data.synthetic import COMPLETE_MARKER, cohort_is_complete, ensure_cohort
+
+    out, synth = tmp_path / "x", get_profile("smoke").synth
+    root = out / "Colorectal-Liver-Metastases"
+    proc = _crlm_process("synth", "--out", str(out), "--n", "16", "--profile", "smoke",
+                         "--jobs", "1")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(root.glob("CRLM-CT-*"))) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / COMPLETE_MARKER).exists() and not cohort_is_complete(out, 16)
+    rc, _, err = _crlm(["synth", "--out", str(out), "--n", "16", "--profile", "smoke"], capsys)
+    assert rc == 0, err
+    serial = _serial_cohort(tmp_path / "serial", 16)
+    assert _cohort_files(out) == serial and not list(root.glob(".tmp-*"))
+    (out / COMPLETE_MARKER).unlink()  # killed before its last write
+    shutil.rmtree(root / "CRLM-CT-1005")  # a patient folder lost
+    (root / ".tmp-CRLM-CT-1005").mkdir()  # and a dead writer's temporary folder
+    assert ensure_cohort(out, 16, 0, synth) is True and ensure_cohort(out, 16, 0, synth) is False
+    assert _cohort_files(out) == serial and not list(root.glob(".tmp-*"))
+
+
+@case(
+    "cohort folder locked by another run",
+    "`crlm synth --out X` and `crlm data --profile smoke` with `--lock-timeout 0` while "
+    "another process holds the cohort folder's lock",
+    "exit 2: FolderLocked in one line naming the lock file and the owner's PID",
+)
+def _cohort_locked(tmp_path, capsys, request):
+    from crlm_lib.data.synthetic import COHORT_LOCK_NAME, cohort_lock
+
+    repo = tmp_path / "repo"
+    (repo / "crlm_lib").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    for folder, argv in (
+        (tmp_path / "x", ["synth", "--out", str(tmp_path / "x")]),
+        (repo / "data" / "raw" / "synthetic" / "smoke", ["data", "--profile", "smoke"]),
+    ):
+        with cohort_lock(folder), _cwd(repo):
+            rc, _, err = _crlm([*argv, "--lock-timeout", "0"], capsys)
+        assert rc == 2
+        _one_line_user_error(err, "FolderLocked", str(folder / COHORT_LOCK_NAME),
+                             f"owner PID {os.getpid()}")  # fmt: skip
 
 
 def _as_patient(src: Path, dest: Path, patient_id: str) -> Path:
