@@ -543,6 +543,61 @@ def _cohort_locked(tmp_path, capsys, request):
                              f"owner PID {os.getpid()}")  # fmt: skip
 
 
+@case(
+    "crlm outside a checkout, --workdir",
+    "`crlm data --data D --clinical C` run in a folder outside any checkout; the same from "
+    "there with `--workdir W`; `crlm notebooks` and `crlm render` outside a checkout",
+    "data: exit 0, data/processed/smoke-real made in the current folder, then in W; "
+    "notebooks, render: exit 2, ArgumentError 'needs a checkout of the repository'",
+)
+def _outside_checkout(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    data = ["--profile", "smoke", "--data", str(c.data), "--clinical", str(c.clinical)]
+    with _cwd(here):
+        for argv, made in ((["data", *data], here), (["--workdir", str(there), "data", *data],
+                                                     there)):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 0, err
+            assert (made / "data" / "processed" / "smoke-real" / "report.csv").is_file()
+        for command in ("notebooks", "render"):
+            rc, _, err = _crlm([command, "--profile", "smoke"], capsys)
+            assert rc == 2
+            _one_line_user_error(err, "ArgumentError", f"crlm {command} needs a checkout",
+                                 str(here))  # fmt: skip
+        rc, _, err = _crlm(["data", "--workdir", str(tmp_path / "absent"), *data], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "ArgumentError", "--workdir", "no such folder")
+
+
+@case(
+    "run of the smoke profile, no --profile",
+    "`crlm evaluate --run R` and `crlm predict --run R --out p.csv` on a smoke-profile run "
+    "without --profile; the same with --profile cpu",
+    "the run's profile (run.json) is used: exit 0; with --profile cpu: exit 2, ArgumentError "
+    "naming both profiles",
+)
+def _profile_from_run(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    run = tmp_path / "run"
+    data = ["--data", str(c.data), "--clinical", str(c.clinical)]
+    with _cwd(c.root):
+        rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke", *data,
+                            "--out", str(run), "--epochs", "1"], capsys)  # fmt: skip
+        assert rc == 0, err
+        for argv in (["evaluate", "--run", str(run), *data],
+                     ["predict", "--run", str(run), *data, "--out", str(tmp_path / "p.csv")]):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 0, err
+            rc, _, err = _crlm([*argv, "--profile", "cpu"], capsys)
+            assert rc == 2
+            _one_line_user_error(err, "ArgumentError", "--profile cpu", "trained with profile "
+                                 "smoke", "leave --profile out")  # fmt: skip
+    assert (run / "metrics_ci.csv").is_file() and len(pd.read_csv(tmp_path / "p.csv")) > 0
+
+
 def _as_patient(src: Path, dest: Path, patient_id: str) -> Path:
     """A copy of the patient folder ``src`` whose DICOM files all carry ``patient_id``."""
     import pydicom
