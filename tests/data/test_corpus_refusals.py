@@ -1,9 +1,12 @@
-"""Corpus of inputs that used to load silently wrong or end in a traceback, each with its exact
-outcome: the right result, or one clear error naming the file, patient, column or path.
+"""Corpus of inputs and faults that used to load silently wrong or end in a traceback, each with
+its exact outcome: the right result, or one clear error naming the file, patient, column or
+path; also runs killed half-way, folders written by two runs at once, ``crlm`` outside a
+checkout and training-set membership.
 
 Same form as ``test_corpus_clinical.py`` (whose helpers it uses): one parametrised test runs
-every case of :data:`CASES`. These cases are not yet rows of the README table "Unusual inputs
-(clinical table and command line)"; the DICOM-side ones are in ``test_corpus_dicom.py``.
+every case of :data:`CASES` (a ``corpus.Registry``). The section "Inputs and faults that were
+once silently wrong" of ``docs/inputs.md`` lists the same cases (a test keeps them in sync);
+``benchmarks/probe_inputs.py`` runs them with the other two corpora.
 """
 
 from __future__ import annotations
@@ -660,6 +663,13 @@ def _membership_by_images(tmp_path, capsys, request):
 @pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
 def test_corpus_case(item: Case, tmp_path, capsys, request):
     item.run(tmp_path, capsys, request)
+
+
+def test_every_case_has_its_row_in_docs_inputs():
+    page = (REPO / "docs" / "inputs.md").read_text(encoding="utf-8")
+    section = page.split("## Inputs and faults that were once silently wrong")[1]
+    for item in CASES:
+        assert f"| {item.name} | {item.input} | {item.outcome} |" in section, item.name
 
 
 def test_valid_tables_read_as_before(tmp_path):
