@@ -1239,7 +1239,6 @@ def write_cohort(
     n_patients: int,
     seed: int,
     synth: SynthConfig,
-    model: OutcomeModel | None = None,
     progress: bool = True,
     n_jobs: int = 1,
     lock_timeout_s: float | None = None,
@@ -1267,10 +1266,8 @@ def write_cohort(
     seed : int
         Master seed.
     synth : SynthConfig
-        Image grid (matrix, pixel spacing, slice range, slice thickness).
-    model : OutcomeModel, optional
-        Generative survival model (default: the setting named by ``synth.setting``,
-        :func:`outcome_model`).
+        Image grid (matrix, pixel spacing, slice range, slice thickness) and the outcome
+        model's setting (``synth.setting``, :func:`outcome_model`).
     progress : bool
         tqdm progress bar over the patients.
     n_jobs : int
@@ -1292,7 +1289,7 @@ def write_cohort(
     FolderLocked
         When ``lock_timeout_s`` passed while another writer held the folder.
     """
-    model = outcome_model(synth.setting) if model is None else model
+    model = outcome_model(synth.setting)
     with cohort_lock(out_dir, lock_timeout_s):
         return _write_cohort_locked(Path(out_dir), n_patients, seed, synth, model, progress, n_jobs)
 
