@@ -12,6 +12,7 @@ one GPU with the defaults); without a GPU it runs on CPU (slowly): ``--n 8 --epo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -23,6 +24,7 @@ import torch
 from crlm_lib.config import Paths, get_profile
 from crlm_lib.data import preprocess, synthetic
 from crlm_lib.evaluation import ModelSpec, as_cohort, fit_predict_torch, paper_split_ids
+from crlm_lib.train import TIMING_FILE
 
 
 def main() -> None:
@@ -67,7 +69,8 @@ def main() -> None:
     t_resume = time.perf_counter() - t0
     epochs = [int(r["epoch"]) for r in hist2.records]
     assert epochs == list(range(1, args.epochs + 1)), f"resume did not continue: {epochs}"
-    secs = [r["seconds"] for r in hist2.records]
+    timing = json.loads((run_dir / TIMING_FILE).read_text())["epochs"]
+    secs = [r["seconds"] for r in timing]
     print(
         f"train {args.model}: {len(tr)} train / {len(va)} val / {len(te)} test patients, "
         f"epochs {epochs} (last one resumed from last.pt)"

@@ -50,9 +50,12 @@ class _RegistryNames(Sequence[str]):
 DESCRIPTION = (
     "Reproduce the CRLM prognosis paper from the command line: write or read a cohort in the "
     "TCIA layout, preprocess it, train and evaluate models, score new patients, run the "
-    "notebooks and render the manuscript. Run it inside a checkout of the repository: the "
-    "data/, runs/, results/, notebooks/ and paper/ folders are found from the working "
-    "directory. Research code, not a medical device."
+    "notebooks and render the manuscript. It works in one folder, --workdir (default: the "
+    "repository root when run inside a checkout, else the current directory), where data/, "
+    "runs/ and results/ are made (running the notebooks and rendering the manuscript need a "
+    "checkout: notebooks/, paper/). "
+    "Paths given as arguments are relative to the current directory. Research code, not a "
+    "medical device."
 )
 
 #: What ``crlm --help`` says below the list of sub-commands.
@@ -108,8 +111,72 @@ def _require_run_folder(run: str | Path, *files: str) -> Path:
     return run_dir
 
 
-def _add_profile_arg(p: argparse.ArgumentParser, help_text: str) -> None:
-    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help=help_text)
+def _add_profile_arg(
+    p: argparse.ArgumentParser, help_text: str, default: str | None = "cpu"
+) -> None:
+    p.add_argument("--profile", default=default, choices=sorted(PROFILES), help=help_text)
+
+
+def _add_workdir_arg(p: argparse.ArgumentParser, default: str | None = argparse.SUPPRESS) -> None:
+    p.add_argument(
+        "--workdir",
+        default=default,
+        metavar="DIR",
+        help="folder where data/, runs/ and results/ are made (default: the repository root "
+        "when run inside a checkout, else the current directory)",
+    )
+
+
+def _resolve_workdir(workdir: str | None) -> Path:
+    """``--workdir`` as an absolute folder, or :func:`crlm_lib.config.default_workdir`;
+    :class:`~crlm_lib.errors.ArgumentError` for a folder that does not exist."""
+    from crlm_lib.config import default_workdir
+    from crlm_lib.errors import ArgumentError
+
+    if workdir is None:
+        return default_workdir()
+    path = Path(workdir).expanduser().resolve()
+    if not path.is_dir():
+        raise ArgumentError(f"--workdir {workdir}: no such folder (create it first)")
+    return path
+
+
+def _require_checkout(workdir: Path, command: str) -> Path:
+    """``workdir`` when it is a checkout (:func:`crlm_lib.config.is_checkout`), else
+    :class:`~crlm_lib.errors.ArgumentError` saying what ``crlm <command>`` needs."""
+    from crlm_lib.config import is_checkout
+    from crlm_lib.errors import ArgumentError
+
+    if not is_checkout(workdir):
+        raise ArgumentError(
+            f"crlm {command} needs a checkout of the repository (notebooks/, paper/): the work "
+            f"folder {workdir} is not one; run it inside the checkout or pass --workdir CHECKOUT"
+        )
+    return workdir
+
+
+def _run_profile(profile: str | None, runs: Sequence[str | Path]) -> str:
+    """The profile of the ``--run`` folders (their ``run.json``), so that ``--profile`` may be
+    left out; :class:`~crlm_lib.errors.ArgumentError` when ``profile`` names another, or the
+    runs differ. Without a ``run.json``: ``profile``, else ``cpu``."""
+    import json
+
+    from crlm_lib.errors import ArgumentError
+
+    found = {}
+    for run in runs:
+        rec_path = Path(run) / "run.json"
+        if rec_path.is_file():
+            found[str(run)] = json.loads(rec_path.read_text()).get("profile")
+    profiles = sorted({p for p in found.values() if p})
+    if len(profiles) > 1:
+        raise ArgumentError(f"--run folders of different profiles {found} cannot be used together")
+    if profiles and profile is not None and profile != profiles[0]:
+        raise ArgumentError(
+            f"--profile {profile}: the run {next(iter(found))} was trained with profile "
+            f"{profiles[0]}; leave --profile out to use the run's"
+        )
+    return profile or (profiles[0] if profiles else "cpu")
 
 
 def _nonnegative_seconds(text: str) -> float:
@@ -130,13 +197,17 @@ def _add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
         type=_nonnegative_seconds,
         default=None,
         metavar="SECONDS",
-        help="longest wait for another preprocessing run's lock on the cache folder; then fail "
-        "naming the lock file and its owner PID (default: wait until it finishes)",
+        help="longest wait for another run's lock on a folder this command writes (the "
+        "synthetic cohort, the preprocessing cache); then fail naming the lock file and its "
+        "owner PID (default: wait until it finishes)",
     )
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    _add_profile_arg(p, "smoke | cpu | paper (default: cpu)")
+def _add_data_args(p: argparse.ArgumentParser, run_profile: bool = False) -> None:
+    if run_profile:  # commands given a --run: its run.json knows the profile
+        _add_profile_arg(p, "smoke | cpu | paper (default: the run's, from run.json)", None)
+    else:
+        _add_profile_arg(p, "smoke | cpu | paper (default: cpu)")
     p.add_argument(
         "--data",
         dest="data_dir",
@@ -154,7 +225,10 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     if a.setting is not None:
         synth = replace(synth, setting=a.setting)
     n = a.n if a.n is not None else synth.n_patients
-    out = write_cohort(Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs)
+    out = write_cohort(
+        Path(a.out), n_patients=n, seed=a.seed, synth=synth, n_jobs=a.jobs,
+        lock_timeout_s=a.lock_timeout,
+    )  # fmt: skip
     print(f"synthetic cohort of {n} patients written to {out}")
     return 0
 
@@ -165,9 +239,7 @@ def _cmd_preprocess(a: argparse.Namespace) -> int:
     from crlm_lib.data.preprocess import preprocess_cohort
     from crlm_lib.pipeline import check_cohort_not_empty, format_exclusions, write_exclusions
 
-    paths = resolve_paths(a.profile, a.data_dir, a.clinical)
-    if a.data_dir is None and a.cohort is not None:
-        paths = resolve_paths(a.profile, a.cohort, a.clinical)
+    paths = resolve_paths(a.profile, a.data_dir or a.cohort, a.clinical, root=a.workdir)
     if not paths.cohort_dir.is_dir():
         raise FileNotFoundError(f"cohort folder {paths.cohort_dir} does not exist")
     table = load_clinical(paths.clinical_csv)  # validated before the long step
@@ -190,6 +262,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
         seed=a.seed,
         verbose=True,
         lock_timeout_s=a.lock_timeout,
+        root=a.workdir,
     )
     return 0
 
@@ -214,12 +287,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     run_dir = _require_run_folder(a.run, "predictions.csv")
+    a.profile = _run_profile(a.profile, [run_dir])
     return evaluate_cli(run_dir=run_dir, source=CohortSource.from_args(a))
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     for run in a.run:
         _require_run_folder(run, "run.json")
+    a.profile = _run_profile(a.profile, a.run)
     if a.patient:
         from crlm_lib.predict import predict_new
 
@@ -254,35 +329,36 @@ def _cmd_model_card(a: argparse.Namespace) -> int:
 
 
 def _cmd_notebooks(a: argparse.Namespace) -> int:
-    from crlm_lib.config import find_repo_root
     from crlm_lib.notebooks import run_notebooks, select_notebooks
     from crlm_lib.pipeline import ensure_data
 
-    select_notebooks(a.only, find_repo_root())  # an unknown --only number stops here
+    root = _require_checkout(a.workdir, "notebooks")
+    select_notebooks(a.only, root)  # an unknown --only number stops here
     # the data step first, in this process: a bad table or folder stops here in one line, and
     # the exclusion report is printed and written before any notebook runs
-    ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True)
-    run_notebooks(a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only)
+    ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True, root=root)
+    run_notebooks(a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only, root=root)
     return 0
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
     from crlm_lib.manuscript import render
 
-    out = render(profile=a.profile, real=a.real, renderer=a.renderer)
+    root = _require_checkout(a.workdir, "render")
+    out = render(profile=a.profile, real=a.real, renderer=a.renderer, root=root)
     print(f"manuscript written to {out}")
     if not a.check:
         return 0
-    from crlm_lib.config import find_repo_root, resolve_paths
+    from crlm_lib.config import resolve_paths
     from crlm_lib.manuscript import check_manuscript
 
     phi: list[str] = []
-    paths = resolve_paths(a.profile)
+    paths = resolve_paths(a.profile, root=root)
     if not a.real and paths.clinical_csv.is_file():
         from crlm_lib.data.synthetic import phi_values
 
         phi = phi_values(paths.cohort_dir)
-    problems = check_manuscript(out, find_repo_root() / "paper" / "index.qmd", phi)
+    problems = check_manuscript(out, root / "paper" / "index.qmd", phi)
     for p in problems:
         print(f"FAILED {p}")
     print(f"manuscript check: {len(phi)} PHI strings searched, {len(problems)} problem(s)")
@@ -297,16 +373,18 @@ def _cmd_render(a: argparse.Namespace) -> int:
 @dataclass(frozen=True)
 class CohortSource:
     """Where a ``crlm train / evaluate / predict`` call takes its cohort from: the profile name,
-    the TCIA download (``--data``; None: the profile's synthetic cohort) and the clinical table
-    (``--clinical``). :meth:`load` runs the data step and resolves the profile, once."""
+    the TCIA download (``--data``; None: the profile's synthetic cohort), the clinical table
+    (``--clinical``) and the work folder (``--workdir``; None: found from the current
+    directory). :meth:`load` runs the data step and resolves the profile, once."""
 
     profile: str = "cpu"
     data_dir: str | Path | None = None
     clinical: str | Path | None = None
+    root: Path | None = None
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> CohortSource:
-        return cls(a.profile, a.data_dir, a.clinical)
+        return cls(a.profile, a.data_dir, a.clinical, getattr(a, "workdir", None))
 
     def load(self) -> tuple[Profile, Cohort]:
         """The resolved profile and the cohort (data step first: exclusions are printed)."""
@@ -317,7 +395,7 @@ class CohortSource:
         prof = get_profile(self.profile)
         paths = ensure_data(
             prof, self.data_dir, self.clinical, seed=prof.seed, verbose=False,
-            show_exclusions=True,
+            show_exclusions=True, root=self.root,
         )  # fmt: skip
         return prof, as_cohort(paths)
 
@@ -438,15 +516,17 @@ def predict_cli(run_dir: Path, source: CohortSource, out: Path) -> int:
         ANCHOR_NAMES,
         fit_predict_anchor,
         load_run,
+        require_finished,
         stored_encoder,
     )
     from crlm_lib.evaluation._common import _atomic_write_csv
     from crlm_lib.evaluation.runs import read_run_record
     from crlm_lib.train import predict
 
-    prof, cohort = source.load()
     run_dir = Path(run_dir)
     rec, rec_path = read_run_record(run_dir)
+    require_finished(run_dir, rec)  # before the data step
+    prof, cohort = source.load()
     if rec["model"] in ANCHOR_NAMES:
         pred = fit_predict_anchor(rec["model"], cohort, rec["train_ids"], cohort.ids)
     else:
@@ -482,6 +562,7 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
         "hazard) or null (the outcome depends on the clinical table alone)",
     )
     _add_profile_arg(p, "sets the image size of the synthetic CT")
+    _add_lock_timeout_arg(p)
     p.set_defaults(func=_cmd_synth)
 
 
@@ -533,7 +614,7 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     """``crlm evaluate``."""
     p = sub.add_parser("evaluate", help="score a trained run on its test split")
-    _add_data_args(p)
+    _add_data_args(p, run_profile=True)
     p.add_argument("--run", required=True)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -548,7 +629,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "Grad-CAM heatmaps (NIfTI, DICOM Parametric Map) into the --out folder. Without: "
         "predictions for every patient of the profile's (or --data) cohort into the --out CSV.",
     )
-    _add_data_args(p)
+    _add_data_args(p, run_profile=True)
     p.add_argument(
         "--run", required=True, action="append", help="run folder; repeat for an ensemble"
     )
@@ -623,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crlm", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
     )
+    _add_workdir_arg(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _add_synth_parser(sub)
     _add_preprocess_parser(sub)
@@ -633,6 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_card_parser(sub)
     _add_notebooks_parser(sub)
     _add_render_parser(sub)
+    for command in sub.choices.values():  # also after the command: crlm data --workdir DIR
+        _add_workdir_arg(command)
     return parser
 
 
@@ -653,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     from crlm_lib.errors import CRLMUserError, file_access_error
 
     try:
+        args.workdir = _resolve_workdir(args.workdir)
         return int(args.func(args) or 0)
     except (CRLMUserError, FileNotFoundError) as err:
         return _report(args.command, err)

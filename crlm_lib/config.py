@@ -273,6 +273,12 @@ def get_profile(name: str | Profile) -> Profile:
         raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
 
 
+def is_checkout(folder: Path) -> bool:
+    """Whether ``folder`` is the root of a checkout of this repository (``pyproject.toml`` and
+    ``crlm_lib/``)."""
+    return (folder / "pyproject.toml").is_file() and (folder / "crlm_lib").is_dir()
+
+
 def find_repo_root(start: Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) that holds ``pyproject.toml``.
 
@@ -281,9 +287,19 @@ def find_repo_root(start: Path | None = None) -> Path:
     """
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "crlm_lib").is_dir():
+        if is_checkout(folder):
             return folder
     raise FileNotFoundError(f"no crlm repository (pyproject.toml + crlm_lib/) at or above {here}")
+
+
+def default_workdir(start: Path | None = None) -> Path:
+    """The folder ``crlm`` works in when ``--workdir`` is not given: the repository root when
+    ``start`` (default: the current directory) is inside a checkout (:func:`find_repo_root`),
+    else ``start`` itself. ``data/``, ``runs/`` and ``results/`` are made under it."""
+    try:
+        return find_repo_root(start)
+    except FileNotFoundError:
+        return (start or Path.cwd()).resolve()
 
 
 def run_tag(profile_name: str, real: bool) -> str:

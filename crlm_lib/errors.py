@@ -40,6 +40,10 @@ class MissingRunError(CRLMUserError):
     """A run folder, or a file a command reads from it, does not exist."""
 
 
+class IncompleteRunError(CRLMUserError):
+    """A run folder whose training stopped before it ended (killed after some epochs)."""
+
+
 class FileAccessError(CRLMUserError):
     """A file or folder could not be written or read: read-only folder or file system, no
     space left, no permission (:func:`file_access_error`)."""

@@ -166,6 +166,7 @@ def run_notebooks(
     *,
     seed: int = 0,
     only: list[str] | None = None,
+    root: Path | None = None,
 ) -> pd.DataFrame:
     """Execute the numbered notebooks with papermill, in order.
 
@@ -180,6 +181,8 @@ def run_notebooks(
     only : list of str, optional
         Notebook numbers to run (``["01", "02"]``); default all; an unknown number raises
         :class:`~crlm_lib.errors.ArgumentError` (:func:`select_notebooks`).
+    root : path, optional
+        The checkout whose notebooks run (default: found from the current directory).
 
     Returns
     -------
@@ -189,7 +192,7 @@ def run_notebooks(
     import papermill as pm
 
     prof = get_profile(profile)
-    paths = resolve_paths(prof, data_dir, clinical)
+    paths = resolve_paths(prof, data_dir, clinical, root=root)
     selected = select_notebooks(only, paths.root)
     real = not paths.synthetic
     out_dir = paths.root / "notebooks" / "executed" / run_tag(prof.name, real)

@@ -7,7 +7,6 @@ does the same and returns everything a notebook needs about the cohort in one ob
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,15 +16,6 @@ from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
 from crlm_lib.types import Cohort
 
 log = logging.getLogger(__name__)
-
-
-def cohort_is_complete(paths: Paths) -> bool:
-    """Whether the synthetic cohort at ``paths.cohort_dir`` was written to the end.
-
-    The writer creates ``clinical.csv`` last, after every patient folder has been renamed into
-    place, so its presence marks a complete cohort.
-    """
-    return paths.clinical_csv.is_file() and (paths.oracle_csv is None or paths.oracle_csv.is_file())
 
 
 def ensure_data(
@@ -59,8 +49,9 @@ def ensure_data(
         Print the exclusion report even when not ``verbose``. It is always written to
         ``processed_dir/exclusions.csv`` (:func:`exclusion_table`).
     lock_timeout_s : float, optional
-        Longest wait (seconds) for another preprocessing run's lock on the cache folder
-        (``None``: wait until it finishes); see :func:`crlm_lib.data.preprocess.cache_lock`.
+        Longest wait (seconds) for another run's lock on the synthetic cohort folder
+        (:func:`crlm_lib.data.synthetic.cohort_lock`) and on the cache folder
+        (:func:`crlm_lib.data.preprocess.cache_lock`); ``None``: wait until it finishes.
     root : path, optional
         Folder that takes the repository's place for ``data/``, ``runs/`` and ``results/``
         (``config.resolve_paths``); default: the repository. Benchmarks use it to keep cohorts
@@ -79,8 +70,9 @@ def ensure_data(
         For a clinical table that breaks the schema (before any image is read).
     EmptyCohortError
         When the data folder holds no patient, or none that could be preprocessed.
-    PreprocessLocked
-        When ``lock_timeout_s`` passed while another run held the cache folder's lock.
+    FolderLocked
+        When ``lock_timeout_s`` passed while another run held the cohort's or the cache
+        folder's lock (``PreprocessLocked`` for the cache).
     """
     from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
@@ -88,28 +80,17 @@ def ensure_data(
     prof = get_profile(profile)
     paths = resolve_paths(prof, data_dir, clinical, root=root)
     if paths.synthetic:
-        from crlm_lib.data.synthetic import cohort_is_current, write_cohort
+        from crlm_lib.data.synthetic import ensure_cohort
 
-        if paths.cohort_dir.is_dir() and not cohort_is_current(paths.cohort_dir, seed, prof.synth):
-            # derived data of another seed, setting or generator version: rebuilt, never mixed
-            print(
-                f"the synthetic cohort in {paths.cohort_dir} was written by another seed, "
-                "setting or generator version: rewriting it"
-            )
-            shutil.rmtree(paths.cohort_dir)
-        if not cohort_is_complete(paths):
-            if verbose:
-                print(
-                    f"writing the synthetic cohort ({prof.synth.n_patients} patients) "
-                    f"to {paths.cohort_dir}"
-                )
-            write_cohort(
-                paths.cohort_dir,
-                n_patients=prof.synth.n_patients,
-                seed=seed,
-                synth=prof.synth,
-                n_jobs=n_jobs or prof.n_jobs,
-            )
+        ensure_cohort(
+            paths.cohort_dir,
+            prof.synth.n_patients,
+            seed,
+            prof.synth,
+            n_jobs=n_jobs or prof.n_jobs,
+            lock_timeout_s=lock_timeout_s,
+            announce=print if verbose else None,
+        )
     else:
         if not paths.cohort_dir.is_dir():
             raise FileNotFoundError(f"DATA_DIR {paths.cohort_dir} does not exist")

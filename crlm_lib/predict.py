@@ -17,7 +17,9 @@ Outputs per patient
   predicted risk (the risk scores of the evaluation: ``metrics.risk_from_survival`` for OS,
   ``metrics.risk_from_recurrence`` for recurrence);
 * a plain-language line, the predictors that were missing (filled as in training) and whether
-  the patient was in the model's training (or early-stopping) set.
+  the patient's CT images were among the model's training (or early-stopping) images
+  (:func:`in_training_set`: by the images' SOP instance UIDs, not the patient ID; unknown for a
+  run that does not record them).
 
 Interval (choice)
 -----------------
@@ -297,8 +299,28 @@ class RunModel:
     reference: dict
 
     @property
-    def training_ids(self) -> set[str]:
-        return {str(i) for k in ("train_ids", "val_ids") for i in self.record.get(k, [])}
+    def training_images(self) -> set[str] | None:
+        """Image fingerprints of the training and early-stopping patients
+        (``run.json``'s ``training_images``); ``None`` for a run that does not record them."""
+        stored = self.record.get("training_images")
+        if not stored or not stored.get("fingerprints"):
+            return None
+        return {str(fp) for fp in stored["fingerprints"]}
+
+
+def in_training_set(runs: Sequence[RunModel], patient: NewPatient) -> bool | None:
+    """Whether ``patient``'s CT images were among the training (or early-stopping) images of
+    any run: decided by image identity (``image_fingerprint``: the SOP instance UIDs of its
+    CT series), never by patient ID, since two cohorts may use one ID scheme (the synthetic
+    cohort uses the collection's). ``None`` (unknown) when no run found it and a run does not
+    record its training images."""
+    fingerprint = str(patient.arrays.get("image_fingerprint", ""))
+    known = [run.training_images for run in runs]
+    if fingerprint and any(s is not None and fingerprint in s for s in known):
+        return True
+    if not fingerprint or any(s is None for s in known):
+        return None
+    return False
 
 
 def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) -> RunModel:
@@ -306,11 +328,13 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
 
     Raises
     ------
+    IncompleteRunError
+        When the run's training never ended (killed after some epochs).
     PredictError
         When the folder is not a torch run, or lacks the stored encoder / training reference
         (runs trained before they were stored: retrain).
     """
-    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, stored_encoder
+    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, require_finished, stored_encoder
     from crlm_lib.models import build_model
     from crlm_lib.train import load_checkpoint
 
@@ -321,6 +345,7 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
     rec = json.loads(rec_path.read_text())
     if rec.get("model") in ANCHOR_NAMES:
         raise PredictError(f"{run_dir}: clinical anchors are not saved as models; use a torch run")
+    require_finished(run_dir, rec)  # a killed run: say so, not "an older version"
     try:
         encoder = stored_encoder(rec, rec_path)
     except EvaluationError as err:
@@ -413,8 +438,14 @@ def plain_language(row: dict, synthetic: bool) -> str:
         f"{row['os_risk_group']} risk of death and {row['rfs_risk_group']} risk of recurrence "
         f"compared with the {row['n_training']} training patients."
     )
-    if row.get("in_training_set"):
+    member = row.get("in_training_set")
+    if member is True:
         text += " This patient was in the model's training set: the prediction is optimistic."
+    elif member is None:
+        text += (
+            " Whether this patient was in the model's training set is unknown (the run does "
+            "not record its training images)."
+        )
     if row.get("missing_predictors"):
         n = len(str(row["missing_predictors"]).split("; "))
         text += f" {n} clinical predictor(s) missing, filled with the training means."
@@ -502,7 +533,7 @@ def predict_patient(
     row = {k: (round(float(v), DECIMALS) if k != "patient_id" else v) for k, v in row.items()}
     row["os_risk_group"] = _group(float(os_risk[0]), ref["risk_tertiles"]["os"])
     row["rfs_risk_group"] = _group(float(dfs_risk[0]), ref["risk_tertiles"]["dfs"])
-    row["in_training_set"] = any(patient.patient_id in r.training_ids for r in runs)
+    row["in_training_set"] = in_training_set(runs, patient)
     row["n_training"] = int(ref["n"])
     row["n_members"] = len(ms)
     row["missing_predictors"] = "; ".join(missing)

@@ -78,6 +78,16 @@ def _figures(report: PatientReport) -> list[tuple[str, Any]]:
     return figs
 
 
+def membership(value: Any) -> str:
+    """``in_training_set`` in words: yes, no, or unknown (``None``/NaN: the run does not record
+    its training images)."""
+    if value is True or value is np.True_:
+        return "yes"
+    if value is False or value is np.False_:
+        return "no"
+    return "unknown (the run does not record its training images)"
+
+
 def _summary_table(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     for y in (1, 3, 5):
@@ -99,7 +109,7 @@ def _text_lines(report: PatientReport) -> list[str]:
         "",
         f"Risk group (overall survival): {row['os_risk_group']}",
         f"Risk group (recurrence): {row['rfs_risk_group']}",
-        f"In the model's training set: {'yes' if row['in_training_set'] else 'no'}",
+        f"In the model's training set: {membership(row.get('in_training_set'))}",
         f"Missing clinical predictors: {row.get('missing_predictors') or 'none'}",
         "",
     ]
@@ -146,7 +156,7 @@ figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 <p>Risk group against the tertiles of the {row["n_training"]} training patients:
 overall survival <span class="risk">{esc(str(row["os_risk_group"]))}</span>, recurrence
 <span class="risk">{esc(str(row["rfs_risk_group"]))}</span>. In the model's training set:
-<b>{"yes" if row["in_training_set"] else "no"}</b>. Missing clinical predictors (filled with the
+<b>{esc(membership(row.get("in_training_set")))}</b>. Missing clinical predictors (filled with the
 training means): {esc(str(row.get("missing_predictors") or "none"))}.</p>
 <ul>{prov}</ul>
 {figs}

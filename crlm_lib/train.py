@@ -18,11 +18,15 @@ Files in ``run_dir``:
 - ``last.pt``: model, optimizer, scheduler, RNG states, epoch, history, early-stopping counter,
   written atomically after every epoch; :func:`fit` resumes from it;
 - ``history.csv``: one row per epoch (``epoch, lr, train_loss, val_loss, train_<part>,
-  val_<part>, seconds``), the table the notebooks plot.
+  val_<part>``), the table the notebooks plot;
+- ``timing.json``: the wall-clock seconds of each epoch. The only file of the three that
+  differs between identical runs, so that ``best.pt``, ``last.pt`` and ``history.csv`` are
+  byte-reproducible (on the CPU; see :func:`set_seed` for CUDA).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -53,10 +57,14 @@ from crlm_lib.types import ATTENTION_COLS, PATIENT_ID, REC_COLS, SURV_COLS
 #: untouched. ``fit(..., grad_clip=None)`` turns it off.
 GRAD_CLIP_NORM: float = 1.0
 
+#: The file of a run folder that holds the wall-clock seconds of each epoch (:class:`TimingLog`).
+TIMING_FILE = "timing.json"
+
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
 __all__ = [
     "GRAD_CLIP_NORM",
+    "TIMING_FILE",
     "TrainingError",
     "History",
     "set_seed",
@@ -74,6 +82,7 @@ __all__ = [
     "BestCheckpoint",
     "LastCheckpoint",
     "CSVLogger",
+    "TimingLog",
     "EpochProgress",
     "default_handlers",
     "fit",
@@ -93,7 +102,8 @@ class History:
     ----------
     records : list of dict
         One per epoch: ``epoch`` (1-based), ``lr``, ``train_loss``, ``val_loss``,
-        ``train_<part>``, ``val_<part>``, ``seconds``.
+        ``train_<part>``, ``val_<part>`` (wall-clock times are kept apart, in
+        ``timing.json``: :class:`TimingLog`).
     best_epoch : int or None
         Epoch (1-based) with the lowest validation loss, saved as ``best.pt``.
     best_val_loss : float
@@ -457,7 +467,8 @@ class TrainState:
     ``model`` is the bare module (checkpoints, weights), ``net`` what the loop calls (the DDP
     wrapper under ``torchrun``, else ``model``). ``epoch`` is the last finished epoch
     (1-based; 0 before the first), ``bad_epochs`` the early-stopping counter; ``record`` the
-    row of the epoch just finished and ``val_loss`` the loss that drives the schedule.
+    row of the epoch just finished, ``val_loss`` the loss that drives the schedule and
+    ``seconds`` the epoch's wall-clock time.
     """
 
     model: nn.Module
@@ -478,6 +489,7 @@ class TrainState:
     bad_epochs: int = 0
     record: dict[str, float] = field(default_factory=dict)
     val_loss: float = math.nan
+    seconds: float = math.nan
 
     @property
     def last_path(self) -> Path:
@@ -532,6 +544,8 @@ class Resume(Handler):
         else:
             _set_rng_state(ckpt["rng"])
         state.history = History(**ckpt["history"])
+        for record in state.history.records:  # checkpoints written before timing.json
+            record.pop("seconds", None)
         state.epoch, state.bad_epochs = int(ckpt["epoch"]), int(ckpt["bad_epochs"])
         if ckpt.get("seed") != state.seed or ckpt.get("objective") != state.objective:
             warnings.warn(
@@ -624,6 +638,29 @@ class CSVLogger(Handler):
             atomic.write_csv(state.run_dir / "history.csv", state.history.to_frame(), index=False)
 
 
+class TimingLog(Handler):
+    """``timing.json``: ``{"epochs": [{"epoch": 1, "seconds": ...}, ...]}``, the wall-clock
+    time of each epoch, rewritten after every epoch by rank 0. Kept out of ``history.csv`` and
+    ``last.pt`` so that those are byte-reproducible; a resumed run keeps the rows of the epochs
+    it resumes from."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def started(self, state: TrainState) -> None:
+        path = state.run_dir / TIMING_FILE
+        try:
+            rows = json.loads(path.read_text()).get("epochs", []) if path.is_file() else []
+        except ValueError:  # unreadable: times are informative only
+            rows = []
+        self.rows = [r for r in rows if int(r.get("epoch", 0)) <= state.epoch]
+
+    def epoch_completed(self, state: TrainState) -> None:
+        self.rows.append({"epoch": state.epoch, "seconds": round(float(state.seconds), 3)})
+        if state.rank.is_main:
+            atomic.write_json(state.run_dir / TIMING_FILE, {"epochs": self.rows}, indent=1)
+
+
 class EpochProgress(Handler):
     """The tqdm bar over epochs (train/val loss, lr), on rank 0 only."""
 
@@ -656,7 +693,7 @@ def default_handlers(
 ) -> list[Handler]:
     """The handlers of :func:`fit`, in the order they run: resume (when asked), the plateau
     schedule, the history row, early stopping + ``best.pt``, ``last.pt``, ``history.csv``,
-    the epoch bar."""
+    ``timing.json``, the epoch bar."""
     handlers: list[Handler] = [Resume()] if resume else []
     return handlers + [
         PlateauScheduler(),
@@ -664,6 +701,7 @@ def default_handlers(
         BestCheckpoint(tc.early_stopping_patience, restore_best=restore_best),
         LastCheckpoint(),
         CSVLogger(),
+        TimingLog(),
         EpochProgress(progress),
     ]
 
@@ -731,15 +769,13 @@ def _epoch_record(
     lr: float,
     train: tuple[float, dict[str, float]],
     val: tuple[float, dict[str, float]],
-    seconds: float,
 ) -> dict[str, float]:
     """One row of ``history.csv``: ``epoch, lr, train_loss, val_loss, train_<part>...,
-    val_<part>..., seconds``."""
+    val_<part>...``."""
     record: dict[str, float] = {"epoch": epoch, "lr": lr, "train_loss": train[0]}
     record["val_loss"] = val[0]
     record.update({f"train_{k}": v for k, v in train[1].items()})
     record.update({f"val_{k}": v for k, v in val[1].items()})
-    record["seconds"] = seconds
     return record
 
 
@@ -917,7 +953,8 @@ def fit(
                 optimizer=None, grad_clip=None, max_batches=None, bar=None, **passes,
             )  # fmt: skip
         state.val_loss = val[0]
-        state.record = _epoch_record(state.epoch, lr, train, val, time.perf_counter() - t0)
+        state.record = _epoch_record(state.epoch, lr, train, val)
+        state.seconds = time.perf_counter() - t0
         for handler in handlers:
             handler.epoch_completed(state)
     if rank.enabled:

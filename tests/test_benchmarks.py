@@ -49,3 +49,36 @@ def test_synthetic_bench_calibration_and_population_run_small():
     assert "5-year OS, Fong score 0" in out and re.search(r"within range: \d+ of \d+", out), out
     out = _run("benchmarks/synthetic_bench.py", "population", "--n", "300")
     assert out.count("image increment") == 2 and "null" in out and "image_effect" in out, out
+
+
+def test_probe_inputs_counts_outcomes():
+    """The probe runs the chosen corpus cases and prints one line each and the counts."""
+    out = _run("benchmarks/probe_inputs.py", "--only", "PNG named", "v2 xlsx", "missing slice")
+    assert re.search(r"^refusals\s+clear error\s+PNG named \.csv$", out, re.M), out
+    assert re.search(r"^clinical\s+correct\s+v2 xlsx$", out, re.M), out
+    assert re.search(r"^dicom\s+clear error\s+missing slice$", out, re.M), out
+    assert "3 cases" in out and re.search(r"^silent\s+0$", out, re.M), out
+
+
+def test_probe_inputs_names_a_wrong_result_and_a_bug(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import probe_inputs
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def wrong(tmp, capture, fixtures):
+        assert 1 == 2, "exit 0 where exit 2 was due"
+
+    def bug(tmp, capture, fixtures):
+        raise KeyError("patient_id")
+
+    def fine(tmp, capture, fixtures):
+        print("noise")  # captured, not shown
+        return "correct"
+
+    base = tmp_path
+    fixtures = probe_inputs.Fixtures(base)
+    assert probe_inputs.run_case(wrong, base, fixtures) == ("silent", "exit 0 where exit 2 was due")
+    assert probe_inputs.run_case(bug, base, fixtures) == ("traceback", "KeyError: 'patient_id'")
+    assert probe_inputs.run_case(fine, base, fixtures) == ("correct", "")

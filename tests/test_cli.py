@@ -31,11 +31,13 @@ def test_help_describes_the_command_and_every_sub_command(capsys, monkeypatch):
         parser.parse_args(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "checkout of the repository" in out and "``" not in out
+    said = " ".join(out.split())
+    assert "--workdir (default: the repository root when run inside a checkout, else the " \
+        "current directory)" in said and "``" not in out  # fmt: skip
     sub = parser._subparsers._group_actions[0]
     helps = {a.dest: a.help for a in sub._choices_actions}
     assert set(helps) == set(sub.choices) and len(helps) == 9
-    lines = out.splitlines()
+    lines = out.split("\ncommands:")[1].splitlines()  # not the description's wrapped lines
     for name, help_text in helps.items():
         line = next(x for x in lines if x.strip().startswith(name + " "))
         assert line.split(None, 1)[1].strip() == help_text, (name, line)

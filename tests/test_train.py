@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -164,7 +166,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     h_res = run(resumed, data, tmp_path / "part", epochs=3, restore_best=False)
     assert_same(state(full), state(resumed))
     a, b = h_full.to_frame(), h_res.to_frame()
-    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(a, b)
     assert h_full.best_epoch == h_res.best_epoch
     # the optimizer state came back too
     ck_full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
@@ -179,6 +181,21 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     h_again = run(again, data, tmp_path / "full", epochs=3, restore_best=False)
     assert len(h_again.records) == 3
     assert_same(state(again), state(full))
+
+
+def test_identical_runs_write_identical_files_and_keep_times_apart(data, tmp_path):
+    """best.pt, last.pt and history.csv of two identical runs are equal byte for byte; the
+    wall-clock seconds are in timing.json only, one row per epoch, kept across a resume."""
+    for name in ("a", "b"):
+        run(make_model(), data, tmp_path / name, epochs=2, restore_best=False)
+    for name in ("best.pt", "last.pt", "history.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert "seconds" not in pd.read_csv(tmp_path / "a" / "history.csv").columns
+    timing = json.loads((tmp_path / "a" / T.TIMING_FILE).read_text())["epochs"]
+    assert [r["epoch"] for r in timing] == [1, 2] and all(r["seconds"] > 0 for r in timing)
+    run(make_model(), data, tmp_path / "a", epochs=3, restore_best=False)  # resumed
+    timing_after = json.loads((tmp_path / "a" / T.TIMING_FILE).read_text())["epochs"]
+    assert timing_after[:2] == timing and [r["epoch"] for r in timing_after] == [1, 2, 3]
 
 
 def test_best_checkpoint_history_csv_and_early_stopping(data, tmp_path):
@@ -221,7 +238,6 @@ def test_best_checkpoint_history_csv_and_early_stopping(data, tmp_path):
         "lr",
         "train_loss",
         "val_loss",
-        "seconds",
         "train_survival",
         "val_survival",
         "train_recurrence",

@@ -103,6 +103,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -114,6 +115,7 @@ from crlm_lib.config import TCIA_COLLECTION, SynthConfig
 from crlm_lib.data import phantom
 from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
 from crlm_lib.data.parallel import run_jobs
+from crlm_lib.locks import folder_lock
 
 N_YEARS_ORACLE = 12
 #: Version of the sampling code, recorded in ``synthetic_cohort.json``: a cohort folder written
@@ -1198,25 +1200,62 @@ def cohort_is_current(out_dir: str | Path, seed: int, synth: SynthConfig) -> boo
     return json.loads(path.read_text()) == meta
 
 
+#: Lock file inside a synthetic cohort folder: one writer at a time (:func:`cohort_lock`).
+COHORT_LOCK_NAME = ".synthetic.lock"
+#: Written last by :func:`write_cohort`: the cohort's patients, all written
+#: (:func:`cohort_is_complete`).
+COMPLETE_MARKER = "cohort_complete.json"
+
+
+def cohort_lock(out_dir: str | Path, timeout_s: float | None = None):
+    """The lock of a synthetic cohort folder (created if missing): ``crlm synth`` and
+    ``crlm data`` writing one folder run one after the other (:func:`crlm_lib.locks.folder_lock`;
+    :class:`~crlm_lib.locks.FolderLocked` after ``timeout_s`` seconds)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return folder_lock(out, COHORT_LOCK_NAME, "run writing this synthetic cohort", timeout_s)
+
+
+def cohort_is_complete(out_dir: str | Path, n_patients: int) -> bool:
+    """Whether ``out_dir`` holds a finished cohort of ``n_patients``: its :data:`COMPLETE_MARKER`
+    (written last) lists them, each patient folder is there, and so are ``clinical.csv`` and
+    ``oracle.csv``. A writer killed half-way leaves no marker, so its cohort is resumed."""
+    out = Path(out_dir)
+    try:
+        ids = json.loads((out / COMPLETE_MARKER).read_text())["patients"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    root = out / TCIA_COLLECTION
+    return (
+        len(ids) == n_patients
+        and all((root / str(pid)).is_dir() for pid in ids)
+        and (out / "clinical.csv").is_file()
+        and (out / "oracle.csv").is_file()
+    )
+
+
 def write_cohort(
     out_dir: str | Path,
     n_patients: int,
     seed: int,
     synth: SynthConfig,
-    model: OutcomeModel | None = None,
     progress: bool = True,
     n_jobs: int = 1,
+    lock_timeout_s: float | None = None,
 ) -> Path:
     """Write a synthetic cohort in the TCIA layout.
 
     ``out_dir/Colorectal-Liver-Metastases/CRLM-CT-1001/<study>/<CT series>/1-0xx.dcm`` (one
     file per slice; names are a seeded permutation, not the slice order),
-    ``.../<SEG series>/1-1.dcm``, ``out_dir/clinical.csv`` and ``out_dir/oracle.csv``.
+    ``.../<SEG series>/1-1.dcm``, ``out_dir/clinical.csv``, ``out_dir/oracle.csv`` and, last,
+    ``out_dir/cohort_complete.json`` (:func:`cohort_is_complete`).
 
     Resumable and atomic per patient: each patient is written to a hidden temporary folder and
     renamed into place; patients already present are skipped. The same ``seed`` and ``synth``
     give byte-identical files. A ``synthetic_cohort.json`` records the request; asking for a
-    different seed or grid in a folder that holds another cohort raises.
+    different seed or grid in a folder that holds another cohort raises. Writers of one folder
+    are serialised by its lock (:func:`cohort_lock`): a second one waits, then finds the
+    patients written; leftover temporary folders of a killed writer are removed.
 
     Parameters
     ----------
@@ -1227,16 +1266,16 @@ def write_cohort(
     seed : int
         Master seed.
     synth : SynthConfig
-        Image grid (matrix, pixel spacing, slice range, slice thickness).
-    model : OutcomeModel, optional
-        Generative survival model (default: the setting named by ``synth.setting``,
-        :func:`outcome_model`).
+        Image grid (matrix, pixel spacing, slice range, slice thickness) and the outcome
+        model's setting (``synth.setting``, :func:`outcome_model`).
     progress : bool
         tqdm progress bar over the patients.
     n_jobs : int
         Patients written in parallel by ``n_jobs`` processes (``spawn``); each patient's files
         depend only on its spec, ``seed`` and ``synth``, so the files are byte-identical to a
         serial run (tested). ``<= 1``: in this process.
+    lock_timeout_s : float, optional
+        Longest wait for another writer of the folder (``None``: until it finishes).
 
     Returns
     -------
@@ -1247,10 +1286,24 @@ def write_cohort(
     ------
     SyntheticCohortError
         If ``out_dir`` holds a cohort written with another seed or grid.
+    FolderLocked
+        When ``lock_timeout_s`` passed while another writer held the folder.
     """
+    model = outcome_model(synth.setting)
+    with cohort_lock(out_dir, lock_timeout_s):
+        return _write_cohort_locked(Path(out_dir), n_patients, seed, synth, model, progress, n_jobs)
 
-    model = outcome_model(synth.setting) if model is None else model
-    out = Path(out_dir)
+
+def _write_cohort_locked(
+    out: Path,
+    n_patients: int,
+    seed: int,
+    synth: SynthConfig,
+    model: OutcomeModel,
+    progress: bool,
+    n_jobs: int,
+) -> Path:
+    """The body of :func:`write_cohort`, run with the folder's lock held."""
     root = out / TCIA_COLLECTION
     root.mkdir(parents=True, exist_ok=True)
     meta = cohort_meta(seed, synth, model)
@@ -1264,6 +1317,8 @@ def write_cohort(
             )
     else:
         atomic.write_json(meta_path, meta, indent=2, sort_keys=True)
+    for tmp in root.glob(".tmp-*"):  # a killed writer's (the lock is ours: none is alive)
+        shutil.rmtree(tmp, ignore_errors=True)
     cohort = simulate_cohort(n_patients, seed, model)
     todo = [
         (spec, seed, synth, root) for spec in cohort.specs if not (root / spec.patient_id).is_dir()
@@ -1280,4 +1335,47 @@ def write_cohort(
         raise SyntheticCohortError(f"{out}: a writer process died ({broken}); run again to resume")
     atomic.write_csv(out / "clinical.csv", cohort.clinical, index=False, float_format="%.6g")
     atomic.write_csv(out / "oracle.csv", cohort.oracle, index=False, float_format="%.6g")
+    ids = [spec.patient_id for spec in cohort.specs]
+    atomic.write_json(out / COMPLETE_MARKER, {"patients": ids}, indent=1)
     return out
+
+
+def ensure_cohort(
+    out_dir: str | Path,
+    n_patients: int,
+    seed: int,
+    synth: SynthConfig,
+    n_jobs: int = 1,
+    lock_timeout_s: float | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> bool:
+    """Make ``out_dir`` hold the complete cohort of ``seed``, ``synth`` and ``n_patients``
+    (the data step of ``crlm data`` and the notebooks); returns whether anything was written.
+
+    Under the folder's lock (:func:`cohort_lock`), so that concurrent runs neither write one
+    patient twice nor see each other's half-written folders: a cohort of another seed, setting
+    or generator version is cleared (derived data is rebuilt, never mixed); an incomplete one (a
+    writer killed half-way: no :data:`COMPLETE_MARKER`, or a patient folder missing) is resumed
+    by :func:`write_cohort`. ``announce`` is told what is done (``print`` for the command line).
+    """
+    out = Path(out_dir)
+    say = announce or (lambda _: None)
+    with cohort_lock(out, lock_timeout_s):
+        held = {COHORT_LOCK_NAME, f"{COHORT_LOCK_NAME}.pid"}
+        content = [p for p in out.iterdir() if p.name not in held]
+        if content and not cohort_is_current(out, seed, synth):
+            say(
+                f"the synthetic cohort in {out} was written by another seed, setting or "
+                "generator version: rewriting it"
+            )
+            for p in content:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        if cohort_is_complete(out, n_patients):
+            return False
+        say(f"writing the synthetic cohort ({n_patients} patients) to {out}")
+        model = outcome_model(synth.setting)
+        _write_cohort_locked(out, n_patients, seed, synth, model, progress=True, n_jobs=n_jobs)
+        return True

@@ -30,12 +30,20 @@ Choices
   volume per structure of ``MASK_NAMES``; each tumour segment is kept as a bounding-box crop
   (:class:`LesionMask`), so a SEG with dozens of tumours costs little more than one with one
   (``benchmarks/seg_memory.py``).
-* **Overlapping second acquisition**: when the CT series holds several slices at one position,
-  the slices kept are exactly those the SEG was made from (the SOP instance UIDs of its
-  ``ReferencedSeriesSequence`` and of its frames' ``DerivationImageSequence``), provided they
-  hold one slice per position; they then pass the usual gap and spacing checks. Otherwise the
-  patient is excluded with a :class:`SliceGeometryError` naming the duplicated files. Likewise,
-  several CT series for one patient are resolved by the one series the SEG references.
+* **Duplicated slice positions** (an overlapping second acquisition, a slice exported twice):
+  the whole series is kept, one slice per position, by two rules in this order. (1) When the
+  series holds several acquisitions (``AcquisitionNumber``) and every slice the SEG references
+  (the SOP instance UIDs of its ``ReferencedSeriesSequence`` and of its frames'
+  ``DerivationImageSequence``) belongs to one of them, that acquisition's slices are kept,
+  referenced or not. (2) At a position that still holds several slices, the one the SEG
+  references is kept, else the one with the later ``InstanceNumber`` (a slice exported again
+  carries the higher number). Each rule that sets files aside adds a warning naming the patient
+  and the files; the slices kept then pass the usual gap and spacing checks. The series is
+  never cut down to the slices the SEG references (a SEG may list only those that carry its
+  frames). A SEG that names no source slice, one that references two slices at one position,
+  or unreferenced duplicates whose instance numbers are equal or missing exclude the patient
+  with a :class:`SliceGeometryError` naming the files. Likewise, several CT series for one
+  patient are resolved by the one series the SEG references.
 * **Missing structures**: a SEG without ``Liver_Remnant``, ``Hepatic``, ``Portal`` or tumour
   segments (e.g. from another tool) loads with those masks empty and a warning in
   ``Patient.warnings``; without ``Portal`` the preprocessing centres the crop on the liver's
@@ -45,6 +53,7 @@ Choices
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -266,6 +275,9 @@ class Patient:
     warnings : list[str]
         What was unusual but did not exclude the patient (missing optional structures,
         dropped duplicate slices, unrecognised segments); each names patient and file.
+    ct_sop_uids : list[str]
+        SOP instance UIDs of ``ct_files`` (slice order): the images' identity
+        (:func:`image_fingerprint`).
     """
 
     patient_id: str
@@ -279,6 +291,7 @@ class Patient:
     seg_file: Path
     lesion_labels: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    ct_sop_uids: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +588,19 @@ def _read_ct_slice(pid: str, f: Path) -> dict:
         "iop": iop,
         "ps": ps,
         "sop": str(ds.SOPInstanceUID),
+        "instance": _optional_int(ds, "InstanceNumber"),
+        "acquisition": _optional_int(ds, "AcquisitionNumber"),
     }
+
+
+def _optional_int(ds: pydicom.Dataset, keyword: str) -> int | None:
+    """An integer attribute (``InstanceNumber``, ``AcquisitionNumber``); ``None`` when absent,
+    empty or not a whole number."""
+    value = ds.get(keyword)
+    try:
+        return None if value is None or str(value).strip() == "" else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _rescale_of(pid: str, f: Path, ds: pydicom.Dataset) -> tuple[float, float]:
@@ -682,6 +707,12 @@ def _drop_copies(pid: str, slices: list[dict], warnings: list[str]) -> list[dict
     return out
 
 
+def _names(files: Sequence[Path], at_most: int = 3) -> str:
+    """``a.dcm, b.dcm, c.dcm and 2 more``: the names of a few files, for a message."""
+    shown = ", ".join(f.name for f in files[:at_most])
+    return shown + (f" and {len(files) - at_most} more" if len(files) > at_most else "")
+
+
 def _resolve_duplicates(
     pid: str,
     slices: list[dict],
@@ -691,36 +722,101 @@ def _resolve_duplicates(
     seg_file: Path | None,
     warnings: list[str],
 ) -> list[dict]:
-    """Keep the slices the SEG was made from when several slices share a position."""
+    """One slice per position when several slices share one (module docstring, "Duplicated
+    slice positions"): the SEG's acquisition first, then one slice per position."""
     i = int(dup[0])
-    pair = f"{slices[i]['file']} and {slices[i + 1]['file']}"
-    n_dup = int(dup.size)
     if not seg_sops:
         raise SliceGeometryError(
-            f"{pid}: CT slices {pair} share the position z={z[i]:.2f} mm ({n_dup} duplicated "
-            f"position(s): overlapping acquisitions?) and no SEG names the slices it was made from"
+            f"{pid}: CT slices {slices[i]['file']} and {slices[i + 1]['file']} share the position "
+            f"z={z[i]:.2f} mm ({int(dup.size)} duplicated position(s): overlapping "
+            "acquisitions?) and no SEG names the slices it was made from"
         )
-    keep = [s for s in slices if s["sop"] in seg_sops]
-    kz = np.array([s["z"] for s in keep])
-    kdup = np.flatnonzero(np.diff(kz) < SPACING_ATOL_MM) if len(kz) > 1 else np.array([], int)
-    if len(keep) < 2 or kdup.size:
-        why = (
-            f"the SEG {seg_file} references {len(keep)} of them"
-            if len(keep) < 2
-            else f"the SEG {seg_file} references both {keep[int(kdup[0])]['file']} and "
-            f"{keep[int(kdup[0]) + 1]['file']} at z={kz[int(kdup[0])]:.2f} mm"
-        )
-        raise SliceGeometryError(
-            f"{pid}: CT slices {pair} share the position z={z[i]:.2f} mm ({n_dup} duplicated "
-            f"position(s)) and {why}: cannot tell which acquisition to use"
-        )
-    dropped = [s["file"] for s in slices if s["sop"] not in seg_sops]
+    slices = _keep_seg_acquisition(pid, slices, seg_sops, seg_file, int(dup.size), warnings)
+    return _one_per_position(pid, slices, seg_sops, seg_file, warnings)
+
+
+def _keep_seg_acquisition(
+    pid: str,
+    slices: list[dict],
+    seg_sops: set[str],
+    seg_file: Path | None,
+    n_dup: int,
+    warnings: list[str],
+) -> list[dict]:
+    """The slices of the acquisition the SEG was made from, when the series holds several
+    (``AcquisitionNumber``) and every slice the SEG references belongs to one of them, with
+    its slices the SEG does not reference; else ``slices`` unchanged."""
+    acquisitions = {s["acquisition"] for s in slices}
+    referenced = {s["acquisition"] for s in slices if s["sop"] in seg_sops}
+    if len(acquisitions) < 2 or len(referenced) != 1:
+        return slices
+    keep = [s for s in slices if s["acquisition"] in referenced]
+    if len(keep) < 2:
+        return slices
+    dropped = [s["file"] for s in slices if s["acquisition"] not in referenced]
+    acq = referenced.pop()
+    label = "no AcquisitionNumber" if acq is None else f"AcquisitionNumber {acq}"
     warnings.append(
         f"{pid}: CT series in {slices[0]['file'].parent} has {n_dup} duplicated slice "
-        f"position(s) (overlapping acquisition); kept the {len(keep)} slices the SEG {seg_file} "
-        f"was made from and dropped {len(dropped)} file(s) ({dropped[0].name}, ...)"
+        f"position(s) (overlapping acquisitions); kept the {len(keep)} slices of the acquisition "
+        f"the SEG {seg_file} was made from ({label}) and dropped {len(dropped)} file(s) of the "
+        f"others ({_names(dropped)})"
     )
     return keep
+
+
+def _one_per_position(
+    pid: str, slices: list[dict], seg_sops: set[str], seg_file: Path | None, warnings: list[str]
+) -> list[dict]:
+    """Every position of the series once (sorted ``slices``): of several slices at one
+    position, the one the SEG references, else the one with the later ``InstanceNumber``;
+    :class:`SliceGeometryError` when the SEG references two of them, or none and their
+    instance numbers do not order them."""
+    groups: list[list[dict]] = []
+    for s in slices:
+        if groups and s["z"] - groups[-1][-1]["z"] < SPACING_ATOL_MM:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    keep, dropped, n_dup, by_instance = [], [], 0, 0
+    for group in groups:
+        chosen = group[0]
+        if len(group) > 1:
+            chosen = _choose(pid, group, seg_sops, seg_file)
+            n_dup += 1
+            by_instance += chosen["sop"] not in seg_sops
+        keep.append(chosen)
+        dropped += [s["file"] for s in group if s is not chosen]
+    if dropped:
+        warnings.append(
+            f"{pid}: CT series in {slices[0]['file'].parent} has {n_dup} duplicated "
+            f"slice position(s); kept all {len(keep)} positions with one slice each (the one the "
+            f"SEG {seg_file} references, else the later InstanceNumber: {by_instance} by "
+            f"InstanceNumber) and ignored {_names(dropped)}"
+        )
+    return keep
+
+
+def _choose(pid: str, group: list[dict], seg_sops: set[str], seg_file: Path | None) -> dict:
+    """The slice kept among ``group`` (several slices at one position): see
+    :func:`_one_per_position`."""
+    files = " and ".join(str(s["file"]) for s in group)
+    where = f"{pid}: CT slices {files} share the position z={group[0]['z']:.2f} mm"
+    referenced = [s for s in group if s["sop"] in seg_sops]
+    if len(referenced) == 1:
+        return referenced[0]
+    if referenced:
+        raise SliceGeometryError(
+            f"{where} and the SEG {seg_file} references {len(referenced)} of them: cannot tell "
+            "which acquisition to use"
+        )
+    numbers = [s["instance"] for s in group]
+    if None in numbers or len(set(numbers)) < len(numbers):
+        raise SliceGeometryError(
+            f"{where}, the SEG {seg_file} references neither and their InstanceNumbers "
+            f"({numbers}) do not say which is later: remove the one not to use"
+        )
+    return max(group, key=lambda s: s["instance"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1060,6 +1156,17 @@ def _check_sources(pid: str, path: Path, seg, sops: Sequence[str]) -> None:
                     )
 
 
+def image_fingerprint(sop_uids: Sequence[str]) -> str:
+    """The identity of a patient's CT images, whatever its PatientID: the first 16 hex digits
+    of the SHA-256 of its CT slices' SOP instance UIDs (sorted, one per line); ``""`` for no
+    UID. The same download gives the same fingerprint; another patient's images (or images
+    written again with new UIDs, as an anonymiser may) give another."""
+    if not sop_uids:
+        return ""
+    text = "\n".join(sorted(str(u) for u in sop_uids))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------------------------
 # Public loaders
 # --------------------------------------------------------------------------------------------
@@ -1150,6 +1257,7 @@ def load_patient(ref_or_path: PatientRef | str | Path) -> Patient:
         masks=seg_out["masks"],
         lesions=seg_out["lesions"],
         ct_files=list(ct["files"]),
+        ct_sop_uids=list(ct["sops"]),
         seg_file=seg_path,
         lesion_labels=seg_out["lesion_labels"],
         warnings=warnings,

@@ -55,12 +55,15 @@ from crlm_lib.evaluation.protocols import (
 from crlm_lib.evaluation.runs import (
     RUN_FILES,
     LoadedRun,
+    RunProgress,
     check_run_dir,
     fit_predict_anchor,
     fit_predict_torch,
     load_run,
     permuted_predictions,
+    require_finished,
     run_identity,
+    run_progress,
     stored_encoder,
 )
 from crlm_lib.evaluation.specs import (
@@ -113,6 +116,7 @@ __all__ = [
     "KMByRisk",
     "LoadedRun",
     "ModelSpec",
+    "RunProgress",
     "ablation_specs",
     "BootstrapResult",
     "ablation_table",
@@ -150,7 +154,9 @@ __all__ = [
     "published_table",
     "run_cv_protocol",
     "run_paper_protocol",
+    "require_finished",
     "run_identity",
+    "run_progress",
     "stored_encoder",
     "tripod_checklist",
     "wide_table",

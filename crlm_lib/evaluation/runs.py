@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib import atomic
-from crlm_lib.config import Paths, Profile, get_profile
+from crlm_lib.config import PROFILES, Paths, Profile, get_profile
 from crlm_lib.evaluation._common import (
     EvaluationError,
     _atomic_write_csv,
@@ -236,7 +236,19 @@ def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epoch
         "val_ids": list(map(str, val_ids)),
         "test_ids": list(map(str, test_ids)),
         "synthetic": cohort.synthetic,
+        "training_images": _training_images(cohort, [*train_ids, *val_ids]),
     }
+
+
+def _training_images(cohort: Cohort, ids: Sequence[str]) -> dict | None:
+    """``run.json``'s ``training_images`` (``data.preprocess.training_images``): the images of
+    the training and early-stopping patients, by which ``crlm predict`` says whether a new
+    patient was among them; ``None`` for a cohort without a cache folder."""
+    from crlm_lib.data.preprocess import training_images
+
+    if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
+        return None
+    return training_images(cohort.paths.processed_dir, [str(i) for i in ids])
 
 
 #: Files of a run folder that belong to one (cohort, split, configuration).
@@ -244,6 +256,7 @@ RUN_FILES: tuple[str, ...] = (
     "best.pt",
     "last.pt",
     "history.csv",
+    "timing.json",
     "predictions.csv",
     "metrics.json",
     "metrics_ci.csv",
@@ -528,6 +541,71 @@ def read_run_record(run_dir: str | Path) -> tuple[dict, Path]:
     if not rec_path.is_file():
         raise EvaluationError(f"{rec_path} not found: not a run folder")
     return json.loads(rec_path.read_text()), rec_path
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run folder got: the epochs in ``history.csv`` against those planned
+    (``run.json``'s ``epochs``, else its profile's), and whether training ended (a torch run's
+    ``run.json`` gains its ``training_reference`` last, after the final epoch and the
+    prediction of the training patients; an anchor's run is written whole)."""
+
+    epochs_done: int
+    epochs_planned: int | None
+    finished: bool
+
+    def summary(self) -> str:
+        """``"2 of 6 planned epochs done"``."""
+        planned = "?" if self.epochs_planned is None else self.epochs_planned
+        return f"{self.epochs_done} of {planned} planned epochs done"
+
+
+def run_progress(run_dir: str | Path, rec: dict) -> RunProgress:
+    """The :class:`RunProgress` of ``run_dir`` whose ``run.json`` is ``rec``."""
+    history = Path(run_dir) / "history.csv"
+    done = 0
+    if history.is_file():
+        try:
+            done = len(pd.read_csv(history))
+        except pd.errors.EmptyDataError:
+            done = 0
+    planned = rec.get("epochs")
+    if planned is None and rec.get("profile") in PROFILES:
+        planned = get_profile(rec["profile"]).train.epochs
+    finished = rec.get("model") in ANCHOR_NAMES or "training_reference" in rec
+    return RunProgress(done, None if planned is None else int(planned), finished)
+
+
+def resume_command(run_dir: str | Path, rec: dict) -> str:
+    """The ``crlm train`` line that resumes (or re-creates) the run of ``rec`` in ``run_dir``."""
+    parts = ["crlm train", f"--model {rec.get('model')}", f"--profile {rec.get('profile')}"]
+    parts += [f"--seed {rec.get('seed', 0)}", f"--out {run_dir}"]
+    if rec.get("epochs") is not None:
+        parts.append(f"--epochs {rec['epochs']}")
+    return " ".join(parts)
+
+
+def require_finished(run_dir: str | Path, rec: dict) -> None:
+    """Refuse a run that stopped before training ended (killed, or still training).
+
+    A run with ``predictions.csv`` but no training reference is a finished run of an older
+    version, left to the callers' own message.
+
+    Raises
+    ------
+    IncompleteRunError
+        Naming the folder, the epochs done and planned, and the command that resumes it.
+    """
+    from crlm_lib.errors import IncompleteRunError
+
+    progress = run_progress(run_dir, rec)
+    if progress.finished or (Path(run_dir) / "predictions.csv").is_file():
+        return
+    raise IncompleteRunError(
+        f"{run_dir} is an incomplete run: {progress.summary()} (history.csv) and training "
+        "never ended (run.json has no training reference); resume it with "
+        f"`{resume_command(run_dir, rec)}` and the same --data/--clinical, or use a finished run"
+    )
 
 
 def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile) -> LoadedRun:

@@ -15,7 +15,6 @@ number format, and a ``Data Dictionary`` sheet.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from corpus import Case, Registry
 
 from crlm_lib.cli import main
 from crlm_lib.data.clinical import (
@@ -144,11 +144,16 @@ class CohortOnDisk:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> CohortOnDisk:
     """Ten synthetic patients in the TCIA layout, preprocessed once (smoke grid)."""
+    return make_cohort(tmp_path_factory.mktemp("corpus"))
+
+
+def make_cohort(base: Path) -> CohortOnDisk:
+    """The on-disk cohort of the command-line cases under ``base`` (the :func:`cohort`
+    fixture; ``benchmarks/probe_inputs.py`` builds it the same way)."""
     from crlm_lib.config import get_profile
     from crlm_lib.data.synthetic import write_cohort
     from crlm_lib.pipeline import ensure_data
 
-    base = tmp_path_factory.mktemp("corpus")
     root = base / "repo"
     (root / "crlm_lib").mkdir(parents=True)
     (root / "pyproject.toml").write_text("")
@@ -188,23 +193,8 @@ def _one_line_user_error(err: str, *needles: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    name: str
-    input: str
-    outcome: str
-    run: Callable[..., None]
-
-
-CASES: list[Case] = []
-
-
-def case(name: str, input: str, outcome: str):
-    def register(fn):
-        CASES.append(Case(name, input, outcome, fn))
-        return fn
-
-    return register
+CASES = Registry()
+case = CASES.case
 
 
 @case(

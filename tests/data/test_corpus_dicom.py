@@ -11,6 +11,7 @@ a message naming the patient and the file. The valid patient is always processed
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,8 +233,94 @@ def overlapping_acquisition_resolved(paths):
     _second_acquisition(t, start=4, n=8)  # z 4..11: 4 duplicated positions, 4 beyond
     return Expect(
         "done",
-        warnings=["4 duplicated slice position(s)", "kept the 8 slices the SEG", "acq2_"],
+        warnings=[
+            "4 duplicated slice position(s)",
+            "kept the 8 slices of the acquisition the SEG",
+            "acq2_",
+        ],
         check=_loaded_ct_equals(t),
+    )
+
+
+def _copy_slice(t: Truth, k: int, instance: int, name: str) -> Path:
+    """Slice ``k`` exported again: a new SOP UID, ``instance`` as InstanceNumber, +50 HU."""
+    ds = copy.deepcopy(t.ct_datasets[k])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.InstanceNumber = instance
+    ds.PixelData = (t.ct_hu[k] + 1024 + 50).astype(np.uint16).tobytes()
+    path = t.ct_files[0].parent / name
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _seg_lists_only_its_frames(t: Truth) -> set[str]:
+    """The SEG's ReferencedInstanceSequence cut to the slices that carry frames (as some tools
+    write it); returns their SOP UIDs."""
+    ds = pydicom.dcmread(t.seg_file)
+    framed = {
+        str(src.ReferencedSOPInstanceUID)
+        for fg in ds.PerFrameFunctionalGroupsSequence
+        for der in fg.DerivationImageSequence
+        for src in der.SourceImageSequence
+    }
+    for item in ds.ReferencedSeriesSequence:
+        kept = [i for i in item.ReferencedInstanceSequence if i.ReferencedSOPInstanceUID in framed]
+        item.ReferencedInstanceSequence = kept
+    ds.save_as(t.seg_file)
+    return framed
+
+
+def duplicate_seg_references_its_slice(paths):
+    t = _patient(paths)
+    framed = _seg_lists_only_its_frames(t)
+    assert len(framed) == 7  # slice 0 has no frame: the SEG references 7 of the 8 slices
+    _copy_slice(t, 3, instance=100, name="again_003.dcm")  # not referenced by the SEG
+    return Expect(
+        "done",
+        warnings=[
+            "1 duplicated slice position(s)",
+            "kept all 8 positions",
+            "0 by InstanceNumber",
+            "again_003.dcm",
+            PID,
+        ],
+        check=_loaded_ct_equals(t),
+    )
+
+
+def duplicate_neither_referenced(paths):
+    t = _patient(paths)
+    _seg_lists_only_its_frames(t)
+    _copy_slice(t, 0, instance=100, name="again_000.dcm")  # slice 0: no frame, no reference
+    expected = t.ct_hu.copy()
+    expected[0] += 50  # the later instance is kept
+
+    def check(p):
+        refs = {r.patient_id: r for r in tcia.discover(p.cohort_dir)}
+        np.testing.assert_array_equal(tcia.load_patient(refs[PID]).ct, expected)
+
+    return Expect(
+        "done",
+        warnings=[
+            "1 duplicated slice position(s)",
+            "kept all 8 positions",
+            "1 by InstanceNumber",
+            _by_z(t)[0].name,
+            PID,
+        ],
+        check=check,
+    )
+
+
+def duplicate_same_instance_number(paths):
+    t = _patient(paths)
+    _seg_lists_only_its_frames(t)
+    ds = pydicom.dcmread(_by_z(t)[0])
+    _copy_slice(t, 0, instance=int(ds.InstanceNumber), name="again_000.dcm")
+    return Expect(
+        "excluded",
+        "SliceGeometryError",
+        [PID, "again_000.dcm", _by_z(t)[0].name, "references neither", "InstanceNumbers"],
     )
 
 
@@ -406,6 +493,40 @@ def slice_rewritten_in_place(paths):
     return Expect("rebuilt", reason=["source changed: 1 file modified"], good_status="cached")
 
 
+def slice_changed_size_and_mtime_restored(paths):
+    t = _patient(paths)
+    assert _run(paths).loc[PID, "status"] == "done"
+    before = _npz(paths)["ct"]
+    f = _by_z(t)[4]
+    st = f.stat()
+    data = bytearray(f.read_bytes())
+    ds = pydicom.dcmread(f)
+    pixels = (np.asarray(t.ct_hu[4]) + 1024 + 100).astype(np.uint16).tobytes()
+    start = data.rindex(ds.PixelData)  # the pixel bytes end the file: overwrite them in place
+    data[start : start + len(pixels)] = pixels
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+
+    def check(p):
+        assert not np.array_equal(_npz(p)["ct"], before)
+
+    return Expect(
+        "rebuilt", reason=["source changed: 1 file modified"], good_status="cached", check=check
+    )
+
+
+def files_rewritten_same_bytes(paths):
+    t = _patient(paths)
+    assert _run(paths).loc[PID, "status"] == "done"
+    for f in _by_z(t):  # a copy without its times: same bytes, new modification times
+        data = f.read_bytes()
+        f.unlink()
+        f.write_bytes(data)
+        os.utime(f, ns=(1, 1))
+    return Expect("cached", good_status="cached")
+
+
 def same_ids_other_cohort(paths):
     _patient(paths, seed=2)
     assert _run(paths).loc[PID, "status"] == "done"
@@ -441,6 +562,9 @@ CASES = {
     "mixed series in one folder": mixed_series_in_one_folder,
     "overlapping second acquisition resolved by the SEG": overlapping_acquisition_resolved,
     "unresolvable duplicated positions": unresolvable_duplicates,
+    "duplicated position, SEG lists only its frames' slices": duplicate_seg_references_its_slice,
+    "duplicated position the SEG does not reference": duplicate_neither_referenced,
+    "duplicated position, same InstanceNumber, no reference": duplicate_same_instance_number,
     "foreign SEG (liver + tumours only)": foreign_seg_liver_and_tumours,
     "unrecognised segment label": unrecognised_segment,
     "SEG without a liver": no_liver_segment,
@@ -458,6 +582,8 @@ CASES = {
     "stale cache: middle slice deleted": stale_cache_middle_slice_deleted,
     "stale cache: slice rewritten in place": slice_rewritten_in_place,
     "stale cache: same IDs, another cohort": same_ids_other_cohort,
+    "stale cache: slice changed, size and mtime restored": slice_changed_size_and_mtime_restored,
+    "cache kept: files copied without their times": files_rewritten_same_bytes,
 }
 
 

@@ -1,9 +1,12 @@
-"""Corpus of inputs that used to load silently wrong or end in a traceback, each with its exact
-outcome: the right result, or one clear error naming the file, patient, column or path.
+"""Corpus of inputs and faults that used to load silently wrong or end in a traceback, each with
+its exact outcome: the right result, or one clear error naming the file, patient, column or
+path; also runs killed half-way, folders written by two runs at once, ``crlm`` outside a
+checkout and training-set membership.
 
 Same form as ``test_corpus_clinical.py`` (whose helpers it uses): one parametrised test runs
-every case of :data:`CASES`. These cases are not yet rows of the README table "Unusual inputs
-(clinical table and command line)"; the DICOM-side ones are in ``test_corpus_dicom.py``.
+every case of :data:`CASES` (a ``corpus.Registry``). The section "Inputs and faults that were
+once silently wrong" of ``docs/inputs.md`` lists the same cases (a test keeps them in sync);
+``benchmarks/probe_inputs.py`` runs them with the other two corpora.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from __future__ import annotations
 import codecs
 import errno
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from corpus import Case, Registry
 from test_corpus_clinical import (
     REPO,
     _base,
@@ -36,24 +44,8 @@ from crlm_lib.data.clinical import (
     load_clinical,
 )
 
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    input: str
-    outcome: str
-    run: Callable[..., None]
-
-
-CASES: list[Case] = []
-
-
-def case(name: str, input: str, outcome: str):
-    def register(fn):
-        CASES.append(Case(name, input, outcome, fn))
-        return fn
-
-    return register
+CASES = Registry()
+case = CASES.case
 
 
 def _fractions(raw: pd.DataFrame) -> pd.DataFrame:
@@ -388,6 +380,281 @@ def _missing_run(tmp_path, capsys, request):
     _one_line_user_error(err, "MissingRunError", str(run / "predictions.csv"))
 
 
+@case(
+    "run killed after 2 of 6 epochs",
+    "`crlm model-card`, `crlm predict --patient` and `crlm predict` (cohort) on a run folder "
+    "whose training was killed after epoch 2 of 6",
+    "model card: 'INCOMPLETE RUN: 2 of 6 planned epochs done', cut points 'none stored' (never "
+    "'OS [], DFS []'); predict: exit 2, IncompleteRunError with the resume command; resumed: "
+    "finished",
+)
+def _killed_run(tmp_path, capsys, request):
+    import crlm_lib.train as T
+
+    c = request.getfixturevalue("cohort")
+    run, card = tmp_path / "run", tmp_path / "card.md"
+    train = ["train", "--model", "clinical_mlp", "--profile", "smoke", "--data", str(c.data),
+             "--clinical", str(c.clinical), "--out", str(run), "--epochs", "6"]  # fmt: skip
+    logged = T.CSVLogger.epoch_completed
+
+    def killed_after_epoch_2(self, state):
+        logged(self, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    with _cwd(c.root), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T.CSVLogger, "epoch_completed", killed_after_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            _crlm(train, capsys)
+    assert len(pd.read_csv(run / "history.csv")) == 2 and (run / "last.pt").is_file()
+    assert _crlm(["model-card", "--run", str(run), "--out", str(card)], capsys)[0] == 0
+    text = card.read_text()
+    assert "INCOMPLETE RUN: 2 of 6 planned epochs done" in text and "NOT finished" in text
+    assert "[]" not in text and "Risk-group cut points: none stored" in text
+    patient = c.data / "Colorectal-Liver-Metastases" / c.ids[0]
+    with _cwd(c.root):
+        for argv in (["predict", "--run", str(run), "--patient", str(patient), "--out",
+                      str(tmp_path / "p")],
+                     ["predict", "--run", str(run), "--profile", "smoke", "--data", str(c.data),
+                      "--clinical", str(c.clinical), "--out", str(tmp_path / "p.csv")]):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 2 and "older version" not in err
+            _one_line_user_error(err, "IncompleteRunError", "2 of 6 planned epochs done",
+                                 f"crlm train --model clinical_mlp --profile smoke --seed 0 "
+                                 f"--out {run} --epochs 6")  # fmt: skip
+        assert _crlm(train, capsys)[0] == 0  # the command given resumes it
+    assert _crlm(["model-card", "--run", str(run), "--out", str(card)], capsys)[0] == 0
+    text = card.read_text()
+    assert "INCOMPLETE" not in text and "planned epochs done, finished" in text
+    assert "Risk-group cut points (tertiles" in text
+
+
+@case(
+    "two identical training runs",
+    "`crlm train --model clinical_mlp --epochs 2` twice, into two folders",
+    "run.json, best.pt, last.pt, history.csv, predictions.csv, metrics.json equal byte for "
+    "byte; the wall-clock seconds only in timing.json",
+)
+def _identical_runs(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    for name in ("a", "b"):
+        with _cwd(c.root):
+            rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke",
+                                "--data", str(c.data), "--clinical", str(c.clinical), "--out",
+                                str(tmp_path / name), "--epochs", "2"], capsys)  # fmt: skip
+        assert rc == 0, err
+    for name in ("run.json", "best.pt", "last.pt", "history.csv", "predictions.csv",
+                 "metrics.json"):  # fmt: skip
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "timing.json").is_file()
+
+
+def _crlm_process(*argv: str) -> subprocess.Popen:
+    """``crlm`` in a process of its own (stdout and stderr captured as text)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "crlm_lib.cli", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _cohort_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a synthetic cohort folder but its lock, by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".synthetic.lock")
+    }
+
+
+def _serial_cohort(folder: Path, n: int) -> dict[str, bytes]:
+    from crlm_lib.config import get_profile
+    from crlm_lib.data.synthetic import write_cohort
+
+    write_cohort(folder, n_patients=n, seed=0, synth=get_profile("smoke").synth, progress=False)
+    return _cohort_files(folder)
+
+
+@case(
+    "concurrent crlm synth on one folder",
+    "two `crlm synth --out X --n 4` processes started together",
+    "serialised by the folder's lock (.synthetic.lock): both exit 0, no traceback, no .tmp "
+    "folder left; the files equal a serial run's",
+)
+def _concurrent_synth(tmp_path, capsys, request):
+    argv = ["synth", "--out", str(tmp_path / "x"), "--n", "4", "--profile", "smoke", "--jobs", "1"]
+    procs = [_crlm_process(*argv) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    root = tmp_path / "x" / "Colorectal-Liver-Metastases"
+    assert not list(root.glob(".tmp-*"))
+    assert _cohort_files(tmp_path / "x") == _serial_cohort(tmp_path / "serial", 4)
+
+
+@case(
+    "raw cohort half-written",
+    "`crlm synth --n 16` killed (SIGKILL) after its first patients; then run again, and the "
+    "data step's `ensure_cohort` on a cohort whose marker or a patient folder is missing",
+    "detected (no cohort_complete.json, written last) and finished: the files equal a serial "
+    "run's, no .tmp folder left",
+)
+def _half_written(tmp_path, capsys, request):
+    from crlm_lib.config import get_profile
+    from crlm_lib.data.synthetic import COMPLETE_MARKER, cohort_is_complete, ensure_cohort
+
+    out, synth = tmp_path / "x", get_profile("smoke").synth
+    root = out / "Colorectal-Liver-Metastases"
+    proc = _crlm_process("synth", "--out", str(out), "--n", "16", "--profile", "smoke",
+                         "--jobs", "1")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while len(list(root.glob("CRLM-CT-*"))) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / COMPLETE_MARKER).exists() and not cohort_is_complete(out, 16)
+    rc, _, err = _crlm(["synth", "--out", str(out), "--n", "16", "--profile", "smoke"], capsys)
+    assert rc == 0, err
+    serial = _serial_cohort(tmp_path / "serial", 16)
+    assert _cohort_files(out) == serial and not list(root.glob(".tmp-*"))
+    (out / COMPLETE_MARKER).unlink()  # killed before its last write
+    shutil.rmtree(root / "CRLM-CT-1005")  # a patient folder lost
+    (root / ".tmp-CRLM-CT-1005").mkdir()  # and a dead writer's temporary folder
+    assert ensure_cohort(out, 16, 0, synth) is True and ensure_cohort(out, 16, 0, synth) is False
+    assert _cohort_files(out) == serial and not list(root.glob(".tmp-*"))
+
+
+@case(
+    "cohort folder locked by another run",
+    "`crlm synth --out X` and `crlm data --profile smoke` with `--lock-timeout 0` while "
+    "another process holds the cohort folder's lock",
+    "exit 2: FolderLocked in one line naming the lock file and the owner's PID",
+)
+def _cohort_locked(tmp_path, capsys, request):
+    from crlm_lib.data.synthetic import COHORT_LOCK_NAME, cohort_lock
+
+    repo = tmp_path / "repo"
+    (repo / "crlm_lib").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    for folder, argv in (
+        (tmp_path / "x", ["synth", "--out", str(tmp_path / "x")]),
+        (repo / "data" / "raw" / "synthetic" / "smoke", ["data", "--profile", "smoke"]),
+    ):
+        with cohort_lock(folder), _cwd(repo):
+            rc, _, err = _crlm([*argv, "--lock-timeout", "0"], capsys)
+        assert rc == 2
+        _one_line_user_error(err, "FolderLocked", str(folder / COHORT_LOCK_NAME),
+                             f"owner PID {os.getpid()}")  # fmt: skip
+
+
+@case(
+    "crlm outside a checkout, --workdir",
+    "`crlm data --data D --clinical C` run in a folder outside any checkout; the same from "
+    "there with `--workdir W`; `crlm notebooks` and `crlm render` outside a checkout",
+    "data: exit 0, data/processed/smoke-real made in the current folder, then in W; "
+    "notebooks, render: exit 2, ArgumentError 'needs a checkout of the repository'",
+)
+def _outside_checkout(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    data = ["--profile", "smoke", "--data", str(c.data), "--clinical", str(c.clinical)]
+    with _cwd(here):
+        for argv, made in ((["data", *data], here), (["--workdir", str(there), "data", *data],
+                                                     there)):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 0, err
+            assert (made / "data" / "processed" / "smoke-real" / "report.csv").is_file()
+        for command in ("notebooks", "render"):
+            rc, _, err = _crlm([command, "--profile", "smoke"], capsys)
+            assert rc == 2
+            _one_line_user_error(err, "ArgumentError", f"crlm {command} needs a checkout",
+                                 str(here))  # fmt: skip
+        rc, _, err = _crlm(["data", "--workdir", str(tmp_path / "absent"), *data], capsys)
+    assert rc == 2
+    _one_line_user_error(err, "ArgumentError", "--workdir", "no such folder")
+
+
+@case(
+    "run of the smoke profile, no --profile",
+    "`crlm evaluate --run R` and `crlm predict --run R --out p.csv` on a smoke-profile run "
+    "without --profile; the same with --profile cpu",
+    "the run's profile (run.json) is used: exit 0; with --profile cpu: exit 2, ArgumentError "
+    "naming both profiles",
+)
+def _profile_from_run(tmp_path, capsys, request):
+    c = request.getfixturevalue("cohort")
+    run = tmp_path / "run"
+    data = ["--data", str(c.data), "--clinical", str(c.clinical)]
+    with _cwd(c.root):
+        rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke", *data,
+                            "--out", str(run), "--epochs", "1"], capsys)  # fmt: skip
+        assert rc == 0, err
+        for argv in (["evaluate", "--run", str(run), *data],
+                     ["predict", "--run", str(run), *data, "--out", str(tmp_path / "p.csv")]):  # fmt: skip
+            rc, _, err = _crlm(argv, capsys)
+            assert rc == 0, err
+            rc, _, err = _crlm([*argv, "--profile", "cpu"], capsys)
+            assert rc == 2
+            _one_line_user_error(err, "ArgumentError", "--profile cpu", "trained with profile "
+                                 "smoke", "leave --profile out")  # fmt: skip
+    assert (run / "metrics_ci.csv").is_file() and len(pd.read_csv(tmp_path / "p.csv")) > 0
+
+
+def _as_patient(src: Path, dest: Path, patient_id: str) -> Path:
+    """A copy of the patient folder ``src`` whose DICOM files all carry ``patient_id``."""
+    import pydicom
+
+    shutil.copytree(src, dest)
+    for f in dest.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.PatientID = patient_id
+        ds.save_as(f)
+    return dest
+
+
+@case(
+    "training-set membership by images",
+    "`crlm predict --patient`: a test patient's images under a training patient's ID; a "
+    "training patient's images under a new ID; a run.json without its image record",
+    "in_training_set False / True (decided by the CT's SOP instance UIDs, not the ID); "
+    "without the record: empty, and the summary says membership is unknown",
+)
+def _membership_by_images(tmp_path, capsys, request):
+    import json
+
+    c = request.getfixturevalue("cohort")
+    run = tmp_path / "run"
+    with _cwd(c.root):
+        rc, _, err = _crlm(["train", "--model", "clinical_mlp", "--profile", "smoke", "--data",
+                            str(c.data), "--clinical", str(c.clinical), "--out", str(run),
+                            "--epochs", "1"], capsys)  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads((run / "run.json").read_text())
+    trained = [*rec["train_ids"], *rec["val_ids"]]
+    assert len(rec["training_images"]["fingerprints"]) == len(trained)
+    source = c.data / "Colorectal-Liver-Metastases"
+    new = tmp_path / "new"
+    _as_patient(source / rec["test_ids"][0], new / "a", trained[0])  # same ID, other images
+    _as_patient(source / trained[0], new / "b", "NEW-0001")  # training images, new ID
+    argv = ["predict", "--run", str(run), "--patient", str(new), "--tta", "0", "--no-report",
+            "--no-heatmaps"]  # fmt: skip
+
+    def member() -> dict:
+        rc, _, err = _crlm([*argv, "--out", str(tmp_path / "out")], capsys)
+        assert rc == 0, err
+        table = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("patient_id")
+        return {pid: (row["in_training_set"], row["summary"]) for pid, row in table.iterrows()}
+
+    got = member()
+    assert got[trained[0]][0] == False and got["NEW-0001"][0] == True  # noqa: E712
+    assert "training set" not in got[trained[0]][1] and "optimistic" in got["NEW-0001"][1]
+    del rec["training_images"]
+    (run / "run.json").write_text(json.dumps(rec))
+    for value, summary in member().values():
+        assert pd.isna(value) and "in the model's training set is unknown" in summary
+
+
 # --------------------------------------------------------------------------------------------
 # the test
 # --------------------------------------------------------------------------------------------
@@ -396,6 +663,13 @@ def _missing_run(tmp_path, capsys, request):
 @pytest.mark.parametrize("item", CASES, ids=[c.name for c in CASES])
 def test_corpus_case(item: Case, tmp_path, capsys, request):
     item.run(tmp_path, capsys, request)
+
+
+def test_every_case_has_its_row_in_docs_inputs():
+    page = (REPO / "docs" / "inputs.md").read_text(encoding="utf-8")
+    section = page.split("## Inputs and faults that were once silently wrong")[1]
+    for item in CASES:
+        assert f"| {item.name} | {item.input} | {item.outcome} |" in section, item.name
 
 
 def test_valid_tables_read_as_before(tmp_path):
