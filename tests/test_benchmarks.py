@@ -82,3 +82,25 @@ def test_probe_inputs_names_a_wrong_result_and_a_bug(tmp_path):
     assert probe_inputs.run_case(wrong, base, fixtures) == ("silent", "exit 0 where exit 2 was due")
     assert probe_inputs.run_case(bug, base, fixtures) == ("traceback", "KeyError: 'patient_id'")
     assert probe_inputs.run_case(fine, base, fixtures) == ("correct", "")
+
+
+def test_synthetic_bench_summary_counts_seeds_with_an_interval_above_zero():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import synthetic_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = []
+    for seed, (est, low) in enumerate([(0.03, 0.01), (0.02, -0.01), (0.05, 0.02)]):
+        rows.append(("image_effect", seed, "acfnet", "permutation_os_c_harrell", est, low, 0.1))
+        rows.append(("image_effect", seed, "acfnet", "os_c_harrell", 0.6 + est, 0.5, 0.7))
+    tidy = pd.DataFrame(
+        rows, columns=["setting", "seed", "model", "metric", "estimate", "low", "high"]
+    )
+    out = synthetic_bench.summarise_cv(tidy)
+    perm = out.loc[("image_effect", "acfnet", "permutation_os_c_harrell")]
+    assert perm["above0"] == 2 and perm["count"] == 3 and perm["seed0_rank"] == 2
+    assert abs(perm["mean"] - 0.1 / 3) < 1e-12
+    assert pd.isna(out.loc[("image_effect", "acfnet", "os_c_harrell"), "above0"])

@@ -94,6 +94,7 @@ PUBLISHED_OPTIONS: dict = {
     "burden_target": False,
     "lesion_pooling": False,
     "intensity_target": False,
+    "head_lr_scale": 1.0,
 }
 #: Named variants usable wherever a model name is (``profile.eval.cv_models``,
 #: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the
