@@ -942,6 +942,7 @@ def all_metrics(
     rule: Rule = "argmax",
     horizons: Sequence[float] = (1, 3, 5),
     heads: Sequence[str] = ("os", "dfs"),
+    score: str = "risk",
 ) -> dict[str, float]:
     """Every metric of one ``Predictions`` table (:func:`crlm_lib.train.predict`).
 
@@ -953,7 +954,7 @@ def all_metrics(
     predictions_df : DataFrame
         Columns ``patient_id``, ``surv_p1..surv_p12``, ``rec_p1..rec_p12``, ``os_years``,
         ``os_event``, ``dfs_years``, ``dfs_event``; optionally ``native_risk`` (an anchor's
-        own OS risk score, used for the OS C-indices) and ``repeat``/``fold`` (CV).
+        own OS risk score, read only with ``score="mixed"``) and ``repeat``/``fold`` (CV).
     train_df : DataFrame, mapping or None
         Training outcomes (``os_years``, ``os_event``, ``dfs_years``, ``dfs_event``) for the
         censoring distribution of the IPCW metrics (Uno's C, IBS, AUC). A mapping
@@ -965,6 +966,12 @@ def all_metrics(
         of either keeps its censoring fits between calls (bootstrap replicates).
     rule : {"argmax", "median"}
         See :func:`predicted_years`.
+    score : {"risk", "mixed"}
+        What the C-indices and the AUC marker rank patients by
+        (``types.Predictions.ranking_score``): ``"risk"`` (default) the predicted probability
+        of the event by ``types.RISK_HORIZON_YEARS`` (death by 5 years, recurrence by 3
+        years) for every model alike; ``"mixed"`` each model's own functional as before
+        (an anchor's ``native_risk``, else minus the 12-year restricted mean survival time).
 
     Returns
     -------
@@ -972,10 +979,9 @@ def all_metrics(
         ``os_taa, os_mae, os_mse, os_n`` (survival head vs OS, primary paper metrics),
         ``os_obs_*`` (observed deaths only), ``dfs_*`` and ``dfs_obs_*`` (recurrence head vs
         DFS), and ``os_c_harrell, os_c_uno, os_ibs, os_auc_<h>y`` (survival head:
-        :func:`risk_from_survival` or ``native_risk``, :func:`survival_curve`) and
-        ``dfs_c_*`` etc. (recurrence head: :func:`risk_from_recurrence`,
-        :func:`recurrence_free_curve`). Uno's C and the IBS use the fixed
-        :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
+        ``ranking_score("os", score)``, :func:`survival_curve`) and ``dfs_c_*`` etc.
+        (recurrence head: the 3-year risk, :func:`recurrence_free_curve`). Uno's C and the
+        IBS use the fixed :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
     """
     df = predictions_df
     unknown = set(heads) - {"os", "dfs"}
@@ -993,9 +999,9 @@ def all_metrics(
             pred = predicted_years(preds.survival_pmf, rule)
         else:
             pred = recurrence_years(preds.recurrence_cdf, rule)
-        # the ranking score of each head (Predictions.ranking_score): minus the expected
-        # years of life (or the anchor's native risk) for OS, the 3-year risk for DFS
-        risk, curve = preds.ranking_score(end, native=True), preds.curve(end)
+        # the ranking score of each head (Predictions.ranking_score): by default the 5-year
+        # risk of death (OS) and the 3-year risk of recurrence (DFS), every model alike
+        risk, curve = preds.ranking_score(end, score), preds.curve(end)
         time, event = preds.outcomes(end)
         for k, v in paper_metrics(pred, time, rule).items():
             out[f"{end}_{k}"] = v
