@@ -69,6 +69,7 @@ __all__ = [
     "risk_from_recurrence",
     "survival_curve",
     "recurrence_free_curve",
+    "curve_at_times",
     "survival_metrics",
     "CensoringKM",
     "TrainingOutcomes",
@@ -397,6 +398,51 @@ def recurrence_free_curve(recurrence_probs: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - q, 0.0, 1.0)
 
 
+def curve_at_times(
+    surv_at_years: np.ndarray, times_years: np.ndarray, own: bool = False
+) -> np.ndarray:
+    """Event-free curves known at year ends, read at any times by linear interpolation.
+
+    ``S(t) = (1 - f) S(k) + f S(k + 1)`` with ``k = floor(t)``, ``f = t - k``, ``S(0) = 1``,
+    and ``S(t) = S(12)`` beyond 12 years. Choice: the curves are known only at year ends;
+    the step function of the IPCW metrics (``S(t) = S(floor(t))``) would give every patient
+    ``S = 1`` before the end of year 1, so that every first-year event ties with every
+    patient, which the time-dependent concordance (:mod:`crlm_lib.concordance`) and
+    D-calibration (:mod:`crlm_lib.point_metrics`) would read as uninformative; linear
+    interpolation (constant density within each year, as pycox's ``interpolate`` of a
+    discrete-time model) keeps each patient's order within a year.
+
+    Parameters
+    ----------
+    surv_at_years : array ``[N, 12]``
+        Event-free probability at the end of years 1..12 (:func:`survival_curve`,
+        :func:`recurrence_free_curve`).
+    times_years : array ``[T]``, years (``>= 0``)
+    own : bool
+        ``False``: every patient's curve at every time, ``[N, T]``; ``True``: patient ``i``'s
+        curve at ``times_years[i]`` (``T == N``), ``[N]``.
+
+    Examples
+    --------
+    >>> s = np.linspace(0.9, 0.2, 12)[None, :]
+    >>> curve_at_times(s, np.array([0.5, 1.0, 20.0])).round(3).tolist()
+    [[0.95, 0.9, 0.2]]
+    """
+    surv = np.asarray(surv_at_years, dtype=np.float64)
+    t = np.asarray(times_years, dtype=np.float64).ravel()
+    if surv.ndim != 2 or surv.shape[1] != N_YEARS:
+        raise ValueError(f"surv_at_years must have shape [N, {N_YEARS}], got {surv.shape}")
+    if own and t.size != surv.shape[0]:
+        raise ValueError(f"own=True needs one time per patient, got {t.size} for {surv.shape[0]}")
+    grid = np.concatenate([np.ones((surv.shape[0], 1)), surv], axis=1)  # S(0..12)
+    k = np.clip(np.floor(t), 0, N_YEARS - 1).astype(int)
+    f = np.clip(t - k, 0.0, 1.0)
+    if own:
+        rows = np.arange(surv.shape[0])
+        return (1.0 - f) * grid[rows, k] + f * grid[rows, k + 1]
+    return (1.0 - f)[None, :] * grid[:, k] + f[None, :] * grid[:, k + 1]
+
+
 def _curve_at(surv_at_years: np.ndarray, t: float) -> np.ndarray:
     """Step function of a curve known at year ends: ``S(t) = S(end of year floor(t))``, S(t<1)=1."""
     k = int(math.floor(t + 1e-9))
@@ -468,6 +514,14 @@ class CensoringKM:
         idx[~exact] -= 1
         out[valid] = self.prob_[idx]
         return out
+
+    def prob_before(self, time: np.ndarray) -> np.ndarray:
+        """``G(t-)``, the censoring survival just before ``time`` (years): censorings at
+        ``t`` itself not yet removed. The other tie convention of the IPCW weights
+        (``concordance.uno_c_conventions``); :meth:`prob` (scikit-survival's) is ``G(t)``."""
+        time = np.asarray(time, dtype=np.float64)
+        idx = np.searchsorted(self.time_, time, side="left") - 1  # time_[0] is -inf
+        return self.prob_[np.maximum(idx, 0)]
 
     def ipcw(self, event: np.ndarray, time: np.ndarray) -> np.ndarray:
         """``event_i / G(time_i)``: ``CensoringDistributionEstimator.predict_ipcw``."""

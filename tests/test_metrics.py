@@ -449,3 +449,21 @@ def test_training_outcomes_fit_each_censoring_distribution_once(three_fold_table
     assert all(train._fitted[k] is v for k, v in fitted.items())  # reused, not refitted
     assert first == M.all_metrics(df, by_fold)  # same numbers as the plain mapping
     assert again == M.all_metrics(sub, by_fold)
+
+
+def test_curve_at_times_interpolates_linearly_between_year_ends():
+    surv = np.array([np.linspace(0.9, 0.35, 12), np.full(12, 0.5)])
+    t = np.array([0.0, 0.5, 1.0, 2.25, 12.0, 30.0])
+    at = M.curve_at_times(surv, t)
+    np.testing.assert_allclose(at[0], [1.0, 0.95, 0.9, 0.8375, 0.35, 0.35])
+    np.testing.assert_allclose(at[1], [1.0, 0.75, 0.5, 0.5, 0.5, 0.5])
+    own = M.curve_at_times(surv, np.array([0.5, 0.5]), own=True)
+    np.testing.assert_allclose(own, [0.95, 0.75])
+    with pytest.raises(ValueError, match="one time per patient"):
+        M.curve_at_times(surv, t, own=True)
+
+
+def test_censoring_prob_before_is_the_left_limit():
+    km = M.CensoringKM(np.array([1.0, 2.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 1, 0]))
+    np.testing.assert_allclose(km.prob(np.array([1.0, 2.0, 2.5])), [1.0, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(km.prob_before(np.array([1.0, 2.0, 2.5, 0.0])), [1, 1, 2 / 3, 1])

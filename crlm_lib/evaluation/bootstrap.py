@@ -38,9 +38,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from crlm_lib.concordance import antolini_c
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.metrics import MetricWarning
-from crlm_lib.types import PATIENT_ID
+from crlm_lib.types import PATIENT_ID, Predictions
 
 # --------------------------------------------------------------------------------------------
 # the engine: patient draws and percentile intervals (every bootstrap of the library)
@@ -115,16 +116,23 @@ def head_metrics(
     the recurrence head when it is not reported. ``train_outcomes`` is the training patients'
     outcomes (censoring distribution of the IPCW metrics), or for pooled CV predictions a
     mapping ``{(repeat, fold): training-fold outcomes}``. ``score``: the ranking functional
-    of the C-indices (``metrics.all_metrics``).
+    of the C-indices (``metrics.all_metrics``). Beside them, ``<head>_c_antolini``:
+    Antolini's time-dependent C of the predicted curves (``concordance.antolini_c``; no
+    censoring weights, so pooled over the folds as Harrell's C).
     """
     from crlm_lib import metrics as M
 
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise EvaluationError(f"unknown head(s) {sorted(unknown)}")
-    return M.all_metrics(
+    out = M.all_metrics(
         pred, train_outcomes, rule=rule, horizons=horizons, heads=heads, score=score
     )
+    preds = Predictions.from_frame(pred)
+    for head in heads:
+        time, event = preds.outcomes(head)
+        out[f"{head}_c_antolini"] = antolini_c(time, event, preds.curve(head))
+    return out
 
 
 def harrell_metrics(
@@ -139,7 +147,6 @@ def harrell_metrics(
     image-permutation controls, whose bootstrap would otherwise recompute every IPCW metric
     for every permutation."""
     from crlm_lib import metrics as M
-    from crlm_lib.types import Predictions
 
     preds = Predictions.from_frame(pred)
     out = {}
