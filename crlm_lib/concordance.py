@@ -56,7 +56,7 @@ def antolini_c(
 
     ``C_td = sum_{i,j} 1(S_i(t_i) < S_j(t_i)) comp_ij / sum_{i,j} comp_ij`` with
     ``comp_ij = event_i * (t_i < t_j or (t_i == t_j and not event_j))`` (Antolini et al.,
-    Stat Med 2005, Eq. (6); the comparable pairs of Harrell's C as scikit-survival counts them).
+    Stat Med 2005; the comparable pairs of Harrell's C as scikit-survival counts them).
 
     Parameters
     ----------
@@ -122,7 +122,7 @@ def uno_c_conventions(
     """Uno's C with the censoring weight of an event at ``T`` as ``G(T)`` and as ``G(T-)``.
 
     ``C = sum_ij w_i 1(t_i < t_j, t_i < tau) 1(risk_i > risk_j) / sum_ij w_i 1(...)`` with
-    ``w_i = event_i / G(t_i)^2`` (Uno et al., Stat Med 2011, Eq. (5)), ``G`` the Kaplan–Meier
+    ``w_i = event_i / G(t_i)^2`` (Uno et al., Stat Med 2011), ``G`` the Kaplan–Meier
     estimate of the censoring distribution on the training patients (scikit-survival's
     ``CensoringDistributionEstimator``: censorings at an event time are at risk after the
     events, so ``G`` steps down at ``t`` only for censorings at ``t``). Weighting by ``G(t)``

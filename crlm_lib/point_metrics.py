@@ -7,9 +7,10 @@ patients who live longest. This module adds, on the same predicted years and tar
 bins under the ``"argmax"`` rule, years under ``"median"``; ``metrics.target_years``):
 
 - :func:`ipcw_point_metrics`: TAA / MAE / MSE over the observed events, each weighted by the
-  inverse of its probability of being observed, ``1 / G(T_i)`` (IPCW; Graf et al. 1999, the
-  "IPCW-T" MAE of Qi et al. 2023), normalised by the sum of the weights;
-- :func:`hinge_mae`: the hinge MAE of Qi, Sun & Greiner (ICML 2023): a censored patient adds
+  inverse of its probability of being observed, ``1 / G(T_i)`` (inverse probability of
+  censoring weighting, as Graf et al. 1999 weight the Brier score), normalised by the sum of
+  the weights;
+- :func:`hinge_mae`: the hinge MAE of Qi et al. (ICML 2023): a censored patient adds
   ``max(0, c_i - t_pred_i)``, an error only when the model predicts the event before the
   patient was last seen alive;
 - :func:`d_calibration`: D-calibration (Haider et al., JMLR 2020): the predicted survival at the
@@ -135,7 +136,7 @@ def ipcw_point_metrics(
 def hinge_mae(
     pred_years: np.ndarray, time: np.ndarray, event: np.ndarray, rule: M.Rule = "argmax"
 ) -> float:
-    """Hinge MAE (Qi, Sun & Greiner, ICML 2023, Eq. (3)): ``|t_pred - t|`` for an event,
+    """Hinge MAE (Qi et al., ICML 2023): ``|t_pred - t|`` for an event,
     ``max(0, c - t_pred)`` for a patient censored at ``c``, averaged over all patients.
 
     A lower bound of the MAE the model would have without censoring: a censored patient
@@ -228,7 +229,7 @@ class DCalibration(NamedTuple):
 def d_calibration_histogram(
     time: np.ndarray, event: np.ndarray, surv_at_years: np.ndarray, n_bins: int = 10
 ) -> np.ndarray:
-    """The D-calibration histogram of Haider et al. (JMLR 2020, section 4.2), ``[n_bins]``.
+    """The D-calibration histogram of Haider et al. (JMLR 2020), ``[n_bins]``.
 
     ``s_i = S_i(t_i)``, the predicted event-free probability at the patient's own time
     (``metrics.curve_at_times``: linear between year ends). An event adds 1 to the bin of

@@ -35,6 +35,7 @@ LABELS: dict[str, str] = {
     "cox_vol": "Cox PH (SEG volumetrics)",
     "cox_clinvol": "Cox PH (clinical + SEG volumetrics)",
     "oracle": "Oracle (true curves, synthetic)",
+    "constant": "Constant year (best k on the training patients)",
     "ct-permuted": "same model, images permuted among test patients",
 }
 
