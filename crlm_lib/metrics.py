@@ -991,7 +991,7 @@ def _ipcw_metrics(
 
 
 def all_metrics(
-    predictions_df: pd.DataFrame,
+    predictions_df: pd.DataFrame | Predictions,
     train_df: pd.DataFrame | Mapping[Any, pd.DataFrame] | TrainingOutcomes | None = None,
     rule: Rule = "argmax",
     horizons: Sequence[float] = (1, 3, 5),
@@ -1005,7 +1005,7 @@ def all_metrics(
 
     Parameters
     ----------
-    predictions_df : DataFrame
+    predictions_df : DataFrame or types.Predictions
         Columns ``patient_id``, ``surv_p1..surv_p12``, ``rec_p1..rec_p12``, ``os_years``,
         ``os_event``, ``dfs_years``, ``dfs_event``; optionally ``native_risk`` (an anchor's
         own OS risk score, read only with ``score="mixed"``) and ``repeat``/``fold`` (CV).
@@ -1037,7 +1037,10 @@ def all_metrics(
         (recurrence head: the 3-year risk, :func:`recurrence_free_curve`). Uno's C and the
         IBS use the fixed :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
     """
-    df = predictions_df
+    preds = predictions_df
+    if not isinstance(preds, Predictions):  # validated once (a caller may pass it validated)
+        preds = Predictions.from_frame(preds)
+    df = preds.frame
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise ValueError(f"unknown heads {sorted(unknown)}; use 'os' and/or 'dfs'")
@@ -1047,7 +1050,6 @@ def all_metrics(
     if by_fold and not set(CV_COLS) <= set(df.columns):
         raise ValueError("train_df by (repeat, fold) needs 'repeat' and 'fold' columns")
     out: dict[str, float] = {}
-    preds = Predictions.from_frame(df)
     for end in heads:
         if end == "os":
             pred = predicted_years(preds.survival_pmf, rule)

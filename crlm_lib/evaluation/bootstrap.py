@@ -125,10 +125,10 @@ def head_metrics(
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise EvaluationError(f"unknown head(s) {sorted(unknown)}")
+    preds = Predictions.from_frame(pred)  # validated once for both
     out = M.all_metrics(
-        pred, train_outcomes, rule=rule, horizons=horizons, heads=heads, score=score
+        preds, train_outcomes, rule=rule, horizons=horizons, heads=heads, score=score
     )
-    preds = Predictions.from_frame(pred)
     for head in heads:
         time, event = preds.outcomes(head)
         out[f"{head}_c_antolini"] = antolini_c(time, event, preds.curve(head))
