@@ -589,7 +589,7 @@ def plot_decision_curve(table: pd.DataFrame, title: str = "", ax=None):
     per patient, minus false positives weighted by ``p_t / (1 - p_t)``). The y axis starts a
     little below 0 (a strategy below treat-none does harm). Returns the Figure.
     """
-    fig, ax = plt.subplots(figsize=(6, 4)) if ax is None else (ax.figure, ax)
+    fig, ax = plt.subplots(figsize=(7.5, 4)) if ax is None else (ax.figure, ax)
     styles = {"all": {"color": "grey", "ls": "--"}, "none": {"color": "black", "lw": 1}}
     for model, rows in table.groupby("model", sort=False):
         ax.plot(
@@ -601,7 +601,7 @@ def plot_decision_curve(table: pd.DataFrame, title: str = "", ax=None):
     horizon = table["horizon_years"].iloc[0]
     ax.set_xlabel(f"threshold probability of recurrence or death by {horizon:g} years (%)")
     ax.set_ylabel("net benefit (per patient)")
-    ax.legend(frameon=False, fontsize="small")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
     fig.tight_layout()
