@@ -44,6 +44,7 @@ LABELS: dict[str, str] = {
     "cox_clinrad": "Cox PH (clinical + SEG volumetrics + tumour HU)",
     "cox_trueimg": "Cox PH (clinical + true image quantities, synthetic)",
     "oracle": "Oracle (true curves, synthetic)",
+    "constant": "Constant year (best k on the training patients)",
     "ct-permuted": "same model, images permuted among test patients",
 }
 
