@@ -302,6 +302,7 @@ def test_variants_labels_and_control_table():
         "burden_target": False,
         "lesion_pooling": False,
         "intensity_target": False,
+        "head_lr_scale": 1.0,
     }
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
