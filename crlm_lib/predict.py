@@ -301,23 +301,41 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
     return RunModel(run_dir, rec, model, encoder, stats, rec["training_reference"])
 
 
-def _curves(model: torch.nn.Module, items: Sequence[dict[str, Any]]) -> tuple[np.ndarray, ...]:
-    """``S`` and ``R`` at year ends, the death pmf and the recurrence sigmoids, each
-    ``[len(items), 12]``; :data:`CHUNK` inputs per forward pass."""
+def _curves(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """``S`` and ``R`` at year ends, the death pmf and the recurrence sigmoids, each ``[B, 12]``,
+    of one batch."""
     import torch
 
     from crlm_lib import metrics as M
+
+    with torch.no_grad():
+        out = model(batch)
+    pmf = torch.softmax(out["survival_logits"].float(), -1).numpy().astype(np.float64)
+    probs = torch.sigmoid(out["recurrence_logits"].float()).numpy().astype(np.float64)
+    return M.survival_curve(pmf), M.recurrence_free_curve(probs), pmf, probs
+
+
+def _clinical_batches(item: dict[str, Any], x: np.ndarray) -> list[dict[str, Any]]:
+    """One patient's input ``item`` with each row of ``x`` ``[K, F]`` as its clinical vector,
+    as batches of at most :data:`CHUNK` (the image tensors repeated, not collated K times)."""
+    import torch
+
     from crlm_lib.data.dataset import collate
 
-    surv, rec = [], []
-    with torch.no_grad():
-        for start in range(0, len(items), CHUNK):
-            out = model(collate(list(items[start : start + CHUNK])))
-            surv.append(torch.softmax(out["survival_logits"].float(), -1).numpy())
-            rec.append(torch.sigmoid(out["recurrence_logits"].float()).numpy())
-    pmf = np.concatenate(surv).astype(np.float64)
-    probs = np.concatenate(rec).astype(np.float64)
-    return M.survival_curve(pmf), M.recurrence_free_curve(probs), pmf, probs
+    one = collate([item])
+    batches = []
+    for start in range(0, len(x), CHUNK):
+        rows = torch.from_numpy(np.ascontiguousarray(x[start : start + CHUNK], dtype=np.float32))
+        k = len(rows)
+        batch = {
+            key: value.repeat(k, *([1] * (value.dim() - 1)))
+            if torch.is_tensor(value)
+            else value * k
+            for key, value in one.items()
+        }
+        batch["clinical"] = rows
+        batches.append(batch)
+    return batches
 
 
 @dataclass(frozen=True)
@@ -364,8 +382,6 @@ def _model_prediction(
     """One model's ``S``, ``R``, pmf and recurrence probabilities ``[12]`` each: the mean over
     the imputation draws of the missing predictors (one row when none is missing) and over the
     unchanged and ``n_tta`` augmented inputs."""
-    import torch
-
     pid = patient.patient_id
     if options.n_imputations > 0:
         rows = CI.imputation_draws(run.encoder, clinical_row, pid, options.n_imputations,
@@ -373,12 +389,12 @@ def _model_prediction(
     else:
         rows = clinical_row if clinical_row is not None else pd.DataFrame(index=pd.Index([pid]))
     x, _ = run.encoder.transform(rows)
-    items = []
+    parts = []
     for t in range(options.n_tta + 1):
         aug = None if t == 0 else options.seed + 1000 * (t - 1) + 1
-        base = patient_item(patient, x[0], run.lesion_stats, aug, profile)
-        items += [{**base, "clinical": torch.from_numpy(np.asarray(v))} for v in x]
-    return tuple(a.mean(axis=0) for a in _curves(run.model, items))
+        item = patient_item(patient, x[0], run.lesion_stats, aug, profile)
+        parts += [_curves(run.model, batch) for batch in _clinical_batches(item, x)]
+    return tuple(np.concatenate(arrays).mean(axis=0) for arrays in zip(*parts, strict=True))
 
 
 def _group(risk: float, cuts: Sequence[float]) -> str:

@@ -56,29 +56,6 @@ class _CTForward(nn.Module):
         return self.model({**self.fixed, "ct": ct})[self.key]
 
 
-def _probe_layer_shape(wrapper: _CTForward, layer: nn.Module, ct: Tensor) -> tuple[int, ...]:
-    shapes: list[tuple[int, ...]] = []
-
-    def hook(_m, _i, out):
-        if isinstance(out, Tensor):
-            shapes.append(tuple(out.shape))
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            wrapper(ct)
-    finally:
-        handle.remove()
-    if not shapes:
-        raise GradCamLayerError("gradcam_layer was not called (or returned no tensor) in forward")
-    if len(shapes) > 1:
-        warnings.warn(
-            f"gradcam_layer is called {len(shapes)} times per forward; captum uses the last call",
-            stacklevel=3,
-        )
-    return shapes[-1]
-
-
 def _normalise(maps: np.ndarray, mode: str) -> np.ndarray:
     if mode == "shared":
         peak = float(maps.max()) if maps.size else 0.0
@@ -111,13 +88,14 @@ def _layer_mode(shape: tuple[int, ...], ct: Tensor, pid: str) -> tuple[str, int]
 
 def _weighted_activations(
     wrapper: _CTForward, layer: nn.Module, ct: Tensor, years: list[int]
-) -> list[Tensor]:
+) -> tuple[list[Tensor], tuple[int, ...]]:
     """Per year ``k``, ``sum_c alpha_c^k A_c`` (before the ReLU) from ONE forward pass and one
     backward pass per year (the graph is kept between them), where ``alpha_c^k`` is the mean
     over the spatial axes of ``d y_k / d A_c``: captum's ``LayerGradCam`` without its forward
     pass per year (tested equal to it). A 6-D output ``[B, C, T, D', H', W']`` keeps T (one
     weight per channel and timestep): ``[B, T, D', H', W']``; a 5-D one gives
-    ``[B, 1, D', H', W']``. The layer's last call in the forward pass is the one explained."""
+    ``[B, 1, D', H', W']``. The layer's last call in the forward pass is the one explained;
+    its output shape is returned with the maps."""
     captured: list[Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
     try:
@@ -125,6 +103,14 @@ def _weighted_activations(
             logits = wrapper(ct.detach().clone().requires_grad_(True))
     finally:
         handle.remove()
+    captured = [c for c in captured if isinstance(c, Tensor)]
+    if not captured:
+        raise GradCamLayerError("gradcam_layer was not called (or returned no tensor) in forward")
+    if len(captured) > 1:
+        warnings.warn(
+            f"gradcam_layer is called {len(captured)} times per forward; the last call is used",
+            stacklevel=3,
+        )
     acts = captured[-1]
     out = []
     for i, k in enumerate(years):
@@ -133,7 +119,7 @@ def _weighted_activations(
         )
         alpha = grads.mean(dim=(-3, -2, -1), keepdim=True)
         out.append((alpha * acts).sum(dim=1, keepdim=acts.dim() == 5).detach())
-    return out
+    return out, tuple(acts.shape)
 
 
 def yearly_gradcam(
@@ -233,13 +219,11 @@ def yearly_gradcam(
     grid = tuple(ct.shape[-3:])
     keep = _restriction_mask(batch, restrict_to, grid)
     wrapper = _CTForward(model, batch, target).eval()
-    shape = _probe_layer_shape(wrapper, layer, ct)
     years = list(years)
-
+    raws, shape = _weighted_activations(wrapper, layer, ct, years)
     mode, n_t = _layer_mode(shape, ct, pid)
     maps = np.zeros((len(years), *grid), dtype=np.float32)
-    for i, (k, raw) in enumerate(zip(years, _weighted_activations(wrapper, layer, ct, years),
-                                     strict=True)):  # fmt: skip
+    for i, (k, raw) in enumerate(zip(years, raws, strict=True)):
         if mode == "time_channels":  # raw [1, T, d, h, w]
             sel = raw[:, k % n_t] if time_mode == "matched" else raw.sum(dim=1)
             lowres = F.relu(sel).unsqueeze(1)  # [1, 1, d, h, w]
