@@ -124,3 +124,13 @@ def test_encoder_without_stored_distribution_still_draws():
     assert draws["age"].between(lo, hi).all() and draws["age"].std() > 0
     x, _ = old.transform(draws)
     assert np.isfinite(x).all()
+
+
+def test_a_bad_code_names_the_expected_coding(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("Patient-ID,sex,bilobar_disease\nX1,F,2\n")
+    with pytest.raises(C.ClinicalTableError) as err:
+        CI.read_patient_clinical(path)
+    text = str(err.value)
+    assert "X1: column 'sex' has non-numeric value 'F' (expected: 1 = male, 2 = female)" in text
+    assert "column 'bilobar_disease' = 2 is not 0/1 (expected: 0 = no, 1 = yes)" in text

@@ -610,6 +610,14 @@ def _check_ids(df: pd.DataFrame, problems: list[str]) -> pd.Series:
     return ids
 
 
+def _expected(column: str) -> str:
+    """``" (expected: 1 = male, 2 = female)"`` for a predictor with a coding, else ``""``."""
+    unit, coding = PREDICTOR_CODING.get(column, ("", ""))
+    if not unit:
+        return ""
+    return f" (expected: {coding if unit in ('0/1', 'code') else predictor_coding(column)})"
+
+
 def _parse_numeric_columns(
     df: pd.DataFrame, ids: pd.Series, extra: list[str], decimal_comma: bool, problems: list[str]
 ) -> dict[str, tuple[pd.Series, pd.Series]]:
@@ -624,7 +632,7 @@ def _parse_numeric_columns(
         )
         bad_text = values.isna() & df[col].notna() & df[col].astype(str).str.strip().ne("")
         for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
-            problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
+            problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}{_expected(col)}")
         parsed[col] = (values, pct)
     return parsed
 
@@ -655,7 +663,7 @@ def _check_column(
     if col in BINARY_COLUMNS:
         bad = present & ~values.isin([0.0, 1.0])
         for pid, val in zip(ids[bad], values[bad], strict=True):
-            problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1")
+            problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1{_expected(col)}")
     elif col in RANGES:
         lo, hi = RANGES[col]
         bad = present & ((values < lo) | (values > hi))
