@@ -113,19 +113,39 @@ def membership(value: Any) -> str:
     return "unknown (the run does not record its training images)"
 
 
-def _cell(row: Mapping[str, Any], head: str, year: int) -> str:
-    v, lo, hi = row[f"{head}_{year}y"], row[f"{head}_{year}y_lo"], row[f"{head}_{year}y_hi"]
+#: Mark of a value beyond the training follow-up in the summary table.
+BEYOND_FOLLOW_UP = "†"
+
+
+def _cell(row: Mapping[str, Any], head: str, year: int, followed: int | None) -> str:
+    name = "os" if head == "os" else "rfs"
+    v, lo, hi = row[f"{name}_{year}y"], row[f"{name}_{year}y_lo"], row[f"{name}_{year}y_hi"]
+    mark = BEYOND_FOLLOW_UP if followed is not None and year > followed else ""
     if lo is None or not np.isfinite(lo):
-        return f"{v:.3f} (no band)"
-    return f"{v:.3f} ({lo:.3f}–{hi:.3f})"
+        return f"{v:.3f}{mark} (no band)"
+    return f"{v:.3f}{mark} ({lo:.3f}–{hi:.3f})"
 
 
-def summary_table(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """Header and one row per summary year: ``(years, overall survival, recurrence-free)``."""
+def summary_table(report: PatientReport) -> list[tuple[str, str, str]]:
+    """Header and one row per summary year: ``(years, overall survival, recurrence-free)``;
+    a value beyond the training follow-up carries :data:`BEYOND_FOLLOW_UP`."""
+    row, followed = report.row, report.followed_years or {}
     rows = [("Probability (band)", "Overall survival", "Recurrence-free")]
     for y in (1, 3, 5):
-        rows.append((f"{y} year{'s' if y > 1 else ''}", _cell(row, "os", y), _cell(row, "rfs", y)))
+        cells = (_cell(row, h, y, followed.get(h)) for h in ("os", "dfs"))
+        rows.append((f"{y} year{'s' if y > 1 else ''}", *cells))
     return rows
+
+
+def _follow_up_line(report: PatientReport) -> list[str]:
+    """The footnote of the table's marked values, or nothing when none is marked."""
+    marked = any(BEYOND_FOLLOW_UP in cell for r in summary_table(report)[1:] for cell in r)
+    if not marked:
+        return []
+    return [
+        f"{BEYOND_FOLLOW_UP} Beyond the training cohort's follow-up (fewer than "
+        f"{report.min_at_risk} training patients still followed): the model's extrapolation."
+    ]
 
 
 def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
@@ -143,7 +163,7 @@ def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
     prov = [f"{k}: {v}" for k, v in (report.provenance or {}).items()]
     return [
         ("Read this first", list(report.headline)),
-        ("Prediction", [str(row["summary"])]),
+        ("Prediction", [str(row["summary"]), *_follow_up_line(report)]),
         ("Risk group and inputs", groups),
         ("How well the models did in their own validation", perf),
         ("The band", [report.band_method or "not stated"]),
@@ -178,7 +198,7 @@ def _png_b64(page: FigurePage) -> str:
 def _html_summary(report: PatientReport) -> str:
     esc = html.escape
     blocks = summary_blocks(report)
-    head, *table = summary_table(report.row)
+    head, *table = summary_table(report)
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table)
     parts = [f"<h2>{esc(blocks[0][0])}</h2><ul class='warn'>"]
     parts += [f"<li>{esc(line)}</li>" for line in blocks[0][1]]
@@ -273,7 +293,7 @@ def _pdf_summary(report: PatientReport, new_figure: Callable[[], Any]) -> list[A
         for line in lines:
             page.text(line, 9.5, **({"color": "#b03a2e", "weight": "bold"} if i == 0 else {}))
         if i == 0:
-            page.table(summary_table(report.row))
+            page.table(summary_table(report))
         page.y -= 0.012
     return page.pages
 

@@ -80,21 +80,26 @@ def _followed_note(report: PatientReport) -> str:
     ]
     return (
         f"Grey: the training cohort's follow-up is too short to say (fewer than {report.min_at_risk} "
-        f"training patients still followed); it backs {', '.join(parts)}. The curve there is "
-        "the model's extrapolation, not evidence."
+        f"training patients still followed); it backs {', '.join(parts)}. The model's values "
+        "there (predictions_yearly.csv) are extrapolation, not evidence, and are not drawn."
     )
 
 
 def _draw_curve(ax: plt.Axes, curve: np.ndarray, followed: int | None) -> None:
+    """The patient's curve and band up to the last year the training follow-up backs; after
+    it a grey area that says so, and no curve (not a fall to 0 nobody observed)."""
     years = np.arange(0, N_YEARS + 1)
     full = np.concatenate([np.ones((3, 1)), np.asarray(curve, dtype=float)], axis=1)
     end = N_YEARS if followed is None else max(int(followed), 0)
-    ax.step(years[: end + 1], full[0, : end + 1], where="post", color="tab:red", lw=2)
+    shown = slice(0, end + 1)
+    ax.step(years[shown], full[0, shown], where="post", color="tab:red", lw=2)
+    if np.isfinite(full[1]).all() and end > 0:
+        ax.fill_between(years[shown], full[1, shown], full[2, shown], step="post",
+                        color="tab:red", alpha=0.25)  # fmt: skip
     if end < N_YEARS:
-        ax.step(years[end:], full[0, end:], where="post", color="tab:red", lw=1.2, ls=":")
         ax.axvspan(end, N_YEARS, color="0.85", zorder=0)
-    if np.isfinite(full[1]).all():
-        ax.fill_between(years, full[1], full[2], step="post", color="tab:red", alpha=0.25)
+        ax.text((end + N_YEARS) / 2, 0.5, "training follow-up\ntoo short to say", ha="center",
+                va="center", fontsize=8, color="0.35")  # fmt: skip
 
 
 def _legend_handles(report: PatientReport) -> list[Any]:

@@ -172,3 +172,20 @@ def test_report_renders_non_blank_in_headless_chromium(paths, tmp_path):
     assert red.sum() > 200
     # the lower half holds the Grad-CAM montage (dark CT slices), not blank space
     assert non_white[1000:].mean() > 0.05
+
+
+def test_years_beyond_the_training_follow_up_are_said_not_drawn(tmp_path):
+    from crlm_lib.report_figures import plot_curves_page
+
+    report = _report()
+    report.followed_years = {"os": 2, "dfs": None}
+    page = plot_curves_page(report)
+    os_ax = next(a for a in page.figure.axes if a.get_title() == "Overall survival")
+    patient = os_ax.lines[0]  # the patient's curve stops at the last followed year
+    assert max(patient.get_xdata()) == 2
+    assert any("too short to say" in t.get_text() for t in os_ax.texts)
+    rfs_ax = next(a for a in page.figure.axes if a.get_title() == "Recurrence-free survival")
+    assert max(rfs_ax.lines[0].get_xdata()) == 12  # unknown follow-up: drawn, said in caption
+    html = write_report(report, tmp_path)["html"].read_text()
+    assert "0.698† (0.648–0.748)" in html and "0.887 (0.837–0.937)" in html
+    assert "† Beyond the training cohort&#x27;s follow-up" in html
