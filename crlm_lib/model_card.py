@@ -186,10 +186,10 @@ def _coverage_lines(run_dir: Path) -> list[str]:
         "patient's true survival lies; do not read it as a confidence interval"
     )
     return [
-        f"- Ensemble band ({cov['method']}): it held the true 1/3/5-year survival of "
-        f"{share:.0%} of {cov['n_values']} values ({cov['n_patients']} held-out synthetic "
-        f"patients, {cov['n_models']} models) against a nominal {nominal:.0%}: {verdict} "
-        f"(`{path}`)."
+        f"- Ensemble band (5th-95th percentile of {cov['n_models']} models' predictions): it "
+        f"held the true 1/3/5-year overall survival in {share:.0%} of {cov['n_values']} values "
+        f"({cov['n_patients']} held-out synthetic patients) against a nominal {nominal:.0%}: "
+        f"{verdict} (`{path}`)."
     ]
 
 
@@ -275,20 +275,39 @@ def _limitations(rec: dict, run_dir: Path) -> list[str]:
         "randomisation sanity check in notebook 05.",
         "- Preprocessing depends on the SEG (portal veins for the slice window, liver for the "
         "heatmaps): a patient without a usable SEG cannot be scored.",
-        "- The network spreads every death over years 1-12: its survival reaches 0 at year 12 "
-        "by construction, and the years beyond the training follow-up are extrapolation.",
+        *_tail_line(run_dir),
     ]
 
 
-_ETHICS = [
-    "- Not a medical device and not validated for clinical decisions; a prediction must not "
-    "replace the multidisciplinary team's judgement (automation bias).",
-    "- Resected patients of one centre only: the model says nothing about patients who were "
-    "not operated on, and its calibration elsewhere is unknown.",
-    "- Demographic subgroups (sex, age) were not evaluated separately.",
-    "- The synthetic cohort's DICOM headers carry obviously fake identifiers; real data must "
-    "be de-identified before it enters a run folder (`run.json` stores patient IDs).",
-]
+def _tail_line(run_dir: Path) -> list[str]:
+    """Whether the network's survival is forced to 0 at year 12 (no mass beyond the horizon
+    in its ``predictions.csv``), said as a limitation."""
+    from crlm_lib.types import BEYOND_COL
+
+    path = run_dir / "predictions.csv"
+    if path.is_file() and BEYOND_COL in pd.read_csv(path, nrows=1).columns:
+        return ["- Years beyond the training follow-up are the model's extrapolation."]
+    return [
+        "- The network spreads every death over years 1-12: its survival reaches 0 at year 12 "
+        "by construction, and the years beyond the training follow-up are extrapolation."
+    ]
+
+
+def _ethics(rec: dict) -> list[str]:
+    population = (
+        "- Trained on synthetic patients: the model describes a generator, no real population."
+        if rec.get("synthetic")
+        else "- Trained on resected patients of one centre: it says nothing about patients who "
+        "were not operated on, and its calibration elsewhere is unknown."
+    )
+    return [
+        "- Not a medical device and not validated for clinical decisions; a prediction must "
+        "not replace the multidisciplinary team's judgement (automation bias).",
+        population,
+        "- Demographic subgroups (sex, age) were not evaluated separately.",
+        "- `run.json` stores patient IDs: real data must be de-identified before it enters a run "
+        "folder (the synthetic cohort's headers carry obviously fake identifiers).",
+    ]
 
 
 def _licence_and_citation() -> list[str]:
@@ -385,7 +404,7 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "",
         "## Ethical considerations",
         "",
-        *_ETHICS,
+        *_ethics(rec),
         "",
         *_licence_and_citation(),
     ]

@@ -101,7 +101,7 @@ def test_prediction_honesty_and_speed_run_small(tmp_path):
     from crlm_lib.model_card import build_model_card
 
     card = build_model_card(cv / "r0_f0")  # the fold run's card quotes the measured coverage
-    share = f"{summary['coverage']:.0%} of 9 values (3 held-out synthetic patients, 2 models)"
+    share = f"{summary['coverage']:.0%} of 9 values (3 held-out synthetic patients)"
     assert share in card and "against a nominal 90%" in card
     out = _run("benchmarks/predict_speed.py", "--run", str(cv), "--cohort",
                str(tmp_path / "heldout" / "Colorectal-Liver-Metastases"), "--clinical",
