@@ -60,7 +60,10 @@ def cv_over_seeds(
     root: Path,
     settings: tuple[str, ...] = tuple(S.SETTINGS),
 ) -> pd.DataFrame:
-    """Tidy rows ``setting, seed, model, metric, estimate`` of the CV on each seed."""
+    """Tidy rows ``setting, seed, model, metric, estimate, low, high`` of the CV on each seed:
+    Harrell's C per head, the CT-permutation difference (``permutation_*``, model minus its
+    permuted self) and the paired difference with Cox (``minus_cox_*``); ``low``/``high`` the
+    95% bootstrap interval conditional on the fitted models (NaN with ``--boot 0``)."""
     from dataclasses import replace
 
     from crlm_lib.config import get_profile
@@ -78,20 +81,29 @@ def cv_over_seeds(
                 models, study, prof, seed=seed, n_boot=n_boot, runs_dir=where / "runs"
             )
             keep = ["os_c_harrell", "dfs_c_harrell"]
-            tidy = res.tidy[res.tidy["metric"].isin(keep)][["model", "metric", "estimate"]]
+            cols = ["model", "metric", "estimate", "low", "high"]
+            tidy = res.tidy[res.tidy["metric"].isin(keep)][cols]
             diff = res.differences
-            diff = diff[(diff["baseline"] == "ct-permuted") & diff["metric"].isin(keep)]
-            diff = diff.assign(metric="permutation_" + diff["metric"])
-            both = pd.concat([tidy, diff[["model", "metric", "estimate"]]], ignore_index=True)
+            diff = diff[diff["baseline"].isin(["ct-permuted", "cox"]) & diff["metric"].isin(keep)]
+            prefix = diff["baseline"].map({"ct-permuted": "permutation_", "cox": "minus_cox_"})
+            diff = diff.assign(metric=prefix + diff["metric"])
+            both = pd.concat([tidy, diff[cols]], ignore_index=True)
             rows.append(both.assign(setting=setting, seed=seed))
             print(f"{setting} seed {seed}: done", flush=True)
     return pd.concat(rows, ignore_index=True)
 
 
 def summarise_cv(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Mean, SD, min and max over seeds, and seed 0's value and rank (1 = lowest)."""
+    """Mean, SD, min and max over seeds, the number of seeds whose 95% interval lies above 0
+    (``above0``, differences only), and seed 0's value and rank (1 = lowest)."""
     g = tidy.groupby(["setting", "model", "metric"], sort=False)["estimate"]
     out = g.agg(["mean", "std", "min", "max", "count"])
+    above = (tidy["low"] > 0).where(
+        tidy["metric"].str.contains("_c_harrell") & ~tidy["metric"].str.startswith(("os", "dfs"))
+    )
+    out["above0"] = above.groupby([tidy["setting"], tidy["model"], tidy["metric"]], sort=False).sum(
+        min_count=1
+    )
     if (tidy["seed"] == 0).any():
         zero = tidy[tidy["seed"] == 0].set_index(["setting", "model", "metric"])["estimate"]
         out["seed0"] = zero

@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Loss weights. ``surv``, ``recur``, ``align``, ``dis``: 4D-ACFNet Eq. (6) (= STAR Eq. (2)
-#: with lambda_1..4 = 0.5, 0.3, 0.1, 0.1). ``recon`` 1.0: AMINN weights its autoencoder
+#: Loss weights. ``surv``, ``recur``, ``align``, ``dis``: 4D-ACFNet Eq. (6), 0.5, 0.3, 0.1, 0.1.
+#: STAR's Eq. (2) weights the same four terms by lambda_1..4 without giving values; we use
+#: 4D-ACFNet's for STAR too (``ACFNet(lambdas=...)`` sets others). ``burden`` and ``intensity``:
+#: our auxiliary targets (``models.acfnet``). ``recon`` 1.0: AMINN weights its autoencoder
 #: reconstruction 1:1 with the outcome loss. ``contrastive`` and ``risk`` (STG) are not given
 #: in the STG summary; 0.1 each, the weight of the papers' other auxiliary terms.
 DEFAULT_WEIGHTS: dict[str, float] = {

@@ -69,6 +69,7 @@ __all__ = [
     "risk_from_recurrence",
     "survival_curve",
     "recurrence_free_curve",
+    "curve_at_times",
     "survival_metrics",
     "CensoringKM",
     "TrainingOutcomes",
@@ -397,6 +398,51 @@ def recurrence_free_curve(recurrence_probs: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - q, 0.0, 1.0)
 
 
+def curve_at_times(
+    surv_at_years: np.ndarray, times_years: np.ndarray, own: bool = False
+) -> np.ndarray:
+    """Event-free curves known at year ends, read at any times by linear interpolation.
+
+    ``S(t) = (1 - f) S(k) + f S(k + 1)`` with ``k = floor(t)``, ``f = t - k``, ``S(0) = 1``,
+    and ``S(t) = S(12)`` beyond 12 years. Choice: the curves are known only at year ends;
+    the step function of the IPCW metrics (``S(t) = S(floor(t))``) would give every patient
+    ``S = 1`` before the end of year 1, so that every first-year event ties with every
+    patient, which the time-dependent concordance (:mod:`crlm_lib.concordance`) and
+    D-calibration (:mod:`crlm_lib.point_metrics`) would read as uninformative; linear
+    interpolation (constant density within each year, as pycox's ``interpolate`` of a
+    discrete-time model) keeps each patient's order within a year.
+
+    Parameters
+    ----------
+    surv_at_years : array ``[N, 12]``
+        Event-free probability at the end of years 1..12 (:func:`survival_curve`,
+        :func:`recurrence_free_curve`).
+    times_years : array ``[T]``, years (``>= 0``)
+    own : bool
+        ``False``: every patient's curve at every time, ``[N, T]``; ``True``: patient ``i``'s
+        curve at ``times_years[i]`` (``T == N``), ``[N]``.
+
+    Examples
+    --------
+    >>> s = np.linspace(0.9, 0.2, 12)[None, :]
+    >>> curve_at_times(s, np.array([0.5, 1.0, 20.0])).round(3).tolist()
+    [[0.95, 0.9, 0.2]]
+    """
+    surv = np.asarray(surv_at_years, dtype=np.float64)
+    t = np.asarray(times_years, dtype=np.float64).ravel()
+    if surv.ndim != 2 or surv.shape[1] != N_YEARS:
+        raise ValueError(f"surv_at_years must have shape [N, {N_YEARS}], got {surv.shape}")
+    if own and t.size != surv.shape[0]:
+        raise ValueError(f"own=True needs one time per patient, got {t.size} for {surv.shape[0]}")
+    grid = np.concatenate([np.ones((surv.shape[0], 1)), surv], axis=1)  # S(0..12)
+    k = np.clip(np.floor(t), 0, N_YEARS - 1).astype(int)
+    f = np.clip(t - k, 0.0, 1.0)
+    if own:
+        rows = np.arange(surv.shape[0])
+        return (1.0 - f) * grid[rows, k] + f * grid[rows, k + 1]
+    return (1.0 - f)[None, :] * grid[:, k] + f[None, :] * grid[:, k + 1]
+
+
 def _curve_at(surv_at_years: np.ndarray, t: float) -> np.ndarray:
     """Step function of a curve known at year ends: ``S(t) = S(end of year floor(t))``, S(t<1)=1."""
     k = int(math.floor(t + 1e-9))
@@ -468,6 +514,14 @@ class CensoringKM:
         idx[~exact] -= 1
         out[valid] = self.prob_[idx]
         return out
+
+    def prob_before(self, time: np.ndarray) -> np.ndarray:
+        """``G(t-)``, the censoring survival just before ``time`` (years): censorings at
+        ``t`` itself not yet removed. The other tie convention of the IPCW weights
+        (``concordance.uno_c_conventions``); :meth:`prob` (scikit-survival's) is ``G(t)``."""
+        time = np.asarray(time, dtype=np.float64)
+        idx = np.searchsorted(self.time_, time, side="left") - 1  # time_[0] is -inf
+        return self.prob_[np.maximum(idx, 0)]
 
     def ipcw(self, event: np.ndarray, time: np.ndarray) -> np.ndarray:
         """``event_i / G(time_i)``: ``CensoringDistributionEstimator.predict_ipcw``."""
@@ -937,11 +991,12 @@ def _ipcw_metrics(
 
 
 def all_metrics(
-    predictions_df: pd.DataFrame,
+    predictions_df: pd.DataFrame | Predictions,
     train_df: pd.DataFrame | Mapping[Any, pd.DataFrame] | TrainingOutcomes | None = None,
     rule: Rule = "argmax",
     horizons: Sequence[float] = (1, 3, 5),
     heads: Sequence[str] = ("os", "dfs"),
+    score: str = "risk",
 ) -> dict[str, float]:
     """Every metric of one ``Predictions`` table (:func:`crlm_lib.train.predict`).
 
@@ -950,10 +1005,10 @@ def all_metrics(
 
     Parameters
     ----------
-    predictions_df : DataFrame
+    predictions_df : DataFrame or types.Predictions
         Columns ``patient_id``, ``surv_p1..surv_p12``, ``rec_p1..rec_p12``, ``os_years``,
         ``os_event``, ``dfs_years``, ``dfs_event``; optionally ``native_risk`` (an anchor's
-        own OS risk score, used for the OS C-indices) and ``repeat``/``fold`` (CV).
+        own OS risk score, read only with ``score="mixed"``) and ``repeat``/``fold`` (CV).
     train_df : DataFrame, mapping or None
         Training outcomes (``os_years``, ``os_event``, ``dfs_years``, ``dfs_event``) for the
         censoring distribution of the IPCW metrics (Uno's C, IBS, AUC). A mapping
@@ -965,6 +1020,12 @@ def all_metrics(
         of either keeps its censoring fits between calls (bootstrap replicates).
     rule : {"argmax", "median"}
         See :func:`predicted_years`.
+    score : {"risk", "mixed"}
+        What the C-indices and the AUC marker rank patients by
+        (``types.Predictions.ranking_score``): ``"risk"`` (default) the predicted probability
+        of the event by ``types.RISK_HORIZON_YEARS`` (death by 5 years, recurrence by 3
+        years) for every model alike; ``"mixed"`` each model's own functional as before
+        (an anchor's ``native_risk``, else minus the 12-year restricted mean survival time).
 
     Returns
     -------
@@ -972,12 +1033,14 @@ def all_metrics(
         ``os_taa, os_mae, os_mse, os_n`` (survival head vs OS, primary paper metrics),
         ``os_obs_*`` (observed deaths only), ``dfs_*`` and ``dfs_obs_*`` (recurrence head vs
         DFS), and ``os_c_harrell, os_c_uno, os_ibs, os_auc_<h>y`` (survival head:
-        :func:`risk_from_survival` or ``native_risk``, :func:`survival_curve`) and
-        ``dfs_c_*`` etc. (recurrence head: :func:`risk_from_recurrence`,
-        :func:`recurrence_free_curve`). Uno's C and the IBS use the fixed
-        :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
+        ``ranking_score("os", score)``, :func:`survival_curve`) and ``dfs_c_*`` etc.
+        (recurrence head: the 3-year risk, :func:`recurrence_free_curve`). Uno's C and the
+        IBS use the fixed :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
     """
-    df = predictions_df
+    preds = predictions_df
+    if not isinstance(preds, Predictions):  # validated once (a caller may pass it validated)
+        preds = Predictions.from_frame(preds)
+    df = preds.frame
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise ValueError(f"unknown heads {sorted(unknown)}; use 'os' and/or 'dfs'")
@@ -987,15 +1050,14 @@ def all_metrics(
     if by_fold and not set(CV_COLS) <= set(df.columns):
         raise ValueError("train_df by (repeat, fold) needs 'repeat' and 'fold' columns")
     out: dict[str, float] = {}
-    preds = Predictions.from_frame(df)
     for end in heads:
         if end == "os":
             pred = predicted_years(preds.survival_pmf, rule)
         else:
             pred = recurrence_years(preds.recurrence_cdf, rule)
-        # the ranking score of each head (Predictions.ranking_score): minus the expected
-        # years of life (or the anchor's native risk) for OS, the 3-year risk for DFS
-        risk, curve = preds.ranking_score(end, native=True), preds.curve(end)
+        # the ranking score of each head (Predictions.ranking_score): by default the 5-year
+        # risk of death (OS) and the 3-year risk of recurrence (DFS), every model alike
+        risk, curve = preds.ranking_score(end, score), preds.curve(end)
         time, event = preds.outcomes(end)
         for k, v in paper_metrics(pred, time, rule).items():
             out[f"{end}_{k}"] = v

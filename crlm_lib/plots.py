@@ -9,8 +9,8 @@ contours with a legend, axes named with units.
   :func:`attention_over_years`, :func:`plot_shap_beeswarm`, :func:`plot_shap_bar`;
 - the heatmap panel shared with the per-patient report's pages
   (:mod:`crlm_lib.report_figures`): :func:`draw_heat_panel`, :func:`outline_legend_handles`;
-- evaluation (:mod:`crlm_lib.evaluation.calibration`): :func:`plot_calibration`,
-  :func:`plot_km_by_risk`.
+- evaluation (:mod:`crlm_lib.evaluation.calibration`, :mod:`crlm_lib.evaluation.decision`):
+  :func:`plot_calibration`, :func:`plot_km_by_risk`, :func:`plot_decision_curve`.
 
 ``crlm_lib.figures`` and ``crlm_lib.explain`` re-export their former names from here.
 """
@@ -40,6 +40,7 @@ __all__ = [
     "most_tumour_slice",
     "outline_legend_handles",
     "plot_calibration",
+    "plot_decision_curve",
     "plot_km_by_risk",
     "plot_learning_curves",
     "plot_masks_overlay",
@@ -552,6 +553,33 @@ def plot_km_by_risk(
     ax.set_xlabel("years after hepatic resection")
     ax.set_ylabel(f"{what} probability")
     ax.set_ylim(0, 1.02)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decision_curve(table: pd.DataFrame, title: str = "", ax=None):
+    """Decision curve: net benefit against the threshold probability, one line per model of
+    ``table`` (``evaluation.decision_curve``), treat-all dashed grey, treat-none at 0.
+
+    x: threshold probability of the event by the horizon (%); y: net benefit (true positives
+    per patient, minus false positives weighted by ``p_t / (1 - p_t)``). The y axis starts a
+    little below 0 (a strategy below treat-none does harm). Returns the Figure.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4)) if ax is None else (ax.figure, ax)
+    styles = {"all": {"color": "grey", "ls": "--"}, "none": {"color": "black", "lw": 1}}
+    for model, rows in table.groupby("model", sort=False):
+        ax.plot(
+            100 * rows["threshold"], rows["net_benefit"], label=rows["label"].iloc[0],
+            **styles.get(str(model), {"lw": 1.8}),
+        )  # fmt: skip
+    top = np.nanmax(table["net_benefit"].to_numpy(float))
+    ax.set_ylim(-0.05, max(top, 0.05) * 1.1)
+    horizon = table["horizon_years"].iloc[0]
+    ax.set_xlabel(f"threshold probability of recurrence or death by {horizon:g} years (%)")
+    ax.set_ylabel("net benefit (per patient)")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -18,8 +18,10 @@ Outputs per patient
   the training cohort's follow-up runs out (fewer than :data:`MIN_AT_RISK` training patients at
   risk) are flagged;
 * risk group (low / intermediate / high) against the tertiles of the training patients'
-  predicted risk (the risk scores of the evaluation: ``metrics.risk_from_survival`` for OS,
-  ``metrics.risk_from_recurrence`` for recurrence);
+  predicted risk (``types.Predictions.ranking_score(score="mixed")``: minus the 12-year
+  restricted mean survival, ``metrics.risk_from_survival``, for OS, and
+  ``metrics.risk_from_recurrence`` for recurrence; the score the training references stored
+  in run folders were computed with, named in their ``risk_score`` entry);
 * a plain-language line, the predictors that were missing and whether the patient's CT images
   were among the model's training (or early-stopping) images (:func:`in_training_set`: by the
   images' SOP instance UIDs, not the patient ID; unknown for a run that does not record them).
@@ -166,9 +168,11 @@ def training_reference(pred_train: pd.DataFrame, outcomes_train: pd.DataFrame) -
 
 
 def _risks(pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The evaluation's ranking scores (``types.Predictions.ranking_score``) of OS and DFS."""
+    """The risk-group scores of OS and DFS (``types.Predictions.ranking_score`` with
+    ``score="mixed"``: the functional of the stored training references, see the module
+    docstring; the evaluation's C-indices rank by the 5-year risk instead)."""
     p = Predictions.from_frame(pred)
-    return p.ranking_score("os"), p.ranking_score("dfs")
+    return p.ranking_score("os", "mixed"), p.ranking_score("dfs", "mixed")
 
 
 def store_training_reference(

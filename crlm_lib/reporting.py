@@ -64,6 +64,8 @@ HEADLINE_MODELS: dict[str, str] = {
     "cox": "cox",
     "cox-vol": "cox_vol",
     "cox-clinvol": "cox_clinvol",
+    "cox-clinrad": "cox_clinrad",
+    "cox-trueimg": "cox_trueimg",
     "oracle": "oracle",
 }
 #: Image models whose CT-permutation difference the abstract quotes (``<prefix>-perm-os``).

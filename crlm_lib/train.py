@@ -214,8 +214,12 @@ def build_optimizer(
     """The training engine's AdamW (4D-ACFNet section 4.2), in its fused form: one kernel over
     every parameter tensor instead of a Python loop over them (the loop over 4D-ACFNet's 73
     tensors takes ~20% of a cpu-profile step: 4.1 ms against 0.9 ms fused; equal to the loop
-    up to float rounding). The benchmarks build theirs here too, so they time what ``fit`` runs."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    up to float rounding). The benchmarks build theirs here too, so they time what ``fit`` runs.
+
+    A model with a ``param_groups(lr)`` method (4D-ACFNet's ``head_lr_scale``) gives its own
+    parameter groups and learning rates; every other model trains all parameters at ``lr``."""
+    groups = model.param_groups(lr) if hasattr(model, "param_groups") else model.parameters()
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def channels_last_3d(model: nn.Module) -> nn.Module:

@@ -18,19 +18,22 @@ Risk, defined once
 ------------------
 :meth:`Predictions.risk` ``(head, horizon_years)`` is the predicted probability of the event
 (death for ``"os"``, recurrence for ``"dfs"``) by the end of year ``horizon_years``, i.e.
-``1 - S(horizon)`` of :meth:`Predictions.curve`. The recurrence head's evaluation score is
-this risk at 3 years (``metrics.risk_from_recurrence``). Two other quantities that could be
-called "risk" have their own names because their numbers differ:
+``1 - S(horizon)`` of :meth:`Predictions.curve`. It is also what the evaluation ranks every
+model by (:meth:`Predictions.ranking_score`): the risk at :data:`RISK_HORIZON_YEARS`, 5 years
+for overall survival and 3 years for recurrence, for the Fong score, Cox, the forest, the deep
+models and the oracle alike, so that a C-index compares models and not functionals. Two other
+quantities that could be called "risk" have their own names because their numbers differ:
 
-- :meth:`Predictions.expected_years` — the 12-year restricted mean event-free time; the
-  survival head's ranking score of the evaluation is minus it (``metrics.risk_from_survival``);
+- :meth:`Predictions.expected_years` — the 12-year restricted mean event-free time (minus it
+  is ``metrics.risk_from_survival``);
 - :meth:`Predictions.mean_recurrence_probability` — the mean of the 12 (running-max)
   recurrence sigmoids (``metrics.risk_from_recurrence(horizon_years=None)``), the
   horizon-free alternative.
 
-:meth:`Predictions.ranking_score` returns what the evaluation ranks patients by (the C-index,
-AUC, calibration groups and ``crlm predict``'s risk groups): ``-expected_years("os")`` (or the
-anchor's ``native_risk`` when asked) and ``risk("dfs", 3)``.
+``ranking_score(head, score="mixed")`` keeps the functionals the evaluation used before
+(an anchor's own ``native_risk``, else minus the 12-year restricted mean, for overall
+survival), to show what the choice changes; ``crlm predict``'s risk groups still use it,
+since the training references stored in run folders were computed with it.
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ CV_COLS: list[str] = ["repeat", "fold"]
 #: Attention over the 12 virtual years (models that have it).
 ATTENTION_COLS: list[str] = [f"att_{k}" for k in range(1, N_YEARS + 1)]
 HEADS: tuple[str, ...] = ("os", "dfs")
+#: Horizon (years) of the risk every model is ranked by (:meth:`Predictions.ranking_score`):
+#: the probability of death by 5 years, of recurrence (or death) by 3 years.
+RISK_HORIZON_YEARS: dict[str, int] = {"os": 5, "dfs": 3}
+#: The ranking functionals of :meth:`Predictions.ranking_score`: ``"risk"`` (every model
+#: alike, the default) and ``"mixed"`` (each model its own, as before issue 21).
+RANKING_SCORES: tuple[str, ...] = ("risk", "mixed")
 
 
 class PredictionsError(ValueError):
@@ -226,7 +235,8 @@ class Predictions:
         """THE risk: predicted probability of the event by the end of year ``horizon_years``.
 
         ``"os"``: ``sum_{j<=h} p_j`` (clipped to [0, 1]); ``"dfs"``: ``max_{j<=h} q_j``
-        (``metrics.risk_from_recurrence``, the recurrence head's score in the evaluation).
+        (``metrics.risk_from_recurrence``). At :data:`RISK_HORIZON_YEARS` it is the score
+        the evaluation ranks every model by (:meth:`ranking_score`).
         Higher = worse. ``[N]`` float64.
         """
         from crlm_lib import metrics as M
@@ -243,7 +253,8 @@ class Predictions:
         """12-year restricted mean event-free time in years, ``[N]``.
 
         ``"os"``: ``sum_k (k + 0.5) p_k + 12 S(12)`` (deaths at mid-year; minus
-        ``metrics.risk_from_survival``, the survival head's ranking score);
+        ``metrics.risk_from_survival``, the survival head's ranking score under
+        ``ranking_score(score="mixed")``);
         ``"dfs"``: ``12 (1 - mean_k Q_k)``.
         """
         from crlm_lib import metrics as M
@@ -260,19 +271,26 @@ class Predictions:
 
         return M.risk_from_recurrence(self.recurrence_cdf, None)
 
-    def ranking_score(self, head: str, native: bool = False) -> np.ndarray:
+    def ranking_score(self, head: str, score: str = "risk") -> np.ndarray:
         """What the evaluation ranks patients by (higher = worse), ``[N]``.
 
-        ``"os"``: ``metrics.risk_from_survival`` (minus :meth:`expected_years`), or the
-        anchor's :data:`NATIVE_RISK` when ``native`` and it is present and finite;
-        ``"dfs"``: :meth:`risk` at 3 years.
+        ``score="risk"`` (default, one functional for every model): :meth:`risk` at
+        :data:`RISK_HORIZON_YEARS`, the predicted probability of death by 5 years (``"os"``)
+        or of recurrence by 3 years (``"dfs"``). ``score="mixed"``: the functionals used
+        before, each model its own, kept as a sensitivity analysis and for the training
+        references already stored by ``crlm predict``: for ``"os"`` the anchor's
+        :data:`NATIVE_RISK` where present and finite (the Fong score itself, Cox's linear
+        predictor, the oracle's 5-year risk), else ``metrics.risk_from_survival`` (minus
+        the 12-year restricted mean survival time); ``"dfs"`` is the 3-year risk either way.
         """
         from crlm_lib import metrics as M
 
         _check_head(head)
-        if head == "dfs":
-            return M.risk_from_recurrence(self.recurrence_cdf)
-        if native and NATIVE_RISK in self.frame.columns:
+        if score not in RANKING_SCORES:
+            raise PredictionsError(f"unknown score {score!r}; use one of {RANKING_SCORES}")
+        if score == "risk" or head == "dfs":
+            return self.risk(head, RISK_HORIZON_YEARS[head])
+        if NATIVE_RISK in self.frame.columns:
             native_risk = self.frame[NATIVE_RISK].to_numpy(np.float64)
             if np.isfinite(native_risk).all():
                 return native_risk

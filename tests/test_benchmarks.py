@@ -108,3 +108,25 @@ def test_prediction_honesty_and_speed_run_small(tmp_path):
                str(tmp_path / "heldout" / "clinical.csv"), "--patients", "2")  # fmt: skip
     assert re.search(r"start-up \(imports \+ 2 models loaded\): [\d.]+ s wall", out), out
     assert re.search(r"warm patients: median [\d.]+ s wall", out), out
+
+
+def test_synthetic_bench_summary_counts_seeds_with_an_interval_above_zero():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import synthetic_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = []
+    for seed, (est, low) in enumerate([(0.03, 0.01), (0.02, -0.01), (0.05, 0.02)]):
+        rows.append(("image_effect", seed, "acfnet", "permutation_os_c_harrell", est, low, 0.1))
+        rows.append(("image_effect", seed, "acfnet", "os_c_harrell", 0.6 + est, 0.5, 0.7))
+    tidy = pd.DataFrame(
+        rows, columns=["setting", "seed", "model", "metric", "estimate", "low", "high"]
+    )
+    out = synthetic_bench.summarise_cv(tidy)
+    perm = out.loc[("image_effect", "acfnet", "permutation_os_c_harrell")]
+    assert perm["above0"] == 2 and perm["count"] == 3 and perm["seed0_rank"] == 2
+    assert abs(perm["mean"] - 0.1 / 3) < 1e-12
+    assert pd.isna(out.loc[("image_effect", "acfnet", "os_c_harrell"), "above0"])

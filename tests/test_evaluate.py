@@ -15,6 +15,7 @@ from crlm_lib.data.clinical import PREDICTORS
 from crlm_lib.evaluation import bootstrap as B
 from crlm_lib.evaluation import protocols, runs
 from crlm_lib.models.clinical import SURV_COLS, frame_from_curves
+from crlm_lib.types import Predictions
 
 YEARS = np.arange(1, N_YEARS + 1)
 
@@ -301,6 +302,7 @@ def test_variants_labels_and_control_table():
         "burden_target": False,
         "lesion_pooling": False,
         "intensity_target": False,
+        "head_lr_scale": 1.0,
     }
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
@@ -372,3 +374,98 @@ def test_image_oracle_row_reads_the_true_image_quantities(splits, tmp_path):
     assert list(dict.fromkeys(res.tidy["model"])) == ["cox", "cox_trueimg", "oracle"]
     c = res.tidy.set_index(["model", "metric"])["estimate"]
     assert c["cox_trueimg", "os_c_harrell"] > c["cox", "os_c_harrell"] + 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# point-metric table, tie sensitivity, decision curve (issue 21)
+
+
+@pytest.fixture
+def cv_two_repeats(splits, tmp_path):
+    """Fong, Cox and the oracle in 2 folds x 2 repeats of a simulated cohort of 90."""
+    from dataclasses import replace
+
+    cohort = simulate_cohort(90, seed=4)
+    smoke = get_profile("smoke")
+    prof = smoke.with_(eval=replace(smoke.eval, cv_repeats=2))
+    res = ev.run_cv_protocol(
+        [], cohort, prof, n_boot=2, runs_dir=tmp_path, anchors=("fong", "cox"), controls=False
+    )
+    return cohort, res
+
+
+def test_point_metric_table_rows_papers_metrics_and_constant(cv_two_repeats):
+    from crlm_lib import point_metrics as P
+
+    cohort, cv = cv_two_repeats
+    table = ev.point_metric_table({**cv.predictions, "cox@ct-permuted": []}, cohort)
+    assert list(table.index) == ["fong", "cox", "constant", "oracle"]
+    assert list(table.columns) == [f"os_{m}" for m in ev.POINT_TABLE_METRICS]
+    tidy = cv.tidy.set_index(["model", "metric"])["estimate"]
+    for model in ("fong", "cox", "oracle"):  # the papers' columns are the main table's
+        assert table.loc[model, "os_taa"] == pytest.approx(tidy[model, "os_taa"])
+        assert table.loc[model, "os_obs_mae"] == pytest.approx(tidy[model, "os_obs_mae"])
+        # a censored patient predicted to die after censoring adds no hinge error
+        assert table.loc[model, "os_hinge_mae"] <= table.loc[model, "os_mae"]
+    # the constant "always year k": k maximises TAA on each test fold's training fold
+    per_repeat = []
+    for frame in cv.predictions["cox"]:
+        k = np.empty(len(frame))
+        for f in (0, 1):
+            test = (frame["fold"] == f).to_numpy()
+            held_out = set(frame["patient_id"][test])
+            train = cohort.outcomes.loc[[i for i in cohort.ids if i not in held_out]]
+            t, e = train["os_years"].to_numpy(), train["os_event"].to_numpy()
+            g = P.censoring_prob_at(M.CensoringKM(t, e), t)
+            k[test] = P.best_constant_years(t, e, g)["taa"]
+        per_repeat.append(M.paper_metrics(k, frame["os_years"])["taa"])
+    assert table.loc["constant", "os_taa"] == pytest.approx(np.mean(per_repeat))
+    assert table.loc["oracle", "os_dcal_p"] > 0.01  # the true curves are D-calibrated
+
+
+def test_tie_sensitivity_matches_the_main_table_and_months_move_the_conventions(cv_two_repeats):
+    cohort, cv = cv_two_repeats
+    table = ev.tie_sensitivity_table(cv.predictions, cohort, heads=("os",))
+    assert list(table.index) == ["fong", "cox", "oracle"]
+    tidy = cv.tidy.set_index(["model", "metric"])["estimate"]
+    for model in table.index:  # recorded times, G(T): the CV table's Uno C
+        assert table.loc[model, "os_c_uno"] == pytest.approx(tidy[model, "os_c_uno"], abs=1e-12)
+    months = table[["os_c_uno_months_g_t", "os_c_uno_months_g_t_minus"]]
+    assert months.notna().all().all()
+    assert (months.iloc[:, 0] != months.iloc[:, 1]).any()  # ties at month resolution
+
+
+def _net_benefit_reference(time, event, risk, threshold, horizon):
+    """Net benefit from its definition, with scikit-survival's Kaplan–Meier (not lifelines,
+    which dcurves uses)."""
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    def km_risk(mask):
+        if not mask.any():
+            return 0.0
+        t, s = kaplan_meier_estimator(event[mask].astype(bool), time[mask])
+        i = np.searchsorted(t, horizon, side="right") - 1
+        return 1.0 - (s[i] if i >= 0 else 1.0)
+
+    flagged = risk >= threshold
+    share, r = flagged.mean(), km_risk(flagged)
+    return share * r - share * (1 - r) * threshold / (1 - threshold)
+
+
+def test_decision_curve_matches_its_definition_and_has_the_references(cv_two_repeats):
+    cohort, cv = cv_two_repeats
+    dca = ev.decision_curve(cv.predictions, models=("fong", "cox", "acfnet", "oracle"))
+    assert list(dict.fromkeys(dca["model"])) == ["fong", "cox", "oracle", "all", "none"]
+    assert set(dca["threshold"].round(2)) == set(ev.DCA_THRESHOLDS) and (dca["n"] == 90).all()
+    assert (dca.loc[dca["model"] == "none", "net_benefit"] == 0).all()
+    frame = cv.predictions["cox"][0].sort_values("patient_id")
+    time, event = frame["dfs_years"].to_numpy(), frame["dfs_event"].to_numpy()
+    risk = Predictions.from_frame(frame).risk("dfs", 2)
+    for model, score in (("cox", risk), ("all", np.ones_like(risk))):
+        rows = dca[dca["model"] == model]
+        expected = [_net_benefit_reference(time, event, score, t, 2.0) for t in rows["threshold"]]
+        np.testing.assert_allclose(rows["net_benefit"], expected, atol=1e-9)
+    fig = ev.plot_decision_curve(dca)
+    assert len(fig.axes[0].lines) == 5
+    with pytest.raises(ev.EvaluationError, match="none of"):
+        ev.decision_curve(cv.predictions, models=("stg",))

@@ -331,7 +331,9 @@ def three_fold_table(tied_censored_cohort):
     return df, outcomes, by_fold
 
 
-def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort, three_fold_table):
+def test_all_metrics_ranks_by_five_year_risk_and_uses_fold_censoring(
+    tied_censored_cohort, three_fold_table
+):
     time, event, p = tied_censored_cohort
     df, outcomes, by_fold = three_fold_table
     n = time.size
@@ -349,13 +351,16 @@ def test_all_metrics_uses_native_risk_and_fold_censoring(tied_censored_cohort, t
     assert out["os_c_uno"] != pooled["os_c_uno"]
     with pytest.raises(ValueError, match="fold"):
         M.all_metrics(df, {(0, 0): outcomes}, heads=("os",))
-    # an anchor's own risk score (e.g. the Fong score) ranks patients for the C-indices
-    score = np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8])[::-1].astype(float)
+    # every model is ranked by its 5-year risk of death (the curve at 5 years) ...
+    five_year = np.cumsum(p, axis=1)[:, 4]
+    assert pooled["os_c_harrell"] == pytest.approx(concordance_index(time, -five_year, event))
+    # ... an anchor's own risk score (e.g. the Fong score) only under score="mixed"
     scored = df.assign(native_risk=-np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8]))
-    out_native = M.all_metrics(scored, outcomes, heads=("os",))
+    assert M.all_metrics(scored, outcomes, heads=("os",))["os_c_harrell"] == pooled["os_c_harrell"]
+    out_native = M.all_metrics(scored, outcomes, heads=("os",), score="mixed")
     expected = concordance_index(time, np.digitize(-M.risk_from_survival(p), [2, 4, 6, 8]), event)
     assert out_native["os_c_harrell"] == pytest.approx(expected)
-    assert out_native["os_c_harrell"] != pooled["os_c_harrell"] and score.size == n
+    assert out_native["os_c_harrell"] != pooled["os_c_harrell"] and five_year.size == n
 
 
 def test_year_bin_one_rule_for_targets_and_metrics():
@@ -444,3 +449,21 @@ def test_training_outcomes_fit_each_censoring_distribution_once(three_fold_table
     assert all(train._fitted[k] is v for k, v in fitted.items())  # reused, not refitted
     assert first == M.all_metrics(df, by_fold)  # same numbers as the plain mapping
     assert again == M.all_metrics(sub, by_fold)
+
+
+def test_curve_at_times_interpolates_linearly_between_year_ends():
+    surv = np.array([np.linspace(0.9, 0.35, 12), np.full(12, 0.5)])
+    t = np.array([0.0, 0.5, 1.0, 2.25, 12.0, 30.0])
+    at = M.curve_at_times(surv, t)
+    np.testing.assert_allclose(at[0], [1.0, 0.95, 0.9, 0.8375, 0.35, 0.35])
+    np.testing.assert_allclose(at[1], [1.0, 0.75, 0.5, 0.5, 0.5, 0.5])
+    own = M.curve_at_times(surv, np.array([0.5, 0.5]), own=True)
+    np.testing.assert_allclose(own, [0.95, 0.75])
+    with pytest.raises(ValueError, match="one time per patient"):
+        M.curve_at_times(surv, t, own=True)
+
+
+def test_censoring_prob_before_is_the_left_limit():
+    km = M.CensoringKM(np.array([1.0, 2.0, 2.0, 3.0, 4.0]), np.array([1, 0, 1, 1, 0]))
+    np.testing.assert_allclose(km.prob(np.array([1.0, 2.0, 2.5])), [1.0, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(km.prob_before(np.array([1.0, 2.0, 2.5, 0.0])), [1, 1, 2 / 3, 1])

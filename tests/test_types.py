@@ -74,8 +74,10 @@ def test_curves_and_scores_match_metrics_exactly():
     pmf, rec = df[SURV_COLS].to_numpy(float), df[REC_COLS].to_numpy(float)
     np.testing.assert_array_equal(p.curve("os"), M.survival_curve(pmf))
     np.testing.assert_array_equal(p.curve("dfs"), M.recurrence_free_curve(rec))
-    np.testing.assert_array_equal(p.ranking_score("os"), M.risk_from_survival(pmf))
+    np.testing.assert_array_equal(p.ranking_score("os"), p.risk("os", 5))
+    np.testing.assert_array_equal(p.ranking_score("os", "mixed"), M.risk_from_survival(pmf))
     np.testing.assert_array_equal(p.ranking_score("dfs"), M.risk_from_recurrence(rec))
+    np.testing.assert_array_equal(p.ranking_score("dfs", "mixed"), M.risk_from_recurrence(rec))
     np.testing.assert_array_equal(p.risk("dfs", 3), M.risk_from_recurrence(rec, 3))
     np.testing.assert_array_equal(p.expected_years("os"), -M.risk_from_survival(pmf))
     np.testing.assert_array_equal(
@@ -94,16 +96,20 @@ def test_risk_is_one_minus_curve_at_horizon():
         p.curve("pfs")
 
 
-def test_native_risk_used_only_when_asked_and_finite():
+def test_one_risk_score_for_every_model_native_risk_only_when_mixed():
     df = _frame()
     df["native_risk"] = np.linspace(0, 1, len(df))
     p = Predictions.from_frame(df)
-    np.testing.assert_array_equal(p.ranking_score("os", native=True), df["native_risk"])
+    # the default ranks by the 5-year risk of death whatever the frame carries
+    np.testing.assert_allclose(p.ranking_score("os"), 1.0 - p.curve("os")[:, 4], atol=1e-12)
+    np.testing.assert_array_equal(p.ranking_score("os", "mixed"), df["native_risk"])
+    df.loc[0, "native_risk"] = np.nan  # not finite: minus the restricted mean instead
     np.testing.assert_array_equal(
-        p.ranking_score("os"), M.risk_from_survival(df[SURV_COLS].to_numpy(float))
+        Predictions.from_frame(df).ranking_score("os", "mixed"),
+        M.risk_from_survival(df[SURV_COLS].to_numpy(float)),
     )
-    df.loc[0, "native_risk"] = np.nan
-    assert not np.isnan(Predictions.from_frame(df).ranking_score("os", native=True)).any()
+    with pytest.raises(PredictionsError, match="score"):
+        p.ranking_score("os", "native")
 
 
 def test_anchor_frame_is_valid_predictions_with_beyond_mass():

@@ -18,6 +18,12 @@ name below):
   (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
 - :mod:`~crlm_lib.evaluation.calibration` — calibration tables and plots, Kaplan–Meier by
   predicted risk;
+- :mod:`~crlm_lib.evaluation.point` — the papers' point metrics beside their censoring-aware
+  versions, D-calibration and the best constant (:func:`point_metric_table`);
+- :mod:`~crlm_lib.evaluation.ties` — Uno's C at month resolution under both tie conventions
+  of its censoring weights (:func:`tie_sensitivity_table`);
+- :mod:`~crlm_lib.evaluation.decision` — decision-curve analysis with ``dcurves``
+  (:func:`decision_curve`, :func:`plot_decision_curve`);
 - :mod:`~crlm_lib.evaluation.tables` — wide, ablation, comparison, parameter, paired,
   published, environment and TRIPOD+AI tables.
 
@@ -44,6 +50,13 @@ from crlm_lib.evaluation.calibration import (
     plot_calibration,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort, load_oracle
+from crlm_lib.evaluation.decision import (
+    DCA_MODELS,
+    DCA_THRESHOLDS,
+    decision_curve,
+    plot_decision_curve,
+)
+from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
 from crlm_lib.evaluation.protocols import (
     CVResult,
     cv_split_ids,
@@ -82,6 +95,7 @@ from crlm_lib.evaluation.tables import (
     HEADLINE_METRICS,
     LOWER_IS_BETTER,
     METRIC_LABELS,
+    POINT_LABELS,
     PUBLISHED,
     TRIPOD_AI,
     ablation_table,
@@ -96,16 +110,23 @@ from crlm_lib.evaluation.tables import (
     tripod_checklist,
     wide_table,
 )
+from crlm_lib.evaluation.ties import TIE_COLUMNS, tie_sensitivity_table
 
 __all__ = [
     "ABLATION_ROWS",
     "ANCHOR_NAMES",
+    "CONSTANT_KEY",
+    "DCA_MODELS",
+    "DCA_THRESHOLDS",
+    "POINT_TABLE_METRICS",
+    "TIE_COLUMNS",
     "HEADLINE_METRICS",
     "IMAGE_MODELS",
     "LABELS",
     "LOWER_IS_BETTER",
     "METRIC_LABELS",
     "PERMUTED_SUFFIX",
+    "POINT_LABELS",
     "VOLUMETRIC_ANCHORS",
     "PUBLISHED",
     "RUN_FILES",
@@ -130,6 +151,7 @@ __all__ = [
     "comparison_table",
     "control_table",
     "cv_split_ids",
+    "decision_curve",
     "default_n_groups",
     "draws",
     "environment_table",
@@ -148,6 +170,8 @@ __all__ = [
     "parameter_table",
     "percentile_interval",
     "plot_calibration",
+    "plot_decision_curve",
+    "point_metric_table",
     "pooled_predictions",
     "pretty",
     "published_all",
@@ -158,6 +182,7 @@ __all__ = [
     "run_identity",
     "run_progress",
     "stored_encoder",
+    "tie_sensitivity_table",
     "tripod_checklist",
     "wide_table",
 ]

@@ -20,9 +20,12 @@ Uncertainty (choices)
   mapping). Harrell's C and TAA / MAE / MSE are computed on the pooled OOF predictions.
 * Uno's C and the IBS use a fixed 5-year horizon (``metrics.HORIZON_YEARS``): Uno's C counts
   events strictly before 5 years, the IBS integrates the Brier score over years 1-5.
-* Risk for the C-indices: an anchor's own score where it has one (``native_risk``: the Fong
-  score itself, Cox's linear predictor, the forest's cumulative hazard, the oracle's true
-  5-year risk), else minus the restricted mean survival time of the predicted pmf."""
+* Risk for the C-indices (``types.Predictions.ranking_score``): the predicted probability of
+  death by 5 years (OS) and of recurrence by 3 years (DFS), for every model alike: the Fong
+  score's, Cox's, the forest's, the deep models' and the oracle's curves read at the same
+  horizon. ``score="mixed"`` (``head_metrics``, ``harrell_metrics``) restores the functionals
+  used before (an anchor's own score, else minus the 12-year restricted mean survival time)
+  as a sensitivity analysis."""
 
 from __future__ import annotations
 
@@ -35,9 +38,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from crlm_lib.concordance import antolini_c
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.metrics import MetricWarning
-from crlm_lib.types import PATIENT_ID
+from crlm_lib.types import PATIENT_ID, Predictions
 
 # --------------------------------------------------------------------------------------------
 # the engine: patient draws and percentile intervals (every bootstrap of the library)
@@ -103,6 +107,7 @@ def head_metrics(
     heads: Sequence[str] = ("os", "dfs"),
     rule: str = "argmax",
     horizons: Sequence[float] = (1.0, 3.0, 5.0),
+    score: str = "risk",
 ) -> dict[str, float]:
     """Every metric of a Predictions frame for the chosen heads (``metrics`` module functions).
 
@@ -110,33 +115,44 @@ def head_metrics(
     ``os_auc_3y``, ``dfs_c_harrell`` ...), restricted to ``heads`` so the bootstrap can skip
     the recurrence head when it is not reported. ``train_outcomes`` is the training patients'
     outcomes (censoring distribution of the IPCW metrics), or for pooled CV predictions a
-    mapping ``{(repeat, fold): training-fold outcomes}``.
+    mapping ``{(repeat, fold): training-fold outcomes}``. ``score``: the ranking functional
+    of the C-indices (``metrics.all_metrics``). Beside them, ``<head>_c_antolini``:
+    Antolini's time-dependent C of the predicted curves (``concordance.antolini_c``; no
+    censoring weights, so pooled over the folds as Harrell's C).
     """
     from crlm_lib import metrics as M
 
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise EvaluationError(f"unknown head(s) {sorted(unknown)}")
-    return M.all_metrics(pred, train_outcomes, rule=rule, horizons=horizons, heads=heads)
+    preds = Predictions.from_frame(pred)  # validated once for both
+    out = M.all_metrics(
+        preds, train_outcomes, rule=rule, horizons=horizons, heads=heads, score=score
+    )
+    for head in heads:
+        time, event = preds.outcomes(head)
+        out[f"{head}_c_antolini"] = antolini_c(time, event, preds.curve(head))
+    return out
 
 
 def harrell_metrics(
     pred: pd.DataFrame,
     train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
     heads: Sequence[str] = ("os", "dfs"),
+    score: str = "risk",
 ) -> dict[str, float]:
     """Harrell's C of each head only (``<head>_c_harrell``, the same value as
-    :func:`head_metrics`: ``Predictions.ranking_score`` against the head's outcome; no IPCW,
-    so ``train_outcomes`` is unused). The cheap metric of the image-permutation controls,
-    whose bootstrap would otherwise recompute every IPCW metric for every permutation."""
+    :func:`head_metrics`: ``Predictions.ranking_score(head, score)`` against the head's
+    outcome; no IPCW, so ``train_outcomes`` is unused). The cheap metric of the
+    image-permutation controls, whose bootstrap would otherwise recompute every IPCW metric
+    for every permutation."""
     from crlm_lib import metrics as M
-    from crlm_lib.types import Predictions
 
     preds = Predictions.from_frame(pred)
     out = {}
     for head in heads:
         time, event = preds.outcomes(head)
-        out[f"{head}_c_harrell"] = M._harrell(event, time, preds.ranking_score(head, native=True))
+        out[f"{head}_c_harrell"] = M._harrell(event, time, preds.ranking_score(head, score))
     return out
 
 

@@ -115,8 +115,8 @@ def km_by_predicted_risk(
 ) -> KMByRisk:
     """Kaplan–Meier curves of patients split by predicted risk, with a log-rank test.
 
-    Risk = ``types.Predictions.ranking_score``: minus the expected years of life
-    (``metrics.risk_from_survival``, OS head) or the 3-year recurrence risk (DFS head).
+    Risk = ``types.Predictions.ranking_score``: the predicted probability of death by 5 years
+    (OS head) or of recurrence by 3 years (DFS head).
     ``split="median"``: low / high (above the median); ``"tertiles"``: low / mid / high.
     The p-value is the lifelines log-rank test (``multivariate_logrank_test`` across groups).
 

@@ -170,6 +170,12 @@ def fit_predict_torch(
             train_ds.clinical, o["os_years"], o["os_event"],
             dfs_years=o["dfs_years"], dfs_event=o["dfs_event"],
         )  # fmt: skip
+    if getattr(model, "lesion_pool", None) is not None:  # standardised on the training rows
+        from torch.utils.data import DataLoader
+
+        from crlm_lib.data.dataset import collate
+
+        model.calibrate_lesion_pool(DataLoader(train_ds, batch_size=16, collate_fn=collate))
     run_dir.mkdir(parents=True, exist_ok=True)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
@@ -301,8 +307,9 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: per-tensor loop; 2: Hara et al.'s stem (same parameter shapes as MONAI's stride-1 stem, so
 #: checkpoints of revision 1 would load without error) and the fused AdamW.
 #: 3: 4D-ACFNet / STAR / 3D CNN read the liver and tumour masks and learn the SEG burden;
-#: CT windowed -160..240 HU before CLAHE.
-RUN_REVISION = 3
+#: CT windowed -160..240 HU before CLAHE. 4: lesion pooling (standardised on the training rows)
+#: and the tumour-intensity target in 4D-ACFNet / STAR / 3D CNN.
+RUN_REVISION = 4
 
 
 def run_identity(

@@ -44,6 +44,7 @@ LABELS: dict[str, str] = {
     "cox_clinrad": "Cox PH (clinical + SEG volumetrics + tumour HU)",
     "cox_trueimg": "Cox PH (clinical + true image quantities, synthetic)",
     "oracle": "Oracle (true curves, synthetic)",
+    "constant": "Constant year (best k on the training patients)",
     "ct-permuted": "same model, images permuted among test patients",
 }
 
@@ -94,6 +95,7 @@ PUBLISHED_OPTIONS: dict = {
     "burden_target": False,
     "lesion_pooling": False,
     "intensity_target": False,
+    "head_lr_scale": 1.0,
 }
 #: Named variants usable wherever a model name is (``profile.eval.cv_models``,
 #: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the

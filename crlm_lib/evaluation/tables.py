@@ -48,20 +48,42 @@ METRIC_LABELS: dict[str, str] = {
     "os_obs_mae": "MAE, deaths observed (years)",
     "os_c_harrell": "C-index OS (Harrell)",
     "os_c_uno": "C-index OS (Uno)",
+    "os_c_antolini": "C-index OS (Antolini, time-dependent)",
     "os_ibs": "IBS OS",
     "os_auc_1y": "AUC OS 1 y",
     "os_auc_3y": "AUC OS 3 y",
     "os_auc_5y": "AUC OS 5 y",
     "dfs_c_harrell": "C-index DFS (Harrell)",
     "dfs_c_uno": "C-index DFS (Uno)",
+    "dfs_c_antolini": "C-index DFS (Antolini, time-dependent)",
     "dfs_taa": "TAA (DFS year)",
     "dfs_mae": "MAE DFS (years)",
+    # evaluation.point_metric_table (OS head): the papers' metrics named as theirs
+    "os_ipcw_taa": "TAA, IPCW",
+    "os_ipcw_mae": "MAE, IPCW (years)",
+    "os_hinge_mae": "MAE, hinge (years)",
+    "os_dcal_p": "D-calibration p",
+    # evaluation.tie_sensitivity_table
+    "os_c_uno_months_g_t": "Uno C OS, months, G(T)",
+    "os_c_uno_months_g_t_minus": "Uno C OS, months, G(T−)",
+    "dfs_c_uno_months_g_t": "Uno C DFS, months, G(T)",
+    "dfs_c_uno_months_g_t_minus": "Uno C DFS, months, G(T−)",
+}
+#: Column names of the point-metric table, where the papers' metrics are labelled as theirs.
+POINT_LABELS: dict[str, str] = {
+    "os_taa": "TAA, papers' protocol",
+    "os_mae": "MAE, papers' protocol (years)",
+    "os_mse": "MSE, papers' protocol (years²)",
+    "os_obs_taa": "TAA, deaths observed",
+    "os_obs_mae": "MAE, deaths observed (years)",
 }
 
 
-def pretty(table: pd.DataFrame) -> pd.DataFrame:
-    """Rename metric keys (columns) and model keys (index) of a wide table for people."""
-    out = table.rename(columns=lambda c: METRIC_LABELS.get(c, c))
+def pretty(table: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rename metric keys (columns) and model keys (index) of a wide table for people
+    (``labels`` first, e.g. :data:`POINT_LABELS`, then :data:`METRIC_LABELS`)."""
+    names = {**METRIC_LABELS, **(labels or {})}
+    out = table.rename(columns=lambda c: names.get(c, c))
     return out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
 
 

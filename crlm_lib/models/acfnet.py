@@ -235,8 +235,9 @@ class ACFNet(nn.Module):
         ``()`` reads the CT alone (the ``*_noanchor`` variants of ``evaluation.specs``).
     lesion_pooling : bool
         Our addition (default on; off in the papers' network): a
-        :class:`~crlm_lib.models.common.LesionPool` descriptor -- the first two stem blocks'
-        features averaged inside the SEG tumour and liver masks, projected to ``E`` -- is added
+        :class:`~crlm_lib.models.common.LesionPool` descriptor -- the CT and its square (the
+        first two intensity moments) and the first two stem blocks' features, averaged inside
+        the SEG tumour and liver masks and projected to ``E`` -- is added
         to ``h_img``. Needs the masks in the batch (``batch["masks"]``), not as input channels.
     intensity_target : bool
         Auxiliary target (our addition, default on; off in the papers' network): a linear map
@@ -245,6 +246,12 @@ class ACFNet(nn.Module):
         rows whose window holds no tumour are left out). Like the burden target it is computed
         from the inputs every patient has; it asks the image embedding to carry the tumours'
         attenuation, the first-order radiomics a radiologist reads, which the masks do not.
+    head_lr_scale : float
+        Learning-rate multiplier of the prognosis heads (:meth:`param_groups`; our addition,
+        default 10, 1 in the papers' network). The anchored heads start with zero last-layer
+        weights; turning the image embedding into a risk needs weights of order one, which
+        AdamW at the base rate (a step of about ``lr`` per parameter) does not reach in the
+        cpu profile's ~150 steps.
 
     Why the defaults read the masks and carry the burden target: with the CT alone, the
     anchored heads and the GroupNorm before the global pooling, the trained network's
@@ -280,6 +287,7 @@ class ACFNet(nn.Module):
         burden_target: bool = True,
         lesion_pooling: bool = True,
         intensity_target: bool = True,
+        head_lr_scale: float = 10.0,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -325,8 +333,9 @@ class ACFNet(nn.Module):
         self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
         self.burden_head = nn.Linear(e, 1) if burden_target else None
         self.intensity_head = nn.Linear(e, 2) if intensity_target else None
+        self.head_lr_scale = float(head_lr_scale)
         regions = (MASK_NAMES.index("tumour"), MASK_NAMES.index("liver"))
-        self.lesion_pool = LesionPool((w, 2 * w), regions, e) if lesion_pooling else None
+        self.lesion_pool = LesionPool((2, w, 2 * w), regions, e) if lesion_pooling else None
 
     def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
         """Switch A: the 4D spatio-temporal block with timestep attention, or one 3D conv."""
@@ -410,7 +419,7 @@ class ACFNet(nn.Module):
                     "lesion_pooling=True averages the stem features inside the SEG masks, but "
                     "the batch has no 'masks' (build the model with lesion_pooling=False)"
                 )
-            h_img = h_img + self.lesion_pool(feats[:2], batch["masks"].to(ct))
+            h_img = h_img + self.lesion_pool(_pool_inputs(ct, feats), batch["masks"].to(ct))
         clinical = batch["clinical"].to(ct)
         h_clin = self.clin_encoder(clinical)
         h_recon = None
@@ -474,6 +483,37 @@ class ACFNet(nn.Module):
             monitor=monitor,
         )
         return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """AdamW parameter groups: the prognosis heads at ``lr * head_lr_scale``, the rest at
+        ``lr`` (one group when the scale is 1)."""
+        heads = list(self.heads.parameters())
+        if self.head_lr_scale == 1.0:
+            return [{"params": list(self.parameters()), "lr": lr}]
+        ids = {id(p) for p in heads}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": heads, "lr": lr * self.head_lr_scale}]
+
+    @torch.no_grad()
+    def calibrate_lesion_pool(self, batches) -> int:
+        """Standardise the lesion-pooling descriptor with the patients of ``batches`` (the
+        *training* rows; an iterable of batch dicts with ``ct`` and ``masks``), see
+        :class:`~crlm_lib.models.common.LesionPool`. Returns the number of patients used (0:
+        no lesion pooling, nothing done)."""
+        if self.lesion_pool is None:
+            return 0
+        was_training = self.training
+        self.eval()
+        rows = []
+        for batch in batches:
+            ct = image_input(batch, self.mask_channels)
+            feats = self.stem.forward_all(ct)
+            rows.append(self.lesion_pool.descriptor(_pool_inputs(ct, feats), batch["masks"]))
+        self.train(was_training)
+        desc = torch.cat(rows)
+        if len(desc) >= 2:
+            self.lesion_pool.calibrate(desc)
+        return len(desc)
 
     @torch.no_grad()
     def anchor_clinical(
@@ -553,6 +593,13 @@ class ACFNet(nn.Module):
                 cum = np.clip(cum, 1e-3, 1 - 1e-3)
                 _anchor_head(self.heads.recurrence[-1], np.log(cum / (1 - cum)))
         return beta
+
+
+def _pool_inputs(ct: Tensor, feats: list[Tensor]) -> list[Tensor]:
+    """What :class:`LesionPool` averages: the CT and its square (the first two intensity
+    moments inside each mask) and the first two stem blocks' outputs."""
+    x = ct[:, :1]
+    return [torch.cat([x, x * x], dim=1), *feats[:2]]
 
 
 def _ridge_cox(x: np.ndarray, years, event, penalizer: float) -> np.ndarray | None:

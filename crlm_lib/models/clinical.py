@@ -106,10 +106,11 @@ def frame_from_curves(
         ``crlm_lib.data.clinical.outcomes`` (indexed by patient ID); its four outcome columns are
         copied for ``ids``. ``None`` leaves them out (prediction for new patients).
     risk : ndarray [N], optional
-        The anchor's native risk score (higher = worse), stored as ``native_risk``;
-        ``metrics.all_metrics`` ranks patients by it for the OS C-indices (the Fong score
-        itself, Cox's linear predictor, the forest's cumulative hazard, the oracle's true
-        5-year risk) instead of re-deriving a risk from the curves.
+        The anchor's native risk score (higher = worse), stored as ``native_risk`` (the Fong
+        score itself, Cox's linear predictor, the forest's cumulative hazard, the oracle's
+        true 5-year risk). The evaluation ranks every model by the 5-year risk read from its
+        curves (``types.Predictions.ranking_score``); ``native_risk`` is read only by the
+        ``score="mixed"`` sensitivity analysis.
     """
     ids = [str(i) for i in ids]
     os_surv = monotone_survival(os_surv)

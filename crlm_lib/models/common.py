@@ -192,25 +192,46 @@ class LesionPool(nn.Module):
     (size is a separate quantity: the masks' voxel counts). Our addition, not in the papers
     (``ACFNet(lesion_pooling=...)``).
 
-    ``feats``: stem block outputs ``[B, C_i, d_i, h_i, w_i]``; ``masks`` ``[B, K, D, H, W]``
-    (``config.MASK_NAMES`` order) -> ``[B, embed_dim]``: for each block and each region the
-    masks are average-pooled to the block's grid and used as weights; a region absent from
+    ``feats``: feature maps ``[B, C_i, d_i, h_i, w_i]``; ``masks`` ``[B, K, D, H, W]``
+    (``config.MASK_NAMES`` order) -> ``[B, embed_dim]``: for each map and each region the
+    masks are average-pooled to the map's grid and used as weights; a region absent from
     the crop gives zeros.
+
+    Between patients the pooled values differ by a few hundredths (a tumour 20 HU darker moves
+    the windowed CT by 0.05), so a linear layer would need weights of ~10 to turn them into a
+    risk, which a few hundred optimiser steps never reach. The descriptor is therefore
+    standardised by ``shift`` and ``scale`` (buffers, saved in checkpoints), which
+    :meth:`calibrate` sets to the mean and SD over the training patients before training (a
+    data-dependent initialisation in the sense of Salimans & Kingma 2016); until then they are
+    0 and 1.
     """
 
     def __init__(self, channels: tuple[int, ...], regions: tuple[int, ...], embed_dim: int):
         super().__init__()
         self.regions = tuple(regions)
-        self.proj = nn.Linear(sum(channels) * len(self.regions), embed_dim)
+        n_in = sum(channels) * len(self.regions)
+        self.proj = nn.Linear(n_in, embed_dim)
+        self.register_buffer("shift", torch.zeros(n_in))
+        self.register_buffer("scale", torch.ones(n_in))
 
-    def forward(self, feats: list[Tensor], masks: Tensor) -> Tensor:
+    def descriptor(self, feats: list[Tensor], masks: Tensor) -> Tensor:
+        """The raw pooled values ``[B, sum(C_i) * R]`` before standardisation."""
         m = masks[:, list(self.regions)].float()
         pooled = []
         for f in feats:
             w = nn.functional.adaptive_avg_pool3d(m.to(f), f.shape[-3:])  # [B, R, d, h, w]
             num = torch.einsum("bcdhw,brdhw->brc", f, w)
             pooled.append(num / (w.sum(dim=(2, 3, 4)).unsqueeze(-1) + 1e-6))
-        return self.proj(torch.cat(pooled, dim=2).flatten(1))
+        return torch.cat(pooled, dim=2).flatten(1)
+
+    @torch.no_grad()
+    def calibrate(self, descriptors: Tensor) -> None:
+        """Set ``shift``/``scale`` to the mean/SD of ``descriptors`` ``[N, n_in]`` (N >= 2)."""
+        self.shift.copy_(descriptors.mean(dim=0))
+        self.scale.copy_(descriptors.std(dim=0).clamp(min=1e-4))
+
+    def forward(self, feats: list[Tensor], masks: Tensor) -> Tensor:
+        return self.proj((self.descriptor(feats, masks) - self.shift) / self.scale)
 
 
 def image_input(batch: dict, mask_channels: tuple[int, ...]) -> Tensor:

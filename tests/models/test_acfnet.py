@@ -260,15 +260,64 @@ def test_lesion_pooling_reads_the_tumour_and_is_off_in_the_published_network(smo
     assert model.lesion_pool is not None and model.intensity_head is not None
     papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
     assert papers.lesion_pool is None and papers.intensity_head is None
+
     # The pooled descriptor changes when only the CT inside the tumour mask changes.
-    feats = model.stem.forward_all(torch.cat([batch["ct"], 2 * batch["masks"][:, [0, 4]] - 1], 1))
-    base = model.lesion_pool(feats[:2], batch["masks"])
+    def pooled(ct):
+        x = torch.cat([ct, 2 * batch["masks"][:, [0, 4]] - 1], 1)
+        level = [torch.cat([ct, ct * ct], 1), *model.stem.forward_all(x)[:2]]
+        return model.lesion_pool(level, batch["masks"])
+
     inside = batch["ct"].clone()
     inside[batch["masks"][:, 4:5] > 0] += 0.5
-    x = torch.cat([inside, 2 * batch["masks"][:, [0, 4]] - 1], 1)
-    moved = model.lesion_pool(model.stem.forward_all(x)[:2], batch["masks"])
+    base, moved = pooled(batch["ct"]), pooled(inside)
     assert (moved - base).abs().max() > 1e-4
     no_masks = {k: v for k, v in batch.items() if k != "masks"}
     lone = build_model("acfnet", 6, smoke_cfg, mask_channels=())
     with pytest.raises(ValueError, match="lesion_pooling"):
         lone(no_masks)
+
+
+def test_calibrate_lesion_pool_standardises_the_descriptor_on_the_given_patients(
+    smoke_cfg, make_batch
+):
+    from crlm_lib.models.acfnet import _pool_inputs
+    from crlm_lib.models.common import image_input
+
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg)
+    batches = [make_batch(3), make_batch(3)]
+    assert model.calibrate_lesion_pool(batches) == 6 and model.training
+    pool = model.lesion_pool
+    with torch.no_grad():
+        desc = torch.cat(
+            [
+                pool.descriptor(
+                    _pool_inputs(
+                        x := image_input(b, model.mask_channels), model.stem.forward_all(x)
+                    ),
+                    b["masks"],
+                )
+                for b in batches
+            ]
+        )
+    z = (desc - pool.shift) / pool.scale
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
+    varying = desc.std(0) > 1e-3
+    torch.testing.assert_close(z.std(0)[varying], torch.ones(int(varying.sum())))
+    assert "lesion_pool.shift" in model.state_dict()  # saved with the checkpoint
+    papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
+    assert papers.calibrate_lesion_pool(batches) == 0
+
+
+def test_heads_train_at_a_scaled_learning_rate_except_in_the_published_network(smoke_cfg):
+    from crlm_lib.train import build_optimizer
+
+    model = build_model("acfnet", 6, smoke_cfg)
+    opt = build_optimizer(model, lr=1e-3)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
+    heads = {id(p) for p in model.heads.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == heads
+    n_all = sum(1 for _ in model.parameters())
+    assert sum(len(g["params"]) for g in opt.param_groups) == n_all
+    papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
+    assert [g["lr"] for g in build_optimizer(papers, lr=1e-3).param_groups] == [1e-3]
