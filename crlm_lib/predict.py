@@ -144,6 +144,24 @@ def in_training_set(runs: Sequence[RunModel], patient: NewPatient) -> bool | Non
     return False
 
 
+def _refuse_run(run_dir: Path, rec: dict, rec_path: Path) -> None:
+    """The evaluation's own refusal of a run that cannot score new patients: a clinical anchor,
+    a killed run, a run without stored encoder or training reference. Imported only here: the
+    evaluation package costs seconds of ``crlm predict``'s start-up, and a finished torch run
+    (registry model, training reference and encoder stored) needs none of its checks."""
+    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, require_finished, stored_encoder
+
+    if rec.get("model") in ANCHOR_NAMES:
+        raise PredictError(f"{run_dir}: clinical anchors are not saved as models; use a torch run")
+    require_finished(run_dir, rec)  # a killed run: say so, not "an older version"
+    try:
+        stored_encoder(rec, rec_path)
+    except EvaluationError as err:
+        raise PredictError(str(err)) from err
+    raise PredictError(f"{rec_path}: no 'training_reference' stored (run trained by an older "
+                       f"version) or model {rec.get('model')!r} unknown")  # fmt: skip
+
+
 def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) -> RunModel:
     """Model + stored encoder + training reference of a run folder.
 
@@ -155,8 +173,8 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
         When the folder is not a torch run, or lacks the stored encoder / training reference
         (runs trained before they were stored: retrain).
     """
-    from crlm_lib.evaluation import ANCHOR_NAMES, EvaluationError, require_finished, stored_encoder
-    from crlm_lib.models import build_model
+    from crlm_lib.data.clinical import ClinicalEncoder
+    from crlm_lib.models import MODEL_NAMES, build_model
     from crlm_lib.train import TrainingError, load_checkpoint
 
     run_dir = Path(run_dir)
@@ -164,16 +182,13 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
     if not rec_path.is_file():
         raise PredictError(f"{rec_path} not found: not a run folder (crlm train writes it)")
     rec = json.loads(rec_path.read_text())
-    if rec.get("model") in ANCHOR_NAMES:
-        raise PredictError(f"{run_dir}: clinical anchors are not saved as models; use a torch run")
-    require_finished(run_dir, rec)  # a killed run: say so, not "an older version"
-    try:
-        encoder = stored_encoder(rec, rec_path)
-    except EvaluationError as err:
-        raise PredictError(str(err)) from err
-    for key in ("training_reference", "lesion_feature_stats"):
-        if key not in rec:
-            raise PredictError(f"{rec_path}: no {key!r} stored (run trained by an older version)")
+    complete = rec.get("model") in MODEL_NAMES and "training_reference" in rec
+    if not (complete and rec.get("clinical_encoder")):
+        _refuse_run(run_dir, rec, rec_path)
+    encoder = ClinicalEncoder.from_dict(rec["clinical_encoder"])
+    if "lesion_feature_stats" not in rec:
+        raise PredictError(f"{rec_path}: no 'lesion_feature_stats' stored (run trained by an "
+                           "older version)")  # fmt: skip
     prof = get_profile(profile or rec["profile"])
     model = build_model(rec["model"], int(rec["n_clinical"]), prof.model, **rec["options"])
     ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
