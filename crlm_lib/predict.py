@@ -15,8 +15,8 @@ Outputs per patient
   ``R(t)`` (``metrics.recurrence_free_curve``) at the end of each of the 12 years, with the
   ensemble's band (:mod:`crlm_lib.ensemble`: 5th-95th percentile of the models' predictions;
   none for one model); 1/3/5-year values in the one-row-per-patient table; the years after
-  the training cohort's follow-up runs out (fewer than :data:`MIN_AT_RISK` training patients at
-  risk) are flagged;
+  the training cohort's follow-up runs out (fewer than ``config.MIN_AT_RISK`` training patients
+  at risk) are flagged;
 * risk group (low / intermediate / high) against the tertiles of the training patients'
   predicted risk (``types.Predictions.ranking_score(score="mixed")``: minus the 12-year
   restricted mean survival, ``metrics.risk_from_survival``, for OS, and
@@ -39,8 +39,10 @@ Ensemble (choice)
 Each run given (or each fold run of a cross-validation folder, ``ensemble.expand_run_dirs``)
 scores the unchanged input and ``n_tta`` inputs perturbed with the training augmentations
 (test-time augmentation, Wang et al., Neurocomputing 2019), averaged into that model's
-prediction; the point estimate is the mean over models and the band their spread. The registry
-models have no dropout layer, so Monte-Carlo dropout is not available.
+prediction; the point estimate is the mean over models and the band their spread. The risk
+group compares the mean prediction's score with the mean of the models' tertile cut points, and
+the report shows the first model's training cohort and explanations. The registry models have no
+dropout layer, so Monte-Carlo dropout is not available.
 """
 
 from __future__ import annotations
