@@ -292,31 +292,61 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    for run in a.run:
-        _require_run_folder(run, "run.json")
-    a.profile = _run_profile(a.profile, a.run)
-    if a.patient:
-        from crlm_lib.predict import predict_new
+    from crlm_lib.ensemble import expand_run_dirs
 
-        summary = predict_new(
-            run_dirs=[Path(r) for r in a.run],
-            sources=[Path(p) for p in a.patient],
-            out_dir=Path(a.out),
-            clinical=a.clinical,
+    runs = expand_run_dirs(a.run)
+    for run in runs:
+        _require_run_folder(run, "run.json")
+    a.profile = _run_profile(a.profile, runs)
+    if a.template:
+        return _write_template(a, runs[0])
+    if a.out is None:
+        from crlm_lib.errors import ArgumentError
+
+        raise ArgumentError("--out is required (an output folder, or a CSV without --patient)")
+    if a.patient:
+        from crlm_lib.predict import PredictOptions, predict_new
+
+        options = PredictOptions(
             n_tta=a.tta,
+            allow_missing=a.allow_missing,
             report=not a.no_report,
             heatmaps=not a.no_heatmaps,
             seed=a.seed,
         )
-        for line in summary["summary"]:
-            print(line)
+        summary = predict_new(runs, [Path(p) for p in a.patient], Path(a.out), a.clinical, options)
+        for pid, line in zip(summary["patient_id"], summary["summary"], strict=True):
+            print(f"{pid}: {line}")
         print(f"predictions for {len(summary)} patient(s) written to {a.out}")
         return 0
     from crlm_lib.predict import PredictError
 
-    if len(a.run) > 1:
+    if len(runs) > 1:
         raise PredictError("several --run make an ensemble for --patient predictions only")
-    return predict_cli(run_dir=Path(a.run[0]), source=CohortSource.from_args(a), out=Path(a.out))
+    return predict_cli(run_dir=runs[0], source=CohortSource.from_args(a), out=Path(a.out))
+
+
+def _write_template(a: argparse.Namespace, run_dir: Path) -> int:
+    """``crlm predict --template FILE``: the clinical table to fill in for this run."""
+    import json
+
+    from crlm_lib.clinical_input import write_template
+
+    rec = json.loads((run_dir / "run.json").read_text())
+    columns = [c["column"] for c in (rec.get("clinical_encoder") or {}).get("columns", [])]
+    ids: list[str] = []
+    if a.patient:
+        from crlm_lib.data.new_patients import discover_patient_ids
+
+        ids = discover_patient_ids([Path(p) for p in a.patient])
+    path = write_template(a.template, columns, ids)
+    print(
+        f"clinical template with {len(columns)} predictor column(s) and {len(ids)} patient "
+        f"row(s) written to {path}; its first row gives each column's unit and coding. Rows are "
+        "matched to patients by the DICOM PatientID, else by the patient's folder name "
+        "(predictions.csv says which)."
+    )
+    return 0
 
 
 def _cmd_model_card(a: argparse.Namespace) -> int:
@@ -631,7 +661,11 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_data_args(p, run_profile=True)
     p.add_argument(
-        "--run", required=True, action="append", help="run folder; repeat for an ensemble"
+        "--run",
+        required=True,
+        action="append",
+        help="run folder, or a cross-validation folder (all its fold runs: an ensemble with a "
+        "band); repeat for an ensemble",
     )
     p.add_argument(
         "--patient",
@@ -640,12 +674,25 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         help="patient folder(s) or ZIP(s) in the TCIA layout (CT series + SEG); a folder of "
         "several patients scores them all",
     )
-    p.add_argument("--out", required=True, help="output folder (--patient) or CSV")
+    p.add_argument("--out", default=None, help="output folder (--patient) or CSV")
+    p.add_argument(
+        "--template",
+        default=None,
+        metavar="FILE",
+        help="write the clinical table to fill in (every predictor of the run with its unit "
+        "and coding; one row per --patient) and stop",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score patients with missing clinical predictors (default: refused), averaging "
+        "over values drawn from the training cohort; the report's headline says so",
+    )
     p.add_argument(
         "--tta",
         type=_nonnegative_int,
-        default=8,
-        help="test-time augmentations per run (band; 0: none)",
+        default=0,
+        help="test-time augmentations per model, averaged into its prediction (default 0)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PDF reports")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the NIfTI/DICOM heatmaps")

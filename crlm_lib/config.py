@@ -43,6 +43,11 @@ N_YEARS: int = 12
 #: Order of the label masks in every ``masks`` array ``[K, Z, Y, X]`` of the project.
 MASK_NAMES: tuple[str, ...] = ("liver", "remnant", "hepatic", "portal", "tumour")
 
+#: Fewest training patients still followed at the end of a year for ``crlm predict`` to treat
+#: that year of a predicted curve as backed by the training cohort's follow-up (later years
+#: are flagged as the model's extrapolation).
+MIN_AT_RISK: int = 10
+
 #: Patient-ID prefix of the TCIA collection (``CRLM-CT-1001`` ...).
 TCIA_COLLECTION: str = "Colorectal-Liver-Metastases"
 

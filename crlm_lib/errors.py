@@ -44,6 +44,11 @@ class IncompleteRunError(CRLMUserError):
     """A run folder whose training stopped before it ended (killed after some epochs)."""
 
 
+class PredictError(CRLMUserError):
+    """A new patient cannot be scored (bad archive, run without stored training reference);
+    ``crlm_lib.predict`` and ``crlm_lib.data.new_patients`` raise it."""
+
+
 class FileAccessError(CRLMUserError):
     """A file or folder could not be written or read: read-only folder or file system, no
     space left, no permission (:func:`file_access_error`)."""

@@ -1,11 +1,15 @@
-"""Model card of a trained run (``crlm model-card``), after the MONAI bundle and TRIPOD+AI.
+"""Model card of a trained run (``crlm model-card``), in the Hugging Face / MONAI sections.
 
 The card is generated, never typed: every number comes from the run folder (``run.json``,
-``metrics.json``, ``metrics_ci.csv`` written by ``crlm evaluate``) or from a results folder of
-the notebooks (``cv_tidy.csv`` of notebook 06). Sections follow the MONAI bundle's
-``metadata.json`` / model-card fields (name, version, task, inputs and outputs, data, performance,
-intended use, limitations) and the TRIPOD+AI items on intended use (3a), data (5-6), outcome
-(6a), performance with intervals (23) and limitations (27).
+``history.csv``, ``metrics.json``, ``metrics_ci.csv`` written by ``crlm evaluate``), the
+ensemble coverage measured by ``benchmarks/prediction_honesty.py`` (``band_coverage.json`` in
+the run folder or the cross-validation folder above it) or a results folder of the notebooks
+(``cv_tidy.csv`` of notebook 06); nothing about another cohort is quoted. Sections follow the
+Hugging Face model card (model details, uses, bias/risks/limitations, how to get started,
+training details and hyperparameters, evaluation, technical specifications, citation) and the
+MONAI bundle's fields (version, licence, inputs and outputs, intended use, ethical
+considerations), with the TRIPOD+AI items on intended use (3a), data (5-6), outcome (6a),
+performance with intervals (23) and limitations (27).
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ def _epochs_line(run_dir: Path, rec: dict) -> str:
 
 
 def _cut_points(rec: dict) -> str:
-    """The risk-group cut points, or what is missing instead of empty lists."""
+    """The risk-group cut points with their units, or what is missing instead of empty lists."""
     tert = (rec.get("training_reference") or {}).get("risk_tertiles") or {}
     os_cuts, dfs_cuts = tert.get("os") or [], tert.get("dfs") or []
     if not (os_cuts and dfs_cuts):
@@ -124,19 +128,229 @@ def _cut_points(rec: dict) -> str:
             "- Risk-group cut points: none stored (`run.json` has no training reference: they "
             "are computed from the training patients when training ends)."
         )
+    score = ((rec.get("training_reference") or {}).get("risk_score") or {}).get("os", "")
+    if "risk_from_survival" in str(score):
+        os_text = (
+            "predicted 12-year restricted mean survival time "
+            + " and ".join(f"{-v:.2f} years" for v in os_cuts)
+            + " (risk score = minus it: a shorter expected survival is a higher group)"
+        )
+    else:
+        os_text = f"{[round(v, 3) for v in os_cuts]} of the score `{score}`"
+    dfs_text = " and ".join(f"{v:.1%}" for v in dfs_cuts)
     return (
-        "- Risk-group cut points (tertiles of the training patients' predicted risk): OS "
-        f"{[round(v, 3) for v in os_cuts]}, DFS {[round(v, 3) for v in dfs_cuts]}."
+        "- Risk-group cut points (tertiles of the training patients' predicted risk): overall "
+        f"survival, {os_text}; recurrence, predicted probability of recurrence by 3 years "
+        f"{dfs_text}."
     )
 
 
-def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None) -> str:
-    """The Markdown model card of ``run_dir`` (numbers read from its files, see module doc).
+def _follow_up(rec: dict) -> str:
+    """Where the training cohort's follow-up runs out (numbers at risk of the training KM)."""
+    from crlm_lib.config import MIN_AT_RISK
 
-    Long on purpose: the body is one Markdown template that reads top to bottom as the card
-    does; its computed values are gathered in the first lines and its tables come from
-    ``_split_metrics`` / ``_cv_metrics``.
-    """
+    km = (rec.get("training_reference") or {}).get("km") or {}
+    parts = []
+    for head, name in (("os", "overall survival"), ("dfs", "recurrence-free survival")):
+        at_risk = (km.get(head) or {}).get("at_risk")
+        if at_risk:
+            last = max((t for t, n in enumerate(at_risk) if n >= MIN_AT_RISK), default=0)
+            parts.append(f"{name} to year {last}")
+    if not parts:
+        return "- Follow-up: numbers at risk not recorded by this run."
+    return (
+        f"- Follow-up: at least {MIN_AT_RISK} training patients were still followed for "
+        f"{', '.join(parts)}; `crlm predict` flags the later years as the model's "
+        "extrapolation."
+    )
+
+
+def _coverage_lines(run_dir: Path) -> list[str]:
+    """The measured coverage of the ensemble band (``band_coverage.json`` of
+    ``benchmarks/prediction_honesty.py``), in the run folder or the CV folder above it."""
+    for folder in (run_dir, run_dir.parent):
+        path = folder / "band_coverage.json"
+        if path.is_file():
+            cov = json.loads(path.read_text())
+            break
+    else:
+        return [
+            "- Ensemble band: not measured for this run (`python benchmarks/"
+            "prediction_honesty.py` measures it on held-out synthetic patients)."
+        ]
+    nominal, share = float(cov["nominal"]), float(cov["coverage"])
+    verdict = (
+        "close to nominal"
+        if abs(share - nominal) <= 0.05
+        else "FAR FROM NOMINAL: the band shows how much the models disagree, not where the "
+        "patient's true survival lies; do not read it as a confidence interval"
+    )
+    return [
+        f"- Ensemble band (5th-95th percentile of {cov['n_models']} models' predictions): it "
+        f"held the true 1/3/5-year overall survival in {share:.0%} of {cov['n_values']} values "
+        f"({cov['n_patients']} held-out synthetic patients) against a nominal {nominal:.0%}: "
+        f"{verdict} (`{path}`)."
+    ]
+
+
+def _hyperparameters(rec: dict) -> list[str]:
+    """The training settings of the run's profile (part of its identity hash) and options."""
+    from crlm_lib.config import PROFILES
+
+    lines = [
+        f"- Options `{json.dumps(rec.get('options', {}))}`, loss weights "
+        f"`{json.dumps(rec.get('loss_weights') or {})}`, objective `{rec.get('objective')}`, "
+        f"seed {rec.get('seed')}."
+    ]
+    prof = PROFILES.get(str(rec.get("profile")))
+    if prof is not None:
+        t, m, pre = prof.train, prof.model, prof.preprocess
+        lines.append(
+            f"- Profile `{prof.name}`: AdamW lr {t.lr:g}, weight decay {t.weight_decay:g}, batch "
+            f"{t.batch_size}, up to {rec.get('epochs') or t.epochs} epochs, early stopping "
+            f"after {t.early_stopping_patience} epochs without improvement, plateau factor "
+            f"{t.plateau_factor:g} / patience {t.plateau_patience}, augmentation "
+            f"{'on' if t.augment else 'off'}; network width {m.width}; input "
+            f"{pre.depth}x{pre.size}x{pre.size} voxels."
+        )
+    return lines
+
+
+def _software(rec: dict) -> str:
+    from crlm_lib.provenance import run_identity_text, software_text
+
+    trained = software_text(rec["software"]) if rec.get("software") else "not recorded"
+    return (
+        f"- Trained with {trained}; card written by {software_text()}. Run identity: "
+        f"{run_identity_text(rec)}."
+    )
+
+
+def _usage(run_dir: Path) -> list[str]:
+    return [
+        "```bash",
+        f"crlm predict --run {run_dir} --template clinical.csv --patient /path/NEW-PATIENT",
+        "# fill in clinical.csv (one row per patient; units and codes in its first row), then",
+        f"crlm predict --run {run_dir} --patient /path/NEW-PATIENT --clinical clinical.csv "
+        "--out predictions/",
+        "```",
+        "",
+        "Give the cross-validation folder (`runs/<tag>/cv/<model>/`) instead of one run for an "
+        "ensemble with a band. A patient with missing predictors is refused unless "
+        "`--allow-missing` (the prediction is then averaged over values drawn from the "
+        "training cohort and the report says so).",
+    ]
+
+
+def _data_lines(rec: dict) -> list[str]:
+    n = {k: len(rec.get(f"{k}_ids", [])) for k in ("train", "val", "test")}
+    data = (
+        "SYNTHETIC cohort written in the TCIA collection's layout (`crlm synth`); its outcomes "
+        "come from a documented generative model. Numbers below say nothing about real patients."
+        if rec.get("synthetic")
+        else "Real cohort (TCIA Colorectal-Liver-Metastases, MSKCC, Simpson et al. 2024)."
+    )
+    features = rec.get("clinical_feature_names", [])
+    return [
+        f"- {data}",
+        f"- Split (seeded): {n['train']} training, {n['val']} early-stopping, {n['test']} test "
+        "patients.",
+        f"- Clinical inputs: {len(features)} encoded features (stored encoder in `run.json`: "
+        "training means, SDs, missing indicators, and the training distribution of each "
+        "predictor that `--allow-missing` draws from).",
+        _follow_up(rec),
+        _cut_points(rec),
+    ]
+
+
+def _limitations(rec: dict, run_dir: Path) -> list[str]:
+    n_train, n_test = len(rec.get("train_ids", [])), len(rec.get("test_ids", []))
+    return [
+        "- "
+        + ("Trained and evaluated on synthetic data: " if rec.get("synthetic") else "")
+        + f"{n_train} training patients from one cohort; a {n_test}-patient test split gives "
+        "intervals too wide to rank models.",
+        *_coverage_lines(run_dir),
+        "- Grad-CAM maps show where the model's gradients point, not causes; see the "
+        "randomisation sanity check in notebook 05.",
+        "- Preprocessing depends on the SEG (portal veins for the slice window, liver for the "
+        "heatmaps): a patient without a usable SEG cannot be scored.",
+        *_tail_line(run_dir),
+    ]
+
+
+def _tail_line(run_dir: Path) -> list[str]:
+    """Whether the network's survival is forced to 0 at year 12 (no mass beyond the horizon
+    in its ``predictions.csv``), said as a limitation."""
+    from crlm_lib.types import BEYOND_COL
+
+    path = run_dir / "predictions.csv"
+    if path.is_file() and BEYOND_COL in pd.read_csv(path, nrows=1).columns:
+        return ["- Years beyond the training follow-up are the model's extrapolation."]
+    return [
+        "- The network spreads every death over years 1-12: its survival reaches 0 at year 12 "
+        "by construction, and the years beyond the training follow-up are extrapolation."
+    ]
+
+
+def _ethics(rec: dict) -> list[str]:
+    population = (
+        "- Trained on synthetic patients: the model describes a generator, no real population."
+        if rec.get("synthetic")
+        else "- Trained on resected patients of one centre: it says nothing about patients who "
+        "were not operated on, and its calibration elsewhere is unknown."
+    )
+    return [
+        "- Not a medical device and not validated for clinical decisions; a prediction must "
+        "not replace the multidisciplinary team's judgement (automation bias).",
+        population,
+        "- Demographic subgroups (sex, age) were not evaluated separately.",
+        "- `run.json` stores patient IDs: real data must be de-identified before it enters a run "
+        "folder (the synthetic cohort's headers carry obviously fake identifiers).",
+    ]
+
+
+def _licence_and_citation() -> list[str]:
+    return [
+        "## Licence",
+        "",
+        "Code: MIT (`LICENSE`). No weights ship with the repository; a run's weights fall under "
+        "the terms of the data they were trained on (the TCIA collection's data-use terms for "
+        "the real cohort).",
+        "",
+        "## Citation",
+        "",
+        "Cite the repository (`CITATION.cff`), the reimplemented papers (4D-ACFNet, ACM MM "
+        "2025; STAR, ICLR 2026 submission; STG, arXiv 2505.03123) and the data (Simpson et al., "
+        "TCIA Colorectal-Liver-Metastases, doi:10.7937/QXK2-QG03; Sci Data 11:172, 2024).",
+    ]
+
+
+def _details(rec: dict, run_dir: Path, name: str, trained: str) -> list[str]:
+    """The "Model details" and "Uses" sections."""
+    return [
+        "## Model details",
+        "",
+        f"- Architecture: `{rec['model']}` ({name}) of `crlm_lib.models`; run written {trained}.",
+        _epochs_line(run_dir, rec),
+        "- Task: year-by-year prognosis after hepatic resection of colorectal liver metastases: "
+        "probability of recurrence by the end of each of 12 years (sigmoid per year) and of "
+        "death in each year (softmax), from one preoperative portal-venous CT, its DICOM-SEG and "
+        "clinical factors.",
+        _software(rec),
+        "",
+        "## Uses",
+        "",
+        "- Intended: research on reproducing 4D-ACFNet / STAR / STG and on prognostic modelling "
+        "of CRLM. Risk groups are relative to this run's training patients only.",
+        "- Out of scope: clinical decisions (no prospective or external validation, no "
+        "regulatory clearance); patients without a resection; CT without a DICOM-SEG.",
+        "",
+    ]
+
+
+def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None) -> str:
+    """The Markdown model card of ``run_dir`` (numbers read from its files, see module doc)."""
     from crlm_lib.evaluation import LABELS
 
     run_dir = Path(run_dir)
@@ -145,59 +359,36 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         raise FileNotFoundError(f"{rec_path} not found: not a run folder (crlm train writes it)")
     rec = json.loads(rec_path.read_text())
     name = LABELS.get(rec["model"], rec["model"])
-    synthetic = bool(rec.get("synthetic"))
-    data = (
-        "SYNTHETIC cohort written in the TCIA collection's layout (`crlm synth`); its outcomes "
-        "come from a documented generative model. Numbers below say nothing about real patients."
-        if synthetic
-        else "Real cohort (TCIA Colorectal-Liver-Metastases, MSKCC, Simpson et al. 2024)."
-    )
-    n = {k: len(rec.get(f"{k}_ids", [])) for k in ("train", "val", "test")}
     trained = datetime.fromtimestamp(rec_path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d")
-    features = rec.get("clinical_feature_names", [])
     lines = [
         f"# Model card: {name} (run `{run_dir.name}`)",
         "",
         f"Generated by `crlm model-card` on {datetime.now(UTC):%Y-%m-%d} from `{run_dir}`; "
-        "every number below is read from that run (and the results folder named).",
+        "every number below is read from that run (and the files named).",
         "",
         *_progress_lines(run_dir, rec),
-        "## Model details",
+        *_details(rec, run_dir, name, trained),
+        "## How to use",
         "",
-        f"- Architecture: `{rec['model']}` ({name}) of `crlm_lib.models`, options "
-        f"`{json.dumps(rec.get('options', {}))}`, objective `{rec.get('objective', 'paper')}`.",
-        f"- Profile `{rec.get('profile')}`, seed {rec.get('seed')}, run written {trained}.",
-        _epochs_line(run_dir, rec),
-        "- Task: year-by-year prognosis after hepatic resection of colorectal liver metastases: "
-        "probability of recurrence by the end of each of 12 years (sigmoid per year) and of "
-        "death in each year (softmax), from one preoperative portal-venous CT, its DICOM-SEG and "
-        "clinical factors.",
+        *_usage(run_dir),
         "",
         "## Inputs and outputs",
         "",
-        "- CT: `[1, D, H, W]` float32 in [-1, 1] after the papers' preprocessing (CLAHE, "
-        "in-plane resize, slices centred on the portal-vein bifurcation); masks `[5, D, H, W]` "
-        "(liver, remnant, hepatic veins, portal veins, tumours).",
-        f"- Clinical: {len(features)} encoded features (stored encoder in `run.json`: training "
-        "means, SDs, missing indicators; missing predictors filled with training means).",
-        "- Outputs: `recurrence_logits` `[B, 12]`, `survival_logits` `[B, 12]`; `crlm predict "
-        "--patient` turns them into survival and recurrence-free curves with ensemble/TTA "
-        "bands, 1/3/5-year values and risk groups.",
+        "- CT: `[1, D, H, W]` float32 in [-1, 1] after the papers' preprocessing (soft-tissue "
+        "window, CLAHE, in-plane resize, slices centred on the portal-vein bifurcation); masks "
+        "`[5, D, H, W]` (liver, remnant, hepatic veins, portal veins, tumours).",
+        "- Outputs: `recurrence_logits`, `survival_logits` `[B, 12]`; `crlm predict` turns them "
+        "into curves with an ensemble band, risk groups, a report and DICOM Parametric Maps.",
         "",
-        "## Intended use",
+        "## Training data",
         "",
-        "- Research on reproducing 4D-ACFNet / STAR / STG and on prognostic modelling of CRLM.",
-        "- NOT for clinical decisions: no prospective or external validation, no regulatory "
-        "clearance. Risk groups are relative to this run's training patients only.",
+        *_data_lines(rec),
         "",
-        "## Data",
+        "## Training procedure and hyperparameters",
         "",
-        f"- {data}",
-        f"- Split (seeded 8:1:1): {n['train']} training, {n['val']} early-stopping, "
-        f"{n['test']} test patients.",
-        _cut_points(rec),
+        *_hyperparameters(rec),
         "",
-        "## Performance",
+        "## Evaluation",
         "",
         "### The run's test split",
         "",
@@ -207,24 +398,15 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "",
         *_cv_metrics(None if results_dir is None else Path(results_dir)),
         "",
-        "## Limitations",
+        "## Bias, risks and limitations",
         "",
-        "- "
-        + ("Trained and evaluated on synthetic data: " if synthetic else "")
-        + "a single-centre cohort of 197 patients; a 20-patient test split gives intervals "
-        "too wide to rank models (see the manuscript's tables).",
-        "- Bands of `crlm predict` (runs x test-time augmentations) reflect model and "
-        "acquisition variability, not calibrated confidence.",
-        "- Grad-CAM maps show where the model's gradients point, not causes; see the "
-        "randomisation sanity check in notebook 05.",
-        "- Preprocessing depends on the SEG (portal veins for the slice window, liver for the "
-        "heatmaps): a patient without a usable SEG cannot be scored.",
+        *_limitations(rec, run_dir),
         "",
-        "## References",
+        "## Ethical considerations",
         "",
-        "- Collins et al., TRIPOD+AI statement, BMJ 2024; MONAI bundle specification.",
-        "- The manuscript of this repository (`make paper`) reports every number with intervals "
-        "and the published numbers kept apart.",
+        *_ethics(rec),
+        "",
+        *_licence_and_citation(),
     ]
     return "\n".join(lines) + "\n"
 

@@ -7,8 +7,8 @@ contours with a legend, axes named with units.
   :func:`plot_modality_agreement` (with :func:`read_histories`);
 - explanations: :func:`plot_yearly_montage` (Grad-CAM per year), :func:`plot_patient_curves`,
   :func:`attention_over_years`, :func:`plot_shap_beeswarm`, :func:`plot_shap_bar`;
-- the per-patient report (:mod:`crlm_lib.report`): :func:`plot_curves_vs_cohort`,
-  :func:`plot_gradcam`, :func:`plot_shap`;
+- the heatmap panel shared with the per-patient report's pages
+  (:mod:`crlm_lib.report_figures`): :func:`draw_heat_panel`, :func:`outline_legend_handles`;
 - evaluation (:mod:`crlm_lib.evaluation.calibration`, :mod:`crlm_lib.evaluation.decision`):
   :func:`plot_calibration`, :func:`plot_km_by_risk`, :func:`plot_decision_curve`.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,24 +30,22 @@ from torch import Tensor
 
 from crlm_lib.config import MASK_NAMES, N_YEARS
 
-if TYPE_CHECKING:
-    from crlm_lib.report import PatientReport
-
 __all__ = [
     "MASK_STYLE",
+    "HEAT_CMAP",
+    "OUTLINE_STYLE",
     "attention_over_years",
+    "draw_heat_panel",
     "heatmap_slice",
     "most_tumour_slice",
+    "outline_legend_handles",
     "plot_calibration",
-    "plot_curves_vs_cohort",
     "plot_decision_curve",
-    "plot_gradcam",
     "plot_km_by_risk",
     "plot_learning_curves",
     "plot_masks_overlay",
     "plot_modality_agreement",
     "plot_patient_curves",
-    "plot_shap",
     "plot_shap_bar",
     "plot_shap_beeswarm",
     "plot_yearly_montage",
@@ -227,15 +225,66 @@ def heatmap_slice(masks: np.ndarray | None, heatmaps: np.ndarray, empty: int) ->
     return empty
 
 
+#: Colour map of the Grad-CAM maps: 0 is dark violet, clearly not the grey of the CT nor the
+#: yellow of the top of the scale.
+HEAT_CMAP = "viridis"
+#: Outline colours over the heatmaps (not in the viridis scale).
+OUTLINE_STYLE: dict[str, tuple[str, str]] = {"liver": ("white", "liver outline"),
+                                             "tumour": ("#ff3030", "tumour outline")}  # fmt: skip
+
+
+def draw_heat_panel(
+    ax: plt.Axes,
+    ct_slice: np.ndarray,
+    heat_slice: np.ndarray,
+    masks_slice: np.ndarray | None,
+    vmax: float,
+    orientation: Sequence[str] | None = None,
+):
+    """One axial slice: CT in grey, the heatmap drawn opaque on the fixed scale ``[0, vmax]``
+    wherever it is defined (inside the liver, zeros included, so an all-zero year shows the
+    bottom colour of the scale, not the CT; and wherever it is positive), liver and tumour
+    outlines (:data:`OUTLINE_STYLE`), and the patient's directions at the left, right, top and
+    bottom edges when ``orientation`` is given. ``masks_slice`` ``[5, H, W]``. Returns the
+    heatmap image (for a colour bar)."""
+    ax.imshow(ct_slice, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+    liver = masks_slice[0] > 0 if masks_slice is not None else np.zeros(heat_slice.shape, bool)
+    region = liver | (heat_slice > 0)
+    if masks_slice is None:
+        region[:] = True
+    shown = np.ma.masked_where(~region, heat_slice)
+    image = ax.imshow(shown, cmap=HEAT_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest")
+    if masks_slice is not None:
+        for k, name in ((0, "liver"), (4, "tumour")):
+            if masks_slice[k].any():
+                colour = OUTLINE_STYLE[name][0]
+                ax.contour(masks_slice[k], levels=[0.5], colors=colour, linewidths=1.2)
+    if orientation is not None:
+        style = {"color": "yellow", "fontsize": 8, "fontweight": "bold"}
+        for (x, y, ha, va), letter in zip(
+            ((0.02, 0.5, "left", "center"), (0.98, 0.5, "right", "center"),
+             (0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom")),
+            orientation, strict=True,
+        ):  # fmt: skip
+            ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, **style)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
+
+
+def outline_legend_handles() -> list[Line2D]:
+    """Legend entries of the outlines drawn by :func:`draw_heat_panel`."""
+    return [Line2D([0], [0], color=c, lw=1.5, label=label) for c, label in OUTLINE_STYLE.values()]
+
+
 def plot_yearly_montage(
     ct: np.ndarray,
     heatmaps: np.ndarray,
     masks: np.ndarray | None = None,
     slice_index: int | None = None,
     title: str = "Grad-CAM per postoperative year",
-    alpha: float = 0.5,
-    cmap: str = "inferno",
     vmax: float | None = None,
+    slice_label: str | None = None,
 ):
     """Montage of the yearly maps over one axial CT slice: 3 x 4 panels (years 1-12).
 
@@ -247,12 +296,15 @@ def plot_yearly_montage(
         ``[Y, D, H, W]`` from :func:`yearly_gradcam` (``Y`` <= 12 years; year labels 1..Y).
     masks : np.ndarray, optional
         ``[5, D, H, W]`` in ``MASK_NAMES`` order. Selects the default slice (the one with the
-        most tumour voxels, ``masks[4]``) and draws the liver outline.
+        most tumour voxels, ``masks[4]``), draws the liver and tumour outlines and the region
+        where zeros are drawn (:func:`draw_heat_panel`).
     slice_index : int, optional
         Axial slice shown; default: most tumour, else most liver, else most heat, else middle.
     vmax : float, optional
-        Top of the colour scale (default: the largest value of ``heatmaps``, 1 after shared
-        normalisation). One scale for every panel, so the colours compare across years.
+        Top of the one colour scale of every panel (default: the largest value over every
+        year; 1 when every map is 0), so the colours compare across years.
+    slice_label : str, optional
+        Where the slice is (default ``"axial slice <index>"`` of the preprocessed grid).
 
     Returns
     -------
@@ -265,29 +317,25 @@ def plot_yearly_montage(
     n_years = heatmaps.shape[0]
     if slice_index is None:
         slice_index = heatmap_slice(masks, heatmaps, empty=ct.shape[0] // 2)
-    top = float(vmax) if vmax is not None else max(float(heatmaps.max()), 1e-12)
+    top = float(vmax) if vmax is not None else float(heatmaps.max())
+    top = top if top > 0 else 1.0
     n_cols = 4
     n_rows = int(np.ceil(n_years / n_cols))
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows + 0.6), squeeze=False
     )
     image = None
+    m = masks[:, slice_index] if masks is not None else None
     for i, ax in enumerate(axes.ravel()):
         if i >= n_years:
             fig.delaxes(ax)
             continue
-        ax.imshow(ct[slice_index], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-        heat = np.ma.masked_less_equal(heatmaps[i, slice_index], 0.0)
-        image = ax.imshow(heat, cmap=cmap, vmin=0.0, vmax=top, alpha=alpha)
-        if masks is not None and masks[0, slice_index].any():
-            ax.contour(masks[0, slice_index], levels=[0.5], colors="cyan", linewidths=0.6)
+        image = draw_heat_panel(ax, ct[slice_index], heatmaps[i, slice_index], m, top)
         ax.set_title(f"Year {i + 1}", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
     used = [ax for ax in axes.ravel()[:n_years]]
     cbar = fig.colorbar(image, ax=used, shrink=0.8, pad=0.02)
     cbar.set_label("Grad-CAM (normalised)")
-    fig.suptitle(f"{title} (axial slice {slice_index})")
+    fig.suptitle(f"{title} ({slice_label or f'axial slice {slice_index}'})")
     return fig
 
 
@@ -443,76 +491,6 @@ def plot_shap_bar(expl, max_display: int = 15, title: str | None = None):
 
     xlabel = "mean |SHAP value| (average impact on predicted risk)"
     return _shap_figure(expl, max_display, title, xlabel, draw)
-
-
-# --------------------------------------------------------------------------------------------
-# the per-patient report
-# --------------------------------------------------------------------------------------------
-
-
-def _theme():
-    import seaborn as sns
-
-    sns.set_theme(context="notebook", style="whitegrid")
-
-
-def plot_curves_vs_cohort(report: PatientReport):
-    """Patient curves with 95% bands (left OS, right recurrence-free) beside the training KM."""
-    _theme()
-    years = np.arange(0, N_YEARS + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, curve, head, title in (
-        (axes[0], report.surv, "os", "Overall survival"),
-        (axes[1], report.rfs, "dfs", "Recurrence-free (disease-free) survival"),
-    ):
-        full = np.concatenate([np.ones((3, 1)), np.asarray(curve)], axis=1)
-        ax.step(years, full[0], where="post", color="tab:red", lw=2, label="this patient")
-        ax.fill_between(years, full[1], full[2], step="post", color="tab:red", alpha=0.2,
-                        label="95% band (ensemble)")  # fmt: skip
-        km = (report.reference.get("km") or {}).get(head)
-        if km:
-            n = report.reference.get("n", "?")
-            ax.step(km["years"], km["estimate"], where="post", color="0.3", ls="--",
-                    label=f"training cohort KM (n={n})")  # fmt: skip
-            ax.fill_between(km["years"], km["lower"], km["upper"], step="post", color="0.5",
-                            alpha=0.15)  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("Years after liver resection")
-        ax.set_xlim(0, N_YEARS)
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower left")
-    axes[0].set_ylabel("Probability")
-    fig.tight_layout()
-    return fig
-
-
-def plot_gradcam(report: PatientReport):
-    """Year-by-year Grad-CAM montage with liver (cyan) and tumour (lime) outlines."""
-    heat = np.asarray(report.heatmaps)
-    z = heatmap_slice(report.masks, heat, empty=0)
-    fig = plot_yearly_montage(
-        report.ct, heat, report.masks, slice_index=z, title="Grad-CAM of the recurrence risk"
-    )
-    if report.masks is not None and report.masks[4, z].any():
-        for ax in fig.axes[: heat.shape[0]]:
-            ax.contour(report.masks[4, z], levels=[0.5], colors="lime", linewidths=0.8)
-    return fig
-
-
-def plot_shap(report: PatientReport, max_display: int = 12):
-    """Horizontal bars of the patient's SHAP values, largest magnitude first."""
-    _theme()
-    items = sorted((report.shap_values or {}).items(), key=lambda kv: -abs(kv[1]))[:max_display]
-    names = [k for k, _ in items][::-1]
-    vals = np.array([v for _, v in items][::-1], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(items), 3) + 1.2))
-    colours = ["tab:red" if v > 0 else "tab:blue" for v in vals]
-    ax.barh(names, vals, color=colours)
-    ax.axvline(0, color="0.2", lw=0.8)
-    ax.set_xlabel(f"SHAP value (change of the {report.shap_output})")
-    ax.set_title("Clinical factors: red raises, blue lowers the predicted risk")
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,15 +1,24 @@
-"""Per-patient report of ``crlm predict --report``: HTML (self-contained) and PDF.
+"""Per-patient report of ``crlm predict``: the same A4 pages as HTML (self-contained) and PDF.
 
-Figures (:mod:`crlm_lib.plots`, matplotlib with the seaborn theme):
+Pages, in this order in both files:
 
-1. predicted overall survival and recurrence-free probability by year with the 95% band of
-   :mod:`crlm_lib.predict`, beside the training cohort's Kaplan–Meier curve and its band;
-2. the year-by-year Grad-CAM maps over the CT slice with the most tumour, liver outline in
-   cyan and tumour outline in lime (``plots.plot_yearly_montage``);
-3. the SHAP contributions of the clinical factors (``explain.clinical_shap``), largest first.
+1. **Summary**: the headline caveats first (synthetic training data, missing clinical
+   predictors and how they were imputed, training-set membership, no band for one model), the
+   plain-language line, the 1/3/5-year table with the band, risk groups, how the clinical row
+   was matched, the models' cross-validated performance (:mod:`crlm_lib.ensemble`), the band's
+   method, and the provenance (software version and git commit, run identities, date, source);
+2. **Survival curves** beside the training cohort's Kaplan–Meier curve, the band's meaning
+   stated under the plot, the years the training follow-up does not back greyed out
+   (:func:`crlm_lib.report_figures.plot_curves_page`);
+3. **Grad-CAM**, year by year on one fixed colour scale with a colour bar (zero drawn), the
+   slice named by its place in the original CT (instance number, z in mm), orientation
+   letters and an outline legend (:func:`crlm_lib.report_figures.plot_gradcam_page`);
+4. **Clinical factors** (SHAP).
 
-The HTML embeds the PNGs (base64), so one file can be mailed or archived; the PDF is
-matplotlib's ``PdfPages`` of a text page and the same figures.
+One content model feeds both renderers: the summary's blocks (:func:`summary_blocks`) become
+HTML text and a PDF page drawn with matplotlib in a proportional font; each figure page is one
+A4 matplotlib figure whose plot area is cropped into the HTML as a PNG, with its title and
+caption as HTML text. The HTML prints on A4 with a page break per page (``@page``).
 """
 
 from __future__ import annotations
@@ -17,18 +26,26 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from crlm_lib import atomic
-from crlm_lib.plots import plot_curves_vs_cohort, plot_gradcam, plot_shap
+from crlm_lib.config import MIN_AT_RISK
+from crlm_lib.report_figures import (
+    A4_INCHES,
+    FigurePage,
+    plot_curves_page,
+    plot_gradcam_page,
+    plot_shap_page,
+)
 from crlm_lib.types import PATIENT_ID
 
-__all__ = ["PatientReport", "plot_curves_vs_cohort", "plot_gradcam", "plot_shap", "write_report"]
+__all__ = ["PatientReport", "membership", "summary_blocks", "write_report"]
 
 
 @dataclass
@@ -40,15 +57,31 @@ class PatientReport:
     row : mapping
         The patient's line of ``predictions.csv`` (``predict.predict_patient(...).row``).
     surv, rfs : np.ndarray
-        ``[3, 12]`` point, 2.5% and 97.5% band at the end of years 1..12.
+        ``[3, 12]`` point, band low and band high at the end of years 1..12 (NaN: no band).
     reference : mapping
-        ``run.json["training_reference"]`` (KM tables, tertiles, n).
+        ``run.json["training_reference"]`` (KM tables with numbers at risk, tertiles, n).
     ct, masks, heatmaps : np.ndarray or None
         Preprocessed ``[D, H, W]`` CT, ``[5, D, H, W]`` masks, ``[12, D, H, W]`` Grad-CAM.
     shap_values : mapping of str to float, optional
         SHAP value of each clinical feature for this patient (risk units).
     provenance : mapping of str to str
-        Model, run folder, date, data kind (shown in the header).
+        Model, runs with identities, software, date, source (the summary's last block).
+    headline : list of str
+        The caveats shown first (``predict.headline``).
+    band_method : str
+        The band's meaning (``ensemble.band_method``), stated on the summary and under the
+        curves.
+    performance : list of str, optional
+        The models' validation numbers (``ensemble.Performance.lines``).
+    slice_labels : list of str, optional
+        Per preprocessed slice, its place in the original CT (``"CT instance 23, z = -120.0
+        mm"``).
+    orientation : tuple of 4 str
+        Patient directions at the (left, right, top, bottom) edges of an axial slice.
+    followed_years : mapping
+        ``{"os": t, "dfs": t}``: the last year the training follow-up backs (None: unknown),
+        i.e. with at least ``min_at_risk`` training patients still followed
+        (``predict.supported_years``).
     """
 
     row: Mapping[str, Any]
@@ -61,21 +94,13 @@ class PatientReport:
     shap_values: Mapping[str, float] | None = None
     shap_output: str = "mean predicted recurrence probability over 12 years"
     provenance: Mapping[str, str] | None = None
-
-
-def _png_b64(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figures(report: PatientReport) -> list[tuple[str, Any]]:
-    figs = [("Predicted survival beside the training cohort", plot_curves_vs_cohort(report))]
-    if report.heatmaps is not None and report.ct is not None:
-        figs.append(("Where the model looked, year by year (Grad-CAM)", plot_gradcam(report)))
-    if report.shap_values:
-        figs.append(("Contributions of the clinical factors (SHAP)", plot_shap(report)))
-    return figs
+    headline: Sequence[str] = ()
+    band_method: str = ""
+    performance: Sequence[str] | None = None
+    slice_labels: Sequence[str] | None = None
+    orientation: tuple[str, str, str, str] = ("R", "L", "A", "P")
+    followed_years: Mapping[str, int | None] = field(default_factory=dict)
+    min_at_risk: int = MIN_AT_RISK
 
 
 def membership(value: Any) -> str:
@@ -88,104 +113,218 @@ def membership(value: Any) -> str:
     return "unknown (the run does not record its training images)"
 
 
-def _summary_table(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    out = []
+#: Mark of a value beyond the training follow-up in the summary table.
+BEYOND_FOLLOW_UP = "†"
+
+
+def _cell(row: Mapping[str, Any], head: str, year: int, followed: int | None) -> str:
+    name = "os" if head == "os" else "rfs"
+    v, lo, hi = row[f"{name}_{year}y"], row[f"{name}_{year}y_lo"], row[f"{name}_{year}y_hi"]
+    mark = BEYOND_FOLLOW_UP if followed is not None and year > followed else ""
+    if lo is None or not np.isfinite(lo):
+        return f"{v:.3f}{mark} (no band)"
+    return f"{v:.3f}{mark} ({lo:.3f}–{hi:.3f})"
+
+
+def summary_table(report: PatientReport) -> list[tuple[str, str, str]]:
+    """Header and one row per summary year: ``(years, overall survival, recurrence-free)``;
+    a value beyond the training follow-up carries :data:`BEYOND_FOLLOW_UP`."""
+    row, followed = report.row, report.followed_years or {}
+    rows = [("Probability (band)", "Overall survival", "Recurrence-free")]
     for y in (1, 3, 5):
-        cells = []
-        for head in ("os", "rfs"):
-            v, lo, hi = row[f"{head}_{y}y"], row[f"{head}_{y}y_lo"], row[f"{head}_{y}y_hi"]
-            cells.append(f"{v:.3f} ({lo:.3f}–{hi:.3f})")
-        out.append((f"{y} year{'s' if y > 1 else ''}", *cells))
-    return out
+        cells = (_cell(row, h, y, followed.get(h)) for h in ("os", "dfs"))
+        rows.append((f"{y} year{'s' if y > 1 else ''}", *cells))
+    return rows
 
 
-def _text_lines(report: PatientReport) -> list[str]:
-    row = report.row
-    lines = [f"Patient {row[PATIENT_ID]}", ""]
-    lines += [f"{k}: {v}" for k, v in (report.provenance or {}).items()]
-    lines += ["", "Probability (95% band)      overall survival       recurrence-free"]
-    lines += [f"{a:<28}{b:<23}{c}" for a, b, c in _summary_table(row)]
-    lines += [
-        "",
-        f"Risk group (overall survival): {row['os_risk_group']}",
-        f"Risk group (recurrence): {row['rfs_risk_group']}",
-        f"In the model's training set: {membership(row.get('in_training_set'))}",
-        f"Missing clinical predictors: {row.get('missing_predictors') or 'none'}",
-        "",
+def _follow_up_line(report: PatientReport) -> list[str]:
+    """The footnote of the table's marked values, or nothing when none is marked."""
+    marked = any(BEYOND_FOLLOW_UP in cell for r in summary_table(report)[1:] for cell in r)
+    if not marked:
+        return []
+    return [
+        f"{BEYOND_FOLLOW_UP} Beyond the training cohort's follow-up (fewer than "
+        f"{report.min_at_risk} training patients still followed): the model's extrapolation."
     ]
-    import textwrap
-
-    lines += textwrap.wrap(str(row["summary"]), 95)
-    return lines
 
 
-def render_html(report: PatientReport, figures: Sequence[tuple[str, Any]]) -> str:
-    """The report as one self-contained HTML page (figures as base64 PNG)."""
+def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
+    """The summary page as ``(heading, lines)`` blocks, in order (the table sits after the
+    first block); the HTML and the PDF render exactly these."""
     row = report.row
-    esc = html.escape
-    prov = "".join(
-        f"<li><b>{esc(str(k))}</b>: {esc(str(v))}</li>"
-        for k, v in (report.provenance or {}).items()
-    )
-    table = "".join(
-        f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>"
-        for a, b, c in _summary_table(row)
-    )
-    figs = "".join(
-        f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{_png_b64(fig)}">'
-        f"<figcaption>{esc(title)}</figcaption></figure>"
-        for title, fig in figures
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>CRLM prognosis report: {esc(str(row[PATIENT_ID]))}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1100px; color: #222; }}
-.summary {{ background: #fff4e5; border-left: 6px solid #e67e22; padding: 0.8em 1em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #bbb; padding: 0.3em 0.8em; }}
-th {{ background: #eee; }}
-figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-.risk {{ font-weight: bold; }}
-</style></head><body>
-<h1>Prognosis after resection of colorectal liver metastases</h1>
-<h2>Patient {esc(str(row[PATIENT_ID]))}</h2>
-<p class="summary">{esc(str(row["summary"]))}</p>
-<table><tr><th>Probability (95% band)</th><th>Overall survival</th>
-<th>Recurrence-free</th></tr>{table}</table>
-<p>Risk group against the tertiles of the {row["n_training"]} training patients:
-overall survival <span class="risk">{esc(str(row["os_risk_group"]))}</span>, recurrence
-<span class="risk">{esc(str(row["rfs_risk_group"]))}</span>. In the model's training set:
-<b>{esc(membership(row.get("in_training_set")))}</b>. Missing clinical predictors (filled with the
-training means): {esc(str(row.get("missing_predictors") or "none"))}.</p>
-<ul>{prov}</ul>
-{figs}
-<p><small>Bands: 2.5–97.5 percentiles over {row["n_members"]} ensemble members (runs x
-test-time augmentations); they are not calibrated confidence intervals.</small></p>
-</body></html>
+    groups = [
+        f"Risk group against the tertiles of the {row['n_training']} training patients: "
+        f"overall survival {row['os_risk_group']}, recurrence {row['rfs_risk_group']}.",
+        f"In the model's training set: {membership(row.get('in_training_set'))}.",
+        f"Clinical row matched by: {row.get('clinical_row', 'not recorded')}; missing "
+        f"predictors: {row.get('missing_predictors') or 'none'}.",
+    ]
+    perf = list(report.performance or ["Not recorded in the run folder(s)."])
+    prov = [f"{k}: {v}" for k, v in (report.provenance or {}).items()]
+    return [
+        ("Read this first", list(report.headline)),
+        ("Prediction", [str(row["summary"]), *_follow_up_line(report)]),
+        ("Risk group and inputs", groups),
+        ("How well the models did in their own validation", perf),
+        ("The band", [report.band_method or "not stated"]),
+        ("Provenance", prov),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+@page { size: A4; margin: 12mm; }
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 190mm; color: #222; }
+section.page { page-break-after: always; break-after: page; margin-bottom: 2em; }
+.warn { background: #fdecea; border-left: 6px solid #c0392b; padding: 0.5em 1em; }
+.warn li { font-weight: bold; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #bbb; padding: 0.3em 0.8em; }
+th { background: #eee; }
+img { max-width: 100%; }
+p.caption { font-size: 0.95em; }
 """
 
 
+def _png_b64(page: FigurePage) -> str:
+    buf = io.BytesIO()
+    page.figure.savefig(buf, format="png", dpi=110, bbox_inches=page.plot_box)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _html_summary(report: PatientReport) -> str:
+    esc = html.escape
+    blocks = summary_blocks(report)
+    head, *table = summary_table(report)
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in table)
+    parts = [f"<h2>{esc(blocks[0][0])}</h2><ul class='warn'>"]
+    parts += [f"<li>{esc(line)}</li>" for line in blocks[0][1]]
+    parts.append("</ul>")
+    parts.append(
+        "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in head) + f"</tr>{rows}</table>"
+    )
+    for title, lines in blocks[1:]:
+        parts.append(f"<h2>{esc(title)}</h2>")
+        parts += [f"<p>{esc(line)}</p>" for line in lines]
+    return "".join(parts)
+
+
+def render_html(report: PatientReport, pages: Sequence[FigurePage]) -> str:
+    """The report as one self-contained HTML page (figures as base64 PNG), one ``<section
+    class="page">`` per PDF page."""
+    esc = html.escape
+    pid = esc(str(report.row[PATIENT_ID]))
+    title = f"Prognosis after resection of colorectal liver metastases: patient {pid}"
+    sections = [f'<section class="page"><h1>{title}</h1>{_html_summary(report)}</section>']
+    for page in pages:
+        caption = "".join(f'<p class="caption">{esc(c)}</p>' for c in page.caption)
+        sections.append(
+            f'<section class="page"><h2>{esc(page.title)}</h2>'
+            f'<img alt="{esc(page.title)}" src="data:image/png;base64,{_png_b64(page)}">'
+            f"{caption}</section>"
+        )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f"<title>CRLM prognosis report: {pid}</title>\n<style>{_CSS}</style></head><body>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------------------------
+
+
+class _TextPage:
+    """A4 pages of wrapped text drawn with matplotlib (proportional font), page after page."""
+
+    WIDTH_CHARS = 100
+    TOP, BOTTOM, LEFT = 0.95, 0.05, 0.07
+
+    def __init__(self, new_figure: Callable[[], Any]) -> None:
+        self.new_figure = new_figure
+        self.pages: list[Any] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.fig = self.new_figure()
+        self.pages.append(self.fig)
+        self.y = self.TOP
+
+    def text(self, text: str, size: float = 9.0, **style: Any) -> None:
+        """Wrapped text at the cursor; a new page when it runs out."""
+        step = size * 1.45 / 72 / A4_INCHES[1]
+        width = int(self.WIDTH_CHARS * 9.0 / size)
+        for line in textwrap.wrap(text, width) or [""]:
+            if self.y - step < self.BOTTOM:
+                self._start()
+            self.fig.text(self.LEFT, self.y, line, fontsize=size, va="top", **style)
+            self.y -= step
+
+    def table(self, rows: Sequence[Sequence[str]]) -> None:
+        """A table of cells at the cursor (first row bold)."""
+        height = 0.022 * len(rows)
+        if self.y - height < self.BOTTOM:
+            self._start()
+        ax = self.fig.add_axes((self.LEFT, self.y - height, 0.86, height))
+        ax.axis("off")
+        tab = ax.table(cellText=[list(r) for r in rows], loc="upper left", cellLoc="left")
+        tab.auto_set_font_size(False)
+        tab.set_fontsize(9)
+        tab.scale(1, 1.3)
+        for (r, _), cell in tab.get_celld().items():
+            if r == 0:
+                cell.set_text_props(weight="bold")
+        self.y -= height + 0.015
+
+
+def _pdf_summary(report: PatientReport, new_figure: Callable[[], Any]) -> list[Any]:
+    page = _TextPage(new_figure)
+    pid = report.row[PATIENT_ID]
+    page.text(f"Prognosis after resection of colorectal liver metastases: patient {pid}", 14,
+              weight="bold")  # fmt: skip
+    page.y -= 0.01
+    for i, (title, lines) in enumerate(summary_blocks(report)):
+        page.text(title, 12, weight="bold")
+        for line in lines:
+            page.text(line, 9.5, **({"color": "#b03a2e", "weight": "bold"} if i == 0 else {}))
+        if i == 0:
+            page.table(summary_table(report))
+        page.y -= 0.012
+    return page.pages
+
+
+def _figure_pages(report: PatientReport) -> list[FigurePage]:
+    pages = [plot_curves_page(report)]
+    if report.heatmaps is not None and report.ct is not None:
+        pages.append(plot_gradcam_page(report))
+    if report.shap_values:
+        pages.append(plot_shap_page(report))
+    return pages
+
+
 def write_report(report: PatientReport, out_dir: str | Path, stem: str = "report") -> dict:
-    """Write ``<stem>.html`` and ``<stem>.pdf`` into ``out_dir``; return their paths."""
+    """Write ``<stem>.html`` and ``<stem>.pdf`` (the same A4 pages) into ``out_dir``; return
+    their paths."""
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
     out_dir = Path(out_dir)
-    figures = _figures(report)
+    pages = _figure_pages(report)
     html_path = out_dir / f"{stem}.html"
-    atomic.write_bytes(html_path, render_html(report, figures).encode("utf-8"))
+    atomic.write_bytes(html_path, render_html(report, pages).encode("utf-8"))
     buf = io.BytesIO()
-    with PdfPages(buf) as pdf:
-        page = plt.figure(figsize=(8.27, 11.69))
-        page.text(0.06, 0.96, "\n".join(_text_lines(report)), va="top", family="monospace",
-                  fontsize=9)  # fmt: skip
-        pdf.savefig(page)
-        plt.close(page)
-        for title, fig in figures:
-            fig.suptitle(title, fontsize=11, y=1.0)
-            pdf.savefig(fig, bbox_inches="tight")
-    for _, fig in figures:
+    summary = _pdf_summary(report, lambda: plt.figure(figsize=A4_INCHES))
+    with PdfPages(
+        buf, metadata={"Title": f"CRLM prognosis report {report.row[PATIENT_ID]}"}
+    ) as pdf:
+        for fig in [*summary, *(p.figure for p in pages)]:
+            pdf.savefig(fig)
+    for fig in [*summary, *(p.figure for p in pages)]:
         plt.close(fig)
     pdf_path = out_dir / f"{stem}.pdf"
     atomic.write_bytes(pdf_path, buf.getvalue())

@@ -84,6 +84,32 @@ def test_probe_inputs_names_a_wrong_result_and_a_bug(tmp_path):
     assert probe_inputs.run_case(fine, base, fixtures) == ("correct", "")
 
 
+def test_prediction_honesty_and_speed_run_small(tmp_path):
+    """The band-coverage benchmark on a tiny ensemble: the coverage of the oracle's survival is
+    a share, written for the model card; the speed benchmark then times that ensemble."""
+    import json
+
+    out = _run("benchmarks/prediction_honesty.py", "--n", "12", "--folds", "2", "--epochs",
+               "1", "--heldout", "3", "--root", str(tmp_path))  # fmt: skip
+    assert re.search(r"coverage of the true overall survival \(nominal 90%\): [\d.]+%", out), out
+    assert re.search(r"without the row, draws \(--allow-missing\): mean \|change\| [\d.]+", out)
+    cv = tmp_path / "runs" / "cv" / "acfnet"
+    summary = json.loads((cv / "band_coverage.json").read_text())
+    assert summary["n_models"] == 2 and summary["n_values"] == 9 and summary["nominal"] == 0.9
+    assert 0.0 <= summary["coverage"] <= 1.0
+    assert "5th-95th percentile of the 2 models" in summary["method"]
+    from crlm_lib.model_card import build_model_card
+
+    card = build_model_card(cv / "r0_f0")  # the fold run's card quotes the measured coverage
+    share = f"{summary['coverage']:.0%} of 9 values (3 held-out synthetic patients)"
+    assert share in card and "against a nominal 90%" in card
+    out = _run("benchmarks/predict_speed.py", "--run", str(cv), "--cohort",
+               str(tmp_path / "heldout" / "Colorectal-Liver-Metastases"), "--clinical",
+               str(tmp_path / "heldout" / "clinical.csv"), "--patients", "2")  # fmt: skip
+    assert re.search(r"start-up \(imports \+ 2 models loaded\): [\d.]+ s wall", out), out
+    assert re.search(r"warm patients: median [\d.]+ s wall", out), out
+
+
 def test_synthetic_bench_summary_counts_seeds_with_an_interval_above_zero():
     import pandas as pd
 

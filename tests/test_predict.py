@@ -71,19 +71,24 @@ def _clinical_row(cohort_dir: Path, pid: str, path: Path) -> Path:
     return path
 
 
+def _options(**kw):
+    from crlm_lib.predict import PredictOptions
+
+    return PredictOptions(**{"progress": False, "shap_samples": 2, **kw})
+
+
 @pytest.fixture(scope="module")
 def full_output(trained):
-    """One new patient with report and heatmaps (the expensive path, run once)."""
+    """One new patient with report and heatmaps (the expensive path, run once); its clinical
+    row lacks most predictors, so it is scored under --allow-missing."""
     from crlm_lib.predict import predict_new
 
     root, cohort_dir, run_dir, ids = trained
     pid = ids[-1]
     row = _clinical_row(cohort_dir, pid, root / "row.csv")
     out = root / "out_full"
-    summary = predict_new(
-        [run_dir], [_patient_dir(cohort_dir, pid)], out, clinical=row, n_tta=1,
-        shap_samples=4, progress=False,
-    )  # fmt: skip
+    opts = _options(n_tta=1, shap_samples=4, allow_missing=True, n_imputations=8)
+    summary = predict_new([run_dir], [_patient_dir(cohort_dir, pid)], out, row, opts)
     return out, summary, pid
 
 
@@ -124,31 +129,47 @@ def test_new_patient_without_outcomes_gets_rounded_summary(full_output):
     r = table.iloc[0]
     for head in ("os", "rfs"):
         for y in (1, 3, 5):
-            v, lo, hi = r[f"{head}_{y}y"], r[f"{head}_{y}y_lo"], r[f"{head}_{y}y_hi"]
-            assert 0 <= lo <= v + 1e-3 and v <= hi + 1e-3 and hi <= 1
-            assert round(v, 3) == v
+            v = r[f"{head}_{y}y"]
+            assert 0 <= v <= 1 and round(v, 3) == v
+            # one model: no band, said so (not a zero-width band)
+            assert np.isnan(r[f"{head}_{y}y_lo"]) and np.isnan(r[f"{head}_{y}y_hi"])
     assert r["os_1y"] >= r["os_3y"] >= r["os_5y"]
+    assert r["n_models"] == 1 and r["band"].startswith("no band: one model")
     assert r["os_risk_group"] in ("low", "intermediate", "high")
     assert not r["in_training_set"] and r["n_training"] == 5
-    assert "carcinoembryonic_antigen" in r["missing_predictors"]
+    assert r["clinical_row"] == "DICOM PatientID"
+    assert "carcinoembryonic_antigen" in r["missing_predictors"] and r["n_imputations"] == 8
     assert "5-year overall survival" in r["summary"] and "SYNTHETIC" in r["summary"]
+    assert "INCOMPLETE CLINICAL DATA" in r["summary"] and "(band" not in r["summary"]
     yearly = pd.read_csv(out / "predictions_yearly.csv")
     assert list(yearly["year"]) == list(range(1, 13))
     assert np.all(np.diff(yearly["os"]) <= 1e-9) and np.all(np.diff(yearly["rfs"]) <= 1e-9)
     assert np.isclose(yearly.loc[4, "os"], r["os_5y"])
+    # 5 training patients: the training follow-up backs no year (fewer than 10 at risk)
+    assert not yearly["os_followed"].any()
 
 
 def test_report_and_heatmaps_are_written(full_output):
+    import pydicom
+
     out, _, pid = full_output
     folder = out / pid
     html = (folder / "report.html").read_text()
     assert pid in html and html.count("data:image/png;base64,") == 3
+    assert "INCOMPLETE CLINICAL DATA" in html and "no band: one model" in html
+    assert "CT instance" in html and "crlm_lib 0.1.0 (git" in html
     assert (folder / "report.pdf").read_bytes()[:5] == b"%PDF-"
     assert (folder / "heatmaps" / "gradcam_recurrence.nii.gz").is_file()
-    assert len(list((folder / "heatmaps" / "dicom").glob("*.dcm"))) == 12
+    maps = [pydicom.dcmread(f) for f in sorted((folder / "heatmaps" / "dicom").glob("*.dcm"))]
+    assert len(maps) == 12
+    assert len({m.SeriesInstanceUID for m in maps}) == 12  # one series per year
+    assert [m.SeriesDescription for m in maps][4].startswith("Grad-CAM recurrence year 5")
+    assert [int(m.SeriesNumber) for m in maps] == list(range(901, 913))
+    assert any(str(v).startswith("crlm_lib 0.1.0 (git ") for v in maps[0].SoftwareVersions)
 
 
 def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained, full_output):
+    from crlm_lib.clinical_input import MissingPredictorError
     from crlm_lib.predict import predict_new
 
     root, cohort_dir, run_dir, ids = trained
@@ -158,26 +179,22 @@ def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained
         for f in _patient_dir(cohort_dir, pid).rglob("*"):
             zf.write(f, f.relative_to(cohort_dir))
     out = root / "out_zip"
-    got = predict_new(
-        [run_dir], [archive], out, clinical=root / "row.csv", n_tta=0, report=False,
-        heatmaps=True, shap_samples=2, progress=False,
-    )  # fmt: skip
+    opts = _options(n_tta=1, allow_missing=True, n_imputations=8, report=False)
+    got = predict_new([run_dir], [archive], out, root / "row.csv", opts)
     r = got.set_index("patient_id").loc[pid]
     assert r["os_5y"] == full.iloc[0]["os_5y"]
-    # n_tta=0 and one run: the band is the point
-    assert r["os_5y_lo"] == r["os_5y"] == r["os_5y_hi"]
     # the DICOM maps were written from the extracted CT files; the extraction is cleaned up
     assert len(list((out / pid / "heatmaps" / "dicom").glob("*.dcm"))) == 12
     assert not list(out.glob(".unzip.*"))
     trained_pid = ids[0]
-    with pytest.warns(UserWarning, match=f"{trained_pid}: no row"):
-        got = predict_new(
-            [run_dir], [_patient_dir(cohort_dir, trained_pid)], root / "out_trained",
-            clinical=root / "row.csv", n_tta=0, report=False, heatmaps=False, progress=False,
-        )  # fmt: skip
-    r = got.iloc[0]
+    source = [_patient_dir(cohort_dir, trained_pid)]
+    quiet = _options(report=False, heatmaps=False)
+    with pytest.raises(MissingPredictorError, match=rf"{trained_pid}: \d+ clinical predictor"):
+        predict_new([run_dir], source, root / "out_trained", root / "row.csv", quiet)
+    allowed = _options(report=False, heatmaps=False, allow_missing=True, n_imputations=4)
+    r = predict_new([run_dir], source, root / "out_trained", root / "row.csv", allowed).iloc[0]
     assert r["in_training_set"] and "training set" in r["summary"]
-    assert "age" in r["missing_predictors"]
+    assert "age" in r["missing_predictors"] and r["clinical_row"] == "none"
 
 
 def test_run_without_stored_encoder_is_refused(trained, tmp_path, capsys):
@@ -273,8 +290,13 @@ def test_cli_predict_and_model_card(trained, tmp_path, capsys):
     _, cohort_dir, run_dir, ids = trained
     out = tmp_path / "cli"
     argv = ["predict", "--run", str(run_dir), "--patient", str(_patient_dir(cohort_dir, ids[-1]))]
-    assert main([*argv, "--out", str(out), "--tta", "0", "--no-report", "--no-heatmaps"]) == 0
-    assert "5-year overall survival" in capsys.readouterr().out
+    quick = ["--out", str(out), "--no-report", "--no-heatmaps"]
+    assert main([*argv, *quick]) == 2  # no clinical data: refused, in one line
+    err = capsys.readouterr().err
+    assert f"MissingPredictorError: {ids[-1]}: " in err and "clinical predictor(s) missing" in err
+    assert "sex (1 = male, 2 = female)" in err and "--allow-missing" in err
+    assert main([*argv, *quick, "--allow-missing"]) == 0
+    assert f"{ids[-1]}: Predicted 5-year overall survival" in capsys.readouterr().out
     assert list(pd.read_csv(out / "predictions.csv")["patient_id"]) == [ids[-1]]
     assert not (out / ids[-1]).exists()  # --no-report --no-heatmaps
 
@@ -300,6 +322,15 @@ def test_cli_predict_and_model_card(trained, tmp_path, capsys):
     assert f"| C-index, overall survival (Harrell) | {expected}" in card
     assert "| Oracle | 0.800 (95% CI 0.700–0.900)" in card
     assert "SYNTHETIC" in card and "5 training, 1 early-stopping, 2 test" in card
+    for section in ("Model details", "Uses", "How to use", "Training data",
+                    "Training procedure and hyperparameters", "Evaluation",
+                    "Bias, risks and limitations", "Ethical considerations", "Licence",
+                    "Citation"):  # fmt: skip
+        assert f"\n## {section}\n" in card
+    assert "197" not in card and "5 training patients from one cohort; a 2-patient test" in card
+    assert "restricted mean survival time" in card and " years" in card  # cut points, units
+    assert "Trained with crlm_lib 0.1.0 (git" in card and "AdamW lr" in card
+    assert "Ensemble band: not measured" in card
     assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2
 
 
@@ -354,3 +385,85 @@ def test_image_permutation_control_swaps_images_keeps_clinical_data(trained):
     assert (run_dir / runs.PERMUTED_FILE).is_file()
     again = runs.permuted_predictions(run_dir, cohort, "smoke", seed=3)
     pd.testing.assert_frame_equal(perm.reset_index(drop=True), again.reset_index(drop=True))
+
+
+def test_template_rows_by_folder_name_and_unknown_columns(trained, tmp_path, capsys):
+    """--template writes every predictor with its coding; a row named by the folder is used
+    and said so; an unknown column is refused with the close match."""
+    from crlm_lib.cli import main
+
+    _, cohort_dir, run_dir, ids = trained
+    pid = ids[-1]
+    folder = tmp_path / "patient-folder-7"
+    shutil.copytree(_patient_dir(cohort_dir, pid), folder)
+    template = tmp_path / "template.csv"
+    assert main(["predict", "--run", str(run_dir), "--patient", str(folder),
+                 "--template", str(template)]) == 0  # fmt: skip
+    assert "DICOM PatientID, else by the patient's folder name" in capsys.readouterr().out
+    table = pd.read_csv(template, dtype=str)
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert list(table.columns)[1:] == [c["column"] for c in rec["clinical_encoder"]["columns"]]
+    assert table.iloc[0]["Patient-ID"].startswith("#") and table.iloc[1]["Patient-ID"] == pid
+    assert table.iloc[0]["sex"] == "code: 1 = male, 2 = female"
+    # fill the template from the cohort's table, naming the patient by its folder
+    clin = pd.read_csv(cohort_dir / "clinical.csv").set_index("Patient-ID")
+    table.loc[1, table.columns[1:]] = clin.loc[pid, table.columns[1:]].astype(str).to_numpy()
+    table.loc[1, "Patient-ID"] = folder.name
+    table.to_csv(template, index=False)
+    argv = ["predict", "--run", str(run_dir), "--patient", str(folder), "--clinical",
+            str(template), "--out", str(tmp_path / "o"), "--no-report", "--no-heatmaps",
+            "--allow-missing"]  # fmt: skip
+    assert main(argv) == 0
+    out = pd.read_csv(tmp_path / "o" / "predictions.csv")
+    assert out.iloc[0]["clinical_row"] == "folder name"
+    assert "clinical row matched by 'patient-folder-7'" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"Patient-ID": [pid], "CEA": [3.0], "tumour size": [2.0]}).to_csv(bad, index=False)
+    argv[argv.index(str(template))] = str(bad)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown column(s) 'CEA' (did you mean 'carcinoembryonic_antigen'?)" in err
+    assert "'tumour size' (did you mean 'max_tumor_size'?)" in err and "Traceback" not in err
+
+
+def test_cross_validation_folder_is_an_ensemble_with_a_band(trained, tmp_path):
+    """A folder of fold runs is expanded into its runs; two models give a band whose
+    method is named, and the report states it beside the curves."""
+    from crlm_lib.predict import predict_new
+
+    root, cohort_dir, run_dir, ids = trained
+    cv = tmp_path / "cv" / "acfnet"
+    for fold in ("r0_f0", "r0_f1"):
+        shutil.copytree(run_dir, cv / fold)
+    # the second "model": the same weights with the survival head's bias shifted
+    import torch
+
+    ckpt = torch.load(cv / "r0_f1" / "best.pt", weights_only=False)
+    key = [k for k in ckpt["model"] if k.startswith("heads.survival") and k.endswith("bias")][-1]
+    ckpt["model"][key] = ckpt["model"][key] + torch.linspace(-1, 1, ckpt["model"][key].numel())
+    torch.save(ckpt, cv / "r0_f1" / "best.pt")
+    opts = _options(allow_missing=True, n_imputations=4, heatmaps=False)
+    got = predict_new([cv], [_patient_dir(cohort_dir, ids[-1])], tmp_path / "o", None, opts)
+    r = got.iloc[0]
+    assert r["n_models"] == 2 and "5th-95th percentile of the 2 models" in r["band"]
+    assert r["os_5y_lo"] < r["os_5y_hi"]
+    html = (tmp_path / "o" / ids[-1] / "report.html").read_text()
+    assert "5th-95th percentile of the 2 models" in html
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) absent")
+def test_dicom_outputs_pass_dciodvfy(trained, full_output):
+    """The Parametric Maps and the synthetic CT pass Debian's dicom3tools validator without
+    errors (warnings allowed)."""
+    import subprocess
+
+    _, cohort_dir, _, ids = trained
+    out, _, pid = full_output
+    files = sorted((out / pid / "heatmaps" / "dicom").glob("*.dcm"))[:2]
+    files.append(
+        next(p for p in _patient_dir(cohort_dir, pid).rglob("*.dcm") if "PORTAL" in str(p))
+    )
+    for path in files:
+        done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, f"{path.name}: {errors}"

@@ -42,7 +42,8 @@ def _report() -> PatientReport:
         "rfs_risk_group": "low",
         "in_training_set": False,
         "n_training": 157,
-        "n_members": 9,
+        "n_models": 5,
+        "clinical_row": "folder name",
         "missing_predictors": "body_mass_index",
         "summary": "Predicted 5-year overall survival 55% <b>not bold</b>.",
     }
@@ -55,6 +56,15 @@ def _report() -> PatientReport:
         masks=masks,
         heatmaps=heat.astype(np.float32),
         shap_values={"age": 0.02, "carcinoembryonic_antigen": -0.05, "sex_female": 0.01},
+        provenance={"software": "crlm_lib 0.1.0 (git 0123456789ab)", "runs": "runs/cv/acfnet"},
+        headline=[
+            "Research model trained on SYNTHETIC data: not for clinical use.",
+            "INCOMPLETE CLINICAL DATA: 1 predictor(s) missing (body_mass_index).",
+        ],
+        band_method="ensemble spread: 5th-95th percentile of the 5 models' predictions",
+        performance=["Harrell's C, overall survival: 0.61 (95% CI 0.55-0.67)"],
+        slice_labels=[f"CT instance {40 - z}, z = {-100.0 + 5 * z:.1f} mm" for z in range(d)],
+        followed_years={"os": 8, "dfs": 6},
     )
 
 
@@ -69,8 +79,58 @@ def test_report_html_and_pdf_hold_the_numbers_and_figures(paths):
     assert "CRLM-NEW-0001" in html and "0.549 (0.499–0.599)" in html  # 5-year OS, 3 decimals
     assert html.count("data:image/png;base64,") == 3
     assert "&lt;b&gt;not bold&lt;/b&gt;" in html  # text is escaped
+    assert "@page { size: A4" in html and html.count('<section class="page">') == 4
     pdf = paths["pdf"].read_bytes()
-    assert pdf[:5] == b"%PDF-" and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 4
+    assert pdf[:5] == b"%PDF-" and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") == 4
+    assert b"Mono" not in pdf  # no monospace text page: proportional fonts only
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler) absent")
+def test_pdf_and_html_show_the_same_pages_and_statements(paths):
+    """Page by page, the PDF holds the HTML's headings and the statements a reader needs:
+    the headline, the band's meaning under the curves, the slice's place in the CT."""
+    pdf_pages = subprocess.run(
+        ["pdftotext", "-layout", str(paths["pdf"]), "-"], capture_output=True, text=True,
+        check=True,
+    ).stdout.split("\f")  # fmt: skip
+    pages = [" ".join(p.split()) for p in pdf_pages if p.strip()]
+    html = paths["html"].read_text()
+    sections = html.split('<section class="page">')[1:]
+    assert len(pages) == len(sections) == 4
+    expected = [
+        ("Read this first", "INCOMPLETE CLINICAL DATA", "Provenance", "crlm_lib 0.1.0"),
+        ("Predicted survival beside the training cohort", "Band: ensemble spread",
+         "follow-up is too short"),
+        ("Where the model looked", "CT instance 36, z = -80.0 mm"),
+        ("Contributions of the clinical factors",),
+    ]  # fmt: skip
+    for page, section, needles in zip(pages, sections, expected, strict=True):
+        for needle in needles:
+            assert needle in page and needle in section, needle
+
+
+def test_heatmap_zero_is_drawn_on_the_fixed_scale():
+    """An all-zero year shows the bottom colour of the one shared scale inside the liver,
+    not the CT grey; outside the liver the CT shows."""
+    from crlm_lib.report_figures import plot_gradcam_page
+
+    report = _report()
+    report.heatmaps[4] = 0.0  # year 5: no contribution
+    page = plot_gradcam_page(report)
+    ax = next(a for a in page.figure.axes if a.get_title().startswith("Year 5"))
+    image = ax.get_images()[1]  # [0] is the CT
+    z = 4
+    shown = image.get_array()
+    liver = report.masks[0, z] > 0
+    assert not np.ma.getmaskarray(shown)[liver].any() and np.all(shown[liver] == 0)
+    assert np.ma.getmaskarray(shown)[~liver].all()
+    assert image.get_clim() == (0.0, float(report.heatmaps.max()))
+    assert image.get_cmap().name == "viridis" and ax.get_title() == "Year 5 (max 0.00)"
+    letters = sorted(t.get_text() for t in ax.texts)
+    assert letters == ["A", "L", "P", "R"]
+    import matplotlib.pyplot as plt
+
+    plt.close(page.figure)
 
 
 def _chromium() -> str | None:
@@ -112,3 +172,20 @@ def test_report_renders_non_blank_in_headless_chromium(paths, tmp_path):
     assert red.sum() > 200
     # the lower half holds the Grad-CAM montage (dark CT slices), not blank space
     assert non_white[1000:].mean() > 0.05
+
+
+def test_years_beyond_the_training_follow_up_are_said_not_drawn(tmp_path):
+    from crlm_lib.report_figures import plot_curves_page
+
+    report = _report()
+    report.followed_years = {"os": 2, "dfs": None}
+    page = plot_curves_page(report)
+    os_ax = next(a for a in page.figure.axes if a.get_title() == "Overall survival")
+    patient = os_ax.lines[0]  # the patient's curve stops at the last followed year
+    assert max(patient.get_xdata()) == 2
+    assert any("too short to say" in t.get_text() for t in os_ax.texts)
+    rfs_ax = next(a for a in page.figure.axes if a.get_title() == "Recurrence-free survival")
+    assert max(rfs_ax.lines[0].get_xdata()) == 12  # unknown follow-up: drawn, said in caption
+    html = write_report(report, tmp_path)["html"].read_text()
+    assert "0.698† (0.648–0.748)" in html and "0.887 (0.837–0.937)" in html
+    assert "† Beyond the training cohort&#x27;s follow-up" in html

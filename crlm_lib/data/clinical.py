@@ -197,6 +197,50 @@ PREDICTORS: list[str] = [*PREOPERATIVE_PREDICTORS, *PATHOLOGY_PREDICTORS]
 #: Predictors transformed with log1p before standardisation (right-skewed, ng/mL).
 LOG_PREDICTORS: tuple[str, ...] = ("carcinoembryonic_antigen",)
 
+_YES_NO = "0 = no, 1 = yes"
+#: Unit and coding of every predictor as ``crlm predict`` expects it (``(unit, coding)``; the
+#: codes flagged [A] in the module docstring included): the template of ``crlm predict
+#: --template`` and the refusal of missing predictors print them.
+PREDICTOR_CODING: dict[str, tuple[str, str]] = {
+    "age": ("years", "age at liver resection"),
+    "sex": ("code", "1 = male, 2 = female"),
+    "major_comorbidity": ("0/1", _YES_NO),
+    "body_mass_index": ("kg/m2", "body-mass index"),
+    "node_positive_primary": ("0/1", "node-positive primary: " + _YES_NO),
+    "synchronous_crlm": ("0/1", "metastases found with the primary: " + _YES_NO),
+    "multiple_metastases": ("0/1", "more than one liver tumour: " + _YES_NO),
+    "clinrisk_score": ("0-5", "Fong clinical risk score (whole number)"),
+    "clinrisk_stratified": ("0/1", "0 = low (Fong 0-2), 1 = high (Fong 3-5)"),
+    "carcinoembryonic_antigen": ("ng/mL", "preoperative CEA"),
+    "max_tumor_size": ("cm", "largest tumour diameter"),
+    "bilobar_disease": ("0/1", _YES_NO),
+    "extrahep_disease": ("0/1", "resected extrahepatic disease: " + _YES_NO),
+    "chemo_before_liver_resection": ("0/1", _YES_NO),
+    "preoperative_pve": ("0/1", "portal vein embolisation: " + _YES_NO),
+    "steatosis_yesno": ("0/1", "specimen: " + _YES_NO),
+    "presence_sinusoidal_dilata": ("0/1", "specimen: " + _YES_NO),
+    "NASH_score": ("0-8", "NAFLD activity score (whole number)"),
+    "NASH_yesno": ("0/1", _YES_NO),
+    "NASH_greater_4": ("0/1", "NAFLD activity score >= 4: " + _YES_NO),
+    "total_response_percent": ("percent", "0-100, or a fraction 0-1 for the whole column"),
+    "necrosis_percent": ("percent", "0-100, or a fraction 0-1 for the whole column"),
+    "fibrosis_percent": ("percent", "0-100, or a fraction 0-1 for the whole column"),
+    "fibrosis_greater_40_percent": ("0/1", _YES_NO),
+    "mucin_percent": ("percent", "0-100, or a fraction 0-1 for the whole column"),
+}
+
+
+def predictor_coding(column: str) -> str:
+    """``"sex (1 = male, 2 = female)"``, ``"age (years)"``: a predictor with its expected
+    coding, as error messages name it."""
+    unit, coding = PREDICTOR_CODING.get(column, ("", ""))
+    if unit == "percent":
+        return f"{column} (percent, 0-100)"
+    if unit in ("0/1", "code") or unit[:1].isdigit():
+        return f"{column} ({coding})"
+    return f"{column} ({unit})" if unit else column
+
+
 FONG_CRITERIA: tuple[str, ...] = (
     "node_positive_primary",
     "dfi_lt_12_months",
@@ -566,6 +610,14 @@ def _check_ids(df: pd.DataFrame, problems: list[str]) -> pd.Series:
     return ids
 
 
+def _expected(column: str) -> str:
+    """``" (expected: 1 = male, 2 = female)"`` for a predictor with a coding, else ``""``."""
+    unit, coding = PREDICTOR_CODING.get(column, ("", ""))
+    if not unit:
+        return ""
+    return f" (expected: {coding if unit in ('0/1', 'code') else predictor_coding(column)})"
+
+
 def _parse_numeric_columns(
     df: pd.DataFrame, ids: pd.Series, extra: list[str], decimal_comma: bool, problems: list[str]
 ) -> dict[str, tuple[pd.Series, pd.Series]]:
@@ -580,7 +632,7 @@ def _parse_numeric_columns(
         )
         bad_text = values.isna() & df[col].notna() & df[col].astype(str).str.strip().ne("")
         for pid, val in zip(ids[bad_text], df.loc[bad_text, col], strict=True):
-            problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}")
+            problems.append(f"{pid}: column {col!r} has non-numeric value {val!r}{_expected(col)}")
         parsed[col] = (values, pct)
     return parsed
 
@@ -611,7 +663,7 @@ def _check_column(
     if col in BINARY_COLUMNS:
         bad = present & ~values.isin([0.0, 1.0])
         for pid, val in zip(ids[bad], values[bad], strict=True):
-            problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1")
+            problems.append(f"{pid}: column {col!r} = {val:g} is not 0/1{_expected(col)}")
     elif col in RANGES:
         lo, hi = RANGES[col]
         bad = present & ((values < lo) | (values > hi))
@@ -898,6 +950,19 @@ def encode_predictors(
 # --------------------------------------------------------------------------------------------
 
 
+#: Levels of :attr:`EncodedColumn.quantiles`.
+QUANTILE_LEVELS: tuple[float, ...] = tuple((k + 0.5) / 20 for k in range(20))
+
+
+def _training_quantiles(values: pd.Series) -> tuple[float, ...] | None:
+    """The observed training values at :data:`QUANTILE_LEVELS` (original units, rounded to 6
+    significant digits for ``run.json``), or ``None`` when none is observed."""
+    x = pd.to_numeric(values, errors="coerce").astype(float).dropna().to_numpy()
+    if not len(x):
+        return None
+    return tuple(float(f"{v:.6g}") for v in np.quantile(x, QUANTILE_LEVELS))
+
+
 @dataclass(frozen=True)
 class EncodedColumn:
     """How one predictor is encoded (fitted on the training rows).
@@ -906,6 +971,12 @@ class EncodedColumn:
     training statistics after the ``sex -> female`` and log1p steps (``std`` 1.0 for binary
     columns, which are not standardised); ``indicator`` says whether a ``<name>_missing``
     column follows the value columns (the column had missing values in training).
+
+    What ``crlm predict --allow-missing`` draws a missing value from (``None`` in encoders
+    stored before they were recorded): ``missing_rate``, the share of training rows missing
+    this predictor, and ``quantiles``, the training values (original units: years, cm, ng/mL;
+    ``None`` for binary columns, whose distribution is ``mean``) at the 20 levels
+    ``(k + 0.5) / 20``, ``k = 0..19``.
     """
 
     column: str
@@ -915,6 +986,8 @@ class EncodedColumn:
     binary: bool
     log1p: bool
     indicator: bool
+    missing_rate: float | None = None
+    quantiles: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -981,9 +1054,18 @@ class ClinicalEncoder:
                     binary=binary,
                     log1p=log1p,
                     indicator=bool(r_missing.any()),
+                    missing_rate=float(r_missing.mean()) if len(r) else 1.0,
+                    quantiles=None if binary else _training_quantiles(reference[col]),
                 )
             )
         return cls(columns=tuple(out))
+
+    @property
+    def required_columns(self) -> list[str]:
+        """The predictors the model learnt from: every column observed in some training row
+        (a column missing in every training row carries no information and is not asked
+        for)."""
+        return [c.column for c in self.columns if c.missing_rate is None or c.missing_rate < 1]
 
     @property
     def feature_names(self) -> list[str]:
@@ -1050,10 +1132,17 @@ class ClinicalEncoder:
     def from_dict(cls, data: dict) -> ClinicalEncoder:
         """Inverse of :meth:`to_dict`; raises :class:`ClinicalTableError` on a bad record."""
         try:
-            cols = tuple(EncodedColumn(**c) for c in data["columns"])
+            cols = tuple(
+                EncodedColumn(**{**c, "quantiles": _as_tuple(c.get("quantiles"))})
+                for c in data["columns"]
+            )
             return cls(columns=cols, version=int(data.get("version", 1)))
         except (KeyError, TypeError) as err:
             raise ClinicalTableError(f"stored clinical encoder is malformed: {err}") from err
+
+
+def _as_tuple(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(v) for v in values)
 
 
 def fong_criteria(df: pd.DataFrame) -> pd.DataFrame:

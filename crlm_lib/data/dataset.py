@@ -30,12 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from torch.utils.data import Dataset, default_collate
 
 from crlm_lib import metrics
 from crlm_lib.config import N_YEARS, Profile
-from crlm_lib.data.augment import augment_sample
 from crlm_lib.data.preprocess import load_processed
 from crlm_lib.errors import TooFewPatientsError
 
@@ -223,6 +221,10 @@ class CRLMDataset(Dataset):
         if self.augment:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
             spacing = processed_spacing(data, data["ct"].shape)
+            # imported here: TorchIO costs ~0.5 s of every import of this module (crlm
+            # predict's start-up) and only training items are augmented
+            from crlm_lib.data.augment import augment_sample
+
             ct, masks = augment_sample(ct, masks, spacing, seed, self.profile)
         feats, lmask = self.lesion_set(data["lesion_features"])
         o = self.outcomes.iloc[index]
@@ -332,6 +334,8 @@ def paper_split(
             f"{paper_split_minimum(fractions)}: one test and one validation patient and the "
             "rest for training; add patients (or check the exclusion report)"
         )
+    from sklearn.model_selection import train_test_split  # splits only: not at import time
+
     rest, test = train_test_split(
         np.arange(n), test_size=n_test, random_state=seed, stratify=_stratify(events, n_test)
     )
@@ -348,6 +352,8 @@ def repeated_stratified_kfold(
     ids: Sequence[str], events: Sequence[int], folds: int, repeats: int, seed: int
 ) -> Iterator[tuple[int, int, list[str], list[str]]]:
     """Yield ``(repeat, fold, train_ids, test_ids)`` of sklearn's RepeatedStratifiedKFold."""
+    from sklearn.model_selection import RepeatedStratifiedKFold  # splits only
+
     ids = np.asarray([str(i) for i in ids])
     events = np.asarray(events)
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)

@@ -1047,13 +1047,18 @@ def _ct_datasets(spec: PatientSpec, seed: int, img: phantom.Rendered, synth: Syn
         ds.PatientID = pid
         ds.PatientBirthDate = phi["PatientBirthDate"]
         ds.PatientSex = "M" if spec.row["sex"] == 1 else "F"
-        ds.OtherPatientIDs = phi["OtherPatientIDs"]
+        # Other Patient IDs Sequence: the flat OtherPatientIDs (0010,1000) is retired
+        other = Dataset()
+        other.PatientID, other.TypeOfPatientID = phi["OtherPatientIDs"], "TEXT"
+        ds.OtherPatientIDsSequence = [other]
         ds.BodyPartExamined = "ABDOMEN"
         ds.SliceThickness = f"{synth.slice_thickness_mm:g}"
         ds.KVP = "120"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.StudyID, ds.SeriesNumber = "1", 2
         ds.InstanceNumber = n - k  # head-first numbering: 1 = most superior
+        ds.AcquisitionNumber = 1
+        ds.PatientPosition = "HFS"  # head first, supine (Type 2C in the General Series)
         ds.ImagePositionPatient = [f"{img.x0_mm:.3f}", f"{img.y0_mm:.3f}", f"{img.z_mm[k]:.3f}"]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.FrameOfReferenceUID = frame

@@ -1,4 +1,5 @@
-"""Grad-CAM per virtual year (captum ``LayerGradCam``) and its sanity check.
+"""Grad-CAM per virtual year (captum's ``LayerGradCam`` formula, one forward pass) and its sanity
+check.
 
 - :func:`yearly_gradcam` — one 3D Grad-CAM map per year (Selvaraju et al., ICCV 2017; STAR
   section 4 shows Grad-CAM over the liver), upsampled to the CT grid;
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerAttribution, LayerGradCam
+from captum.attr import LayerAttribution
 from torch import Tensor, nn
 
 from crlm_lib.config import N_YEARS
@@ -55,42 +56,6 @@ class _CTForward(nn.Module):
         return self.model({**self.fixed, "ct": ct})[self.key]
 
 
-class _TimeFold(nn.Module):
-    """Identity that exposes ``[B, C, T, ...]`` as ``[B, C*T, ...]`` to captum.
-
-    captum's ``LayerGradCam`` averages gradients over every axis after the channel axis, so on
-    a time-resolved output ``[B, C, T, D, H, W]`` it would pool the channel weights over T.
-    Folding T into the channels gives one weight per (channel, timestep):
-    ``alpha_{c,t} = mean_{d,h,w} dy/dA_{c,t,d,h,w}`` (Grad-CAM Eq. (1) per timestep).
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
-
-
-def _probe_layer_shape(wrapper: _CTForward, layer: nn.Module, ct: Tensor) -> tuple[int, ...]:
-    shapes: list[tuple[int, ...]] = []
-
-    def hook(_m, _i, out):
-        if isinstance(out, Tensor):
-            shapes.append(tuple(out.shape))
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            wrapper(ct)
-    finally:
-        handle.remove()
-    if not shapes:
-        raise GradCamLayerError("gradcam_layer was not called (or returned no tensor) in forward")
-    if len(shapes) > 1:
-        warnings.warn(
-            f"gradcam_layer is called {len(shapes)} times per forward; captum uses the last call",
-            stacklevel=3,
-        )
-    return shapes[-1]
-
-
 def _normalise(maps: np.ndarray, mode: str) -> np.ndarray:
     if mode == "shared":
         peak = float(maps.max()) if maps.size else 0.0
@@ -104,30 +69,57 @@ def _normalise(maps: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"normalise must be 'shared', 'per_year' or 'none', got {mode!r}")
 
 
-def _layer_cam(
-    wrapper: _CTForward, layer: nn.Module, shape: tuple[int, ...], ct: Tensor, pid: str
-) -> tuple[str, int, LayerGradCam, Any]:
-    """captum's ``LayerGradCam`` for the layer's output ``shape``: ``(mode, n_t, cam, hook)``.
+def _layer_mode(shape: tuple[int, ...], ct: Tensor, pid: str) -> tuple[str, int]:
+    """How the layer's output ``shape`` holds time: ``(mode, n_t)``.
 
-    ``"time_channels"`` (``[B, C, T, D', H', W']``: T folded into the channels by a
-    :class:`_TimeFold` hook, removed by the caller), ``"time_batch"`` (``[T, C, D', H', W']``
+    ``"time_channels"`` (``[B, C, T, D', H', W']``), ``"time_batch"`` (``[T, C, D', H', W']``
     for one patient) or ``"spatial"`` (``[B, C, D', H', W']``, ``n_t = 1``).
     """
     if len(shape) == 6:
-        fold = _TimeFold()
-
-        def refold(_m, _i, out):
-            return fold(out).reshape(out.shape)
-
-        handle = layer.register_forward_hook(refold)
-        return "time_channels", shape[2], LayerGradCam(wrapper, fold), handle
+        return "time_channels", shape[2]
     if len(shape) == 5 and shape[0] == ct.shape[0] * N_YEARS and ct.shape[0] == 1:
-        return "time_batch", shape[0], LayerGradCam(wrapper, layer), None
+        return "time_batch", shape[0]
     if len(shape) == 5:
-        return "spatial", 1, LayerGradCam(wrapper, layer), None
+        return "spatial", 1
     raise GradCamLayerError(
         f"{pid}: gradcam_layer output {shape} is not [B, C, D, H, W] or [B, C, T, D, H, W]"
     )
+
+
+def _weighted_activations(
+    wrapper: _CTForward, layer: nn.Module, ct: Tensor, years: list[int]
+) -> tuple[list[Tensor], tuple[int, ...]]:
+    """Per year ``k``, ``sum_c alpha_c^k A_c`` (before the ReLU) from ONE forward pass and one
+    backward pass per year (the graph is kept between them), where ``alpha_c^k`` is the mean
+    over the spatial axes of ``d y_k / d A_c``: captum's ``LayerGradCam`` without its forward
+    pass per year (tested equal to it). A 6-D output ``[B, C, T, D', H', W']`` keeps T (one
+    weight per channel and timestep): ``[B, T, D', H', W']``; a 5-D one gives
+    ``[B, 1, D', H', W']``. The layer's last call in the forward pass is the one explained;
+    its output shape is returned with the maps."""
+    captured: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.enable_grad():
+            logits = wrapper(ct.detach().clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    captured = [c for c in captured if isinstance(c, Tensor)]
+    if not captured:
+        raise GradCamLayerError("gradcam_layer was not called (or returned no tensor) in forward")
+    if len(captured) > 1:
+        warnings.warn(
+            f"gradcam_layer is called {len(captured)} times per forward; the last call is used",
+            stacklevel=3,
+        )
+    acts = captured[-1]
+    out = []
+    for i, k in enumerate(years):
+        (grads,) = torch.autograd.grad(
+            logits[:, int(k)].sum(), acts, retain_graph=i < len(years) - 1
+        )
+        alpha = grads.mean(dim=(-3, -2, -1), keepdim=True)
+        out.append((alpha * acts).sum(dim=1, keepdim=acts.dim() == 5).detach())
+    return out, tuple(acts.shape)
 
 
 def yearly_gradcam(
@@ -147,9 +139,10 @@ def yearly_gradcam(
 
     ``alpha_c^k = mean_{voxels} d y_k / d A_c``,  ``L^k = ReLU(sum_c alpha_c^k A_c)``,
 
-    computed with captum's ``LayerGradCam`` (one backward pass per year), upsampled to the CT
-    grid with ``LayerAttribution.interpolate`` (trilinear), set to zero outside the
-    ``restrict_to`` mask and normalised.
+    computed as captum's ``LayerGradCam`` does (tested equal) but from one forward pass and one
+    backward pass per year (:func:`_weighted_activations`), upsampled to the CT grid with
+    ``LayerAttribution.interpolate`` (trilinear), set to zero outside the ``restrict_to`` mask
+    and normalised.
 
     Time-resolved layers (4D-ACFNet's last spatio-temporal layer outputs
     ``[B, C, T=12, D', H', W']``): the weights are computed per (channel, timestep),
@@ -226,30 +219,21 @@ def yearly_gradcam(
     grid = tuple(ct.shape[-3:])
     keep = _restriction_mask(batch, restrict_to, grid)
     wrapper = _CTForward(model, batch, target).eval()
-    shape = _probe_layer_shape(wrapper, layer, ct)
     years = list(years)
-
-    mode, n_t, cam, handle = _layer_cam(wrapper, layer, shape, ct, pid)
-
+    raws, shape = _weighted_activations(wrapper, layer, ct, years)
+    mode, n_t = _layer_mode(shape, ct, pid)
     maps = np.zeros((len(years), *grid), dtype=np.float32)
-    try:
-        for i, k in enumerate(years):
-            if mode == "time_channels":
-                raw = cam.attribute(ct, target=int(k), attr_dim_summation=False)
-                raw = raw.reshape(1, shape[1], n_t, *shape[3:]).sum(dim=1)  # [1, T, d, h, w]
-                sel = raw[:, k % n_t] if time_mode == "matched" else raw.sum(dim=1)
-                lowres = F.relu(sel).unsqueeze(1)  # [1, 1, d, h, w]
-            elif mode == "time_batch":
-                raw = cam.attribute(ct, target=int(k))  # [T, 1, d, h, w]
-                sel = raw[k % n_t : k % n_t + 1] if time_mode == "matched" else raw.sum(0, True)
-                lowres = F.relu(sel)
-            else:
-                lowres = cam.attribute(ct, target=int(k), relu_attributions=True)
-            up = LayerAttribution.interpolate(lowres.detach(), grid, interpolate_mode)
-            maps[i] = up[0, 0].clamp_min(0).cpu().numpy()
-    finally:
-        if handle is not None:
-            handle.remove()
+    for i, (k, raw) in enumerate(zip(years, raws, strict=True)):
+        if mode == "time_channels":  # raw [1, T, d, h, w]
+            sel = raw[:, k % n_t] if time_mode == "matched" else raw.sum(dim=1)
+            lowres = F.relu(sel).unsqueeze(1)  # [1, 1, d, h, w]
+        elif mode == "time_batch":  # raw [T, 1, d, h, w]
+            sel = raw[k % n_t : k % n_t + 1] if time_mode == "matched" else raw.sum(0, True)
+            lowres = F.relu(sel)
+        else:
+            lowres = F.relu(raw)
+        up = LayerAttribution.interpolate(lowres, grid, interpolate_mode)
+        maps[i] = up[0, 0].clamp_min(0).cpu().numpy()
     if keep is not None:
         maps[:, ~keep] = 0.0
     return _normalise(maps, normalise).astype(np.float32)

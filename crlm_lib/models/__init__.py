@@ -22,30 +22,57 @@ name                    model                                       module
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import Any
 
 from torch import nn
 
 from ..config import ModelConfig, Profile
-from .acfnet import ACFNet, build_acfnet, build_star
-from .aminn import AMINN
-from .baselines import CNN3DLSTM, ClinicalMLP, ResNet3D, build_cnn3d
 from .common import count_parameters, resolve_config, separable_param_counts
-from .stg import STG
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "acfnet": build_acfnet,
-    "star": build_star,
-    "cnn3d": build_cnn3d,
-    "cnn3d_lstm": lambda n, cfg, **o: CNN3DLSTM(n, cfg, **o),
-    "resnet18_3d": lambda n, cfg, **o: ResNet3D("resnet18_3d", n, cfg, **o),
-    "resnet34_3d": lambda n, cfg, **o: ResNet3D("resnet34_3d", n, cfg, **o),
-    "resnet50_3d": lambda n, cfg, **o: ResNet3D("resnet50_3d", n, cfg, **o),
-    "aminn": lambda n, cfg, **o: AMINN(n, cfg=cfg, **o),
-    "stg": lambda n, cfg, **o: STG(n, cfg, **o),
-    "stg_lite": lambda n, cfg, **o: STG(n, cfg, lite=True, **o),
-    "clinical_mlp": lambda n, cfg, **o: ClinicalMLP(n, cfg, **o),
+# The registry names each model's module and builder instead of importing every family up front:
+# the 3D ResNets import MONAI and STG imports torch_geometric (together ~7 s on the 2-core CPU),
+# which ``crlm predict`` with a 4D-ACFNet run never needs. ``(module, attribute, kwargs)``.
+_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "acfnet": ("acfnet", "build_acfnet", {}),
+    "star": ("acfnet", "build_star", {}),
+    "cnn3d": ("baselines", "build_cnn3d", {}),
+    "cnn3d_lstm": ("baselines", "CNN3DLSTM", {}),
+    "resnet18_3d": ("baselines", "ResNet3D", {"variant": "resnet18_3d"}),
+    "resnet34_3d": ("baselines", "ResNet3D", {"variant": "resnet34_3d"}),
+    "resnet50_3d": ("baselines", "ResNet3D", {"variant": "resnet50_3d"}),
+    "aminn": ("aminn", "AMINN", {}),
+    "stg": ("stg", "STG", {}),
+    "stg_lite": ("stg", "STG", {"lite": True}),
+    "clinical_mlp": ("baselines", "ClinicalMLP", {}),
 }
+#: Classes re-exported from their family modules on first access (PEP 562).
+_LAZY_NAMES: dict[str, str] = {
+    "ACFNet": "acfnet",
+    "AMINN": "aminn",
+    "CNN3DLSTM": "baselines",
+    "ClinicalMLP": "baselines",
+    "ResNet3D": "baselines",
+    "STG": "stg",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _construct(name: str, n_clinical: int, cfg: ModelConfig, options: dict[str, Any]) -> nn.Module:
+    """Call the registered builder of ``name`` with the signature its family expects."""
+    module, attribute, fixed = _BUILDERS[name]
+    builder = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    if attribute == "ResNet3D":
+        return builder(fixed["variant"], n_clinical, cfg, **options)
+    if attribute == "AMINN":
+        return builder(n_clinical, cfg=cfg, **options)
+    return builder(n_clinical, cfg, **fixed, **options)
+
 
 #: Every registered model name, in the papers' order.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
@@ -82,7 +109,7 @@ def build_model(
         raise KeyError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
     if name == "aminn" and "n_lesion_features" not in options:
         raise TypeError("build_model('aminn', ...) needs n_lesion_features=F_les")
-    return _BUILDERS[name](n_clinical, resolve_config(cfg), **options)
+    return _construct(name, n_clinical, resolve_config(cfg), options)
 
 
 __all__ = [

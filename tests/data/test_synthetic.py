@@ -114,7 +114,8 @@ def test_phi_markers_written_and_listed(cohort):
     files, _ = _series(_patient_dirs(cohort)[0])
     d = pydicom.dcmread(files[0])
     assert str(d.PatientName) in vals and d.PatientBirthDate in vals
-    assert d.InstitutionName in vals and str(d.OtherPatientIDs) in vals
+    assert d.InstitutionName in vals
+    assert str(d.OtherPatientIDsSequence[0].PatientID) in vals
     assert len(vals) == len(set(vals)) and len([v for v in vals if v.startswith("1900")]) == 3
 
 

@@ -100,3 +100,50 @@ def test_randomisation_check_returns_a_correlation():
     # identical maps correlate perfectly: the statistic is not a constant
     maps = explain.yearly_gradcam(model, make_patient(), normalise="none")
     assert np.isfinite(maps).all()
+
+
+def _captum_maps(model, batch, fold_time: bool) -> np.ndarray:
+    """The same maps from captum's LayerGradCam (one forward and backward pass per year): the
+    reference the one-forward implementation must equal."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from crlm_lib.explain.gradcam import _CTForward
+
+    wrapper = _CTForward(model, batch, "recurrence").eval()
+    layer, handle = model.gradcam_layer, None
+    if fold_time:  # [B, C, T, ...] seen by captum as [B, C*T, ...], one weight per (c, t)
+        fold = torch.nn.Flatten(1, 2)
+        handle = layer.register_forward_hook(lambda _m, _i, out: fold(out).reshape(out.shape))
+        layer = fold
+    cam, ct = LayerGradCam(wrapper, layer), batch["ct"].float()
+    grid = tuple(ct.shape[-3:])
+    maps = []
+    for k in range(N_YEARS):
+        if fold_time:
+            raw = cam.attribute(ct, target=k, attr_dim_summation=False)
+            n_t = raw.shape[1] // model.gradcam_channels
+            raw = raw.reshape(1, -1, n_t, *raw.shape[2:]).sum(dim=1)[:, k % n_t]
+            lowres = torch.relu(raw).unsqueeze(1)
+        else:
+            lowres = cam.attribute(ct, target=k, relu_attributions=True)
+        maps.append(LayerAttribution.interpolate(lowres.detach(), grid, "trilinear")[0, 0])
+    if handle is not None:
+        handle.remove()
+    return torch.stack(maps).clamp_min(0).numpy()
+
+
+def test_one_forward_gradcam_equals_captum_layergradcam():
+    batch = make_patient()
+    torch.manual_seed(0)
+    model = ToyCNN()
+    with torch.no_grad():  # weights that differ per year, so that every map is informative
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ours = explain.yearly_gradcam(model, batch, normalise="none", restrict_to=None)
+    np.testing.assert_allclose(ours, _captum_maps(model, batch, False), rtol=1e-5, atol=1e-7)
+    grid = (4, 6, 24)
+    timed = {"ct": torch.rand(1, 1, *grid), "masks": torch.ones(1, 5, *grid)}
+    model = ToyTimeResolved(width=grid[2])
+    model.gradcam_channels = model.conv.out_channels
+    ours = explain.yearly_gradcam(model, timed, normalise="none", restrict_to=None)
+    np.testing.assert_allclose(ours, _captum_maps(model, timed, True), rtol=1e-5, atol=1e-7)
