@@ -82,13 +82,20 @@ def explain_patient(
 def provenance(runs: Sequence[RunModel], patient: NewPatient) -> dict[str, str]:
     """The report's provenance lines: model, runs with their identities, training data,
     software (this process and the one that trained), date, source."""
-    from crlm_lib.provenance import run_identity_text, software_text
+    from crlm_lib.provenance import ensemble_identity_text, software_text
 
     rec = runs[0].record
     trained = {software_text(r.record["software"]) for r in runs if r.record.get("software")}
+    parents = {r.run_dir.parent for r in runs}
+    folders = (
+        f"{parents.pop()}: {', '.join(r.run_dir.name for r in runs)}"
+        if len(parents) == 1 and len(runs) > 1
+        else "; ".join(str(r.run_dir) for r in runs)
+    )
     return {
         "model": f"{rec['model']}, {len(runs)} model(s)",
-        "runs": "; ".join(f"{r.run_dir} ({run_identity_text(r.record)})" for r in runs),
+        "runs": folders,
+        "run identity": ensemble_identity_text([r.record for r in runs]),
         "training data": "synthetic cohort" if rec.get("synthetic") else "real",
         "profile": str(rec["profile"]),
         "software": software_text(),

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import crlm_lib
 
-__all__ = ["run_identity_text", "software_record", "software_text"]
+__all__ = ["ensemble_identity_text", "run_identity_text", "software_record", "software_text"]
 
 _UNKNOWN = "unknown"
 
@@ -77,3 +77,20 @@ def run_identity_text(record: Mapping[str, object]) -> str:
     if not isinstance(ident, Mapping) or not ident:
         return "not recorded"
     return " / ".join(f"{k} {v}" for k, v in ident.items())
+
+
+def ensemble_identity_text(records: Sequence[Mapping[str, object]]) -> str:
+    """The identities of several runs in one line: a hash the runs share once (``cohort
+    1a2b...``), one that differs per run listed in run order (``split per run: 3c4d..., ...``);
+    ``"not recorded"`` when a run has none."""
+    idents = [r.get("identity") for r in records]
+    if not idents or not all(isinstance(i, Mapping) and i for i in idents):
+        return "not recorded"
+    parts = []
+    for key in idents[0]:
+        values = [str(i.get(key)) for i in idents]
+        if len(set(values)) == 1:
+            parts.append(f"{key} {values[0]}")
+        else:
+            parts.append(f"{key} per run: {', '.join(values)}")
+    return " / ".join(parts)

@@ -148,6 +148,14 @@ def _follow_up_line(report: PatientReport) -> list[str]:
     ]
 
 
+def _prediction_line(report: PatientReport) -> str:
+    """The plain-language line without the caveats the headline already shows."""
+    text = str(report.row["summary"])
+    for line in report.headline:
+        text = text.replace(line, "")
+    return " ".join(text.split())
+
+
 def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
     """The summary page as ``(heading, lines)`` blocks, in order (the table sits after the
     first block); the HTML and the PDF render exactly these."""
@@ -163,7 +171,7 @@ def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
     prov = [f"{k}: {v}" for k, v in (report.provenance or {}).items()]
     return [
         ("Read this first", list(report.headline)),
-        ("Prediction", [str(row["summary"]), *_follow_up_line(report)]),
+        ("Prediction", [_prediction_line(report), *_follow_up_line(report)]),
         ("Risk group and inputs", groups),
         ("How well the models did in their own validation", perf),
         ("The band", [report.band_method or "not stated"]),
