@@ -75,7 +75,8 @@ HEADS: tuple[str, ...] = ("os", "dfs")
 #: the probability of death by 5 years, of recurrence (or death) by 3 years.
 RISK_HORIZON_YEARS: dict[str, int] = {"os": 5, "dfs": 3}
 #: The ranking functionals of :meth:`Predictions.ranking_score`: ``"risk"`` (every model
-#: alike, the default) and ``"mixed"`` (each model its own, as before issue 21).
+#: alike, the default) and ``"mixed"`` (each model its own: Fong its score, Cox its linear
+#: predictor, the deep models minus their 12-year restricted mean; a sensitivity option).
 RANKING_SCORES: tuple[str, ...] = ("risk", "mixed")
 
 
