@@ -663,16 +663,9 @@ def volumetrics(processed_dir: str | Path, patient_ids: Sequence[str]) -> pd.Dat
     """
     rows = []
     for pid in patient_ids:
-        with np.load(cache_path(processed_dir, pid), allow_pickle=False) as z:
-            if "mask_volumes_ml" not in z.files:
-                raise PreprocessInterrupted(
-                    f"{pid}: cache entry made before mask volumes were stored; rerun `crlm data`"
-                )
-            volumes = np.asarray(z["mask_volumes_ml"], float)
-            names = [str(n) for n in z["lesion_feature_names"]]
-            les = np.asarray(z["lesion_features"], float).reshape(-1, len(names))
+        volumes, les = _cached_lesions(processed_dir, pid, volumes=True)
         vol = dict(zip(MASK_NAMES, volumes, strict=True))
-        lesion_ml = les[:, names.index("volume_mm3")] / 1000.0 if len(les) else np.zeros(0)
+        lesion_ml = les["volume_mm3"].to_numpy() / 1000.0
         d_cm = 2.0 * (3.0 * lesion_ml.max(initial=0.0) / (4.0 * np.pi)) ** (1 / 3)
         n = float(len(lesion_ml))
         rows.append(
@@ -686,6 +679,23 @@ def volumetrics(processed_dir: str | Path, patient_ids: Sequence[str]) -> pd.Dat
             }
         )
     return pd.DataFrame(rows).set_index("patient_id")[list(VOLUMETRIC_FEATURES)]
+
+
+def _cached_lesions(
+    processed_dir: str | Path, pid: str, volumes: bool = False
+) -> tuple[np.ndarray | None, pd.DataFrame]:
+    """A cache entry's mask volumes (mL, ``MASK_NAMES`` order; only with ``volumes``) and its
+    per-lesion features as a frame (one row per tumour segment, columns
+    ``lesion_feature_names``)."""
+    with np.load(cache_path(processed_dir, pid), allow_pickle=False) as z:
+        if volumes and "mask_volumes_ml" not in z.files:
+            raise PreprocessInterrupted(
+                f"{pid}: cache entry made before mask volumes were stored; rerun `crlm data`"
+            )
+        vol = np.asarray(z["mask_volumes_ml"], float) if volumes else None
+        names = [str(n) for n in z["lesion_feature_names"]]
+        les = np.asarray(z["lesion_features"], float).reshape(-1, len(names))
+    return vol, pd.DataFrame(les, columns=names)
 
 
 #: Columns of :func:`tumour_first_order`.
@@ -708,13 +718,11 @@ def tumour_first_order(processed_dir: str | Path, patient_ids: Sequence[str]) ->
     """
     rows = []
     for pid in patient_ids:
-        with np.load(cache_path(processed_dir, pid), allow_pickle=False) as z:
-            names = [str(n) for n in z["lesion_feature_names"]]
-            les = np.asarray(z["lesion_features"], float).reshape(-1, len(names))
+        _, les = _cached_lesions(processed_dir, pid)
         row: dict = {"patient_id": str(pid)}
-        weights = les[:, names.index("volume_mm3")] if len(les) else np.zeros(0)
+        weights = les["volume_mm3"].to_numpy()
         for col, feat in zip(FIRST_ORDER_FEATURES, ("mean", "std", "p10"), strict=True):
-            values = les[:, names.index(feat)] if len(les) else np.zeros(0)
+            values = les[feat].to_numpy()
             ok = weights.sum() > 0
             row[col] = float(np.average(values, weights=weights)) if ok else float("nan")
         rows.append(row)
