@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<22s} {_cell(os_c):<24s} {_cell(dfs_c):<24s}")
     d = res.differences
     if len(d):
-        d = d[d["baseline"].isin(["cox", "ct-permuted"])]
+        d = d[d["baseline"].isin(["cox", "ct-permuted", "step-0"])]
         d = d[d["metric"].isin(["os_c_harrell", "dfs_c_harrell"])]
         for _, r in d.iterrows():
             print(f"  {r['model']} - {r['baseline']}  {r['metric']:<14s} {_cell(r)}")

@@ -303,6 +303,7 @@ def test_variants_labels_and_control_table():
         "lesion_pooling": False,
         "intensity_target": False,
         "head_lr_scale": 1.0,
+        "lesion_anchor": False,
     }
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
@@ -311,16 +312,23 @@ def test_variants_labels_and_control_table():
     assert ev.model_label("aminn@ct-permuted") == "AMINN, CT permuted (control)"
     diffs = pd.DataFrame(
         {
-            "model": ["aminn", "aminn", "acfnet"],
-            "baseline": ["ct-permuted", "cox", "ct-permuted"],
-            "metric": ["os_c_harrell"] * 3,
-            "estimate": [0.07, -0.05, 0.0],
-            "low": [0.01, -0.13, -0.001],
-            "high": [0.13, 0.03, 0.001],
+            "model": ["aminn", "aminn", "acfnet", "acfnet"],
+            "baseline": ["ct-permuted", "cox", "step-0", "ct-permuted"],
+            "metric": ["os_c_harrell"] * 4,
+            "estimate": [0.07, -0.05, 0.02, 0.0],
+            "low": [0.01, -0.13, -0.01, -0.001],
+            "high": [0.13, 0.03, 0.05, 0.001],
         }
     )
     table = ev.control_table(diffs)
-    assert list(table.index) == ["AMINN", "4D-ACFNet + Cox anchor"]
+    assert list(table.index) == [
+        "AMINN: trained − CT permuted",
+        "4D-ACFNet + Cox anchor: trained − CT permuted",
+        "4D-ACFNet + Cox anchor: trained − untrained start",
+    ]
+    assert ev.model_label("acfnet@step0") == (
+        "4D-ACFNet + Cox anchor, untrained anchored start (control)"
+    )
     assert table.iloc[0, 0].startswith("+0.070 (+0.010 to +0.130)")
     assert ev.control_table(diffs[diffs["baseline"] == "cox"]).empty
 

@@ -385,6 +385,10 @@ def test_image_permutation_control_swaps_images_keeps_clinical_data(trained):
     assert (run_dir / runs.PERMUTED_FILE).is_file()
     again = runs.permuted_predictions(run_dir, cohort, "smoke", seed=3)
     pd.testing.assert_frame_equal(perm.reset_index(drop=True), again.reset_index(drop=True))
+    # the untrained-start control: written before the first step, the same test patients
+    start = runs.step0_predictions(run_dir)
+    assert list(start["patient_id"]) == list(own["patient_id"])
+    assert np.abs(start[cols].to_numpy() - own[cols].to_numpy()).max() > 0
 
 
 def test_template_rows_by_folder_name_and_unknown_columns(trained, tmp_path, capsys):

@@ -22,7 +22,7 @@ from crlm_lib import metrics as M
 from crlm_lib import point_metrics as P
 from crlm_lib.config import N_YEARS
 from crlm_lib.evaluation._common import iter_test_sets, training_outcomes
-from crlm_lib.evaluation.specs import PERMUTED_SUFFIX
+from crlm_lib.evaluation.specs import is_control
 from crlm_lib.types import PATIENT_ID, Cohort, Predictions, outcome_columns
 
 __all__ = ["CONSTANT_KEY", "POINT_TABLE_METRICS", "point_metric_table"]
@@ -136,7 +136,7 @@ def point_metric_table(
     frames = {
         key: [value] if isinstance(value, pd.DataFrame) else list(value)
         for key, value in predictions.items()
-        if not key.endswith(PERMUTED_SUFFIX)
+        if not is_control(key)
     }
     rows = {
         key: _row([_model_repeat(f, cohort, head, rule, n_bins) for f in fs], head)

@@ -43,12 +43,13 @@ from crlm_lib.evaluation.bootstrap import (
     paired_difference,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions
+from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions, step0_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
     IMAGE_MODELS,
     IMAGE_ORACLE,
     PERMUTED_SUFFIX,
+    STEP0_SUFFIX,
     VOLUMETRIC_ANCHORS,
     ModelSpec,
     as_specs,
@@ -355,6 +356,7 @@ def _cv_predictions(
         info[spec.key] = (repeats, epochs)
         by_rep: dict[int, list[pd.DataFrame]] = {}
         permuted: dict[tuple[int, int], list[pd.DataFrame]] = {}
+        step0: dict[int, list[pd.DataFrame]] = {}
         todo = [s for s in splits if s[0] < repeats]
         for rep, fold, tr, te in tqdm(todo, desc=f"CV {spec.key}", leave=False):
             run_dir = base / protocol / spec.key / f"r{rep}_f{fold}" if base else None
@@ -371,12 +373,20 @@ def _cv_predictions(
                 for p, frame in perm.groupby("permutation", sort=True):
                     frame = frame.drop(columns="permutation").assign(repeat=rep, fold=fold)
                     permuted.setdefault((rep, int(p)), []).append(frame)
+                start = step0_predictions(run_dir)
+                if start is not None:
+                    step0.setdefault(rep, []).append(start.assign(repeat=rep, fold=fold))
         preds[spec.key] = [pd.concat(by_rep[r], ignore_index=True) for r in sorted(by_rep)]
         if permuted:
             preds[f"{spec.key}{PERMUTED_SUFFIX}"] = [
                 pd.concat(permuted[k], ignore_index=True) for k in sorted(permuted)
             ]
             info[f"{spec.key}{PERMUTED_SUFFIX}"] = (repeats, epochs)
+        if step0 and all(len(step0.get(r, [])) == len(by_rep[r]) for r in by_rep):
+            preds[f"{spec.key}{STEP0_SUFFIX}"] = [
+                pd.concat(step0[r], ignore_index=True) for r in sorted(step0)
+            ]
+            info[f"{spec.key}{STEP0_SUFFIX}"] = (repeats, 0)
     return preds, info
 
 
@@ -386,20 +396,22 @@ def _control_differences(
     censoring: M.TrainingOutcomes,
     boot: dict,
 ) -> pd.DataFrame:
-    """Each image model minus its image-permutation control (same repeat, each permutation),
-    paired over patients: baseline ``ct-permuted``."""
+    """Each image model minus its controls, paired over patients: its image-permutation
+    control (same repeat, each permutation; baseline ``ct-permuted``) and, for an anchored
+    model, its untrained start (same repeat; baseline ``step-0``: what training added)."""
     diffs = []
     for spec in specs:
-        key = f"{spec.key}{PERMUTED_SUFFIX}"
-        if key not in preds:
-            continue
-        controls = preds[key]
-        by_rep = {int(f["repeat"].iloc[0]): f for f in preds[spec.key]}
-        own = [by_rep[int(f["repeat"].iloc[0])] for f in controls]
-        d = paired_difference(own, controls, censoring, **boot)
-        d.insert(0, "model", spec.key)
-        d.insert(1, "baseline", "ct-permuted")
-        diffs.append(d)
+        for suffix, baseline in ((PERMUTED_SUFFIX, "ct-permuted"), (STEP0_SUFFIX, "step-0")):
+            key = f"{spec.key}{suffix}"
+            if key not in preds:
+                continue
+            controls = preds[key]
+            by_rep = {int(f["repeat"].iloc[0]): f for f in preds[spec.key]}
+            own = [by_rep[int(f["repeat"].iloc[0])] for f in controls]
+            d = paired_difference(own, controls, censoring, **boot)
+            d.insert(0, "model", spec.key)
+            d.insert(1, "baseline", baseline)
+            diffs.append(d)
     return pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
 
 
@@ -416,9 +428,10 @@ def _cv_scores(
     tables = []
     rows = [(spec.key, model_label(spec.key)) for spec in setup.specs]
     controls = [
-        (f"{key}{PERMUTED_SUFFIX}", model_label(f"{key}{PERMUTED_SUFFIX}"))
+        (f"{key}{suffix}", model_label(f"{key}{suffix}"))
         for key, _ in rows
-        if f"{key}{PERMUTED_SUFFIX}" in preds
+        for suffix in (PERMUTED_SUFFIX, STEP0_SUFFIX)
+        if f"{key}{suffix}" in preds
     ]
     oracle_last = [r for r in rows if r[0] == "oracle"]
     rows = [r for r in rows if r[0] != "oracle"] + controls + oracle_last

@@ -164,19 +164,25 @@ def fit_predict_torch(
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
-    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised clinical residual
-        o = train_ds.outcomes
-        model.anchor_clinical(
-            train_ds.clinical, o["os_years"], o["os_event"],
-            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"],
-        )  # fmt: skip
-    if getattr(model, "lesion_pool", None) is not None:  # standardised on the training rows
+    image_rows = None
+    if hasattr(model, "calibrate_image"):  # standardised on the training rows (in order)
         from torch.utils.data import DataLoader
 
         from crlm_lib.data.dataset import collate
 
-        model.calibrate_lesion_pool(DataLoader(train_ds, batch_size=16, collate_fn=collate))
+        image_rows = model.calibrate_image(DataLoader(train_ds, batch_size=16, collate_fn=collate))
+    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised residuals
+        o = train_ds.outcomes
+        model.anchor_clinical(
+            train_ds.clinical, o["os_years"], o["os_event"],
+            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"], image=image_rows,
+        )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "anchored_start", False):  # the step-0 control, before any step
+        with torch.random.fork_rng():
+            step0 = predict(model, test_ds)
+        step0[PATIENT_ID] = step0[PATIENT_ID].astype(str)
+        _atomic_write_csv(step0, run_dir / STEP0_FILE)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
     )
@@ -309,7 +315,7 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: 3: 4D-ACFNet / STAR / 3D CNN read the liver and tumour masks and learn the SEG burden;
 #: CT windowed -160..240 HU before CLAHE. 4: lesion pooling (standardised on the training rows)
 #: and the tumour-intensity target in 4D-ACFNet / STAR / 3D CNN.
-RUN_REVISION = 4
+RUN_REVISION = 5
 
 
 def run_identity(
@@ -666,6 +672,19 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
 #: Test-set predictions of a run with the images permuted among its test patients
 #: (:func:`permuted_predictions`), one block per permutation (column ``permutation``).
 PERMUTED_FILE = "predictions_ct_permuted.csv"
+#: An anchored model's test predictions before its first optimiser step (written by
+#: :func:`fit_predict_torch`): the untrained-start control.
+STEP0_FILE = "predictions_step0.csv"
+
+
+def step0_predictions(run_dir: str | Path) -> pd.DataFrame | None:
+    """The untrained-start control of an anchored run (its test predictions at step 0, from
+    ``run_dir/predictions_step0.csv``); ``None`` for a run without one (a model that is not
+    anchored, or a run written before the control existed)."""
+    path = Path(run_dir) / STEP0_FILE
+    return _read_predictions(path) if path.is_file() else None
+
+
 #: Permutations of the image-permutation control per run.
 N_PERMUTATIONS = 3
 

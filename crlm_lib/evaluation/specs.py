@@ -46,6 +46,7 @@ LABELS: dict[str, str] = {
     "oracle": "Oracle (true curves, synthetic)",
     "constant": "Constant year (best k on the training patients)",
     "ct-permuted": "same model, images permuted among test patients",
+    "step-0": "same model, untrained anchored start (step 0)",
 }
 
 
@@ -96,6 +97,7 @@ PUBLISHED_OPTIONS: dict = {
     "lesion_pooling": False,
     "intensity_target": False,
     "head_lr_scale": 1.0,
+    "lesion_anchor": False,
 }
 #: Named variants usable wherever a model name is (``profile.eval.cv_models``,
 #: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the
@@ -141,6 +143,16 @@ def as_specs(
 #: Suffix of the image-permutation control's key (``acfnet@ct-permuted``: 4D-ACFNet's
 #: predictions with the images permuted among the test patients).
 PERMUTED_SUFFIX = "@ct-permuted"
+#: Suffix of the untrained-start control's key (``acfnet@step0``: an anchored model's test
+#: predictions before the first optimiser step, i.e. its Cox anchor on the same inputs).
+STEP0_SUFFIX = "@step0"
+#: Every control suffix: rows that are not models of their own.
+CONTROL_SUFFIXES: tuple[str, ...] = (PERMUTED_SUFFIX, STEP0_SUFFIX)
+
+
+def is_control(key: str) -> bool:
+    """True for a control row's key (``acfnet@ct-permuted``, ``acfnet@step0``)."""
+    return key.endswith(CONTROL_SUFFIXES)
 
 
 def model_label(key: str) -> str:
@@ -148,6 +160,8 @@ def model_label(key: str) -> str:
     ``"acfnet@ct-permuted"`` -> ``"4D-ACFNet, CT permuted (control)"``."""
     if key.endswith(PERMUTED_SUFFIX):
         return f"{model_label(key[: -len(PERMUTED_SUFFIX)])}, CT permuted (control)"
+    if key.endswith(STEP0_SUFFIX):
+        return f"{model_label(key[: -len(STEP0_SUFFIX)])}, untrained anchored start (control)"
     name, _, rest = key.partition("-")
     if rest.startswith(NOANCHOR):
         base = LABELS.get(name, name).removesuffix(" + Cox anchor")

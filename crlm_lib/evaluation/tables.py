@@ -328,16 +328,26 @@ def control_table(
     metrics: Sequence[str] = ("os_c_harrell", "dfs_c_harrell"),
     digits: int = 3,
 ) -> pd.DataFrame:
-    """The image-permutation control of every image model: its C minus the C of its own
-    predictions with the images permuted among the test patients (rows of ``differences``
-    with baseline ``ct-permuted``), with the paired 95% interval. Above 0: the model uses the
-    image; around 0: it ranks patients as well without it."""
-    sub = differences[differences["baseline"] == "ct-permuted"] if len(differences) else differences
+    """The controls of every image model, with the paired 95% interval: its C minus the C of
+    its own predictions with the images permuted among the test patients (baseline
+    ``ct-permuted``: above 0, the model uses the image; around 0, it ranks patients as well
+    without it) and, for an anchored model, minus the C of its untrained start (baseline
+    ``step-0``: what training added to the Cox anchor)."""
+    keep = ("ct-permuted", "step-0")
+    sub = differences[differences["baseline"].isin(keep)] if len(differences) else differences
     if sub.empty:
         return pd.DataFrame()
-    table = paired_table(sub, metrics=metrics, digits=digits)
-    table.index = [i.split(" − ")[0] for i in table.index]
-    table.index.name = "model (trained − CT permuted)"
+    what = {"ct-permuted": "trained − CT permuted", "step-0": "trained − untrained start"}
+    rows = []
+    for model in dict.fromkeys(sub["model"]):
+        for baseline, text in what.items():
+            one = sub[(sub["model"] == model) & (sub["baseline"] == baseline)]
+            if len(one):
+                table = paired_table(one, metrics=metrics, digits=digits)
+                table.index = [f"{model_label(model)}: {text}"]
+                rows.append(table)
+    table = pd.concat(rows)
+    table.index.name = "model: comparison"
     return table
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from crlm_lib import concordance as C
 from crlm_lib.evaluation._common import iter_test_sets, training_outcomes
-from crlm_lib.evaluation.specs import PERMUTED_SUFFIX
+from crlm_lib.evaluation.specs import is_control
 from crlm_lib.types import PATIENT_ID, Cohort, Predictions, outcome_columns
 
 __all__ = ["TIE_COLUMNS", "tie_sensitivity_table"]
@@ -83,7 +83,7 @@ def tie_sensitivity_table(
     """
     rows: dict[str, dict[str, float]] = {}
     for key, value in predictions.items():
-        if key.endswith(PERMUTED_SUFFIX):
+        if is_control(key):
             continue
         frames = [value] if isinstance(value, pd.DataFrame) else list(value)
         row: dict[str, float] = {}

@@ -98,6 +98,7 @@ from .common import (
     ConvBlock3d,
     CTStem,
     GatedFusion,
+    LesionAnchor,
     LesionPool,
     PatchDecoder,
     PrognosisHeads,
@@ -106,6 +107,7 @@ from .common import (
     TimeEmbeddedConv,
     group_norm,
     image_input,
+    lesion_summary,
 )
 
 
@@ -252,6 +254,14 @@ class ACFNet(nn.Module):
         weights; turning the image embedding into a risk needs weights of order one, which
         AdamW at the base rate (a step of about ``lr`` per parameter) does not reach in the
         cpu profile's ~150 steps.
+    lesion_anchor : bool
+        Our addition (default on; off in the papers' network; needs the clinical residual):
+        linear risk terms on the lesion set's summary (count, largest volume, the tumours'
+        first-order HU at the source resolution: :class:`~crlm_lib.models.common.LesionAnchor`)
+        added to the clinical residuals of both heads and fitted with them in one ridge Cox
+        model by :meth:`anchor_clinical` (``image=`` the rows from :meth:`calibrate_image`). The
+        network then starts as a clinical-radiological Cox model; the untrained (step 0) row of
+        the controls shows what the anchor alone ranks, the trained row what training adds.
 
     Why the defaults read the masks and carry the burden target: with the CT alone, the
     anchored heads and the GroupNorm before the global pooling, the trained network's
@@ -288,6 +298,7 @@ class ACFNet(nn.Module):
         lesion_pooling: bool = True,
         intensity_target: bool = True,
         head_lr_scale: float = 10.0,
+        lesion_anchor: bool = True,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -336,6 +347,8 @@ class ACFNet(nn.Module):
         self.head_lr_scale = float(head_lr_scale)
         regions = (MASK_NAMES.index("tumour"), MASK_NAMES.index("liver"))
         self.lesion_pool = LesionPool((2, w, 2 * w), regions, e) if lesion_pooling else None
+        anchor = lesion_anchor and self.clin_residual is not None
+        self.lesion_anchor = LesionAnchor() if anchor else None
 
     def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
         """Switch A: the 4D spatio-temporal block with timestep attention, or one 3D conv."""
@@ -466,12 +479,16 @@ class ACFNet(nn.Module):
             terms["intensity"] = (err.mean(dim=1) * has).sum() / has.sum().clamp(min=1.0)
         h = self.fusion(h_img, h_clin, h_recon)
         rec_logits, surv_logits = self.heads(h)
+        lesion_os = lesion_dfs = 0.0
+        if self.lesion_anchor is not None:
+            lesion_os, lesion_dfs = self.lesion_anchor(batch)
+            aux["lesion_risk"] = lesion_os.squeeze(1)
         if self.clin_residual is not None:
-            risk = self.clin_residual(clinical)  # [B, 1]
+            risk = self.clin_residual(clinical) + lesion_os  # [B, 1]
             surv_logits = surv_logits + risk * self.residual_profile
             aux["clinical_risk"] = risk.squeeze(1)
         if self.clin_residual_rec is not None:
-            risk_rec = self.clin_residual_rec(clinical)  # [B, 1]
+            risk_rec = self.clin_residual_rec(clinical) + lesion_dfs  # [B, 1]
             rec_logits = rec_logits + risk_rec
             aux["clinical_recurrence_risk"] = risk_rec.squeeze(1)
         aux.update(
@@ -495,25 +512,39 @@ class ACFNet(nn.Module):
         return [{"params": rest, "lr": lr}, {"params": heads, "lr": lr * self.head_lr_scale}]
 
     @torch.no_grad()
-    def calibrate_lesion_pool(self, batches) -> int:
-        """Standardise the lesion-pooling descriptor with the patients of ``batches`` (the
-        *training* rows; an iterable of batch dicts with ``ct`` and ``masks``), see
-        :class:`~crlm_lib.models.common.LesionPool`. Returns the number of patients used (0:
-        no lesion pooling, nothing done)."""
-        if self.lesion_pool is None:
-            return 0
+    def calibrate_image(self, batches) -> np.ndarray | None:
+        """Standardise the lesion-pooling descriptor and the lesion anchor's summary with the
+        patients of ``batches`` (the *training* rows, in order; an iterable of batch dicts with
+        ``ct``, ``masks`` and the lesion set), see
+        :class:`~crlm_lib.models.common.LesionPool` and
+        :class:`~crlm_lib.models.common.LesionAnchor`.
+
+        Returns the standardised lesion summaries ``[N, 5]`` of those patients, the ``image``
+        argument of :meth:`anchor_clinical`; ``None`` without a lesion anchor. Nothing is done
+        for a model with neither (or fewer than two patients)."""
+        if self.lesion_pool is None and self.lesion_anchor is None:
+            return None
         was_training = self.training
         self.eval()
-        rows = []
+        pooled, summaries = [], []
         for batch in batches:
-            ct = image_input(batch, self.mask_channels)
-            feats = self.stem.forward_all(ct)
-            rows.append(self.lesion_pool.descriptor(_pool_inputs(ct, feats), batch["masks"]))
+            if self.lesion_pool is not None:
+                ct = image_input(batch, self.mask_channels)
+                feats = self.stem.forward_all(ct)
+                pooled.append(self.lesion_pool.descriptor(_pool_inputs(ct, feats), batch["masks"]))
+            if self.lesion_anchor is not None:
+                summaries.append(
+                    lesion_summary(batch["lesion_features"].float(), batch["lesion_mask"])
+                )
         self.train(was_training)
-        desc = torch.cat(rows)
-        if len(desc) >= 2:
-            self.lesion_pool.calibrate(desc)
-        return len(desc)
+        if pooled and sum(len(p) for p in pooled) >= 2:
+            self.lesion_pool.calibrate(torch.cat(pooled))
+        if not summaries:
+            return None
+        raw = torch.cat(summaries)
+        if len(raw) >= 2:
+            self.lesion_anchor.calibrate(raw)
+        return ((raw - self.lesion_anchor.shift) / self.lesion_anchor.scale).numpy()
 
     @torch.no_grad()
     def anchor_clinical(
@@ -524,6 +555,7 @@ class ACFNet(nn.Module):
         penalizer: float = 0.1,
         dfs_years: np.ndarray | None = None,
         dfs_event: np.ndarray | None = None,
+        image: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Initialise the clinical residuals with penalised Cox models of the training rows.
 
@@ -542,11 +574,16 @@ class ACFNet(nn.Module):
             Disease-free survival (years) and its event (1 = recurrence or death). When given,
             a second ridge Cox model of DFS initialises the recurrence residual
             ``clin_residual_rec``; without them that residual stays at zero.
+        image : array ``[N, 5]``, optional
+            The training rows' standardised lesion summaries (:meth:`calibrate_image`). With a
+            lesion anchor, each Cox model is fitted on ``[clinical, image]`` and its image
+            coefficients start :class:`~crlm_lib.models.common.LesionAnchor`'s weights.
 
         Returns
         -------
         array ``[F]`` or None
-            The OS coefficients written into ``clin_residual`` (zero for constant columns);
+            The OS coefficients of the clinical columns written into ``clin_residual`` (zero
+            for constant columns);
             ``None`` when the model has no residual or the fit is impossible (no event).
             The DFS coefficients are kept in ``self.anchor_betas["dfs"]``.
 
@@ -575,16 +612,24 @@ class ACFNet(nn.Module):
         x = np.asarray(clinical, dtype=float)
         if x.ndim != 2 or x.shape[1] != self.clin_residual.in_features:
             return None
+        n_clin = x.shape[1]
+        with_image = self.lesion_anchor is not None and image is not None
+        if with_image:
+            x = np.hstack([x, np.asarray(image, dtype=float).reshape(len(x), -1)])
         beta = _ridge_cox(x, os_years, os_event, penalizer)
         if beta is None:
             return None
         self.anchor_betas = {"os": beta}
-        _write_weight(self.clin_residual, beta)
+        _write_weight(self.clin_residual, beta[:n_clin])
+        if with_image:
+            _write_weight(self.lesion_anchor.os, beta[n_clin:])
         have_dfs = dfs_years is not None and dfs_event is not None
         beta_dfs = _ridge_cox(x, dfs_years, dfs_event, penalizer) if have_dfs else None
         if beta_dfs is not None and self.clin_residual_rec is not None:
             self.anchor_betas["dfs"] = beta_dfs
-            _write_weight(self.clin_residual_rec, beta_dfs)
+            _write_weight(self.clin_residual_rec, beta_dfs[:n_clin])
+            if with_image:
+                _write_weight(self.lesion_anchor.dfs, beta_dfs[n_clin:])
         if self.anchored_start:
             yearly_death = _km_yearly_mass(os_years, os_event, self.n_years)
             _anchor_head(self.heads.survival[-1], np.log(yearly_death))
@@ -592,7 +637,7 @@ class ACFNet(nn.Module):
                 cum = np.cumsum(_km_yearly_mass(dfs_years, dfs_event, self.n_years))
                 cum = np.clip(cum, 1e-3, 1 - 1e-3)
                 _anchor_head(self.heads.recurrence[-1], np.log(cum / (1 - cum)))
-        return beta
+        return beta[:n_clin]
 
 
 def _pool_inputs(ct: Tensor, feats: list[Tensor]) -> list[Tensor]:

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from crlm_lib.config import get_profile
+from crlm_lib.data.lesions import FEATURE_NAMES
 
 N_CLIN = 6
-N_LES = 10
+N_LES = len(
+    FEATURE_NAMES
+)  # the dataset's lesion features (4D-ACFNet's lesion anchor reads them by name)
 
 
 def make_batch(b: int = 2, shape: tuple[int, int, int] = (16, 32, 32), seed: int = 0) -> dict:

@@ -277,16 +277,15 @@ def test_lesion_pooling_reads_the_tumour_and_is_off_in_the_published_network(smo
         lone(no_masks)
 
 
-def test_calibrate_lesion_pool_standardises_the_descriptor_on_the_given_patients(
-    smoke_cfg, make_batch
-):
+def test_calibrate_image_standardises_the_descriptor_on_the_given_patients(smoke_cfg, make_batch):
     from crlm_lib.models.acfnet import _pool_inputs
     from crlm_lib.models.common import image_input
 
     torch.manual_seed(0)
     model = build_model("acfnet", 6, smoke_cfg)
     batches = [make_batch(3), make_batch(3)]
-    assert model.calibrate_lesion_pool(batches) == 6 and model.training
+    rows = model.calibrate_image(batches)
+    assert rows.shape == (6, 5) and model.training
     pool = model.lesion_pool
     with torch.no_grad():
         desc = torch.cat(
@@ -305,8 +304,53 @@ def test_calibrate_lesion_pool_standardises_the_descriptor_on_the_given_patients
     varying = desc.std(0) > 1e-3
     torch.testing.assert_close(z.std(0)[varying], torch.ones(int(varying.sum())))
     assert "lesion_pool.shift" in model.state_dict()  # saved with the checkpoint
+    assert "lesion_anchor.shift" in model.state_dict()
+    # the returned rows are the lesion summaries standardised on the same patients
+    np.testing.assert_allclose(rows.mean(0), 0.0, atol=1e-5)
     papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
-    assert papers.calibrate_lesion_pool(batches) == 0
+    assert papers.lesion_pool is None and papers.lesion_anchor is None
+    assert papers.calibrate_image(batches) is None
+
+
+def test_lesion_anchor_starts_the_network_as_a_clinical_radiological_cox_model(
+    smoke_cfg, make_batch
+):
+    from crlm_lib.data.lesions import FEATURE_NAMES
+    from crlm_lib.metrics import risk_from_survival
+
+    n = 160
+    batches = [make_batch(16, seed=s) for s in range(n // 16)]
+    torch.manual_seed(0)
+    model = build_model("acfnet", 6, smoke_cfg).eval()
+    rows = model.calibrate_image(batches)
+    # death hazard from the lesions' mean HU only (the 3rd summary entry): darker = worse
+    hu = rows[:, 2]
+    rng = np.random.default_rng(0)
+    years = rng.exponential(3.0 / np.exp(-1.2 * hu))
+    x = rng.normal(size=(n, 6))
+    model.anchor_clinical(x, years, np.ones(n), dfs_years=years, dfs_event=np.ones(n), image=rows)
+    w_img = model.lesion_anchor.os.weight.detach().numpy().ravel()
+    assert w_img[2] < -0.8 and np.abs(np.delete(w_img, 2)).max() < 0.5 * abs(w_img[2])
+    assert np.abs(model.clin_residual.weight.detach().numpy()).max() < 0.5 * abs(w_img[2])
+    # step 0 ranks as the joint Cox linear predictor, and a darker lesion set raises the risk
+    batch = batches[0]
+    with torch.no_grad():
+        out = model(dict(batch, clinical=torch.as_tensor(x[:16], dtype=torch.float32)))
+    lp = x[:16] @ model.anchor_betas["os"][:6] + rows[:16] @ w_img
+    risk = risk_from_survival(torch.softmax(out["survival_logits"], 1).numpy())
+    assert (np.argsort(risk) == np.argsort(lp)).all()
+    darker = dict(batch, lesion_features=batch["lesion_features"].clone())
+    darker["lesion_features"][..., FEATURE_NAMES.index("mean")] -= 2.0
+    with torch.no_grad():
+        moved = model(darker)["survival_logits"]
+    risk_dark = risk_from_survival(torch.softmax(moved, 1).numpy())
+    assert (
+        risk_dark
+        > risk_from_survival(torch.softmax(model(batch)["survival_logits"], 1).detach().numpy())
+    ).all()
+    no_lesions = {k: v for k, v in batch.items() if k != "lesion_features"}
+    with pytest.raises(ValueError, match="lesion_anchor"):
+        model(no_lesions)
 
 
 def test_heads_train_at_a_scaled_learning_rate_except_in_the_published_network(smoke_cfg):

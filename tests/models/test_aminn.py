@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crlm_lib.data.lesions import FEATURE_NAMES
 from crlm_lib.models import build_model
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
 def test_masked_lesions_do_not_change_the_prediction(pooling, smoke_cfg, make_batch):
     torch.manual_seed(0)
-    model = build_model("aminn", 6, smoke_cfg, n_lesion_features=10, pooling=pooling).eval()
+    model = build_model(
+        "aminn", 6, smoke_cfg, n_lesion_features=len(FEATURE_NAMES), pooling=pooling
+    ).eval()
     batch = make_batch(2)
     with torch.no_grad():
         a = model(batch)
@@ -22,7 +25,9 @@ def test_masked_lesions_do_not_change_the_prediction(pooling, smoke_cfg, make_ba
 
 
 def test_recon_term_and_no_lesion_patient(smoke_cfg, make_batch):
-    model = build_model("aminn", 6, smoke_cfg, n_lesion_features=10, use_clinical=True)
+    model = build_model(
+        "aminn", 6, smoke_cfg, n_lesion_features=len(FEATURE_NAMES), use_clinical=True
+    )
     batch = make_batch(2)
     batch["lesion_mask"][1] = False  # a patient without lesions
     out = model(batch)

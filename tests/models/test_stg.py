@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from crlm_lib.data.lesions import FEATURE_NAMES
 from crlm_lib.models import build_model, count_parameters
 
 
@@ -58,7 +59,9 @@ def test_weights_path_loads_local_state_dict(smoke_cfg, tmp_path):
 
 def test_each_lesion_is_a_node_and_padding_is_ignored(smoke_cfg, make_batch):
     torch.manual_seed(0)
-    model = build_model("stg_lite", 6, smoke_cfg, widen_factor=0.125, n_lesion_features=10)
+    model = build_model(
+        "stg_lite", 6, smoke_cfg, widen_factor=0.125, n_lesion_features=len(FEATURE_NAMES)
+    )
     model.eval()
     batch = make_batch(2, shape=(8, 16, 16))
     mask = torch.zeros(2, 16, dtype=torch.bool)
@@ -83,7 +86,9 @@ def test_each_lesion_is_a_node_and_padding_is_ignored(smoke_cfg, make_batch):
 
 def test_temporal_nodes_make_years_differ_beyond_a_fixed_bias(smoke_cfg, make_batch):
     torch.manual_seed(0)
-    model = build_model("stg_lite", 6, smoke_cfg, widen_factor=0.125, n_lesion_features=10)
+    model = build_model(
+        "stg_lite", 6, smoke_cfg, widen_factor=0.125, n_lesion_features=len(FEATURE_NAMES)
+    )
     model.eval()
     batch = make_batch(2, shape=(8, 16, 16))
     with torch.no_grad():
