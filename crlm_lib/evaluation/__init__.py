@@ -26,6 +26,8 @@ name below):
   (:func:`decision_curve`, :func:`plot_decision_curve`);
 - :mod:`~crlm_lib.evaluation.reference` — the Kaplan–Meier null model's rows
   (:func:`km_null_tidy`) and Holm-adjusted paired comparisons (:func:`holm_table`);
+- :mod:`~crlm_lib.evaluation.prose` — the numbers the manuscript's prose quotes
+  (:func:`prose_values`);
 - :mod:`~crlm_lib.evaluation.appendix` — the methods' reference tables read from the code:
   profiles beside the papers (:func:`profile_table`), the generator's parameters, the
   predictors' encoding, the anchors' settings, events per split and fold;
@@ -56,6 +58,7 @@ from crlm_lib.evaluation.bootstrap import (
     percentile_interval,
 )
 from crlm_lib.evaluation.calibration import (
+    CALIBRATION_LABELS,
     CALIBRATION_METRICS,
     KMByRisk,
     calibration_metric_table,
@@ -74,6 +77,11 @@ from crlm_lib.evaluation.decision import (
     plot_decision_curve,
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
+from crlm_lib.evaluation.prose import (
+    constant_prediction_text,
+    prose_values,
+    split_taa_values,
+)
 from crlm_lib.evaluation.protocols import (
     CVResult,
     cv_split_ids,
@@ -210,6 +218,7 @@ __all__ = [
     "tripod_checklist",
     "wide_table",
     # methods' reference tables, calibration metrics, reference rows, multiplicity
+    "CALIBRATION_LABELS",
     "CALIBRATION_METRICS",
     "KM_NULL_KEY",
     "PAPERS_SETTINGS",
@@ -225,4 +234,7 @@ __all__ = [
     "predictor_table",
     "profile_table",
     "with_reference",
+    "constant_prediction_text",
+    "prose_values",
+    "split_taa_values",
 ]

@@ -356,3 +356,14 @@ def calibration_metric_table(
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "model"
     return table
+
+
+#: Readable column names of :func:`calibration_metric_table` (``pretty(table, labels)``).
+CALIBRATION_LABELS: dict[str, str] = {
+    "os_cal_slope": "OS calibration slope (5 y)",
+    "os_cal_intercept": "OS calibration intercept (5 y)",
+    "os_ici": "OS ICI (5 y)",
+    "dfs_cal_slope": "DFS calibration slope (3 y)",
+    "dfs_cal_intercept": "DFS calibration intercept (3 y)",
+    "dfs_ici": "DFS ICI (3 y)",
+}
