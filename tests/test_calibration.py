@@ -113,3 +113,13 @@ def test_table_scores_every_model_and_skips_controls():
     assert table.loc["worse", "os_ici"] > 0.1
     # DFS horizon is 3 years: the same curves are scored there
     assert table.loc["oracle", "dfs_ici"] < 0.02
+
+
+def test_perfectly_separated_status_has_no_slope():
+    # the risk orders every status by the horizon: the logistic slope does not exist
+    time = np.array([1, 1.5, 2, 2.5, 6, 7, 8, 9.0])
+    event = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    risk = np.array([0.9, 0.9, 0.8, 0.8, 0.1, 0.1, 0.05, 0.05])
+    out = horizon_calibration(risk, time, event, HORIZON)
+    assert np.isnan(out["cal_slope"])
+    assert np.isfinite(out["ici"])

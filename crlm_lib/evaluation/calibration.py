@@ -230,14 +230,22 @@ def _observed_status(
 
 
 def _weighted_logistic(y, weight, x, offset=None) -> np.ndarray:
-    """Coefficients of a weighted logistic regression (statsmodels GLM, binomial)."""
+    """Coefficients of a weighted logistic regression (statsmodels GLM, binomial); NaN when
+    the fit does not converge or the outcome is perfectly separated (a few events: the
+    maximum-likelihood estimate does not exist)."""
     import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     keep = weight > 0
-    fit = sm.GLM(
-        y[keep], x[keep], family=sm.families.Binomial(), var_weights=weight[keep],
-        offset=None if offset is None else offset[keep],
-    ).fit()  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PerfectSeparationWarning)
+        fit = sm.GLM(
+            y[keep], x[keep], family=sm.families.Binomial(), var_weights=weight[keep],
+            offset=None if offset is None else offset[keep],
+        ).fit()  # fmt: skip
+    separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
+    if separated or not fit.converged:
+        return np.full(x.shape[1], np.nan)
     return np.asarray(fit.params, dtype=float)
 
 
