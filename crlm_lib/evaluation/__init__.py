@@ -16,14 +16,21 @@ name below):
 - :mod:`~crlm_lib.evaluation.bootstrap` — the library's one bootstrap engine: every metric of
   a protocol (:func:`bootstrap_scores`, :func:`paired_difference`) and one metric of arrays
   (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
-- :mod:`~crlm_lib.evaluation.calibration` — calibration tables and plots, Kaplan–Meier by
-  predicted risk;
+- :mod:`~crlm_lib.evaluation.calibration` — calibration tables and plots, calibration slope,
+  intercept and ICI (:func:`calibration_metric_table`), Kaplan–Meier by predicted risk;
 - :mod:`~crlm_lib.evaluation.point` — the papers' point metrics beside their censoring-aware
   versions, D-calibration and the best constant (:func:`point_metric_table`);
 - :mod:`~crlm_lib.evaluation.ties` — Uno's C at month resolution under both tie conventions
   of its censoring weights (:func:`tie_sensitivity_table`);
 - :mod:`~crlm_lib.evaluation.decision` — decision-curve analysis with ``dcurves``
   (:func:`decision_curve`, :func:`plot_decision_curve`);
+- :mod:`~crlm_lib.evaluation.reference` — the Kaplan–Meier null model's rows
+  (:func:`km_null_tidy`) and Holm-adjusted paired comparisons (:func:`holm_table`);
+- :mod:`~crlm_lib.evaluation.prose` — the numbers the manuscript's prose quotes
+  (:func:`prose_values`);
+- :mod:`~crlm_lib.evaluation.appendix` — the methods' reference tables read from the code:
+  profiles beside the papers (:func:`profile_table`), the generator's parameters, the
+  predictors' encoding, the anchors' settings, events per split and fold;
 - :mod:`~crlm_lib.evaluation.tables` — wide, ablation, comparison, parameter, paired,
   published, environment and TRIPOD+AI tables.
 
@@ -31,6 +38,14 @@ The ``crlm train / evaluate / predict`` hooks live in :mod:`crlm_lib.cli`.
 """
 
 from crlm_lib.evaluation._common import EvaluationError
+from crlm_lib.evaluation.appendix import (
+    PAPERS_SETTINGS,
+    events_table,
+    generator_table,
+    hyperparameter_table,
+    predictor_table,
+    profile_table,
+)
 from crlm_lib.evaluation.bench import image_increment
 from crlm_lib.evaluation.bootstrap import (
     BootstrapResult,
@@ -43,9 +58,14 @@ from crlm_lib.evaluation.bootstrap import (
     percentile_interval,
 )
 from crlm_lib.evaluation.calibration import (
+    CALIBRATION_LABELS,
+    CALIBRATION_METRICS,
     KMByRisk,
+    calibration_metric_table,
+    calibration_metrics,
     calibration_table,
     default_n_groups,
+    horizon_calibration,
     km_by_predicted_risk,
     plot_calibration,
 )
@@ -57,6 +77,11 @@ from crlm_lib.evaluation.decision import (
     plot_decision_curve,
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
+from crlm_lib.evaluation.prose import (
+    constant_prediction_text,
+    prose_values,
+    split_taa_values,
+)
 from crlm_lib.evaluation.protocols import (
     CVResult,
     cv_split_ids,
@@ -64,6 +89,13 @@ from crlm_lib.evaluation.protocols import (
     pooled_predictions,
     run_cv_protocol,
     run_paper_protocol,
+)
+from crlm_lib.evaluation.reference import (
+    KM_NULL_KEY,
+    holm_table,
+    km_null_predictions,
+    km_null_tidy,
+    with_reference,
 )
 from crlm_lib.evaluation.runs import (
     RUN_FILES,
@@ -185,4 +217,24 @@ __all__ = [
     "tie_sensitivity_table",
     "tripod_checklist",
     "wide_table",
+    # methods' reference tables, calibration metrics, reference rows, multiplicity
+    "CALIBRATION_LABELS",
+    "CALIBRATION_METRICS",
+    "KM_NULL_KEY",
+    "PAPERS_SETTINGS",
+    "calibration_metric_table",
+    "calibration_metrics",
+    "events_table",
+    "generator_table",
+    "holm_table",
+    "horizon_calibration",
+    "hyperparameter_table",
+    "km_null_predictions",
+    "km_null_tidy",
+    "predictor_table",
+    "profile_table",
+    "with_reference",
+    "constant_prediction_text",
+    "prose_values",
+    "split_taa_values",
 ]

@@ -456,12 +456,16 @@ def _cv_differences(
     boot: dict,
 ) -> pd.DataFrame:
     """Paired bootstrap differences of every model against each baseline, over the repeats
-    both have (the first ``min(R_a, R_b)``)."""
+    both have (the first ``min(R_a, R_b)``). Two baselines are compared once, the later in
+    ``baselines`` minus the earlier (Cox minus Fong), not also the mirrored difference."""
     diffs = []
+    order = {b: i for i, b in enumerate(baselines)}
     for spec in specs:
         for b in baselines:
             if b not in preds or b == spec.key or spec.name == "oracle":
                 continue
+            if spec.key in order and order[spec.key] < order[b]:
+                continue  # the mirror of a difference between two baselines
             r = min(len(preds[spec.key]), len(preds[b]))
             d = paired_difference(preds[spec.key][:r], preds[b][:r], censoring, **boot)
             d.insert(0, "model", spec.key)

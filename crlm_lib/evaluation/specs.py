@@ -45,6 +45,7 @@ LABELS: dict[str, str] = {
     "cox_trueimg": "Cox PH (clinical + true image quantities, synthetic)",
     "oracle": "Oracle (true curves, synthetic)",
     "constant": "Constant year (best k on the training patients)",
+    "km_null": "Kaplan–Meier (null model, no predictor)",
     "ct-permuted": "same model, images permuted among test patients",
     "step-0": "same model, untrained anchored start (step 0)",
 }
