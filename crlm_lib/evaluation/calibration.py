@@ -16,7 +16,7 @@ import pandas as pd
 
 from crlm_lib.config import N_YEARS
 from crlm_lib.evaluation._common import EvaluationError
-from crlm_lib.evaluation.specs import PERMUTED_SUFFIX
+from crlm_lib.evaluation.specs import is_control
 from crlm_lib.types import PATIENT_ID, Predictions, outcome_columns
 
 
@@ -341,7 +341,7 @@ def calibration_metric_table(
     ----------
     predictions : mapping model key -> Predictions frame or list of frames (one per repeat)
         ``CVResult.predictions`` (pooled out-of-fold frames) or the papers' split's test
-        frames; the image-permutation controls (``<key>@ct-permuted``) are left out.
+        frames; the control rows (``<key>@ct-permuted``, ``<key>@step0``) are left out.
     heads : the heads to score.
 
     Returns
@@ -353,7 +353,7 @@ def calibration_metric_table(
     """
     rows = {}
     for key, value in predictions.items():
-        if key.endswith(PERMUTED_SUFFIX):
+        if is_control(key):
             continue
         frames = [value] if isinstance(value, pd.DataFrame) else list(value)
         per_repeat = [{k: v for h in heads for k, v in calibration_metrics(f, h).items()}

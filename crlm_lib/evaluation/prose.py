@@ -15,7 +15,7 @@ import pandas as pd
 
 from crlm_lib import metrics as M
 from crlm_lib.evaluation.reference import KM_NULL_KEY
-from crlm_lib.evaluation.specs import PERMUTED_SUFFIX, model_label
+from crlm_lib.evaluation.specs import is_control, model_label
 from crlm_lib.types import Predictions
 
 __all__ = ["constant_prediction_text", "prose_values", "split_taa_values"]
@@ -76,7 +76,7 @@ def constant_prediction_text(predictions: Mapping[str, pd.DataFrame]) -> str:
     for every test patient, as ``"Cox PH (clinical): year 2 for 20/20"``; ``"none"``."""
     parts = []
     for key, frame in predictions.items():
-        if key.endswith(PERMUTED_SUFFIX):
+        if is_control(key):
             continue
         frames = [frame] if isinstance(frame, pd.DataFrame) else list(frame)
         years = M.predicted_years(Predictions.from_frame(frames[0]).survival_pmf, "argmax")
