@@ -96,7 +96,8 @@ def headline_values(
     :data:`HEADLINE_MODELS` (``"not applicable"`` where a model has no row, e.g. the oracle on
     real data); with ``differences`` (``CVResult.differences``), ``<model>-perm-os`` /
     ``-perm-dfs``: the image-permutation control of :data:`PERMUTATION_MODELS` (the model's C
-    minus that with the images permuted among test patients, paired 95% interval);
+    minus that with the images permuted among test patients, paired 95% interval) and
+    ``<model>-step0-os`` / ``-step0-dfs``: trained minus its untrained anchored start;
     ``data-label`` and ``n-patients`` when ``study`` is given. Rendered into the manuscript by
     ``{{< value name >}}`` (see :mod:`crlm_lib.manuscript`).
     """
@@ -110,6 +111,8 @@ def headline_values(
             for head in ("os", "dfs"):
                 text = _diff_text(differences, model, "ct-permuted", f"{head}_c_harrell")
                 values[f"{prefix}-perm-{head}"] = text if text is not None else "not applicable"
+                text = _diff_text(differences, model, "step-0", f"{head}_c_harrell")
+                values[f"{prefix}-step0-{head}"] = text if text is not None else "not applicable"
     if study is not None:
         values["data-label"] = str(study.label)
         values["n-patients"] = str(len(study.ids))
