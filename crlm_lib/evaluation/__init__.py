@@ -89,6 +89,7 @@ from crlm_lib.evaluation.protocols import (
     pooled_predictions,
     run_cv_protocol,
     run_paper_protocol,
+    split_controls,
 )
 from crlm_lib.evaluation.reference import (
     KM_NULL_KEY,
@@ -210,6 +211,7 @@ __all__ = [
     "published_table",
     "run_cv_protocol",
     "run_paper_protocol",
+    "split_controls",
     "require_finished",
     "run_identity",
     "run_progress",

@@ -223,6 +223,61 @@ def run_paper_protocol(
     return pd.concat(tables, ignore_index=True), preds
 
 
+def split_controls(
+    predictions: dict[str, pd.DataFrame],
+    source: Cohort | Paths,
+    profile: str | Profile,
+    *,
+    seed: int = 0,
+    n_boot: int | None = None,
+    runs_dir: str | Path | None = None,
+    protocol: str = "paper_split",
+) -> pd.DataFrame:
+    """The controls of every image model of a :func:`run_paper_protocol` call (same arguments;
+    ``predictions`` is its second return value): Harrell's C of the model minus that of its own
+    predictions with the images permuted among the test patients (baseline ``ct-permuted``,
+    :func:`~crlm_lib.evaluation.runs.permuted_predictions`, 3 permutations) and, for an
+    anchored model, minus its untrained start (baseline ``step-0``), paired bootstrap over the
+    test patients. Reads the cached runs; a model without a run folder is skipped.
+
+    Returns
+    -------
+    DataFrame ``model, baseline, metric, estimate, low, high, n_boot`` (``control_table``
+    formats it).
+    """
+    setup = _setup([], source, profile, (), False, n_boot, runs_dir)
+    cohort, prof, base = setup.cohort, setup.prof, setup.base
+    if base is None:
+        return pd.DataFrame()
+    train_ids, _, _ = paper_split_ids(cohort.ids, setup.events, seed)
+    train_out = M.TrainingOutcomes(cohort.outcomes.loc[list(train_ids)])
+    boot = {
+        "n_boot": setup.n_boot,
+        "seed": seed,
+        "metric_fn": lambda p, t: harrell_metrics(p, t),
+    }
+    diffs = []
+    for key, pred in predictions.items():
+        run_dir = base / protocol / f"seed{seed}" / key
+        spec_name = key.split("-")[0]
+        if spec_name not in IMAGE_MODELS or not (run_dir / "run.json").is_file():
+            continue
+        perm = permuted_predictions(run_dir, cohort, prof, seed=seed)
+        controls = {
+            "ct-permuted": [f.drop(columns="permutation") for _, f in perm.groupby("permutation")],
+            "step-0": step0_predictions(run_dir),
+        }
+        for baseline, frames in controls.items():
+            if frames is None:
+                continue
+            frames = [frames] if isinstance(frames, pd.DataFrame) else frames
+            d = paired_difference([pred] * len(frames), frames, train_out, **boot)
+            d.insert(0, "model", key)
+            d.insert(1, "baseline", baseline)
+            diffs.append(d)
+    return pd.concat(diffs, ignore_index=True) if diffs else pd.DataFrame()
+
+
 # --------------------------------------------------------------------------------------------
 # repeated stratified k-fold CV
 # --------------------------------------------------------------------------------------------
