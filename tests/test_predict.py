@@ -471,3 +471,25 @@ def test_dicom_outputs_pass_dciodvfy(trained, full_output):
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         errors = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("Error")]
         assert not errors, f"{path.name}: {errors}"
+
+
+def test_split_controls_of_an_image_model_on_the_papers_split(trained, tmp_path):
+    """The papers' split reports the same controls as the CV: trained minus CT permuted and
+    trained minus the untrained start, one row each, paired over the test patients."""
+    root, cohort_dir, _, _ = trained
+    cohort = ev.as_cohort(_paths(root, cohort_dir))
+    kw = {"seed": 0, "n_boot": 10, "runs_dir": tmp_path}
+    _, preds = ev.run_paper_protocol(
+        ["acfnet"], cohort, "smoke", anchors=(), oracle=False, epochs=1, **kw
+    )
+    diffs = ev.split_controls(preds, cohort, "smoke", **kw)
+    assert set(zip(diffs["model"], diffs["baseline"], strict=True)) == {
+        ("acfnet", "ct-permuted"),
+        ("acfnet", "step-0"),
+    }
+    assert set(diffs["metric"]) == {"os_c_harrell", "dfs_c_harrell"}
+    table = ev.control_table(diffs)
+    assert list(table.index) == [
+        "4D-ACFNet + Cox anchor: trained − CT permuted",
+        "4D-ACFNet + Cox anchor: trained − untrained start",
+    ]
