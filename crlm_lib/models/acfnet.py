@@ -48,9 +48,10 @@ in year 1 to ``-1`` in the last class: the class beyond year 12 by default, year
 papers' 12-class softmax), so a higher ``r`` moves the predicted year of death earlier,
 monotonically, like a Cox linear predictor; a second score ``r_rec = v^T x_clin`` is added to
 every year's recurrence logit before the heads' cumulative transform (to the discrete hazard
-logits by default; higher ``r_rec``: higher probability of recurrence by every year). :meth:`ACFNet.anchor_clinical`
-initialises ``w`` and ``v`` with penalised Cox models of OS and DFS fitted on the training rows
-only (``train.fit`` is not involved; ``evaluation.fit_predict_torch`` calls it before training)
+logits by default; higher ``r_rec``: higher probability of recurrence by every year).
+:meth:`ACFNet.anchor_clinical` initialises ``w`` and ``v`` with penalised Cox models of OS and
+DFS fitted on the training rows only (``train.fit`` is not involved;
+``evaluation.fit_predict_torch`` calls it before training)
 and, with ``anchored_start=True`` (default), starts both heads at that anchor: zero last-layer
 weights and the training rows' Kaplan-Meier baseline as biases
 (``heads.PrognosisHeads.start_at_baseline``), so that before the first step
@@ -580,9 +581,9 @@ class ACFNet(nn.Module):
         training rows' Kaplan-Meier baseline (log mass of each survival class, ``S(12)`` for
         the class beyond year 12; logit of the KM yearly DFS hazard for the hazard recurrence
         head, of the cumulative DFS event probability for the papers' independent sigmoids:
-        ``heads.km_survival_bias``, ``heads.km_recurrence_bias``). At the first step the prediction is then exactly "KM baseline
-        shifted by the Cox linear predictor"; training adds what the image and the non-linear
-        clinical path explain. Without it the randomly initialised heads add a patient-specific
+        ``heads.km_survival_bias``, ``heads.km_recurrence_bias``). At the first step the
+        prediction is then exactly "KM baseline shifted by the Cox linear predictor"; training
+        adds what the image and the non-linear clinical path explain. Without it the randomly initialised heads add a patient-specific
         noise of the size of the Cox signal that ~50 optimiser steps do not remove (see
         ``benchmarks/acfnet_vs_cox.py``).
         """
