@@ -55,6 +55,7 @@ def _batch(shape: tuple[int, int, int], n_clinical: int, device: str) -> dict:
         "masks": (torch.rand(1, 5, *shape, generator=g) > 0.5).float(),
         "clinical": torch.randn(1, n_clinical, generator=g),
         "survival_bin": torch.tensor([3]),
+        "os_years": torch.tensor([3.5]),
         "recurrence_target": (torch.arange(12) >= 2).float().view(1, -1),
     }
     return {k: v.to(device) for k, v in batch.items()}
@@ -127,6 +128,7 @@ def _stem_batch(b: int, shape: tuple[int, int, int], n_clinical: int, n_les: int
         "masks": (torch.rand(b, 5, *shape, generator=g) > 0.5).float(),
         "clinical": torch.randn(b, n_clinical, generator=g),
         "survival_bin": torch.randint(0, 12, (b,), generator=g),
+        "os_years": torch.rand(b, generator=g) * 14,
         "recurrence_target": (torch.rand(b, 12, generator=g) > 0.5).float(),
         "lesion_features": torch.randn(b, 16, n_les, generator=g),
         "lesion_mask": torch.rand(b, 16, generator=g) > 0.5,

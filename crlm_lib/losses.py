@@ -6,8 +6,11 @@ detached memory bank that makes the batch statistics of ``L_dis`` (and the negat
 
 Targets (see ``docs/interfaces.md``, ``data.dataset``):
 
-- ``survival_bin`` int64 ``[B]`` = ``min(floor(os_years), 11)``: the year of death (or of
-  censoring) as a 0-based bin of 12 yearly bins;
+- the survival class (:func:`survival_labels`): for the papers' 12-class softmax
+  ``survival_bin`` int64 ``[B]`` = ``min(floor(os_years), 11)``, the year of death (or of
+  censoring) as a 0-based bin of 12 yearly bins; for the default 13-class softmax
+  (``models.heads``) ``min(floor(os_years), 12)`` from ``os_years``, class 12 (the 13th) being
+  "alive at the end of year 12";
 - ``os_event`` float ``[B]`` (1 = death observed);
 - ``recurrence_target`` float ``[B, 12]`` (year k: recurrence observed by the end of year k+1),
   ``recurrence_known`` float ``[B, 12]`` (0 where censoring leaves year k unknown).
@@ -17,8 +20,10 @@ using the weights of 4D-ACFNet Eq. (6) (``DEFAULT_WEIGHTS``).
 
 Choice of the objective (``OBJECTIVES``): ``"paper"`` is the papers' cross-entropy, which trains
 a patient censored in year ``c`` as a death (survival head) and as recurrence-free for every
-year (recurrence head); ``"censored"`` is the discrete-time likelihood, the proper one under
-independent censoring (about half of the cohort is censored). The objective is *not* chosen on
+year (recurrence head); ``"censored"`` is the discrete-time likelihood of the survival head
+under independent censoring (:func:`censored_survival_nll`; about half of the cohort is
+censored) with the recurrence head's binary cross-entropy restricted to the years whose status
+is known (:func:`censored_recurrence_bce`). The objective is *not* chosen on
 the test folds, and not on inner folds either: an inner-fold choice trains both objectives again
 on inner folds of every outer fold (3 inner folds x 2 objectives x 5 outer folds = 30 more
 fits, ~4-8 min on 2 idle cores), beyond the ~2 min that notebook 06 may grow within the cpu
@@ -35,6 +40,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from crlm_lib.config import N_YEARS
 
 #: Loss weights. ``surv``, ``recur``, ``align``, ``dis``: 4D-ACFNet Eq. (6), 0.5, 0.3, 0.1, 0.1.
 #: STAR's Eq. (2) weights the same four terms by lambda_1..4 without giving values; we use
@@ -57,16 +64,37 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 OBJECTIVES = ("paper", "censored")
 
 
+def survival_labels(batch: dict, n_classes: int) -> Tensor:
+    """The survival class of each patient ``[B]`` int64 for a softmax of ``n_classes``.
+
+    ``n_classes = 12`` (the papers' form): ``batch["survival_bin"]`` = ``min(floor(os_years),
+    11)``, every patient followed past year 12 in year 12. ``n_classes = 13`` (a class beyond
+    the horizon, ``models.heads``): ``min(floor(os_years), 12)`` from ``batch["os_years"]``, so
+    a patient event-free at 12 years (dead or censored later) is class 12, the 13th.
+    """
+    if n_classes == N_YEARS:
+        return batch["survival_bin"].long()
+    if n_classes == N_YEARS + 1:
+        if "os_years" not in batch:
+            raise KeyError(
+                "a 13-class survival head needs batch['os_years'] (years) to label patients "
+                "followed past year 12; the batch has only " + ", ".join(sorted(batch))
+            )
+        years = batch["os_years"].float().view(-1)
+        return torch.floor(years).clamp(0, N_YEARS).long()
+    raise ValueError(f"survival heads have {N_YEARS} or {N_YEARS + 1} classes, got {n_classes}")
+
+
 # --------------------------------------------------------------------------- head losses
 def paper_survival_ce(survival_logits: Tensor, survival_bin: Tensor) -> Tensor:
-    """The papers' survival loss: plain cross-entropy over the 12 yearly bins.
+    """The papers' survival loss: plain cross-entropy over the yearly classes.
 
     Parameters
     ----------
-    survival_logits : Tensor ``[B, 12]``
-        Softmax logits over the year of death.
+    survival_logits : Tensor ``[B, K]``
+        Softmax logits over the year of death (``K = 12``, or 13 with the class beyond year 12).
     survival_bin : Tensor int64 ``[B]``
-        ``min(floor(os_years), 11)``.
+        :func:`survival_labels`: ``min(floor(os_years), K - 1)``.
 
     Notes
     -----
@@ -94,37 +122,44 @@ def paper_recurrence_ce(recurrence_logits: Tensor, recurrence_target: Tensor) ->
 def censored_survival_nll(
     survival_logits: Tensor, survival_bin: Tensor, event: Tensor, eps: float = 1e-12
 ) -> Tensor:
-    """Discrete-time survival likelihood over the 12 yearly bins (pycox ``nll_pmf`` analogue).
+    """Discrete-time survival likelihood of the yearly classes (pycox's ``nll_pmf`` with its
+    discretisation of censoring times).
 
-    With ``p = softmax(survival_logits)`` the probability mass of the year of death,
+    With ``p = softmax(survival_logits)`` ``[B, K]`` the probability of death in each yearly
+    class (class ``k`` = the interval ``[k, k + 1)`` years; with ``K = 13`` the last class is
+    "alive at 12 years", ``S(12)``), the likelihood of one patient is
 
-    - death observed in bin ``c``: ``-log p_c``;
-    - censored in bin ``c`` (alive at the last follow-up, which falls inside year ``c + 1``,
-      the interval ``[c, c + 1)``): ``-log sum_{k>c} p_k``, the probability of dying after
-      the censoring year. This **credits the whole censoring year as survived**: a patient
-      last seen alive at 2.3 years is trained as alive at 3 years. It is therefore NOT
-      conservative: it overstates survival by up to one year per censored patient (the exact
-      interval likelihood ``P(T > 2.3)`` lies between ``sum_{k>=c} p_k`` and
-      ``sum_{k>c} p_k``). The conservative reading, consistent with the recurrence head's
-      ``recurrence_known`` mask of ``crlm_lib.data.dataset`` (event-free only for the years
-      that ended before censoring), would be ``-log sum_{k>=c} p_k``. For ``c = 11`` there is
-      no later bin: the record contributes 0.
+    - death observed in class ``c``: ``p_c``;
+    - censored in class ``c`` (last seen alive at a time in ``[c, c + 1)``):
+      ``P(T >= c) = sum_{k>=c} p_k``, survival through the *start* of the censoring year: the
+      censoring year itself counts, since death later in that year is still possible.
+
+    This is the standard discrete-time convention of pycox (``LabTransDiscreteTime`` moves a
+    censoring time to the left end of its interval, an event to the right end; ``nll_pmf``
+    then credits survival past the censoring cut) and the reading of the recurrence head's
+    ``recurrence_known`` mask (``data.dataset``: event-free only for the years that ended
+    before censoring). The exact interval likelihood ``P(T > 2.3)`` of a patient last seen at
+    2.3 years lies between ``sum_{k>=2} p_k`` and ``sum_{k>2} p_k``; the latter would credit
+    the whole censoring year as survived. With the class beyond year 12, a patient censored
+    after 12 years contributes ``p_12 = S(12)`` exactly; in the papers' 12-class softmax one
+    censored after 11 years contributes ``p_11`` (death in year 12 or later).
 
     Parameters
     ----------
     survival_logits : Tensor ``[B, K]``
     survival_bin : Tensor int64 ``[B]``
+        :func:`survival_labels`.
     event : Tensor ``[B]`` (1 = death observed, 0 = censored)
 
     Returns
     -------
     Tensor
-        Mean over the batch (a scalar).
+        Minus the mean log-likelihood over the batch (a scalar).
 
     Examples
     --------
     >>> logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]]))
-    >>> float(censored_survival_nll(logits, torch.tensor([0]), torch.tensor([0.0])))  # -log .8
+    >>> float(censored_survival_nll(logits, torch.tensor([1]), torch.tensor([0.0])))  # -log .8
     0.2231...
     """
     logp = torch.log_softmax(survival_logits, dim=1)
@@ -132,12 +167,8 @@ def censored_survival_nll(
     event = event.float().view(-1)
     ll_event = logp.gather(1, idx).squeeze(1)
     k = torch.arange(logp.shape[1], device=logp.device).view(1, -1)
-    later = k > idx  # bins strictly after the censoring bin
-    masked = logp.masked_fill(~later, float("-inf"))
-    has_later = later.any(dim=1)
-    ll_cens = torch.where(
-        has_later, torch.logsumexp(masked, dim=1), torch.zeros_like(ll_event)
-    )  # c = K-1: no information -> 0
+    at_or_after = k >= idx  # the censoring class and every later one
+    ll_cens = torch.logsumexp(logp.masked_fill(~at_or_after, float("-inf")), dim=1)
     ll = event * ll_event + (1.0 - event) * ll_cens
     return -ll.mean()
 
@@ -146,6 +177,11 @@ def censored_recurrence_bce(
     recurrence_logits: Tensor, recurrence_target: Tensor, recurrence_known: Tensor
 ) -> Tensor:
     """Binary cross-entropy over the years whose recurrence status is known.
+
+    Each year's term scores the cumulative probability ``sigmoid(recurrence_logits)_k`` of
+    recurrence by the end of year ``k + 1`` against what is known of it: a proper scoring rule
+    per horizon, whichever form the head has (the hazard head of ``models.heads`` outputs the
+    logits of its cumulative probabilities, so the same loss applies).
 
     Parameters
     ----------
@@ -428,7 +464,8 @@ def total_loss(
         A model's output (``survival_logits``, ``recurrence_logits``, ``aux["loss_terms"]``;
         ``aux["loss_weights"]`` where the model carries its own lambdas, e.g. STAR).
     batch : dict
-        Needs ``survival_bin``, ``recurrence_target``; ``os_event`` and ``recurrence_known``
+        Needs ``survival_bin`` (12 survival classes) or ``os_years`` (13 classes:
+        :func:`survival_labels`), ``recurrence_target``; ``os_event`` and ``recurrence_known``
         for ``objective="censored"``.
     weights : dict, optional
         Overrides, merged over ``DEFAULT_WEIGHTS`` and the model's ``aux["loss_weights"]``
@@ -454,15 +491,12 @@ def total_loss(
     w.update(weights or {})
     surv_logits = outputs["survival_logits"]
     rec_logits = outputs["recurrence_logits"]
+    labels = survival_labels(batch, surv_logits.shape[1]).to(surv_logits.device)
     if objective == "paper":
-        l_surv = paper_survival_ce(surv_logits, batch["survival_bin"].to(surv_logits.device))
+        l_surv = paper_survival_ce(surv_logits, labels)
         l_rec = paper_recurrence_ce(rec_logits, batch["recurrence_target"].to(rec_logits))
     else:
-        l_surv = censored_survival_nll(
-            surv_logits,
-            batch["survival_bin"].to(surv_logits.device),
-            batch["os_event"].to(surv_logits),
-        )
+        l_surv = censored_survival_nll(surv_logits, labels, batch["os_event"].to(surv_logits))
         l_rec = censored_recurrence_bce(
             rec_logits,
             batch["recurrence_target"].to(rec_logits),

@@ -2,10 +2,13 @@
 
 Every model of the project ends in the same two heads (``docs/interfaces.md``):
 
-- ``survival_logits`` ``[N, 12]``: softmax over the year of death, ``p_k`` = probability of
-  death in postoperative year ``k + 1`` (the interval ``[k, k + 1)`` years), ``k = 0..11``;
-- ``recurrence_logits`` ``[N, 12]``: one sigmoid per year, ``q_k`` = probability of
-  recurrence by the end of year ``k + 1``.
+- ``survival_logits`` ``[N, 13]``: softmax over the year of death, ``p_k`` = probability of
+  death in postoperative year ``k + 1`` (the interval ``[k, k + 1)`` years), ``k = 0..11``,
+  and the 13th class, alive at 12 years, ``S(12)`` (``[N, 12]`` without it, the papers' form;
+  ``models.heads.head_probabilities`` gives the 12 death-year bins and ``S(12)``);
+- ``recurrence_logits`` ``[N, 12]``: logits of ``q_k`` = probability of recurrence by the end
+  of year ``k + 1`` (non-decreasing by construction for the default hazard head, not for the
+  papers' independent sigmoids).
 
 This module turns those probabilities into
 
@@ -132,9 +135,10 @@ def _as_pmf(survival_probs: np.ndarray) -> np.ndarray:
 def beyond_horizon_mass(survival_probs: np.ndarray) -> np.ndarray:
     """Probability of surviving beyond year 12, ``S(12) = 1 - sum_k p_k`` ``[N]``.
 
-    The deep models' 12-way softmax has no such class (it is 0 for them); the clinical anchors
-    and the oracle keep their ``S(12)`` out of the 12 bins (``models.clinical.pmf_from_survival``,
-    the ``surv_p_beyond`` column), so that it never enters the argmax of
+    The deep models' default 13-class softmax holds it as its 13th class (the papers'
+    12-class form has none: 0 for it); the clinical anchors and the oracle keep their
+    ``S(12)`` out of the 12 bins (``models.clinical.pmf_from_survival``); every one of them
+    writes it as the ``surv_p_beyond`` column, and it never enters the argmax of
     :func:`predicted_years`.
     """
     p = _as_pmf(survival_probs)
@@ -207,8 +211,8 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
         Softmax of ``survival_logits`` (use :func:`softmax` on logits): ``p_k`` = probability
         of death in year ``k + 1``. Rows may sum to less than 1: the missing mass
         ``S(12) = 1 - sum_k p_k`` is the probability of surviving beyond the 12-year horizon
-        (:func:`beyond_horizon_mass`; the anchors' and oracle's curves keep it there, the deep
-        models' softmax has none).
+        (:func:`beyond_horizon_mass`; the anchors' and oracle's curves keep it there, and so
+        does the deep models' 13th class; their papers' 12-class form has none).
     rule : {"argmax", "median"}
         ``"argmax"`` (default, the papers' reading): the most likely yearly bin,
         ``t_pred = argmax_k p_k`` in 0..11 **over the 12 death-year bins only**: the
@@ -254,8 +258,9 @@ def recurrence_years(recurrence_probs: np.ndarray, rule: Rule = "argmax") -> np.
     """Predicted time of recurrence (years) from the recurrence head (the DFS variant).
 
     ``q_k = sigmoid(recurrence_logits)_k`` is the probability of recurrence by the end of year
-    ``k + 1``. The independent sigmoids need not be monotone, so the cumulative recurrence
-    probability is taken as the running maximum ``Q_k = max_{j<=k} q_j``.
+    ``k + 1``. The papers' independent sigmoids need not be monotone, so the cumulative
+    recurrence probability is taken as the running maximum ``Q_k = max_{j<=k} q_j`` (a no-op
+    for the default hazard head, monotone by construction).
 
     Parameters
     ----------

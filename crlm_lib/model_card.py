@@ -286,7 +286,11 @@ def _tail_line(run_dir: Path) -> list[str]:
 
     path = run_dir / "predictions.csv"
     if path.is_file() and BEYOND_COL in pd.read_csv(path, nrows=1).columns:
-        return ["- Years beyond the training follow-up are the model's extrapolation."]
+        return [
+            "- Survival past year 12 is the network's own class (the mass a Kaplan-Meier curve "
+            "keeps at 12 years), so its survival at 12 years is not 0 by construction; years "
+            "beyond the training follow-up are the model's extrapolation."
+        ]
     return [
         "- The network spreads every death over years 1-12: its survival reaches 0 at year 12 "
         "by construction, and the years beyond the training follow-up are extrapolation."
@@ -326,6 +330,22 @@ def _licence_and_citation() -> list[str]:
     ]
 
 
+def _head_text(rec: dict) -> str:
+    """The run's two heads in words, from its options (``models.heads``; absent = default)."""
+    options = rec.get("options") or {}
+    recurrence = (
+        "12 independent sigmoids, as published"
+        if options.get("recurrence_form") == "independent"
+        else "from yearly discrete hazards, non-decreasing by construction"
+    )
+    survival = (
+        "softmax over 12 years, as published: no survival past year 12"
+        if options.get("survival_classes") == "published12"
+        else "softmax over years 1-12 and a 13th class, alive at 12 years"
+    )
+    return f"{recurrence}) and of death in each year ({survival}"
+
+
 def _details(rec: dict, run_dir: Path, name: str, trained: str) -> list[str]:
     """The "Model details" and "Uses" sections."""
     return [
@@ -334,9 +354,8 @@ def _details(rec: dict, run_dir: Path, name: str, trained: str) -> list[str]:
         f"- Architecture: `{rec['model']}` ({name}) of `crlm_lib.models`; run written {trained}.",
         _epochs_line(run_dir, rec),
         "- Task: year-by-year prognosis after hepatic resection of colorectal liver metastases: "
-        "probability of recurrence by the end of each of 12 years (sigmoid per year) and of "
-        "death in each year (softmax), from one preoperative portal-venous CT, its DICOM-SEG and "
-        "clinical factors.",
+        f"probability of recurrence by the end of each of 12 years ({_head_text(rec)}), from "
+        "one preoperative portal-venous CT, its DICOM-SEG and clinical factors.",
         _software(rec),
         "",
         "## Uses",
@@ -377,7 +396,9 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "- CT: `[1, D, H, W]` float32 in [-1, 1] after the papers' preprocessing (soft-tissue "
         "window, CLAHE, in-plane resize, slices centred on the portal-vein bifurcation); masks "
         "`[5, D, H, W]` (liver, remnant, hepatic veins, portal veins, tumours).",
-        "- Outputs: `recurrence_logits`, `survival_logits` `[B, 12]`; `crlm predict` turns them "
+        "- Outputs: `recurrence_logits` `[B, 12]` (logits of the cumulative probability), "
+        "`survival_logits` `[B, 13]` (`[B, 12]` for `survival_classes=published12`); "
+        "`crlm predict` turns them "
         "into curves with an ensemble band, risk groups, a report and DICOM Parametric Maps.",
         "",
         "## Training data",

@@ -209,16 +209,17 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
 
 
 def _curves(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    """``S`` and ``R`` at year ends, the death pmf and the recurrence sigmoids, each ``[B, 12]``,
-    of one batch."""
+    """``S`` and ``R`` at year ends, the death pmf of years 1..12 and the recurrence
+    probabilities, each ``[B, 12]``, of one batch (``models.heads.head_probabilities``: with
+    the class beyond year 12, ``S(12)`` is its probability, not 0)."""
     import torch
 
     from crlm_lib import metrics as M
+    from crlm_lib.models.heads import head_probabilities
 
     with torch.no_grad():
         out = model(batch)
-    pmf = torch.softmax(out["survival_logits"].float(), -1).numpy().astype(np.float64)
-    probs = torch.sigmoid(out["recurrence_logits"].float()).numpy().astype(np.float64)
+    pmf, _, probs = (t.numpy().astype(np.float64) for t in head_probabilities(out))
     return M.survival_curve(pmf), M.recurrence_free_curve(probs), pmf, probs
 
 
@@ -438,11 +439,25 @@ def predict_patient(
     row["band"] = ensemble.band_method(len(runs))
     row["missing_predictors"] = "; ".join(missing)
     row["n_imputations"] = opts.n_imputations if missing else 0
+    row.update(_beyond_horizon(runs, surv))
     synthetic = bool(runs[0].record.get("synthetic"))
     row["summary"] = plain_language(row, synthetic)
     followed = {h: supported_years(runs[0].reference, h) for h in ("os", "dfs")}
     return PatientPrediction(patient.patient_id, s_members, r_members, surv, rfs, pmf_hat,
                              rec_hat, row, headline(row, synthetic), followed)  # fmt: skip
+
+
+def _beyond_horizon(runs: Sequence[RunModel], surv: np.ndarray) -> dict[str, Any]:
+    """``os_beyond_class``: whether every model has the survival class beyond year 12
+    (``models.heads``); ``os_beyond_12y``: the predicted probability of surviving past year 12,
+    ``S(12)`` of the mean curve (0 by construction without that class)."""
+    from crlm_lib.models.heads import head_forms
+
+    forms = [head_forms(r.model).get("survival_classes") for r in runs]
+    return {
+        "os_beyond_class": all(f == "beyond_horizon" for f in forms),
+        "os_beyond_12y": round(float(surv[0, -1]), DECIMALS),
+    }
 
 
 def yearly_table(preds: Sequence[PatientPrediction], reference: dict | None = None) -> pd.DataFrame:

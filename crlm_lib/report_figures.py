@@ -85,6 +85,29 @@ def _followed_note(report: PatientReport) -> str:
     )
 
 
+def _tail_note(report: PatientReport) -> list[str]:
+    """What the curve's value at 12 years means: the model's own class for survival past year
+    12 (with its value, and whether the training follow-up backs it), or 0 by construction."""
+    s12 = float(np.asarray(report.surv)[0, -1])
+    if report.row.get("os_beyond_class"):
+        followed = (report.followed_years or {}).get("os")
+        backed = (
+            "drawn: the training follow-up reaches year 12"
+            if followed is not None and followed >= N_YEARS
+            else "not drawn: the training follow-up does not reach year 12"
+        )
+        return [
+            f"Overall survival past year 12 is the model's own class, the mass a Kaplan-Meier "
+            f"curve keeps at 12 years: {100 * s12:.0f}% for this patient ({backed})."
+        ]
+    if s12 < 0.005:
+        return [
+            "The network spreads all deaths over years 1-12 (it has no class beyond year 12), "
+            "so its overall survival reaches 0 at year 12 by construction, not from data."
+        ]
+    return []
+
+
 def _draw_curve(ax: plt.Axes, curve: np.ndarray, followed: int | None) -> None:
     """The patient's curve and band up to the last year the training follow-up backs; after
     it a grey area that says so, and no curve (not a fall to 0 nobody observed)."""
@@ -122,12 +145,7 @@ def _legend_handles(report: PatientReport) -> list[Any]:
 def plot_curves_page(report: PatientReport) -> FigurePage:
     """The survival-curve page (see module doc)."""
     title = "Predicted survival beside the training cohort"
-    caption = [f"Band: {report.band_method}.", _followed_note(report)]
-    if float(np.asarray(report.surv)[0, -1]) < 0.005:
-        caption.append(
-            "The network spreads all deaths over years 1-12 (it has no class beyond year 12), "
-            "so its overall survival reaches 0 at year 12 by construction, not from data."
-        )
+    caption = [f"Band: {report.band_method}.", _followed_note(report), *_tail_note(report)]
     fig, box = _page(title, caption, 0.42, 0.93)
     for i, (curve, head, name) in enumerate(
         ((report.surv, "os", "Overall survival"), (report.rfs, "dfs", "Recurrence-free survival"))

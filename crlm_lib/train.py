@@ -49,7 +49,8 @@ from crlm_lib import atomic, distributed
 from crlm_lib.config import N_YEARS, Profile, TrainConfig, get_profile
 from crlm_lib.data.dataset import collate
 from crlm_lib.errors import RunMismatchError
-from crlm_lib.types import ATTENTION_COLS, PATIENT_ID, REC_COLS, SURV_COLS
+from crlm_lib.models.heads import head_probabilities
+from crlm_lib.types import ATTENTION_COLS, BEYOND_COL, PATIENT_ID, REC_COLS, SURV_COLS
 
 #: Global L2 norm at which gradients are clipped (``clip_grad_norm_``). The papers do not clip;
 #: with batch size 1 and STAR's alignment loss divided by an agreement term that can approach
@@ -418,7 +419,7 @@ def _run_epoch(
                     optimizer.step()
             bsz = int(outputs["survival_logits"].shape[0])
             if not train and "os_years" in batch:
-                pmf = torch.softmax(outputs["survival_logits"].detach().float(), dim=-1)
+                pmf = head_probabilities(outputs)[0].detach()
                 risks.append(pmf[:, :5].sum(dim=1).cpu().numpy())
                 times.append(batch["os_years"].float().cpu().numpy().reshape(-1))
                 events.append(batch["os_event"].float().cpu().numpy().reshape(-1))
@@ -991,8 +992,10 @@ def predict(
     -------
     DataFrame, one row per patient in dataset order:
         ``patient_id``; ``surv_p1..surv_p12`` = softmax of ``survival_logits`` (probability of
-        death in year k, rows sum to 1); ``rec_p1..rec_p12`` = sigmoid of
-        ``recurrence_logits`` (probability of recurrence by the end of year k); the outcomes
+        death in year k, rows sum to ``1 - S(12)``), and ``surv_p_beyond`` = ``S(12)`` when the
+        head has the class beyond year 12 (``models.heads.head_probabilities``);
+        ``rec_p1..rec_p12`` = sigmoid of ``recurrence_logits`` (probability of recurrence by
+        the end of year k); the outcomes
         ``os_years, os_event, dfs_years, dfs_event`` when the items carry them; and
         ``att_1..att_12`` when the model exposes ``aux["attention"]`` ``[B, 12]``.
         Probabilities are computed in float32 from the logits (also after bf16 autocast).
@@ -1010,11 +1013,12 @@ def predict(
         batch = to_device(batch, dev)
         with _autocast(dev, dtype):
             out = model(batch)
-        surv = torch.softmax(out["survival_logits"].float(), dim=-1).cpu().numpy()
-        rec = torch.sigmoid(out["recurrence_logits"].float()).cpu().numpy()
+        surv, beyond, rec = (t.cpu().numpy() for t in head_probabilities(out))
         cols: dict[str, Any] = {PATIENT_ID: [str(p) for p in batch["patient_id"]]}
         cols.update({c: surv[:, k] for k, c in enumerate(SURV_COLS)})
         cols.update({c: rec[:, k] for k, c in enumerate(REC_COLS)})
+        if out["survival_logits"].shape[1] > N_YEARS:
+            cols[BEYOND_COL] = beyond
         for key in _OUTCOMES:
             if key in batch:
                 cols[key] = batch[key].float().cpu().numpy().reshape(-1)

@@ -19,6 +19,7 @@ from crlm_lib.losses import (
     paper_recurrence_ce,
     paper_survival_ce,
     star_alignment_loss,
+    survival_labels,
     total_loss,
 )
 
@@ -137,8 +138,9 @@ def test_censored_survival_nll_three_bins_by_hand():
     logits = torch.log(torch.tensor([[0.2, 0.3, 0.5]])).repeat(3, 1)
     bins = torch.tensor([1, 0, 2])
     event = torch.tensor([1.0, 0.0, 0.0])
-    # death in bin 1: -log .3; censored in bin 0: -log(.3 + .5); censored in last bin: 0
-    expected = (-math.log(0.3) - math.log(0.8) + 0.0) / 3
+    # death in bin 1: -log .3; censored in bin 0: alive at its start, -log(.2 + .3 + .5) = 0;
+    # censored in the last bin: -log .5 (death in that bin or later)
+    expected = (-math.log(0.3) - 0.0 - math.log(0.5)) / 3
     assert float(censored_survival_nll(logits, bins, event)) == pytest.approx(expected, rel=1e-5)
     # the paper's CE ignores censoring: -log p_bin for all three
     ce = (-math.log(0.3) - math.log(0.2) - math.log(0.5)) / 3
@@ -184,8 +186,63 @@ def test_total_loss_weights_and_objectives():
     assert parts["align"] == pytest.approx(-0.5)
     loss.backward()
     _, cparts = total_loss(out, batch, objective="censored")
-    assert cparts["surv"] == pytest.approx(math.log(12) / 2, rel=1e-5)  # censored at 11 -> 0
+    # death in bin 0: -log(1/12); censored in bin 11: -log p_11 = -log(1/12)
+    assert cparts["surv"] == pytest.approx(math.log(12), rel=1e-5)
     loss2, _ = total_loss(out, batch, weights={"align": 0.0, "dis": 0.0})
     assert float(loss2.detach()) == pytest.approx(float(loss.detach()) - (0.1 * -0.5 + 0.1 * 0.2))
     with pytest.raises(ValueError, match="objective"):
         total_loss(out, batch, objective="cox")
+
+
+def _pmf13() -> torch.Tensor:
+    """A 13-class pmf: death in years 1..12 (0.05 each) and alive at 12 years (0.4)."""
+    return torch.tensor([[0.05] * 12 + [0.4]])
+
+
+def test_survival_labels_put_patients_followed_past_year_12_in_the_13th_class():
+    batch = {
+        "survival_bin": torch.tensor([2, 11, 11, 11]),
+        "os_years": torch.tensor([2.4, 11.9, 12.0, 30.0]),
+    }
+    assert survival_labels(batch, 12).tolist() == [2, 11, 11, 11]
+    assert survival_labels(batch, 13).tolist() == [2, 11, 12, 12]
+    with pytest.raises(KeyError, match="os_years"):
+        survival_labels({"survival_bin": torch.tensor([1])}, 13)
+    with pytest.raises(ValueError, match="12 or 13"):
+        survival_labels(batch, 14)
+
+
+def test_censored_likelihood_counts_the_censoring_year_thirteen_classes():
+    logits = torch.log(_pmf13()).repeat(3, 1)
+    labels = survival_labels({"os_years": torch.tensor([2.4, 12.7, 12.7])}, 13)
+    event = torch.tensor([0.0, 0.0, 1.0])
+    # censored in year 3 (at 2.4 y): P(T >= 2) = deaths in years 3..12 + alive at 12 = 0.9;
+    # censored after 12 y: P(alive at 12) = 0.4; died after 12 y: also the 13th class, 0.4
+    each = torch.stack(
+        [
+            censored_survival_nll(logits[i : i + 1], labels[i : i + 1], event[i : i + 1])
+            for i in range(3)
+        ]
+    )
+    expected = [-math.log(10 * 0.05 + 0.4), -math.log(0.4), -math.log(0.4)]
+    assert each.tolist() == pytest.approx(expected, rel=1e-5)
+    # the censoring year itself counts: more than P(T >= 3) = 0.85 is credited
+    assert float(each[0]) < -math.log(0.85)
+
+
+def test_total_loss_with_the_13th_class_reads_os_years():
+    out = {
+        "survival_logits": torch.log(_pmf13()).repeat(2, 1),
+        "recurrence_logits": torch.zeros(2, 12),
+    }
+    batch = {
+        "survival_bin": torch.tensor([11, 3]),
+        "os_years": torch.tensor([14.0, 3.5]),
+        "os_event": torch.tensor([0.0, 1.0]),
+        "recurrence_target": torch.zeros(2, 12),
+        "recurrence_known": torch.ones(2, 12),
+    }
+    _, parts = total_loss(out, batch)
+    assert parts["surv"] == pytest.approx((-math.log(0.4) - math.log(0.05)) / 2, rel=1e-5)
+    _, cparts = total_loss(out, batch, objective="censored")
+    assert cparts["surv"] == pytest.approx(parts["surv"], rel=1e-5)  # here the same classes

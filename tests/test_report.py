@@ -189,3 +189,24 @@ def test_years_beyond_the_training_follow_up_are_said_not_drawn(tmp_path):
     html = write_report(report, tmp_path)["html"].read_text()
     assert "0.698† (0.648–0.748)" in html and "0.887 (0.837–0.937)" in html
     assert "† Beyond the training cohort&#x27;s follow-up" in html
+
+
+def test_survival_past_year_12_is_the_models_own_class_not_a_fall_to_0():
+    from crlm_lib.report_figures import plot_curves_page
+
+    report = _report()
+    report.row = {**report.row, "os_beyond_class": True}
+    report.followed_years = {"os": 12, "dfs": 6}
+    s12 = float(report.surv[0, -1])
+    page = plot_curves_page(report)
+    note = next(c for c in page.caption if "past year 12" in c)
+    assert f"{100 * s12:.0f}% for this patient" in note and "reaches year 12" in note
+    os_ax = next(a for a in page.figure.axes if a.get_title() == "Overall survival")
+    assert os_ax.lines[0].get_ydata()[-1] == pytest.approx(s12)  # drawn at S(12) > 0
+    report.followed_years = {"os": 8, "dfs": 6}
+    assert "does not reach year 12" in " ".join(plot_curves_page(report).caption)
+    # the papers' 12-class head: survival 0 at 12 years, said to be by construction
+    report.row = {**report.row, "os_beyond_class": False}
+    report.surv = report.surv.copy()
+    report.surv[0, -1] = 0.0
+    assert "by construction" in " ".join(plot_curves_page(report).caption)

@@ -339,6 +339,33 @@ def test_predict_columns_and_probabilities(data):
     np.testing.assert_allclose(surv[:3], ref.numpy(), rtol=1e-5)
 
 
+def test_predict_writes_the_mass_beyond_year_12_of_a_13_class_head(data):
+    """With the class beyond year 12 the 12 ``surv_p`` bins hold the deaths in years 1..12 and
+    ``surv_p_beyond`` = S(12), the 13th class; together they sum to 1."""
+    from crlm_lib.models.heads import PrognosisHeads
+    from crlm_lib.types import BEYOND_COL, Predictions
+
+    class HeadsModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.heads = PrognosisHeads(N_CLIN)
+
+        def forward(self, batch):
+            rec, surv = self.heads(batch["clinical"])
+            return {"recurrence_logits": rec, "survival_logits": surv, "aux": {}}
+
+    torch.manual_seed(0)
+    model = HeadsModel()
+    df = T.predict(model, data[0], batch_size=6, device="cpu")
+    pred = Predictions.from_frame(df)
+    with torch.no_grad():
+        ref = torch.softmax(model(T.collate([data[0][i] for i in range(20)]))["survival_logits"], 1)
+    np.testing.assert_allclose(df[BEYOND_COL], ref[:, 12].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(pred.survival_pmf.sum(axis=1) + df[BEYOND_COL], 1.0, atol=1e-6)
+    np.testing.assert_allclose(pred.curve("os")[:, -1], df[BEYOND_COL], atol=1e-6)
+    assert (np.diff(pred.recurrence_cdf, axis=1) >= 0).all()
+
+
 def test_select_device_and_to_device():
     assert T.select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

@@ -4,11 +4,13 @@ Targets (one place that turns years into the 12 yearly bins)
 -----------------------------------------------------------
 * ``survival_bin = min(floor(os_years), 11)``; ``recurrence_bin`` likewise from ``dfs_years``
   (DFS event = recurrence or death, as in the clinical table).
-* ``recurrence_target[k] = 1`` if the DFS event was observed with ``recurrence_bin <= k``
-  (year ``k``: "recurrence by the end of year k+1"), else 0.
-* ``recurrence_known[k]``: an observed event makes every year known. A patient censored in bin
-  ``c`` (event-free followed up to ``floor(dfs_years) = c``) is known event-free for the years
-  that ended before censoring, ``k < c``, and unknown for ``k >= c``.
+* ``recurrence_target[k] = 1`` if the DFS event was observed by the end of year k+1,
+  ``floor(dfs_years) <= k`` (year ``k``: "recurrence by the end of year k+1"), else 0; an
+  event after year 12 leaves every year 0 (not clamped into year 12).
+* ``recurrence_known[k]``: an observed event makes every year known. A patient censored at
+  ``dfs_years`` (``c = floor(dfs_years)``, not clamped) is known event-free for the years that
+  ended before censoring, ``k < c``, and unknown for ``k >= c``: one followed past 12 years
+  is known for all 12.
 
 Encodings (no leakage)
 ----------------------
@@ -66,7 +68,7 @@ def recurrence_targets(
     target, known : np.ndarray
         float32 ``[n_years]`` each.
     """
-    b = year_bin(dfs_years, n_years)
+    b = int(np.floor(max(float(dfs_years), 0.0)))  # the year that ends after the time
     k = np.arange(n_years)
     if int(dfs_event) == 1:
         return (k >= b).astype(np.float32), np.ones(n_years, np.float32)

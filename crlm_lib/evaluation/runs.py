@@ -314,8 +314,11 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: checkpoints of revision 1 would load without error) and the fused AdamW.
 #: 3: 4D-ACFNet / STAR / 3D CNN read the liver and tumour masks and learn the SEG burden;
 #: CT windowed -160..240 HU before CLAHE. 4: lesion pooling (standardised on the training rows)
-#: and the tumour-intensity target in 4D-ACFNet / STAR / 3D CNN.
-RUN_REVISION = 5
+#: and the tumour-intensity target in 4D-ACFNet / STAR / 3D CNN. 5: the heads' class beyond
+#: year 12 and discrete-hazard recurrence (``models.heads``) in every network, the censored
+#: likelihood's censoring year counted, recurrence targets not clamped into year 12.
+#: 6: 4D-ACFNet's lesion anchor (``models.common.LesionAnchor``) and the step-0 control file.
+RUN_REVISION = 6
 
 
 def run_identity(

@@ -90,7 +90,9 @@ class ModelSpec:
 
 #: Suffix of the key of a model without the Cox anchor (``acfnet-noanchor``).
 NOANCHOR = "noanchor"
-#: The papers' network: no Cox-anchored residual, the CT alone as input, no auxiliary target.
+#: The papers' network: no Cox-anchored residual, the CT alone as input, no auxiliary target,
+#: the 12-class survival softmax (no class beyond year 12) and 12 independent recurrence
+#: sigmoids (``models.heads``).
 PUBLISHED_OPTIONS: dict = {
     "clinical_residual": False,
     "mask_channels": (),
@@ -99,6 +101,8 @@ PUBLISHED_OPTIONS: dict = {
     "intensity_target": False,
     "head_lr_scale": 1.0,
     "lesion_anchor": False,
+    "survival_classes": "published12",
+    "recurrence_form": "independent",
 }
 #: Named variants usable wherever a model name is (``profile.eval.cv_models``,
 #: ``crlm evaluate --models``): the 4D-ACFNet class and the 3D CNN built on it start from the

@@ -34,8 +34,10 @@ def risk_output(outputs: Mapping[str, Tensor], output: str = "risk", year: int =
     - ``"recurrence_logit"``: ``(1/12) sum_k r_k`` (linear in the logits; additivity checks).
     - ``"recurrence_year"``: ``sigmoid(r_{year-1})``, recurrence by the end of ``year``.
     - ``"mortality_year"``: ``1 - S(year) = sum_{j < year} softmax(s)_j``, death by ``year``.
-    - ``"expected_survival_years"``: ``sum_j (j + 0.5) softmax(s)_j`` (bin midpoints, years;
-      higher = better, i.e. the opposite sign of a risk).
+    - ``"expected_survival_years"``: ``sum_j (j + 0.5) p_j + 12 S(12)`` with ``p`` the death
+      pmf of years 1..12 and ``S(12)`` the class beyond year 12 where the head has it: the
+      12-year restricted mean (bin midpoints, years; higher = better, i.e. the opposite sign
+      of a risk).
 
     Returns
     -------
@@ -55,6 +57,7 @@ def risk_output(outputs: Mapping[str, Tensor], output: str = "risk", year: int =
         return torch.softmax(surv, dim=1)[:, :year].sum(dim=1)
     if output == "expected_survival_years":
         mid = torch.arange(surv.shape[1], device=surv.device, dtype=surv.dtype) + 0.5
+        mid = mid.clamp(max=rec.shape[1])  # the class beyond year 12 counts 12 years
         return (torch.softmax(surv, dim=1) * mid).sum(dim=1)
     raise ValueError(
         "output must be 'risk', 'recurrence_logit', 'recurrence_year', 'mortality_year' or "

@@ -2,7 +2,9 @@
 
 ``build_model(name, n_clinical, cfg, **options)`` returns an ``nn.Module`` whose
 ``forward(batch) -> dict`` gives ``recurrence_logits`` ``[B, 12]``, ``survival_logits``
-``[B, 12]`` and ``aux`` (``loss_terms`` and, where the model has them, ``h_img``, ``h_clin``,
+``[B, 13]`` (``[B, 12]`` with ``survival_classes="published12"``; every model takes the
+``survival_classes`` and ``recurrence_form`` options of :mod:`crlm_lib.models.heads`) and
+``aux`` (``loss_terms`` and, where the model has them, ``h_img``, ``h_clin``,
 ``h_recon``, ``attention``, ``reconstruction``); attribute ``gradcam_layer``. See
 ``docs/interfaces.md``.
 

@@ -43,14 +43,18 @@ means of the raw cosines).
 
 **Clinical residuals** (``clinical_residual=True``, default; our addition, not in the papers):
 a linear risk score ``r = w^T x_clin`` enters the survival logits as
-``logit_k += r * s_k`` with ``s_k = 1 - 2k / (T - 1)`` (``+1`` in year 1 to ``-1`` in year 12),
-so a higher ``r`` moves the predicted year of death earlier, monotonically, like a Cox linear
-predictor; a second score ``r_rec = v^T x_clin`` is added to every year's recurrence logit
-(higher ``r_rec``: higher probability of recurrence by every year). :meth:`ACFNet.anchor_clinical`
-initialises ``w`` and ``v`` with penalised Cox models of OS and DFS fitted on the training rows
-only (``train.fit`` is not involved; ``evaluation.fit_predict_torch`` calls it before training)
+``logit_k += r * s_k`` with ``s_k = 1 - 2k / (K - 1)`` over the ``K`` survival classes (``+1``
+in year 1 to ``-1`` in the last class: the class beyond year 12 by default, year 12 in the
+papers' 12-class softmax), so a higher ``r`` moves the predicted year of death earlier,
+monotonically, like a Cox linear predictor; a second score ``r_rec = v^T x_clin`` is added to
+every year's recurrence logit before the heads' cumulative transform (to the discrete hazard
+logits by default; higher ``r_rec``: higher probability of recurrence by every year).
+:meth:`ACFNet.anchor_clinical` initialises ``w`` and ``v`` with penalised Cox models of OS and
+DFS fitted on the training rows only (``train.fit`` is not involved;
+``evaluation.fit_predict_torch`` calls it before training)
 and, with ``anchored_start=True`` (default), starts both heads at that anchor: zero last-layer
-weights and the training rows' Kaplan-Meier baseline as biases, so that before the first step
+weights and the training rows' Kaplan-Meier baseline as biases
+(``heads.PrognosisHeads.start_at_baseline``), so that before the first step
 the network *is* the Cox model (KM baseline shifted by the linear predictor) on both heads. The
 network then learns what the image and the non-linear clinical path add to that anchor.
 Reason: at the cpu profile's budget (~50 optimiser steps per fold) the multi-task network does
@@ -101,7 +105,6 @@ from .common import (
     LesionAnchor,
     LesionPool,
     PatchDecoder,
-    PrognosisHeads,
     Stride2Conv3d,
     TemporalConv,
     TimeEmbeddedConv,
@@ -109,6 +112,7 @@ from .common import (
     image_input,
     lesion_summary,
 )
+from .heads import RECURRENCE_FORMS, SURVIVAL_CLASSES, PrognosisHeads, survival_class_count
 
 
 def window_burden(masks: Tensor) -> Tensor:
@@ -248,6 +252,10 @@ class ACFNet(nn.Module):
         rows whose window holds no tumour are left out). Like the burden target it is computed
         from the inputs every patient has; it asks the image embedding to carry the tumours'
         attenuation, the first-order radiomics a radiologist reads, which the masks do not.
+    survival_classes, recurrence_form : str
+        The heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`): by default a 13th
+        survival class beyond year 12 and a discrete-hazard recurrence head (monotone);
+        ``"published12"`` and ``"independent"`` are the papers' forms.
     head_lr_scale : float
         Learning-rate multiplier of the prognosis heads (:meth:`param_groups`; our addition,
         default 10, 1 in the papers' network). The anchored heads start with zero last-layer
@@ -299,6 +307,8 @@ class ACFNet(nn.Module):
         intensity_target: bool = True,
         head_lr_scale: float = 10.0,
         lesion_anchor: bool = True,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -338,9 +348,12 @@ class ACFNet(nn.Module):
         if reconstruction:
             c = self.stem.out_channels
             self._build_reconstruction(c, w, e, et, transformer_heads, transformer_layers)
-        self._build_clinical(n_clinical, e, t, clinical and clinical_residual)
+        n_surv = survival_class_count(t, survival_classes)
+        self._build_clinical(n_clinical, e, n_surv, clinical and clinical_residual)
         self.fusion = GatedFusion(use_recon=reconstruction)
-        self.heads = PrognosisHeads(e, n_years=t)
+        self.heads = PrognosisHeads(
+            e, n_years=t, survival_classes=survival_classes, recurrence_form=recurrence_form
+        )
         self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
         self.burden_head = nn.Linear(e, 1) if burden_target else None
         self.intensity_head = nn.Linear(e, 2) if intensity_target else None
@@ -377,8 +390,9 @@ class ACFNet(nn.Module):
         )
         self.recon_transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
-    def _build_clinical(self, n_clinical: int, e: int, t: int, residual: bool) -> None:
-        """Switch B's clinical encoder and the Cox-anchored clinical residuals of both heads."""
+    def _build_clinical(self, n_clinical: int, e: int, n_surv: int, residual: bool) -> None:
+        """Switch B's clinical encoder and the Cox-anchored clinical residuals of both heads
+        (``n_surv``: the survival classes the residual's profile spans)."""
         self.clin_encoder = ClinEncoder(n_clinical if self.use_clinical else 0, e)
         # Linear clinical risk r = w^T x and its year profile s_k (+1 .. -1); zero-initialised,
         # so without anchor_clinical the network starts as the papers' one. The recurrence
@@ -389,7 +403,8 @@ class ACFNet(nn.Module):
         for res in (self.clin_residual, self.clin_residual_rec):
             if res is not None:
                 nn.init.zeros_(res.weight)
-        self.register_buffer("residual_profile", torch.linspace(1.0, -1.0, t), persistent=False)
+        profile = torch.linspace(1.0, -1.0, n_surv)
+        self.register_buffer("residual_profile", profile, persistent=False)
 
     # ------------------------------------------------------------------ trunk
     def _spatiotemporal(self, ct: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -478,19 +493,19 @@ class ACFNet(nn.Module):
             err = nn.functional.huber_loss(self.intensity_head(h_img), stats, reduction="none")
             terms["intensity"] = (err.mean(dim=1) * has).sum() / has.sum().clamp(min=1.0)
         h = self.fusion(h_img, h_clin, h_recon)
-        rec_logits, surv_logits = self.heads(h)
         lesion_os = lesion_dfs = 0.0
         if self.lesion_anchor is not None:
             lesion_os, lesion_dfs = self.lesion_anchor(batch)
             aux["lesion_risk"] = lesion_os.squeeze(1)
+        surv_offset = rec_offset = None
         if self.clin_residual is not None:
             risk = self.clin_residual(clinical) + lesion_os  # [B, 1]
-            surv_logits = surv_logits + risk * self.residual_profile
+            surv_offset = risk * self.residual_profile
             aux["clinical_risk"] = risk.squeeze(1)
         if self.clin_residual_rec is not None:
-            risk_rec = self.clin_residual_rec(clinical) + lesion_dfs  # [B, 1]
-            rec_logits = rec_logits + risk_rec
-            aux["clinical_recurrence_risk"] = risk_rec.squeeze(1)
+            rec_offset = self.clin_residual_rec(clinical) + lesion_dfs  # [B, 1]
+            aux["clinical_recurrence_risk"] = rec_offset.squeeze(1)
+        rec_logits, surv_logits = self.heads(h, rec_offset, surv_offset)
         aux.update(
             h_img=h_img,
             h_clin=h_clin,
@@ -592,18 +607,20 @@ class ACFNet(nn.Module):
         The Cox log hazard ratio ``beta^T x`` is used as ``r`` directly: the year profile
         ``s_k`` then shifts ``r`` logits between year 1 and year 12 per unit of ``r``, which
         ranks patients as the Cox model does (C-index) and leaves the scale to training.
-        For recurrence, ``v^T x`` (the DFS log hazard ratio) is added to every year's logit: a
-        Cox model is exactly a common shift of ``log(-log(1 - F_k))``; on the sigmoid heads'
+        For recurrence, ``v^T x`` (the DFS log hazard ratio) is added to every year's logit
+        (the discrete hazard logit of the default head, the cumulative logit of the papers'
+        sigmoids): a Cox model is exactly a common shift of ``log(-log(1 - F_k))``; on either
         logit scale the common shift keeps the Cox model's ranking at every year (the DFS risk
         of ``metrics.risk_from_recurrence`` is ``Q`` at year 3).
 
         With ``anchored_start=True`` (the default of a residual model) the network also *starts*
         as the anchor: the last layer of each head gets zero weights and, as biases, the
-        training rows' Kaplan-Meier baseline (log yearly death mass for the softmax survival
-        head; logit of the cumulative DFS event probability at each year end for the
-        recurrence head). At the first step the prediction is then exactly "KM baseline
-        shifted by the Cox linear predictor"; training adds what the image and the non-linear
-        clinical path explain. Without it the randomly initialised heads add a patient-specific
+        training rows' Kaplan-Meier baseline (log mass of each survival class, ``S(12)`` for
+        the class beyond year 12; logit of the KM yearly DFS hazard for the hazard recurrence
+        head, of the cumulative DFS event probability for the papers' independent sigmoids:
+        ``heads.km_survival_bias``, ``heads.km_recurrence_bias``). At the first step the
+        prediction is then exactly "KM baseline shifted by the Cox linear predictor"; training
+        adds what the image and the non-linear clinical path explain. Without it the randomly initialised heads add a patient-specific
         noise of the size of the Cox signal that ~50 optimiser steps do not remove (see
         ``benchmarks/acfnet_vs_cox.py``).
         """
@@ -631,12 +648,8 @@ class ACFNet(nn.Module):
             if with_image:
                 _write_weight(self.lesion_anchor.dfs, beta_dfs[n_clin:])
         if self.anchored_start:
-            yearly_death = _km_yearly_mass(os_years, os_event, self.n_years)
-            _anchor_head(self.heads.survival[-1], np.log(yearly_death))
-            if have_dfs:
-                cum = np.cumsum(_km_yearly_mass(dfs_years, dfs_event, self.n_years))
-                cum = np.clip(cum, 1e-3, 1 - 1e-3)
-                _anchor_head(self.heads.recurrence[-1], np.log(cum / (1 - cum)))
+            dfs = (dfs_years, dfs_event) if have_dfs else (None, None)
+            self.heads.start_at_baseline(os_years, os_event, *dfs)
         return beta[:n_clin]
 
 
@@ -666,26 +679,8 @@ def _ridge_cox(x: np.ndarray, years, event, penalizer: float) -> np.ndarray | No
     return beta
 
 
-def _km_yearly_mass(years, event, n_years: int, floor: float = 1e-4) -> np.ndarray:
-    """Kaplan-Meier event mass per yearly bin ``[n_years]`` (lifelines), the last bin holding
-    everything from year ``n_years - 1`` on; floored at ``floor`` and renormalised to 1."""
-    from lifelines import KaplanMeierFitter
-
-    km = KaplanMeierFitter().fit(np.asarray(years, dtype=float), np.asarray(event, dtype=float))
-    surv = km.survival_function_at_times(np.arange(1, n_years)).to_numpy()  # S(1..T-1)
-    cdf = np.concatenate([1.0 - surv, [1.0]])
-    mass = np.clip(np.diff(cdf, prepend=0.0), floor, None)
-    return mass / mass.sum()
-
-
 def _write_weight(layer: nn.Linear, beta: np.ndarray) -> None:
     layer.weight.copy_(torch.as_tensor(beta, dtype=layer.weight.dtype).view(1, -1))
-
-
-def _anchor_head(layer: nn.Linear, bias: np.ndarray) -> None:
-    """Zero weights and the given bias: the head's output is ``bias`` for every patient."""
-    layer.weight.zero_()
-    layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
 
 
 def build_acfnet(n_clinical: int, cfg: ModelConfig, **options) -> ACFNet:

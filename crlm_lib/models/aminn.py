@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .common import ClinEncoder, PrognosisHeads
+from .common import ClinEncoder
+from .heads import RECURRENCE_FORMS, SURVIVAL_CLASSES, PrognosisHeads
 
 
 def _mlp(sizes: list[int], last_act: bool) -> nn.Sequential:
@@ -47,6 +48,8 @@ class AMINN(nn.Module):
         Only ``n_years`` is used (AMINN's widths are the published ones).
     pooling : {"mean", "max", "attention"}
     use_clinical : bool
+    survival_classes, recurrence_form : str
+        The heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`).
     """
 
     def __init__(
@@ -56,6 +59,8 @@ class AMINN(nn.Module):
         cfg: ModelConfig | None = None,
         pooling: str = "mean",
         use_clinical: bool = False,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -71,7 +76,12 @@ class AMINN(nn.Module):
             else None
         )
         self.clin_encoder = ClinEncoder(n_clinical, 32) if use_clinical else None
-        self.heads = PrognosisHeads(64 if use_clinical else 32, n_years=cfg.n_years)
+        self.heads = PrognosisHeads(
+            64 if use_clinical else 32,
+            n_years=cfg.n_years,
+            survival_classes=survival_classes,
+            recurrence_form=recurrence_form,
+        )
         self.gradcam_layer: nn.Module | None = None
 
     def forward(self, batch: dict) -> dict:

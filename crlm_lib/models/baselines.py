@@ -33,11 +33,11 @@ from .common import (
     ClinEncoder,
     CTStem,
     GatedFusion,
-    PrognosisHeads,
     TimeEmbeddedConv,
     batchnorm_to_groupnorm,
     group_norm,
 )
+from .heads import RECURRENCE_FORMS, SURVIVAL_CLASSES, PrognosisHeads
 
 
 def build_cnn3d(n_clinical: int, cfg: ModelConfig, **options) -> ACFNet:
@@ -54,9 +54,18 @@ class CNN3DLSTM(nn.Module):
     ``[B,1,D,H,W]`` -> stem ``[B,C,d,h,w]`` -> time-embedded conv ``[B,T,C,d,h,w]`` -> GroupNorm
     + GELU -> global average pool ``[B,T,C]`` -> LSTM (hidden ``embed_dim``) -> last hidden
     state ``h_img`` -> fusion with ``h_clin`` -> heads. ``align=True`` adds Eq. (3).
+    ``survival_classes`` and ``recurrence_form``: the heads' forms
+    (:class:`~crlm_lib.models.heads.PrognosisHeads`).
     """
 
-    def __init__(self, n_clinical: int, cfg: ModelConfig | None = None, align: bool = False):
+    def __init__(
+        self,
+        n_clinical: int,
+        cfg: ModelConfig | None = None,
+        align: bool = False,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
+    ):
         super().__init__()
         cfg = cfg or ModelConfig()
         self.n_years = cfg.n_years
@@ -69,7 +78,12 @@ class CNN3DLSTM(nn.Module):
         self.lstm = nn.LSTM(c, cfg.embed_dim, batch_first=True)
         self.clin_encoder = ClinEncoder(n_clinical, cfg.embed_dim)
         self.fusion = GatedFusion(use_recon=False)
-        self.heads = PrognosisHeads(cfg.embed_dim, n_years=cfg.n_years)
+        self.heads = PrognosisHeads(
+            cfg.embed_dim,
+            n_years=cfg.n_years,
+            survival_classes=survival_classes,
+            recurrence_form=recurrence_form,
+        )
         self.gradcam_layer: nn.Module | None = self.stem.blocks[-1][0]
 
     def forward(self, batch: dict) -> dict:
@@ -108,6 +122,8 @@ class ResNet3D(nn.Module):
         al.; ``1`` is MONAI's default, 3-4x slower per step with the full grid after the stem).
     weights_path : str, optional
         Local ``state_dict`` of the whole model to load (never downloaded).
+    survival_classes, recurrence_form : str
+        The heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`).
     """
 
     def __init__(
@@ -119,6 +135,8 @@ class ResNet3D(nn.Module):
         norm: str = "batch",
         stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
         weights_path: str | None = None,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -136,7 +154,12 @@ class ResNet3D(nn.Module):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         self.clin_encoder = ClinEncoder(n_clinical, cfg.embed_dim)
         self.fusion = GatedFusion(use_recon=False)
-        self.heads = PrognosisHeads(cfg.embed_dim, n_years=cfg.n_years)
+        self.heads = PrognosisHeads(
+            cfg.embed_dim,
+            n_years=cfg.n_years,
+            survival_classes=survival_classes,
+            recurrence_form=recurrence_form,
+        )
         self.gradcam_layer: nn.Module | None = self.encoder.layer4
         if weights_path:
             self.load_state_dict(torch.load(weights_path, map_location="cpu"))
@@ -153,17 +176,30 @@ class ResNet3D(nn.Module):
 class ClinicalMLP(nn.Module):
     """Clinical-only discrete-time network: ClinEncoder -> the 4D-ACFNet heads.
 
-    Ignores ``ct``; ``gradcam_layer`` is ``None``.
+    Ignores ``ct``; ``gradcam_layer`` is ``None``. ``survival_classes`` and
+    ``recurrence_form``: the heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`).
     """
 
-    def __init__(self, n_clinical: int, cfg: ModelConfig | None = None, dropout: float = 0.0):
+    def __init__(
+        self,
+        n_clinical: int,
+        cfg: ModelConfig | None = None,
+        dropout: float = 0.0,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
+    ):
         super().__init__()
         cfg = cfg or ModelConfig()
         if n_clinical < 1:
             raise ValueError("clinical_mlp needs at least one clinical column")
         self.clin_encoder = ClinEncoder(n_clinical, cfg.embed_dim)
         self.dropout = nn.Dropout(dropout)
-        self.heads = PrognosisHeads(cfg.embed_dim, n_years=cfg.n_years)
+        self.heads = PrognosisHeads(
+            cfg.embed_dim,
+            n_years=cfg.n_years,
+            survival_classes=survival_classes,
+            recurrence_form=recurrence_form,
+        )
         self.gradcam_layer: nn.Module | None = None
 
     def forward(self, batch: dict) -> dict:

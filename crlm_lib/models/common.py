@@ -1,4 +1,5 @@
-"""Building blocks shared by the registry's models: CT stem, clinical encoder, fusion, heads.
+"""Building blocks shared by the registry's models: CT stem, clinical encoder, fusion (the
+prognosis heads are in :mod:`crlm_lib.models.heads`).
 
 Normalisation is ``GroupNorm`` throughout (batch-size independent: the papers train with
 B = 1, where BatchNorm statistics are degenerate, and GroupNorm keeps each sample's features
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import N_YEARS, ModelConfig
+from ..config import ModelConfig
 
 #: Stride of the 7x7x7 first convolution of every 3D ResNet here (``conv1_t_stride`` of MONAI's
 #: ResNet): 1 along the slices, 2 in-plane, as in the 3D ResNets of Hara et al. (2018, Table 1:
@@ -365,26 +366,6 @@ class GatedFusion(nn.Module):
         if self.g1 is not None and h_recon is not None:
             h = h + torch.sigmoid(self.g1) * h_recon
         return h
-
-
-class PrognosisHeads(nn.Module):
-    """Multi-task heads (4D-ACFNet section 3.3): two MLPs ``E -> 32 -> 12`` with GELU.
-
-    Returns logits: recurrence (sigmoid per year) and survival (softmax over 12 yearly bins).
-    """
-
-    def __init__(self, embed_dim: int, hidden: int = 32, n_years: int = N_YEARS) -> None:
-        super().__init__()
-        self.recurrence = nn.Sequential(
-            nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_years)
-        )
-        self.survival = nn.Sequential(
-            nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, n_years)
-        )
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``h`` ``[B, E]`` -> ``(recurrence_logits [B, 12], survival_logits [B, 12])``."""
-        return self.recurrence(h), self.survival(h)
 
 
 class TimeEmbeddedConv(nn.Module):

@@ -75,7 +75,8 @@ from torch_geometric.nn import HeteroConv, SAGEConv, global_mean_pool
 
 from ..config import MASK_NAMES, ModelConfig
 from ..losses import EmbeddingMemory, info_nce
-from .common import HARA_STEM_STRIDE, PrognosisHeads, batchnorm_to_groupnorm
+from .common import HARA_STEM_STRIDE, batchnorm_to_groupnorm
+from .heads import RECURRENCE_FORMS, SURVIVAL_CLASSES, PrognosisHeads
 
 EDGE_TYPES: tuple[tuple[str, str, str], ...] = (
     ("ct", "contains", "anat"),
@@ -108,6 +109,8 @@ class MultiScaleResNetEncoder(nn.Module):
         widen_factor: float,
         node_dim: int,
         stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
     ) -> None:
         super().__init__()
         factory = {10: resnet10, 18: resnet18}[depth]
@@ -163,6 +166,10 @@ class STG(nn.Module):
     stem_stride : int or tuple of 3 ints
         Stride of the encoders' first convolution (default ``HARA_STEM_STRIDE``; ``1``: MONAI's
         default, 3-4x slower per step).
+    survival_classes, recurrence_form : str
+        The heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`); the time nodes'
+        per-year terms enter before the hazard form's cumulative transform, and the class
+        beyond year 12 has none.
     """
 
     def __init__(
@@ -177,6 +184,8 @@ class STG(nn.Module):
         weights_path: str | None = None,
         n_lesion_features: int = 0,
         stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
+        survival_classes: str = SURVIVAL_CLASSES[0],
+        recurrence_form: str = RECURRENCE_FORMS[0],
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
@@ -209,7 +218,12 @@ class STG(nn.Module):
             for _ in range(n_layers)
         )
         self.readout = nn.Linear((4 if n_lesion_features > 0 else 3) * nd, nd)
-        self.heads = PrognosisHeads(nd, n_years=cfg.n_years)
+        self.heads = PrognosisHeads(
+            nd,
+            n_years=cfg.n_years,
+            survival_classes=survival_classes,
+            recurrence_form=recurrence_form,
+        )
         self.risk_head = nn.Linear(nd, 1)
         self.memory = EmbeddingMemory(nd, memory_size, n_streams=1)
         self.gradcam_layer: nn.Module | None = self.anat_encoder.net.layer4
@@ -295,10 +309,8 @@ class STG(nn.Module):
         if self.lesion_encoder is not None:  # mean of the lesion nodes (0 without lesions)
             pooled.append(global_mean_pool(x["lesion"], data["lesion"].batch, size=b))
         h = self.readout(torch.cat(pooled, dim=1))
-        rec, surv = self.heads(h)
         per_year = self.time_head(x["time"]).view(b, self.n_years, 2)  # time nodes, graph order
-        surv = surv + per_year[..., 0]
-        rec = rec + per_year[..., 1]
+        rec, surv = self.heads(h, per_year[..., 1], self.heads.pad_years(per_year[..., 0]))
         terms: dict[str, Tensor] = {
             "contrastive": info_nce(z_img, z_clin, self.memory.get(0), self.temperature)
         }

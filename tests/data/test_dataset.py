@@ -23,7 +23,9 @@ SMOKE = get_profile("smoke")
         (0.3, 1, [1] * 12, [1] * 12),
         (2.5, 0, [0] * 12, [1, 1] + [0] * 10),  # censored in bin 2: years 1-2 known
         (0.4, 0, [0] * 12, [0] * 12),
-        (15.0, 0, [0] * 12, [1] * 11 + [0]),  # bin capped at 11
+        (15.0, 0, [0] * 12, [1] * 12),  # followed event-free past year 12: every year known
+        (12.5, 1, [0] * 12, [1] * 12),  # recurrence after year 12: none by the end of year 12
+        (11.5, 1, [0] * 11 + [1], [1] * 12),  # recurrence in year 12
     ],
 )
 def test_recurrence_targets(years, event, target, known):

@@ -68,5 +68,9 @@ def test_risk_output_definitions():
     np.testing.assert_allclose(explain.risk_output(out, "risk"), [0.5, 0.5])
     np.testing.assert_allclose(explain.risk_output(out, "mortality_year", year=3), [0.25, 0.25])
     np.testing.assert_allclose(explain.risk_output(out, "expected_survival_years"), [6.0, 6.0])
+    # with the class beyond year 12 (1/13 each): it counts 12 years, the restricted mean's cap
+    out13 = {"recurrence_logits": rec, "survival_logits": torch.zeros(2, N_YEARS + 1)}
+    np.testing.assert_allclose(explain.risk_output(out13, "expected_survival_years"), [84 / 13] * 2)
+    np.testing.assert_allclose(explain.risk_output(out13, "mortality_year", year=3), [3 / 13] * 2)
     with pytest.raises(ValueError):
         explain.risk_output(out, "nonsense")

@@ -11,6 +11,7 @@ from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, separable_param_counts
 from crlm_lib.models.acfnet import ACFNet
 from crlm_lib.models.common import TimeEmbeddedConv
+from crlm_lib.models.heads import cumulative_recurrence_logits, head_probabilities
 
 
 def test_time_embedded_conv_efficient_equals_copies_including_borders():
@@ -174,8 +175,8 @@ def test_anchor_clinical_ranks_like_cox(smoke_cfg, make_batch):
     lo, hi = torch.zeros(2, 6), torch.zeros(2, 6)
     lo[:, 0], hi[:, 0] = -2.0, 2.0
     with torch.no_grad():
-        p_lo = torch.softmax(model(dict(batch, clinical=lo))["survival_logits"], 1).numpy()
-        p_hi = torch.softmax(model(dict(batch, clinical=hi))["survival_logits"], 1).numpy()
+        p_lo = head_probabilities(model(dict(batch, clinical=lo)))[0].numpy()
+        p_hi = head_probabilities(model(dict(batch, clinical=hi)))[0].numpy()
     assert (risk_from_survival(p_hi) > risk_from_survival(p_lo) + 0.5).all()
     papers = build_model("acfnet", 6, smoke_cfg, clinical_residual=False)
     assert papers.anchor_clinical(x, years, event) is None
@@ -200,11 +201,13 @@ def test_anchor_clinical_recurrence_residual_and_anchored_start(smoke_cfg, make_
     # anchored start: the prediction is the KM baseline shifted by the two Cox predictors, so
     # both heads rank exactly as the Cox linear predictors, whatever the image
     os_lp, dfs_lp = x[:8] @ model.anchor_betas["os"], x[:8] @ v
-    surv_risk = risk_from_survival(torch.softmax(out["survival_logits"], 1).numpy())
-    rec_risk = risk_from_recurrence(torch.sigmoid(out["recurrence_logits"]).numpy())
+    pmf, _, rec = (t.numpy() for t in head_probabilities(out))
+    surv_risk = risk_from_survival(pmf)
+    rec_risk = risk_from_recurrence(rec)
     assert (np.argsort(surv_risk) == np.argsort(os_lp)).all()
     assert (np.argsort(rec_risk) == np.argsort(dfs_lp)).all()
-    base = torch.sigmoid(model.heads.recurrence[-1].bias).detach().numpy()
+    base = torch.sigmoid(cumulative_recurrence_logits(model.heads.recurrence[-1].bias))
+    base = base.detach().numpy()
     assert (np.diff(base) >= 0).all() and 0.3 < base[1] < 0.95  # KM cumulative DFS events
     # without the anchored start the random heads add patient-specific noise to that ranking
     torch.manual_seed(0)

@@ -65,4 +65,4 @@ def test_resnet_and_stg_stems_are_hara_by_default_and_monai_on_request(smoke_cfg
         shapes = {k: v.shape for k, v in hara.state_dict().items()}
         assert shapes == {k: v.shape for k, v in full.state_dict().items()}
         with torch.no_grad():
-            assert hara.eval()(batch)["survival_logits"].shape == (2, 12)
+            assert hara.eval()(batch)["survival_logits"].shape == (2, 13)

@@ -34,7 +34,9 @@ def test_forward_loss_and_every_parameter_gets_gradient(name, make_batch, model_
     batch = make_batch(2)
     out = model(batch)
     assert out["recurrence_logits"].shape == (2, 12)
-    assert out["survival_logits"].shape == (2, 12)
+    assert out["survival_logits"].shape == (2, 13)  # years 1..12 and alive at 12 years
+    rec = torch.sigmoid(out["recurrence_logits"].detach())
+    assert (rec.diff(dim=1) >= 0).all()  # cumulative recurrence, monotone by construction
     assert isinstance(out["aux"]["loss_terms"], dict)
     for key, term in out["aux"]["loss_terms"].items():
         assert term.ndim == 0, key
@@ -99,3 +101,15 @@ def test_overfits_a_batch_of_four(name, shape, make_batch, model_options):
         opt.step()
     last = float(head_loss().detach())
     assert last < first / 3, f"{name}: {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_papers_head_forms_are_an_option_of_every_model(name, make_batch, model_options):
+    papers = {"survival_classes": "published12", "recurrence_form": "independent"}
+    model = _build(name, model_options, **papers).eval()
+    with torch.no_grad():
+        out = model(make_batch(2))
+    assert out["survival_logits"].shape == (2, 12)
+    assert out["recurrence_logits"].shape == (2, 12)
+    assert model.heads.survival_classes == "published12"
+    assert model.heads.recurrence_form == "independent"
