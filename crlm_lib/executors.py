@@ -30,6 +30,7 @@ local fits keep this process's setting and Dask workers run ``cores // workers``
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,11 +158,19 @@ def run_tasks(
     runner = _run_dask if spec.kind == "dask" else _run_slurm
     failed = runner(fn, items, labels, spec, Path(log_dir) if log_dir else None)
     if failed:
-        names = "; ".join(f"{label}: {type(err).__name__}: {err}" for label, err in failed)
+        names = "; ".join(f"{label}: {_one_line(err)}" for label, err in failed)
         raise ExecutorError(
             f"{len(failed)} of {len(items)} tasks failed ({names}); the other tasks finished "
             "and are kept: run the same command again to redo the failed ones only"
         ) from failed[0][1]
+
+
+def _one_line(err: BaseException) -> str:
+    """``"FileNotFoundError: ..."``: the exception a task raised, also from inside a submitit
+    ``FailedJobError`` (whose message holds the job's whole traceback)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line)]
+    return raised[-1] if raised else f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def _gpu_count() -> int:
@@ -172,18 +181,14 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def local_dask_cluster(workers: int | None = None, gpus: int | None = None):
-    """A Dask cluster of worker processes on this machine, one task at a time per worker.
+def worker_specs(workers: int | None = None, gpus: int = 0) -> dict[str, dict]:
+    """The worker processes of :func:`local_dask_cluster`: ``{name: {"cls": Nanny, "options":
+    ...}}``, one task at a time each (``nthreads=1``); with ``gpus``, worker ``i`` sees GPU
+    ``i % gpus`` only (``CUDA_VISIBLE_DEVICES``) and declares the resource ``GPU=1``, as
+    dask-cuda's ``LocalCUDACluster`` does. ``workers`` defaults to ``gpus``, else 2. No memory
+    limit: a fit's memory is the fit's (a limit would only restart it)."""
+    from distributed import Nanny
 
-    With GPUs (``gpus``, default: those torch sees), worker ``i`` sees GPU ``i`` only
-    (``CUDA_VISIBLE_DEVICES``) and declares the resource ``GPU=1``, so that every fit gets one
-    GPU of its own, as dask-cuda's ``LocalCUDACluster`` does; ``workers`` defaults to the GPU
-    count, else 2. Workers have no memory limit: a fit's memory is the fit's (a limit would only
-    restart it). Returns a ``distributed.SpecCluster`` (close it, or use it in ``with``).
-    """
-    from distributed import Nanny, Scheduler, SpecCluster
-
-    gpus = _gpu_count() if gpus is None else gpus
     workers = workers or gpus or 2
     base = {"nthreads": 1, "host": "127.0.0.1", "memory_limit": 0, "silence_logs": 40}
     specs = {}
@@ -193,11 +198,21 @@ def local_dask_cluster(workers: int | None = None, gpus: int | None = None):
             options["env"] = {"CUDA_VISIBLE_DEVICES": str(i % gpus)}
             options["resources"] = {"GPU": 1}
         specs[f"fit-worker-{i}"] = {"cls": Nanny, "options": options}
+    return specs
+
+
+def local_dask_cluster(workers: int | None = None, gpus: int | None = None):
+    """A Dask cluster on this machine of :func:`worker_specs` (``gpus`` default: the GPUs torch
+    sees), so that every fit gets one GPU of its own. Returns a started
+    ``distributed.SpecCluster`` (close it, or use it in ``with``)."""
+    from distributed import Scheduler, SpecCluster
+
+    gpus = _gpu_count() if gpus is None else gpus
     scheduler = {
         "cls": Scheduler,
         "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": None},
     }
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40)
+    return SpecCluster(workers=worker_specs(workers, gpus), scheduler=scheduler, silence_logs=40)
 
 
 def _run_dask(fn, items, labels, spec: ExecutorSpec, log_dir) -> list[tuple[str, BaseException]]:
