@@ -45,8 +45,8 @@ __all__ = ["EXECUTORS", "ExecutorError", "ExecutorSpec", "parse_executor", "run_
 EXECUTORS: tuple[str, ...] = ("local", "dask", "slurm")
 
 #: Default Slurm parameters (submitit ``AutoExecutor`` names): one GPU and the paper profile's
-#: 8 loader workers per fit, 12 hours (a 100-epoch fit of the paper profile is estimated at
-#: about 2.5 GPU-hours on an H100-class GPU; README, "Scaling out").
+#: 8 loader workers per fit, 12 hours (far above a fit's estimated time, README "Scaling out";
+#: a job that runs out is requeued and resumes from its ``last.pt``).
 SLURM_DEFAULTS: dict[str, Any] = {"gpus_per_node": 1, "cpus_per_task": 8, "timeout_min": 720}
 
 _INT_KEYS = {"threads", "workers", "retries", "timeout_min", "gpus_per_node", "cpus_per_task"}
