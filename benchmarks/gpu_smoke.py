@@ -6,7 +6,8 @@ settings (AdamW 1e-4, batch 1, bf16 autocast, pinned memory, ``num_workers`` wor
 ``--epochs - 1`` epochs, then calls the engine again with ``--epochs``: the second call must
 resume from ``last.pt`` and run exactly one more epoch. Prints seconds per stage, training
 samples/s and the peak GPU memory. Used by ``benchmarks/gpu_smoke.sh`` (under 8 minutes on
-one GPU with the defaults); without a GPU it runs on CPU (slowly): ``--n 8 --epochs 2``.
+one GPU with the defaults); without a GPU it runs on CPU: ``--profile smoke --n 8 --epochs 2``
+(``benchmarks/gpu_smoke.sh --cpu``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from dataclasses import replace
@@ -24,7 +26,7 @@ import torch
 from crlm_lib.config import Paths, get_profile
 from crlm_lib.data import preprocess, synthetic
 from crlm_lib.evaluation import ModelSpec, as_cohort, fit_predict_torch, paper_split_ids
-from crlm_lib.train import TIMING_FILE
+from crlm_lib.train import TIMING_FILE, amp_dtype
 
 
 def main() -> None:
@@ -33,8 +35,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--model", default="acfnet")
     ap.add_argument("--work", default=None, help="folder for cohort, cache and run (default tmp)")
+    ap.add_argument(
+        "--profile", default="paper", help="sizes (paper: 40x128x128; smoke: the CPU check)"
+    )
     args = ap.parse_args()
-    prof = get_profile("paper")
+    prof = get_profile(args.profile)
     if not torch.cuda.is_available():  # CPU check of the script: no worker processes
         prof = prof.with_(train=replace(prof.train, num_workers=0))
     work = Path(args.work or tempfile.mkdtemp(prefix="crlm-gpu-smoke-"))
@@ -80,12 +85,17 @@ def main() -> None:
         f"train samples/s (last epoch, incl. validation): {len(tr) / secs[-1]:.2f}"
     )
     print(f"wall: first call {t_first:.0f} s, resumed call {t_resume:.0f} s")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"autocast: {amp_dtype(device, prof.train.amp)} (profile amp={prof.train.amp!r})")
     if torch.cuda.is_available():
         print(
             f"GPU {torch.cuda.get_device_name(0)}: peak allocated "
             f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB; "
             f"bf16 supported: {torch.cuda.is_bf16_supported()}"
         )
+    else:
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"CPU: peak resident memory {peak_gib:.2f} GiB")
     print(f"predictions: {len(pred)} test patients; run folder {run_dir}")
 
 

@@ -1,4 +1,4 @@
-"""The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``evaluate``,
+"""The ``crlm`` command: ``synth``, ``preprocess``, ``data``, ``train``, ``cv``, ``evaluate``,
 ``predict``, ``model-card``, ``notebooks`` and ``render``.
 
 ``crlm --help`` prints :data:`DESCRIPTION` and one line per sub-command (each sub-parser's
@@ -285,6 +285,25 @@ def _cmd_train(a: argparse.Namespace) -> int:
         distributed.cleanup()
 
 
+def _cmd_cv(a: argparse.Namespace) -> int:
+    from crlm_lib import distributed
+    from crlm_lib.executors import parse_executor
+
+    executor = parse_executor(a.executor)  # a bad --executor stops before the data step
+    rank = distributed.init_from_env()  # every fit data parallel when launched by torchrun
+    try:
+        if rank.enabled and executor.kind != "local":
+            from crlm_lib.errors import ArgumentError
+
+            raise ArgumentError(
+                f"--executor {executor}: under torchrun every process runs the same fits "
+                "together (data parallel); use --executor local, or drop torchrun"
+            )
+        return cv_cli(a, CohortSource.from_args(a), executor, rank.is_main)
+    finally:
+        distributed.cleanup()
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     run_dir = _require_run_folder(a.run, "predictions.csv")
     a.profile = _run_profile(a.profile, [run_dir])
@@ -359,15 +378,20 @@ def _cmd_model_card(a: argparse.Namespace) -> int:
 
 
 def _cmd_notebooks(a: argparse.Namespace) -> int:
+    from crlm_lib.executors import parse_executor
     from crlm_lib.notebooks import run_notebooks, select_notebooks
     from crlm_lib.pipeline import ensure_data
 
     root = _require_checkout(a.workdir, "notebooks")
     select_notebooks(a.only, root)  # an unknown --only number stops here
+    executor = str(parse_executor(a.executor))  # so does a bad --executor
     # the data step first, in this process: a bad table or folder stops here in one line, and
     # the exclusion report is printed and written before any notebook runs
     ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True, root=root)
-    run_notebooks(a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only, root=root)
+    run_notebooks(
+        a.profile, a.data_dir, a.clinical, seed=a.seed, only=a.only, root=root,
+        executor=executor,
+    )  # fmt: skip
     return 0
 
 
@@ -503,6 +527,29 @@ def _cli_metrics(pred: pd.DataFrame, train_out: pd.DataFrame, prof: Profile) -> 
     m = head_metrics(pred, train_out, horizons=prof.eval.horizons_years)
     m.update(taa=m["os_taa"], mae=m["os_mae"], mse=m["os_mse"], c_index=m["os_c_harrell"])
     return m
+
+
+def cv_cli(a: argparse.Namespace, source: CohortSource, executor, show: bool = True) -> int:
+    """``crlm cv``: the repeated stratified cross-validation (``evaluation.run_cv_protocol``)
+    of ``--models`` (default: the profile's ``eval.cv_models``) with the anchors and the
+    oracle, each fit one task of ``executor`` (``crlm_lib.executors``) with its own run folder
+    under ``<runs>/<protocol>/<model>/r<repeat>_f<fold>/``. The notebooks (06) read the same
+    folders, so fits finished here are not trained again there. Prints the wide table
+    (``show``: rank 0 under torchrun) and where the tidy table was written."""
+    from crlm_lib.evaluation import ANCHOR_NAMES, run_cv_protocol
+
+    prof, cohort = source.load()
+    models = a.models if a.models is not None else list(prof.eval.cv_models)
+    anchors = ANCHOR_NAMES if a.anchors is None else tuple(a.anchors)
+    runs_dir = Path(a.runs_dir) if a.runs_dir else cohort.paths.runs_dir
+    result = run_cv_protocol(
+        models, cohort, prof, seed=a.seed, anchors=anchors, n_boot=a.n_boot,
+        runs_dir=runs_dir, controls=not a.no_controls, executor=executor,
+    )  # fmt: skip
+    if show:
+        print(result.wide.to_string())
+        print(f"cross-validation table written to {runs_dir / 'cv' / 'results_tidy.csv'}")
+    return 0
 
 
 def evaluate_cli(run_dir: Path, source: CohortSource) -> int:
@@ -641,6 +688,48 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _add_executor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        default="local",
+        metavar="SPEC",
+        help="where the fits run: local (default, one after another), dask (worker processes "
+        "on this machine, one GPU each where there are GPUs; dask:workers=4,threads=1), "
+        "dask:address=tcp://HOST:8786 (a running Dask cluster), slurm:partition=NAME[,"
+        "timeout_min=...,account=...] (one Slurm job per fit, submitit); see README, "
+        "'Scaling out'",
+    )
+
+
+def _add_cv_parser(sub: argparse._SubParsersAction) -> None:
+    """``crlm cv``."""
+    p = sub.add_parser(
+        "cv", help="cross-validate the profile's models, each fit a task of an executor"
+    )
+    _add_data_args(p)
+    _add_seed_arg(p)
+    p.add_argument(
+        "--models", nargs="+", default=None, metavar="MODEL",
+        help="registry names (default: the profile's eval.cv_models)",
+    )  # fmt: skip
+    p.add_argument(
+        "--anchors", nargs="*", default=None, metavar="ANCHOR",
+        help="clinical anchors appended (default: all; none: --anchors with no name)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-boot", dest="n_boot", type=_nonnegative_int, default=None,
+        help="bootstrap replicates (default: the profile's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runs-dir", dest="runs_dir", default=None,
+        help="runs folder (default: runs/<profile> of the work folder, where the notebooks "
+        "look)",
+    )  # fmt: skip
+    p.add_argument("--no-controls", action="store_true", help="skip the image-permutation controls")
+    _add_executor_arg(p)
+    p.set_defaults(func=_cmd_cv)
+
+
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     """``crlm evaluate``."""
     p = sub.add_parser("evaluate", help="score a trained run on its test split")
@@ -715,6 +804,7 @@ def _add_notebooks_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     _add_seed_arg(p)
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers, e.g. 01 02")
+    _add_executor_arg(p)
     p.set_defaults(func=_cmd_notebooks)
 
 
@@ -757,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_parser(sub)
     _add_data_parser(sub)
     _add_train_parser(sub)
+    _add_cv_parser(sub)
     _add_evaluate_parser(sub)
     _add_predict_parser(sub)
     _add_model_card_parser(sub)

@@ -19,7 +19,7 @@ Command (one node, 4 GPUs)::
     crlm data --profile paper                      # once: synthetic cohort + cache
     torchrun --standalone --nproc_per_node 4 -m crlm_lib.cli train --model acfnet \\
         --profile paper --out runs/paper/acfnet-ddp
-    torchrun --standalone --nproc_per_node 4 -m crlm_lib.distributed cv --profile paper
+    torchrun --standalone --nproc_per_node 4 -m crlm_lib.cli cv --profile paper
 
 The environment variables ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` are set by
 ``torchrun``; they are read here, at the entry point, and nowhere deeper in the library.
@@ -108,38 +108,24 @@ def cleanup() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``torchrun ... -m crlm_lib.distributed cv --profile paper``: the repeated stratified
-    cross-validation of ``profile.eval.cv_models`` (``evaluation.run_cv_protocol``) with every
-    fold's training data-parallel across the launched processes.
+    """``torchrun ... -m crlm_lib.distributed cv [options]``: the same as ``torchrun ... -m
+    crlm_lib.cli cv [options]`` (``crlm cv``), which this entry point hands over to: the
+    repeated stratified cross-validation of the profile's models, every fold's training
+    data-parallel across the launched processes.
 
-    Run ``crlm data --profile paper`` first (once, in one process): every rank reads the
-    preprocessed cache. Every rank runs the same folds in the same order; rank 0 writes the
-    checkpoints, and every rank writes the same predictions atomically.
+    Every rank runs the same fits in the same order (``--executor local``); rank 0 writes the
+    checkpoints, every rank writes the same predictions atomically, and a rerun after a kill
+    skips the finished fits and resumes the killed one from its ``last.pt``.
     """
-    import argparse
+    import sys
 
-    from crlm_lib.config import resolve_paths
-    from crlm_lib.evaluation import run_cv_protocol
+    from crlm_lib.cli import main as crlm_main
 
-    ap = argparse.ArgumentParser(prog="python -m crlm_lib.distributed")
-    ap.add_argument("command", choices=["cv"])
-    ap.add_argument("--profile", default="paper")
-    ap.add_argument("--data", dest="data_dir", default=None)
-    ap.add_argument("--clinical", default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    rank = init_from_env()
-    try:
-        from crlm_lib.config import get_profile
-
-        paths = resolve_paths(args.profile, args.data_dir, args.clinical)
-        prof = get_profile(args.profile)
-        result = run_cv_protocol(list(prof.eval.cv_models), paths, prof, seed=args.seed)
-        if rank.is_main:
-            print(result.wide.to_string())
-    finally:
-        cleanup()
-    return 0
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "cv":
+        print("usage: python -m crlm_lib.distributed cv [crlm cv options]", file=sys.stderr)
+        return 2
+    return crlm_main(args)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ def run_notebooks(
     seed: int = 0,
     only: list[str] | None = None,
     root: Path | None = None,
+    executor: str = "local",
 ) -> pd.DataFrame:
     """Execute the numbered notebooks with papermill, in order.
 
@@ -183,6 +184,10 @@ def run_notebooks(
         :class:`~crlm_lib.errors.ArgumentError` (:func:`select_notebooks`).
     root : path, optional
         The checkout whose notebooks run (default: found from the current directory).
+    executor : str
+        Where the notebooks' protocols run their fits (``crlm_lib.executors``: ``"local"``,
+        ``"dask"``, ``"slurm:partition=gpu"`` ...), given as the papermill parameter
+        ``executor`` to the notebooks that declare it (those that train).
 
     Returns
     -------
@@ -208,10 +213,11 @@ def run_notebooks(
     for nb in selected:
         print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile {prof.name})", flush=True)
         start = time.perf_counter()
+        declared = pm.inspect_notebook(str(nb))
         pm.execute_notebook(
             str(nb),
             str(out_dir / nb.name),
-            parameters=params,
+            parameters={**params, **({"executor": executor} if "executor" in declared else {})},
             cwd=str(nb.parent),
             progress_bar=False,
             kernel_name="python3",

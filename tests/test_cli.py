@@ -12,6 +12,7 @@ from crlm_lib.cli import build_parser
         ["preprocess", "--profile", "smoke", "--jobs", "1"],
         ["data", "--profile", "smoke", "--data", "/d", "--clinical", "/c.csv"],
         ["train", "--model", "acfnet", "--profile", "smoke", "--out", "r", "--epochs", "1"],
+        ["cv", "--profile", "smoke", "--models", "cnn3d", "--executor", "dask:workers=2"],
         ["evaluate", "--run", "r"],
         ["predict", "--run", "r", "--out", "p.csv"],
         ["notebooks", "--profile", "smoke", "--only", "01"],
@@ -36,7 +37,7 @@ def test_help_describes_the_command_and_every_sub_command(capsys, monkeypatch):
         "current directory)" in said and "``" not in out  # fmt: skip
     sub = parser._subparsers._group_actions[0]
     helps = {a.dest: a.help for a in sub._choices_actions}
-    assert set(helps) == set(sub.choices) and len(helps) == 9
+    assert set(helps) == set(sub.choices) and len(helps) == 10
     lines = out.split("\ncommands:")[1].splitlines()  # not the description's wrapped lines
     for name, help_text in helps.items():
         line = next(x for x in lines if x.strip().startswith(name + " "))
@@ -101,3 +102,12 @@ def test_parser_imports_no_torch_until_a_model_is_checked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_cv_refuses_an_unknown_executor_before_the_data_step(tmp_path, capsys):
+    """``crlm cv --executor ray``: one line, exit 2, nothing written to the work folder."""
+    from crlm_lib.cli import main
+
+    assert main(["cv", "--profile", "smoke", "--executor", "ray", "--workdir", str(tmp_path)]) == 2
+    assert "unknown executor 'ray'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

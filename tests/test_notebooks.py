@@ -1,6 +1,7 @@
 """The notebook runner's proof that every cell executed."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,27 @@ def test_papermill_run_is_counted(fake_repo: Path):
     record = json.loads((fake_repo / "results/smoke/.done/01_demo.json").read_text())
     assert record["executed_cells"] == 3
     assert notebooks.check("smoke", [nb]) == []
+
+
+def test_notebooks_that_train_declare_the_executor_parameter():
+    """``crlm notebooks --executor`` reaches every notebook that runs a protocol: papermill
+    reads ``executor`` in its parameters cell, and each protocol call passes it on."""
+    import papermill as pm
+
+    repo = Path(__file__).resolve().parents[1]
+    training = []
+    for nb in sorted((repo / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        calls = [
+            line
+            for cell in nbformat.read(nb, as_version=4).cells
+            for line in cell.source.splitlines()
+            if cell.cell_type == "code" and re.search(r"run_(cv|paper)_protocol\(", line)
+        ]
+        if calls and not nb.name.startswith("05"):  # 05 trains only when 02 did not run
+            training.append(nb.name)
+            assert pm.inspect_notebook(str(nb))["executor"]["default"] == '"local"', nb.name
+            assert all("executor=executor" in line for line in calls), nb.name
+    assert training == [
+        "02_train_4d_acfnet.ipynb", "03_ablations.ipynb", "04_comparisons.ipynb",
+        "06_evaluation.ipynb",
+    ]  # fmt: skip

@@ -43,7 +43,7 @@ from crlm_lib.evaluation.bootstrap import (
     paired_difference,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions, step0_predictions
+from crlm_lib.evaluation.runs import permuted_predictions, step0_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
     IMAGE_MODELS,
@@ -56,6 +56,14 @@ from crlm_lib.evaluation.specs import (
     model_label,
 )
 from crlm_lib.evaluation.tables import wide_table
+from crlm_lib.evaluation.tasks import (
+    FitTask,
+    cv_fit_tasks,
+    fit_task,
+    paper_fit_tasks,
+    run_fits,
+)
+from crlm_lib.executors import ExecutorSpec
 
 
 def paper_split_ids(ids: Sequence[str], events: np.ndarray, seed: int):
@@ -78,19 +86,6 @@ def cv_split_ids(ids: Sequence[str], events: np.ndarray, folds: int, repeats: in
         else:  # (train, test) form of docs/interfaces.md
             out.append((i // folds, i % folds, item[0], item[1]))
     return out
-
-
-def _inner_val_split(train_ids: Sequence[str], events: np.ndarray, seed: int, frac: float = 0.1):
-    """Stratified ~10% of a CV training fold held out for early stopping (choice: CV folds have
-    no validation set of their own; the test fold is never used for stopping)."""
-    from sklearn.model_selection import train_test_split
-
-    n_val = max(2, int(round(frac * len(train_ids))))
-    strat = events if np.bincount(np.asarray(events, dtype=int)).min() >= 2 else None
-    tr, va = train_test_split(
-        list(train_ids), test_size=n_val, random_state=seed, stratify=strat, shuffle=True
-    )
-    return sorted(tr), sorted(va)
 
 
 def _with_anchors(specs: list[ModelSpec], anchors: Sequence[str], oracle: bool, cohort: Cohort):
@@ -157,6 +152,7 @@ def run_paper_protocol(
     n_boot: int | None = None,
     runs_dir: str | Path | None = None,
     protocol: str = "paper_split",
+    executor: str | ExecutorSpec | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The papers' protocol for a list of models: one table in one call.
 
@@ -180,6 +176,10 @@ def run_paper_protocol(
     n_boot : int, optional
         Bootstrap replicates of the 95% CI over the test patients (default
         ``profile.eval.bootstrap``).
+    executor : str or ExecutorSpec, optional
+        Where the torch fits run (``crlm_lib.executors``: ``"local"``, the default, ``"dask"``,
+        ``"slurm:partition=gpu"`` ...): each model is one task with its own run folder;
+        finished fits are read back, not rerun (``evaluation.tasks``).
 
     Returns
     -------
@@ -196,13 +196,11 @@ def run_paper_protocol(
     train_out = M.TrainingOutcomes(cohort.outcomes.loc[list(train_ids)])
     horizons = prof.eval.horizons_years
     tables, preds = [], {}
-    for spec in tqdm(specs, desc="paper protocol", leave=False):
-        run_dir = base / protocol / f"seed{seed}" / spec.key if base is not None else None
-        # anchors have no early stopping: they fit on train + val (177 patients for 197)
-        anchor_train = list(train_ids) + list(val_ids) if spec.is_anchor else train_ids
-        pred = _cached_fit(
-            spec, cohort, prof, anchor_train, val_ids, test_ids, run_dir, epochs, seed
-        )
+    tasks = paper_fit_tasks(specs, (train_ids, val_ids, test_ids), seed, base, protocol, epochs)
+    run_fits(tasks, cohort, prof, executor, _log_dir(base, protocol))
+    for task in tqdm(tasks, desc="paper protocol", leave=False):
+        spec, run_dir = task.spec, task.run_dir
+        pred, _ = fit_task(task, cohort, prof)  # read back from the run folder when it has one
         preds[spec.key] = pred
         tidy = bootstrap_scores(
             pred,
@@ -319,6 +317,7 @@ def run_cv_protocol(
     protocol: str = "cv",
     censoring_from: str = "training_fold",
     controls: bool = True,
+    executor: str | ExecutorSpec | None = None,
 ) -> CVResult:
     """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
 
@@ -345,6 +344,13 @@ def run_cv_protocol(
     shows that the model uses the image; one that holds 0 that it ranks patients as well
     without it.
 
+    ``executor`` (``crlm_lib.executors``): where the torch fits run, each (model, repeat, fold,
+    seed) one task with its own run folder (``evaluation.tasks``): ``"local"`` (default: one
+    after another in this process), ``"dask"`` (worker processes, one GPU each where there
+    are GPUs), ``"dask:address=..."``, ``"slurm:partition=..."``. Finished fits are read back
+    from their run folders, never rerun; the table is computed from the same files whichever
+    executor trained them.
+
     Returns
     -------
     CVResult
@@ -359,7 +365,9 @@ def run_cv_protocol(
     def metric_fn(p, t):
         return head_metrics(p, t, heads=ci_heads, horizons=horizons)
 
-    preds, info = _cv_predictions(setup, splits, seed, protocol, controls)
+    tasks = cv_fit_tasks(setup.specs, cohort, setup.prof, splits, seed, base, protocol, controls)
+    run_fits(tasks, cohort, setup.prof, executor, _log_dir(base, protocol))
+    preds, info = _cv_predictions(setup, tasks)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
     # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
@@ -396,53 +404,51 @@ def _cv_censoring(cohort: Cohort, splits: list, censoring_from: str) -> M.Traini
 
 
 def _cv_predictions(
-    setup: _Setup, splits: list, seed: int, protocol: str, controls: bool = False
+    setup: _Setup, tasks: list[FitTask]
 ) -> tuple[dict[str, list[pd.DataFrame]], dict[str, tuple[int, int | None]]]:
     """Every model's OOF Predictions frames, one per repeat (``repeat``/``fold`` columns
-    added), and its ``(repeats, epochs)``; with ``controls``, the image-permutation control of
-    every image model under ``<key>@ct-permuted`` (one frame per repeat and permutation)."""
-    cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
+    added), and its ``(repeats, epochs)``; the image-permutation control of every task that has
+    one under ``<key>@ct-permuted`` (one frame per repeat and permutation). Fits with a run
+    folder are read back from it (:func:`evaluation.tasks.run_fits` ran them)."""
+    ev = setup.prof.eval
     preds: dict[str, list[pd.DataFrame]] = {}
     info: dict[str, tuple[int, int | None]] = {}
     for spec in setup.specs:
         image = spec.name in IMAGE_MODELS
-        repeats = ev.cv_repeats_3d if image else ev.cv_repeats
-        epochs = ev.cv_epochs_3d if image else None
-        info[spec.key] = (repeats, epochs)
+        info[spec.key] = (ev.cv_repeats_3d, ev.cv_epochs_3d) if image else (ev.cv_repeats, None)
         by_rep: dict[int, list[pd.DataFrame]] = {}
         permuted: dict[tuple[int, int], list[pd.DataFrame]] = {}
         step0: dict[int, list[pd.DataFrame]] = {}
-        todo = [s for s in splits if s[0] < repeats]
-        for rep, fold, tr, te in tqdm(todo, desc=f"CV {spec.key}", leave=False):
-            run_dir = base / protocol / spec.key / f"r{rep}_f{fold}" if base else None
-            tr = [str(i) for i in tr]
-            val: list[str] = []
-            if not spec.is_anchor:
-                ev_tr = cohort.outcomes.loc[tr, "os_event"].to_numpy()
-                tr, val = _inner_val_split(tr, ev_tr, seed + 1000 * rep + fold)
-            pred = _cached_fit(spec, cohort, setup.prof, tr, val, te, run_dir, epochs, seed + rep)
-            pred = pred.assign(repeat=rep, fold=fold)
-            by_rep.setdefault(rep, []).append(pred)
-            if controls and image and run_dir is not None:
-                perm = permuted_predictions(run_dir, cohort, setup.prof, seed=seed + fold)
-                for p, frame in perm.groupby("permutation", sort=True):
-                    frame = frame.drop(columns="permutation").assign(repeat=rep, fold=fold)
-                    permuted.setdefault((rep, int(p)), []).append(frame)
-                start = step0_predictions(run_dir)
-                if start is not None:
-                    step0.setdefault(rep, []).append(start.assign(repeat=rep, fold=fold))
+        own = [t for t in tasks if t.spec == spec]
+        for task in tqdm(own, desc=f"CV {spec.key}", leave=False):
+            rep, fold = task.repeat, task.fold
+            pred, perm = fit_task(task, setup.cohort, setup.prof)
+            by_rep.setdefault(rep, []).append(pred.assign(repeat=rep, fold=fold))
+            if perm is None:
+                continue
+            for p, frame in perm.groupby("permutation", sort=True):
+                frame = frame.drop(columns="permutation").assign(repeat=rep, fold=fold)
+                permuted.setdefault((rep, int(p)), []).append(frame)
+            start = step0_predictions(task.run_dir)
+            if start is not None:
+                step0.setdefault(rep, []).append(start.assign(repeat=rep, fold=fold))
         preds[spec.key] = [pd.concat(by_rep[r], ignore_index=True) for r in sorted(by_rep)]
         if permuted:
             preds[f"{spec.key}{PERMUTED_SUFFIX}"] = [
                 pd.concat(permuted[k], ignore_index=True) for k in sorted(permuted)
             ]
-            info[f"{spec.key}{PERMUTED_SUFFIX}"] = (repeats, epochs)
+            info[f"{spec.key}{PERMUTED_SUFFIX}"] = info[spec.key]
         if step0 and all(len(step0.get(r, [])) == len(by_rep[r]) for r in by_rep):
             preds[f"{spec.key}{STEP0_SUFFIX}"] = [
                 pd.concat(step0[r], ignore_index=True) for r in sorted(step0)
             ]
-            info[f"{spec.key}{STEP0_SUFFIX}"] = (repeats, 0)
+            info[f"{spec.key}{STEP0_SUFFIX}"] = (info[spec.key][0], 0)
     return preds, info
+
+
+def _log_dir(base: Path | None, protocol: str) -> Path | None:
+    """Where Slurm job files and logs of a protocol's fits go: ``<runs>/<protocol>/slurm``."""
+    return base / protocol / "slurm" if base is not None else None
 
 
 def _control_differences(

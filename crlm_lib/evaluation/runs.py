@@ -475,7 +475,8 @@ def _cached_fit(
     epochs: int | None,
     seed: int,
 ) -> pd.DataFrame:
-    """Predictions of one (model, split), reused from ``run_dir/predictions.csv`` if present.
+    """Predictions of one (model, split), reused from ``run_dir/predictions.csv`` if present
+    (a fresh fit's are written there and read back, so both give the same numbers).
 
     A run folder left by another split (the cohort or seed changed) is cleared first, so that
     the engine never resumes from a checkpoint trained on other patients.
@@ -499,9 +500,12 @@ def _cached_fit(
         pred, _ = fit_predict_torch(
             spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, epochs, seed
         )
-    if run_dir is not None:
-        _atomic_write_csv(pred, run_dir / "predictions.csv")
-    return pred
+    if run_dir is None:
+        return pred
+    # read back: a table made on the first run equals one made later from the same file (the
+    # CSV's decimal floats need not round-trip the last bit of the frame in memory)
+    _atomic_write_csv(pred, run_dir / "predictions.csv")
+    return _read_predictions(run_dir / "predictions.csv")
 
 
 @dataclass
