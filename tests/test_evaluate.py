@@ -306,6 +306,8 @@ def test_variants_labels_and_control_table():
         "intensity_target": False,
         "head_lr_scale": 1.0,
         "lesion_anchor": False,
+        "survival_classes": "published12",
+        "recurrence_form": "independent",
     }
     (cens,) = ev.as_specs(["acfnet_noanchor:censored"])
     assert cens.objective == "censored" and cens.key == "acfnet-noanchor-censored"
