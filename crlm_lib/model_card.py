@@ -209,7 +209,9 @@ def _coverage_lines(run_dir: Path) -> list[str]:
         f"- Band coverage: the band ({cov['method']}) held the true 1/3/5-year overall survival "
         f"in {share:.0%} of {cov['n_values']} values ({cov['n_patients']} held-out synthetic "
         f"patients, {cov['n_models']} models) against a nominal {nominal:.0%}: {verdict}; "
-        f"recurrence-free survival {float(cov['coverage_dfs']):.0%} (`{path}`)."
+        f"recurrence-free survival {float(cov['coverage_dfs']):.0%}; mean width at 5 years "
+        f"{float(cov['mean_band_width_os5']):.2f} (a calibrated band is as wide as the models' "
+        f"errors) (`{path}`)."
     )
     spread = cov.get("ensemble_spread")
     if spread:
@@ -219,7 +221,10 @@ def _coverage_lines(run_dir: Path) -> list[str]:
         )
     outcome = cov.get("outcome_calibrated_half_width_os")
     if outcome:
-        widths = ", ".join(f"{y} y +/-{v:.2f}" for y, v in outcome.items())
+        widths = ", ".join(
+            f"{y} y +/-{v:.2f}" if v is not None else f"{y} y unbounded (never reached)"
+            for y, v in outcome.items()
+        )  # null: the weights never reach the level (strict JSON of an infinite width)
         lines.append(
             "- Without true curves (a real cohort) a band can be calibrated only on observed "
             f"outcomes, and it covers the outcome, not the probability: half-widths {widths} "
