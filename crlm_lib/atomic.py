@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -130,11 +131,33 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite number (NaN, +/-inf; Python or numpy floats, in nested
+    dicts, lists and tuples) replaced by ``None``, so that ``json.dumps(..., allow_nan=False)``
+    writes standard JSON (``null``), which strict parsers (JavaScript's ``JSON.parse``,
+    ``jq``) read; Python's default would write the non-standard ``NaN``.
+
+    >>> strict_json({"c": float("nan"), "v": [1.0, float("inf")]})
+    {'c': None, 'v': [1.0, None]}
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "dtype") and getattr(obj, "ndim", None) == 0:  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | Path, obj: Any, **dumps_kwargs: Any) -> None:
-    """``json.dumps(obj, **dumps_kwargs)`` written atomically; numpy scalars and paths are
-    converted unless ``default=`` is given."""
+    """``json.dumps(obj, **dumps_kwargs)`` written atomically as strict JSON: non-finite
+    numbers become ``null`` (:func:`strict_json`) and ``allow_nan`` is always False; numpy
+    scalars and paths are converted unless ``default=`` is given."""
     dumps_kwargs.setdefault("default", json_default)
-    write_text(path, json.dumps(obj, **dumps_kwargs))
+    dumps_kwargs["allow_nan"] = False
+    write_text(path, json.dumps(strict_json(obj), **dumps_kwargs))
 
 
 def write_csv(path: str | Path, frame: Any, **to_csv_kwargs: Any) -> None:

@@ -3,17 +3,25 @@ how well its models did in their own cross-validation.
 
 Band (choice, stated wherever a band is shown)
 ----------------------------------------------
-The band is the *ensemble spread*: the 5th to 95th percentile (linear interpolation,
+Where the runs are the folds of a cross-validation calibrated against known true curves
+(``conformal.json``), ``crlm predict`` shows the split-conformal band of
+:mod:`crlm_lib.conformal`, which holds the true probability at its nominal rate. Otherwise the
+band is this module's *ensemble spread*: the 5th to 95th percentile (linear interpolation,
 ``numpy.percentile``) of the predictions of independently trained models, e.g. the fold models
 of one cross-validation (a deep ensemble, Lakshminarayanan et al., NeurIPS 2017). It is a
 nominal 90% band of how much the models disagree; it does not include the sampling error of the
 training cohort nor the models' shared bias, so it is not a confidence interval for the
-patient's true survival. How often it holds the truth is measured on held-out synthetic
-patients against the generator's true curves (``benchmarks/prediction_honesty.py``, written to
-``band_coverage.json`` and quoted by the model card); one model has no band (``None``), and
-the report says why instead of drawing a zero-width band. Test-time augmentations of one model
-are averaged into that model's prediction, not counted as members: they differ by ~1e-6 and
-would make one model look certain.
+patient's true survival, and measured against the truth (``benchmarks/prediction_honesty.py``)
+it holds far less than 90%; its sentence (:func:`band_method`) says so. One model has no band
+(``None``), and the report says why instead of drawing a zero-width band. Test-time
+augmentations of one model are averaged into that model's prediction, not counted as members:
+they differ by ~1e-6 and would make one model look certain.
+
+Risk-group cut points
+---------------------
+:func:`out_of_fold_cut_points`: for a cross-validation's fold runs, the tertiles of the
+out-of-fold predicted risk of the cohort (each patient scored by a model that did not train on
+it, as a new patient is scored), rather than the mean of the models' in-sample tertiles.
 
 Cross-validated performance
 ---------------------------
@@ -36,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crlm_lib.conformal import pooled_out_of_fold
+
 __all__ = [
     "BAND_LEVEL",
     "BAND_PERCENTILES",
@@ -45,6 +55,7 @@ __all__ = [
     "band_method",
     "cv_performance",
     "expand_run_dirs",
+    "out_of_fold_cut_points",
 ]
 
 #: Percentiles of the band over ensemble members.
@@ -119,7 +130,8 @@ def band_method(n_models: int) -> str:
     return (
         f"ensemble spread: {lo:g}th-{hi:g}th percentile of the {n_models} models' predictions "
         f"(nominal {BAND_LEVEL:.0%}); it shows how much the models disagree, not a confidence "
-        "interval for the patient's true survival"
+        "interval for the patient's true survival: no conformal calibration fits these runs "
+        "(it needs a cross-validation on a cohort whose true curves are known)"
     )
 
 
@@ -154,23 +166,27 @@ class Performance:
         return [*out, f"Source: {self.source}."]
 
 
-def _pooled_oof(run_dirs: Sequence[Path]) -> pd.DataFrame | None:
-    """The fold runs' ``predictions.csv`` pooled, when they are disjoint test folds with
-    outcomes (a cross-validation), else ``None``."""
-    from crlm_lib.types import PATIENT_ID
+def out_of_fold_cut_points(run_dirs: Sequence[str | Path]) -> tuple[dict, str] | None:
+    """Risk-group cut points computed for the ensemble: the tertiles of the risk-group score
+    (``training_reference.risk_group_scores``) of the pooled out-of-fold predictions of the
+    first repeat's fold runs (``r0_f*``), each cohort patient scored by a model that did not
+    train on it, as the ensemble scores a new patient. Returns ``({"os": [q1, q2], "dfs":
+    [q1, q2]}, statement)``, or ``None`` when ``run_dirs`` are not the folds of one
+    cross-validation (then :mod:`crlm_lib.predict` uses the mean of the models' own training
+    tertiles, and says so)."""
+    from crlm_lib.training_reference import risk_group_scores
 
-    frames = []
-    for run in run_dirs:
-        path = Path(run) / "predictions.csv"
-        if not path.is_file():
-            return None
-        frames.append(pd.read_csv(path, dtype={PATIENT_ID: str}))
-    pooled = pd.concat(frames, ignore_index=True)
-    if len(run_dirs) < 2 or pooled[PATIENT_ID].duplicated().any():
+    runs = [Path(r) for r in run_dirs]
+    first = [r for r in runs if r.name.startswith("r0_")]
+    pooled = pooled_out_of_fold(first) if len({r.parent for r in runs}) == 1 else None
+    if pooled is None:
         return None
-    if not {"os_years", "os_event", "dfs_years", "dfs_event"} <= set(pooled.columns):
-        return None
-    return pooled
+    scores = dict(zip(("os", "dfs"), risk_group_scores(pooled), strict=True))
+    cuts = {h: [float(v) for v in np.quantile(s, [1 / 3, 2 / 3])] for h, s in scores.items()}
+    return cuts, (
+        f"tertiles of the out-of-fold predicted risk of the {len(pooled)} cross-validation "
+        "patients (each scored by a model that did not train on it)"
+    )
 
 
 def _c_with_interval(pooled: pd.DataFrame, n_boot: int, seed: int) -> dict:
@@ -219,7 +235,7 @@ def cv_performance(run_dirs: Sequence[str | Path], n_boot: int = 200, seed: int 
     """The :class:`Performance` the runs record (see module doc), or ``None`` when they
     record none (a single run never evaluated)."""
     runs = [Path(r) for r in run_dirs]
-    pooled = _pooled_oof(runs)
+    pooled = pooled_out_of_fold(runs)
     if pooled is not None:
         source = (
             f"pooled out-of-fold predictions of the {len(runs)} models' test folds "

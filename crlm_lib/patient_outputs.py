@@ -54,7 +54,9 @@ def explain_patient(
     seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Year-by-year Grad-CAM ``[12, D, H, W]`` (recurrence head, inside the liver) and the SHAP
-    value of each clinical feature for one patient (first model of the ensemble).
+    value of each clinical feature for one patient, of one model (``run``: the ensemble's first,
+    named on the report's pages by :func:`explained_by`; explaining every member would multiply
+    the per-patient time by their number).
 
     SHAP reference (choice): the average training patient (:meth:`ClinicalEncoder.baseline`),
     because the run does not keep the training rows; the values explain the difference between
@@ -105,6 +107,14 @@ def provenance(runs: Sequence[RunModel], patient: NewPatient) -> dict[str, str]:
     }
 
 
+def explained_by(runs: Sequence[RunModel]) -> str:
+    """Which member the explanations and the training Kaplan–Meier curve come from:
+    ``"model 1 of 5 (r0_f0)"``, or ``"the model"`` for one."""
+    if len(runs) == 1:
+        return "the model"
+    return f"model 1 of {len(runs)} ({runs[0].run_dir.name})"
+
+
 def orientation_letters(arrays: dict[str, Any]) -> tuple[str, str, str, str]:
     """Patient directions at the (left, right, top, bottom) edges of an axial slice as shown
     (columns = the CT's row direction, rows = its column direction; LPS letters)."""
@@ -142,10 +152,11 @@ def _write_report(
         shap_values=shap_values,
         provenance=provenance(runs, patient),
         headline=pred.headline,
-        band_method=ensemble.band_method(len(runs)),
+        band_method=str(pred.row["band"]),
         performance=_performance_lines(runs),
         slice_labels=[slice_label(patient, d) for d in range(a["ct"].shape[0])],
         orientation=orientation_letters(a),
+        explained_by=explained_by(runs),
         followed_years=pred.followed_years,
     )
     write_report(report, folder)

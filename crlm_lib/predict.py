@@ -13,12 +13,11 @@ Outputs per patient
 -------------------
 * overall survival ``S(t)`` (``metrics.survival_curve``) and recurrence-free probability
   ``R(t)`` (``metrics.recurrence_free_curve``) at the end of each of the 12 years, with the
-  ensemble's band (:mod:`crlm_lib.ensemble`: 5th-95th percentile of the models' predictions;
-  none for one model); 1/3/5-year values in the one-row-per-patient table; the years after
+  ensemble's band (see *Ensemble*; none for one model); 1/3/5-year values in the one-row-per-patient table; the years after
   the training cohort's follow-up runs out (fewer than ``config.MIN_AT_RISK`` training patients
   at risk) are flagged;
-* risk group (low / intermediate / high) against the tertiles of the training patients'
-  predicted risk (``types.Predictions.ranking_score(score="mixed")``: minus the 12-year
+* risk group (low / intermediate / high) against tertiles of predicted risk (see *Ensemble*)
+  (``types.Predictions.ranking_score(score="mixed")``: minus the 12-year
   restricted mean survival, ``metrics.risk_from_survival``, for OS, and
   ``metrics.risk_from_recurrence`` for recurrence; the score the training references stored
   in run folders were computed with, named in their ``risk_score`` entry);
@@ -39,14 +38,19 @@ Ensemble (choice)
 Each run given (or each fold run of a cross-validation folder, ``ensemble.expand_run_dirs``)
 scores the unchanged input and ``n_tta`` inputs perturbed with the training augmentations
 (test-time augmentation, Wang et al., Neurocomputing 2019), averaged into that model's
-prediction; the point estimate is the mean over models and the band their spread. The risk
-group compares the mean prediction's score with the mean of the models' tertile cut points, and
-the report shows the first model's training cohort and explanations. The registry models have no
-dropout layer, so Monte-Carlo dropout is not available.
+prediction; the point estimate is the mean over models. The band is the split-conformal band
+of :mod:`crlm_lib.conformal` when the runs are the folds of a cross-validation calibrated
+against true curves (``conformal.json``), else the models' spread (:mod:`crlm_lib.ensemble`),
+each stated by its own sentence. The risk group compares the mean prediction's score with cut
+points computed for the ensemble (:func:`risk_cut_points`: the cross-validation's out-of-fold
+tertiles, else the mean of the models' own, said in ``risk_cut_points``); the explanations and
+the training Kaplan–Meier curve are the first model's, and the report names it ("model 1 of
+5"). The registry models have no dropout layer, so Monte-Carlo dropout is not available.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Sequence
@@ -57,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from crlm_lib import atomic, ensemble
+from crlm_lib import atomic, conformal, ensemble
 from crlm_lib import clinical_input as CI
 from crlm_lib.config import N_YEARS, Profile, get_profile
 from crlm_lib.console import Console
@@ -361,7 +365,7 @@ def plain_language(row: dict, synthetic: bool) -> str:
     text = (
         f"Predicted 5-year overall survival {value('os')} and recurrence-free probability "
         f"{value('rfs')}; {row['os_risk_group']} risk of death and {row['rfs_risk_group']} "
-        f"risk of recurrence compared with the {row['n_training']} training patients."
+        f"risk of recurrence ({row['risk_cut_points']})."
     )
     caveats = headline(row, synthetic)
     return " ".join([text, *caveats[1:], caveats[0]])
@@ -390,11 +394,58 @@ class PatientPrediction:
     followed_years: dict[str, int | None]
 
 
-def _with_band(members: np.ndarray) -> np.ndarray:
-    """``[3, 12]``: mean over models, then the band's low and high (NaN: no band)."""
+def _with_band(
+    members: np.ndarray, head: str, calibration: conformal.ConformalBand | None
+) -> np.ndarray:
+    """``[3, 12]``: mean over models, then the band's low and high: the conformal band of
+    ``calibration`` when given, else the models' spread (NaN: one model, no band)."""
+    point = members.mean(axis=0)
+    if calibration is not None:
+        low, high = calibration.band(point, head)
+        return np.stack([point, low, high])
     spread = ensemble.band(members)
     low, high = spread if spread is not None else (np.full(N_YEARS, np.nan),) * 2
-    return np.stack([members.mean(axis=0), low, high])
+    return np.stack([point, low, high])
+
+
+@functools.lru_cache(maxsize=8)
+def _out_of_fold_cuts(run_dirs: tuple[str, ...]) -> tuple[dict, str] | None:
+    """``ensemble.out_of_fold_cut_points``, read once per set of runs, not once per patient."""
+    return ensemble.out_of_fold_cut_points(run_dirs)
+
+
+def risk_cut_points(runs: Sequence[RunModel]) -> tuple[dict[str, np.ndarray], str]:
+    """The cut points the ensemble's mean prediction is grouped by, and where they come from:
+    the tertiles of the cross-validation's out-of-fold risk when ``runs`` are its folds
+    (``ensemble.out_of_fold_cut_points``), else the mean of the models' training-patient
+    tertiles (one model: its own)."""
+    oof = _out_of_fold_cuts(tuple(str(r.run_dir) for r in runs))
+    if oof is not None:
+        return {h: np.asarray(v) for h, v in oof[0].items()}, oof[1]
+    cuts = {h: np.mean([r.reference["risk_tertiles"][h] for r in runs], axis=0)
+            for h in ("os", "dfs")}  # fmt: skip
+    n = int(runs[0].reference["n"])
+    if len(runs) == 1:
+        return cuts, f"tertiles of the predicted risk of the model's {n} training patients"
+    return cuts, (
+        f"mean of the {len(runs)} models' tertiles of their training patients' predicted risk "
+        "(not a cross-validation: no out-of-fold predictions to compute the ensemble's own)"
+    )
+
+
+def calibration_of(runs: Sequence[RunModel]) -> conformal.ConformalBand | None:
+    """The conformal calibration of the ensemble ``runs`` (``conformal.load_calibration``:
+    their cross-validation folder's ``conformal.json``, when it was made for these runs)."""
+    return conformal.load_calibration(
+        [r.run_dir for r in runs], [r.record.get("identity") or {} for r in runs]
+    )
+
+
+def band_text(runs: Sequence[RunModel], calibration: conformal.ConformalBand | None) -> str:
+    """The band's meaning: the conformal band's when calibrated, else the ensemble spread's."""
+    if calibration is not None:
+        return calibration.method(len(runs))
+    return ensemble.band_method(len(runs))
 
 
 def _summary_values(surv: np.ndarray, rfs: np.ndarray) -> dict[str, float]:
@@ -420,23 +471,23 @@ def predict_patient(
     prof = profile or get_profile(runs[0].record["profile"])
     per_model = [_model_prediction(run, patient, clinical_row, opts, prof) for run in runs]
     s_members, r_members, pmfs, recs = (np.stack(a) for a in zip(*per_model, strict=True))
-    surv, rfs = _with_band(s_members), _with_band(r_members)
+    cal = calibration_of(runs)
+    surv, rfs = _with_band(s_members, "os", cal), _with_band(r_members, "dfs", cal)
     pmf_hat, rec_hat = pmfs.mean(axis=0), recs.mean(axis=0)
     frame = pd.DataFrame([{PATIENT_ID: patient.patient_id,
                            **dict(zip(SURV_COLS, pmf_hat, strict=True)),
                            **dict(zip(REC_COLS, rec_hat, strict=True))}])  # fmt: skip
     os_risk, dfs_risk = risk_group_scores(frame)
-    cuts = {
-        h: np.mean([r.reference["risk_tertiles"][h] for r in runs], axis=0) for h in ("os", "dfs")
-    }
+    cuts, cut_source = risk_cut_points(runs)
     missing = CI.missing_predictors(runs[0].encoder, clinical_row)
     row: dict[str, Any] = {"patient_id": patient.patient_id, **_summary_values(surv, rfs)}
     row["os_risk_group"] = _group(float(os_risk[0]), cuts["os"])
     row["rfs_risk_group"] = _group(float(dfs_risk[0]), cuts["dfs"])
     row["in_training_set"] = in_training_set(runs, patient)
     row["n_training"] = int(runs[0].reference["n"])
+    row["risk_cut_points"] = cut_source
     row["n_models"] = len(runs)
-    row["band"] = ensemble.band_method(len(runs))
+    row["band"] = band_text(runs, cal)
     row["missing_predictors"] = "; ".join(missing)
     row["n_imputations"] = opts.n_imputations if missing else 0
     row.update(_beyond_horizon(runs, surv))

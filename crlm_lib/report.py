@@ -69,8 +69,8 @@ class PatientReport:
     headline : list of str
         The caveats shown first (``predict.headline``).
     band_method : str
-        The band's meaning (``ensemble.band_method``), stated on the summary and under the
-        curves.
+        The band's meaning (``predict.band_text``: conformal or ensemble spread), stated on the
+        summary and under the curves.
     performance : list of str, optional
         The models' validation numbers (``ensemble.Performance.lines``).
     slice_labels : list of str, optional
@@ -78,6 +78,10 @@ class PatientReport:
         mm"``).
     orientation : tuple of 4 str
         Patient directions at the (left, right, top, bottom) edges of an axial slice.
+    explained_by : str
+        Which model the Grad-CAM, SHAP and training Kaplan–Meier curve come from (``"model 1
+        of 5 (r0_f0)"``; ``"the model"`` for one), said on those pages: the prediction is the
+        ensemble's mean, the explanations are one member's.
     followed_years : mapping
         ``{"os": t, "dfs": t}``: the last year the training follow-up backs (None: unknown),
         i.e. with at least ``min_at_risk`` training patients still followed
@@ -99,6 +103,7 @@ class PatientReport:
     performance: Sequence[str] | None = None
     slice_labels: Sequence[str] | None = None
     orientation: tuple[str, str, str, str] = ("R", "L", "A", "P")
+    explained_by: str = "the model"
     followed_years: Mapping[str, int | None] = field(default_factory=dict)
     min_at_risk: int = MIN_AT_RISK
 
@@ -161,8 +166,9 @@ def summary_blocks(report: PatientReport) -> list[tuple[str, list[str]]]:
     first block); the HTML and the PDF render exactly these."""
     row = report.row
     groups = [
-        f"Risk group against the tertiles of the {row['n_training']} training patients: "
-        f"overall survival {row['os_risk_group']}, recurrence {row['rfs_risk_group']}.",
+        f"Risk group: overall survival {row['os_risk_group']}, recurrence "
+        f"{row['rfs_risk_group']}; cut points: "
+        f"{row.get('risk_cut_points') or 'tertiles of the training patients'}.",
         f"In the model's training set: {membership(row.get('in_training_set'))}.",
         f"Clinical row matched by: {row.get('clinical_row', 'not recorded')}; missing "
         f"predictors: {row.get('missing_predictors') or 'none'}.",

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import Bbox
 
+from crlm_lib import conformal
 from crlm_lib.config import N_YEARS
 from crlm_lib.plots import draw_heat_panel, heatmap_slice, outline_legend_handles
 
@@ -125,18 +126,35 @@ def _draw_curve(ax: plt.Axes, curve: np.ndarray, followed: int | None) -> None:
                 va="center", fontsize=8, color="0.35")  # fmt: skip
 
 
+def _ensemble_note(report: PatientReport) -> str:
+    """``"; the prediction is the mean of the 5 models"`` for an ensemble, else ``""``."""
+    n_models = int(report.row.get("n_models", 1))
+    return f"; the prediction is the mean of the {n_models} models" if n_models > 1 else ""
+
+
 def _legend_handles(report: PatientReport) -> list[Any]:
     n = report.reference.get("n", "?")
     n_models = int(report.row.get("n_models", 1))
+    label = (
+        f"band: {conformal.LEVEL:.0%} conformal, for the true probability"
+        if report.band_method.startswith("split-conformal")
+        else f"band: 5-95% of the {n_models} models (their disagreement)"
+    )
     band = (
-        Patch(color="tab:red", alpha=0.25, label=f"band: 5-95% of the {n_models} models")
+        Patch(color="tab:red", alpha=0.25, label=label)
         if np.isfinite(np.asarray(report.surv[1], dtype=float)).all()
         else Patch(color="white", label="no band: one model")
     )
     return [
         Line2D([0], [0], color="tab:red", lw=2, label="this patient (mean of the models)"),
         band,
-        Line2D([0], [0], color="0.3", ls="--", label=f"training cohort, Kaplan-Meier (n={n})"),
+        Line2D(
+            [0],
+            [0],
+            color="0.3",
+            ls="--",
+            label=f"training patients of {report.explained_by}, Kaplan-Meier (n={n})",
+        ),
         Patch(color="0.5", alpha=0.2, hatch="///", label="its 95% CI (cohort, not this patient)"),
         Patch(color="0.85", label="follow-up too short to say"),
     ]
@@ -155,7 +173,8 @@ def plot_curves_page(report: PatientReport) -> FigurePage:
         km = (report.reference.get("km") or {}).get(head)
         if km:
             ax.step(km["years"], km["estimate"], where="post", color="0.3", ls="--")
-            ax.fill_between(km["years"], km["lower"], km["upper"], step="post", color="0.5",
+            lower, upper = (np.asarray(km[k], dtype=float) for k in ("lower", "upper"))  # null: NaN
+            ax.fill_between(km["years"], lower, upper, step="post", color="0.5",
                             alpha=0.2, hatch="///", linewidth=0)  # fmt: skip
         ax.set_title(name, fontsize=11)
         ax.set_xlabel("Years after liver resection")
@@ -181,7 +200,7 @@ def plot_gradcam_page(report: PatientReport) -> FigurePage:
     caption = [
         f"Axial slice shown: {where} (the slice with the most tumour), seen from the feet as "
         "in a radiology viewer; letters give the patient's directions (R/L, A/P). Maps of the "
-        "recurrence risk of the first model of the ensemble.",
+        f"recurrence risk of {report.explained_by}{_ensemble_note(report)}.",
         "One colour scale for all twelve years: 0 (dark violet) is drawn wherever the map is "
         "defined (inside the liver), 1 (yellow) is the largest value over the twelve years. A "
         "year whose panel is uniformly violet had no contribution on this slice. Grad-CAM "
@@ -212,7 +231,8 @@ def plot_shap_page(report: PatientReport, max_display: int = 12) -> FigurePage:
     title = "Contributions of the clinical factors (SHAP)"
     caption = [
         f"SHAP value: change of the {report.shap_output} from the average training patient's "
-        "clinical factors to this patient's, with this CT (first model of the ensemble). Red "
+        f"clinical factors to this patient's, with this CT ({report.explained_by}"
+        f"{_ensemble_note(report)}). Red "
         "raises, blue lowers the predicted risk. A missing predictor enters at its training "
         "mean, so its value is about 0.",
     ]

@@ -113,13 +113,16 @@ def store_training_reference(
     train_ids: Sequence[str],
     lesion_stats: dict[str, np.ndarray] | None,
     run_dir: Path,
+    training: dict[str, Any] | None = None,
 ) -> dict:
     """Score the training patients once and add the reference to ``run_dir/run.json``.
 
     Adds ``training_reference`` (:func:`training_reference`), ``lesion_feature_stats`` (the
-    lesion-feature transform fitted on the training lesions) and ``software``
+    lesion-feature transform fitted on the training lesions), ``software``
     (``provenance.software_record``: the package version and git commit that finished the
-    training, the one that made the weights) to the record, atomically.
+    training, the one that made the weights) and the entries of ``training`` (how the training
+    ended: ``epochs_completed``, ``best_epoch``, ``stopped_early``; ``run.json``'s ``epochs``
+    holds the planned number) to the record, atomically.
     """
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.evaluation._common import _write_json
@@ -144,5 +147,6 @@ def store_training_reference(
         k: np.asarray(v).tolist() for k, v in ds.feature_stats.items()
     }
     record["software"] = software_record()
+    record.update(training or {})
     _write_json(record, path)
     return ref

@@ -85,6 +85,25 @@ def test_torch_save_is_byte_reproducible_across_destinations(tmp_path: Path):
     assert torch.load(tmp_path / "best.pt")["epoch"] == 3
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"not standard JSON: {name}")
+
+
+def test_json_is_strict_non_finite_numbers_become_null(tmp_path: Path):
+    """NaN and infinities (Python or numpy, nested) are written as ``null``, so a strict
+    parser reads every JSON file the project writes; Python's default would write NaN."""
+    obj = {"c": float("nan"), "v": [np.float32(0.5), np.float64("inf")], "n": {"k": -np.inf}}
+    atomic.write_json(tmp_path / "m.json", obj, indent=2)
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=_refuse_constant) == {
+        "c": None, "v": [0.5, None], "n": {"k": None}
+    }  # fmt: skip
+    atomic.write_json(tmp_path / "n.json", {"a": float("nan")}, allow_nan=True)
+    assert json.loads((tmp_path / "n.json").read_text(), parse_constant=_refuse_constant) == {
+        "a": None
+    }
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path, umask: int):
     """Every writer's file ends with mode ``0o666 & ~umask``, as a file ``open()`` creates

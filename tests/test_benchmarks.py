@@ -97,12 +97,17 @@ def test_prediction_honesty_and_speed_run_small(tmp_path):
     summary = json.loads((cv / "band_coverage.json").read_text())
     assert summary["n_models"] == 2 and summary["n_values"] == 9 and summary["nominal"] == 0.9
     assert 0.0 <= summary["coverage"] <= 1.0
-    assert "5th-95th percentile of the 2 models" in summary["method"]
+    # the cross-validation calibrated the conformal band (12 patients); the spread beside it
+    assert (cv / "conformal.json").is_file() and summary["calibration_patients"] == 12
+    assert "split-conformal 90% band" in summary["method"]
+    assert "5th-95th percentile of the 2 models" in summary["ensemble_spread"]["method"]
+    assert set(summary["outcome_calibrated_half_width_os"]) == {"1", "3", "5"}
     from crlm_lib.model_card import build_model_card
 
     card = build_model_card(cv / "r0_f0")  # the fold run's card quotes the measured coverage
-    share = f"{summary['coverage']:.0%} of 9 values (3 held-out synthetic patients)"
+    share = f"{summary['coverage']:.0%} of 9 values (3 held-out synthetic patients, 2 models)"
     assert share in card and "against a nominal 90%" in card
+    assert "- Band: split-conformal 90% band for the true survival probability" in card
     out = _run("benchmarks/predict_speed.py", "--run", str(cv), "--cohort",
                str(tmp_path / "heldout" / "Colorectal-Liver-Metastases"), "--clinical",
                str(tmp_path / "heldout" / "clinical.csv"), "--patients", "2")  # fmt: skip

@@ -69,3 +69,19 @@ def test_cross_validated_performance_from_the_pooled_out_of_fold_predictions(tmp
     assert lines[0].startswith("Harrell's C, overall survival: ") and "95% CI" in lines[0]
     # one run without crlm evaluate's metrics: nothing to show
     assert ensemble.cv_performance([tmp_path / "r0_f0"]) is None
+
+
+def test_cut_points_of_a_cross_validation_are_its_out_of_fold_tertiles(tmp_path):
+    from crlm_lib.training_reference import risk_group_scores
+
+    rng = np.random.default_rng(1)
+    _fold(tmp_path / "r0_f0", [f"A{i}" for i in range(15)], rng)
+    _fold(tmp_path / "r0_f1", [f"B{i}" for i in range(15)], rng)
+    folds = [tmp_path / "r0_f0", tmp_path / "r0_f1"]
+    cuts, text = ensemble.out_of_fold_cut_points(folds)
+    pooled = pd.concat([pd.read_csv(f / "predictions.csv") for f in folds], ignore_index=True)
+    os_risk, dfs_risk = risk_group_scores(pooled)
+    np.testing.assert_allclose(cuts["os"], np.quantile(os_risk, [1 / 3, 2 / 3]))
+    np.testing.assert_allclose(cuts["dfs"], np.quantile(dfs_risk, [1 / 3, 2 / 3]))
+    assert "out-of-fold predicted risk of the 30 cross-validation patients" in text
+    assert ensemble.out_of_fold_cut_points(folds[:1]) is None  # one run: not an ensemble

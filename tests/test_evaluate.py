@@ -3,6 +3,8 @@ clinical-only cohort (anchors + oracle), calibration, Kaplan–Meier by risk, pu
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -164,7 +166,10 @@ def test_paper_protocol_rows_and_ci_width(splits, tmp_path):
     assert ((taa["low"] <= taa["estimate"]) & (taa["estimate"] <= taa["high"])).all()
     assert (taa["high"] - taa["low"]).max() > 0.1  # ten test patients: wide intervals
     assert all(len(p) == 10 for p in preds.values())
-    assert (tmp_path / "paper_split" / "seed0" / "cox" / "metrics.json").is_file()
+    for model in ("fong", "cox", "oracle"):  # strict JSON: a metric without value is null
+        text = (tmp_path / "paper_split" / "seed0" / model / "metrics.json").read_text()
+        metrics = json.loads(text, parse_constant=pytest.fail)
+        assert metrics and "NaN" not in text
 
 
 def test_calibration_table_shapes_and_range():

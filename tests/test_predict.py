@@ -8,6 +8,7 @@ without any outcome column.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -92,9 +93,15 @@ def full_output(trained):
     return out, summary, pid
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"not standard JSON: {name}")
+
+
 def test_run_stores_encoder_tertiles_and_cohort_km(trained):
     _, _, run_dir, ids = trained
-    rec = json.loads((run_dir / "run.json").read_text())
+    rec = json.loads((run_dir / "run.json").read_text(), parse_constant=_refuse_constant)
+    assert rec["epochs"] == 1 and rec["epochs_completed"] == 1 and rec["best_epoch"] == 1
+    assert rec["stopped_early"] is False
     assert rec["clinical_encoder"]["columns"]
     ref = rec["training_reference"]
     assert ref["n"] == 5
@@ -166,6 +173,10 @@ def test_report_and_heatmaps_are_written(full_output):
     assert [m.SeriesDescription for m in maps][4].startswith("Grad-CAM recurrence year 5")
     assert [int(m.SeriesNumber) for m in maps] == list(range(901, 913))
     assert any(str(v).startswith("crlm_lib 0.1.0 (git ") for v in maps[0].SoftwareVersions)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {f.relative_to(out): f.stat().st_mode & 0o777 for f in out.rglob("*") if f.is_file()}
+    assert modes and all(m == 0o666 & ~umask for m in modes.values()), modes
 
 
 def test_zip_gives_the_same_prediction_and_training_patients_are_flagged(trained, full_output):
@@ -330,7 +341,7 @@ def test_cli_predict_and_model_card(trained, tmp_path, capsys):
     assert "197" not in card and "5 training patients from one cohort; a 2-patient test" in card
     assert "restricted mean survival time" in card and " years" in card  # cut points, units
     assert "Trained with crlm_lib 0.1.0 (git" in card and "AdamW lr" in card
-    assert "Ensemble band: not measured" in card
+    assert "Band coverage: not measured" in card
     assert main(["model-card", "--run", str(tmp_path / "absent"), "--out", str(card_path)]) == 2
 
 
@@ -453,24 +464,49 @@ def test_cross_validation_folder_is_an_ensemble_with_a_band(trained, tmp_path):
     assert r["os_5y_lo"] < r["os_5y_hi"]
     html = (tmp_path / "o" / ids[-1] / "report.html").read_text()
     assert "5th-95th percentile of the 2 models" in html
+    assert "mean of the 2 models' tertiles" in r["risk_cut_points"]  # no out-of-fold frame here
+    assert "model 1 of 2 (r0_f0)" in html  # the explanations say whose they are
+    # a conformal calibration made for these two runs replaces the spread by its band
+    from crlm_lib import conformal
+
+    rec = json.loads((cv / "r0_f0" / "run.json").read_text())
+    ident = "/".join(rec["identity"][k] for k in ("cohort", "split", "config"))
+    width = tuple(np.linspace(0.05, 0.3, 12))
+    cal = conformal.ConformalBand(0.9, {"os": width, "dfs": width}, 40, (ident,), "test curves")
+    (cv / "conformal.json").write_text(json.dumps(cal.to_dict()))
+    got = predict_new([cv], [_patient_dir(cohort_dir, ids[-1])], tmp_path / "c", None, opts)
+    c = got.iloc[0]
+    assert "split-conformal 90% band for the true survival probability" in c["band"]
+    assert c["os_5y"] == pytest.approx(r["os_5y"], abs=1e-3)
+    assert c["os_5y_lo"] == pytest.approx(max(c["os_5y"] - width[4], 0.0), abs=2e-3)
+    assert c["os_5y_hi"] == pytest.approx(min(c["os_5y"] + width[4], 1.0), abs=2e-3)
+    html = (tmp_path / "c" / ids[-1] / "report.html").read_text()
+    assert "split-conformal 90% band" in html
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) absent")
 def test_dicom_outputs_pass_dciodvfy(trained, full_output):
     """The Parametric Maps and the synthetic CT pass Debian's dicom3tools validator without
-    errors (warnings allowed)."""
+    errors (warnings allowed); the synthetic SEG without errors or warnings (standard codes
+    only, no private coding scheme), and the loader still reads it."""
     import subprocess
+
+    from crlm_lib.data.tcia import load_patient
 
     _, cohort_dir, _, ids = trained
     out, _, pid = full_output
     files = sorted((out / pid / "heatmaps" / "dicom").glob("*.dcm"))[:2]
-    files.append(
-        next(p for p in _patient_dir(cohort_dir, pid).rglob("*.dcm") if "PORTAL" in str(p))
-    )
-    for path in files:
+    patient = _patient_dir(cohort_dir, pid)
+    files.append(next(p for p in patient.rglob("*.dcm") if "PORTAL" in str(p)))
+    seg = next(p for p in patient.rglob("*.dcm") if "Segmentation" in str(p))
+    for path in [*files, seg]:
         done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-        errors = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("Error")]
+        lines = (done.stdout + done.stderr).splitlines()
+        errors = [ln for ln in lines if ln.startswith("Error")]
         assert not errors, f"{path.name}: {errors}"
+    warnings = [ln for ln in lines if ln.startswith("Warning")]
+    assert not warnings, f"SEG {seg}: {warnings}"
+    assert load_patient(patient).masks["tumour"].any()
 
 
 def test_split_controls_of_an_image_model_on_the_papers_split(trained, tmp_path):

@@ -1085,7 +1085,10 @@ def _segmentation(spec: PatientSpec, seed: int, cts: list, img: phantom.Rendered
     algo = hd.AlgorithmIdentificationSequence(
         name="crlm_lib.data.synthetic",
         version="1",
-        family=hd.sr.CodedConcept("SYNTH", "99CRLM", "Synthetic phantom"),
+        # DCM 123104 (CID 7162): the masks are set operations on the phantom's rendered
+        # shapes (liver minus tumours, vessels inside the liver); a standard code keeps
+        # dciodvfy free of the private-scheme warnings a "99..." designator gives
+        family=hd.sr.CodedConcept(*_code(codes.cid7162.MorphologicalOperations)),
     )
     spec_list = [
         ("Liver", anat, codes.SCT.Liver),

@@ -27,7 +27,7 @@ def _atomic_write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    atomic.write_json(path, obj, indent=2, allow_nan=True)
+    atomic.write_json(path, obj, indent=2)
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:

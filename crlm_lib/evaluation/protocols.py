@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from crlm_lib import metrics as M
 from crlm_lib.config import Paths, Profile, get_profile
+from crlm_lib.conformal import write_calibration
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
 from crlm_lib.evaluation.bootstrap import (
     bootstrap_scores,
@@ -368,6 +369,8 @@ def run_cv_protocol(
     tasks = cv_fit_tasks(setup.specs, cohort, setup.prof, splits, seed, base, protocol, controls)
     run_fits(tasks, cohort, setup.prof, executor, _log_dir(base, protocol))
     preds, info = _cv_predictions(setup, tasks)
+    if base is not None:
+        _write_calibrations(setup, base / protocol)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
     # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
@@ -386,6 +389,15 @@ def run_cv_protocol(
         if len(differences):
             _atomic_write_csv(differences, out_dir / "differences.csv")
     return CVResult(tidy_all, wide_table(tidy_all), differences, preds)
+
+
+def _write_calibrations(setup: _Setup, cv_dir: Path) -> None:
+    """``conformal.json`` beside each torch model's fold runs when the cohort's true curves are
+    known (``conformal.write_calibration``): the calibrated band ``crlm predict`` shows for the
+    fold models as an ensemble."""
+    for spec in setup.specs:
+        if not spec.is_anchor and (cv_dir / spec.key).is_dir():
+            write_calibration(cv_dir / spec.key, setup.cohort.oracle)
 
 
 def _cv_censoring(cohort: Cohort, splits: list, censoring_from: str) -> M.TrainingOutcomes:

@@ -183,8 +183,9 @@ def fit_predict_torch(
             step0 = predict(model, test_ds)
         step0[PATIENT_ID] = step0[PATIENT_ID].astype(str)
         _atomic_write_csv(step0, run_dir / STEP0_FILE)
+    planned = profile.train.epochs if epochs is None else int(epochs)
     record = _run_record(
-        spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical
+        spec, profile, cohort, train_ids, val_ids, test_ids, seed, planned, n_clinical
     )
     _write_json({**record, "identity": identity}, run_dir / "run.json")
     history = fit(
@@ -204,7 +205,11 @@ def fit_predict_torch(
     _save_history(history, run_dir)
     from crlm_lib.predict import store_training_reference
 
-    store_training_reference(model, cohort, profile, train_ids, train_ds.feature_stats, run_dir)
+    done = {"epochs_completed": len(history.records), "best_epoch": history.best_epoch,
+            "stopped_early": bool(history.stopped_early)}  # fmt: skip
+    store_training_reference(
+        model, cohort, profile, train_ids, train_ds.feature_stats, run_dir, training=done
+    )
     return pred, history
 
 

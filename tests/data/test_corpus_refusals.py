@@ -656,6 +656,54 @@ def _membership_by_images(tmp_path, capsys, request):
         assert pd.isna(value) and "in the model's training set is unknown" in summary
 
 
+@case(
+    "crlm predict --patient refusals",
+    "`crlm predict --patient` of a trained run: no clinical row; a table with a column `CEA`; "
+    "a text file named .zip; a ZIP whose member is `../evil.dcm`; a --run folder without "
+    "run.json; a clinical anchor's run (`crlm train --model cox`)",
+    "exit 2, one line each: MissingPredictorError naming the patient, the missing predictors "
+    "with their coding and --allow-missing; ClinicalTableError 'CEA' (did you mean "
+    "'carcinoembryonic_antigen'?); PredictError neither a folder nor a ZIP archive; PredictError "
+    "member '../evil.dcm' leaves the archive; MissingRunError run.json not found; PredictError "
+    "clinical anchors are not saved as models",
+)
+def _predict_refusals(tmp_path, capsys, request):
+    import zipfile
+
+    c = request.getfixturevalue("cohort")
+    run, anchor = tmp_path / "run", tmp_path / "anchor"
+    data = ["--profile", "smoke", "--data", str(c.data), "--clinical", str(c.clinical)]
+    with _cwd(c.root):
+        for model, out in (("clinical_mlp", run), ("cox", anchor)):
+            rc, _, err = _crlm(["train", "--model", model, *data, "--out", str(out),
+                                "--epochs", "1"], capsys)  # fmt: skip
+            assert rc == 0, err
+    pid = sorted(p.name for p in (c.data / "Colorectal-Liver-Metastases").iterdir())[0]
+    patient = c.data / "Colorectal-Liver-Metastases" / pid
+    table = pd.read_csv(c.clinical).rename(columns={"carcinoembryonic_antigen": "CEA"})
+    bad_zip, evil_zip = tmp_path / "notes.zip", tmp_path / "evil.zip"
+    bad_zip.write_text("not a zip")
+    with zipfile.ZipFile(evil_zip, "w") as zf:
+        zf.writestr("../evil.dcm", b"DICM")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([run], patient, [], ("MissingPredictorError", pid, "sex (", "--allow-missing")),
+        ([run], patient, ["--clinical", str(_csv(table, tmp_path / "cea.csv"))],
+         ("ClinicalTableError", "'CEA' (did you mean 'carcinoembryonic_antigen'?)")),
+        ([run], bad_zip, [], ("PredictError", str(bad_zip), "neither a folder nor a ZIP archive")),
+        ([run], evil_zip, [], ("PredictError", "member '../evil.dcm' leaves the archive")),
+        ([tmp_path / "empty"], patient, [], ("MissingRunError", "run.json not found")),
+        ([anchor], patient, [], ("PredictError", "clinical anchors are not saved as models")),
+    ]  # fmt: skip
+    for runs, source, extra, needles in cases:
+        argv = ["predict", *[a for r in runs for a in ("--run", str(r))], "--patient",
+                str(source), *extra, "--out", str(tmp_path / "out"), "--no-report",
+                "--no-heatmaps", "--tta", "0"]  # fmt: skip
+        rc, _, err = _crlm(argv, capsys)
+        assert rc == 2, (needles, err)
+        _one_line_user_error(err, *needles)
+
+
 # --------------------------------------------------------------------------------------------
 # the test
 # --------------------------------------------------------------------------------------------
