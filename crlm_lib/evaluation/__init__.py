@@ -107,6 +107,8 @@ from crlm_lib.evaluation.tables import (
     pretty,
     published_all,
     published_table,
+    published_text,
+    published_wide,
     tripod_checklist,
     wide_table,
 )
@@ -176,6 +178,8 @@ __all__ = [
     "pretty",
     "published_all",
     "published_table",
+    "published_text",
+    "published_wide",
     "run_cv_protocol",
     "run_paper_protocol",
     "require_finished",
