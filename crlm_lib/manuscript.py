@@ -448,6 +448,28 @@ def _typst_layout(typ: str, landscape: set[str]) -> str:
     return _TYPST_TABLE_RULES + typ
 
 
+def _table_markdown(
+    mime: str, data: Any, caption: str, site: _Site, label: str
+) -> tuple[str, str, bool]:
+    """A table output as Markdown: ``(table, caption, wider than a portrait page)``.
+
+    A pandas Styler caption (the data's provenance, see :mod:`crlm_lib.reporting`) joins the
+    numbered ``caption`` in brackets: pandoc attaches one caption per table. Pandoc's escaped
+    ``\\@`` in a cell is undone so that a cross-reference there stays one.
+    """
+    inner = ""
+    if mime == "text/html":
+        text = _text(data)
+        m = re.search(r"<caption[^>]*>(.*?)</caption>", text, re.S | re.I)
+        if m:
+            inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
+            data = text[: m.start()] + text[m.end() :]
+    is_wide = mime == "text/html" and table_width_chars(_text(data)) > PORTRAIT_CHARS
+    table = _block_markdown(mime, data, site, label).strip("\n")
+    table = re.sub(r"\\@((?:fig|tbl|sec|eq)-)", r"@\1", table)
+    return table, (f"{caption} [{inner}]" if inner else caption), is_wide
+
+
 def _resolve_embeds(
     body: str,
     article_dir: Path,
@@ -495,24 +517,10 @@ def _resolve_embeds(
             tables = [(mime, d) for mime, d in outs if mime in ("text/markdown", "text/html")]
             if not tables:
                 raise EmbedError(f"{where}: cell {label!r} of {nb_path} has no HTML/Markdown table")
-            mime, data = tables[0]
-            inner = ""
-            if mime == "text/html":
-                # A pandas Styler caption (the data's provenance, see crlm_lib.reporting) joins
-                # the numbered caption: pandoc attaches one caption per table.
-                html = _text(data)
-                m = re.search(r"<caption[^>]*>(.*?)</caption>", html, re.S | re.I)
-                if m:
-                    inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
-                    data = html[: m.start()] + html[m.end() :]
-            if wide is not None and table_width_chars(_text(data)) > PORTRAIT_CHARS:
-                wide.add(label)
-            table = _block_markdown(mime, data, site, label).strip("\n")
-            # pandoc escapes a leading @ in cells; a cross-reference there must stay one
-            table = re.sub(r"\\@((?:fig|tbl|sec|eq)-)", r"@\1", table)
             cap = f"Table {numbers[label]}: {opts.get('tbl-cap', '')}".rstrip(": ")
-            if inner:
-                cap = f"{cap} [{inner}]"
+            table, cap, is_wide = _table_markdown(*tables[0], cap, site, label)
+            if wide is not None and is_wide:
+                wide.add(label)
             return f"\n\n::: {{#{label}}}\n{table}\n\n: {cap}\n:::{source_link}\n\n"
         blocks = [
             _block_markdown(mime, d, site, f"{nb_path.stem}-{label}-{i}")
@@ -687,6 +695,21 @@ def _notebook_pages(
     return links
 
 
+def _colophon_html(pdf: Path, pdf_error: str, links: list[str]) -> str:
+    """The article's closing colophon: how it was rendered, the PDF (or why there is none)
+    and the notebook pages."""
+    formats = (
+        '<a href="index.pdf">PDF (Typst)</a>'
+        if pdf.is_file()
+        else f"PDF not produced ({html.escape(pdf_error)})"
+    )
+    return (
+        f'<section class="colophon" id="colophon"><h2>Colophon</h2><p>{OFFLINE_NOTE} '
+        f"{_COLOPHON}<br>Other formats: {formats}<br>Notebooks: {' · '.join(links) or 'none'}"
+        "</p></section>\n"
+    )
+
+
 def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     """Render a staged Quarto manuscript project with pandoc and Typst (no Quarto).
 
@@ -737,19 +760,9 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     # PDF before HTML, so that the HTML links it only when it exists.
     pdf, pdf_error = _render_pdf(markdown, common, site_dir)
     links = _notebook_pages(project_dir, manuscript, used, site, site_dir)
-    formats = (
-        '<a href="index.pdf">PDF (Typst)</a>'
-        if pdf.is_file()
-        else f"PDF not produced ({html.escape(pdf_error)})"
-    )
-    colophon = (
-        f'<section class="colophon" id="colophon"><h2>Colophon</h2><p>{OFFLINE_NOTE} '
-        f"{_COLOPHON}<br>Other formats: {formats}<br>"
-        f"Notebooks: {' · '.join(links) or 'none'}</p></section>\n"
-    )
     out = _pandoc([*common, "--to=html", "--standalone", "--mathml", "--toc"], html_text, site_dir)
     out = out.replace("</head>", _CSS + "</head>", 1)
-    out = out.replace("</body>", colophon + "</body>", 1)
+    out = out.replace("</body>", _colophon_html(pdf, pdf_error, links) + "</body>", 1)
     (site_dir / "index.html").write_text(out, encoding="utf-8")
     meta_file.unlink()
     return site_dir / "index.html"
