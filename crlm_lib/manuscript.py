@@ -394,6 +394,11 @@ def _number_floats(body: str) -> dict[str, str]:
 #: Characters of 8-point table text that fit across a portrait page of the PDF; a table whose
 #: natural width (:func:`table_width_chars`) is larger is set on a landscape page.
 PORTRAIT_CHARS = 110
+#: Captions as their text only (the "Table N:" prefix is in it), never split across pages
+#: and kept on the page of what follows them (a table's first rows).
+_TYPST_CAPTION = "#show figure.caption: it => block(breakable: false, sticky: true, it.body)\n"
+#: A landscape page for a wide table, with narrower side margins than the article's.
+_LANDSCAPE = "#page(flipped: true, margin: (x: 0.6in, y: 1in))"
 #: Longest cell, in characters, that counts at full length: a longer cell wraps in its column.
 _CELL_WRAP_CHARS = 28
 _TYPST_TABLE_RULES = """#show figure.where(kind: table): set block(breakable: true)
@@ -429,29 +434,39 @@ def table_width_chars(html_text: str) -> int:
     return sum(widths.values()) + 2 * len(widths)
 
 
-def _typst_layout(typ: str, landscape: set[str]) -> str:
-    """Pandoc's Typst with the manuscript's table layout: tables in 8-point text that may break
-    across pages, columns sized by their content (pandoc's percentage widths squeeze cells
-    until they overprint), and each table labelled in ``landscape`` on its own flipped page."""
+def _typst_layout(typ: str, shapes: dict[str, tuple[int, int]]) -> str:
+    """Pandoc's Typst with the manuscript's table layout.
+
+    Tables in 8-point text, left-aligned, columns sized by their content (pandoc's percentage
+    widths squeeze cells until they overprint), free to break across pages (the header row
+    repeats; the caption is kept whole and with the table by :data:`_TYPST_CAPTION`); a table
+    wider than :data:`PORTRAIT_CHARS` on its own flipped (landscape) page. ``shapes``: label
+    -> (width in characters, rows), from :func:`_resolve_embeds`.
+    """
     typ = re.sub(
         r"columns: \(((?:[\d.]+%,?\s*)+)\)",
         lambda m: f"columns: {len(re.findall(r'%', m.group(1)))}",
         typ,
     )
-    for label in sorted(landscape):
+    typ = re.sub(
+        r"align: \(((?:auto,)+)\)", lambda m: f"align: ({'left,' * m.group(1).count(',')})", typ
+    )
+    for label, (width, _) in sorted(shapes.items()):
         end = typ.find(f"] <{label}>")
         start = typ.rfind("#block[\n#figure(", 0, end)
         if end < 0 or start < 0:
             continue
-        stop = end + len(f"] <{label}>")
-        typ = f"{typ[:start]}#page(flipped: true)[\n{typ[start:stop]}\n]{typ[stop:]}"
+        if width > PORTRAIT_CHARS:
+            stop = end + len(f"] <{label}>")
+            typ = f"{typ[:start]}{_LANDSCAPE}[\n{typ[start:stop]}\n]{typ[stop:]}"
     return _TYPST_TABLE_RULES + typ
 
 
 def _table_markdown(
     mime: str, data: Any, caption: str, site: _Site, label: str
-) -> tuple[str, str, bool]:
-    """A table output as Markdown: ``(table, caption, wider than a portrait page)``.
+) -> tuple[str, str, tuple[int, int]]:
+    """A table output as Markdown: ``(table, caption, (width in characters, rows))`` (the
+    shape is ``(0, 0)`` for a Markdown output).
 
     A pandas Styler caption (the data's provenance, see :mod:`crlm_lib.reporting`) joins the
     numbered ``caption`` in brackets: pandoc attaches one caption per table. Pandoc's escaped
@@ -464,10 +479,10 @@ def _table_markdown(
         if m:
             inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
             data = text[: m.start()] + text[m.end() :]
-    is_wide = mime == "text/html" and table_width_chars(_text(data)) > PORTRAIT_CHARS
+    shape = (table_width_chars(_text(data)), len(_html_rows(_text(data))))
     table = _block_markdown(mime, data, site, label).strip("\n")
     table = re.sub(r"\\@((?:fig|tbl|sec|eq)-)", r"@\1", table)
-    return table, (f"{caption} [{inner}]" if inner else caption), is_wide
+    return table, (f"{caption} [{inner}]" if inner else caption), shape
 
 
 def _resolve_embeds(
@@ -476,11 +491,11 @@ def _resolve_embeds(
     site: _Site,
     numbers: dict[str, str],
     target: str,
-    wide: set[str] | None = None,
+    shapes: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[str, set[Path]]:
-    """Replace every ``embed`` shortcode by Markdown; a ``tbl-`` label whose table is wider
-    than a portrait page (:func:`table_width_chars` > :data:`PORTRAIT_CHARS`) is added to
-    ``wide`` (the PDF sets it on a landscape page)."""
+    """Replace every ``embed`` shortcode by Markdown; each embedded table's width in
+    characters (:func:`table_width_chars`) and rows go to ``shapes`` by label (the PDF's
+    layout, :func:`_typst_layout`, reads them)."""
     cache: dict[Path, dict] = {}
     used: set[Path] = set()
 
@@ -518,9 +533,9 @@ def _resolve_embeds(
             if not tables:
                 raise EmbedError(f"{where}: cell {label!r} of {nb_path} has no HTML/Markdown table")
             cap = f"Table {numbers[label]}: {opts.get('tbl-cap', '')}".rstrip(": ")
-            table, cap, is_wide = _table_markdown(*tables[0], cap, site, label)
-            if wide is not None and is_wide:
-                wide.add(label)
+            table, cap, shape = _table_markdown(*tables[0], cap, site, label)
+            if shapes is not None:
+                shapes[label] = shape
             return f"\n\n::: {{#{label}}}\n{table}\n\n: {cap}\n:::{source_link}\n\n"
         blocks = [
             _block_markdown(mime, d, site, f"{nb_path.stem}-{label}-{i}")
@@ -636,7 +651,7 @@ def _notebook_page(nb_path: Path, title: str, site: _Site) -> str:
 
 
 def _render_pdf(
-    markdown: Callable[[str, set[str]], tuple[str, set[Path]]], common: list[str], site_dir: Path
+    markdown: Callable[[str, dict], tuple[str, set[Path]]], common: list[str], site_dir: Path
 ) -> tuple[Path, str]:
     """``index.pdf`` through pandoc's Typst writer and the ``typst`` package: ``(path, "")``,
     or ``(path, error)`` with no file when Typst fails (the HTML is kept either way). Tables
@@ -646,16 +661,16 @@ def _render_pdf(
     try:
         import typst
 
-        landscape: set[str] = set()
-        typ_text, _ = markdown("typst", landscape)
+        shapes: dict[str, tuple[int, int]] = {}
+        typ_text, _ = markdown("typst", shapes)
         if not re.search(r"^:::+\s*\{#refs\b", typ_text, re.M):  # the references come first
             typ_text += "\n\n# References {.unnumbered}\n\n::: {#refs}\n:::\n"
         typ_text += f"\n\n# Colophon {{.unnumbered}}\n\n{OFFLINE_NOTE} {_COLOPHON}\n"
         typ = _pandoc([*common, "--to=typst", "--standalone"], typ_text, site_dir)
-        typ = _typst_layout(typ, landscape)
-        typ = typ.replace("#set par(", "#show figure.caption: it => it.body\n#set par(", 1)
+        typ = _typst_layout(typ, shapes)
+        typ = typ.replace("#set par(", _TYPST_CAPTION + "#set par(", 1)
         if "#show figure.caption" not in typ:
-            typ = "#show figure.caption: it => it.body\n" + typ
+            typ = _TYPST_CAPTION + typ
         typ_file = site_dir / "index.typ"
         typ_file.write_text(typ, encoding="utf-8")
         typst.compile(str(typ_file), output=str(pdf), root=str(site_dir))
@@ -747,9 +762,9 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     body, kept = _mask_code(body)
     numbers = _number_floats(body)
 
-    def markdown(target: str, wide: set[str] | None = None) -> tuple[str, set[Path]]:
+    def markdown(target: str, shapes: dict | None = None) -> tuple[str, set[Path]]:
         text = _resolve_native_floats(body, numbers)  # before embeds add their own floats
-        text, used = _resolve_embeds(text, article.parent, site, numbers, target, wide)
+        text, used = _resolve_embeds(text, article.parent, site, numbers, target, shapes)
         text = _drop_shortcodes(_resolve_xrefs(text, numbers))
         return _unmask_code(text, kept), used
 

@@ -379,12 +379,15 @@ def test_pdf_table_problems_name_the_missing_number():
 def test_wide_table_gets_a_landscape_page_and_columns_sized_by_content():
     typ = (
         "#block[\n#figure(\n  align(center)[#table(\n    columns: (20%, 53.33%, 26.67%),\n"
+        "    align: (auto,auto,auto,),\n"
         "  )]\n  , kind: table\n  )\n\n] <tbl-wide>\nText after."
     )
-    out = manuscript._typst_layout(typ, {"tbl-wide"})
+    out = manuscript._typst_layout(typ, {"tbl-wide": (manuscript.PORTRAIT_CHARS + 1, 3)})
     assert "columns: 3," in out and "%," not in out
-    assert "#page(flipped: true)[\n#block[" in out and "] <tbl-wide>\n]\nText after." in out
+    assert f"{manuscript._LANDSCAPE}[\n#block[" in out and "] <tbl-wide>\n]\nText after." in out
     assert "set block(breakable: true)" in out
+    portrait = manuscript._typst_layout(typ, {"tbl-wide": (20, 40)})
+    assert "#page(" not in portrait and "align: (left,left,left,)" in portrait
     narrow = "<table><thead><tr><th>model</th><th>C</th></tr></thead><tbody><tr><td>Cox</td><td>0.7</td></tr></tbody></table>"
     assert manuscript.table_width_chars(narrow) < manuscript.PORTRAIT_CHARS
 

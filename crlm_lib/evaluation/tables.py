@@ -80,11 +80,15 @@ POINT_LABELS: dict[str, str] = {
 
 
 def pretty(table: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Rename metric keys (columns) and model keys (index) of a wide table for people
-    (``labels`` first, e.g. :data:`POINT_LABELS`, then :data:`METRIC_LABELS`)."""
+    """Rename metric keys (columns) and model keys (index, named ``model`` when unnamed) of a
+    wide table for people (``labels`` first, e.g. :data:`POINT_LABELS`, then
+    :data:`METRIC_LABELS`)."""
     names = {**METRIC_LABELS, **(labels or {})}
     out = table.rename(columns=lambda c: names.get(c, c))
-    return out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
+    out = out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
+    if out.index.nlevels == 1 and out.index.name is None:
+        out = out.rename_axis("model")
+    return out
 
 
 def wide_table(
