@@ -75,6 +75,10 @@ import yaml
 from crlm_lib.errors import CRLMUserError
 
 OFFLINE_NOTE = "Rendered offline with the pandoc/Typst fallback; Quarto was not available."
+_COLOPHON = (
+    "Figures, tables and numbers are embedded from the executed notebooks as Quarto would; "
+    "layout details differ."
+)
 NOTEBOOKS: tuple[str, ...] = (
     "01_preprocess.ipynb",
     "02_train_4d_acfnet.ipynb",
@@ -108,8 +112,9 @@ figcaption,caption{font-size:.9em;color:#444;text-align:left;margin:.4em 0}
 table{border-collapse:collapse;margin:1em auto;font-size:.85em}
 th,td{border-bottom:1px solid #ccc;padding:.25em .6em;text-align:right}
 thead th{border-bottom:2px solid #444}
-.render-note{background:#fff4d6;border:1px solid #e0b84a;padding:.6em 1em;margin:1em 0;
-font:14px/1.4 Helvetica,Arial,sans-serif}
+div[id^="tbl-"]{overflow-x:auto}
+.colophon{border-top:1px solid #ccc;margin-top:2em;padding-top:.6em;
+font:14px/1.4 Helvetica,Arial,sans-serif;color:#444}
 .embed-source{display:block;font-size:.8em;color:#666;text-align:right}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
 </style>
@@ -194,11 +199,16 @@ def _text(data: Any) -> str:
 
 
 def _html_to_markdown(html_text: str) -> str:
+    """An HTML table as a Markdown *pipe* table: one line per row, so that rewriting a cell
+    (a cross-reference becoming a link) cannot shift the columns of an aligned table."""
     import pypandoc
 
     html_text = re.sub(r"<style.*?</style>", "", html_text, flags=re.S | re.I)  # pandas' CSS
     return pypandoc.convert_text(
-        html_text, "markdown", format="html-native_divs-native_spans", extra_args=["--wrap=none"]
+        html_text,
+        "markdown-simple_tables-multiline_tables-grid_tables",
+        format="html-native_divs-native_spans",
+        extra_args=["--wrap=none"],
     )
 
 
@@ -381,9 +391,111 @@ def _number_floats(body: str) -> dict[str, str]:
     return numbers
 
 
+#: Characters of 8-point table text that fit across a portrait page of the PDF; a table whose
+#: natural width (:func:`table_width_chars`) is larger is set on a landscape page.
+PORTRAIT_CHARS = 110
+#: Captions as their text only (the "Table N:" prefix is in it), never split across pages
+#: and kept on the page of what follows them (a table's first rows).
+_TYPST_CAPTION = "#show figure.caption: it => block(breakable: false, sticky: true, it.body)\n"
+#: A landscape page for a wide table, with narrower side margins than the article's.
+_LANDSCAPE = "#page(flipped: true, margin: (x: 0.6in, y: 1in))"
+#: Longest cell, in characters, that counts at full length: a longer cell wraps in its column.
+_CELL_WRAP_CHARS = 28
+_TYPST_TABLE_RULES = """#show figure.where(kind: table): set block(breakable: true)
+#show table: set text(size: 8pt)
+#show table: set par(justify: false)
+#set table(inset: (x: 3pt, y: 2.5pt))
+"""
+
+
+def _html_rows(html_text: str) -> list[list[str]]:
+    """The text of every cell of every ``<tr>`` of an HTML table (tags stripped)."""
+    rows = []
+    for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", html_text, re.S | re.I):
+        cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr, re.S | re.I)
+        rows.append([" ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split()) for c in cells])
+    return rows
+
+
+def table_width_chars(html_text: str) -> int:
+    """Natural width of an HTML table in characters: per column the longest body cell (at
+    most :data:`_CELL_WRAP_CHARS`, a longer one wraps) or the header's longest word, plus two
+    characters of padding per column."""
+    rows = _html_rows(html_text)
+    if not rows:
+        return 0
+    widths: dict[int, int] = {}
+    head = "<thead" in html_text.lower()
+    for r, row in enumerate(rows):
+        for c, text in enumerate(row):
+            words = text.split() or [""]
+            need = max(map(len, words)) if (head and r == 0) else min(len(text), _CELL_WRAP_CHARS)
+            widths[c] = max(widths.get(c, 0), max(need, max(map(len, words))))
+    return sum(widths.values()) + 2 * len(widths)
+
+
+def _typst_layout(typ: str, shapes: dict[str, tuple[int, int]]) -> str:
+    """Pandoc's Typst with the manuscript's table layout.
+
+    Tables in 8-point text, left-aligned, columns sized by their content (pandoc's percentage
+    widths squeeze cells until they overprint), free to break across pages (the header row
+    repeats; the caption is kept whole and with the table by :data:`_TYPST_CAPTION`); a table
+    wider than :data:`PORTRAIT_CHARS` on its own flipped (landscape) page. ``shapes``: label
+    -> (width in characters, rows), from :func:`_resolve_embeds`.
+    """
+    typ = re.sub(
+        r"columns: \(((?:[\d.]+%,?\s*)+)\)",
+        lambda m: f"columns: {len(re.findall(r'%', m.group(1)))}",
+        typ,
+    )
+    typ = re.sub(
+        r"align: \(((?:auto,)+)\)", lambda m: f"align: ({'left,' * m.group(1).count(',')})", typ
+    )
+    for label, (width, _) in sorted(shapes.items()):
+        end = typ.find(f"] <{label}>")
+        start = typ.rfind("#block[\n#figure(", 0, end)
+        if end < 0 or start < 0:
+            continue
+        if width > PORTRAIT_CHARS:
+            stop = end + len(f"] <{label}>")
+            typ = f"{typ[:start]}{_LANDSCAPE}[\n{typ[start:stop]}\n]{typ[stop:]}"
+    return _TYPST_TABLE_RULES + typ
+
+
+def _table_markdown(
+    mime: str, data: Any, caption: str, site: _Site, label: str
+) -> tuple[str, str, tuple[int, int]]:
+    """A table output as Markdown: ``(table, caption, (width in characters, rows))`` (the
+    shape is ``(0, 0)`` for a Markdown output).
+
+    A pandas Styler caption (the data's provenance, see :mod:`crlm_lib.reporting`) joins the
+    numbered ``caption`` in brackets: pandoc attaches one caption per table. Pandoc's escaped
+    ``\\@`` in a cell is undone so that a cross-reference there stays one.
+    """
+    inner = ""
+    if mime == "text/html":
+        text = _text(data)
+        m = re.search(r"<caption[^>]*>(.*?)</caption>", text, re.S | re.I)
+        if m:
+            inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
+            data = text[: m.start()] + text[m.end() :]
+    shape = (table_width_chars(_text(data)), len(_html_rows(_text(data))))
+    table = _block_markdown(mime, data, site, label).strip("\n")
+    table = re.sub(r"\\@((?:fig|tbl|sec|eq)-)", r"@\1", table)
+    return table, (f"{caption} [{inner}]" if inner else caption), shape
+
+
 def _resolve_embeds(
-    body: str, article_dir: Path, site: _Site, numbers: dict[str, str], target: str
+    body: str,
+    article_dir: Path,
+    site: _Site,
+    numbers: dict[str, str],
+    target: str,
+    shapes: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[str, set[Path]]:
+    """Replace every ``embed`` shortcode by Markdown; each embedded table's width in
+    characters (:func:`table_width_chars`) and rows go to ``shapes`` by label (the PDF's
+    layout, :func:`_typst_layout`, reads them)."""
     cache: dict[Path, dict] = {}
     used: set[Path] = set()
 
@@ -420,20 +532,10 @@ def _resolve_embeds(
             tables = [(mime, d) for mime, d in outs if mime in ("text/markdown", "text/html")]
             if not tables:
                 raise EmbedError(f"{where}: cell {label!r} of {nb_path} has no HTML/Markdown table")
-            mime, data = tables[0]
-            inner = ""
-            if mime == "text/html":
-                # A pandas Styler caption (the data's provenance, see crlm_lib.reporting) joins
-                # the numbered caption: pandoc attaches one caption per table.
-                html = _text(data)
-                m = re.search(r"<caption[^>]*>(.*?)</caption>", html, re.S | re.I)
-                if m:
-                    inner = " ".join(re.sub(r"<[^>]+>", "", m.group(1)).split())
-                    data = html[: m.start()] + html[m.end() :]
-            table = _block_markdown(mime, data, site, label).strip("\n")
             cap = f"Table {numbers[label]}: {opts.get('tbl-cap', '')}".rstrip(": ")
-            if inner:
-                cap = f"{cap} [{inner}]"
+            table, cap, shape = _table_markdown(*tables[0], cap, site, label)
+            if shapes is not None:
+                shapes[label] = shape
             return f"\n\n::: {{#{label}}}\n{table}\n\n: {cap}\n:::{source_link}\n\n"
         blocks = [
             _block_markdown(mime, d, site, f"{nb_path.stem}-{label}-{i}")
@@ -549,21 +651,26 @@ def _notebook_page(nb_path: Path, title: str, site: _Site) -> str:
 
 
 def _render_pdf(
-    markdown: Callable[[str], tuple[str, set[Path]]], common: list[str], site_dir: Path
+    markdown: Callable[[str, dict], tuple[str, set[Path]]], common: list[str], site_dir: Path
 ) -> tuple[Path, str]:
     """``index.pdf`` through pandoc's Typst writer and the ``typst`` package: ``(path, "")``,
-    or ``(path, error)`` with no file when Typst fails (the HTML is kept either way)."""
+    or ``(path, error)`` with no file when Typst fails (the HTML is kept either way). Tables
+    follow :func:`_typst_layout`; the offline note closes the document as its colophon."""
     pdf = site_dir / "index.pdf"
     pdf_error = ""
     try:
         import typst
 
-        typ_text, _ = markdown("typst")
-        typ_text = f"_{OFFLINE_NOTE}_\n\n{typ_text}"
+        shapes: dict[str, tuple[int, int]] = {}
+        typ_text, _ = markdown("typst", shapes)
+        if not re.search(r"^:::+\s*\{#refs\b", typ_text, re.M):  # the references come first
+            typ_text += "\n\n# References {.unnumbered}\n\n::: {#refs}\n:::\n"
+        typ_text += f"\n\n# Colophon {{.unnumbered}}\n\n{OFFLINE_NOTE} {_COLOPHON}\n"
         typ = _pandoc([*common, "--to=typst", "--standalone"], typ_text, site_dir)
-        typ = typ.replace("#set par(", "#show figure.caption: it => it.body\n#set par(", 1)
+        typ = _typst_layout(typ, shapes)
+        typ = typ.replace("#set par(", _TYPST_CAPTION + "#set par(", 1)
         if "#show figure.caption" not in typ:
-            typ = "#show figure.caption: it => it.body\n" + typ
+            typ = _TYPST_CAPTION + typ
         typ_file = site_dir / "index.typ"
         typ_file.write_text(typ, encoding="utf-8")
         typst.compile(str(typ_file), output=str(pdf), root=str(site_dir))
@@ -603,6 +710,21 @@ def _notebook_pages(
     return links
 
 
+def _colophon_html(pdf: Path, pdf_error: str, links: list[str]) -> str:
+    """The article's closing colophon: how it was rendered, the PDF (or why there is none)
+    and the notebook pages."""
+    formats = (
+        '<a href="index.pdf">PDF (Typst)</a>'
+        if pdf.is_file()
+        else f"PDF not produced ({html.escape(pdf_error)})"
+    )
+    return (
+        f'<section class="colophon" id="colophon"><h2>Colophon</h2><p>{OFFLINE_NOTE} '
+        f"{_COLOPHON}<br>Other formats: {formats}<br>Notebooks: {' · '.join(links) or 'none'}"
+        "</p></section>\n"
+    )
+
+
 def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     """Render a staged Quarto manuscript project with pandoc and Typst (no Quarto).
 
@@ -640,9 +762,9 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     body, kept = _mask_code(body)
     numbers = _number_floats(body)
 
-    def markdown(target: str) -> tuple[str, set[Path]]:
+    def markdown(target: str, shapes: dict | None = None) -> tuple[str, set[Path]]:
         text = _resolve_native_floats(body, numbers)  # before embeds add their own floats
-        text, used = _resolve_embeds(text, article.parent, site, numbers, target)
+        text, used = _resolve_embeds(text, article.parent, site, numbers, target, shapes)
         text = _drop_shortcodes(_resolve_xrefs(text, numbers))
         return _unmask_code(text, kept), used
 
@@ -653,19 +775,9 @@ def render_offline(project_dir: Path | str, site_dir: Path | str) -> Path:
     # PDF before HTML, so that the HTML links it only when it exists.
     pdf, pdf_error = _render_pdf(markdown, common, site_dir)
     links = _notebook_pages(project_dir, manuscript, used, site, site_dir)
-    formats = (
-        '<a href="index.pdf">PDF (Typst)</a>'
-        if pdf.is_file()
-        else f"PDF not produced ({html.escape(pdf_error)})"
-    )
-    banner = (
-        f'<div class="render-note"><strong>{OFFLINE_NOTE}</strong> Figures, tables and numbers are '
-        f"embedded from the executed notebooks as Quarto would; layout details differ.<br>"
-        f"Other formats: {formats}<br>Notebooks: {' · '.join(links) or 'none'}</div>\n"
-    )
     out = _pandoc([*common, "--to=html", "--standalone", "--mathml", "--toc"], html_text, site_dir)
     out = out.replace("</head>", _CSS + "</head>", 1)
-    out = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + banner, out, count=1)
+    out = out.replace("</body>", _colophon_html(pdf, pdf_error, links) + "</body>", 1)
     (site_dir / "index.html").write_text(out, encoding="utf-8")
     meta_file.unlink()
     return site_dir / "index.html"
@@ -828,6 +940,75 @@ def check_site(site_dir: Path | str, phi_values: list[str] | tuple[str, ...] = (
     return problems
 
 
+_NUMBER_RE = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+_PDF_CAPTION_RE = re.compile(r"^\s*(Table|Figure) (\d+):", re.M)
+
+
+def _numbers(text: str) -> list[str]:
+    return _NUMBER_RE.findall(text.replace("\u2212", "-"))
+
+
+def article_tables(index_html: str) -> dict[str, list[list[str]]]:
+    """Every numbered table of a rendered article: caption number -> its cells' text by row
+    (the caption's ``Table N:`` prefix gives the number)."""
+    tables: dict[str, list[list[str]]] = {}
+    for m in re.finditer(r"<table[^>]*>(.*?)</table>", index_html, re.S | re.I):
+        cap = re.search(r"<caption[^>]*>(.*?)</caption>", m.group(1), re.S | re.I)
+        number = re.search(r"Table(?:&nbsp;|\s|\xa0)+(\d+):", cap.group(1)) if cap else None
+        if number:
+            body = m.group(1)[cap.end() :]
+            tables[number.group(1)] = _html_rows(body)
+    return tables
+
+
+def pdf_table_problems(index_html: str, pdf_text: str) -> list[str]:
+    """Numbers of the article's tables that the PDF does not print under the same table.
+
+    ``pdf_text`` is ``pdftotext -layout`` of the PDF. For table N the PDF region runs from its
+    caption ``Table N:`` to the next table or figure caption; every number of every cell of
+    the HTML table (``0.712``, ``17,215,147``; a minus sign counts as ``-``) must appear there
+    at least as often as in the table. A table cut at the page edge, a row pushed off the
+    page or two cells printed over each other fail. Problems name the table, row and number.
+    """
+    caps = list(_PDF_CAPTION_RE.finditer(pdf_text))
+    problems = []
+    for number, rows in article_tables(index_html).items():
+        starts = [i for i, c in enumerate(caps) if c.group(1) == "Table" and c.group(2) == number]
+        if not starts:
+            problems.append(f"Table {number}: caption not found in the PDF text")
+            continue
+        i = starts[0]
+        stop = caps[i + 1].start() if i + 1 < len(caps) else len(pdf_text)
+        found = _numbers(pdf_text[caps[i].start() : stop])
+        counts: dict[str, int] = {}
+        for row in rows:
+            for cell in row:
+                for num in _numbers(cell):
+                    counts[num] = counts.get(num, 0) + 1
+                    if found.count(num) < counts[num]:
+                        problems.append(
+                            f"Table {number}: {num} of row {' | '.join(row)[:80]!r} "
+                            "is missing from the PDF"
+                        )
+    return problems
+
+
+def check_pdf_tables(site_dir: Path | str) -> list[str]:
+    """:func:`pdf_table_problems` of a rendered site (``index.html`` against ``index.pdf``
+    through ``pdftotext -layout``); an empty list when either file or ``pdftotext`` (poppler)
+    is missing."""
+    site_dir = Path(site_dir)
+    pdf, page = site_dir / "index.pdf", site_dir / "index.html"
+    exe = shutil.which("pdftotext")
+    if not (exe and pdf.is_file() and page.is_file()):
+        return []
+    proc = subprocess.run([exe, "-layout", str(pdf), "-"], capture_output=True, text=True)
+    if proc.returncode:
+        return [f"{pdf}: pdftotext failed: {proc.stderr.strip()[:200]}"]
+    html_text = page.read_text(encoding="utf-8", errors="ignore")
+    return [f"{pdf}: {p}" for p in pdf_table_problems(html_text, proc.stdout)]
+
+
 def check_manuscript(
     index_html: Path | str, article: Path | str, phi: Sequence[str] = ()
 ) -> list[str]:
@@ -836,10 +1017,11 @@ def check_manuscript(
 
     ``make test`` runs it on the smoke-profile site with the synthetic cohort's fake PHI
     values (``crlm render --check``): a rendered site that lost an embed, or that shows a
-    patient name or birth date, fails the build.
+    patient name or birth date, fails the build; so does a PDF table that lost a number
+    (:func:`check_pdf_tables`, where ``pdftotext`` is installed).
     """
     index_html = Path(index_html)
-    problems = check_site(index_html.parent, list(phi))
+    problems = check_site(index_html.parent, list(phi)) + check_pdf_tables(index_html.parent)
     if not index_html.is_file():
         return problems
     page = index_html.read_text(encoding="utf-8", errors="ignore")

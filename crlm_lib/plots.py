@@ -17,6 +17,7 @@ contours with a legend, axes named with units.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,9 @@ def read_histories(
     return out
 
 
+_AGREEMENT_MARKERS = ("o", "^", "s", "D")
+
+
 def plot_modality_agreement(histories: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
     """Cosine agreement of the embeddings per epoch, training and validation.
 
@@ -189,11 +193,16 @@ def plot_modality_agreement(histories: dict[str, pd.DataFrame], title: str = "")
     columns = (("cos_img_recon", "cos(h_img, h_recon)"), ("cos_img_clin", "cos(h_img, h_clin)"))
     for ax, (col, label) in zip(axes, columns, strict=True):
         for i, (key, hist) in enumerate(histories.items()):
-            colour = f"C{i}"
-            for split, style in (("train", "-o"), ("val", "--s")):
+            # runs that coincide stay visible: the first is drawn wide and filled, each later
+            # one narrower, with its own marker shape, hollow, on top
+            marker = _AGREEMENT_MARKERS[i % len(_AGREEMENT_MARKERS)]
+            width = max(3.0 - 1.2 * i, 1.0)
+            for split, line in (("train", "-"), ("val", "--")):
                 name = f"{split}_{col}"
                 if name in hist:
-                    ax.plot(hist["epoch"], hist[name], style, color=colour,
+                    ax.plot(hist["epoch"], hist[name], line, marker=marker, color=f"C{i}",
+                            lw=width, ms=4 + 3 * (i == 0), mfc="none" if i else f"C{i}",
+                            zorder=2 + i,
                             label=f"{key} ({'training' if split == 'train' else 'validation'})")  # fmt: skip
         ax.axhline(0.0, color="grey", lw=0.6)
         ax.set_ylim(-1.05, 1.05)
@@ -453,6 +462,11 @@ def attention_over_years(
 def _shap_figure(expl, max_display: int, title: str | None, xlabel: str, draw) -> plt.Figure:
     """One axis sized for ``max_display`` features, drawn by ``draw(ax)`` (a ``shap.plots``
     function), with ``xlabel`` and ``title``."""
+    from crlm_lib.data.clinical import predictor_label
+
+    if getattr(expl, "feature_names", None) is not None:
+        expl = copy.copy(expl)
+        expl.feature_names = [predictor_label(n) for n in expl.feature_names]
     fig, ax = plt.subplots(figsize=(7, 0.35 * min(max_display, expl.values.shape[1]) + 1.8))
     draw(ax)
     ax.set_xlabel(xlabel)
@@ -521,8 +535,9 @@ def plot_calibration(table: pd.DataFrame, title: str = "", ax=None):
         a.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
         a.set_xlim(0, 1)
         a.set_ylim(0, 1)
-        a.set_xlabel(f"predicted risk by {h:g} years")
-        a.set_ylabel(f"observed risk by {h:g} years (Kaplan–Meier)")
+        span = f"{h:g} year" + ("" if h == 1 else "s")
+        a.set_xlabel(f"predicted risk by {span}")
+        a.set_ylabel(f"observed risk by {span} (Kaplan–Meier)")
         a.set_title(f"{h:g}-year horizon")
     if title:
         fig.suptitle(title)

@@ -10,20 +10,148 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crlm_lib import atomic
 
+#: Headers and cell values shown to people instead of the keys the library uses (a key not
+#: listed here is shown with its underscores as spaces, see :func:`display_label`).
+DISPLAY_LABELS: dict[str, str] = {
+    "patient_id": "patient",
+    "centre_method": "window centred by",
+    "portal_skeleton": "portal-vein skeleton",
+    "os": "Harrell's C, OS",
+    "dfs": "Harrell's C, DFS",
+    "image_effect": "image effect (default)",
+    "null": "null (no image term)",
+    "n_missing": "score missing, n",
+    "agreement_pct": "agreement (%)",
+    "kappa": "Cohen's kappa",
+    "kappa_quadratic": "Cohen's kappa, quadratic weights",
+    "taa": "TAA",
+    "mse": "MSE (years²)",
+    "mae": "MAE (years)",
+    "c_index_os": "C-index OS",
+    "c_index_dfs": "C-index DFS",
+    "ibs": "IBS OS",
+    "auc_1y_os": "AUC OS 1 y",
+    "within": "within range",
+}
 
-def provenance(study) -> str:
-    """``"synthetic cohort, profile cpu, n = 197"`` for a :class:`crlm_lib.pipeline.Study`."""
-    return f"{study.label} cohort, profile {study.profile.name}, n = {len(study.ids)}"
+
+def display_label(key: object) -> str:
+    """The label people read for a column key or a categorical cell: :data:`DISPLAY_LABELS`,
+    then the evaluation tables' metric labels, else the key with underscores as spaces."""
+    from crlm_lib.evaluation.tables import METRIC_LABELS
+
+    text = str(key)
+    label = DISPLAY_LABELS.get(text) or METRIC_LABELS.get(text)
+    return label if label else text.replace("_", " ")
 
 
-def styled(df: pd.DataFrame, study=None, note: str | None = None, precision: int = 3):
-    """A pandas Styler with numbers rounded and the provenance as the table's inner caption."""
-    caption = " · ".join(x for x in (provenance(study) if study is not None else None, note) if x)
-    sty = df.style.format(precision=precision, na_rep="–")
+def provenance(study, patients: str | None = None) -> str:
+    """``"synthetic cohort, profile cpu, n = 197 patients"`` for a :class:`crlm_lib.pipeline.Study`.
+
+    ``patients`` replaces the default ``"n = <cohort size> patients"`` when a table is computed
+    on fewer patients (e.g. :func:`test_patients` for the papers' split).
+    """
+    who = patients if patients is not None else f"n = {len(study.ids)} patients"
+    return ", ".join(
+        x for x in (f"{study.label} cohort", f"profile {study.profile.name}", who) if x
+    )
+
+
+def test_patients(tidy: pd.DataFrame) -> str:
+    """``"n = 20 test patients (papers' split)"`` from a papers'-split tidy frame (``n_test``)."""
+    n = int(pd.to_numeric(tidy["n_test"]).max())
+    return f"n = {n} test patients (papers' split)"
+
+
+def _is_row_number(index: pd.Index) -> bool:
+    """True for an unnamed integer index (pandas' 0..N-1 row numbers, possibly filtered)."""
+    return index.nlevels == 1 and index.name is None and pd.api.types.is_integer_dtype(index)
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` laid out for a rendered table: one header row of human labels, no index.
+
+    Row labels (the index, every level) become leading columns named by their level names
+    (a value repeated from the row above is left blank, as a grouped row label); an unnamed
+    integer index (row numbers) is dropped; MultiIndex columns are joined into one header
+    (``"level 0, level 1"``); headers and categorical cells go through :func:`display_label`;
+    booleans become ``yes`` / ``no``.
+    """
+    out = df.copy()
+    if isinstance(out.columns, pd.MultiIndex):
+        out.columns = [
+            ", ".join(display_label(x) for x in col if str(x) not in ("", "nan"))
+            for col in out.columns
+        ]
+    out.columns.name = None
+    if _is_row_number(out.index):
+        out = out.reset_index(drop=True)
+    else:
+        names = [n if n is not None else " " * (i + 1) for i, n in enumerate(out.index.names)]
+        out.index.names = names
+        out = out.reset_index()
+        for level in names[:-1]:  # blank a group label repeated from the row above
+            repeated = out[level].eq(out[level].shift())
+            out[level] = out[level].astype(object).where(~repeated, "")
+    out = out.rename(columns=lambda c: display_label(c) if str(c).strip() else c)
+    for col in out.columns:
+        if out[col].dtype == bool:
+            out[col] = out[col].map({True: "yes", False: "no"})
+        elif out[col].dtype == object:  # cell by cell: Series.map would turn ints to floats
+            out[col] = pd.Series(
+                [_display_cell(v) for v in out[col]], index=out.index, dtype=object
+            )
+    return out
+
+
+def _display_cell(value: object) -> object:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and value in DISPLAY_LABELS:
+        return DISPLAY_LABELS[value]
+    return value
+
+
+def _number_formatter(precision: int):
+    """Integers as integers (thousands separated from 10,000), other numbers at ``precision``."""
+
+    def fmt(value: object) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return "–"
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if isinstance(value, (int, np.integer)):
+            return f"{value:,d}" if abs(value) >= 10_000 else f"{value:d}"
+        if isinstance(value, (float, np.floating)):
+            if np.isinf(value):
+                return "not reached" if value > 0 else "−∞"
+            text = f"{value:.{precision}f}"
+            return text.lstrip("-") if float(text) == 0 else text.replace("-", "−")
+        return str(value)
+
+    return fmt
+
+
+def styled(
+    df: pd.DataFrame,
+    study=None,
+    note: str | None = None,
+    precision: int = 3,
+    patients: str | None = None,
+):
+    """A pandas Styler for the manuscript: :func:`display_frame` (labels, no index column),
+    integers as integers, other numbers at ``precision`` decimals, missing values as "–", and
+    the provenance (data, profile, the table's own ``patients``) as its inner caption."""
+    frame = display_frame(df)
+    prov = provenance(study, patients) if study is not None else None
+    caption = " · ".join(x for x in (prov, note) if x)
+    fmt = _number_formatter(precision)
+    sty = frame.style.format(fmt, na_rep="–").hide(axis="index")
     if caption:
         sty = sty.set_caption(caption)
     return sty

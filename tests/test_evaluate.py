@@ -486,3 +486,20 @@ def test_decision_curve_matches_its_definition_and_has_the_references(cv_two_rep
     assert len(fig.axes[0].lines) == 5
     with pytest.raises(ev.EvaluationError, match="none of"):
         ev.decision_curve(cv.predictions, models=("stg",))
+
+
+def test_paired_table_labels_its_columns_and_shows_each_pair_once():
+    diffs = pd.DataFrame(
+        {
+            "model": ["acfnet", "fong", "cox"],
+            "baseline": ["cox", "cox", "fong"],
+            "metric": ["os_c_harrell"] * 3,
+            "estimate": [0.02, 0.14, -0.14],
+            "low": [-0.05, 0.01, -0.29],
+            "high": [0.09, 0.29, -0.01],
+        }
+    )
+    table = ev.paired_table(diffs)
+    assert list(table.columns) == ["Δ C-index OS (Harrell)"]
+    assert len(table) == 2  # "Cox − Fong" is "Fong − Cox" negated: left out
+    assert table.index[1].startswith("Fong") and table.iloc[0, 0] == "+0.020 (−0.050 to +0.090)"

@@ -40,6 +40,12 @@ TBL_CELL = """#| label: tbl-demo
 import pandas as pd
 pd.DataFrame({"model": ["4D-ACFNet", "STAR"], "c_index": [0.712, 0.698]}).set_index("model")
 """
+WIDE_CELL = """#| label: tbl-wide
+#| tbl-cap: "A table wider than a portrait page."
+import pandas as pd
+cols = {f"metric number {k} with a long header": [f"0.{k}12 (0.{k}01–0.{k}99)", f"1{k}.5"] for k in range(1, 10)}
+pd.DataFrame({"model": ["4D-ACFNet + Cox anchor", "See @sec-methods"], **cols})
+"""
 VAL_CELL = """#| label: val-demo-taa
 from IPython.display import Markdown
 Markdown("0.850")
@@ -67,6 +73,8 @@ The accuracy was {{< embed ../notebooks/demo.ipynb#val-demo-taa >}} as reported 
 {{< embed ../notebooks/demo.ipynb#fig-demo >}}
 
 {{< embed ../notebooks/demo.ipynb#tbl-demo echo=true >}}
+
+{{< embed ../notebooks/demo.ipynb#tbl-wide >}}
 
 | a | b |
 |---|---|
@@ -108,6 +116,7 @@ def _executed_notebook() -> dict:
         params,
         nbformat.v4.new_code_cell(FIG_CELL),
         nbformat.v4.new_code_cell(TBL_CELL),
+        nbformat.v4.new_code_cell(WIDE_CELL),
         nbformat.v4.new_code_cell(VAL_CELL),
         nbformat.v4.new_code_cell('print("PHI-IN-OUTPUT-777")'),
     ]
@@ -169,8 +178,8 @@ def test_offline_site_embeds_numbers_and_cites(site):
     assert "Table 1: A demonstration table." in page
     assert "Figure 1: Figure 1" not in page and "dataframe tbody" not in page
     # a table written in the article is numbered after the embedded one
-    assert "Table 2: A native table" in page and 'id="tbl-native"' in page
-    assert re.search(r'<a href="#tbl-native"[^>]*>Table(&nbsp;|\xa0| )2</a>', page)
+    assert "Table 3: A native table" in page and 'id="tbl-native"' in page
+    assert re.search(r'<a href="#tbl-native"[^>]*>Table(&nbsp;|\xa0| )3</a>', page)
     # cross-references become numbered links; the section ref too
     assert re.search(r'<a href="#fig-demo"[^>]*>Figure(&nbsp;|\xa0| )1</a>', page)
     assert re.search(r'<a href="#tbl-demo"[^>]*>Table(&nbsp;|\xa0| )1</a>', page)
@@ -330,3 +339,76 @@ def test_check_manuscript_flags_missing_embeds_and_phi(tmp_path):
     assert not any("fig-a" in p or "val-c" in p for p in problems)
     (site / "index.html").write_text('<div id="fig-a"></div><table id="tbl-b"></table>')
     assert check_manuscript(site / "index.html", article, ["SYNTH^PHI-NAME-1001"]) == []
+
+
+def _pdf_text(pdf: Path) -> str:
+    import subprocess
+
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) not installed")
+    if not pdf.is_file():
+        pytest.skip("typst wheel failed on this machine")
+    return subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True
+    ).stdout
+
+
+def test_pdf_prints_every_number_of_every_table(site):
+    _pdf_text(site / "index.pdf")
+    tables = manuscript.article_tables((site / "index.html").read_text())
+    assert sorted(tables) == ["1", "2", "3"] and any("0.712" in c for r in tables["1"] for c in r)
+    assert manuscript.check_pdf_tables(site) == []
+
+
+def test_pdf_table_problems_name_the_missing_number():
+    page = (
+        "<table><caption>Table 1: demo</caption><thead><tr><th>model</th><th>C</th></tr></thead>"
+        "<tbody><tr><td>STAR</td><td>0.698</td></tr><tr><td>Cox</td><td>0.698</td></tr>"
+        "<tr><td>ResNet</td><td>−0.5</td></tr></tbody></table>"
+    )
+    whole = "Table 1: demo\n model C\n STAR 0.698\n Cox 0.698\n ResNet -0.5\nFigure 1: next"
+    assert manuscript.pdf_table_problems(page, whole) == []
+    cut = "Table 1: demo\n model C\n STAR 0.698\nFigure 1: the row went past the page\n Cox 0.698"
+    problems = manuscript.pdf_table_problems(page, cut)
+    assert len(problems) == 2 and "0.698" in problems[0] and "Cox" in problems[0]
+    assert manuscript.pdf_table_problems(page, "no caption") == [
+        "Table 1: caption not found in the PDF text"
+    ]
+
+
+def test_wide_table_gets_a_landscape_page_and_columns_sized_by_content():
+    typ = (
+        "#block[\n#figure(\n  align(center)[#table(\n    columns: (20%, 53.33%, 26.67%),\n"
+        "    align: (auto,auto,auto,),\n"
+        "  )]\n  , kind: table\n  )\n\n] <tbl-wide>\nText after."
+    )
+    out = manuscript._typst_layout(typ, {"tbl-wide": (manuscript.PORTRAIT_CHARS + 1, 3)})
+    assert "columns: 3," in out and "%," not in out
+    assert f"{manuscript._LANDSCAPE}[\n#block[" in out and "] <tbl-wide>\n]\nText after." in out
+    assert "set block(breakable: true)" in out
+    portrait = manuscript._typst_layout(typ, {"tbl-wide": (20, 40)})
+    assert "#page(" not in portrait and "align: (left,left,left,)" in portrait
+    narrow = "<table><thead><tr><th>model</th><th>C</th></tr></thead><tbody><tr><td>Cox</td><td>0.7</td></tr></tbody></table>"
+    assert manuscript.table_width_chars(narrow) < manuscript.PORTRAIT_CHARS
+
+
+def test_pdf_sets_the_wide_table_landscape(site):
+    import subprocess
+
+    if not shutil.which("pdfinfo") or not (site / "index.pdf").is_file():
+        pytest.skip("pdfinfo (poppler-utils) or the PDF missing")
+    info = subprocess.run(
+        ["pdfinfo", "-f", "1", "-l", "99", str(site / "index.pdf")], capture_output=True, text=True
+    ).stdout
+    sizes = [tuple(map(float, m)) for m in re.findall(r"size:\s+([\d.]+) x ([\d.]+)", info)]
+    assert any(w > h for w, h in sizes) and any(w < h for w, h in sizes)
+
+
+def test_offline_note_is_a_colophon_at_the_end(site):
+    page = (site / "index.html").read_text()
+    assert page.index(OFFLINE_NOTE) > page.index("Annals of Surgery")  # after the references
+    assert 'class="colophon"' in page
+    text = _pdf_text(site / "index.pdf")
+    assert text.index("Colophon") > text.index("Annals of Surgery") > text.index("References")
+    # a cross-reference inside a table cell is resolved, not escaped
+    assert re.search(r'<a href="#sec-methods"[^>]*>Section(&nbsp;|\xa0| )2</a></td>', page)

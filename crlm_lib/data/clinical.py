@@ -197,6 +197,48 @@ PREDICTORS: list[str] = [*PREOPERATIVE_PREDICTORS, *PATHOLOGY_PREDICTORS]
 #: Predictors transformed with log1p before standardisation (right-skewed, ng/mL).
 LOG_PREDICTORS: tuple[str, ...] = ("carcinoembryonic_antigen",)
 
+#: What each predictor is, for figures and tables meant for people (units in brackets). The
+#: encoded names of :func:`encode_predictors` (``sex_female``, ``<name>_missing``) are read
+#: through :func:`predictor_label`.
+PREDICTOR_LABELS: dict[str, str] = {
+    "age": "Age (years)",
+    "sex": "Sex",
+    "sex_female": "Female sex",
+    "major_comorbidity": "Major comorbidity",
+    "body_mass_index": "Body mass index (kg/m²)",
+    "node_positive_primary": "Node-positive primary",
+    "synchronous_crlm": "Synchronous metastases",
+    "multiple_metastases": "More than one metastasis",
+    "clinrisk_score": "Fong clinical risk score (0–5)",
+    "clinrisk_stratified": "Fong score high (3–5)",
+    "carcinoembryonic_antigen": "CEA (log, ng/mL)",
+    "max_tumor_size": "Largest tumour (cm)",
+    "bilobar_disease": "Bilobar disease",
+    "extrahep_disease": "Extrahepatic disease",
+    "chemo_before_liver_resection": "Chemotherapy before resection",
+    "preoperative_pve": "Portal vein embolisation",
+    "steatosis_yesno": "Steatosis",
+    "presence_sinusoidal_dilata": "Sinusoidal dilatation",
+    "NASH_score": "NAFLD activity score (0–8)",
+    "NASH_yesno": "Steatohepatitis (NASH)",
+    "NASH_greater_4": "NAFLD activity score ≥ 4",
+    "total_response_percent": "Pathological response (%)",
+    "necrosis_percent": "Necrosis (%)",
+    "fibrosis_percent": "Fibrosis (%)",
+    "fibrosis_greater_40_percent": "Fibrosis > 40%",
+    "mucin_percent": "Mucin (%)",
+}
+
+
+def predictor_label(name: str) -> str:
+    """The label of a predictor or an encoded feature: ``"clinrisk_stratified"`` ->
+    ``"Fong score high (3–5)"``, ``"max_tumor_size_missing"`` -> ``"Largest tumour (cm)
+    missing"``; an unknown name is shown with its underscores as spaces."""
+    if name.endswith("_missing") and name.removesuffix("_missing") in PREDICTOR_LABELS:
+        return f"{PREDICTOR_LABELS[name.removesuffix('_missing')]} missing"
+    return PREDICTOR_LABELS.get(name, name.replace("_", " "))
+
+
 _YES_NO = "0 = no, 1 = yes"
 #: Unit and coding of every predictor as ``crlm predict`` expects it (``(unit, coding)``; the
 #: codes flagged [A] in the module docstring included): the template of ``crlm predict

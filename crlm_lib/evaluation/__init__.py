@@ -140,6 +140,8 @@ from crlm_lib.evaluation.tables import (
     pretty,
     published_all,
     published_table,
+    published_text,
+    published_wide,
     tripod_checklist,
     wide_table,
 )
@@ -209,6 +211,8 @@ __all__ = [
     "pretty",
     "published_all",
     "published_table",
+    "published_text",
+    "published_wide",
     "run_cv_protocol",
     "run_paper_protocol",
     "split_controls",

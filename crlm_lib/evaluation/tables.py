@@ -80,11 +80,15 @@ POINT_LABELS: dict[str, str] = {
 
 
 def pretty(table: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Rename metric keys (columns) and model keys (index) of a wide table for people
-    (``labels`` first, e.g. :data:`POINT_LABELS`, then :data:`METRIC_LABELS`)."""
+    """Rename metric keys (columns) and model keys (index, named ``model`` when unnamed) of a
+    wide table for people (``labels`` first, e.g. :data:`POINT_LABELS`, then
+    :data:`METRIC_LABELS`)."""
     names = {**METRIC_LABELS, **(labels or {})}
     out = table.rename(columns=lambda c: names.get(c, c))
-    return out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
+    out = out.rename(index=lambda k: model_label(k) if isinstance(k, str) else k)
+    if out.index.nlevels == 1 and out.index.name is None:
+        out = out.rename_axis("model")
+    return out
 
 
 def wide_table(
@@ -118,30 +122,40 @@ def wide_table(
     return wide
 
 
-def _load_published() -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+def _load_published() -> tuple[
+    dict[str, list[dict[str, Any]]], dict[str, str], dict[tuple[str, str, str], str]
+]:
     """``resources/published.csv`` (long form) -> table -> rows ``{"model", metric: value}`` in
-    the file's order, and table -> source."""
+    the file's order, table -> source, and (table, model, metric) -> the value as printed."""
     tables: dict[str, dict[str, dict[str, Any]]] = {}
     sources: dict[str, str] = {}
+    printed: dict[tuple[str, str, str], str] = {}
     for rec in resources.read_rows("published.csv"):
         key = rec["table"]
         sources.setdefault(key, rec["source"])
         row = tables.setdefault(key, {}).setdefault(rec["model"], {"model": rec["model"]})
         row[rec["metric"]] = float(rec["value"])
-    return {key: list(rows.values()) for key, rows in tables.items()}, sources
+        printed[(key, rec["model"], rec["metric"])] = rec["value"]
+    return {key: list(rows.values()) for key, rows in tables.items()}, sources, printed
 
 
 #: Published reference numbers, read from ``crlm_lib/resources/published.csv``: table key ->
 #: rows ``{"model": ..., metric: value}`` (values as the papers print them).
 PUBLISHED: dict[str, list[dict[str, Any]]]
-PUBLISHED, _SOURCES = _load_published()
+PUBLISHED, _SOURCES, _PRINTED = _load_published()
+
+
+def published_text(key: str, model: str, metric: str) -> str | None:
+    """A published number as the paper prints it (``"1.0625"``, ``"0.7000"``: the precision of
+    the source, trailing zeros kept), or ``None`` when the paper does not report it."""
+    return _PRINTED.get((key, model, metric))
 
 
 def published_table(key: str) -> pd.DataFrame:
     """One published table as a DataFrame with a ``source`` column (numbers as printed).
 
     Keys: ``acfnet_table1``, ``acfnet_table2``, ``star_table1``, ``star_table2``, ``stg``,
-    ``dypro``, ``radiomics``. Published TAA/MSE/MAE come from one 20-patient test split and
+    ``dypro``. Published TAA/MSE/MAE come from one 20-patient test split and
     ignore censoring; they are shown beside, never inside, our tables.
     """
     if key not in PUBLISHED:
@@ -152,7 +166,8 @@ def published_table(key: str) -> pd.DataFrame:
 
 
 def published_all() -> pd.DataFrame:
-    """Every published number in long form: ``source, table, model, metric, value``."""
+    """Every published number in long form: ``source, table, model, metric, value``
+    (:func:`published_text` gives each one as printed)."""
     rows = []
     for key in PUBLISHED:
         t = published_table(key)
@@ -197,14 +212,34 @@ def _ours(tidy: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def _published_cell(key: str, row: str) -> str | None:
-    """``"0.7000 / 2.5750 / 1.1250"`` (TAA / MSE / MAE, "–" where not reported)."""
-    pub = published_table(key)
-    hit = pub[pub["model"] == row]
-    if hit.empty:
+    """``"0.7000 / 2.5750 / 1.1250"`` (TAA / MSE / MAE as the paper prints them, "–" where not
+    reported)."""
+    if key not in PUBLISHED or not any(r["model"] == row for r in PUBLISHED[key]):
         return None
-    r = hit.iloc[0]
-    vals = [r.get(m) for m in ("taa", "mse", "mae")]
-    return " / ".join(f"{v:.4f}" if v is not None and pd.notna(v) else "–" for v in vals)
+    return " / ".join(published_text(key, row, m) or "–" for m in ("taa", "mse", "mae"))
+
+
+def published_wide() -> pd.DataFrame:
+    """Every published number, one row per (source, model), one column per metric (labelled
+    for people), each cell as the paper prints it ("–" where not reported)."""
+    rows = []
+    for key, table_rows in PUBLISHED.items():
+        for r in table_rows:
+            cells = {m: published_text(key, r["model"], m) for m in r if m != "model"}
+            rows.append({"source": _SOURCES[key], "model": r["model"], **cells})
+    frame = pd.DataFrame(rows).set_index(["source", "model"]).fillna("–")
+    return frame.rename(columns=lambda c: _PUBLISHED_LABELS.get(c, c))
+
+
+_PUBLISHED_LABELS = {
+    "taa": "TAA",
+    "mse": "MSE (years²)",
+    "mae": "MAE (years)",
+    "c_index_os": "C-index OS",
+    "c_index_dfs": "C-index DFS",
+    "ibs": "IBS OS",
+    "auc_1y_os": "AUC OS 1 y",
+}
 
 
 _PUBLISHED_COLUMN = "published on the real cohort: TAA / MSE / MAE"
@@ -304,12 +339,22 @@ def paired_table(
     metrics: Sequence[str] = ("os_c_harrell", "os_c_uno", "dfs_c_harrell"),
     digits: int = 3,
 ) -> pd.DataFrame:
-    """Pretty paired differences: one row per (model, anchor), cells ``"+0.041 (-0.01–0.09)"``."""
+    """Pretty paired differences: one row per (model, anchor), cells ``"+0.041 (−0.010 to
+    +0.090)"``, columns labelled ``"Δ C-index OS (Harrell)"``. A pair already shown the other
+    way round (anchor B − A after A − B) is left out: it is the same difference, negated."""
     if differences.empty:
         return pd.DataFrame()
     sub = differences[differences["metric"].isin(metrics)].copy()
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for m, b in zip(sub["model"], sub["baseline"], strict=True):
+        keep.append((b, m) not in seen)
+        seen.add((m, b))
+    sub = sub[keep]
     sub["cell"] = [
-        "–" if not np.isfinite(e) else f"{e:+.{digits}f} ({lo:+.{digits}f} to {hi:+.{digits}f})"
+        "–"
+        if not np.isfinite(e)
+        else f"{e:+.{digits}f} ({lo:+.{digits}f} to {hi:+.{digits}f})".replace("-", "−")
         for e, lo, hi in zip(sub["estimate"], sub["low"], sub["high"], strict=True)
     ]
     sub["comparison"] = [
@@ -319,7 +364,7 @@ def paired_table(
     order = list(dict.fromkeys(sub["comparison"]))
     wide = sub.pivot_table(index="comparison", columns="metric", values="cell", aggfunc="first")
     wide = wide.reindex(index=order)[[m for m in metrics if m in wide.columns]]
-    wide.columns = [f"Δ {m.replace('_', ' ')}" for m in wide.columns]
+    wide.columns = [f"Δ {METRIC_LABELS.get(m, m)}" for m in wide.columns]
     return wide
 
 
@@ -394,15 +439,20 @@ def environment_table(source: Cohort | Paths) -> pd.DataFrame:
     return pd.DataFrame({"value": rows})
 
 
-#: TRIPOD+AI (Collins et al., BMJ 2024) items, condensed, with where this manuscript meets them
-#: (``item``, ``topic``, ``where met / why not``), read from ``crlm_lib/resources/tripod_ai.csv``.
-TRIPOD_AI: tuple[tuple[str, str, str], ...] = tuple(
-    (r["item"], r["topic"], r["where met / why not"]) for r in resources.read_rows("tripod_ai.csv")
+#: TRIPOD+AI (Collins et al., BMJ 2024) items with their official numbers (``1``, ``3a`` ...
+#: ``27c``: the 27 items and 52 sub-items), where this manuscript meets them (or why not) and
+#: the article section that holds the text (``sec-...`` id, empty where the row says why not),
+#: read from ``crlm_lib/resources/tripod_ai.csv``.
+TRIPOD_AI: tuple[tuple[str, str, str, str], ...] = tuple(
+    (r["item"], r["topic"], r["where met / why not"], r["section"])
+    for r in resources.read_rows("tripod_ai.csv")
 )
 
 
 def tripod_checklist() -> pd.DataFrame:
-    """The TRIPOD+AI checklist items with where this manuscript meets them (or why not)."""
-    return pd.DataFrame(TRIPOD_AI, columns=["item", "topic", "where met / why not"]).set_index(
-        "item"
-    )
+    """The TRIPOD+AI checklist: ``item`` (index, official numbering), ``topic``, ``where met /
+    why not`` and ``section`` (a cross-reference ``@sec-...`` that the renderer turns into
+    "Section N", empty where the item is not met)."""
+    rows = [(item, topic, where, f"@{sec}" if sec else "") for item, topic, where, sec in TRIPOD_AI]
+    frame = pd.DataFrame(rows, columns=["item", "topic", "where met / why not", "section"])
+    return frame.set_index("item")

@@ -1,11 +1,13 @@
 """Data files shipped with the package, and the one loader that reads them.
 
 - ``published.csv``: every number the papers report, long form (``table``, ``source``,
-  ``model``, ``metric``, ``value``), one row per (table, model, metric) in the papers' order;
-  read by :func:`crlm_lib.evaluation.tables.published_table`.
-- ``tripod_ai.csv``: the TRIPOD+AI checklist (Collins et al., BMJ 2024), condensed, with where
-  this manuscript meets each item (``item``, ``topic``, ``where met / why not``); read by
-  :func:`crlm_lib.evaluation.tables.tripod_checklist`.
+  ``model``, ``metric``, ``value``), one row per (table, model, metric) in the papers' order,
+  each value as the paper prints it (``1.0625``, ``0.7000``); read by
+  :func:`crlm_lib.evaluation.tables.published_table` and ``published_text``.
+- ``tripod_ai.csv``: the TRIPOD+AI checklist (Collins et al., BMJ 2024) under its official item
+  numbers (``1`` ... ``27c``), with where this manuscript meets each item (``item``, ``topic``,
+  ``where met / why not``, ``section``: the article's ``sec-`` id, empty where not met); read
+  by :func:`crlm_lib.evaluation.tables.tripod_checklist`.
 
 Editing a number or an item means editing the CSV; no Python literal holds them.
 """
