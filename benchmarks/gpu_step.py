@@ -26,6 +26,7 @@ import time
 import torch
 
 from crlm_lib.config import get_profile
+from crlm_lib.data.lesions import FEATURE_NAMES
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
 from crlm_lib.train import _autocast, amp_dtype, build_optimizer, channels_last_3d, to_device
@@ -42,6 +43,8 @@ def make_batch(batch_size: int, shape, n_clinical: int) -> dict:
     return {
         "ct": torch.rand(batch_size, 1, *shape, generator=g) * 2 - 1,
         "masks": (torch.rand(batch_size, 5, *shape, generator=g) > 0.5).float(),
+        "lesion_features": torch.randn(batch_size, 16, len(FEATURE_NAMES), generator=g),
+        "lesion_mask": torch.arange(16).expand(batch_size, 16) < 3,
         "clinical": torch.randn(batch_size, n_clinical, generator=g),
         "survival_bin": torch.randint(0, 12, (batch_size,), generator=g),
         "recurrence_target": (torch.arange(12) >= 2).float().repeat(batch_size, 1),

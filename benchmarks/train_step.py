@@ -37,6 +37,7 @@ import time
 import torch
 
 from crlm_lib.config import get_profile
+from crlm_lib.data.lesions import FEATURE_NAMES
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
 from crlm_lib.train import build_optimizer
@@ -53,6 +54,8 @@ def _batch(shape: tuple[int, int, int], n_clinical: int, device: str) -> dict:
     batch = {
         "ct": torch.rand(1, 1, *shape, generator=g) * 2 - 1,
         "masks": (torch.rand(1, 5, *shape, generator=g) > 0.5).float(),
+        "lesion_features": torch.randn(1, 16, len(FEATURE_NAMES), generator=g),
+        "lesion_mask": torch.arange(16).view(1, -1) < 3,
         "clinical": torch.randn(1, n_clinical, generator=g),
         "survival_bin": torch.tensor([3]),
         "os_years": torch.tensor([3.5]),
@@ -146,13 +149,13 @@ def report_stems(repeats: int) -> None:
         profile.train.batch_size,
         (profile.preprocess.depth,) + (profile.preprocess.size,) * 2,
     )
-    batch = _stem_batch(b, shape, 8, 10)
+    batch = _stem_batch(b, shape, 8, len(FEATURE_NAMES))
     print(f"\n== cpu, batch {b}x1x{'x'.join(map(str, shape))}, widths of profile 'cpu'")
     for name in ("resnet18_3d", "resnet50_3d", "stg", "stg_lite"):
         ms = {}
         for stride in (HARA_STEM_STRIDE, 1):
             torch.manual_seed(0)
-            opts = {"n_lesion_features": 10} if name.startswith("stg") else {}
+            opts = {"n_lesion_features": len(FEATURE_NAMES)} if name.startswith("stg") else {}
             model = build_model(name, 8, profile, stem_stride=stride, **opts).train()
             opt = build_optimizer(model, lr=1e-3)
 
