@@ -155,6 +155,14 @@ class TrainConfig:
     amp: str = "auto"
     deterministic: bool = True
     pin_memory: bool = True
+    #: What early stopping and ``best.pt`` follow (``train.BestCheckpoint``): ``"val_loss"``
+    #: (lower is better) or ``"val_c_os"``, the validation Harrell C of the predicted 5-year
+    #: death risk (higher is better): training stops when the validation C stops improving.
+    monitor: str = "val_loss"
+    #: Score the model before the first step on the validation set and keep it as the first
+    #: candidate of ``best.pt`` (epoch 0): a Cox-anchored network whose training never beats its
+    #: start on the monitored value ends as its start.
+    score_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,13 @@ CPU = Profile(
     preprocess=PreprocessConfig(depth=16, size=32),
     model=ModelConfig(width=8, embed_dim=32, time_embed_dim=4),
     train=TrainConfig(
-        epochs=8, batch_size=8, lr=1e-3, early_stopping_patience=4, elastic_probability=0.2
+        epochs=8,
+        batch_size=8,
+        lr=1e-3,
+        early_stopping_patience=4,
+        elastic_probability=0.2,
+        monitor="val_c_os",
+        score_start=True,
     ),
     eval=EvalConfig(
         cv_folds=5,
@@ -255,7 +269,9 @@ PAPER = Profile(
     synth=SynthConfig(n_patients=197, matrix=256, pixel_spacing_mm=1.5, slices=(60, 120)),
     preprocess=PreprocessConfig(depth=40, size=128),
     model=ModelConfig(width=16, embed_dim=32, time_embed_dim=8),
-    train=TrainConfig(epochs=100, batch_size=1, lr=1e-4, num_workers=8),
+    train=TrainConfig(
+        epochs=100, batch_size=1, lr=1e-4, num_workers=8, monitor="val_c_os", score_start=True
+    ),
     eval=EvalConfig(cv_folds=5, cv_repeats=5, cv_repeats_3d=5, cv_epochs_3d=100, bootstrap=1000),
 )
 

@@ -106,8 +106,12 @@ class History:
         ``train_<part>``, ``val_<part>`` (wall-clock times are kept apart, in
         ``timing.json``: :class:`TimingLog`).
     best_epoch : int or None
-        Epoch (1-based) with the lowest validation loss, saved as ``best.pt``.
+        Epoch (1-based; 0 = the untrained start, with ``TrainConfig.score_start``) with the best
+        monitored validation value (``TrainConfig.monitor``), saved as ``best.pt``.
     best_val_loss : float
+        The validation loss of that epoch.
+    best_score : float
+        The monitored value of that epoch, signed so that higher is better.
     stopped_early : bool
         Whether early stopping ended the run before ``epochs``.
     """
@@ -115,6 +119,7 @@ class History:
     records: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     best_val_loss: float = math.inf
+    best_score: float = -math.inf
     stopped_early: bool = False
 
     def to_frame(self) -> pd.DataFrame:
@@ -514,6 +519,10 @@ class Handler:
     def started(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
         """Before the first epoch (after the optimiser, scheduler and scaler exist)."""
 
+    def start_scored(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
+        """After the validation pass of the untrained model (``TrainConfig.score_start``;
+        ``state.epoch`` is 0, ``state.record`` holds its ``val_*`` values)."""
+
     def epoch_completed(self, state: TrainState) -> None:  # noqa: B027 (optional hook)
         """After the training and validation passes of ``state.epoch``."""
 
@@ -575,20 +584,46 @@ class HistoryRecorder(Handler):
         state.history.records.append(state.record)
 
 
-class BestCheckpoint(Handler):
-    """Early stopping and ``best.pt``: a lower validation loss saves ``best.pt`` and resets the
-    counter; ``patience`` epochs without one stop the run (``history.stopped_early`` when it
-    ends before ``n_epochs``). With ``restore_best``, the best weights are loaded back into the
-    model at the end."""
+#: Monitored values of :class:`BestCheckpoint` and their sign (+1: higher is better).
+MONITORS: dict[str, float] = {"val_loss": -1.0, "val_c_os": 1.0}
 
-    def __init__(self, patience: int, restore_best: bool = True) -> None:
+
+class BestCheckpoint(Handler):
+    """Early stopping and ``best.pt``: a better monitored validation value (``monitor``: the
+    loss, or Harrell's C of the 5-year death risk, ``val_c_os``) saves ``best.pt`` and resets
+    the counter; ``patience`` epochs without one stop the run (``history.stopped_early`` when
+    it ends before ``n_epochs``); a value that cannot be computed (NaN: no comparable pair)
+    counts as no improvement; a run that never computes it (under DDP the validation C is not
+    gathered) follows the loss. With ``restore_best``, the best weights are loaded back into the
+    model at the end. :meth:`start_scored` makes the untrained start (epoch 0) the first
+    candidate."""
+
+    def __init__(self, patience: int, restore_best: bool = True, monitor: str = "val_loss"):
+        if monitor not in MONITORS:
+            raise ValueError(f"unknown monitor {monitor!r}; use one of {sorted(MONITORS)}")
         self.patience = patience
         self.restore_best = restore_best
+        self.monitor = monitor
+
+    def _score(self, state: TrainState) -> float:
+        monitor = self.monitor
+        if monitor not in state.record:  # not computed at all (a DDP run): the loss, every epoch
+            monitor = "val_loss"
+        value = state.val_loss if monitor == "val_loss" else float(state.record[monitor])
+        return -math.inf if math.isnan(value) else MONITORS[monitor] * value
+
+    def start_scored(self, state: TrainState) -> None:
+        self._consider(state)
 
     def epoch_completed(self, state: TrainState) -> None:
+        self._consider(state)
+
+    def _consider(self, state: TrainState) -> None:
         history, val_loss = state.history, state.val_loss
-        if val_loss < history.best_val_loss:
+        score = self._score(state)
+        if score > history.best_score:
             history.best_val_loss, history.best_epoch = float(val_loss), state.epoch
+            history.best_score = score
             state.bad_epochs = 0
             if state.rank.is_main:
                 best = {
@@ -703,7 +738,7 @@ def default_handlers(
     return handlers + [
         PlateauScheduler(),
         HistoryRecorder(),
-        BestCheckpoint(tc.early_stopping_patience, restore_best=restore_best),
+        BestCheckpoint(tc.early_stopping_patience, restore_best=restore_best, monitor=tc.monitor),
         LastCheckpoint(),
         CSVLogger(),
         TimingLog(),
@@ -817,6 +852,22 @@ def _train_pass(
     )  # fmt: skip
     bar.close()
     return train
+
+
+def _score_start(
+    state: TrainState, val_loader, loss_fn: LossFn, passes: Mapping[str, Any], handlers
+) -> None:
+    """Validate the untrained model (epoch 0) and offer it to the handlers as the first
+    candidate of ``best.pt`` (:meth:`Handler.start_scored`); no history row, no RNG drawn."""
+    with torch.random.fork_rng():
+        val = _run_epoch(
+            state.net, val_loader, loss_fn, state.device, epoch=0,
+            optimizer=None, grad_clip=None, max_batches=None, bar=None, **passes,
+        )  # fmt: skip
+    state.val_loss = val[0]
+    state.record = {"epoch": 0, "val_loss": val[0], **{f"val_{k}": v for k, v in val[1].items()}}
+    for handler in handlers:
+        handler.start_scored(state)
 
 
 def fit(
@@ -943,6 +994,8 @@ def fit(
         "dtype": state.dtype,
         "rank": rank,
     }
+    if tc.score_start and has_val and state.epoch == 0:
+        _score_start(state, val_loader, loss_fn, passes, handlers)
     while state.epoch < state.n_epochs and not state.history.stopped_early:
         state.epoch += 1
         t0 = time.perf_counter()

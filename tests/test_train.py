@@ -442,3 +442,32 @@ def test_extra_handler_sees_every_event_in_order(data, tmp_path):
     handlers = [T.HistoryRecorder(), Spy()]
     run(make_model(), data, tmp_path, prof=prof, handlers=handlers)
     assert events[0] == ("started", 0)
+
+
+@pytest.mark.parametrize(
+    ("scripted", "best_epoch"),
+    [([0.80, 0.60, 0.70, 0.75], 0), ([0.60, 0.65, 0.90, 0.70, 0.80], 2)],
+)
+def test_validation_c_monitor_with_the_untrained_start_as_a_candidate(
+    data, tmp_path, monkeypatch, scripted, best_epoch
+):
+    """monitor="val_c_os": best.pt follows the validation C (higher is better) and, with
+    score_start, the untrained model (epoch 0) is the first candidate: a run whose training
+    never beats its start ends with the start's weights."""
+    calls = iter(scripted)
+    monkeypatch.setattr(T, "validation_c_index", lambda *a: next(calls))
+    prof = profile(monitor="val_c_os", score_start=True, early_stopping_patience=2)
+    model = make_model()
+    start = state(model)
+    h = run(model, data, tmp_path, epochs=len(scripted) + 2, prof=prof)
+    assert h.best_epoch == best_epoch and h.best_score == max(scripted)
+    assert h.stopped_early and len(h.records) == best_epoch + 2
+    assert [r["epoch"] for r in h.records][0] == 1  # the start gets no history row
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == best_epoch
+    if best_epoch == 0:
+        assert_same(state(model), start)
+    else:
+        assert any(not torch.equal(state(model)[k], start[k]) for k in start)
+    with pytest.raises(ValueError, match="unknown monitor"):
+        T.BestCheckpoint(2, monitor="val_auc")

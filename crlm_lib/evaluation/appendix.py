@@ -70,7 +70,14 @@ def _profile_column(p: Profile) -> dict[str, str]:
         "scheduler": f"ReduceLROnPlateau, factor {t.plateau_factor:g}, "
         f"patience {t.plateau_patience}",
         "epochs": f"{t.epochs}",
-        "early": f"patience {t.early_stopping_patience} epochs (validation loss)",
+        "early": f"patience {t.early_stopping_patience} epochs ("
+        + (
+            "validation C of the 5-year death risk"
+            if t.monitor == "val_c_os"
+            else "validation loss"
+        )
+        + ("; the untrained start is a candidate" if t.score_start else "")
+        + ")",
         "fires": "yes" if fires else "no",
         "elastic": f"{t.elastic_probability:.0%} of training samples",
         "widths": f"{m.width}, {m.embed_dim}, {m.time_embed_dim}",
