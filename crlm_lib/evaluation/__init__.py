@@ -66,7 +66,6 @@ from crlm_lib.evaluation.intervals import (
     CorrectedT,
     corrected_t_interval,
     cv_intervals,
-    interval_label,
     split_scores,
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
@@ -178,7 +177,6 @@ __all__ = [
     "fit_predict_torch",
     "head_metrics",
     "image_increment",
-    "interval_label",
     "km_by_predicted_risk",
     "load_run",
     "model_label",

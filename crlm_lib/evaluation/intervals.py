@@ -212,18 +212,3 @@ def cv_intervals(
     out = pd.DataFrame(rows)
     out["interval"] = CORRECTED_T
     return out
-
-
-def interval_label(method: str) -> str:
-    """What a table's interval is, in words (for captions and the ``interval`` column)."""
-    labels = {
-        CORRECTED_T: "corrected repeated-CV t interval over the test folds (refit-aware)",
-        CONDITIONAL_BOOTSTRAP: (
-            "percentile bootstrap over patients, conditional on the fitted models"
-        ),
-    }
-    if method not in labels:
-        raise EvaluationError(
-            f"unknown interval method {method!r}; choose one of {INTERVAL_METHODS}"
-        )
-    return labels[method]

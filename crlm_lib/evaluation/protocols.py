@@ -45,7 +45,12 @@ from crlm_lib.evaluation.bootstrap import (
     paired_difference,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
-from crlm_lib.evaluation.intervals import CONDITIONAL_BOOTSTRAP, CORRECTED_T, cv_intervals
+from crlm_lib.evaluation.intervals import (
+    CONDITIONAL_BOOTSTRAP,
+    CORRECTED_T,
+    INTERVAL_METHODS,
+    cv_intervals,
+)
 from crlm_lib.evaluation.runs import _cached_fit, permuted_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
@@ -310,10 +315,8 @@ def run_cv_protocol(
     -------
     CVResult
     """
-    if interval not in (CORRECTED_T, CONDITIONAL_BOOTSTRAP):
-        raise EvaluationError(
-            f"interval must be {CORRECTED_T!r} or {CONDITIONAL_BOOTSTRAP!r}, not {interval!r}"
-        )
+    if interval not in INTERVAL_METHODS:
+        raise EvaluationError(f"interval must be one of {INTERVAL_METHODS}, not {interval!r}")
     setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
     cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
