@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         res = run_cv_protocol(
-            specs, study, prof, seed=args.seed, n_boot=args.boot, runs_dir=args.runs_dir or tmp
+            specs,
+            study,
+            prof,
+            seed=args.seed,
+            n_boot=args.boot,
+            runs_dir=args.runs_dir or tmp,
+            interval="conditional_bootstrap",  # the interval this script documents
         )
     took = time.perf_counter() - t0
     print(

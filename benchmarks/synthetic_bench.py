@@ -78,7 +78,13 @@ def cv_over_seeds(
             where = root / f"{profile}-{setting}-seed{seed}"
             study = load_study(prof, seed=seed, root=where)
             res = run_cv_protocol(
-                models, study, prof, seed=seed, n_boot=n_boot, runs_dir=where / "runs"
+                models,
+                study,
+                prof,
+                seed=seed,
+                n_boot=n_boot,
+                runs_dir=where / "runs",
+                interval="conditional_bootstrap",  # the interval this script documents
             )
             keep = ["os_c_harrell", "dfs_c_harrell"]
             cols = ["model", "metric", "estimate", "low", "high"]

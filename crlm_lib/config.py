@@ -27,7 +27,8 @@ exactly as the Cox model it starts from: its predictions did not move when the C
 among the test patients. With the liver and tumour masks as input channels and the SEG burden
 target (``models.acfnet``) it uses the image after 8-12 epochs (``benchmarks/acfnet_vs_cox.py``:
 permutation cost 0.036 OS C at 12 epochs, 95% interval 0.011 to 0.066). One repeat keeps the
-image models within the budget, so their CV intervals stay conditional on the fitted models.
+image models within the budget; their CV intervals are then the corrected t over the 5 test
+folds (``evaluation.intervals``: 4 degrees of freedom, hence wide).
 
 Everything here is a frozen dataclass: no global mutable state, no environment variables.
 """

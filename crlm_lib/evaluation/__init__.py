@@ -16,6 +16,9 @@ name below):
 - :mod:`~crlm_lib.evaluation.bootstrap` — the library's one bootstrap engine: every metric of
   a protocol (:func:`bootstrap_scores`, :func:`paired_difference`) and one metric of arrays
   (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
+- :mod:`~crlm_lib.evaluation.intervals` — the refit-aware interval of cross-validated
+  metrics and paired differences, the corrected repeated-CV t (:func:`cv_intervals`,
+  :func:`corrected_t_interval`);
 - :mod:`~crlm_lib.evaluation.calibration` — calibration tables and plots, calibration slope,
   intercept and ICI (:func:`calibration_metric_table`), Kaplan–Meier by predicted risk;
 - :mod:`~crlm_lib.evaluation.point` — the papers' point metrics beside their censoring-aware
@@ -75,6 +78,15 @@ from crlm_lib.evaluation.decision import (
     DCA_THRESHOLDS,
     decision_curve,
     plot_decision_curve,
+)
+from crlm_lib.evaluation.intervals import (
+    CONDITIONAL_BOOTSTRAP,
+    CORRECTED_T,
+    INTERVAL_METHODS,
+    CorrectedT,
+    corrected_t_interval,
+    cv_intervals,
+    split_scores,
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
 from crlm_lib.evaluation.prose import (
@@ -150,7 +162,11 @@ from crlm_lib.evaluation.ties import TIE_COLUMNS, tie_sensitivity_table
 __all__ = [
     "ABLATION_ROWS",
     "ANCHOR_NAMES",
+    "CONDITIONAL_BOOTSTRAP",
     "CONSTANT_KEY",
+    "CORRECTED_T",
+    "CorrectedT",
+    "INTERVAL_METHODS",
     "DCA_MODELS",
     "DCA_THRESHOLDS",
     "POINT_TABLE_METRICS",
@@ -185,6 +201,8 @@ __all__ = [
     "check_run_dir",
     "comparison_table",
     "control_table",
+    "corrected_t_interval",
+    "cv_intervals",
     "cv_split_ids",
     "decision_curve",
     "default_n_groups",
@@ -219,6 +237,7 @@ __all__ = [
     "require_finished",
     "run_identity",
     "run_progress",
+    "split_scores",
     "stored_encoder",
     "tie_sensitivity_table",
     "tripod_checklist",

@@ -8,9 +8,12 @@ Uncertainty (choices)
   draw of patients per replicate, applied to every repeat, the replicate value being the mean
   over repeats. Rows are sorted by patient ID first, so results do not depend on patient order.
   The out-of-fold predictions are held FIXED: the interval is **conditional on the fitted
-  models** (it ignores the variability of refitting on another sample, so it is too narrow as
-  an interval for the performance of the modelling procedure; about 87% coverage of a nominal
-  95% in simulation). Table captions say so.
+  models**. It ignores the variability of refitting on another sample, so as an interval for
+  the expected performance of the modelling procedure it is too narrow
+  (``benchmarks/interval_coverage.py`` measures its coverage); the CV protocol's default is
+  the refit-aware corrected t of :mod:`crlm_lib.evaluation.intervals`, and this bootstrap
+  serves the papers' single split and, labelled as conditional, the CV protocol's
+  ``interval="conditional_bootstrap"``.
 * Paired difference A - B: the same draws applied to both models (paired bootstrap over
   patients of the pooled OOF predictions).
 * IPCW metrics (Uno's C, IBS, AUC) need the censoring distribution, always estimated on the

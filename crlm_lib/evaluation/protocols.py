@@ -12,8 +12,10 @@ Two protocols, one scorer:
   (``profile.eval.cv_folds`` x ``cv_repeats``; image models use ``cv_repeats_3d`` repeats and
   ``cv_epochs_3d`` epochs, reported in the ``repeats``/``epochs`` columns); out-of-fold (OOF)
   predictions per repeat; Harrell's and Uno's C, IBS, time-dependent AUC at 1/3/5 years, and
-  TAA / MAE restricted to patients whose event was observed; bootstrap CIs and paired
-  differences against the Fong score and Cox.
+  TAA / MAE restricted to patients whose event was observed; refit-aware intervals (the
+  corrected repeated-CV t over the test folds, ``evaluation.intervals``; the bootstrap
+  conditional on the fitted models as an option) and paired differences against the Fong
+  score and Cox.
 
 Every row is a *Predictions* frame (``patient_id``, ``surv_p1..12``, ``rec_p1..12``, outcomes)
 scored by the same code, so the clinical anchors (``models.clinical``) and the oracle (the
@@ -44,6 +46,12 @@ from crlm_lib.evaluation.bootstrap import (
     paired_difference,
 )
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.intervals import (
+    CONDITIONAL_BOOTSTRAP,
+    CORRECTED_T,
+    INTERVAL_METHODS,
+    cv_intervals,
+)
 from crlm_lib.evaluation.runs import permuted_predictions, step0_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
@@ -288,9 +296,12 @@ class CVResult:
 
     Attributes
     ----------
-    tidy : DataFrame ``model, label, metric, estimate, low, high, repeats, folds, epochs``
+    tidy : DataFrame ``model, label, metric, estimate, low, high, interval, repeats, folds,
+        epochs`` (``interval``: the method of ``low``/``high``; ``se``, ``splits`` for the
+        corrected t, ``n_boot`` for the conditional bootstrap)
     wide : DataFrame (pretty; oracle last)
-    differences : DataFrame ``model, baseline, metric, estimate, low, high`` (A - baseline);
+    differences : DataFrame ``model, baseline, metric, estimate, low, high, interval``
+        (A - baseline);
         baseline ``ct-permuted`` is the image-permutation control of the same model
     predictions : dict[model key, list of OOF Predictions frames, one per repeat]; the
         control of an image model is under ``<key>@ct-permuted`` (one frame per repeat and
@@ -319,6 +330,7 @@ def run_cv_protocol(
     censoring_from: str = "training_fold",
     controls: bool = True,
     executor: str | ExecutorSpec | None = None,
+    interval: str = CORRECTED_T,
 ) -> CVResult:
     """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
 
@@ -329,7 +341,17 @@ def run_cv_protocol(
     CV training folds hold out a stratified 10% for early stopping.
 
     Paired differences against ``baselines`` use the repeats both models have (the first
-    ``min(R_a, R_b)``).
+    ``min(R_a, R_b)``), fold by fold: every model of a protocol run shares the same splits.
+
+    ``interval``: ``"corrected_t"`` (default, ``evaluation.intervals.cv_intervals``) gives
+    every metric and paired difference as the mean of its per-test-fold values with the
+    corrected repeated-CV t interval (Nadeau & Bengio 2003), an interval for the expected
+    performance of the modelling procedure that allows for refitting; with one repeat (image
+    models on the cpu profile) it rests on the K fold values with K - 1 degrees of freedom.
+    ``"conditional_bootstrap"``: the earlier percentile bootstrap over patients of the pooled
+    OOF predictions (``n_boot`` replicates), conditional on the fitted models and narrower
+    than the procedure's interval. The tidy tables name the method in their ``interval``
+    column.
 
     ``censoring_from``: ``"training_fold"`` (default) estimates the IPCW censoring
     distribution of each test fold on its own training fold (metrics per fold, averaged);
@@ -356,6 +378,8 @@ def run_cv_protocol(
     -------
     CVResult
     """
+    if interval not in INTERVAL_METHODS:
+        raise EvaluationError(f"interval must be one of {INTERVAL_METHODS}, not {interval!r}")
     setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
     cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
@@ -373,6 +397,7 @@ def run_cv_protocol(
         _write_calibrations(setup, base / protocol)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
+    boot["interval"], boot["n_patients"] = interval, len(cohort.ids)
     # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
     # permutation), with their own memo since the metric function differs
     boot_c = {**boot, "metric_fn": lambda p, t: harrell_metrics(p, t, heads=ci_heads), "cache": {}}
@@ -463,6 +488,30 @@ def _log_dir(base: Path | None, protocol: str) -> Path | None:
     return base / protocol / "slurm" if base is not None else None
 
 
+def _scored(
+    frames: list[pd.DataFrame],
+    censoring: M.TrainingOutcomes,
+    how: dict,
+    baseline: list[pd.DataFrame] | None = None,
+    desc: str | None = None,
+) -> pd.DataFrame:
+    """Every metric of ``frames`` (minus ``baseline``'s, paired) with the interval of
+    ``how["interval"]``: the corrected repeated-CV t over the test folds, or the percentile
+    bootstrap conditional on the fitted models (``how``: the bootstrap's keywords)."""
+    if how["interval"] == CORRECTED_T:
+        return cv_intervals(
+            frames, censoring, how["metric_fn"], baseline_by_repeat=baseline,
+            n_patients=how["n_patients"],
+        )  # fmt: skip
+    boot = {k: v for k, v in how.items() if k not in ("interval", "n_patients")}
+    if baseline is None:
+        out = bootstrap_scores(frames, censoring, desc=desc, **boot)
+    else:
+        out = paired_difference(frames, baseline, censoring, **boot)
+    out["interval"] = CONDITIONAL_BOOTSTRAP
+    return out
+
+
 def _control_differences(
     specs: list[ModelSpec],
     preds: dict[str, list[pd.DataFrame]],
@@ -481,7 +530,7 @@ def _control_differences(
             controls = preds[key]
             by_rep = {int(f["repeat"].iloc[0]): f for f in preds[spec.key]}
             own = [by_rep[int(f["repeat"].iloc[0])] for f in controls]
-            d = paired_difference(own, controls, censoring, **boot)
+            d = _scored(own, censoring, boot, baseline=controls)
             d.insert(0, "model", spec.key)
             d.insert(1, "baseline", baseline)
             diffs.append(d)
@@ -496,8 +545,9 @@ def _cv_scores(
     boot: dict,
     boot_controls: dict | None = None,
 ) -> pd.DataFrame:
-    """The tidy table of every model: bootstrap CIs of every metric over the repeats (the
-    image-permutation controls: of the metrics of ``boot_controls``, Harrell's C)."""
+    """The tidy table of every model: every metric with its interval (``boot["interval"]``)
+    over the repeats (the image-permutation controls: the metrics of ``boot_controls``,
+    Harrell's C)."""
     tables = []
     rows = [(spec.key, model_label(spec.key)) for spec in setup.specs]
     controls = [
@@ -511,7 +561,7 @@ def _cv_scores(
     control_keys = {key for key, _ in controls}
     for key, label in rows:
         how = boot_controls if (key in control_keys and boot_controls) else boot
-        tidy = bootstrap_scores(preds[key], censoring, desc=f"bootstrap {key}", **how)
+        tidy = _scored(preds[key], censoring, how, desc=f"bootstrap {key}")
         tidy.insert(0, "model", key)
         tidy.insert(1, "label", label)
         tidy["repeats"], tidy["epochs"] = info[key]
@@ -528,9 +578,10 @@ def _cv_differences(
     censoring: M.TrainingOutcomes,
     boot: dict,
 ) -> pd.DataFrame:
-    """Paired bootstrap differences of every model against each baseline, over the repeats
-    both have (the first ``min(R_a, R_b)``). Two baselines are compared once, the later in
-    ``baselines`` minus the earlier (Cox minus Fong), not also the mirrored difference."""
+    """Paired differences of every model against each baseline, over the repeats both have
+    (the first ``min(R_a, R_b)``), with the interval of ``boot["interval"]``. Two baselines are
+    compared once, the later in ``baselines`` minus the earlier (Cox minus Fong), not also the
+    mirrored difference."""
     diffs = []
     order = {b: i for i, b in enumerate(baselines)}
     for spec in specs:
@@ -540,7 +591,7 @@ def _cv_differences(
             if spec.key in order and order[spec.key] < order[b]:
                 continue  # the mirror of a difference between two baselines
             r = min(len(preds[spec.key]), len(preds[b]))
-            d = paired_difference(preds[spec.key][:r], preds[b][:r], censoring, **boot)
+            d = _scored(preds[spec.key][:r], censoring, boot, baseline=preds[b][:r])
             d.insert(0, "model", spec.key)
             d.insert(1, "baseline", b)
             diffs.append(d)
