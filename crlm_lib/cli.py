@@ -2,9 +2,9 @@
 ``predict``, ``model-card``, ``notebooks`` and ``render``.
 
 ``crlm --help`` prints :data:`DESCRIPTION` and one line per sub-command (each sub-parser's
-``help``); ``crlm COMMAND --help`` gives a command's options. Each sub-command is a thin shell over one library function, so everything the command line does
-can be done from a notebook too. Heavy imports happen inside the sub-commands, so ``crlm --help``
-is instant.
+``help``); ``crlm COMMAND --help`` gives a command's options. Each sub-command is a thin shell
+over one library function, so everything the command line does can be done from a notebook
+too. Heavy imports happen inside the sub-commands, so ``crlm --help`` is instant.
 """
 
 from __future__ import annotations

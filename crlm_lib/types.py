@@ -155,7 +155,7 @@ class Predictions:
             )
         if len(df) == 0:
             return
-        # each head's 12 columns read once, as ``metrics`` read them before this type existed
+        # each head's 12 columns read once, in the layout ``metrics`` reads them
         # (same memory layout, hence the same floating-point sums), and kept for the accessors:
         # this runs in every bootstrap replicate
         pmf = df[SURV_COLS].to_numpy(np.float64)
