@@ -26,39 +26,12 @@ percentile bootstrap interval over patients, conditional on the fitted models) o
 and anchor, and the paired difference against Cox. Synthetic cohort: the numbers are about the
 synthetic generator, not patients.
 
-Measured (cpu profile, 197 synthetic patients, 5 folds; anchors 5 repeats, 4D-ACFNet 1 repeat x
-3 epochs, with the recurrence residual from a DFS Cox fit and the heads started at the anchor:
-see ``ACFNet.anchor_clinical``; seed 0; 2 shared CPU cores):
-
-==========================================  =============  =============  =====  =====  ======
-Harrell C (mean over repeats, pooled OOF)   acfnet         censored       Cox    RSF    oracle
-==========================================  =============  =============  =====  =====  ======
-OS                                          0.560          0.558          0.557  0.558  0.602
-DFS                                         0.658          0.660          0.651  0.647  0.664
-==========================================  =============  =============  =====  =====  ======
-
-With 95% intervals (200 bootstrap replicates; the notebook's 500 give slightly different
-bounds, the same estimates): OS 4D-ACFNet 0.560 [0.492, 0.615], censoring-aware 0.558 [0.494,
-0.612], Cox 0.557 [0.500, 0.614], RSF 0.558 [0.511, 0.605], oracle 0.602 [0.543, 0.669], Fong
-0.532; DFS 0.658 [0.613, 0.699], 0.660 [0.615, 0.704], 0.651 [0.607, 0.696], 0.647 [0.603,
-0.690], oracle 0.664 [0.612, 0.714], Fong 0.577. Paired difference 4D-ACFNet - Cox (repeat 0,
-the one repeat both have, so not the difference of the means above): OS +0.001 [-0.029, 0.029],
-DFS -0.010 [-0.028, 0.006]; censoring-aware - Cox OS -0.001 [-0.028, 0.022], DFS -0.007
-[-0.026, 0.010]. The anchors' rows equal notebook 06's to the last digit, which checks that
-this script runs the manuscript's protocol. 4D-ACFNet ties the Cox model within noise on both
-heads and sits 0.042 under the oracle (OS). Wall time 2263 s for the two 4D-ACFNet objectives,
-the four anchors and the bootstrap on a 2-core machine shared with three other jobs (2.2-3.5
-min per 3-epoch fold). Earlier forms of the model and of this script: ``docs/performance.md``.
-
-Epochs and repeats (``--epochs``/``--repeats``, bootstrap 0, estimates only; NOT the
-manuscript's protocol): OS / DFS Harrell C of 4D-ACFNet (papers' CE) 0.561 / 0.660 at 5 epochs
-(90 s on an idle machine, the anchors included), 0.554 / 0.658 at 8 epochs (censoring-aware
-0.557 / 0.660); with 3 repeats x 3 epochs the mean over repeats is 0.552 / 0.652 (papers' CE)
-and 0.557 / 0.653 (censoring-aware) against Cox 0.557 / 0.651, 197 s for the 20 extra fits and
-the anchors. So the one-repeat 0.560 is within the repeat-to-repeat spread: 4D-ACFNet ties
-the Cox model, it does not reliably beat it. A 3-repeat CV of every image model of notebook 06
-would add ~3-5 min on an idle machine, more than the ~2 min budget; the profile keeps 1 repeat
-and the CV intervals stay conditional on the fitted models.
+Measured (cpu profile, 197 synthetic patients, seed 0, 5 folds; anchors 5 repeats, 4D-ACFNet 1
+repeat of up to 8 epochs with early stopping on the validation C; bootstrap 200; 334 s on a shared
+2-core machine): OS / DFS Harrell C of 4D-ACFNet 0.658 / 0.734, its untrained start 0.676 /
+0.731, the same with the images permuted 0.572 / 0.557, Cox 0.599 / 0.601, the radiomics Cox
+anchor 0.677 / 0.742, oracle 0.733 / 0.798; 4D-ACFNet minus its start -0.018 (-0.046 to +0.009)
+OS. ``docs/performance.md`` ("What the cpu build shows") has the intervals and the reading.
 """
 
 from __future__ import annotations
