@@ -218,8 +218,8 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
         ``t_pred = argmax_k p_k`` in 0..11 **over the 12 death-year bins only**: the
         beyond-the-horizon mass ``S(12)`` is not a bin and never enters the argmax. (Folding
         it into the last bin makes the oracle and Cox predict "year 12" for every patient
-        likely to live past 12 years: oracle TAA 0.29, MAE 4.75, below a constant "year 3".) A row whose 12 bins are all zero (certain survival past
-        year 12) is predicted ``11``. The argmax is the mode of the death-year distribution;
+        likely to live past 12 years: oracle TAA 0.29, MAE 4.75, below a constant "year 3".)
+        A row whose 12 bins are all zero (certain survival past year 12) is predicted ``11``. The argmax is the mode of the death-year distribution;
         it is NOT the Bayes-optimal point prediction for MAE/MSE (the median/mean are), so the
         true curves need not score best on TAA/MAE/MSE. Compare with whole-year targets
         :func:`year_bin` (``min(floor(years), 11)``). Neither paper states its rule, but every
@@ -756,9 +756,9 @@ def survival_metrics(
     *Uno's C* uses a fixed horizon ``tau = min(horizon_years, support)``, where ``support`` is
     the last time at which the training censoring Kaplan-Meier ``G`` is positive; it is
     sksurv's ``concordance_index_ipcw(..., tau=tau)``, which keeps only events strictly before
-    ``tau``. (Censoring
-    follow-up at the support and keeping the deaths *at* it instead would give these, on
-    half-year-rounded data, weights ``1/G(tau)^2`` in the thousands that dominate the estimate.)
+    ``tau``. (Censoring follow-up at the support and keeping the deaths *at* it instead would
+    give these, on half-year-rounded data, weights ``1/G(tau)^2`` in the thousands that
+    dominate the estimate.)
 
     *IBS* integrates the Brier score over whole years ``t = 1, 2, ..., horizon_years``
     (sksurv's trapezoid, divided by the length of the grid) with ``min(test_time) <= t <
