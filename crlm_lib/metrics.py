@@ -222,11 +222,11 @@ def predicted_years(survival_probs: np.ndarray, rule: Rule = "argmax") -> np.nda
         A row whose 12 bins are all zero (certain survival past year 12) is predicted ``11``. The argmax is the mode of the death-year distribution;
         it is NOT the Bayes-optimal point prediction for MAE/MSE (the median/mean are), so the
         true curves need not score best on TAA/MAE/MSE. Compare with whole-year targets
-        :func:`year_bin` (``min(floor(years), 11)``). Neither paper states its rule, but every
-        published TAA / MAE / MSE is a multiple of 1/40 or 1/80 (e.g. MSE 0.4250, MAE 0.5875 on
-        a test set of 20 patients), which is what whole-year predictions against whole-year
-        targets give (integer errors averaged over 20 or 40 targets), and a 12-way softmax
-        classifier predicts its most likely class.
+        :func:`year_bin` (``min(floor(years), 11)``). Neither paper states its rule, and the
+        published values cannot tell: with 20 test patients whole-year predictions move TAA in
+        steps of 0.05, so published TAAs such as 0.175 or 0.925 cannot come from them, and
+        some published rows are inconsistent within themselves (the manuscript's section on
+        the published tables). A 12-way softmax classifier predicts its most likely class.
 
         ``"median"`` (the principled alternative): the median of the predicted distribution,
         the time where the survival curve ``S(t) = 1 - sum_{j<=k} p_j`` (known at year ends)
