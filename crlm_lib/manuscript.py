@@ -941,7 +941,9 @@ def check_site(site_dir: Path | str, phi_values: list[str] | tuple[str, ...] = (
 
 
 _NUMBER_RE = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
-_PDF_CAPTION_RE = re.compile(r"^\s*(Table|Figure) (\d+):", re.M)
+_PDF_CAPTION_RE = re.compile(
+    r"^\s*(Table|Figure)\s+(\d+):", re.M
+)  # justified lines stretch the space
 
 
 def _numbers(text: str) -> list[str]:

@@ -123,3 +123,16 @@ def test_perfectly_separated_status_has_no_slope():
     out = horizon_calibration(risk, time, event, HORIZON)
     assert np.isnan(out["cal_slope"])
     assert np.isfinite(out["ici"])
+
+
+def test_quasi_separated_recalibration_is_not_an_estimate():
+    """Quasi-separation (the outcome is 1 exactly when the predictor is above 0, with ties at
+    0) converges to coefficients in the millions: reported as not estimable (NaN)."""
+    from crlm_lib.evaluation.calibration import _weighted_logistic
+
+    x1 = np.array([-2.0, -1.5, -1.0, -0.5, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)
+    x = np.column_stack([np.ones_like(x1), x1])
+    assert np.isnan(_weighted_logistic(y, np.ones_like(y), x)).all()
+    overlap = np.array([0, 1, 0, 0, 1, 0, 1, 0, 1, 1], dtype=float)
+    assert np.isfinite(_weighted_logistic(overlap, np.ones_like(y), x)).all()

@@ -229,10 +229,15 @@ def _observed_status(
     return y, weight
 
 
+#: A recalibration coefficient whose standard error exceeds this is reported as not estimable.
+MAX_LOGISTIC_SE = 100.0
+
+
 def _weighted_logistic(y, weight, x, offset=None) -> np.ndarray:
     """Coefficients of a weighted logistic regression (statsmodels GLM, binomial); NaN when
-    the fit does not converge or the outcome is perfectly separated (a few events: the
-    maximum-likelihood estimate does not exist)."""
+    the fit does not converge, the outcome is perfectly separated (a few events: the
+    maximum-likelihood estimate does not exist) or a standard error exceeds
+    :data:`MAX_LOGISTIC_SE` (quasi-separation)."""
     import statsmodels.api as sm
     from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
@@ -244,7 +249,11 @@ def _weighted_logistic(y, weight, x, offset=None) -> np.ndarray:
             offset=None if offset is None else offset[keep],
         ).fit()  # fmt: skip
     separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
-    if separated or not fit.converged:
+    # quasi-separation in a small test set converges to estimates in the millions with standard
+    # errors to match, and no warning: those are not estimates either
+    bse = np.asarray(fit.bse, dtype=float)
+    unstable = not np.all(np.isfinite(bse)) or bool(np.any(bse > MAX_LOGISTIC_SE))
+    if separated or not fit.converged or unstable:
         return np.full(x.shape[1], np.nan)
     return np.asarray(fit.params, dtype=float)
 
