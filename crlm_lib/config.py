@@ -160,9 +160,11 @@ class TrainConfig:
     #: (lower is better) or ``"val_c_os"``, the validation Harrell C of the predicted 5-year
     #: death risk (higher is better): training stops when the validation C stops improving.
     monitor: str = "val_loss"
-    #: Score the model before the first step on the validation set and keep it as the first
-    #: candidate of ``best.pt`` (epoch 0): a Cox-anchored network whose training never beats its
-    #: start on the monitored value ends as its start.
+    #: Score a model that starts at a fitted anchor (``model.anchored_start``: the Cox-anchored
+    #: 4D-ACFNet, STAR and 3D CNN) on the validation set before the first step and keep it as
+    #: the first candidate of ``best.pt`` (epoch 0): a network whose training never beats its
+    #: start on the monitored value ends as its start. A randomly initialised model's start is
+    #: no candidate (its validation C is chance).
     score_start: bool = False
 
 

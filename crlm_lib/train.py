@@ -994,7 +994,8 @@ def fit(
         "dtype": state.dtype,
         "rank": rank,
     }
-    if tc.score_start and has_val and state.epoch == 0:
+    anchored = bool(getattr(model, "anchored_start", False))
+    if tc.score_start and anchored and has_val and state.epoch == 0:
         _score_start(state, val_loader, loss_fn, passes, handlers)
     while state.epoch < state.n_epochs and not state.history.stopped_early:
         state.epoch += 1

@@ -452,12 +452,13 @@ def test_validation_c_monitor_with_the_untrained_start_as_a_candidate(
     data, tmp_path, monkeypatch, scripted, best_epoch
 ):
     """monitor="val_c_os": best.pt follows the validation C (higher is better) and, with
-    score_start, the untrained model (epoch 0) is the first candidate: a run whose training
-    never beats its start ends with the start's weights."""
+    score_start, the untrained start of an anchored model (epoch 0) is the first candidate: a
+    run whose training never beats its start ends with the start's weights."""
     calls = iter(scripted)
     monkeypatch.setattr(T, "validation_c_index", lambda *a: next(calls))
     prof = profile(monitor="val_c_os", score_start=True, early_stopping_patience=2)
     model = make_model()
+    model.anchored_start = True  # as a Cox-anchored 4D-ACFNet
     start = state(model)
     h = run(model, data, tmp_path, epochs=len(scripted) + 2, prof=prof)
     assert h.best_epoch == best_epoch and h.best_score == max(scripted)
@@ -471,3 +472,13 @@ def test_validation_c_monitor_with_the_untrained_start_as_a_candidate(
         assert any(not torch.equal(state(model)[k], start[k]) for k in start)
     with pytest.raises(ValueError, match="unknown monitor"):
         T.BestCheckpoint(2, monitor="val_auc")
+
+
+def test_a_random_start_is_no_candidate(data, tmp_path, monkeypatch):
+    """score_start scores only a model that starts at a fitted anchor: a randomly initialised
+    model's best epoch is a trained one even when its start scored higher by chance."""
+    calls = iter([0.60, 0.65, 0.70])  # no start score is drawn: epochs 1..3 only
+    monkeypatch.setattr(T, "validation_c_index", lambda *a: next(calls))
+    prof = profile(monitor="val_c_os", score_start=True, early_stopping_patience=5)
+    h = run(make_model(), data, tmp_path, epochs=3, prof=prof)
+    assert h.best_epoch == 3 and h.best_score == 0.70

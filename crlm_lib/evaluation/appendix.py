@@ -76,7 +76,7 @@ def _profile_column(p: Profile) -> dict[str, str]:
             if t.monitor == "val_c_os"
             else "validation loss"
         )
-        + ("; the untrained start is a candidate" if t.score_start else "")
+        + ("; an anchored model's untrained start is a candidate" if t.score_start else "")
         + ")",
         "fires": "yes" if fires else "no",
         "elastic": f"{t.elastic_probability:.0%} of training samples",
