@@ -20,6 +20,7 @@ from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
 from crlm_lib.models import MODEL_NAMES
+from crlm_lib.reporting import DISPLAY_LABELS
 
 #: Metric columns of the pretty tables, in order (OS head unless prefixed ``dfs_``).
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -228,18 +229,7 @@ def published_wide() -> pd.DataFrame:
             cells = {m: published_text(key, r["model"], m) for m in r if m != "model"}
             rows.append({"source": _SOURCES[key], "model": r["model"], **cells})
     frame = pd.DataFrame(rows).set_index(["source", "model"]).fillna("–")
-    return frame.rename(columns=lambda c: _PUBLISHED_LABELS.get(c, c))
-
-
-_PUBLISHED_LABELS = {
-    "taa": "TAA",
-    "mse": "MSE (years²)",
-    "mae": "MAE (years)",
-    "c_index_os": "C-index OS",
-    "c_index_dfs": "C-index DFS",
-    "ibs": "IBS OS",
-    "auc_1y_os": "AUC OS 1 y",
-}
+    return frame.rename(columns=lambda c: DISPLAY_LABELS.get(c, c))
 
 
 _PUBLISHED_COLUMN = "published on the real cohort: TAA / MSE / MAE"
