@@ -58,6 +58,13 @@ PAPERS_SETTINGS: dict[str, str] = {
 }
 
 
+#: What each ``TrainConfig.monitor`` value means in the profile table.
+_MONITOR_TEXT: dict[str, str] = {
+    "val_c_os": "validation C of the 5-year death risk",
+    "val_loss": "validation loss",
+}
+
+
 def _profile_column(p: Profile) -> dict[str, str]:
     t, e, m = p.train, p.eval, p.model
     fires = t.early_stopping_patience > t.plateau_patience and t.epochs > t.plateau_patience + 1
@@ -69,15 +76,21 @@ def _profile_column(p: Profile) -> dict[str, str]:
         "optimiser": f"AdamW, {t.lr:g} (weight decay {t.weight_decay:g})",
         "scheduler": f"ReduceLROnPlateau, factor {t.plateau_factor:g}, "
         f"patience {t.plateau_patience}",
-        "epochs": f"{t.epochs}",
-        "early": f"patience {t.early_stopping_patience} epochs ("
+        "epochs": f"{t.epochs}"
         + (
-            "validation C of the 5-year death risk"
-            if t.monitor == "val_c_os"
-            else "validation loss"
-        )
-        + ("; an anchored model's untrained start is a candidate" if t.score_start else "")
-        + ")",
+            f"; {t.epochs_no_volume} for the models without a CT volume (clinical MLP, AMINN)"
+            if t.epochs_no_volume is not None
+            else ""
+        ),
+        "early": f"patience {t.early_stopping_patience} epochs"
+        + (f", {t.patience_no_volume} without a CT volume" if t.patience_no_volume else "")
+        + f"; follows the {_MONITOR_TEXT[t.monitor]}"
+        + (" (an anchored model's untrained start is a candidate)" if t.score_start else "")
+        + (
+            f"; a randomly initialised model follows the {_MONITOR_TEXT[t.random_start_monitor]}"
+            if t.random_start_monitor not in (None, t.monitor)
+            else ""
+        ),
         "fires": "yes" if fires else "no",
         "elastic": f"{t.elastic_probability:.0%} of training samples",
         "widths": f"{m.width}, {m.embed_dim}, {m.time_embed_dim}",

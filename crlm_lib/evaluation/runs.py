@@ -183,6 +183,7 @@ def fit_predict_torch(
             step0 = predict(model, test_ds)
         step0[PATIENT_ID] = step0[PATIENT_ID].astype(str)
         _atomic_write_csv(step0, run_dir / STEP0_FILE)
+    profile, epochs = _training_budget(model, profile, epochs, reads_ct)
     planned = profile.train.epochs if epochs is None else int(epochs)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, planned, n_clinical
@@ -211,6 +212,18 @@ def fit_predict_torch(
         model, cohort, profile, train_ids, train_ds.feature_stats, run_dir, training=done
     )
     return pred, history
+
+
+def _training_budget(
+    model: Any, profile: Profile, epochs: int | None, reads_volume: bool
+) -> tuple[Profile, int | None]:
+    """The profile and epoch count one model trains with (``TrainConfig.for_model``): a model
+    that reads no CT volume takes ``epochs_no_volume`` in place of the protocol's ``epochs``."""
+    anchored = bool(getattr(model, "anchored_start", False))
+    tc = profile.train.for_model(anchored=anchored, reads_volume=reads_volume)
+    if not reads_volume and profile.train.epochs_no_volume is not None:
+        epochs = None
+    return profile.with_(train=tc), epochs
 
 
 def _save_history(history: Any, run_dir: Path) -> None:
@@ -323,7 +336,9 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
 #: year 12 and discrete-hazard recurrence (``models.heads``) in every network, the censored
 #: likelihood's censoring year counted, recurrence targets not clamped into year 12.
 #: 6: 4D-ACFNet's lesion anchor (``models.common.LesionAnchor``) and the step-0 control file.
-RUN_REVISION = 6
+#: 7: ``TrainConfig.for_model`` (a random start follows ``random_start_monitor``; a model that
+#: reads no CT volume trains ``epochs_no_volume`` epochs).
+RUN_REVISION = 7
 
 
 def run_identity(
