@@ -10,12 +10,14 @@ the fit's :data:`FIT_SEED`), 4,000 patients each: Fong 1999's 5-year OS per scor
 distribution, deaths and DFS events against the real cohort, median OS and recurrences within 2
 years against their published targets.
 
-``cv``: notebook 06's cross-validation (the profile's folds, repeats and epochs; image-
-permutation controls on) repeated on several generator seeds, under ``image_effect`` and
-``null``; prints, per setting and model, the mean and SD over seeds of the OS and DFS Harrell C
-and of each image model's permutation difference (model minus its CT-permuted self), and where
-seed 0 (the manuscript's cohort) sits among the seeds. Each (setting, seed) writes its cohort,
-cache and runs under ``--root`` (reused when run again).
+``cv``: notebook 06's cross-validation (the profile's folds and epochs, one repeat of the image
+models unless ``--repeats``, the anchors Fong, Cox and the radiomics Cox; image-permutation
+controls on) repeated on several generator seeds, under ``image_effect`` and ``null``; prints,
+per setting and model, the mean and SD over seeds of the OS and DFS Harrell C and of each image
+model's permutation difference (model minus its CT-permuted self) and difference with Cox, the
+number of seeds whose corrected repeated-CV t interval lies above 0, and where seed 0 (the
+manuscript's cohort) sits among the seeds. Each (setting, seed) writes its cohort, cache, runs
+and rows under ``--root`` (reused when run again).
 
 ``fit``: refits the generator (:func:`crlm_lib.data.synthetic.fit_outcome_model`) and prints
 the fitted parameters to paste into ``DEFAULT_MODEL``.
@@ -26,7 +28,7 @@ Usage::
     python benchmarks/synthetic_bench.py calibration [--seeds 1 2 3 4 5] [--n 4000]
     python benchmarks/synthetic_bench.py fit [--n 20000]
     python benchmarks/synthetic_bench.py cv [--seeds 0 1 2 3 4] [--models acfnet cnn3d aminn]
-        [--profile cpu] [--boot 100] [--root /tmp/crlm-bench]
+        [--profile cpu] [--repeats 1] [--root /tmp/crlm-bench]
 
 Every number is about the synthetic generator, not patients.
 """
@@ -56,14 +58,18 @@ def cv_over_seeds(
     seeds: list[int],
     models: list[str],
     profile: str,
-    n_boot: int,
     root: Path,
     settings: tuple[str, ...] = tuple(S.SETTINGS),
+    repeats: int | None = 1,
+    anchors: tuple[str, ...] = ("fong", "cox", "cox_clinrad"),
 ) -> pd.DataFrame:
     """Tidy rows ``setting, seed, model, metric, estimate, low, high`` of the CV on each seed:
     Harrell's C per head, the CT-permutation difference (``permutation_*``, model minus its
     permuted self) and the paired difference with Cox (``minus_cox_*``); ``low``/``high`` the
-    95% bootstrap interval conditional on the fitted models (NaN with ``--boot 0``)."""
+    corrected repeated-CV t interval of the protocol. ``repeats`` replaces the profile's
+    ``cv_repeats_3d`` (the spread over seeds is what this script measures; ``None`` keeps it).
+    Each (setting, seed) is written to ``<root>/<profile>-<setting>-seed<seed>/cv_rows.csv``
+    and read back when run again."""
     from dataclasses import replace
 
     from crlm_lib.config import get_profile
@@ -73,18 +79,18 @@ def cv_over_seeds(
     rows = []
     for setting in settings:
         base = get_profile(profile)
-        prof = base.with_(synth=replace(base.synth, setting=setting))
+        ev = base.eval if repeats is None else replace(base.eval, cv_repeats_3d=repeats)
+        prof = base.with_(synth=replace(base.synth, setting=setting), eval=ev)
         for seed in seeds:
             where = root / f"{profile}-{setting}-seed{seed}"
+            done = where / "cv_rows.csv"
+            if done.is_file():
+                rows.append(pd.read_csv(done))
+                continue
+            t0 = time.perf_counter()
             study = load_study(prof, seed=seed, root=where)
             res = run_cv_protocol(
-                models,
-                study,
-                prof,
-                seed=seed,
-                n_boot=n_boot,
-                runs_dir=where / "runs",
-                interval="conditional_bootstrap",  # the interval this script documents
+                models, study, prof, seed=seed, anchors=anchors, runs_dir=where / "runs"
             )
             keep = ["os_c_harrell", "dfs_c_harrell"]
             cols = ["model", "metric", "estimate", "low", "high"]
@@ -94,8 +100,10 @@ def cv_over_seeds(
             prefix = diff["baseline"].map({"ct-permuted": "permutation_", "cox": "minus_cox_"})
             diff = diff.assign(metric=prefix + diff["metric"])
             both = pd.concat([tidy, diff[cols]], ignore_index=True)
-            rows.append(both.assign(setting=setting, seed=seed))
-            print(f"{setting} seed {seed}: done", flush=True)
+            both = both.assign(setting=setting, seed=seed)
+            both.to_csv(done, index=False)
+            rows.append(both)
+            print(f"{setting} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--maxiter", type=int, default=600)
     ap.add_argument("--models", nargs="+", default=["acfnet", "cnn3d", "aminn"])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--boot", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=1, help="image-model CV repeats (cv)")
     ap.add_argument("--root", default="/tmp/crlm-bench")
     ap.add_argument("--settings", nargs="+", default=list(S.SETTINGS), choices=list(S.SETTINGS))
     args = ap.parse_args(argv)
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "cv":
         root = Path(args.root)
         tidy = cv_over_seeds(
-            args.seeds, args.models, args.profile, args.boot, root, tuple(args.settings)
+            args.seeds, args.models, args.profile, root, tuple(args.settings), args.repeats
         )
         tidy.to_csv(root / "cv_over_seeds.csv", index=False)
         print(summarise_cv(tidy).round(3).to_string())
