@@ -29,7 +29,7 @@ from crlm_lib.explain._common import (
     _patient_id,
     _restriction_mask,
 )
-from crlm_lib.train import to_device
+from crlm_lib.devices import to_device
 
 __all__ = ["randomisation_check", "yearly_gradcam"]
 
