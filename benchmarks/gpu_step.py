@@ -27,9 +27,9 @@ import torch
 
 from crlm_lib.config import get_profile
 from crlm_lib.data.lesions import FEATURE_NAMES
+from crlm_lib.devices import amp_dtype, autocast, channels_last_3d, to_device
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
-from crlm_lib.devices import amp_dtype, autocast, channels_last_3d, to_device
 from crlm_lib.train import build_optimizer
 
 MODELS = ("acfnet", "cnn3d", "resnet18_3d")
