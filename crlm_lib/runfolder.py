@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib import atomic
-from crlm_lib.checkpoints import load_checkpoint
 from crlm_lib.types import PATIENT_ID
 
 if TYPE_CHECKING:
@@ -232,6 +231,7 @@ class RunFolder:
         checkpoints.TrainingError
             The weights do not fit the network (trained by another version of it).
         """
+        from crlm_lib.checkpoints import load_checkpoint  # torch: only when a model is loaded
         from crlm_lib.models import build_model
 
         rec = self.read_record() if record is None else record
