@@ -151,6 +151,39 @@ def _datasets(
     return train_ds, val_ds, test_ds
 
 
+def _built_model(spec: ModelSpec, profile: Profile, train_ds) -> tuple[ModelSpec, Any, int]:
+    """The registry model of ``spec`` sized by the first training item (clinical features;
+    lesion features for the set models, added to ``spec.options``), with that ``spec`` and the
+    number of clinical features."""
+    from crlm_lib.models import build_model
+
+    first = train_ds[0]
+    n_clinical = int(np.asarray(first["clinical"]).shape[-1])
+    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
+        n_les = int(np.asarray(first["lesion_features"]).shape[-1])
+        spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
+    return spec, build_model(spec.name, n_clinical, profile.model, **spec.options), n_clinical
+
+
+def _anchor(model, train_ds) -> None:
+    """Fit what a model fits on its training rows before any step: the image standardisation
+    (``calibrate_image``, rows in training order) and the Cox-initialised residuals of
+    4D-ACFNet / STAR (``anchor_clinical``)."""
+    image_rows = None
+    if hasattr(model, "calibrate_image"):  # standardised on the training rows (in order)
+        from torch.utils.data import DataLoader
+
+        from crlm_lib.data.dataset import collate
+
+        image_rows = model.calibrate_image(DataLoader(train_ds, batch_size=16, collate_fn=collate))
+    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised residuals
+        o = train_ds.outcomes
+        model.anchor_clinical(
+            train_ds.clinical, o["os_years"], o["os_event"],
+            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"], image=image_rows,
+        )  # fmt: skip
+
+
 def fit_predict_torch(
     spec: ModelSpec,
     cohort: Cohort,
@@ -169,34 +202,15 @@ def fit_predict_torch(
     """
     import torch
 
-    from crlm_lib.models import build_model
+    from crlm_lib.models import IMAGING_MODELS
     from crlm_lib.train import fit, predict
 
     torch.manual_seed(seed)
-    from crlm_lib.models import IMAGING_MODELS
-
     reads_ct = spec.name in IMAGING_MODELS
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
-    first = train_ds[0]
-    n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
-        n_les = int(np.asarray(first["lesion_features"]).shape[-1])
-        spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
-    model = build_model(spec.name, n_clinical, profile.model, **spec.options)
+    spec, model, n_clinical = _built_model(spec, profile, train_ds)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
-    image_rows = None
-    if hasattr(model, "calibrate_image"):  # standardised on the training rows (in order)
-        from torch.utils.data import DataLoader
-
-        from crlm_lib.data.dataset import collate
-
-        image_rows = model.calibrate_image(DataLoader(train_ds, batch_size=16, collate_fn=collate))
-    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised residuals
-        o = train_ds.outcomes
-        model.anchor_clinical(
-            train_ds.clinical, o["os_years"], o["os_event"],
-            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"], image=image_rows,
-        )  # fmt: skip
+    _anchor(model, train_ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(run_dir)
     if getattr(model, "anchored_start", False):  # the step-0 control, before any step
