@@ -27,9 +27,10 @@ import torch
 
 from crlm_lib.config import get_profile
 from crlm_lib.data.lesions import FEATURE_NAMES
+from crlm_lib.devices import amp_dtype, autocast, channels_last_3d, to_device
 from crlm_lib.losses import total_loss
 from crlm_lib.models import build_model, count_parameters
-from crlm_lib.train import _autocast, amp_dtype, build_optimizer, channels_last_3d, to_device
+from crlm_lib.train import build_optimizer
 
 MODELS = ("acfnet", "cnn3d", "resnet18_3d")
 #: Extra names ``--models`` accepts: registered models with ablation switches, to split a ratio
@@ -75,7 +76,7 @@ class Stepper:
         self.dtype = amp_dtype(device, amp)
 
     def step(self) -> None:
-        with _autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             loss, _ = total_loss(self.model(self.batch), self.batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -159,15 +159,14 @@ def _run_profile(profile: str | None, runs: Sequence[str | Path]) -> str:
     """The profile of the ``--run`` folders (their ``run.json``), so that ``--profile`` may be
     left out; :class:`~crlm_lib.errors.ArgumentError` when ``profile`` names another, or the
     runs differ. Without a ``run.json``: ``profile``, else ``cpu``."""
-    import json
-
     from crlm_lib.errors import ArgumentError
+    from crlm_lib.runfolder import RunFolder
 
     found = {}
     for run in runs:
-        rec_path = Path(run) / "run.json"
-        if rec_path.is_file():
-            found[str(run)] = json.loads(rec_path.read_text()).get("profile")
+        folder = RunFolder(run)
+        if folder.has_record():
+            found[str(run)] = folder.read_record().get("profile")
     profiles = sorted({p for p in found.values() if p})
     if len(profiles) > 1:
         raise ArgumentError(f"--run folders of different profiles {found} cannot be used together")
@@ -347,11 +346,10 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 def _write_template(a: argparse.Namespace, run_dir: Path) -> int:
     """``crlm predict --template FILE``: the clinical table to fill in for this run."""
-    import json
-
     from crlm_lib.clinical_input import write_template
+    from crlm_lib.runfolder import RunFolder
 
-    rec = json.loads((run_dir / "run.json").read_text())
+    rec = RunFolder(run_dir).read_record()
     columns = [c["column"] for c in (rec.get("clinical_encoder") or {}).get("columns", [])]
     ids: list[str] = []
     if a.patient:
@@ -491,7 +489,8 @@ def train_cli(
         paper_split_ids,
         run_identity,
     )
-    from crlm_lib.evaluation._common import _atomic_write_csv, _write_json
+    from crlm_lib.evaluation._common import _write_json
+    from crlm_lib.runfolder import RunFolder
 
     if epochs is not None and int(epochs) < 1:
         raise ArgumentError(f"--epochs must be at least 1, got {epochs}")
@@ -502,16 +501,16 @@ def train_cli(
     tr, va, te = paper_split_ids(cohort.ids, events, seed)
     identity = run_identity(spec, prof, cohort, tr, va, te, seed)
     check_run_dir(run_dir, identity, restart=restart)
+    folder = RunFolder(run_dir)
     if spec.is_anchor:
         run_dir.mkdir(parents=True, exist_ok=True)
         pred = fit_predict_anchor(spec.name, cohort, list(tr) + list(va), te, seed=seed)
-        _write_json({"model": spec.name, "profile": prof.name, "seed": seed,
-                     "train_ids": list(tr) + list(va), "test_ids": list(te),
-                     "identity": identity},
-                    run_dir / "run.json")  # fmt: skip
+        folder.write_record({"model": spec.name, "profile": prof.name, "seed": seed,
+                             "train_ids": list(tr) + list(va), "test_ids": list(te),
+                             "identity": identity})  # fmt: skip
     else:
         pred, _ = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, epochs, seed)
-    _atomic_write_csv(pred, run_dir / "predictions.csv")
+    folder.write_predictions(pred)
     m = _cli_metrics(pred, cohort.outcomes.loc[list(tr)], prof)
     _write_json(m, run_dir / "metrics.json")
     print(
@@ -554,21 +553,20 @@ def cv_cli(a: argparse.Namespace, source: CohortSource, executor, show: bool = T
 
 def evaluate_cli(run_dir: Path, source: CohortSource) -> int:
     """``crlm evaluate``: rescore a run's ``predictions.csv`` (with bootstrap CIs)."""
-    import json
-
     from crlm_lib.evaluation import EvaluationError, bootstrap_scores, wide_table
-    from crlm_lib.evaluation._common import _atomic_write_csv, _read_predictions
+    from crlm_lib.evaluation._common import _atomic_write_csv
     from crlm_lib.metrics import TrainingOutcomes
+    from crlm_lib.runfolder import RunFolder
 
     prof, cohort = source.load()
     run_dir = Path(run_dir)
-    path = run_dir / "predictions.csv"
-    if not path.is_file():
-        raise EvaluationError(f"{path} not found: train the run first (crlm train)")
-    pred = _read_predictions(path)
-    record = (
-        json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    )
+    folder = RunFolder(run_dir)
+    pred = folder.read_predictions()
+    if pred is None:
+        raise EvaluationError(
+            f"{folder.file('predictions.csv')} not found: train the run first (crlm train)"
+        )
+    record = folder.read_record() if folder.has_record() else {}
     train_ids = record.get("train_ids") or sorted(set(cohort.ids) - set(pred["patient_id"]))
     train_out = TrainingOutcomes(
         cohort.outcomes.loc[[i for i in train_ids if i in cohort.outcomes.index]]

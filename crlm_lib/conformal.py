@@ -52,6 +52,7 @@ import pandas as pd
 
 from crlm_lib import atomic
 from crlm_lib.config import N_YEARS
+from crlm_lib.runfolder import RunFolder
 from crlm_lib.types import PATIENT_ID, Predictions
 
 __all__ = [
@@ -189,14 +190,14 @@ def pooled_out_of_fold(run_dirs: Sequence[Path]) -> pd.DataFrame | None:
 
 
 def _fold_runs(cv_dir: Path) -> list[Path]:
-    return sorted(p for p in cv_dir.iterdir() if (p / "run.json").is_file())
+    return sorted(p for p in cv_dir.iterdir() if RunFolder(p).has_record())
 
 
 def _identity(run_dir: Path, identity: dict | None = None) -> str:
     """A run's identity as one string: ``identity`` (``run.json``'s cohort, split and config
     hashes), read from ``run_dir/run.json`` when not given."""
     if identity is None:
-        identity = json.loads((run_dir / "run.json").read_text()).get("identity") or {}
+        identity = RunFolder(run_dir).read_record().get("identity") or {}
     return "/".join(str(identity.get(k, "")) for k in ("cohort", "split", "config"))
 
 

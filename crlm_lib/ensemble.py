@@ -35,7 +35,6 @@ estimate of the same patients); one run gives its test split's numbers (``metric
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib.conformal import pooled_out_of_fold
+from crlm_lib.runfolder import RunFolder
 
 __all__ = [
     "BAND_LEVEL",
@@ -226,7 +226,7 @@ def _split_performance(run_dir: Path) -> Performance | None:
         for h in ("os", "dfs")
         if f"{h}_c_harrell" in tidy.index
     }
-    rec = json.loads((run_dir / "run.json").read_text())
+    rec = RunFolder(run_dir).read_record()
     n = len(rec.get("test_ids", []))
     return Performance(f"the run's test split ({n} patients, crlm evaluate)", c, {})
 

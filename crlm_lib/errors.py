@@ -54,6 +54,16 @@ class FileAccessError(CRLMUserError):
     space left, no permission (:func:`file_access_error`)."""
 
 
+class ExplainError(RuntimeError):
+    """An explanation cannot be computed for this patient / model / file (a state of the
+    program, not the user's input: derives from ``RuntimeError``); ``crlm_lib.explain`` and
+    ``crlm_lib.plots`` raise it."""
+
+
+class GradCamLayerError(ExplainError):
+    """The model has no usable ``gradcam_layer`` (``None``, or an output Grad-CAM cannot use)."""
+
+
 #: ``errno`` values of an :class:`OSError` that the user fixes (the place written to or read
 #: from), as opposed to a bug: read-only file system, no space left, disk quota, no permission.
 ACCESS_ERRNOS: frozenset[int] = frozenset(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from crlm_lib import atomic
+from crlm_lib.runfolder import RunFolder
 
 __all__ = ["build_model_card", "write_model_card"]
 
@@ -413,10 +414,11 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
     from crlm_lib.evaluation import LABELS
 
     run_dir = Path(run_dir)
-    rec_path = run_dir / "run.json"
-    if not rec_path.is_file():
+    folder = RunFolder(run_dir)
+    rec_path = folder.record_path
+    if not folder.has_record():
         raise FileNotFoundError(f"{rec_path} not found: not a run folder (crlm train writes it)")
-    rec = json.loads(rec_path.read_text())
+    rec = folder.read_record()
     name = LABELS.get(rec["model"], rec["model"])
     trained = datetime.fromtimestamp(rec_path.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d")
     lines = [

@@ -30,6 +30,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from crlm_lib.config import MASK_NAMES, N_YEARS
+from crlm_lib.errors import ExplainError
 
 __all__ = [
     "MASK_STYLE",
@@ -164,11 +165,13 @@ def read_histories(
 
     Runs live in ``<runs_dir>/<protocol>/seed<seed>/<key>/`` (``evaluation.run_paper_protocol``).
     """
+    from crlm_lib.runfolder import RunFolder
+
     out = {}
     for key in keys:
-        path = Path(runs_dir) / protocol / f"seed{seed}" / key / "history.csv"
-        if path.is_file():
-            out[key] = pd.read_csv(path)
+        history = RunFolder(Path(runs_dir) / protocol / f"seed{seed}" / key).read_history()
+        if history is not None:
+            out[key] = history
     return out
 
 
@@ -434,8 +437,6 @@ def attention_over_years(
         cols = [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
         missing = [c for c in cols if c not in attention.columns]
         if missing:
-            from crlm_lib.explain._common import ExplainError  # lazy: explain imports plots
-
             raise ExplainError(f"attention table lacks columns {missing}")
         arr = attention[cols].to_numpy(dtype=float)
     else:

@@ -51,7 +51,6 @@ the training Kaplan–Meier curve are the first model's, and the report names it
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from crlm_lib.console import Console
 from crlm_lib.data.new_patients import NewPatient, load_new_patients, patient_item
 from crlm_lib.errors import ArgumentError, PredictError
 from crlm_lib.patient_outputs import write_patient_outputs
+from crlm_lib.runfolder import RunFolder
 from crlm_lib.training_reference import (
     risk_group_scores,
     store_training_reference,
@@ -179,36 +179,34 @@ def load_run_model(run_dir: str | Path, profile: Profile | str | None = None) ->
         When the folder is not a torch run, or lacks the stored encoder / training reference
         (runs trained before they were stored: retrain).
     """
+    from crlm_lib.checkpoints import TrainingError
     from crlm_lib.data.clinical import ClinicalEncoder
-    from crlm_lib.models import MODEL_NAMES, build_model
-    from crlm_lib.train import TrainingError, load_checkpoint
+    from crlm_lib.models import MODEL_NAMES
 
     run_dir = Path(run_dir)
-    rec_path = run_dir / "run.json"
-    if not rec_path.is_file():
+    folder = RunFolder(run_dir)
+    rec_path = folder.record_path
+    if not folder.has_record():
         raise PredictError(f"{rec_path} not found: not a run folder (crlm train writes it)")
-    rec = json.loads(rec_path.read_text())
+    rec = folder.read_record()
     complete = rec.get("model") in MODEL_NAMES and "training_reference" in rec
     if not (complete and rec.get("clinical_encoder")):
         _refuse_run(run_dir, rec, rec_path)
     encoder = ClinicalEncoder.from_dict(rec["clinical_encoder"])
-    if "lesion_feature_stats" not in rec:
+    stats = RunFolder.lesion_stats(rec)
+    if stats is None:
         raise PredictError(f"{rec_path}: no 'lesion_feature_stats' stored (run trained by an "
                            "older version)")  # fmt: skip
     prof = get_profile(profile or rec["profile"])
-    model = build_model(rec["model"], int(rec["n_clinical"]), prof.model, **rec["options"])
-    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
-    if not ckpt.is_file():
-        raise PredictError(f"no checkpoint (best.pt / last.pt) in {run_dir}")
     try:
-        load_checkpoint(model, ckpt)
+        model = folder.load_model(prof.model, rec)
+    except FileNotFoundError as err:
+        raise PredictError(str(err)) from err
     except TrainingError as err:  # weights of another network version: one line, not a trace
         raise PredictError(
-            f"{ckpt}: the weights do not fit this version's {rec['model']} network (trained by "
-            "an older version); retrain the run"
+            f"{folder.checkpoint_path()}: the weights do not fit this version's {rec['model']} "
+            "network (trained by an older version); retrain the run"
         ) from err
-    model.eval()
-    stats = {k: np.asarray(v, dtype=np.float64) for k, v in rec["lesion_feature_stats"].items()}
     return RunModel(run_dir, rec, model, encoder, stats, rec["training_reference"])
 
 

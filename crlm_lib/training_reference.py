@@ -11,7 +11,6 @@ references were computed with, named in their ``risk_score`` entry.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib.config import MIN_AT_RISK, N_YEARS, Profile
+from crlm_lib.provenance import software_record
+from crlm_lib.runfolder import RunFolder
 from crlm_lib.types import Predictions
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ def store_training_reference(
     run_dir: Path,
     training: dict[str, Any] | None = None,
 ) -> dict:
-    """Score the training patients once and add the reference to ``run_dir/run.json``.
+    """Score the training patients once and add the reference to ``run_dir/run.json``
+    (:meth:`~crlm_lib.runfolder.RunFolder.update_record`).
 
     Adds ``training_reference`` (:func:`training_reference`), ``lesion_feature_stats`` (the
     lesion-feature transform fitted on the training lesions), ``software``
@@ -125,8 +127,6 @@ def store_training_reference(
     holds the planned number) to the record, atomically.
     """
     from crlm_lib.data.dataset import CRLMDataset
-    from crlm_lib.evaluation._common import _write_json
-    from crlm_lib.provenance import software_record
     from crlm_lib.train import predict
 
     ids = [str(i) for i in train_ids]
@@ -140,13 +140,11 @@ def store_training_reference(
     )
     pred = predict(model, ds)
     ref = training_reference(pred, cohort.outcomes.loc[ids])
-    path = Path(run_dir) / "run.json"
-    record = json.loads(path.read_text())
-    record["training_reference"] = ref
-    record["lesion_feature_stats"] = {
-        k: np.asarray(v).tolist() for k, v in ds.feature_stats.items()
+    entries = {
+        "training_reference": ref,
+        "lesion_feature_stats": {k: np.asarray(v).tolist() for k, v in ds.feature_stats.items()},
+        "software": software_record(),
+        **(training or {}),
     }
-    record["software"] = software_record()
-    record.update(training or {})
-    _write_json(record, path)
+    RunFolder(run_dir).update_record(entries)
     return ref

@@ -7,8 +7,9 @@ modules (``metrics``, ``evaluation``, ``predict``, ``pipeline``), neither has an
 its own beyond validation and accessors, and the column names of the Predictions frame are
 constants that ``models.clinical``, ``train``, ``metrics``, ``evaluation``, ``predict`` and
 ``plots`` import from here instead of spelling them. The numerical core (the
-formulas of curves and risks over arrays) stays in :mod:`crlm_lib.metrics`, as pycox keeps its
-functions beside ``EvalSurv``; :class:`Predictions` only picks the columns and calls them.
+formulas of curves and risks over arrays) is :mod:`crlm_lib.curves`, a layer below, as pycox
+keeps its functions beside ``EvalSurv``; :class:`Predictions` only picks the columns and calls
+them.
 
 The frame stays the currency between modules and on disk (``predictions.csv``):
 ``Predictions.from_frame(df).to_frame()`` returns ``df`` unchanged (same columns, order,
@@ -25,9 +26,9 @@ models and the oracle alike, so that a C-index compares models and not functiona
 quantities that could be called "risk" have their own names because their numbers differ:
 
 - :meth:`Predictions.expected_years` — the 12-year restricted mean event-free time (minus it
-  is ``metrics.risk_from_survival``);
+  is ``curves.risk_from_survival``);
 - :meth:`Predictions.mean_recurrence_probability` — the mean of the 12 (running-max)
-  recurrence sigmoids (``metrics.risk_from_recurrence(horizon_years=None)``), the
+  recurrence sigmoids (``curves.risk_from_recurrence(horizon_years=None)``), the
   horizon-free alternative.
 
 ``ranking_score(head, score="mixed")`` keeps the functionals the evaluation used before
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from crlm_lib import curves
 from crlm_lib.config import N_YEARS
 
 if TYPE_CHECKING:
@@ -222,31 +224,27 @@ class Predictions:
     def curve(self, head: str) -> np.ndarray:
         """Event-free probability at the end of years 1..12, ``[N, 12]``.
 
-        ``"os"``: survival ``S_k = 1 - sum_{j<=k} p_j`` (``metrics.survival_curve``);
-        ``"dfs"``: recurrence-free ``1 - max_{j<=k} q_j`` (``metrics.recurrence_free_curve``).
+        ``"os"``: survival ``S_k = 1 - sum_{j<=k} p_j`` (``curves.survival_curve``);
+        ``"dfs"``: recurrence-free ``1 - max_{j<=k} q_j`` (``curves.recurrence_free_curve``).
         """
-        from crlm_lib import metrics as M
-
         _check_head(head)
         if head == "os":
-            return M.survival_curve(self.survival_pmf)
-        return M.recurrence_free_curve(self.recurrence_cdf)
+            return curves.survival_curve(self.survival_pmf)
+        return curves.recurrence_free_curve(self.recurrence_cdf)
 
     def risk(self, head: str, horizon_years: int = 3) -> np.ndarray:
         """THE risk: predicted probability of the event by the end of year ``horizon_years``.
 
         ``"os"``: ``sum_{j<=h} p_j`` (clipped to [0, 1]); ``"dfs"``: ``max_{j<=h} q_j``
-        (``metrics.risk_from_recurrence``). At :data:`RISK_HORIZON_YEARS` it is the score
+        (``curves.risk_from_recurrence``). At :data:`RISK_HORIZON_YEARS` it is the score
         the evaluation ranks every model by (:meth:`ranking_score`).
         Higher = worse. ``[N]`` float64.
         """
-        from crlm_lib import metrics as M
-
         _check_head(head)
         if not 1 <= int(horizon_years) <= N_YEARS:
             raise PredictionsError(f"horizon_years must be in 1..{N_YEARS}, got {horizon_years}")
         if head == "dfs":
-            return M.risk_from_recurrence(self.recurrence_cdf, int(horizon_years))
+            return curves.risk_from_recurrence(self.recurrence_cdf, int(horizon_years))
         cum = np.cumsum(self.survival_pmf, axis=1)[:, int(horizon_years) - 1]
         return np.clip(cum, 0.0, 1.0)
 
@@ -254,23 +252,19 @@ class Predictions:
         """12-year restricted mean event-free time in years, ``[N]``.
 
         ``"os"``: ``sum_k (k + 0.5) p_k + 12 S(12)`` (deaths at mid-year; minus
-        ``metrics.risk_from_survival``, the survival head's ranking score under
+        ``curves.risk_from_survival``, the survival head's ranking score under
         ``ranking_score(score="mixed")``);
         ``"dfs"``: ``12 (1 - mean_k Q_k)``.
         """
-        from crlm_lib import metrics as M
-
         _check_head(head)
         if head == "os":
-            return -M.risk_from_survival(self.survival_pmf)
+            return -curves.risk_from_survival(self.survival_pmf)
         return N_YEARS * (1.0 - self.mean_recurrence_probability())
 
     def mean_recurrence_probability(self) -> np.ndarray:
         """Mean of the 12 running-max recurrence probabilities ``[N]`` (the horizon-free score,
-        ``metrics.risk_from_recurrence(horizon_years=None)``)."""
-        from crlm_lib import metrics as M
-
-        return M.risk_from_recurrence(self.recurrence_cdf, None)
+        ``curves.risk_from_recurrence(horizon_years=None)``)."""
+        return curves.risk_from_recurrence(self.recurrence_cdf, None)
 
     def ranking_score(self, head: str, score: str = "risk") -> np.ndarray:
         """What the evaluation ranks patients by (higher = worse), ``[N]``.
@@ -281,11 +275,9 @@ class Predictions:
         before, each model its own, kept as a sensitivity analysis and for the training
         references already stored by ``crlm predict``: for ``"os"`` the anchor's
         :data:`NATIVE_RISK` where present and finite (the Fong score itself, Cox's linear
-        predictor, the oracle's 5-year risk), else ``metrics.risk_from_survival`` (minus
+        predictor, the oracle's 5-year risk), else ``curves.risk_from_survival`` (minus
         the 12-year restricted mean survival time); ``"dfs"`` is the 3-year risk either way.
         """
-        from crlm_lib import metrics as M
-
         _check_head(head)
         if score not in RANKING_SCORES:
             raise PredictionsError(f"unknown score {score!r}; use one of {RANKING_SCORES}")
@@ -295,7 +287,7 @@ class Predictions:
             native_risk = self.frame[NATIVE_RISK].to_numpy(np.float64)
             if np.isfinite(native_risk).all():
                 return native_risk
-        return M.risk_from_survival(self.survival_pmf)
+        return curves.risk_from_survival(self.survival_pmf)
 
 
 # --------------------------------------------------------------------------------------------

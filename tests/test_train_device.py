@@ -10,6 +10,7 @@ from torch import nn
 
 from crlm_lib import distributed
 from crlm_lib import train as T
+from crlm_lib.checkpoints import unwrap
 from crlm_lib.config import get_profile
 
 
@@ -100,8 +101,8 @@ def test_unwrap_ddp_and_compile_wrappers():
             super().__init__()
             self.module = inner
 
-    assert T._unwrap(Wrapper()) is inner
-    assert T._unwrap(inner) is inner
+    assert unwrap(Wrapper()) is inner
+    assert unwrap(inner) is inner
 
 
 def test_distributed_info_without_process_group():

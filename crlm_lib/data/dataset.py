@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from crlm_lib import metrics
+from crlm_lib import curves
 from crlm_lib.config import N_YEARS, Profile
 from crlm_lib.data.preprocess import load_processed
 from crlm_lib.errors import TooFewPatientsError
@@ -54,8 +54,8 @@ _ITEM_KEYS = ("ct", "masks", "lesion_features", "source_spacing_mm", "source_sha
 
 def year_bin(years: float, n_years: int = N_YEARS) -> int:
     """``min(floor(years), n_years - 1)`` of one time as an ``int`` (negative times -> bin 0);
-    the rule itself is :func:`crlm_lib.metrics.year_bin`."""
-    return int(metrics.year_bin(max(float(years), 0.0), n_years))
+    the rule itself is :func:`crlm_lib.curves.year_bin`."""
+    return int(curves.year_bin(max(float(years), 0.0), n_years))
 
 
 def recurrence_targets(
@@ -99,6 +99,51 @@ def apply_lesion_stats(features: np.ndarray, stats: dict[str, np.ndarray]) -> np
     """``(log(max(x - min, 0) + 1) - mean) / std`` per feature, float32."""
     x = np.log(np.clip(features - stats["min"], 0, None) + 1.0)
     return ((x - stats["mean"]) / stats["std"]).astype(np.float32)
+
+
+def lesion_set(
+    raw: np.ndarray, feature_names: Sequence[str], stats: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One patient's lesion set as the set-based models read it (AMINN, STG).
+
+    Parameters
+    ----------
+    raw : array ``[n_lesions, F]``
+        The cache entry's ``lesion_features`` (``data.lesions``), one row per lesion.
+    feature_names : sequence of str
+        Their ``F`` column names; ``volume_mm3`` ranks the lesions when there are more than
+        :data:`L_MAX`.
+    stats : dict
+        :func:`fit_lesion_stats` of the training lesions (:func:`apply_lesion_stats`).
+
+    Returns
+    -------
+    features : float32 array ``[L_MAX, F]``
+        The :data:`L_MAX` largest lesions (by volume, ties in stored order) standardised with
+        ``stats``, zero rows after them.
+    mask : bool array ``[L_MAX]``
+        ``True`` for the rows that hold a lesion.
+
+    Raises
+    ------
+    ValueError
+        More than :data:`L_MAX` lesions and no ``volume_mm3`` column to choose them by.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    out = np.zeros((L_MAX, len(stats["mean"])), np.float32)
+    mask = np.zeros(L_MAX, bool)
+    if len(raw) > L_MAX:
+        names = [str(n) for n in feature_names]
+        if "volume_mm3" not in names:
+            raise ValueError(
+                f"{len(raw)} lesions (more than {L_MAX}) and no 'volume_mm3' among the lesion "
+                f"features {names} to keep the largest by"
+            )
+        raw = raw[np.argsort(-raw[:, names.index("volume_mm3")], kind="stable")[:L_MAX]]
+    if len(raw):
+        out[: len(raw)] = apply_lesion_stats(raw, stats)
+        mask[: len(raw)] = True
+    return out, mask
 
 
 class CRLMDataset(Dataset):
@@ -188,17 +233,9 @@ class CRLMDataset(Dataset):
         return len(self.ids)
 
     def lesion_set(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised, padded ``[L_MAX, F]`` lesion features and their ``[L_MAX]`` mask."""
-        n_feat = len(self.feature_stats["mean"])
-        out = np.zeros((L_MAX, n_feat), np.float32)
-        mask = np.zeros(L_MAX, bool)
-        if len(raw):
-            if len(raw) > L_MAX:
-                vol = self.lesion_feature_names.index("volume_mm3")
-                raw = raw[np.argsort(-raw[:, vol], kind="stable")[:L_MAX]]
-            out[: len(raw)] = apply_lesion_stats(raw, self.feature_stats)
-            mask[: len(raw)] = True
-        return out, mask
+        """Standardised, padded ``[L_MAX, F]`` lesion features and their ``[L_MAX]`` mask
+        (:func:`lesion_set` with this dataset's statistics and feature names)."""
+        return lesion_set(raw, self.lesion_feature_names, self.feature_stats)
 
     def _arrays(self, pid: str) -> dict[str, np.ndarray]:
         """The arrays ``__getitem__`` needs, read once per dataset when they fit in

@@ -200,7 +200,7 @@ def patient_item(
     """
     import torch
 
-    from crlm_lib.data.dataset import L_MAX, apply_lesion_stats, processed_spacing
+    from crlm_lib.data.dataset import lesion_set, processed_spacing
 
     a = patient.arrays
     ct = torch.from_numpy(np.asarray(a["ct"], dtype=np.float32))[None]
@@ -210,16 +210,7 @@ def patient_item(
 
         spacing = processed_spacing(a, a["ct"].shape)
         ct, masks = augment_sample(ct, masks, spacing, augment_seed, profile)
-    raw = np.asarray(a["lesion_features"], dtype=np.float64)
-    names = [str(n) for n in a["lesion_feature_names"]]
-    n_feat = len(lesion_stats["mean"])
-    feats = np.zeros((L_MAX, n_feat), np.float32)
-    lmask = np.zeros(L_MAX, bool)
-    if len(raw):
-        if len(raw) > L_MAX and "volume_mm3" in names:
-            raw = raw[np.argsort(-raw[:, names.index("volume_mm3")], kind="stable")[:L_MAX]]
-        feats[: len(raw)] = apply_lesion_stats(raw, lesion_stats)
-        lmask[: len(raw)] = True
+    feats, lmask = lesion_set(a["lesion_features"], a["lesion_feature_names"], lesion_stats)
     return {
         "patient_id": patient.patient_id,
         "ct": ct,

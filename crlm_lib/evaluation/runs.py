@@ -1,7 +1,8 @@
 """One model on one split, and its run folder.
 
 Anchors are fitted in memory (:func:`fit_predict_anchor`); torch models train into a run folder
-(:func:`fit_predict_torch`, ``run.json`` + checkpoints + ``history.csv``) whose identity
+(:func:`fit_predict_torch`, ``run.json`` + checkpoints + ``history.csv``, every file through its
+one writer, :class:`~crlm_lib.runfolder.RunFolder`) whose identity
 (:func:`run_identity`: cohort, split and configuration hashes) decides whether it may resume
 (:func:`check_run_dir` for ``crlm train``, :func:`_clear_stale_run` inside the protocols).
 :func:`_cached_fit` reuses a finished run's ``predictions.csv``; :func:`load_run` reloads a
@@ -21,12 +22,7 @@ import pandas as pd
 
 from crlm_lib import atomic
 from crlm_lib.config import PROFILES, Paths, Profile, get_profile
-from crlm_lib.evaluation._common import (
-    EvaluationError,
-    _atomic_write_csv,
-    _read_predictions,
-    _write_json,
-)
+from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_ORACLE, VOLUMETRIC_ANCHORS, ModelSpec
 from crlm_lib.models.clinical import (
@@ -35,7 +31,31 @@ from crlm_lib.models.clinical import (
     Oracle,
     RandomSurvivalForest,
 )
+from crlm_lib.runfolder import PERMUTED_FILE, RUN_FILES, STEP0_FILE, RunFolder
+from crlm_lib.training_reference import store_training_reference
 from crlm_lib.types import BEYOND_COL, PATIENT_ID
+
+__all__ = [
+    "N_PERMUTATIONS",
+    "PERMUTED_FILE",
+    "RUN_FILES",
+    "RUN_REVISION",
+    "STEP0_FILE",
+    "LoadedRun",
+    "RunProgress",
+    "check_run_dir",
+    "fit_predict_anchor",
+    "fit_predict_torch",
+    "load_run",
+    "permuted_predictions",
+    "read_run_record",
+    "require_finished",
+    "resume_command",
+    "run_identity",
+    "run_progress",
+    "step0_predictions",
+    "stored_encoder",
+]
 
 
 def fit_predict_anchor(
@@ -131,6 +151,39 @@ def _datasets(
     return train_ds, val_ds, test_ds
 
 
+def _built_model(spec: ModelSpec, profile: Profile, train_ds) -> tuple[ModelSpec, Any, int]:
+    """The registry model of ``spec`` sized by the first training item (clinical features;
+    lesion features for the set models, added to ``spec.options``), with that ``spec`` and the
+    number of clinical features."""
+    from crlm_lib.models import build_model
+
+    first = train_ds[0]
+    n_clinical = int(np.asarray(first["clinical"]).shape[-1])
+    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
+        n_les = int(np.asarray(first["lesion_features"]).shape[-1])
+        spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
+    return spec, build_model(spec.name, n_clinical, profile.model, **spec.options), n_clinical
+
+
+def _anchor(model, train_ds) -> None:
+    """Fit what a model fits on its training rows before any step: the image standardisation
+    (``calibrate_image``, rows in training order) and the Cox-initialised residuals of
+    4D-ACFNet / STAR (``anchor_clinical``)."""
+    image_rows = None
+    if hasattr(model, "calibrate_image"):  # standardised on the training rows (in order)
+        from torch.utils.data import DataLoader
+
+        from crlm_lib.data.dataset import collate
+
+        image_rows = model.calibrate_image(DataLoader(train_ds, batch_size=16, collate_fn=collate))
+    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised residuals
+        o = train_ds.outcomes
+        model.anchor_clinical(
+            train_ds.clinical, o["os_years"], o["os_event"],
+            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"], image=image_rows,
+        )  # fmt: skip
+
+
 def fit_predict_torch(
     spec: ModelSpec,
     cohort: Cohort,
@@ -149,46 +202,28 @@ def fit_predict_torch(
     """
     import torch
 
-    from crlm_lib.models import build_model
+    from crlm_lib.models import IMAGING_MODELS
     from crlm_lib.train import fit, predict
 
     torch.manual_seed(seed)
-    from crlm_lib.models import IMAGING_MODELS
-
     reads_ct = spec.name in IMAGING_MODELS
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
-    first = train_ds[0]
-    n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
-        n_les = int(np.asarray(first["lesion_features"]).shape[-1])
-        spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
-    model = build_model(spec.name, n_clinical, profile.model, **spec.options)
+    spec, model, n_clinical = _built_model(spec, profile, train_ds)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
-    image_rows = None
-    if hasattr(model, "calibrate_image"):  # standardised on the training rows (in order)
-        from torch.utils.data import DataLoader
-
-        from crlm_lib.data.dataset import collate
-
-        image_rows = model.calibrate_image(DataLoader(train_ds, batch_size=16, collate_fn=collate))
-    if hasattr(model, "anchor_clinical"):  # 4D-ACFNet/STAR: Cox-initialised residuals
-        o = train_ds.outcomes
-        model.anchor_clinical(
-            train_ds.clinical, o["os_years"], o["os_event"],
-            dfs_years=o["dfs_years"], dfs_event=o["dfs_event"], image=image_rows,
-        )  # fmt: skip
+    _anchor(model, train_ds)
     run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir)
     if getattr(model, "anchored_start", False):  # the step-0 control, before any step
         with torch.random.fork_rng():
             step0 = predict(model, test_ds)
         step0[PATIENT_ID] = step0[PATIENT_ID].astype(str)
-        _atomic_write_csv(step0, run_dir / STEP0_FILE)
+        folder.write_predictions(step0, STEP0_FILE)
     profile, epochs = _training_budget(model, profile, epochs, reads_ct)
     planned = profile.train.epochs if epochs is None else int(epochs)
     record = _run_record(
         spec, profile, cohort, train_ids, val_ids, test_ids, seed, planned, n_clinical
     )
-    _write_json({**record, "identity": identity}, run_dir / "run.json")
+    folder.write_record({**record, "identity": identity})
     history = fit(
         model,
         train_ds,
@@ -203,9 +238,6 @@ def fit_predict_torch(
     )
     pred = predict(model, test_ds)
     pred[PATIENT_ID] = pred[PATIENT_ID].astype(str)
-    _save_history(history, run_dir)
-    from crlm_lib.predict import store_training_reference
-
     done = {"epochs_completed": len(history.records), "best_epoch": history.best_epoch,
             "stopped_early": bool(history.stopped_early)}  # fmt: skip
     store_training_reference(
@@ -224,24 +256,6 @@ def _training_budget(
     if not reads_volume and profile.train.epochs_no_volume is not None:
         epochs = None
     return profile.with_(train=tc), epochs
-
-
-def _save_history(history: Any, run_dir: Path) -> None:
-    path = run_dir / "history.csv"
-    if path.exists() or history is None:
-        return
-    frame = None
-    if isinstance(history, pd.DataFrame):
-        frame = history
-    elif hasattr(history, "to_frame"):
-        frame = history.to_frame()
-    elif hasattr(history, "__dataclass_fields__"):
-        try:
-            frame = pd.DataFrame(asdict(history))
-        except (TypeError, ValueError):
-            frame = None
-    if frame is not None:
-        _atomic_write_csv(frame, path)
 
 
 def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical):
@@ -279,20 +293,6 @@ def _training_images(cohort: Cohort, ids: Sequence[str]) -> dict | None:
     if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
         return None
     return training_images(cohort.paths.processed_dir, [str(i) for i in ids])
-
-
-#: Files of a run folder that belong to one (cohort, split, configuration).
-RUN_FILES: tuple[str, ...] = (
-    "best.pt",
-    "last.pt",
-    "history.csv",
-    "timing.json",
-    "predictions.csv",
-    "metrics.json",
-    "metrics_ci.csv",
-    "predictions_ct_permuted.csv",
-    "run.json",
-)
 
 
 def _sha256_json(obj: Any) -> str:
@@ -397,24 +397,18 @@ def run_identity(
 
 def _run_dir_state(run_dir: Path, identity: dict[str, str]) -> list[str]:
     """What of ``identity`` differs from the run already in ``run_dir`` ([] = same or empty)."""
-    present = [n for n in RUN_FILES if (run_dir / n).exists()]
-    if not present:
+    folder = RunFolder(run_dir)
+    if not folder.present_files():
         return []
-    record = run_dir / "run.json"
-    if not record.is_file():
+    if not folder.has_record():
         return ["run.json missing"]
     try:
-        old = json.loads(record.read_text()).get("identity")
+        old = folder.read_record().get("identity")
     except (json.JSONDecodeError, AttributeError):
         return ["run.json unreadable"]
     if not isinstance(old, dict):
         return ["run.json made before run identities were recorded"]
     return [k for k in identity if old.get(k) != identity[k]]
-
-
-def _remove_run_files(run_dir: Path) -> None:
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
 
 
 def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False) -> None:
@@ -441,7 +435,7 @@ def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False
             warnings.warn(
                 f"{run_dir}: --restart: discarding the run ({', '.join(differs)})", stacklevel=2
             )
-            _remove_run_files(Path(run_dir))
+            RunFolder(run_dir).clear()
         distributed.barrier()
         return
     if set(differs) <= set(identity):
@@ -459,10 +453,10 @@ def _clear_stale_run(
 ) -> None:
     """Remove checkpoints and outputs of ``run_dir`` when its ``run.json`` has other split IDs
     (or, given ``identity``, another cohort, split or configuration: :func:`run_identity`)."""
-    record = run_dir / "run.json"
-    if not record.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.has_record():
         return
-    rec = json.loads(record.read_text())
+    rec = folder.read_record()
     same = all(
         sorted(map(str, rec.get(key, []))) == sorted(map(str, ids))
         for key, ids in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids))
@@ -473,7 +467,7 @@ def _clear_stale_run(
     # runs written before the clinical encoder and training reference were stored cannot be
     # reloaded for prediction (load_run refuses them): retrain those too. A run still training
     # (no predictions.csv yet) has no training reference and is kept, so that it resumes.
-    finished = (run_dir / "predictions.csv").is_file()
+    finished = folder.has_predictions()
     complete = rec.get("model") in ANCHOR_NAMES or (
         "clinical_encoder" in rec and ("training_reference" in rec or not finished)
     )
@@ -481,7 +475,7 @@ def _clear_stale_run(
         return
     why = "trained on another split" if not same else "stores no clinical encoder or reference"
     warnings.warn(f"{run_dir}: {why}; retraining from scratch", stacklevel=3)
-    _remove_run_files(run_dir)
+    folder.clear()
 
 
 def _cached_fit(
@@ -506,8 +500,9 @@ def _cached_fit(
         if not spec.is_anchor:
             identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
         _clear_stale_run(run_dir, train_ids, val_ids, test_ids, identity)
-    if run_dir is not None and (run_dir / "predictions.csv").is_file():
-        cached = _read_predictions(run_dir / "predictions.csv")
+    folder = None if run_dir is None else RunFolder(run_dir)
+    cached = None if folder is None else folder.read_predictions()
+    if cached is not None:
         same_ids = sorted(cached[PATIENT_ID]) == sorted(map(str, test_ids))
         # anchors written before the beyond-horizon mass was kept out of bin 12 are refitted
         if same_ids and not (spec.is_anchor and BEYOND_COL not in cached.columns):
@@ -520,12 +515,12 @@ def _cached_fit(
         pred, _ = fit_predict_torch(
             spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, epochs, seed
         )
-    if run_dir is None:
+    if folder is None:
         return pred
     # read back: a table made on the first run equals one made later from the same file (the
     # CSV's decimal floats need not round-trip the last bit of the frame in memory)
-    _atomic_write_csv(pred, run_dir / "predictions.csv")
-    return _read_predictions(run_dir / "predictions.csv")
+    folder.write_predictions(pred)
+    return folder.read_predictions()
 
 
 @dataclass
@@ -577,10 +572,10 @@ def read_run_record(run_dir: str | Path) -> tuple[dict, Path]:
     EvaluationError
         When the folder has no ``run.json`` (not a run folder).
     """
-    rec_path = Path(run_dir) / "run.json"
-    if not rec_path.is_file():
-        raise EvaluationError(f"{rec_path} not found: not a run folder")
-    return json.loads(rec_path.read_text()), rec_path
+    folder = RunFolder(run_dir)
+    if not folder.has_record():
+        raise EvaluationError(f"{folder.record_path} not found: not a run folder")
+    return folder.read_record(), folder.record_path
 
 
 @dataclass(frozen=True)
@@ -602,13 +597,7 @@ class RunProgress:
 
 def run_progress(run_dir: str | Path, rec: dict) -> RunProgress:
     """The :class:`RunProgress` of ``run_dir`` whose ``run.json`` is ``rec``."""
-    history = Path(run_dir) / "history.csv"
-    done = 0
-    if history.is_file():
-        try:
-            done = len(pd.read_csv(history))
-        except pd.errors.EmptyDataError:
-            done = 0
+    done = RunFolder(run_dir).epochs_done()
     planned = rec.get("epochs")
     if planned is None and rec.get("profile") in PROFILES:
         planned = get_profile(rec["profile"]).train.epochs
@@ -639,7 +628,7 @@ def require_finished(run_dir: str | Path, rec: dict) -> None:
     from crlm_lib.errors import IncompleteRunError
 
     progress = run_progress(run_dir, rec)
-    if progress.finished or (Path(run_dir) / "predictions.csv").is_file():
+    if progress.finished or RunFolder(run_dir).has_predictions():
         return
     raise IncompleteRunError(
         f"{run_dir} is an incomplete run: {progress.summary()} (history.csv) and training "
@@ -667,8 +656,6 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
         belongs to an anchor.
     """
     from crlm_lib.data.dataset import CRLMDataset
-    from crlm_lib.models import build_model
-    from crlm_lib.train import load_checkpoint
 
     prof = get_profile(profile)
     cohort = as_cohort(source)
@@ -676,19 +663,17 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
     rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:
         raise EvaluationError(f"{run_dir} is a clinical anchor's run: nothing to reload")
-    model = build_model(rec["model"], int(rec["n_clinical"]), prof.model, **rec["options"])
-    ckpt = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
-    if not ckpt.is_file():
-        raise EvaluationError(f"no checkpoint (best.pt / last.pt) in {run_dir}")
-    load_checkpoint(model, ckpt)
-    model.eval()
+    try:
+        model = RunFolder(run_dir).load_model(prof.model, rec)
+    except FileNotFoundError as err:
+        raise EvaluationError(str(err)) from err
     kw = {"clinical_encoder": stored_encoder(rec, rec_path)}
     pdir = cohort.paths.processed_dir
     train_ids = [i for i in rec.get("train_ids", []) if i in cohort.clinical.index]
     test_ids = [i for i in rec.get("test_ids", []) if i in cohort.clinical.index]
-    stats = rec.get("lesion_feature_stats")
+    stats = RunFolder.lesion_stats(rec)
     if stats is not None:
-        kw["feature_stats"] = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
+        kw["feature_stats"] = stats
     train_ds = CRLMDataset(pdir, cohort.clinical, train_ids, prof, **kw)
     # the test lesions are standardised with the training lesions' statistics, never their own
     kw["feature_stats"] = train_ds.feature_stats
@@ -696,20 +681,11 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
     return LoadedRun(model=model, record=rec, train_ds=train_ds, test_ds=test_ds)
 
 
-#: Test-set predictions of a run with the images permuted among its test patients
-#: (:func:`permuted_predictions`), one block per permutation (column ``permutation``).
-PERMUTED_FILE = "predictions_ct_permuted.csv"
-#: An anchored model's test predictions before its first optimiser step (written by
-#: :func:`fit_predict_torch`): the untrained-start control.
-STEP0_FILE = "predictions_step0.csv"
-
-
 def step0_predictions(run_dir: str | Path) -> pd.DataFrame | None:
     """The untrained-start control of an anchored run (its test predictions at step 0, from
     ``run_dir/predictions_step0.csv``); ``None`` for a run without one (a model that is not
     anchored, or a run written before the control existed)."""
-    path = Path(run_dir) / STEP0_FILE
-    return _read_predictions(path) if path.is_file() else None
+    return RunFolder(run_dir).read_predictions(STEP0_FILE)
 
 
 #: Permutations of the image-permutation control per run.
@@ -741,11 +717,11 @@ def permuted_predictions(
     from crlm_lib.train import predict
 
     run_dir = Path(run_dir)
-    path = run_dir / PERMUTED_FILE
+    folder = RunFolder(run_dir)
     record, _ = read_run_record(run_dir)
     test_ids = sorted(map(str, record.get("test_ids", [])))
-    if path.is_file():  # reused without loading the model
-        cached = _read_predictions(path)
+    cached = folder.read_predictions(PERMUTED_FILE)  # reused without loading the model
+    if cached is not None:
         if sorted(set(cached[PATIENT_ID])) == test_ids and cached["permutation"].nunique() == (
             n_permutations
         ):
@@ -758,5 +734,5 @@ def permuted_predictions(
         pred = predict(loaded.model, ImagePermutation(loaded.test_ds, perm))
         pred[PATIENT_ID] = pred[PATIENT_ID].astype(str)
         frames.append(pred.assign(permutation=p))
-    _atomic_write_csv(pd.concat(frames, ignore_index=True), path)
-    return _read_predictions(path)  # what a rerun reads: the same numbers either way
+    folder.write_predictions(pd.concat(frames, ignore_index=True), PERMUTED_FILE)
+    return folder.read_predictions(PERMUTED_FILE)  # what a rerun reads: the same either way

@@ -19,8 +19,8 @@ from crlm_lib import resources
 from crlm_lib.config import Paths, Profile, get_profile
 from crlm_lib.evaluation.cohort import Cohort, as_cohort
 from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
+from crlm_lib.labels import DISPLAY_LABELS
 from crlm_lib.models import MODEL_NAMES
-from crlm_lib.reporting import DISPLAY_LABELS
 
 #: Metric columns of the pretty tables, in order (OS head unless prefixed ``dfs_``).
 HEADLINE_METRICS: tuple[str, ...] = (

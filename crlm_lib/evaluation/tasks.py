@@ -13,7 +13,6 @@ than the fit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +31,7 @@ from crlm_lib.evaluation.runs import (
 )
 from crlm_lib.evaluation.specs import IMAGE_MODELS, ModelSpec
 from crlm_lib.executors import ExecutorSpec, run_tasks
+from crlm_lib.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,16 @@ def task_finished(task: FitTask, cohort: Cohort, profile: Profile) -> bool:
     """Whether the task's run folder holds its finished fit: ``predictions.csv``, a ``run.json``
     of the same run identity whose training ended (training reference stored) and, when due,
     the image-permutation control."""
-    run_dir = task.run_dir
-    if run_dir is None or not (run_dir / "predictions.csv").is_file():
+    if task.run_dir is None:
         return False
-    if task.control_seed is not None and not (run_dir / PERMUTED_FILE).is_file():
+    folder = RunFolder(task.run_dir)
+    if not folder.has_predictions():
         return False
-    record = run_dir / "run.json"
-    if not record.is_file():
+    if task.control_seed is not None and not folder.has_predictions(PERMUTED_FILE):
         return False
-    rec = json.loads(record.read_text())
+    if not folder.has_record():
+        return False
+    rec = folder.read_record()
     if task.spec.is_anchor:
         return True
     ids = (task.train_ids, task.val_ids, task.test_ids)

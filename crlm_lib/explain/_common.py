@@ -1,4 +1,5 @@
-"""What every explanation shares: its errors and the patients-and-batches helpers."""
+"""What every explanation shares: its errors (defined in :mod:`crlm_lib.errors`, where
+:mod:`crlm_lib.plots` reads them too) and the patients-and-batches helpers."""
 
 from __future__ import annotations
 
@@ -10,14 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from crlm_lib.config import MASK_NAMES
+from crlm_lib.errors import ExplainError, GradCamLayerError
 
-
-class ExplainError(RuntimeError):
-    """An explanation cannot be computed for this patient / model / file."""
-
-
-class GradCamLayerError(ExplainError):
-    """The model has no usable ``gradcam_layer`` (``None``, or an output Grad-CAM cannot use)."""
+#: The errors are re-exported (``explain.gradcam``, ``explain.shap`` and users import them here).
+__all__ = ["ExplainError", "GradCamLayerError"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from captum.attr import LayerAttribution
 from torch import Tensor, nn
 
 from crlm_lib.config import N_YEARS
+from crlm_lib.devices import to_device
 from crlm_lib.explain._common import (
     ExplainError,
     GradCamLayerError,
@@ -29,7 +30,6 @@ from crlm_lib.explain._common import (
     _patient_id,
     _restriction_mask,
 )
-from crlm_lib.train import to_device
 
 __all__ = ["randomisation_check", "yearly_gradcam"]
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from crlm_lib.devices import to_device
 from crlm_lib.explain._common import ExplainError, _iter_patients, _model_device, _patient_id
-from crlm_lib.train import to_device
 
 __all__ = ["clinical_shap", "kernel_shap_check", "risk_output", "shap_additivity_gap"]
 

@@ -74,6 +74,23 @@ def test_lesion_set_keeps_16_largest_and_pads():
     assert np.all(feats[3:] == 0)
 
 
+def test_lesion_set_is_one_function_for_training_and_new_patients():
+    stats = {"min": np.zeros(2), "mean": np.zeros(2), "std": np.ones(2)}
+    raw = np.stack([np.zeros(20), np.arange(20.0)], axis=1).astype(np.float32)
+    feats, mask = ds.lesion_set(raw, ["mean", "volume_mm3"], stats)
+    assert feats.dtype == np.float32 and mask.all()
+    # the largest by volume, in descending order; the same as the dataset's method
+    np.testing.assert_allclose(feats[:, 1], np.log(np.arange(19.0, 3.0, -1) + 1), rtol=1e-6)
+    obj = ds.CRLMDataset.__new__(ds.CRLMDataset)
+    obj.feature_stats, obj.lesion_feature_names = stats, ["mean", "volume_mm3"]
+    np.testing.assert_array_equal(obj.lesion_set(raw)[0], feats)
+    empty, none = ds.lesion_set(np.zeros((0, 2)), ["mean", "volume_mm3"], stats)
+    assert not none.any() and not empty.any()
+    with pytest.raises(ValueError, match="20 lesions.*volume_mm3"):
+        ds.lesion_set(raw, ["a", "b"], stats)
+    assert ds.lesion_set(raw[:16], ["a", "b"], stats)[1].all()  # 16 fit without ranking
+
+
 @pytest.fixture(scope="module")
 def synthetic_processed(tmp_path_factory):
     synthetic = pytest.importorskip("crlm_lib.data.synthetic")

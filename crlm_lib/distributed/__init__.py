@@ -21,6 +21,10 @@ Command (one node, 4 GPUs)::
         --profile paper --out runs/paper/acfnet-ddp
     torchrun --standalone --nproc_per_node 4 -m crlm_lib.cli cv --profile paper
 
+``python -m crlm_lib.distributed cv`` (:mod:`crlm_lib.distributed.__main__`) is the same as
+``crlm cv``; the hand-over lives in that entry module, on top of the layers, so that this
+package imports nothing of the library.
+
 The environment variables ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` are set by
 ``torchrun``; they are read here, at the entry point, and nowhere deeper in the library.
 """
@@ -105,28 +109,3 @@ def cleanup() -> None:
     """Destroy the process group if one is initialised."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``torchrun ... -m crlm_lib.distributed cv [options]``: the same as ``torchrun ... -m
-    crlm_lib.cli cv [options]`` (``crlm cv``), which this entry point hands over to: the
-    repeated stratified cross-validation of the profile's models, every fold's training
-    data-parallel across the launched processes.
-
-    Every rank runs the same fits in the same order (``--executor local``); rank 0 writes the
-    checkpoints, every rank writes the same predictions atomically, and a rerun after a kill
-    skips the finished fits and resumes the killed one from its ``last.pt``.
-    """
-    import sys
-
-    from crlm_lib.cli import main as crlm_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "cv":
-        print("usage: python -m crlm_lib.distributed cv [crlm cv options]", file=sys.stderr)
-        return 2
-    return crlm_main(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
