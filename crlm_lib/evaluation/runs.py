@@ -27,7 +27,7 @@ from crlm_lib.evaluation._common import (
     _read_predictions,
     _write_json,
 )
-from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
 from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_ORACLE, VOLUMETRIC_ANCHORS, ModelSpec
 from crlm_lib.models.clinical import (
     CoxPH,
@@ -633,7 +633,9 @@ def require_finished(run_dir: str | Path, rec: dict) -> None:
     )
 
 
-def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, source: Cohort | Paths, profile: str | Profile | None = None
+) -> LoadedRun:
     """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
 
     Parameters
@@ -642,8 +644,9 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
         A run folder written by :func:`fit_predict_torch` (``crlm train``, the protocols).
     source : Cohort (``pipeline.load_study``) or config.Paths
         The cohort the run was trained on (its preprocessing cache is read).
-    profile : str or Profile
-        Sizes of the model (must be the run's).
+    profile : str or Profile, optional
+        Sizes of the model (must be the run's); by default the cohort's
+        (``evaluation.cohort_profile``).
 
     Raises
     ------
@@ -655,8 +658,8 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
     from crlm_lib.models import build_model
     from crlm_lib.train import load_checkpoint
 
-    prof = get_profile(profile)
     cohort = as_cohort(source)
+    prof = cohort_profile(cohort, profile)
     run_dir = Path(run_dir)
     rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:
