@@ -248,7 +248,6 @@ def _place_frames(
     """Frame index -> (segment number, CT slice index, structure) for every frame of a
     recognised segment; a frame naming no or an undeclared segment raises."""
     sop_index = {s: i for i, s in enumerate(ct.sops)}
-    dz, dy, dx = ct.spacing
     placed: dict[int, tuple[int, int, str]] = {}
     for i, fg in enumerate(groups):
         try:
@@ -259,7 +258,7 @@ def _place_frames(
             raise SegmentLabelError(
                 f"{pid}: SEG {path} frame {i + 1} refers to undeclared segment {number}"
             )
-        k = _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx)
+        k = _frame_slice(pid, path, i, fg, ct, sop_index)
         if names[number] is not None:
             placed[i] = (number, k, names[number])
     return placed
@@ -339,8 +338,9 @@ def _lesion_from_parts(
     return LesionMask(shape, (slice(z0, z1), slice(r0, r1), slice(c0, c1)), crop)
 
 
-def _frame_slice(pid, path, i, fg, ct, sop_index, dz, dy, dx) -> int:
+def _frame_slice(pid, path, i, fg, ct: CTSeries, sop_index: dict[str, int]) -> int:
     """Slice index of SEG frame ``i``: by position, else by the referenced source SOP UID."""
+    dz, dy, dx = ct.spacing
     if "PlanePositionSequence" in fg:
         ipp = np.asarray([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
         offset = ipp - ct.ipp0
