@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from crlm_lib.config import get_profile, resolve_paths
+from crlm_lib.config import get_profile
 from crlm_lib.data import manifest
 from crlm_lib.pipeline import build_cohort, ensure_data, load_study
 
