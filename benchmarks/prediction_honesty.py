@@ -51,7 +51,8 @@ from crlm_lib import atomic, conformal, ensemble
 from crlm_lib.clinical_input import read_patient_clinical
 from crlm_lib.config import Paths, get_profile
 from crlm_lib.data import preprocess, synthetic
-from crlm_lib.evaluation import as_cohort, as_specs, run_cv_protocol
+from crlm_lib.evaluation import as_specs, run_cv_protocol
+from crlm_lib.pipeline import build_cohort
 from crlm_lib.predict import PredictOptions, load_new_patients, load_runs, predict_patient
 from crlm_lib.provenance import software_text
 
@@ -75,7 +76,8 @@ def train_ensemble(args: argparse.Namespace, root: Path) -> Path:
         synthetic.write_cohort(paths.cohort_dir, args.n, 0, prof.synth, progress=False)
     preprocess.preprocess_cohort(paths, prof, n_jobs=1, progress=False)
     spec = as_specs([args.model])[0]
-    run_cv_protocol([spec], as_cohort(paths), prof, anchors=(), oracle=False, baselines=(),
+    cohort = build_cohort(paths, profile=prof)  # the cohort carries the reduced profile
+    run_cv_protocol([spec], cohort, anchors=(), oracle=False, baselines=(),
                     n_boot=10, runs_dir=paths.runs_dir, controls=False)  # fmt: skip
     return paths.runs_dir / "cv" / spec.key
 

@@ -53,6 +53,7 @@ from skimage import exposure
 from crlm_lib.config import MASK_NAMES, Paths, get_profile
 from crlm_lib.data import preprocess, synthetic, tcia
 from crlm_lib.data.clahe import clahe_slices
+from crlm_lib.data.dicom import open_seg_file, read_ct_series
 from crlm_lib.data.lesions import lesion_features
 
 
@@ -79,10 +80,10 @@ def stage_times(refs, cfg) -> dict[str, float]:
         # its two largest parts, timed again on fresh reads (pydicom converts an element the
         # first time it is accessed, so the SEG's groups cost what they cost in the loader)
         seg_path, pid = ref.seg_files[0], ref.patient_id
-        seg = tcia._open_seg(pid, seg_path)
+        seg = open_seg_file(pid, seg_path).dataset
         timed("  of which SEG per-frame", _frame_group_values, seg)
         ct_files = next(iter(ref.ct_series.values()))
-        timed("  of which CT slices", tcia._load_ct, pid, ct_files, None, seg_path)
+        timed("  of which CT slices", read_ct_series, pid, ct_files, None, seg_path)
         c, _ = timed(
             "centre slice",
             preprocess.find_bifurcation,

@@ -262,6 +262,7 @@ def _cmd_data(a: argparse.Namespace) -> int:
         verbose=True,
         lock_timeout_s=a.lock_timeout,
         root=a.workdir,
+        reuse=False,  # the full step: every source file hashed against the cache
     )
     return 0
 
@@ -441,15 +442,14 @@ class CohortSource:
     def load(self) -> tuple[Profile, Cohort]:
         """The resolved profile and the cohort (data step first: exclusions are printed)."""
         from crlm_lib.config import get_profile
-        from crlm_lib.evaluation import as_cohort
-        from crlm_lib.pipeline import ensure_data
+        from crlm_lib.pipeline import build_cohort, ensure_data
 
         prof = get_profile(self.profile)
         paths = ensure_data(
             prof, self.data_dir, self.clinical, seed=prof.seed, verbose=False,
             show_exclusions=True, root=self.root,
         )  # fmt: skip
-        return prof, as_cohort(paths)
+        return prof, build_cohort(paths, profile=prof)
 
 
 def train_cli(

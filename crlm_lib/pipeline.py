@@ -7,6 +7,7 @@ does the same and returns everything a notebook needs about the cohort in one ob
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,8 +30,15 @@ def ensure_data(
     show_exclusions: bool = False,
     lock_timeout_s: float | None = None,
     root: str | Path | None = None,
+    reuse: bool = True,
 ) -> Paths:
     """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
+
+    The step runs once: at its end ``processed_dir/data_manifest.json`` records the
+    fingerprints of its inputs and outputs (:mod:`crlm_lib.data.manifest`), and a later call
+    with the same request whose inputs and outputs still match reuses them (``crlm notebooks``
+    and every notebook's :func:`load_study` after ``crlm data``) instead of reading every
+    DICOM header and hashing every source file again.
 
     Parameters
     ----------
@@ -56,6 +64,9 @@ def ensure_data(
         Folder that takes the repository's place for ``data/``, ``runs/`` and ``results/``
         (``config.resolve_paths``); default: the repository. Benchmarks use it to keep cohorts
         of other seeds or settings apart.
+    reuse : bool
+        Reuse a finished step whose manifest matches (default). ``False`` runs the whole step
+        (``crlm data``): the cache is then checked against the SHA-256 of every source file.
 
     Returns
     -------
@@ -74,11 +85,20 @@ def ensure_data(
         When ``lock_timeout_s`` passed while another run held the cohort's or the cache
         folder's lock (``PreprocessLocked`` for the cache).
     """
+    from crlm_lib.data import manifest
     from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
 
     prof = get_profile(profile)
     paths = resolve_paths(prof, data_dir, clinical, root=root)
+    if reuse and manifest.manifest_matches(paths, prof, seed):
+        log.info("data step of %s reused (%s)", paths.processed_dir, manifest.MANIFEST_NAME)
+        if verbose:
+            print(f"data step reused: inputs unchanged since {manifest.MANIFEST_NAME}")
+        if verbose or show_exclusions:
+            excluded = pd.read_csv(paths.processed_dir / "exclusions.csv", dtype=str)
+            print(format_exclusions(excluded.fillna(""), paths))
+        return paths
     if paths.synthetic:
         from crlm_lib.data.synthetic import ensure_cohort
 
@@ -106,6 +126,7 @@ def ensure_data(
     if verbose:
         print(report["status"].value_counts().to_string())
     excluded = write_exclusions(paths, table, report)
+    manifest.write_manifest(paths, prof, seed)
     if verbose or show_exclusions:
         print(format_exclusions(excluded, paths))
     return paths
@@ -192,6 +213,99 @@ def format_exclusions(excluded: pd.DataFrame, paths: Paths) -> str:
 Study = Cohort
 
 
+def load_oracle(paths: Paths | None) -> pd.DataFrame | None:
+    """The synthetic generator's ``oracle.csv`` of ``paths`` (``None`` for a real cohort)."""
+    if paths is not None and paths.oracle_csv is not None and Path(paths.oracle_csv).is_file():
+        return pd.read_csv(paths.oracle_csv, dtype={"Patient-ID": str})
+    return None
+
+
+def _preprocessing_report(paths: Paths) -> pd.DataFrame | None:
+    """The last preprocessing run's ``report.csv`` (``None`` when the cache has none)."""
+    report = paths.processed_dir / "report.csv"
+    if not report.is_file():
+        return None
+    return pd.read_csv(report, dtype={"patient_id": str})
+
+
+def _usable_processed_ids(paths: Paths, report: pd.DataFrame | None) -> set[str]:
+    """Patients of the last preprocessing run with a usable volume: those ``report`` marks
+    usable whose ``.npz`` is in the cache (a volume left there by another download or an
+    earlier run whose patient is now excluded must not enter), else every ``*.npz``."""
+    from crlm_lib.data.preprocess import USABLE_STATUSES
+
+    if not paths.processed_dir.is_dir():
+        return set()
+    if report is None:
+        return {p.stem for p in paths.processed_dir.glob("*.npz")}
+    usable = report.loc[report["status"].isin(USABLE_STATUSES), "patient_id"].astype(str)
+    return {i for i in usable if (paths.processed_dir / f"{i}.npz").is_file()}
+
+
+def build_cohort(
+    paths: Paths, ids: Sequence[str] | None = None, profile: Profile | None = None
+) -> Cohort:
+    """The analysis cohort of ``paths``: the one place a :class:`~crlm_lib.types.Cohort` is
+    built from the folders of a run (``load_study`` after the data step, ``crlm evaluate`` and
+    the protocols through ``evaluation.as_cohort``).
+
+    A patient enters the analysis when preprocessing succeeded (``report.csv`` marks it usable
+    and its ``.npz`` is in the cache) and the clinical table has a row for it; every other
+    patient is listed in ``Cohort.excluded`` with its reason (image excluded, no clinical row,
+    no image), so nothing is dropped silently. When nothing is preprocessed the cohort is every
+    clinical row (the clinical anchors need no image) and ``excluded`` is empty.
+
+    Parameters
+    ----------
+    paths : Paths
+        ``config.resolve_paths``'s folders; ``paths.profile`` gives ``Cohort.profile``.
+    ids : sequence of str, optional
+        Restrict the analysis cohort to these patients (in this order).
+    profile : Profile, optional
+        The run's profile when it is not the named one (a profile derived with
+        ``Profile.with_``); its name must be ``paths.profile``. Default:
+        ``get_profile(paths.profile)``.
+
+    Returns
+    -------
+    Cohort
+
+    Raises
+    ------
+    ValueError
+        When ``profile`` is named otherwise than the profile ``paths`` were resolved for.
+    """
+    from crlm_lib.data.clinical import load_clinical, outcomes
+
+    prof = get_profile(paths.profile) if profile is None else profile
+    if prof.name != paths.profile:
+        raise ValueError(
+            f"profile {prof.name!r} given for the folders of profile {paths.profile!r} "
+            f"({paths.processed_dir})"
+        )
+    table = load_clinical(paths.clinical_csv)
+    table.index = table.index.astype(str)
+    report = _preprocessing_report(paths)
+    processed = _usable_processed_ids(paths, report)
+    all_ids = sorted(table.index)
+    chosen = sorted(i for i in all_ids if i in processed) if processed else all_ids
+    if ids is not None:
+        chosen = [str(i) for i in ids]
+    if report is None:
+        excluded = pd.DataFrame(columns=["patient_id", "reason"])
+    else:
+        excluded = exclusion_table(table, report)
+    return Cohort(
+        clinical=table,
+        outcomes=outcomes(table.loc[chosen]),
+        ids=list(chosen),
+        paths=paths,
+        oracle=load_oracle(paths),
+        profile=prof,
+        excluded=excluded,
+    )
+
+
 def load_study(
     profile: str | Profile,
     data_dir: str | Path | None = None,
@@ -201,32 +315,8 @@ def load_study(
     root: str | Path | None = None,
 ) -> Cohort:
     """Ensure the data (see :func:`ensure_data`; ``root`` as there) and return the analysis
-    cohort.
-
-    A patient enters the analysis when preprocessing succeeded and the clinical table has a row
-    for it; every other patient is listed in ``Study.excluded`` with its reason (image excluded,
-    no clinical row, no image), so nothing is dropped silently.
+    cohort (:func:`build_cohort`).
     """
-    from crlm_lib.data.clinical import load_clinical, outcomes
-    from crlm_lib.data.preprocess import USABLE_STATUSES
-    from crlm_lib.evaluation.cohort import load_oracle
-
     prof = get_profile(profile)
     paths = ensure_data(prof, data_dir, clinical, seed=seed, root=root)
-    table = load_clinical(paths.clinical_csv)
-    table.index = table.index.astype(str)
-    report = pd.read_csv(paths.processed_dir / "report.csv", dtype={"patient_id": str})
-    ok = report[report["status"].isin(USABLE_STATUSES)]["patient_id"].astype(str).tolist()
-    in_table = set(table.index.astype(str))
-    ids = sorted(pid for pid in ok if pid in in_table)
-    out = outcomes(table.loc[ids])
-    excluded = exclusion_table(table, report)
-    return Cohort(
-        clinical=table,
-        outcomes=out,
-        ids=ids,
-        paths=paths,
-        oracle=load_oracle(paths),
-        profile=prof,
-        excluded=excluded,
-    )
+    return build_cohort(paths, profile=prof)

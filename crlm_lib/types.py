@@ -299,8 +299,9 @@ class Predictions:
 class Cohort:
     """The analysis cohort, as the notebooks, the protocols and ``crlm evaluate`` use it.
 
-    One type for what were ``pipeline.Study`` (``pipeline.load_study`` returns it; ``Study``
-    is kept as an alias) and ``evaluation.Cohort``.
+    Built in one place, ``pipeline.build_cohort`` (behind ``pipeline.load_study``, whose
+    ``Study`` is an alias, and ``evaluation.as_cohort``); tests and benchmarks assemble one by
+    hand.
 
     Attributes
     ----------
@@ -317,9 +318,10 @@ class Cohort:
     oracle : DataFrame or None
         The synthetic generator's true curves (synthetic cohorts only).
     profile : Profile or None
-        The run's profile (``pipeline.load_study``).
+        The run's profile (``pipeline.build_cohort``): every function given the cohort reads
+        it from here (``evaluation.cohort_profile``).
     excluded : DataFrame or None
-        ``patient_id``, ``reason`` for every patient left out (``pipeline.load_study``).
+        ``patient_id``, ``reason`` for every patient left out (``pipeline.build_cohort``).
     """
 
     clinical: pd.DataFrame

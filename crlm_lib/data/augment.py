@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torchio as tio
 
-from crlm_lib.config import Profile, get_profile
+from crlm_lib.config import Profile
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ def augment_sample(
     seed : int
         Same seed, same output (torch's RNG is forked, so the caller's stream is untouched).
     profile : Profile, optional
-        Used only when ``transform`` is ``None`` (default: the smoke profile's augmentation).
+        The run's profile: its augmentation settings build the pipeline when ``transform`` is
+        ``None`` (one of the two is required).
     transform : tio.Compose, optional
         Prebuilt pipeline (default: :func:`build_augmentation` for this shape and spacing).
     pack_masks : bool
@@ -194,7 +195,14 @@ def augment_sample(
         float32 ``[1, D, H, W]`` in [-1, 1].
     masks : torch.Tensor
         float32 ``[K, D, H, W]`` in {0, 1}.
+
+    Raises
+    ------
+    TypeError
+        When neither ``profile`` nor ``transform`` is given.
     """
+    if profile is None and transform is None:
+        raise TypeError("augment_sample needs the run's profile or a prebuilt transform")
     with _one_torch_thread():
         return _augment(ct, masks, spacing, seed, profile, transform, pack_masks)
 
@@ -207,8 +215,7 @@ def _augment(ct, masks, spacing, seed, profile, transform, pack_masks):
     m_t = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
     affine = _affine(spacing)
     if transform is None:
-        prof = profile if profile is not None else get_profile("smoke")
-        transform = build_augmentation(prof, tuple(ct_t.shape[1:]), spacing)
+        transform = build_augmentation(profile, tuple(ct_t.shape[1:]), spacing)
     n_masks = m_t.shape[0]
     if pack_masks and n_masks <= 24:
         # Speed: the elastic resampling (SimpleITK, nearest neighbour for labels)

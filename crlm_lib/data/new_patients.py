@@ -2,7 +2,7 @@
 like the training cohort, with what a report needs to point back into the original CT.
 
 A source may hold one patient or several (a cohort folder); patients are found by their DICOM
-headers (:func:`~crlm_lib.data.tcia.discover`), and each keeps
+headers (:class:`~crlm_lib.data.dicom.DicomSource`), and each keeps
 
 * the name of its folder (``folder_name``): the source itself (a ZIP's name without ``.zip``)
   when it holds one patient, else the outermost folder under the source that holds this
@@ -19,13 +19,16 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from crlm_lib.config import Profile
 from crlm_lib.errors import PredictError
+
+if TYPE_CHECKING:
+    from crlm_lib.data.dicom.labels import LabelMap
 
 __all__ = ["NewPatient", "discover_patient_ids", "load_new_patients", "patient_item", "slice_label"]
 
@@ -114,9 +117,14 @@ def _folder_names(src: Path, folder: Path, refs: Sequence[Any]) -> list[str]:
     return names
 
 
-def _discover_sources(sources: Sequence[str | Path], work_dir: Path) -> list[tuple]:
-    """``(ref, source, folder name)`` of every patient under ``sources`` (ZIPs extracted)."""
-    from crlm_lib.data.tcia import discover
+def _discover_sources(
+    sources: Sequence[str | Path], work_dir: Path, label_map: LabelMap | None = None
+) -> list[tuple]:
+    """``(ref, source, folder name, reader)`` of every patient under ``sources`` (ZIPs
+    extracted); ``reader`` is the :class:`~crlm_lib.data.dicom.DicomSource` of its folder
+    (:func:`~crlm_lib.data.dicom.source_for`: ``label_map``, else the folder's own
+    ``label_map.json``, else the TCIA labels)."""
+    from crlm_lib.data.dicom import source_for
 
     found = []
     for i, src in enumerate(map(Path, sources)):
@@ -127,10 +135,12 @@ def _discover_sources(sources: Sequence[str | Path], work_dir: Path) -> list[tup
             folder = _safe_extract(src, work_dir / f"zip{i:03d}_{src.stem}")
         elif src.is_file():
             raise PredictError(f"{src}: neither a folder nor a ZIP archive")
-        refs = discover(folder)
+        reader = source_for(folder, label_map)
+        refs = reader.discover(folder)
         if not refs:
             raise PredictError(f"{src}: no DICOM patient found (CT series + SEG expected)")
-        found.extend(zip(refs, [src] * len(refs), _folder_names(src, folder, refs), strict=True))
+        names = _folder_names(src, folder, refs)
+        found.extend((ref, src, name, reader) for ref, name in zip(refs, names, strict=True))
     return found
 
 
@@ -140,7 +150,7 @@ def discover_patient_ids(sources: Sequence[str | Path]) -> list[str]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as work:
-        return [ref.patient_id for ref, _, _ in _discover_sources(sources, Path(work))]
+        return [found[0].patient_id for found in _discover_sources(sources, Path(work))]
 
 
 def load_new_patients(
@@ -148,9 +158,12 @@ def load_new_patients(
     profile: Profile,
     work_dir: str | Path,
     on_patient: Callable[[str, str], None] | None = None,
+    label_map: LabelMap | None = None,
 ) -> tuple[list[NewPatient], pd.DataFrame]:
     """Read and preprocess every patient under ``sources`` (folders or ZIPs; ZIPs are
-    extracted under ``work_dir``).
+    extracted under ``work_dir``) through the DICOM reader seam
+    (:class:`~crlm_lib.data.dicom.DicomSource`; ``label_map`` names the SEG's segments, by
+    default a source folder's own ``label_map.json``, else the TCIA labels).
 
     ``on_patient(patient_id, stage)`` is called before each patient is read (the console's
     stage line).
@@ -168,15 +181,15 @@ def load_new_patients(
     PredictError
         A source that is neither a folder nor a ZIP, or holds no DICOM patient.
     """
+    from crlm_lib.data.dicom import CohortDataError, load_patient
     from crlm_lib.data.preprocess import preprocess_patient
-    from crlm_lib.data.tcia import CohortDataError, load_patient
 
     patients, excluded = [], []
-    for ref, src, name in _discover_sources(sources, Path(work_dir)):
+    for ref, src, name, reader in _discover_sources(sources, Path(work_dir), label_map):
         if on_patient is not None:
             on_patient(ref.patient_id, "reading and preprocessing the CT and SEG")
         try:
-            p = load_patient(ref)
+            p = load_patient(ref, reader)
             arrays = preprocess_patient(p, profile.preprocess)
         except CohortDataError as err:
             excluded.append({"patient_id": ref.patient_id, "path": str(src), "reason": str(err)})

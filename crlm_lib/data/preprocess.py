@@ -64,7 +64,7 @@ from skimage import exposure, measure, morphology
 
 from crlm_lib import atomic
 from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
-from crlm_lib.data import tcia
+from crlm_lib.data import dicom
 from crlm_lib.data.clahe import clahe_slices
 from crlm_lib.data.lesions import lesion_features, mask_bounding_box
 from crlm_lib.data.parallel import run_jobs
@@ -230,23 +230,23 @@ def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def settings_hash(cfg: PreprocessConfig, clahe_mode: str = "2d") -> str:
-    """Hash of everything that changes a cached file (settings + algorithm version)."""
-    blob = json.dumps(
-        {"cfg": asdict(cfg), "clahe_mode": clahe_mode, "version": PREPROCESS_VERSION},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def settings_hash(
+    cfg: PreprocessConfig, clahe_mode: str = "2d", label_map: dicom.LabelMap | None = None
+) -> str:
+    """Hash of everything that changes a cached file (settings + algorithm version, and the
+    segment label map when it is not the TCIA collection's): the hash of
+    :func:`settings_json`."""
+    return hashlib.sha256(settings_json(cfg, clahe_mode, label_map).encode()).hexdigest()[:16]
 
 
 def preprocess_patient(
-    patient: tcia.Patient, cfg: PreprocessConfig, clahe_mode: str = "2d", clahe: bool = True
+    patient: dicom.Patient, cfg: PreprocessConfig, clahe_mode: str = "2d", clahe: bool = True
 ) -> dict[str, np.ndarray]:
     """Apply the papers' preprocessing to one loaded patient (see the module docstring).
 
     Parameters
     ----------
-    patient : tcia.Patient
+    patient : dicom.Patient
     cfg : PreprocessConfig
         ``depth``, ``size``, ``hu_window``, ``pad_hu``, ``clahe_clip_limit``,
         ``closing_radius``.
@@ -313,7 +313,7 @@ def preprocess_patient(
         "bifurcation_z": np.int64(centre),
         "centre_method": np.asarray(method),
         "patient_id": np.asarray(patient.patient_id),
-        "image_fingerprint": np.asarray(tcia.image_fingerprint(patient.ct_sop_uids)),
+        "image_fingerprint": np.asarray(dicom.image_fingerprint(patient.ct_sop_uids)),
         "mask_volumes_ml": np.asarray(
             [patient.masks[name].sum() for name in MASK_NAMES], dtype=np.float64
         )
@@ -376,7 +376,7 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
 }
 
 
-class UnsafePatientIdError(tcia.CohortDataError):
+class UnsafePatientIdError(dicom.CohortDataError):
     """A PatientID cannot name a cache file (empty, path separators, control characters...)."""
 
 
@@ -437,12 +437,16 @@ def cache_path(processed_dir: str | Path, patient_id: str) -> Path:
     return path
 
 
-def settings_json(cfg: PreprocessConfig, clahe_mode: str = "2d") -> str:
-    """The settings :func:`settings_hash` hashes, as JSON (stored to explain a rebuild)."""
-    return json.dumps(
-        {"cfg": asdict(cfg), "clahe_mode": clahe_mode, "version": PREPROCESS_VERSION},
-        sort_keys=True,
-    )
+def settings_json(
+    cfg: PreprocessConfig, clahe_mode: str = "2d", label_map: dicom.LabelMap | None = None
+) -> str:
+    """The settings :func:`settings_hash` hashes, as JSON (stored to explain a rebuild); a
+    label map other than :data:`~crlm_lib.data.dicom.TCIA_LABELS` adds its ``labels`` entry
+    (another map names other voxels)."""
+    settings = {"cfg": asdict(cfg), "clahe_mode": clahe_mode, "version": PREPROCESS_VERSION}
+    if label_map is not None and label_map != dicom.TCIA_LABELS:
+        settings["labels"] = label_map.to_dict()
+    return json.dumps(settings, sort_keys=True)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -451,7 +455,7 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def source_manifest(ref: tcia.PatientRef) -> dict[str, list]:
+def source_manifest(ref: dicom.PatientRef) -> dict[str, list]:
     """Identity of the files a patient's cache entry is built from.
 
     Keys are SOP instance UIDs (``file:<name>`` for files without one, ``#2``... for repeated
@@ -611,12 +615,12 @@ def load_processed(processed_dir: str | Path, patient_id: str) -> dict:
 
 
 #: How ``run.json``'s ``training_images`` identifies images (:func:`training_images`).
-IMAGE_FINGERPRINT_RULE = "sha256[:16] of the sorted CT SOP instance UIDs (tcia.image_fingerprint)"
+IMAGE_FINGERPRINT_RULE = "sha256[:16] of the sorted CT SOP instance UIDs (dicom.image_fingerprint)"
 
 
 def training_images(processed_dir: str | Path, patient_ids: Sequence[str]) -> dict | None:
     """The images a run trains on, for ``run.json``: ``{"rule": IMAGE_FINGERPRINT_RULE,
-    "fingerprints": [...]}`` (sorted :func:`~crlm_lib.data.tcia.image_fingerprint` of each
+    "fingerprints": [...]}`` (sorted :func:`~crlm_lib.data.dicom.image_fingerprint` of each
     patient's cache entry); ``None`` when an entry is missing or was written without one, so
     that training-set membership is then reported unknown rather than guessed."""
     prints = []
@@ -730,9 +734,15 @@ def tumour_first_order(processed_dir: str | Path, patient_ids: Sequence[str]) ->
 
 
 def process_one(
-    ref: tcia.PatientRef, cfg: PreprocessConfig, out_path: Path, digest: str, clahe_mode: str
+    ref: dicom.PatientRef,
+    cfg: PreprocessConfig,
+    out_path: Path,
+    digest: str,
+    clahe_mode: str,
+    source: dicom.DicomSource | None = None,
 ) -> dict:
-    """Load, preprocess and atomically save one patient; returns its report row.
+    """Load (through ``source``, default the TCIA reader), preprocess and atomically save one
+    patient; returns its report row.
 
     The file records the settings (``settings_hash``, ``settings_json``), the source files
     (``source_manifest``, :func:`source_manifest` taken before loading) and the loader's
@@ -742,8 +752,8 @@ def process_one(
     t0 = time.perf_counter()
     manifest = source_manifest(ref)
     try:
-        patient = tcia.load_patient(ref)
-    except tcia.CohortDataError as err:
+        patient = dicom.load_patient(ref, source)
+    except dicom.CohortDataError as err:
         stale = Path(out_path).is_file()
         Path(out_path).unlink(missing_ok=True)
         return {
@@ -757,7 +767,9 @@ def process_one(
     atomic_savez(
         out_path,
         settings_hash=np.asarray(digest),
-        settings_json=np.asarray(settings_json(cfg, clahe_mode)),
+        settings_json=np.asarray(
+            settings_json(cfg, clahe_mode, None if source is None else source.label_map)
+        ),
         source_manifest=np.asarray(json.dumps(manifest, sort_keys=True)),
         load_warnings=np.asarray(json.dumps(list(patient.warnings))),
         **arrays,
@@ -805,6 +817,8 @@ def preprocess_cohort(
     mp_context: str = "spawn",
     worker: Callable[..., dict] = process_one,
     lock_timeout_s: float | None = None,
+    *,
+    source: dicom.DicomSource | None = None,
 ) -> pd.DataFrame:
     """Preprocess every patient of ``paths.cohort_dir`` into ``paths.processed_dir``.
 
@@ -836,6 +850,10 @@ def preprocess_cohort(
         Per-patient function (``process_one``); a hook for tests.
     lock_timeout_s : float, optional
         Longest wait for another run's lock (``None``: wait until it finishes).
+    source : DicomSource, optional
+        The export's reader (default :func:`crlm_lib.data.dicom.source_for` of the cohort
+        folder: its own ``label_map.json`` when it has one, else the TCIA labels). A label map
+        other than the TCIA one enters the settings hash.
 
     Returns
     -------
@@ -856,9 +874,10 @@ def preprocess_cohort(
     cfg = profile.preprocess
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    source = dicom.source_for(paths.cohort_dir) if source is None else source
     with cache_lock(out_dir, lock_timeout_s):
         return _preprocess_locked(
-            paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
+            paths, cfg, out_dir, n_jobs, ids, (clahe_mode, source), progress, mp_context, worker
         )
 
 
@@ -867,14 +886,17 @@ REPORT_COLUMNS = ("patient_id", "status", "reason", "centre_method", "warnings",
 
 
 def _preprocess_locked(
-    paths, cfg, out_dir, n_jobs, ids, clahe_mode, progress, mp_context, worker
+    paths, cfg, out_dir, n_jobs, ids, reading, progress, mp_context, worker
 ) -> pd.DataFrame:
-    """The body of :func:`preprocess_cohort`, run with the cache lock held."""
+    """The body of :func:`preprocess_cohort`, run with the cache lock held; ``reading`` is
+    ``(clahe_mode, source)``."""
+    clahe_mode, source = reading
     remove_stale_temps(out_dir)
-    digest = settings_hash(cfg, clahe_mode)
-    refs = _select_refs(paths.cohort_dir, ids)
-    rows, todo, rebuilt = _plan(refs, out_dir, digest, settings_json(cfg, clahe_mode))
-    jobs = [(ref, cfg, out, digest, clahe_mode) for ref, out in todo]
+    digest = settings_hash(cfg, clahe_mode, source.label_map)
+    refs = _select_refs(paths.cohort_dir, ids, source)
+    settings = settings_json(cfg, clahe_mode, source.label_map)
+    rows, todo, rebuilt = _plan(refs, out_dir, digest, settings)
+    jobs = [(ref, cfg, out, digest, clahe_mode, source) for ref, out in todo]
     done, broken = run_jobs(
         worker, jobs, n_jobs, desc="preprocess", progress=progress, mp_context=mp_context
     )
@@ -898,20 +920,22 @@ def _preprocess_locked(
     return report
 
 
-def _select_refs(cohort_dir: Path, ids: Sequence[str] | None) -> list[tcia.PatientRef]:
+def _select_refs(
+    cohort_dir: Path, ids: Sequence[str] | None, source: dicom.DicomSource
+) -> list[dicom.PatientRef]:
     """The patients of the cohort folder, or those of ``ids`` in their order (an ID with no
     folder gets a reference to the cohort folder, so that loading it reports it missing)."""
-    refs = tcia.discover(cohort_dir)
+    refs = source.discover(cohort_dir)
     if ids is None:
         return refs
     by_id = {r.patient_id: r for r in refs}
     wanted = dict.fromkeys(str(i) for i in ids)
-    return [by_id.get(i, tcia.PatientRef(i, Path(cohort_dir))) for i in wanted]
+    return [by_id.get(i, dicom.PatientRef(i, Path(cohort_dir))) for i in wanted]
 
 
 def _plan(
-    refs: list[tcia.PatientRef], out_dir: Path, digest: str, settings: str
-) -> tuple[list[dict], list[tuple[tcia.PatientRef, Path]], dict[str, str]]:
+    refs: list[dicom.PatientRef], out_dir: Path, digest: str, settings: str
+) -> tuple[list[dict], list[tuple[dicom.PatientRef, Path]], dict[str, str]]:
     """Sort the patients into report rows known now (unsafe IDs excluded, usable caches), the
     patients to (re)build with their cache path, and why each stale cache is rebuilt."""
     folded: dict[str, set[str]] = {}
@@ -941,7 +965,7 @@ def _plan(
     return rows, todo, rebuilt
 
 
-def _safe_cache_path(ref: tcia.PatientRef, out_dir: Path, twins: list[str]) -> Path:
+def _safe_cache_path(ref: dicom.PatientRef, out_dir: Path, twins: list[str]) -> Path:
     """The cache file of ``ref``; :class:`UnsafePatientIdError` for an ID unsafe as a file name
     or one that differs from another (``twins``) only in case."""
     check_patient_id(ref.patient_id, ref.path)

@@ -7,7 +7,8 @@ name below):
   the anchors, display labels (:func:`model_label`) and the ablation rows of the papers'
   Table 2;
 - :mod:`~crlm_lib.evaluation.cohort` — :class:`Cohort` (``crlm_lib.types.Cohort``, the same
-  type as ``pipeline.Study``), :func:`as_cohort` and :func:`load_oracle`;
+  type as ``pipeline.Study``), :func:`as_cohort` (``pipeline.build_cohort`` for a
+  ``config.Paths``), :func:`cohort_profile` and :func:`load_oracle`;
 - :mod:`~crlm_lib.evaluation.runs` — one model on one split and its run folder: fitting
   (:func:`fit_predict_anchor`, :func:`fit_predict_torch`), run identity and stale-run checks,
   cached predictions, reloading (:func:`load_run`, :func:`stored_encoder`);
@@ -72,7 +73,13 @@ from crlm_lib.evaluation.calibration import (
     km_by_predicted_risk,
     plot_calibration,
 )
-from crlm_lib.evaluation.cohort import Cohort, as_cohort, load_oracle
+from crlm_lib.evaluation.cohort import (
+    Cohort,
+    ProfileMismatchError,
+    as_cohort,
+    cohort_profile,
+    load_oracle,
+)
 from crlm_lib.evaluation.decision import (
     DCA_MODELS,
     DCA_THRESHOLDS,
@@ -193,6 +200,8 @@ __all__ = [
     "BootstrapResult",
     "ablation_table",
     "as_cohort",
+    "cohort_profile",
+    "ProfileMismatchError",
     "load_oracle",
     "as_specs",
     "bootstrap_ci",

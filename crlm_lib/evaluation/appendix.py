@@ -18,9 +18,10 @@ from dataclasses import fields
 
 import pandas as pd
 
-from crlm_lib.config import PROFILES, Profile, get_profile
+from crlm_lib.config import PROFILES, Profile
 from crlm_lib.data import clinical as C
 from crlm_lib.data.synthetic import OutcomeModel, outcome_model
+from crlm_lib.evaluation.cohort import cohort_profile
 from crlm_lib.evaluation.protocols import cv_split_ids, paper_split_ids
 from crlm_lib.evaluation.specs import as_specs, model_label
 from crlm_lib.models.clinical import CoxPH, RandomSurvivalForest
@@ -272,7 +273,9 @@ def _counts(cohort: Cohort, ids) -> dict[str, int]:
     }
 
 
-def events_table(cohort: Cohort, profile: str | Profile, seed: int = 0) -> pd.DataFrame:
+def events_table(
+    cohort: Cohort, profile: str | Profile | None = None, seed: int = 0
+) -> pd.DataFrame:
     """Patients, deaths and DFS events (recurrence or death) of each set: the papers' 8:1:1
     split, each test fold of the first cross-validation repeat, and the range over every
     test and training fold of all repeats (the splits of the protocols: same seed, same
@@ -283,8 +286,11 @@ def events_table(cohort: Cohort, profile: str | Profile, seed: int = 0) -> pd.Da
     DataFrame
         Index ``set``; columns ``patients``, ``deaths``, ``DFS events`` (text ranges
         ``"min–max"`` in the two range rows).
+
+    The profile (folds and repeats) is the cohort's; ``profile`` only for a cohort that carries
+    none (``evaluation.cohort_profile``).
     """
-    prof = get_profile(profile)
+    prof = cohort_profile(cohort, profile)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
     rows = {}
     for name, ids in zip(

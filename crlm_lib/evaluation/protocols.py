@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from crlm_lib import metrics as M
-from crlm_lib.config import Paths, Profile, get_profile
+from crlm_lib.config import Paths, Profile
 from crlm_lib.conformal import write_calibration
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
 from crlm_lib.evaluation.bootstrap import (
@@ -45,7 +45,7 @@ from crlm_lib.evaluation.bootstrap import (
     head_metrics,
     paired_difference,
 )
-from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
 from crlm_lib.evaluation.intervals import (
     CONDITIONAL_BOOTSTRAP,
     CORRECTED_T,
@@ -134,14 +134,14 @@ class _Setup:
 def _setup(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
-    profile: str | Profile,
+    profile: str | Profile | None,
     anchors: Sequence[str],
     oracle: bool,
     n_boot: int | None,
     runs_dir: str | Path | None,
 ) -> _Setup:
-    prof = get_profile(profile)
     cohort = as_cohort(source)
+    prof = cohort_profile(cohort, profile)
     specs = _with_anchors(as_specs(model_names), anchors, oracle, cohort)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
     base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
@@ -152,7 +152,7 @@ def _setup(
 def run_paper_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
-    profile: str | Profile,
+    profile: str | Profile | None = None,
     *,
     seed: int = 0,
     anchors: Sequence[str] = ("fong", "cox"),
@@ -178,7 +178,9 @@ def run_paper_protocol(
         ``build_model`` options or loss weights: pass a :class:`ModelSpec` (or build the list
         with :func:`as_specs`).
     source : Cohort (``pipeline.load_study``) or config.Paths
-    profile : str or Profile
+    profile : str or Profile, optional
+        Only for a cohort that carries no profile (``evaluation.cohort_profile``); by default
+        the cohort's.
     anchors : names of clinical anchors appended after the models (default Fong and Cox).
     oracle : bool
         Append the oracle as the LAST row when the cohort is synthetic.
@@ -233,7 +235,7 @@ def run_paper_protocol(
 def split_controls(
     predictions: dict[str, pd.DataFrame],
     source: Cohort | Paths,
-    profile: str | Profile,
+    profile: str | Profile | None = None,
     *,
     seed: int = 0,
     n_boot: int | None = None,
@@ -317,7 +319,7 @@ class CVResult:
 def run_cv_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
-    profile: str | Profile,
+    profile: str | Profile | None = None,
     *,
     seed: int = 0,
     anchors: Sequence[str] = ANCHOR_NAMES,

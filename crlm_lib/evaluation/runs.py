@@ -23,7 +23,7 @@ import pandas as pd
 from crlm_lib import atomic
 from crlm_lib.config import PROFILES, Paths, Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError
-from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
 from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_ORACLE, VOLUMETRIC_ANCHORS, ModelSpec
 from crlm_lib.models.clinical import (
     CoxPH,
@@ -637,7 +637,9 @@ def require_finished(run_dir: str | Path, rec: dict) -> None:
     )
 
 
-def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, source: Cohort | Paths, profile: str | Profile | None = None
+) -> LoadedRun:
     """Reload a trained torch run (``run.json`` + ``best.pt``, else ``last.pt``).
 
     Parameters
@@ -646,8 +648,9 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
         A run folder written by :func:`fit_predict_torch` (``crlm train``, the protocols).
     source : Cohort (``pipeline.load_study``) or config.Paths
         The cohort the run was trained on (its preprocessing cache is read).
-    profile : str or Profile
-        Sizes of the model (must be the run's).
+    profile : str or Profile, optional
+        Sizes of the model (must be the run's); by default the cohort's
+        (``evaluation.cohort_profile``).
 
     Raises
     ------
@@ -657,8 +660,8 @@ def load_run(run_dir: str | Path, source: Cohort | Paths, profile: str | Profile
     """
     from crlm_lib.data.dataset import CRLMDataset
 
-    prof = get_profile(profile)
     cohort = as_cohort(source)
+    prof = cohort_profile(cohort, profile)
     run_dir = Path(run_dir)
     rec, rec_path = read_run_record(run_dir)
     if rec["model"] in ANCHOR_NAMES:

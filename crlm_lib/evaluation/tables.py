@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from crlm_lib import resources
-from crlm_lib.config import Paths, Profile, get_profile
-from crlm_lib.evaluation.cohort import Cohort, as_cohort
+from crlm_lib.config import Paths, Profile
+from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
 from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
 from crlm_lib.labels import DISPLAY_LABELS
 from crlm_lib.models import MODEL_NAMES
@@ -275,8 +275,9 @@ def comparison_table(
     return pd.DataFrame(out).set_index("model").fillna("–")
 
 
-def parameter_table(source: Cohort | Paths, profile: str | Profile) -> pd.DataFrame:
-    """Trainable parameters of every registered model at ``profile``'s widths.
+def parameter_table(source: Cohort | Paths, profile: str | Profile | None = None) -> pd.DataFrame:
+    """Trainable parameters of every registered model at the profile's widths (the cohort's;
+    ``profile`` only for a cohort that carries none, ``evaluation.cohort_profile``).
 
     Input widths (clinical features, per-lesion features) are read from the cohort's first
     patient, so the counts are those of the models the notebooks train.
@@ -284,8 +285,8 @@ def parameter_table(source: Cohort | Paths, profile: str | Profile) -> pd.DataFr
     from crlm_lib.data.dataset import CRLMDataset
     from crlm_lib.models import build_model, count_parameters
 
-    prof = get_profile(profile)
     cohort = as_cohort(source)
+    prof = cohort_profile(cohort, profile)
     ds = CRLMDataset(cohort.paths.processed_dir, cohort.clinical, cohort.ids[:1], prof)
     item = ds[0]
     n_clin = int(np.asarray(item["clinical"]).shape[-1])

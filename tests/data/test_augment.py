@@ -11,6 +11,7 @@ from crlm_lib.data import augment
 
 SHAPE = (16, 32, 32)
 SPACING = (5.0, 12.0, 12.0)
+SMOKE = get_profile("smoke")
 
 
 def _sample():
@@ -23,12 +24,18 @@ def _sample():
 
 def test_deterministic_under_seed_and_differs_across_seeds():
     ct, masks = _sample()
-    a = augment.augment_sample(ct, masks, SPACING, seed=3)
-    b = augment.augment_sample(ct, masks, SPACING, seed=3)
-    c = augment.augment_sample(ct, masks, SPACING, seed=4)
+    a = augment.augment_sample(ct, masks, SPACING, seed=3, profile=SMOKE)
+    b = augment.augment_sample(ct, masks, SPACING, seed=3, profile=SMOKE)
+    c = augment.augment_sample(ct, masks, SPACING, seed=4, profile=SMOKE)
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def test_refuses_to_guess_the_profile():
+    ct, masks = _sample()
+    with pytest.raises(TypeError, match="profile"):
+        augment.augment_sample(ct, masks, SPACING, seed=3)
 
 
 def test_masks_move_with_the_image():
@@ -36,7 +43,7 @@ def test_masks_move_with_the_image():
     moved = 0
     fine = (2.5, 1.0, 1.0)  # mm: the (clamped) displacement spans several voxels
     for seed in range(3):
-        ct_a, m_a = augment.augment_sample(ct, masks, fine, seed=seed)
+        ct_a, m_a = augment.augment_sample(ct, masks, fine, seed=seed, profile=SMOKE)
         assert ct_a.shape == (1, *SHAPE) and m_a.shape == (2, *SHAPE)
         assert set(torch.unique(m_a).tolist()) <= {0.0, 1.0}
         assert ct_a.min() >= -1 and ct_a.max() <= 1

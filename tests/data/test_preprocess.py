@@ -196,10 +196,10 @@ def _paths(tmp_path: Path) -> Paths:
     return paths_under(tmp_path)
 
 
-def _killer(ref, cfg, out, digest, clahe_mode):
+def _killer(ref, cfg, out, digest, clahe_mode, source):
     if ref.patient_id == "CRLM-CT-0002":
         os._exit(1)  # simulate a worker killed mid-run
-    return pp.process_one(ref, cfg, out, digest, clahe_mode)
+    return pp.process_one(ref, cfg, out, digest, clahe_mode, source)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from dicom_helpers import make_volume, shuffle_seg_frames, write_ct, write_patie
 
 from crlm_lib.config import MASK_NAMES
 from crlm_lib.data import tcia
+from crlm_lib.data.dicom import ct as dicom_ct
+from crlm_lib.data.dicom import seg as dicom_seg
 
 LABEL_TO_MASK = {
     "Liver": "liver",
@@ -225,7 +227,7 @@ def test_lesion_mask_crop_round_trip(patient_dir):
 
 
 def test_large_seg_read_frame_by_frame_from_disk(patient_dir, monkeypatch):
-    monkeypatch.setattr(tcia, "LAZY_SEG_BYTES", 0)  # every SEG counts as large
+    monkeypatch.setattr(dicom_seg, "LAZY_SEG_BYTES", 0)  # every SEG counts as large
     shuffle_seg_frames(patient_dir.seg_file, seed=1)
     _assert_round_trip(tcia.load_patient(patient_dir.folder), patient_dir)
 
@@ -238,8 +240,8 @@ def test_stored_pixels_fast_path_equals_pixel_array(patient_dir):
     assert files
     for f in files[:5]:
         ds = pydicom.dcmread(f)
-        fast = tcia._stored_pixels(ds)
+        fast = dicom_ct._stored_pixels(ds)
         assert fast.dtype == ds.pixel_array.dtype
         np.testing.assert_array_equal(fast, ds.pixel_array)
     ds.BitsStored = 12  # not the fast path's case: pydicom decodes it
-    np.testing.assert_array_equal(tcia._stored_pixels(ds), ds.pixel_array)
+    np.testing.assert_array_equal(dicom_ct._stored_pixels(ds), ds.pixel_array)
