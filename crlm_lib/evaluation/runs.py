@@ -149,17 +149,15 @@ def fit_predict_torch(
     """
     import torch
 
-    from crlm_lib.models import build_model
+    from crlm_lib.models import CT_MODELS, LESION_MODELS, build_model
     from crlm_lib.train import fit, predict
 
     torch.manual_seed(seed)
-    from crlm_lib.models import IMAGING_MODELS
-
-    reads_ct = spec.name in IMAGING_MODELS
+    reads_ct = spec.name in CT_MODELS
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
     first = train_ds[0]
     n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
+    if spec.name in LESION_MODELS and "n_lesion_features" not in spec.options:
         n_les = int(np.asarray(first["lesion_features"]).shape[-1])
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     model = build_model(spec.name, n_clinical, profile.model, **spec.options)
