@@ -66,6 +66,9 @@ encoder is removed), one SAGE layer. With equal widths its parameter count is ~2
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import resnet10, resnet18
@@ -140,14 +143,12 @@ class MultiScaleResNetEncoder(nn.Module):
         return self.proj(torch.cat(pooled, dim=1))
 
 
-class STG(nn.Module):
-    """STG / STG-lite. See the module docstring.
+@dataclass(frozen=True)
+class STGOptions:
+    """The settings of :class:`STG` (every keyword of its constructor).
 
-    Parameters
+    Attributes
     ----------
-    n_clinical : int
-    cfg : ModelConfig
-        ``embed_dim`` is the node width and the fused width.
     lite : bool
         The lightweight variant.
     widen_factor : float, optional
@@ -172,27 +173,49 @@ class STG(nn.Module):
         beyond year 12 has none.
     """
 
+    lite: bool = False
+    widen_factor: float | None = None
+    n_layers: int | None = None
+    temperature: float = 0.1
+    memory_size: int = 32
+    weights_path: str | None = None
+    n_lesion_features: int = 0
+    stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE
+    survival_classes: str = SURVIVAL_CLASSES[0]
+    recurrence_form: str = RECURRENCE_FORMS[0]
+
+
+class STG(nn.Module):
+    """STG / STG-lite. See the module docstring.
+
+    Parameters
+    ----------
+    n_clinical : int
+    cfg : ModelConfig
+        ``embed_dim`` is the node width and the fused width.
+    options : STGOptions, optional
+        Variant, encoder and graph settings (default ``STGOptions()``: STG without lesion
+        nodes).
+    **overrides
+        Fields of :class:`STGOptions` replacing those of ``options``
+        (``STG(6, cfg, lite=True, n_lesion_features=8)``).
+    """
+
     def __init__(
         self,
         n_clinical: int,
         cfg: ModelConfig | None = None,
-        lite: bool = False,
-        widen_factor: float | None = None,
-        n_layers: int | None = None,
-        temperature: float = 0.1,
-        memory_size: int = 32,
-        weights_path: str | None = None,
-        n_lesion_features: int = 0,
-        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
-        survival_classes: str = SURVIVAL_CLASSES[0],
-        recurrence_form: str = RECURRENCE_FORMS[0],
+        options: STGOptions | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
+        o = replace(options or STGOptions(), **overrides)
+        lite, n_lesion_features, stem_stride = o.lite, o.n_lesion_features, o.stem_stride
         nd = cfg.embed_dim
-        widen = widen_factor if widen_factor is not None else cfg.width / 16
+        widen = o.widen_factor if o.widen_factor is not None else cfg.width / 16
         self.lite = lite
-        self.temperature = temperature
+        self.temperature = o.temperature
         self.anat_encoder = MultiScaleResNetEncoder(10 if lite else 18, widen, nd, stem_stride)
         self.ct_encoder = None if lite else MultiScaleResNetEncoder(18, widen, nd, stem_stride)
         self.node_type = nn.Embedding(len(MASK_NAMES), nd)
@@ -209,7 +232,7 @@ class STG(nn.Module):
         self.n_years = cfg.n_years
         self.time_embed = nn.Embedding(cfg.n_years, nd)
         self.time_head = nn.Linear(nd, 2)
-        n_layers = n_layers if n_layers is not None else (1 if lite else 2)
+        n_layers = o.n_layers if o.n_layers is not None else (1 if lite else 2)
         self.edge_types = tuple(
             et for et in EDGE_TYPES if n_lesion_features > 0 or "lesion" not in (et[0], et[2])
         )
@@ -221,14 +244,14 @@ class STG(nn.Module):
         self.heads = PrognosisHeads(
             nd,
             n_years=cfg.n_years,
-            survival_classes=survival_classes,
-            recurrence_form=recurrence_form,
+            survival_classes=o.survival_classes,
+            recurrence_form=o.recurrence_form,
         )
         self.risk_head = nn.Linear(nd, 1)
-        self.memory = EmbeddingMemory(nd, memory_size, n_streams=1)
+        self.memory = EmbeddingMemory(nd, o.memory_size, n_streams=1)
         self.gradcam_layer: nn.Module | None = self.anat_encoder.net.layer4
-        if weights_path:
-            self.load_state_dict(torch.load(weights_path, map_location="cpu"))
+        if o.weights_path:
+            self.load_state_dict(torch.load(o.weights_path, map_location="cpu"))
 
     @staticmethod
     def _graph(anat: Tensor, ct: Tensor, clin: Tensor, lesion: Tensor, time: Tensor) -> HeteroData:
