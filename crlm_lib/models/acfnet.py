@@ -458,18 +458,46 @@ class ACFNet(nn.Module):
     def forward(self, batch: dict) -> dict:
         """See ``docs/interfaces.md``: ``ct`` ``[B,1,D,H,W]``, ``clinical`` ``[B,F]`` -> logits."""
         ct = image_input(batch, self.mask_channels)
-        b = ct.shape[0]
         aux: dict = {}
+        h_img, per_t, e_t = self._image_embedding(ct, batch, aux)
+        clinical = batch["clinical"].to(ct)
+        h_clin = self.clin_encoder(clinical)
+        terms: dict[str, Tensor] = {}
+        monitor: dict[str, Tensor] = {}
+        h_recon = None
+        if self.reconstruction:
+            h_recon = self._reconstruct(per_t, e_t, ct, h_img, aux, terms, monitor)
+        self._fusion_terms(batch, ct, (h_img, h_clin, h_recon), terms, monitor)
+        h = self.fusion(h_img, h_clin, h_recon)
+        surv_offset, rec_offset = self._residual_offsets(batch, clinical, aux)
+        rec_logits, surv_logits = self.heads(h, rec_offset, surv_offset)
+        aux.update(
+            h_img=h_img,
+            h_clin=h_clin,
+            h_fused=h,
+            loss_terms=terms,
+            loss_weights=dict(self.loss_weights),
+            monitor=monitor,
+        )
+        return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+
+    def _image_embedding(
+        self, ct: Tensor, batch: dict, aux: dict
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``h_img`` ``[B, E]`` (switch A's attention over the timesteps, or the plain 3D
+        trunk; plus the lesion-pooling descriptor), the per-timestep features ``[B*T, C, d, h,
+        w]`` (``T = 1`` without A) and ``E_t`` (``None`` without A); the attention weights go
+        to ``aux["attention"]``."""
+        b = ct.shape[0]
         if self.attention4d:
             per_t, e_t, feats = self._spatiotemporal(ct)
-            t = self.n_years
-            desc = per_t.mean(dim=(2, 3, 4)).view(b, t, -1)
+            desc = per_t.mean(dim=(2, 3, 4)).view(b, self.n_years, -1)
             h_img, weights = self.attention(desc, e_t)
             aux["attention"] = weights
         else:
             feats = self.stem.forward_all(ct)
             per_t = self.spatial(feats[-1])  # [B, C, d, h, w], T = 1
-            t, e_t = 1, None
+            e_t = None
             h_img = self.img_proj(per_t.mean(dim=(2, 3, 4)))
         if self.lesion_pool is not None:
             if "masks" not in batch:
@@ -478,26 +506,38 @@ class ACFNet(nn.Module):
                     "the batch has no 'masks' (build the model with lesion_pooling=False)"
                 )
             h_img = h_img + self.lesion_pool(_pool_inputs(ct, feats), batch["masks"].to(ct))
-        clinical = batch["clinical"].to(ct)
-        h_clin = self.clin_encoder(clinical)
-        h_recon = None
-        terms: dict[str, Tensor] = {}
-        monitor: dict[str, Tensor] = {}
-        if self.reconstruction:
-            rec = self.decoder(per_t)  # [B*T, 1, D/4, H/4, W/4]
-            tokens = self.recon_encoder(rec).view(b, t, -1)
-            if self.recon_pos is not None:
-                tokens = tokens + self.recon_pos(e_t).unsqueeze(0)
-            h_recon = self.recon_transformer(tokens).mean(dim=1)
-            rec = rec.view(b, t, *rec.shape[1:])
-            aux["reconstruction"] = rec
-            aux["h_recon"] = h_recon
-            monitor["cos_img_recon"] = (
-                nn.functional.cosine_similarity(h_img, h_recon, dim=1).mean().detach()
-            )
-            if self.recon_loss:
-                target = nn.functional.avg_pool3d(ct[:, :1], 4)
-                terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
+        return h_img, per_t, e_t
+
+    def _reconstruct(
+        self, per_t: Tensor, e_t: Tensor | None, ct: Tensor, h_img: Tensor, aux: dict,
+        terms: dict, monitor: dict,
+    ) -> Tensor:  # fmt: skip
+        """Switch D: per-timestep reconstructions, ``h_recon`` ``[B, E]`` (returned), the
+        image-reconstruction agreement (``monitor``) and the optional ``recon`` loss term."""
+        b, t = ct.shape[0], (self.n_years if e_t is not None else 1)
+        rec = self.decoder(per_t)  # [B*T, 1, D/4, H/4, W/4]
+        tokens = self.recon_encoder(rec).view(b, t, -1)
+        if self.recon_pos is not None:
+            tokens = tokens + self.recon_pos(e_t).unsqueeze(0)
+        h_recon = self.recon_transformer(tokens).mean(dim=1)
+        rec = rec.view(b, t, *rec.shape[1:])
+        aux["reconstruction"] = rec
+        aux["h_recon"] = h_recon
+        monitor["cos_img_recon"] = (
+            nn.functional.cosine_similarity(h_img, h_recon, dim=1).mean().detach()
+        )
+        if self.recon_loss:
+            target = nn.functional.avg_pool3d(ct[:, :1], 4)
+            terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
+        return h_recon
+
+    def _fusion_terms(
+        self, batch: dict, ct: Tensor, embeddings: tuple, terms: dict, monitor: dict
+    ) -> None:
+        """The loss terms on the embeddings ``(h_img, h_clin, h_recon)``: alignment (B),
+        disentanglement (C; the memory bank is updated in training), the auxiliary burden and
+        intensity targets; the image-clinical agreement goes to ``monitor``."""
+        h_img, h_clin, h_recon = embeddings
         if self.use_clinical:
             monitor["cos_img_clin"] = (
                 nn.functional.cosine_similarity(h_img, h_clin, dim=1).mean().detach()
@@ -522,7 +562,12 @@ class ACFNet(nn.Module):
             stats, has = window_intensity(batch["ct"], batch["masks"].to(ct))
             err = nn.functional.huber_loss(self.intensity_head(h_img), stats, reduction="none")
             terms["intensity"] = (err.mean(dim=1) * has).sum() / has.sum().clamp(min=1.0)
-        h = self.fusion(h_img, h_clin, h_recon)
+
+    def _residual_offsets(
+        self, batch: dict, clinical: Tensor, aux: dict
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The Cox-anchored linear risk terms of the survival and recurrence logits (clinical
+        residuals plus the lesion anchor; ``None`` without them), reported in ``aux``."""
         lesion_os = lesion_dfs = 0.0
         if self.lesion_anchor is not None:
             lesion_os, lesion_dfs = self.lesion_anchor(batch)
@@ -535,16 +580,7 @@ class ACFNet(nn.Module):
         if self.clin_residual_rec is not None:
             rec_offset = self.clin_residual_rec(clinical) + lesion_dfs  # [B, 1]
             aux["clinical_recurrence_risk"] = rec_offset.squeeze(1)
-        rec_logits, surv_logits = self.heads(h, rec_offset, surv_offset)
-        aux.update(
-            h_img=h_img,
-            h_clin=h_clin,
-            h_fused=h,
-            loss_terms=terms,
-            loss_weights=dict(self.loss_weights),
-            monitor=monitor,
-        )
-        return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+        return surv_offset, rec_offset
 
     def param_groups(self, lr: float) -> list[dict]:
         """AdamW parameter groups: the prognosis heads at ``lr * head_lr_scale``, the rest at
