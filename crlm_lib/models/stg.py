@@ -291,6 +291,21 @@ class STG(nn.Module):
         g["lesion", "at", "time"].edge_index = torch.stack([les_t.reshape(-1), t_les.reshape(-1)])
         return g
 
+    def _lesion_nodes(self, batch: dict, ct: Tensor, clin_node: Tensor) -> list[Tensor]:
+        """Each patient's lesion nodes ``[L_i, nd]``: the encoded lesion features of the lesions
+        present (``batch["lesion_mask"]``, features cast to ``ct``'s type); none without lesion
+        features."""
+        b, nd = clin_node.shape
+        if self.lesion_encoder is None or "lesion_features" not in batch:
+            return [clin_node.new_zeros(0, nd) for _ in range(b)]
+        feats = batch["lesion_features"].to(ct)  # [B, L, F_les]
+        if "lesion_mask" in batch:
+            present = batch["lesion_mask"].to(ct.device).bool()
+        else:
+            present = torch.ones(feats.shape[:2], dtype=torch.bool, device=ct.device)
+        lesion_nodes = self.lesion_encoder(feats)  # [B, L, nd]
+        return [lesion_nodes[i][present[i]] for i in range(b)]
+
     def forward(self, batch: dict) -> dict:
         ct = batch["ct"].float()
         if "masks" not in batch:
@@ -304,17 +319,7 @@ class STG(nn.Module):
         if self.n_clinical == 0:
             clinical = clinical.new_zeros(b, 1)
         clin_node = self.clin_encoder(clinical)
-        nd = clin_node.shape[1]
-        if self.lesion_encoder is not None and "lesion_features" in batch:
-            feats = batch["lesion_features"].to(ct)  # [B, L, F_les]
-            if "lesion_mask" in batch:
-                present = batch["lesion_mask"].to(ct.device).bool()
-            else:
-                present = torch.ones(feats.shape[:2], dtype=torch.bool, device=ct.device)
-            lesion_nodes = self.lesion_encoder(feats)  # [B, L, nd]
-            lesions = [lesion_nodes[i][present[i]] for i in range(b)]
-        else:
-            lesions = [clin_node.new_zeros(0, nd) for _ in range(b)]
+        lesions = self._lesion_nodes(batch, ct, clin_node)
         time_nodes = self.time_embed.weight  # [T, nd]
         graphs = [
             self._graph(anat[i], ct_node[i : i + 1], clin_node[i : i + 1], lesions[i], time_nodes)
