@@ -24,14 +24,8 @@ Usage (build the cohort first: ``python -m crlm_lib.cli data --profile cpu``)::
 Prints the OS and DFS Harrell C (mean over repeats of the pooled out-of-fold predictions, 95%
 percentile bootstrap interval over patients, conditional on the fitted models) of every model
 and anchor, and the paired difference against Cox. Synthetic cohort: the numbers are about the
-synthetic generator, not patients.
-
-Measured (cpu profile, 197 synthetic patients, seed 0, 5 folds; anchors 5 repeats, 4D-ACFNet 1
-repeat of up to 8 epochs with early stopping on the validation C; bootstrap 200; 334 s on a shared
-2-core machine): OS / DFS Harrell C of 4D-ACFNet 0.658 / 0.734, its untrained start 0.676 /
-0.731, the same with the images permuted 0.572 / 0.557, Cox 0.599 / 0.601, the radiomics Cox
-anchor 0.677 / 0.742, oracle 0.733 / 0.798; 4D-ACFNet minus its start -0.018 (-0.046 to +0.009)
-OS. ``docs/performance.md`` ("What the cpu build shows") has the intervals and the reading.
+synthetic generator, not patients. The numbers of a cpu-profile run, with their intervals and
+their reading: ``docs/performance.md``, "What the cpu build shows".
 """
 
 from __future__ import annotations

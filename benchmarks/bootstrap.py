@@ -1,14 +1,13 @@
-"""Time of the cross-validation bootstrap, against the metrics module of an older commit.
+"""Time of the cross-validation bootstrap, and its equality with a reference metrics module.
 
 Notebook 06 bootstraps every model's pooled out-of-fold predictions (``profile.eval.bootstrap``
-replicates of :func:`crlm_lib.evaluation.head_metrics`, per-fold IPCW). The metrics module
+replicates of :func:`crlm_lib.evaluation.head_metrics`, per-fold IPCW). The metrics package
 fits each training fold's censoring distribution once for all replicates
 (:class:`crlm_lib.metrics.TrainingOutcomes`) and runs the IPCW metrics on validated arrays
-(scikit-survival's own functions remain the reference and take over in edge cases). The
-reference, commit ``--before-rev`` (default ``7b65951``), refits the training fold's
-censoring Kaplan–Meier four times per fold and head in every replicate and lets
-scikit-survival validate every input again; with it the bootstrap was about 7 of the 16
-minutes of a cpu-profile ``make paper``.
+(:mod:`crlm_lib.metrics.sksurv_fast`). The reference is the single-file metrics module of
+commit ``--before-rev`` (default ``7b65951``), which refits the training fold's censoring
+Kaplan–Meier four times per fold and head in every replicate and lets scikit-survival
+validate every input.
 
 This script builds a realistic frame set — a 197-patient simulated cohort (the cpu
 profile's size; linear-hazard OS/DFS, 48 % deaths, 73 % DFS events), 5 x 5 repeated
@@ -24,17 +23,8 @@ Usage::
     nice -n 10 python benchmarks/bootstrap.py --n-boot 500       # the cpu profile's count
     nice -n 10 python benchmarks/bootstrap.py --skip-before      # the current code only
 
-Measured (2 CPU cores shared with other jobs, ``--n-boot 30``: 4 models x 5 repeats = 20
-frames, OS + DFS heads, per-fold IPCW)::
-
-    before:   143.8 s (232.0 ms per frame and replicate)
-    after :    15.2 s (24.5 ms per frame and replicate)
-    speed-up 9.5x; max |after - before| = 0 over 384 numbers (NaN in the same places: True)
-
-and with ``--n-boot 100`` on a less loaded machine: before 189.5 s (93.8 ms), after 24.1 s
-(11.9 ms), 7.9x, max difference 0.
-
-The exit status is 1 when the tables differ by more than 1e-12.
+The exit status is 1 when the tables differ by more than 1e-12. Measured times:
+``docs/performance.md``, "Where the time goes, part by part" (the CV bootstrap).
 """
 
 from __future__ import annotations

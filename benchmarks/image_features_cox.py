@@ -15,16 +15,8 @@ Usage (build the cohort first: ``python -m crlm_lib.cli data --profile cpu``)::
 
     nice -n 10 python benchmarks/image_features_cox.py [--profile cpu] [--seed 0]
 
-Measured (cpu profile, 197 synthetic patients, ``image_effect`` setting, seed 0):
-
-===========================================  =======  =======
-Cox model of                                  OS C     DFS C
-===========================================  =======  =======
-clinical vector                               0.598    0.602
-clinical + crop statistics                    0.656    0.698
-clinical + lesion summary (the anchor's)      0.689    0.742
-clinical + SEG volumetrics + tumour HU        0.676    0.744
-===========================================  =======  =======
+Prints Harrell's C of OS and DFS of each Cox model. A cpu-profile run: ``docs/performance.md``,
+"Which image summary a Cox model can use".
 
 Synthetic cohort: the numbers are about the generator, not patients.
 """

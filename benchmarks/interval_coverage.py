@@ -1,4 +1,4 @@
-"""Coverage of the cross-validation intervals: the audit's simulation, repeated.
+"""Coverage of the cross-validation intervals on many simulated cohorts of known truth.
 
 Many generator cohorts (``data.synthetic.simulate_cohort``: the synthetic cohort's clinical
 table and outcomes, no images rendered) of the cpu profile's size, 197 patients; on each, the
@@ -30,30 +30,9 @@ Usage::
     nice -n 10 python benchmarks/interval_coverage.py                # 100 cohorts, 3 repeats
     nice -n 10 python benchmarks/interval_coverage.py --cohorts 10 --truth-fits 10
 
-Measured (100 cohorts, 3 repeats, 100 truth fits, 200 bootstrap replicates; 2 workers on the
-shared 2-core machine: about 34 min of fits, 9 min of scoring)::
-
-    truth cox: 0.6159 (Monte-Carlo SE 0.0015, SD over training sets 0.0150, 100 fits)
-    truth fong: 0.5907 (Monte-Carlo SE 0.0034, SD over training sets 0.0343, 100 fits)
-    truth cox - fong: 0.0252 (Monte-Carlo SE 0.0032, SD over training sets 0.0322, 100 fits)
-      quantity  repeats                method  cohorts  coverage  cov_low  cov_high  width  mean_estimate  sd_estimate
-           cox        3           corrected_t      100      0.94   0.8752    0.9722 0.1366         0.6196       0.0348
-           cox        3 conditional_bootstrap      100      0.88   0.8019    0.9300 0.1037         0.6168       0.0339
-          fong        3           corrected_t      100      0.98   0.9300    0.9945 0.1458         0.5937       0.0388
-          fong        3 conditional_bootstrap      100      0.88   0.8019    0.9300 0.1041         0.5873       0.0366
-    cox - fong        3           corrected_t      100      0.95   0.8882    0.9785 0.1596         0.0259       0.0346
-    cox - fong        3 conditional_bootstrap      100      0.91   0.8377    0.9519 0.1078         0.0295       0.0330
-           cox        1           corrected_t      100      0.95   0.8882    0.9785 0.2098         0.6208       0.0344
-           cox        1 conditional_bootstrap      100      0.88   0.8019    0.9300 0.1094         0.6180       0.0329
-          fong        1           corrected_t      100      0.96   0.9016    0.9843 0.2237         0.5939       0.0395
-          fong        1 conditional_bootstrap      100      0.92   0.8500    0.9589 0.1113         0.5873       0.0364
-    cox - fong        1           corrected_t      100      0.97   0.9155    0.9897 0.2407         0.0269       0.0380
-    cox - fong        1 conditional_bootstrap      100      0.89   0.8137    0.9375 0.1179         0.0307       0.0357
-
-The corrected t reaches the 93-97% target for Cox's C and for Cox − Fong with one and with
-three repeats (Fong's C, whose fitted ranking varies most between training sets, 98% with three:
-on the conservative side); the conditional bootstrap covers 88-92%. The five-repeat setting of
-the clinical anchors (``--repeats 5``) was not run here for lack of CPU time.
+Prints the truths, then one row per (quantity, repeats, method): coverage with its Wilson
+interval, mean width, mean and SD of the estimate. A run at the defaults and its reading:
+``docs/performance.md``, "Coverage of the cross-validation intervals".
 
 Every number is about the synthetic generator, not patients.
 """

@@ -9,7 +9,7 @@ a missing clinical row, on held-out synthetic patients against the generator's t
    each with the ensemble (``predict.predict_patient``) three times: with its clinical row,
    without it under ``--allow-missing``'s imputation (the missing predictors drawn from the
    training distribution, ``clinical_input.imputation_draws``), and without it with every
-   predictor filled with its training mean (the fill ``crlm predict`` used before).
+   predictor filled with its training mean (a plain mean fill, for comparison).
 3. Prints and writes to ``<cv folder>/band_coverage.json`` (which the model card quotes):
 
    * the share of the true (oracle) 1/3/5-year overall and disease-free survival
@@ -29,9 +29,9 @@ Usage::
     python benchmarks/prediction_honesty.py [--n 30] [--folds 5] [--epochs 2] [--heldout 100]
         [--model acfnet] [--root /tmp/crlm-honesty]
 
-At the defaults (smoke grid, 100 held-out patients, each scored three times by 5 models) it
-took 48 minutes on the shared 2-core machine under a load average of about 10; ``--heldout 40``
-takes well under half of that, at the price of a coverage estimate about 5 points noisier.
+At the defaults (smoke grid, 100 held-out patients, each scored three times by 5 models) a run
+takes most of an hour on a busy 2-core machine; ``--heldout 40`` takes well under half of that,
+at the price of a coverage estimate about 5 points noisier.
 Every number is about the synthetic generator and a smoke-sized model, not patients.
 """
 

@@ -23,12 +23,8 @@ Usage::
     python benchmarks/preprocess.py --profile paper --n 4 --repeats 2  # 256x256 -> 40x128x128
     python benchmarks/preprocess.py --profile paper --n 3 --repeats 2 --matrix 512  # real matrix
 
-Measured on the idle 2-core machine (``--n-jobs 1``, medians of the interleaved repeats):
-8.3x the bare read at the cpu profile (5.65 patients/s), 13.9x at the paper profile (1.73
-patients/s), 30.0x at ``--matrix 512`` (0.80 patients/s). The compute stages alone are 1.8x the
-bare read at the cpu profile and the SEG's per-frame values through pydicom 2.1-2.8x, so the
-whole cannot reach 3x with these (bit-identical) outputs. The per-stage times and how the
-ratio came down from 13-15x: ``docs/performance.md``, "Preprocessing".
+Measured ratios, patients/s and per-stage times: ``docs/performance.md``, "Where the time goes,
+part by part" (Preprocessing).
 """
 
 from __future__ import annotations

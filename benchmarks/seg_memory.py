@@ -8,14 +8,9 @@ allocated while loading (``tracemalloc``, which numpy arrays report to; measured
 load so that lazy imports do not count), the memory still held by the returned ``Patient``, and
 the increase per tumour segment (slope between the smallest and the largest tumour count).
 
-The CT volume itself (float32) is part of every row; the per-segment slope is what grew ~3 MB per
-segment at 256x256x73 when each segment was expanded to a full volume.
-
-Measured on the 2-core development machine (peak for 1 / 8 / 32 tumours at 256x256x73):
-every segment as a full volume: 98.4 / 144.6 / 305.7 MB, 6.69 MB per segment; frame by frame
-with bounding-box tumours: 46.8 / 49.0 / 57.0 MB, 0.33 MB per segment. At 512x512x300 with 1 / 35
-tumours: 719.2 / 741.7 MB (CT 300 MB + five structure masks 375 MB kept), 0.66 MB per segment;
-expanding each of the 39 segments to a full 75 MB volume would cost about 3 GB.
+The CT volume itself (float32) is part of every row; the per-segment slope is the cost of one
+more tumour (each is kept as its bounding-box crop). Measured peaks: ``docs/performance.md``,
+"Memory of a SEG with many tumours".
 """
 
 from __future__ import annotations

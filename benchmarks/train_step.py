@@ -12,17 +12,12 @@ memory is ``torch.cuda.max_memory_allocated`` on GPU. On CPU only the growth of 
 allocations, and ``ru_maxrss`` is a process-wide high-water mark, so variants run later see
 less growth): treat CPU memory numbers as indicative only.
 
-Measured on the 2-core CPU machine (OMP_NUM_THREADS=1, paper widths, 1x1x40x128x128): efficient
-ACFNet 172 ms/step, 12-copy form 1061 ms (6.2x slower), 3D CNN 85 ms (ACFNet 2.0x). At the smoke
-size (16x32x32) per-op overheads dominate and the ratios are 3.1x and 1.3x. Goal: efficient ACFNet within 2x of
-the 3D CNN and >= 5x faster than the 12-copy form.
+Targets: efficient ACFNet within 2x of the 3D CNN and >= 5x faster than the 12-copy form.
 
 ``--resnets`` times instead the 3D ResNet baselines and STG at the cpu profile (batch 8,
 16x32x32, width 8) with Hara et al.'s stem (7x7x7, stride 1 along the slices, 2 in-plane; the
-default, ``models.common.HARA_STEM_STRIDE``) against MONAI's default stride-1 stem. Measured on
-the 2-core machine (ms per step, Hara / stride 1): ResNet-18 128 / 358 (2.8x), ResNet-50
-195 / 519 (2.7x), STG 572 / 2060 (3.6x), STG-lite 339 / 1463 (4.3x); oneDNN's weight gradient of the one-channel 7x7x7 stem at full resolution alone takes
-~550 ms of STG's stride-1 step.
+default, ``models.common.HARA_STEM_STRIDE``) against MONAI's default stride-1 stem. Measured
+step times of both comparisons: ``docs/performance.md``, "Training step forms".
 
 Usage: ``python benchmarks/train_step.py [--repeats 5] [--cpu-size 16 32 32] [--no-gpu]
 [--resnets]``.

@@ -36,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from crlm_lib.model_registry import CV_MODELS
+
 #: Number of yearly bins predicted by every model (postoperative years 1..12).
 N_YEARS: int = 12
 
@@ -203,20 +205,9 @@ class EvalConfig:
     cv_epochs_3d: int = 10
     bootstrap: int = 1000
     horizons_years: tuple[float, ...] = (1.0, 3.0, 5.0)
-    cv_models: tuple[str, ...] = (
-        "acfnet",
-        "acfnet:censored",
-        "star",
-        "cnn3d",
-        "cnn3d_lstm",
-        "resnet18_3d",
-        "resnet34_3d",
-        "resnet50_3d",
-        "aminn",
-        "stg",
-        "stg_lite",
-        "clinical_mlp",
-    )
+    #: Models of the cross-validation (default: every registry model with its objectives,
+    #: ``model_registry.CV_MODELS``).
+    cv_models: tuple[str, ...] = CV_MODELS
     shap_samples: int = 200
 
 

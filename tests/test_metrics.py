@@ -437,6 +437,68 @@ def test_fast_path_hands_edge_cases_to_scikit_survival():
     assert np.isnan(res["c_uno"]) and np.isnan(res["ibs"])
 
 
+def _refuse_reference(monkeypatch):
+    """Make every scikit-survival function ``survival_metrics`` could fall back to raise."""
+    from crlm_lib.metrics import survival as S
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scikit-survival ran: the fast path did not give this number")
+
+    for name in (
+        "concordance_index_censored",
+        "concordance_index_ipcw",
+        "integrated_brier_score",
+        "cumulative_dynamic_auc",
+    ):
+        monkeypatch.setattr(S, name, refuse)
+
+
+def test_fast_path_itself_gives_scikit_survivals_numbers(monkeypatch):
+    """On finite, usable data the numbers come from the fast path (scikit-survival is not
+    called) and equal scikit-survival's: a fast-path bug cannot hide behind the fallback."""
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(10):
+        t_tr, e_tr, _, _ = _tied_case(rng, 60)
+        t_te, e_te, risk, surv = _tied_case(rng, 40)
+        e_te[:3] = True  # events, so that every metric is defined
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv)
+        cases.append(((t_tr, e_tr, t_te, e_te, risk, surv), expected))
+    _refuse_reference(monkeypatch)
+    for args, expected in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = M.survival_metrics(*args)
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key] == value or (np.isnan(got[key]) and np.isnan(value)), key
+    # and the values above were scikit-survival's own (the fallback ran before the patch)
+    (t_tr, e_tr, t_te, e_te, risk, _), expected = cases[0]
+    km = M.CensoringKM(t_tr, e_tr)
+    beyond = t_te > km.support
+    y_te = Surv.from_arrays(e_te & ~beyond, np.where(beyond, km.support, t_te))
+    ref = concordance_index_ipcw(km.y_train, y_te, risk, tau=expected["tau"])[0]
+    assert expected["c_uno"] == ref
+
+
+def test_a_fast_path_bug_propagates_instead_of_falling_back(monkeypatch):
+    """Only the ``ValueError`` of an edge case hands over to scikit-survival; any other
+    exception of a fast path is a bug and reaches the caller."""
+    from crlm_lib.metrics import survival as S
+
+    def broken(*args, **kwargs):
+        raise IndexError("fast path bug")
+
+    monkeypatch.setattr(S, "_uno_fast", broken)
+    rng = np.random.default_rng(6)
+    t_tr, e_tr, _, _ = _tied_case(rng, 60)
+    t_te, e_te, risk, surv = _tied_case(rng, 40)
+    with pytest.raises(IndexError, match="fast path bug"):
+        M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv)
+
+
 def test_training_outcomes_fit_each_censoring_distribution_once(three_fold_table):
     df, _, by_fold = three_fold_table
     n = len(df)

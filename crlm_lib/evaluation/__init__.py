@@ -134,7 +134,6 @@ from crlm_lib.evaluation.runs import (
 from crlm_lib.evaluation.specs import (
     ABLATION_ROWS,
     ANCHOR_NAMES,
-    IMAGE_MODELS,
     LABELS,
     PERMUTED_SUFFIX,
     VOLUMETRIC_ANCHORS,
@@ -151,6 +150,7 @@ from crlm_lib.evaluation.tables import (
     PUBLISHED,
     TRIPOD_AI,
     ablation_table,
+    comparison_models,
     comparison_table,
     control_table,
     environment_table,
@@ -165,6 +165,7 @@ from crlm_lib.evaluation.tables import (
     wide_table,
 )
 from crlm_lib.evaluation.ties import TIE_COLUMNS, tie_sensitivity_table
+from crlm_lib.model_registry import CT_OR_LESION_MODELS
 
 __all__ = [
     "ABLATION_ROWS",
@@ -179,7 +180,7 @@ __all__ = [
     "POINT_TABLE_METRICS",
     "TIE_COLUMNS",
     "HEADLINE_METRICS",
-    "IMAGE_MODELS",
+    "CT_OR_LESION_MODELS",
     "LABELS",
     "LOWER_IS_BETTER",
     "METRIC_LABELS",
@@ -208,6 +209,7 @@ __all__ = [
     "bootstrap_scores",
     "calibration_table",
     "check_run_dir",
+    "comparison_models",
     "comparison_table",
     "control_table",
     "corrected_t_interval",

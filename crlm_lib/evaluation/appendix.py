@@ -23,7 +23,7 @@ from crlm_lib.data import clinical as C
 from crlm_lib.data.synthetic import OutcomeModel, outcome_model
 from crlm_lib.evaluation.cohort import cohort_profile
 from crlm_lib.evaluation.protocols import cv_split_ids, paper_split_ids
-from crlm_lib.evaluation.specs import as_specs, model_label
+from crlm_lib.evaluation.specs import LABELS, as_specs, model_label
 from crlm_lib.models.clinical import CoxPH, RandomSurvivalForest
 from crlm_lib.types import RISK_HORIZON_YEARS, Cohort
 
@@ -234,7 +234,7 @@ def hyperparameter_table() -> pd.DataFrame:
     """The settings of the clinical anchors and of 4D-ACFNet's Cox anchor, and the risk
     score that every C-index ranks patients by (``types.RISK_HORIZON_YEARS``), read from the
     code's defaults. Index ``(model, setting)``, column ``value``."""
-    from crlm_lib.models.acfnet import ACFNet  # torch: imported when the table is made
+    from crlm_lib.models.acfnet import ACFNet, ACFNetOptions  # torch: when the table is made
 
     cox, rsf = CoxPH(), RandomSurvivalForest()
     rows = [
@@ -244,14 +244,14 @@ def hyperparameter_table() -> pd.DataFrame:
         ("Random survival forest", "minimum patients per leaf", str(rsf.min_samples_leaf)),
         ("Random survival forest", "random state", str(rsf.random_state)),
         (
-            "4D-ACFNet + Cox anchor",
+            LABELS["acfnet"],
             "ridge penalty of the anchoring Cox models",
             _fmt(_default(ACFNet.anchor_clinical, "penalizer")),
         ),
         (
-            "4D-ACFNet + Cox anchor",
+            LABELS["acfnet"],
             "learning-rate multiple of the prognosis heads",
-            _fmt(_default(ACFNet.__init__, "head_lr_scale")),
+            _fmt(ACFNetOptions.head_lr_scale),
         ),
     ]
     for head, what in (("os", "death"), ("dfs", "recurrence or death")):

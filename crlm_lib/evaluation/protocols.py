@@ -55,7 +55,6 @@ from crlm_lib.evaluation.intervals import (
 from crlm_lib.evaluation.runs import permuted_predictions, step0_predictions
 from crlm_lib.evaluation.specs import (
     ANCHOR_NAMES,
-    IMAGE_MODELS,
     IMAGE_ORACLE,
     PERMUTED_SUFFIX,
     STEP0_SUFFIX,
@@ -73,6 +72,7 @@ from crlm_lib.evaluation.tasks import (
     run_fits,
 )
 from crlm_lib.executors import ExecutorSpec
+from crlm_lib.model_registry import CT_OR_LESION_MODELS
 
 
 def paper_split_ids(ids: Sequence[str], events: np.ndarray, seed: int):
@@ -269,7 +269,7 @@ def split_controls(
     for key, pred in predictions.items():
         run_dir = base / protocol / f"seed{seed}" / key
         spec_name = key.split("-")[0]
-        if spec_name not in IMAGE_MODELS or not (run_dir / "run.json").is_file():
+        if spec_name not in CT_OR_LESION_MODELS or not (run_dir / "run.json").is_file():
             continue
         perm = permuted_predictions(run_dir, cohort, prof, seed=seed)
         controls = {
@@ -453,7 +453,7 @@ def _cv_predictions(
     preds: dict[str, list[pd.DataFrame]] = {}
     info: dict[str, tuple[int, int | None]] = {}
     for spec in setup.specs:
-        image = spec.name in IMAGE_MODELS
+        image = spec.name in CT_OR_LESION_MODELS
         info[spec.key] = (ev.cv_repeats_3d, ev.cv_epochs_3d) if image else (ev.cv_repeats, None)
         by_rep: dict[int, list[pd.DataFrame]] = {}
         permuted: dict[tuple[int, int], list[pd.DataFrame]] = {}

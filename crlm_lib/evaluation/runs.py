@@ -155,11 +155,11 @@ def _built_model(spec: ModelSpec, profile: Profile, train_ds) -> tuple[ModelSpec
     """The registry model of ``spec`` sized by the first training item (clinical features;
     lesion features for the set models, added to ``spec.options``), with that ``spec`` and the
     number of clinical features."""
-    from crlm_lib.models import build_model
+    from crlm_lib.models import LESION_MODELS, build_model
 
     first = train_ds[0]
     n_clinical = int(np.asarray(first["clinical"]).shape[-1])
-    if spec.name in ("aminn", "stg", "stg_lite") and "n_lesion_features" not in spec.options:
+    if spec.name in LESION_MODELS and "n_lesion_features" not in spec.options:
         n_les = int(np.asarray(first["lesion_features"]).shape[-1])
         spec = replace(spec, options={**spec.options, "n_lesion_features": n_les})
     return spec, build_model(spec.name, n_clinical, profile.model, **spec.options), n_clinical
@@ -202,11 +202,11 @@ def fit_predict_torch(
     """
     import torch
 
-    from crlm_lib.models import IMAGING_MODELS
+    from crlm_lib.models import CT_MODELS
     from crlm_lib.train import fit, predict
 
     torch.manual_seed(seed)
-    reads_ct = spec.name in IMAGING_MODELS
+    reads_ct = spec.name in CT_MODELS
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
     spec, model, n_clinical = _built_model(spec, profile, train_ds)
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from crlm_lib.models import MODEL_NAMES
+from crlm_lib.model_registry import ANCHORED_MODELS, REGISTRY
 
 #: Clinical anchors, in the order of every table (before the oracle, after the deep models).
 #: ``cox_vol`` / ``cox_clinvol``: the clinical-radiological anchors, Cox on the SEG-derived
@@ -22,20 +22,13 @@ VOLUMETRIC_ANCHORS: frozenset[str] = frozenset({"cox_vol", "cox_clinvol", "cox_c
 #: TRUE image quantities (``data.synthetic.IMAGE_COVARIATES`` from ``oracle.csv``) -- what a
 #: network that read the image perfectly could reach with a linear model at this sample size.
 IMAGE_ORACLE: str = "cox_trueimg"
-#: Registry models that read the CT (3D/4D image or lesion models): CV uses ``cv_repeats_3d``.
-IMAGE_MODELS: frozenset[str] = frozenset(m for m in MODEL_NAMES if m != "clinical_mlp")
+#: Suffix of the label of a model that starts at the Cox anchor (``model_registry``'s
+#: ``anchored``); its ``*_noanchor`` variant's label drops it.
+ANCHOR_LABEL_SUFFIX = " + Cox anchor"
+#: Row labels of every model, anchor, reference and control row (the registry models' from
+#: their records).
 LABELS: dict[str, str] = {
-    "acfnet": "4D-ACFNet + Cox anchor",
-    "star": "STAR + Cox anchor",
-    "cnn3d": "3D CNN + Cox anchor",
-    "cnn3d_lstm": "3D CNN + LSTM",
-    "resnet18_3d": "3D ResNet-18",
-    "resnet34_3d": "3D ResNet-34",
-    "resnet50_3d": "3D ResNet-50",
-    "aminn": "AMINN",
-    "stg": "STG",
-    "stg_lite": "STG-lite",
-    "clinical_mlp": "Clinical MLP",
+    **{r.name: r.label + (ANCHOR_LABEL_SUFFIX if r.anchored else "") for r in REGISTRY},
     "fong": "Fong score",
     "cox": "Cox PH (clinical)",
     "rsf": "Random survival forest (clinical)",
@@ -112,7 +105,7 @@ PUBLISHED_OPTIONS: dict = {
 #: published (:data:`PUBLISHED_OPTIONS`).
 VARIANTS: dict[str, ModelSpec] = {
     f"{name}_{NOANCHOR}": ModelSpec(name, f"{name}-{NOANCHOR}", options=dict(PUBLISHED_OPTIONS))
-    for name in ("acfnet", "star", "cnn3d")
+    for name in ANCHORED_MODELS
 }
 
 
@@ -169,7 +162,7 @@ def model_label(key: str) -> str:
         return f"{model_label(key[: -len(STEP0_SUFFIX)])}, untrained anchored start (control)"
     name, _, rest = key.partition("-")
     if rest.startswith(NOANCHOR):
-        base = LABELS.get(name, name).removesuffix(" + Cox anchor")
+        base = LABELS.get(name, name).removesuffix(ANCHOR_LABEL_SUFFIX)
         more = model_label(f"{name}-{rest[len(NOANCHOR) + 1 :]}") if rest != NOANCHOR else ""
         tail = more[more.index("(") :] if "(" in more else ""
         return f"{base}, no Cox anchor (as published){' ' + tail if tail else ''}"

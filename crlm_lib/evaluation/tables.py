@@ -20,7 +20,7 @@ from crlm_lib.config import Paths, Profile
 from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
 from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
 from crlm_lib.labels import DISPLAY_LABELS
-from crlm_lib.models import MODEL_NAMES
+from crlm_lib.model_registry import LESION_MODELS, MODEL_NAMES, REGISTRY, published_rows
 
 #: Metric columns of the pretty tables, in order (OS head unless prefixed ``dfs_``).
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -188,22 +188,31 @@ def published_all() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: Registry name -> published row name, per published table.
-PUBLISHED_ROWS: dict[str, dict[str, str]] = {
-    "acfnet_table1": {
-        "cnn3d": "3D CNN only",
-        "cnn3d_lstm": "3D CNN + LSTM",
-        "acfnet": "4D spatiotemporal attention",
-    },
-    "star_table1": {
-        "star": "STAR",
-        "aminn": "AMINN",
-        "resnet18_3d": "3D ResNet-18",
-        "resnet34_3d": "3D ResNet-34",
-        "resnet50_3d": "3D ResNet-50",
-    },
-    "stg": {"stg": "STG"},
-}
+#: Registry name -> published row name, per published table (the registry's ``published``).
+PUBLISHED_ROWS: dict[str, dict[str, str]] = published_rows()
+
+
+def comparison_models(published_key: str) -> list[str]:
+    """The registry models of the comparison with published table ``published_key``
+    (``"acfnet_table1"``, ``"star_table1"``: notebook 04), in the paper's row order, then those
+    the table does not report (STG, STG-lite) in registry order.
+
+    Raises
+    ------
+    KeyError
+        For a key that no registry model's comparison names.
+    """
+    members = [r for r in REGISTRY if r.comparison == published_key]
+    if not members:
+        known = sorted({r.comparison for r in REGISTRY if r.comparison})
+        raise KeyError(f"no comparison {published_key!r}; choose one of {known}")
+    order = {row["model"]: i for i, row in enumerate(PUBLISHED.get(published_key, []))}
+
+    def position(r) -> int:
+        in_table = r.published is not None and r.published[0] == published_key
+        return order[r.published[1]] if in_table else len(order)
+
+    return [r.name for r in sorted(members, key=position)]  # sorted() is stable
 
 
 def _ours(tidy: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -310,7 +319,7 @@ def parameter_table(source: Cohort | Paths, profile: str | Profile | None = None
          "parameters": two, "note": ""},
     ]  # fmt: skip
     for name in MODEL_NAMES:
-        opts = {"n_lesion_features": n_les} if name in ("aminn", "stg", "stg_lite") else {}
+        opts = {"n_lesion_features": n_les} if name in LESION_MODELS else {}
         model = build_model(name, n_clin, prof.model, **opts)
         rows.append(
             {"what": "whole model", "model": LABELS.get(name, name),

@@ -29,8 +29,9 @@ from crlm_lib.evaluation.runs import (
     permuted_predictions,
     run_identity,
 )
-from crlm_lib.evaluation.specs import IMAGE_MODELS, ModelSpec
+from crlm_lib.evaluation.specs import ModelSpec
 from crlm_lib.executors import ExecutorSpec, run_tasks
+from crlm_lib.model_registry import CT_OR_LESION_MODELS
 from crlm_lib.runfolder import RunFolder
 
 
@@ -93,7 +94,7 @@ def cv_fit_tasks(
 ) -> list[FitTask]:
     """The fits of ``evaluation.run_cv_protocol``, model by model, repeat by repeat, fold by fold.
 
-    Image models (``IMAGE_MODELS``) use ``eval.cv_repeats_3d`` repeats and ``cv_epochs_3d``
+    Models fed the CT or lesion features (``model_registry.CT_OR_LESION_MODELS``) use ``eval.cv_repeats_3d`` repeats and ``cv_epochs_3d``
     epochs, the others ``cv_repeats``; a torch model's training fold gives a stratified 10% to
     early stopping (seed ``seed + 1000 * repeat + fold``); the fit's seed is ``seed + repeat``;
     image models with a run folder get the permutation control of seed ``seed + fold``.
@@ -102,7 +103,7 @@ def cv_fit_tasks(
     ev = profile.eval
     tasks = []
     for spec in specs:
-        image = spec.name in IMAGE_MODELS
+        image = spec.name in CT_OR_LESION_MODELS
         repeats = ev.cv_repeats_3d if image else ev.cv_repeats
         for rep, fold, tr, te in (s for s in splits if s[0] < repeats):
             run_dir = base / protocol / spec.key / f"r{rep}_f{fold}" if base else None

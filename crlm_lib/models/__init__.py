@@ -1,4 +1,4 @@
-"""Model registry: every prognostic network of the three papers behind one contract.
+"""Every prognostic network of the three papers behind one contract.
 
 ``build_model(name, n_clinical, cfg, **options)`` returns an ``nn.Module`` whose
 ``forward(batch) -> dict`` gives ``recurrence_logits`` ``[B, 12]``, ``survival_logits``
@@ -6,7 +6,10 @@
 ``survival_classes`` and ``recurrence_form`` options of :mod:`crlm_lib.models.heads`) and
 ``aux`` (``loss_terms`` and, where the model has them, ``h_img``, ``h_clin``,
 ``h_recon``, ``attention``, ``reconstruction``); attribute ``gradcam_layer``. See
-``docs/interfaces.md``.
+``docs/interfaces.md``. Each model's facts (builder, label, what it reads, published row,
+cross-validation membership) are its record in :mod:`crlm_lib.model_registry`;
+``MODEL_NAMES``, ``CT_MODELS`` (the models that read ``batch["ct"]``) and ``LESION_MODELS``
+(built with ``n_lesion_features``) are re-exported from there.
 
 ======================  ==========================================  =====================
 name                    model                                       module
@@ -30,32 +33,23 @@ from typing import Any
 from torch import nn
 
 from ..config import ModelConfig, Profile
+from ..model_registry import CT_MODELS, LESION_MODELS, MODEL_NAMES, record
 from .common import count_parameters, resolve_config, separable_param_counts
 
-# The registry names each model's module and builder instead of importing every family up front:
-# the 3D ResNets import MONAI and STG imports torch_geometric (together ~7 s on the 2-core CPU),
-# which ``crlm predict`` with a 4D-ACFNet run never needs. ``(module, attribute, kwargs)``.
-_BUILDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "acfnet": ("acfnet", "build_acfnet", {}),
-    "star": ("acfnet", "build_star", {}),
-    "cnn3d": ("baselines", "build_cnn3d", {}),
-    "cnn3d_lstm": ("baselines", "CNN3DLSTM", {}),
-    "resnet18_3d": ("baselines", "ResNet3D", {"variant": "resnet18_3d"}),
-    "resnet34_3d": ("baselines", "ResNet3D", {"variant": "resnet34_3d"}),
-    "resnet50_3d": ("baselines", "ResNet3D", {"variant": "resnet50_3d"}),
-    "aminn": ("aminn", "AMINN", {}),
-    "stg": ("stg", "STG", {}),
-    "stg_lite": ("stg", "STG", {"lite": True}),
-    "clinical_mlp": ("baselines", "ClinicalMLP", {}),
-}
-#: Classes re-exported from their family modules on first access (PEP 562).
+#: Classes re-exported from their family modules on first access (PEP 562): the registry
+#: imports a family's module only when one of its models is built, since the 3D ResNets import
+#: MONAI and STG imports torch_geometric (together ~7 s on the 2-core CPU), which
+#: ``crlm predict`` with a 4D-ACFNet run never needs.
 _LAZY_NAMES: dict[str, str] = {
     "ACFNet": "acfnet",
+    "ACFNetOptions": "acfnet",
     "AMINN": "aminn",
     "CNN3DLSTM": "baselines",
     "ClinicalMLP": "baselines",
     "ResNet3D": "baselines",
+    "ResNet3DOptions": "baselines",
     "STG": "stg",
+    "STGOptions": "stg",
 }
 
 
@@ -63,26 +57,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY_NAMES:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _construct(name: str, n_clinical: int, cfg: ModelConfig, options: dict[str, Any]) -> nn.Module:
-    """Call the registered builder of ``name`` with the signature its family expects."""
-    module, attribute, fixed = _BUILDERS[name]
-    builder = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
-    if attribute == "ResNet3D":
-        return builder(fixed["variant"], n_clinical, cfg, **options)
-    if attribute == "AMINN":
-        return builder(n_clinical, cfg=cfg, **options)
-    return builder(n_clinical, cfg, **fixed, **options)
-
-
-#: Every registered model name, in the papers' order.
-MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
-
-#: Models that read ``batch["ct"]`` (the others ignore it).
-IMAGING_MODELS: tuple[str, ...] = tuple(
-    n for n in MODEL_NAMES if n not in ("aminn", "clinical_mlp")
-)
 
 
 def build_model(
@@ -100,29 +74,34 @@ def build_model(
         Widths (a profile contributes its ``.model``); default ``ModelConfig()``.
     **options
         Passed to the model's constructor, e.g. ``attention4d=False`` (acfnet),
-        ``n_lesion_features=...`` (aminn, required), ``weights_path=`` (resnets, stg).
+        ``n_lesion_features=...`` (the models of ``LESION_MODELS``; required by aminn),
+        ``weights_path=`` (resnets, stg).
 
     Raises
     ------
     KeyError
         For an unknown name (the message lists the known ones).
+    TypeError
+        For an option the model does not take, or AMINN without ``n_lesion_features``.
     """
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
-    if name == "aminn" and "n_lesion_features" not in options:
-        raise TypeError("build_model('aminn', ...) needs n_lesion_features=F_les")
-    return _construct(name, n_clinical, resolve_config(cfg), options)
+    rec = record(name)
+    builder = getattr(importlib.import_module(f"{__name__}.{rec.module}"), rec.builder)
+    return builder(n_clinical, resolve_config(cfg), **rec.fixed, **options)
 
 
 __all__ = [
     "ACFNet",
+    "ACFNetOptions",
     "AMINN",
     "CNN3DLSTM",
+    "CT_MODELS",
     "ClinicalMLP",
-    "IMAGING_MODELS",
+    "LESION_MODELS",
     "MODEL_NAMES",
     "ResNet3D",
+    "ResNet3DOptions",
     "STG",
+    "STGOptions",
     "build_model",
     "count_parameters",
     "separable_param_counts",

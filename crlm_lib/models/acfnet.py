@@ -82,6 +82,8 @@ A switch that is off removes its loss term from ``loss_terms`` (and its paramete
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,15 +194,18 @@ class ReconEncoder(nn.Module):
         return self.net(x)
 
 
-class ACFNet(nn.Module):
-    """4D-ACFNet / STAR. See the module docstring for the architecture and every choice.
+@dataclass(frozen=True)
+class ACFNetOptions:
+    """The switches and settings of :class:`ACFNet` (every keyword of its constructor).
 
-    Parameters
+    ``ACFNet(n_clinical, cfg, attention4d=False)`` and
+    ``ACFNet(n_clinical, cfg, ACFNetOptions(attention4d=False))`` build the same network;
+    ``build_model`` passes a spec's option dict as keywords. Validated on construction
+    (unknown mask channel or ``dis_mode``, alignment or disentanglement without the clinical
+    input: ``ValueError``).
+
+    Attributes
     ----------
-    n_clinical : int
-        Width ``F`` of ``batch["clinical"]``.
-    cfg : ModelConfig
-        ``width`` (stem ``w``), ``embed_dim`` (E), ``time_embed_dim`` (E_t), ``n_years`` (T).
     efficient : bool
         Shared-CT form of the time-embedded conv (default) vs the 12-copy form.
     attention4d, align, disentangle, reconstruction : bool
@@ -279,88 +284,113 @@ class ACFNet(nn.Module):
     image (``benchmarks/acfnet_vs_cox.py``; notebook 06's control table).
     """
 
-    def __init__(
-        self,
-        n_clinical: int,
-        cfg: ModelConfig | None = None,
-        *,
-        efficient: bool = True,
-        attention4d: bool = True,
-        align: bool = True,
-        disentangle: bool = True,
-        reconstruction: bool = True,
-        clinical: bool = True,
-        star: bool = False,
-        star_eps: float = 0.1,
-        star_mode: str = "normalised",
-        dis_mode: str = "paper",
-        clinical_residual: bool = True,
-        anchored_start: bool = True,
-        lambdas: tuple[float, float, float, float] | None = None,
-        recon_loss: bool = False,
-        memory_size: int = 32,
-        transformer_layers: int = 1,
-        transformer_heads: int = 2,
-        mask_channels: tuple[str, ...] = ("liver", "tumour"),
-        burden_target: bool = True,
-        lesion_pooling: bool = True,
-        intensity_target: bool = True,
-        head_lr_scale: float = 10.0,
-        lesion_anchor: bool = True,
-        survival_classes: str = SURVIVAL_CLASSES[0],
-        recurrence_form: str = RECURRENCE_FORMS[0],
-    ) -> None:
-        super().__init__()
-        cfg = cfg or ModelConfig()
-        unknown = [m for m in mask_channels if m not in MASK_NAMES]
+    efficient: bool = True
+    attention4d: bool = True
+    align: bool = True
+    disentangle: bool = True
+    reconstruction: bool = True
+    clinical: bool = True
+    star: bool = False
+    star_eps: float = 0.1
+    star_mode: str = "normalised"
+    dis_mode: str = "paper"
+    clinical_residual: bool = True
+    anchored_start: bool = True
+    lambdas: tuple[float, float, float, float] | None = None
+    recon_loss: bool = False
+    memory_size: int = 32
+    transformer_layers: int = 1
+    transformer_heads: int = 2
+    mask_channels: tuple[str, ...] = ("liver", "tumour")
+    burden_target: bool = True
+    lesion_pooling: bool = True
+    intensity_target: bool = True
+    head_lr_scale: float = 10.0
+    lesion_anchor: bool = True
+    survival_classes: str = SURVIVAL_CLASSES[0]
+    recurrence_form: str = RECURRENCE_FORMS[0]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask_channels", tuple(self.mask_channels))
+        unknown = [m for m in self.mask_channels if m not in MASK_NAMES]
         if unknown:
             raise ValueError(f"unknown mask channels {unknown}; choose from {MASK_NAMES}")
-        self.mask_channels = tuple(MASK_NAMES.index(m) for m in mask_channels)
-        if not clinical and (align or disentangle):
+        if not self.clinical and (self.align or self.disentangle):
             raise ValueError(
                 "ACFNet(clinical=False) is the image-only base row: the alignment (B) and "
                 "disentanglement (C) losses need the clinical embedding; set align=False and "
                 "disentangle=False"
             )
-        if dis_mode not in DIS_MODES:
-            raise ValueError(f"unknown dis_mode {dis_mode!r}; use one of {DIS_MODES}")
+        if self.dis_mode not in DIS_MODES:
+            raise ValueError(f"unknown dis_mode {self.dis_mode!r}; use one of {DIS_MODES}")
+
+
+class ACFNet(nn.Module):
+    """4D-ACFNet / STAR. See the module docstring for the architecture and every choice.
+
+    Parameters
+    ----------
+    n_clinical : int
+        Width ``F`` of ``batch["clinical"]``.
+    cfg : ModelConfig
+        ``width`` (stem ``w``), ``embed_dim`` (E), ``time_embed_dim`` (E_t), ``n_years`` (T).
+    options : ACFNetOptions, optional
+        The switches and settings (default ``ACFNetOptions()``: full 4D-ACFNet with the Cox
+        anchor, the mask channels and the auxiliary targets).
+    **overrides
+        Fields of :class:`ACFNetOptions` replacing those of ``options``
+        (``ACFNet(6, cfg, attention4d=False)``).
+    """
+
+    def __init__(
+        self,
+        n_clinical: int,
+        cfg: ModelConfig | None = None,
+        options: ACFNetOptions | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        o = replace(options or ACFNetOptions(), **overrides)
+        self.options = o
+        self.mask_channels = tuple(MASK_NAMES.index(m) for m in o.mask_channels)
         w, e, et, t = cfg.width, cfg.embed_dim, cfg.time_embed_dim, cfg.n_years
         self.n_years = t
-        self.efficient = efficient
-        self.attention4d = attention4d
-        self.align = align
-        self.disentangle = disentangle
-        self.reconstruction = reconstruction
-        self.star = star
-        self.star_eps = star_eps
-        self.star_mode = star_mode
-        self.use_clinical = clinical
-        self.dis_mode = dis_mode
-        self.recon_loss = recon_loss and reconstruction
-        self.anchored_start = anchored_start and clinical and clinical_residual
+        self.efficient = o.efficient
+        self.attention4d = o.attention4d
+        self.align = o.align
+        self.disentangle = o.disentangle
+        self.reconstruction = o.reconstruction
+        self.star = o.star
+        self.star_eps = o.star_eps
+        self.star_mode = o.star_mode
+        self.use_clinical = o.clinical
+        self.dis_mode = o.dis_mode
+        self.recon_loss = o.recon_loss and o.reconstruction
+        self.anchored_start = o.anchored_start and o.clinical and o.clinical_residual
         self.anchor_betas: dict[str, np.ndarray] = {}
-        lam = lambdas or tuple(DEFAULT_WEIGHTS[k] for k in ("surv", "recur", "align", "dis"))
+        lam = o.lambdas or tuple(DEFAULT_WEIGHTS[k] for k in ("surv", "recur", "align", "dis"))
         self.loss_weights = dict(zip(("surv", "recur", "align", "dis"), map(float, lam)))
 
         # Submodules in a fixed order (their initialisation draws from the RNG in this order).
         self.stem = CTStem(w, in_channels=1 + len(self.mask_channels))
         self._build_image_branch(self.stem.out_channels, e, et, t)
-        if reconstruction:
+        if o.reconstruction:
             c = self.stem.out_channels
-            self._build_reconstruction(c, w, e, et, transformer_heads, transformer_layers)
-        n_surv = survival_class_count(t, survival_classes)
-        self._build_clinical(n_clinical, e, n_surv, clinical and clinical_residual)
-        self.fusion = GatedFusion(use_recon=reconstruction)
+            self._build_reconstruction(c, w, e, et, o.transformer_heads, o.transformer_layers)
+        n_surv = survival_class_count(t, o.survival_classes)
+        self._build_clinical(n_clinical, e, n_surv, o.clinical and o.clinical_residual)
+        self.fusion = GatedFusion(use_recon=o.reconstruction)
         self.heads = PrognosisHeads(
-            e, n_years=t, survival_classes=survival_classes, recurrence_form=recurrence_form
+            e, n_years=t, survival_classes=o.survival_classes, recurrence_form=o.recurrence_form
         )
-        self.memory = EmbeddingMemory(e, memory_size) if disentangle else None
-        self.burden_head = nn.Linear(e, 1) if burden_target else None
-        self.intensity_head = nn.Linear(e, 2) if intensity_target else None
-        self.head_lr_scale = float(head_lr_scale)
+        self.memory = EmbeddingMemory(e, o.memory_size) if o.disentangle else None
+        self.burden_head = nn.Linear(e, 1) if o.burden_target else None
+        self.intensity_head = nn.Linear(e, 2) if o.intensity_target else None
+        self.head_lr_scale = float(o.head_lr_scale)
         regions = (MASK_NAMES.index("tumour"), MASK_NAMES.index("liver"))
-        self.lesion_pool = LesionPool((2, w, 2 * w), regions, e) if lesion_pooling else None
-        anchor = lesion_anchor and self.clin_residual is not None
+        self.lesion_pool = LesionPool((2, w, 2 * w), regions, e) if o.lesion_pooling else None
+        anchor = o.lesion_anchor and self.clin_residual is not None
         self.lesion_anchor = LesionAnchor() if anchor else None
 
     def _build_image_branch(self, c: int, e: int, et: int, t: int) -> None:
@@ -428,18 +458,46 @@ class ACFNet(nn.Module):
     def forward(self, batch: dict) -> dict:
         """See ``docs/interfaces.md``: ``ct`` ``[B,1,D,H,W]``, ``clinical`` ``[B,F]`` -> logits."""
         ct = image_input(batch, self.mask_channels)
-        b = ct.shape[0]
         aux: dict = {}
+        h_img, per_t, e_t = self._image_embedding(ct, batch, aux)
+        clinical = batch["clinical"].to(ct)
+        h_clin = self.clin_encoder(clinical)
+        terms: dict[str, Tensor] = {}
+        monitor: dict[str, Tensor] = {}
+        h_recon = None
+        if self.reconstruction:
+            h_recon = self._reconstruct(per_t, e_t, ct, h_img, aux, terms, monitor)
+        self._fusion_terms(batch, ct, (h_img, h_clin, h_recon), terms, monitor)
+        h = self.fusion(h_img, h_clin, h_recon)
+        surv_offset, rec_offset = self._residual_offsets(batch, clinical, aux)
+        rec_logits, surv_logits = self.heads(h, rec_offset, surv_offset)
+        aux.update(
+            h_img=h_img,
+            h_clin=h_clin,
+            h_fused=h,
+            loss_terms=terms,
+            loss_weights=dict(self.loss_weights),
+            monitor=monitor,
+        )
+        return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+
+    def _image_embedding(
+        self, ct: Tensor, batch: dict, aux: dict
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``h_img`` ``[B, E]`` (switch A's attention over the timesteps, or the plain 3D
+        trunk; plus the lesion-pooling descriptor), the per-timestep features ``[B*T, C, d, h,
+        w]`` (``T = 1`` without A) and ``E_t`` (``None`` without A); the attention weights go
+        to ``aux["attention"]``."""
+        b = ct.shape[0]
         if self.attention4d:
             per_t, e_t, feats = self._spatiotemporal(ct)
-            t = self.n_years
-            desc = per_t.mean(dim=(2, 3, 4)).view(b, t, -1)
+            desc = per_t.mean(dim=(2, 3, 4)).view(b, self.n_years, -1)
             h_img, weights = self.attention(desc, e_t)
             aux["attention"] = weights
         else:
             feats = self.stem.forward_all(ct)
             per_t = self.spatial(feats[-1])  # [B, C, d, h, w], T = 1
-            t, e_t = 1, None
+            e_t = None
             h_img = self.img_proj(per_t.mean(dim=(2, 3, 4)))
         if self.lesion_pool is not None:
             if "masks" not in batch:
@@ -448,26 +506,38 @@ class ACFNet(nn.Module):
                     "the batch has no 'masks' (build the model with lesion_pooling=False)"
                 )
             h_img = h_img + self.lesion_pool(_pool_inputs(ct, feats), batch["masks"].to(ct))
-        clinical = batch["clinical"].to(ct)
-        h_clin = self.clin_encoder(clinical)
-        h_recon = None
-        terms: dict[str, Tensor] = {}
-        monitor: dict[str, Tensor] = {}
-        if self.reconstruction:
-            rec = self.decoder(per_t)  # [B*T, 1, D/4, H/4, W/4]
-            tokens = self.recon_encoder(rec).view(b, t, -1)
-            if self.recon_pos is not None:
-                tokens = tokens + self.recon_pos(e_t).unsqueeze(0)
-            h_recon = self.recon_transformer(tokens).mean(dim=1)
-            rec = rec.view(b, t, *rec.shape[1:])
-            aux["reconstruction"] = rec
-            aux["h_recon"] = h_recon
-            monitor["cos_img_recon"] = (
-                nn.functional.cosine_similarity(h_img, h_recon, dim=1).mean().detach()
-            )
-            if self.recon_loss:
-                target = nn.functional.avg_pool3d(ct[:, :1], 4)
-                terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
+        return h_img, per_t, e_t
+
+    def _reconstruct(
+        self, per_t: Tensor, e_t: Tensor | None, ct: Tensor, h_img: Tensor, aux: dict,
+        terms: dict, monitor: dict,
+    ) -> Tensor:  # fmt: skip
+        """Switch D: per-timestep reconstructions, ``h_recon`` ``[B, E]`` (returned), the
+        image-reconstruction agreement (``monitor``) and the optional ``recon`` loss term."""
+        b, t = ct.shape[0], (self.n_years if e_t is not None else 1)
+        rec = self.decoder(per_t)  # [B*T, 1, D/4, H/4, W/4]
+        tokens = self.recon_encoder(rec).view(b, t, -1)
+        if self.recon_pos is not None:
+            tokens = tokens + self.recon_pos(e_t).unsqueeze(0)
+        h_recon = self.recon_transformer(tokens).mean(dim=1)
+        rec = rec.view(b, t, *rec.shape[1:])
+        aux["reconstruction"] = rec
+        aux["h_recon"] = h_recon
+        monitor["cos_img_recon"] = (
+            nn.functional.cosine_similarity(h_img, h_recon, dim=1).mean().detach()
+        )
+        if self.recon_loss:
+            target = nn.functional.avg_pool3d(ct[:, :1], 4)
+            terms["recon"] = ((rec.mean(dim=1) - target) ** 2).mean()
+        return h_recon
+
+    def _fusion_terms(
+        self, batch: dict, ct: Tensor, embeddings: tuple, terms: dict, monitor: dict
+    ) -> None:
+        """The loss terms on the embeddings ``(h_img, h_clin, h_recon)``: alignment (B),
+        disentanglement (C; the memory bank is updated in training), the auxiliary burden and
+        intensity targets; the image-clinical agreement goes to ``monitor``."""
+        h_img, h_clin, h_recon = embeddings
         if self.use_clinical:
             monitor["cos_img_clin"] = (
                 nn.functional.cosine_similarity(h_img, h_clin, dim=1).mean().detach()
@@ -492,7 +562,12 @@ class ACFNet(nn.Module):
             stats, has = window_intensity(batch["ct"], batch["masks"].to(ct))
             err = nn.functional.huber_loss(self.intensity_head(h_img), stats, reduction="none")
             terms["intensity"] = (err.mean(dim=1) * has).sum() / has.sum().clamp(min=1.0)
-        h = self.fusion(h_img, h_clin, h_recon)
+
+    def _residual_offsets(
+        self, batch: dict, clinical: Tensor, aux: dict
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The Cox-anchored linear risk terms of the survival and recurrence logits (clinical
+        residuals plus the lesion anchor; ``None`` without them), reported in ``aux``."""
         lesion_os = lesion_dfs = 0.0
         if self.lesion_anchor is not None:
             lesion_os, lesion_dfs = self.lesion_anchor(batch)
@@ -505,16 +580,7 @@ class ACFNet(nn.Module):
         if self.clin_residual_rec is not None:
             rec_offset = self.clin_residual_rec(clinical) + lesion_dfs  # [B, 1]
             aux["clinical_recurrence_risk"] = rec_offset.squeeze(1)
-        rec_logits, surv_logits = self.heads(h, rec_offset, surv_offset)
-        aux.update(
-            h_img=h_img,
-            h_clin=h_clin,
-            h_fused=h,
-            loss_terms=terms,
-            loss_weights=dict(self.loss_weights),
-            monitor=monitor,
-        )
-        return {"recurrence_logits": rec_logits, "survival_logits": surv_logits, "aux": aux}
+        return surv_offset, rec_offset
 
     def param_groups(self, lr: float) -> list[dict]:
         """AdamW parameter groups: the prognosis heads at ``lr * head_lr_scale``, the rest at

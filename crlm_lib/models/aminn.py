@@ -113,3 +113,18 @@ class AMINN(nn.Module):
             bag = torch.cat([bag, h_clin], dim=1)
         rec, surv = self.heads(bag)
         return {"recurrence_logits": rec, "survival_logits": surv, "aux": aux}
+
+
+def build_aminn(
+    n_clinical: int, cfg: ModelConfig, n_lesion_features: int | None = None, **options
+) -> AMINN:
+    """AMINN of the registry: ``AMINN(n_clinical, n_lesion_features, cfg, **options)``.
+
+    Raises
+    ------
+    TypeError
+        Without ``n_lesion_features`` (the width of the lesion features is the data's).
+    """
+    if n_lesion_features is None:
+        raise TypeError("build_model('aminn', ...) needs n_lesion_features=F_les")
+    return AMINN(n_clinical, n_lesion_features, cfg=cfg, **options)

@@ -21,6 +21,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import torch
 from monai.networks.nets import resnet18, resnet34, resnet50
 from torch import Tensor, nn
@@ -104,14 +107,12 @@ class CNN3DLSTM(nn.Module):
 _RESNETS = {"resnet18_3d": resnet18, "resnet34_3d": resnet34, "resnet50_3d": resnet50}
 
 
-class ResNet3D(nn.Module):
-    """MONAI 3D ResNet image encoder + clinical fusion + heads (STAR Table 1 baselines).
+@dataclass(frozen=True)
+class ResNet3DOptions:
+    """The settings of :class:`ResNet3D` (every keyword of its constructor).
 
-    Parameters
+    Attributes
     ----------
-    name : {"resnet18_3d", "resnet34_3d", "resnet50_3d"}
-    n_clinical : int
-    cfg : ModelConfig
     widen_factor : float, optional
         Channel multiplier of MONAI's ResNet (default ``cfg.width / 16``).
     norm : {"batch", "group"}
@@ -126,43 +127,65 @@ class ResNet3D(nn.Module):
         The heads' forms (:class:`~crlm_lib.models.heads.PrognosisHeads`).
     """
 
+    widen_factor: float | None = None
+    norm: str = "batch"
+    stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE
+    weights_path: str | None = None
+    survival_classes: str = SURVIVAL_CLASSES[0]
+    recurrence_form: str = RECURRENCE_FORMS[0]
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {self.norm!r}")
+
+
+class ResNet3D(nn.Module):
+    """MONAI 3D ResNet image encoder + clinical fusion + heads (STAR Table 1 baselines).
+
+    Parameters
+    ----------
+    name : {"resnet18_3d", "resnet34_3d", "resnet50_3d"}
+    n_clinical : int
+    cfg : ModelConfig
+    options : ResNet3DOptions, optional
+        Encoder and head settings (default ``ResNet3DOptions()``).
+    **overrides
+        Fields of :class:`ResNet3DOptions` replacing those of ``options``
+        (``ResNet3D("resnet18_3d", 6, cfg, norm="group")``).
+    """
+
     def __init__(
         self,
         name: str,
         n_clinical: int,
         cfg: ModelConfig | None = None,
-        widen_factor: float | None = None,
-        norm: str = "batch",
-        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
-        weights_path: str | None = None,
-        survival_classes: str = SURVIVAL_CLASSES[0],
-        recurrence_form: str = RECURRENCE_FORMS[0],
+        options: ResNet3DOptions | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
+        o = replace(options or ResNet3DOptions(), **overrides)
         self.encoder = _RESNETS[name](
             spatial_dims=3,
             n_input_channels=1,
             num_classes=cfg.embed_dim,
-            widen_factor=widen_factor if widen_factor is not None else cfg.width / 16,
-            conv1_t_stride=stem_stride,
+            widen_factor=o.widen_factor if o.widen_factor is not None else cfg.width / 16,
+            conv1_t_stride=o.stem_stride,
             pretrained=False,
         )
-        if norm == "group":
+        if o.norm == "group":
             batchnorm_to_groupnorm(self.encoder)
-        elif norm != "batch":
-            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         self.clin_encoder = ClinEncoder(n_clinical, cfg.embed_dim)
         self.fusion = GatedFusion(use_recon=False)
         self.heads = PrognosisHeads(
             cfg.embed_dim,
             n_years=cfg.n_years,
-            survival_classes=survival_classes,
-            recurrence_form=recurrence_form,
+            survival_classes=o.survival_classes,
+            recurrence_form=o.recurrence_form,
         )
         self.gradcam_layer: nn.Module | None = self.encoder.layer4
-        if weights_path:
-            self.load_state_dict(torch.load(weights_path, map_location="cpu"))
+        if o.weights_path:
+            self.load_state_dict(torch.load(o.weights_path, map_location="cpu"))
 
     def forward(self, batch: dict) -> dict:
         ct = batch["ct"].float()
@@ -171,6 +194,11 @@ class ResNet3D(nn.Module):
         rec, surv = self.heads(self.fusion(h_img, h_clin))
         aux = {"h_img": h_img, "h_clin": h_clin, "loss_terms": {}}
         return {"recurrence_logits": rec, "survival_logits": surv, "aux": aux}
+
+
+def build_resnet3d(n_clinical: int, cfg: ModelConfig, variant: str, **options) -> ResNet3D:
+    """A MONAI 3D ResNet baseline of the registry (``variant``: ``"resnet18_3d"``, ...)."""
+    return ResNet3D(variant, n_clinical, cfg, **options)
 
 
 class ClinicalMLP(nn.Module):

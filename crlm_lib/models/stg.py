@@ -66,6 +66,9 @@ encoder is removed), one SAGE layer. With equal widths its parameter count is ~2
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import resnet10, resnet18
@@ -140,14 +143,12 @@ class MultiScaleResNetEncoder(nn.Module):
         return self.proj(torch.cat(pooled, dim=1))
 
 
-class STG(nn.Module):
-    """STG / STG-lite. See the module docstring.
+@dataclass(frozen=True)
+class STGOptions:
+    """The settings of :class:`STG` (every keyword of its constructor).
 
-    Parameters
+    Attributes
     ----------
-    n_clinical : int
-    cfg : ModelConfig
-        ``embed_dim`` is the node width and the fused width.
     lite : bool
         The lightweight variant.
     widen_factor : float, optional
@@ -172,27 +173,49 @@ class STG(nn.Module):
         beyond year 12 has none.
     """
 
+    lite: bool = False
+    widen_factor: float | None = None
+    n_layers: int | None = None
+    temperature: float = 0.1
+    memory_size: int = 32
+    weights_path: str | None = None
+    n_lesion_features: int = 0
+    stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE
+    survival_classes: str = SURVIVAL_CLASSES[0]
+    recurrence_form: str = RECURRENCE_FORMS[0]
+
+
+class STG(nn.Module):
+    """STG / STG-lite. See the module docstring.
+
+    Parameters
+    ----------
+    n_clinical : int
+    cfg : ModelConfig
+        ``embed_dim`` is the node width and the fused width.
+    options : STGOptions, optional
+        Variant, encoder and graph settings (default ``STGOptions()``: STG without lesion
+        nodes).
+    **overrides
+        Fields of :class:`STGOptions` replacing those of ``options``
+        (``STG(6, cfg, lite=True, n_lesion_features=8)``).
+    """
+
     def __init__(
         self,
         n_clinical: int,
         cfg: ModelConfig | None = None,
-        lite: bool = False,
-        widen_factor: float | None = None,
-        n_layers: int | None = None,
-        temperature: float = 0.1,
-        memory_size: int = 32,
-        weights_path: str | None = None,
-        n_lesion_features: int = 0,
-        stem_stride: int | tuple[int, int, int] = HARA_STEM_STRIDE,
-        survival_classes: str = SURVIVAL_CLASSES[0],
-        recurrence_form: str = RECURRENCE_FORMS[0],
+        options: STGOptions | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
         cfg = cfg or ModelConfig()
+        o = replace(options or STGOptions(), **overrides)
+        lite, n_lesion_features, stem_stride = o.lite, o.n_lesion_features, o.stem_stride
         nd = cfg.embed_dim
-        widen = widen_factor if widen_factor is not None else cfg.width / 16
+        widen = o.widen_factor if o.widen_factor is not None else cfg.width / 16
         self.lite = lite
-        self.temperature = temperature
+        self.temperature = o.temperature
         self.anat_encoder = MultiScaleResNetEncoder(10 if lite else 18, widen, nd, stem_stride)
         self.ct_encoder = None if lite else MultiScaleResNetEncoder(18, widen, nd, stem_stride)
         self.node_type = nn.Embedding(len(MASK_NAMES), nd)
@@ -209,7 +232,7 @@ class STG(nn.Module):
         self.n_years = cfg.n_years
         self.time_embed = nn.Embedding(cfg.n_years, nd)
         self.time_head = nn.Linear(nd, 2)
-        n_layers = n_layers if n_layers is not None else (1 if lite else 2)
+        n_layers = o.n_layers if o.n_layers is not None else (1 if lite else 2)
         self.edge_types = tuple(
             et for et in EDGE_TYPES if n_lesion_features > 0 or "lesion" not in (et[0], et[2])
         )
@@ -221,14 +244,14 @@ class STG(nn.Module):
         self.heads = PrognosisHeads(
             nd,
             n_years=cfg.n_years,
-            survival_classes=survival_classes,
-            recurrence_form=recurrence_form,
+            survival_classes=o.survival_classes,
+            recurrence_form=o.recurrence_form,
         )
         self.risk_head = nn.Linear(nd, 1)
-        self.memory = EmbeddingMemory(nd, memory_size, n_streams=1)
+        self.memory = EmbeddingMemory(nd, o.memory_size, n_streams=1)
         self.gradcam_layer: nn.Module | None = self.anat_encoder.net.layer4
-        if weights_path:
-            self.load_state_dict(torch.load(weights_path, map_location="cpu"))
+        if o.weights_path:
+            self.load_state_dict(torch.load(o.weights_path, map_location="cpu"))
 
     @staticmethod
     def _graph(anat: Tensor, ct: Tensor, clin: Tensor, lesion: Tensor, time: Tensor) -> HeteroData:
@@ -268,6 +291,21 @@ class STG(nn.Module):
         g["lesion", "at", "time"].edge_index = torch.stack([les_t.reshape(-1), t_les.reshape(-1)])
         return g
 
+    def _lesion_nodes(self, batch: dict, ct: Tensor, clin_node: Tensor) -> list[Tensor]:
+        """Each patient's lesion nodes ``[L_i, nd]``: the encoded lesion features of the lesions
+        present (``batch["lesion_mask"]``, features cast to ``ct``'s type); none without lesion
+        features."""
+        b, nd = clin_node.shape
+        if self.lesion_encoder is None or "lesion_features" not in batch:
+            return [clin_node.new_zeros(0, nd) for _ in range(b)]
+        feats = batch["lesion_features"].to(ct)  # [B, L, F_les]
+        if "lesion_mask" in batch:
+            present = batch["lesion_mask"].to(ct.device).bool()
+        else:
+            present = torch.ones(feats.shape[:2], dtype=torch.bool, device=ct.device)
+        lesion_nodes = self.lesion_encoder(feats)  # [B, L, nd]
+        return [lesion_nodes[i][present[i]] for i in range(b)]
+
     def forward(self, batch: dict) -> dict:
         ct = batch["ct"].float()
         if "masks" not in batch:
@@ -281,17 +319,7 @@ class STG(nn.Module):
         if self.n_clinical == 0:
             clinical = clinical.new_zeros(b, 1)
         clin_node = self.clin_encoder(clinical)
-        nd = clin_node.shape[1]
-        if self.lesion_encoder is not None and "lesion_features" in batch:
-            feats = batch["lesion_features"].to(ct)  # [B, L, F_les]
-            if "lesion_mask" in batch:
-                present = batch["lesion_mask"].to(ct.device).bool()
-            else:
-                present = torch.ones(feats.shape[:2], dtype=torch.bool, device=ct.device)
-            lesion_nodes = self.lesion_encoder(feats)  # [B, L, nd]
-            lesions = [lesion_nodes[i][present[i]] for i in range(b)]
-        else:
-            lesions = [clin_node.new_zeros(0, nd) for _ in range(b)]
+        lesions = self._lesion_nodes(batch, ct, clin_node)
         time_nodes = self.time_embed.weight  # [T, nd]
         graphs = [
             self._graph(anat[i], ct_node[i : i + 1], clin_node[i : i + 1], lesions[i], time_nodes)

@@ -7,6 +7,7 @@ import torch
 
 from crlm_lib.config import get_profile
 from crlm_lib.data.lesions import FEATURE_NAMES
+from crlm_lib.model_registry import LESION_MODELS
 
 N_CLIN = 6
 N_LES = len(
@@ -39,7 +40,7 @@ def make_batch(b: int = 2, shape: tuple[int, int, int] = (16, 32, 32), seed: int
 
 def options(name: str) -> dict:
     """Constructor options a test needs for ``name`` (AMINN's lesion feature width)."""
-    return {"n_lesion_features": N_LES} if name in ("aminn", "stg", "stg_lite") else {}
+    return {"n_lesion_features": N_LES} if name in LESION_MODELS else {}
 
 
 @pytest.fixture(name="make_batch")

@@ -365,3 +365,39 @@ def test_heads_train_at_a_scaled_learning_rate_except_in_the_published_network(s
     assert sum(len(g["params"]) for g in opt.param_groups) == n_all
     papers = build_model("acfnet", 6, smoke_cfg, **PUBLISHED_OPTIONS)
     assert [g["lr"] for g in build_optimizer(papers, lr=1e-3).param_groups] == [1e-3]
+
+
+def test_options_object_and_keywords_build_the_same_network(smoke_cfg):
+    from crlm_lib.models.acfnet import ACFNetOptions
+
+    torch.manual_seed(0)
+    by_keyword = ACFNet(6, smoke_cfg, attention4d=False, reconstruction=False, dis_mode="xcorr")
+    torch.manual_seed(0)
+    opts = ACFNetOptions(attention4d=False, reconstruction=False, dis_mode="xcorr")
+    by_object = ACFNet(6, smoke_cfg, opts)
+    a, b = by_keyword.state_dict(), by_object.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert by_object.options == by_keyword.options == opts
+    # keywords override the fields of a given options object
+    assert ACFNet(6, smoke_cfg, opts, align=False).options.align is False
+
+
+def test_published_options_read_back_from_run_json_build_the_published_network(smoke_cfg):
+    import json
+
+    stored = json.loads(json.dumps(PUBLISHED_OPTIONS))  # as run.json keeps them: lists
+    model = build_model("acfnet", 6, smoke_cfg, **stored)
+    assert model.options.mask_channels == () and model.clin_residual is None
+    assert model.lesion_pool is None and model.burden_head is None
+    assert model.heads.survival_classes == "published12"
+
+
+def test_options_are_validated_with_the_offending_value(smoke_cfg):
+    with pytest.raises(ValueError, match="spleen"):
+        ACFNet(6, smoke_cfg, mask_channels=("liver", "spleen"))
+    with pytest.raises(ValueError, match="align=False"):
+        ACFNet(6, smoke_cfg, clinical=False)
+    with pytest.raises(ValueError, match="cosine"):
+        ACFNet(6, smoke_cfg, dis_mode="cosine")
+    with pytest.raises(TypeError, match="attention_4d"):
+        ACFNet(6, smoke_cfg, attention_4d=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from crlm_lib.models import build_model
@@ -66,3 +67,16 @@ def test_resnet_and_stg_stems_are_hara_by_default_and_monai_on_request(smoke_cfg
         assert shapes == {k: v.shape for k, v in full.state_dict().items()}
         with torch.no_grad():
             assert hara.eval()(batch)["survival_logits"].shape == (2, 13)
+
+
+def test_resnet_options_object_equals_keywords_and_norm_is_checked(smoke_cfg):
+    from crlm_lib.models.baselines import ResNet3D, ResNet3DOptions
+
+    torch.manual_seed(0)
+    a = ResNet3D("resnet18_3d", 3, smoke_cfg, norm="group", widen_factor=0.125).state_dict()
+    torch.manual_seed(0)
+    opts = ResNet3DOptions(norm="group", widen_factor=0.125)
+    b = ResNet3D("resnet18_3d", 3, smoke_cfg, opts).state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="layer"):
+        ResNet3DOptions(norm="layer")

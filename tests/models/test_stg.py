@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from crlm_lib.data.lesions import FEATURE_NAMES
-from crlm_lib.models import build_model, count_parameters
+from crlm_lib.models import STG, build_model, count_parameters
 
 
 def test_stg_lite_has_about_78_55_percent_fewer_parameters(smoke_cfg):
@@ -101,3 +101,14 @@ def test_temporal_nodes_make_years_differ_beyond_a_fixed_bias(smoke_cfg, make_ba
     no_lesion = dict(batch)
     del no_lesion["lesion_features"]
     assert torch.isfinite(model(no_lesion)["survival_logits"]).all()  # 0 lesion nodes
+
+
+def test_stg_options_object_equals_keywords(smoke_cfg):
+    from crlm_lib.models.stg import STGOptions
+
+    torch.manual_seed(0)
+    a = STG(3, smoke_cfg, lite=True, n_lesion_features=4, widen_factor=0.125).state_dict()
+    torch.manual_seed(0)
+    opts = STGOptions(lite=True, n_lesion_features=4, widen_factor=0.125)
+    b = STG(3, smoke_cfg, opts).state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
