@@ -188,15 +188,18 @@ def published_all() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: Registry name -> published row name, per published table.
+#: Row key -> published row name, per published table (both forms of 4D-ACFNet and STAR, with
+#: and without our Cox anchor, sit beside the published row of the network).
 PUBLISHED_ROWS: dict[str, dict[str, str]] = {
     "acfnet_table1": {
         "cnn3d": "3D CNN only",
         "cnn3d_lstm": "3D CNN + LSTM",
         "acfnet": "4D spatiotemporal attention",
+        "acfnet-noanchor": "4D spatiotemporal attention",
     },
     "star_table1": {
         "star": "STAR",
+        "star-noanchor": "STAR",
         "aminn": "AMINN",
         "resnet18_3d": "3D ResNet-18",
         "resnet34_3d": "3D ResNet-34",
