@@ -90,8 +90,14 @@ from crlm_lib.evaluation.intervals import (
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
 from crlm_lib.evaluation.prose import (
+    calibration_figure_values,
+    calibration_target_values,
     constant_prediction_text,
+    cv_design_values,
+    cv_result_values,
+    objective_values,
     prose_values,
+    split_extreme_values,
     split_taa_values,
 )
 from crlm_lib.evaluation.protocols import (
@@ -259,7 +265,13 @@ __all__ = [
     "predictor_table",
     "profile_table",
     "with_reference",
+    "calibration_figure_values",
+    "calibration_target_values",
     "constant_prediction_text",
+    "cv_design_values",
+    "cv_result_values",
+    "objective_values",
     "prose_values",
+    "split_extreme_values",
     "split_taa_values",
 ]
