@@ -44,6 +44,7 @@ from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.evaluation.appendix import (
     PAPERS_SETTINGS,
     events_table,
+    generator_formula,
     generator_table,
     hyperparameter_table,
     predictor_table,
@@ -256,6 +257,7 @@ __all__ = [
     "calibration_metric_table",
     "calibration_metrics",
     "events_table",
+    "generator_formula",
     "generator_table",
     "holm_table",
     "horizon_calibration",
