@@ -157,3 +157,32 @@ def test_split_extremes_objectives_and_calibration_targets():
          "within": [True, False, False, False]}
     )  # fmt: skip
     assert ev.calibration_target_values(table) == {"synthetic-targets-missed": "2 of 3"}
+
+
+def test_point_ties_and_decision_values_follow_the_tables():
+    point = pd.DataFrame(
+        {"os_taa": [0.3, 0.5, 0.1, 0.4, 0.9]},
+        index=["fong", "cox", "acfnet@ct-permuted", "constant", "oracle"],
+    )
+    assert ev.point_metric_values(point) == {
+        "constant-taa": "0.400",
+        "taa-not-above-constant": "1 of 2: Fong score",
+    }
+    point.loc["fong", "os_taa"] = 0.45
+    assert ev.point_metric_values(point)["taa-not-above-constant"] == "none of 2"
+    ties = pd.DataFrame(
+        {"os_c_uno_months_g_t": [0.60, 0.70], "os_c_uno_months_g_t_minus": [0.61, 0.70],
+         "dfs_c_uno_months_g_t": [0.5, 0.5], "dfs_c_uno_months_g_t_minus": [0.5, 0.53]},
+        index=["cox", "fong"],
+    )  # fmt: skip
+    assert ev.tie_values(ties) == {"ties-max-shift": "0.0300"}
+    thresholds = [0.1, 0.2, 0.3]
+    rows = [("all", [0.3, 0.1, -0.1]), ("none", [0.0, 0.0, 0.0]),
+            ("cox", [0.2, 0.15, 0.05]), ("fong", [0.3, 0.1, -0.1])]  # fmt: skip
+    dca = pd.DataFrame(
+        [{"model": m, "threshold": t, "net_benefit": v}
+         for m, vals in rows for t, v in zip(thresholds, vals, strict=True)]
+    )  # fmt: skip
+    assert ev.decision_values(dca) == {
+        "dca-useful": "Cox PH (clinical) 20–30% (2 of 3 thresholds); Fong score at no threshold"
+    }

@@ -96,10 +96,13 @@ from crlm_lib.evaluation.prose import (
     constant_prediction_text,
     cv_design_values,
     cv_result_values,
+    decision_values,
     objective_values,
+    point_metric_values,
     prose_values,
     split_extreme_values,
     split_taa_values,
+    tie_values,
 )
 from crlm_lib.evaluation.protocols import (
     CVResult,
@@ -272,8 +275,11 @@ __all__ = [
     "constant_prediction_text",
     "cv_design_values",
     "cv_result_values",
+    "decision_values",
     "objective_values",
+    "point_metric_values",
     "prose_values",
     "split_extreme_values",
     "split_taa_values",
+    "tie_values",
 ]

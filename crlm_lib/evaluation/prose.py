@@ -10,7 +10,9 @@ diagonal), the words are chosen here too, so that the sentence stays true on eve
 :func:`cv_result_values` (the unfavourable results of the cross-validation table),
 :func:`calibration_figure_values`, :func:`objective_values` (the two training objectives on
 the papers' split), :func:`split_extreme_values` (best and worst rows of a split table) and
-:func:`calibration_target_values` (the synthetic cohort against its published targets).
+:func:`calibration_target_values` (the synthetic cohort against its published targets),
+:func:`point_metric_values` (models against the constant prediction), :func:`tie_values` and
+:func:`decision_values` (where a decision curve lies above both references).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ __all__ = [
     "constant_prediction_text",
     "cv_design_values",
     "cv_result_values",
+    "decision_values",
     "objective_values",
+    "point_metric_values",
     "prose_values",
     "split_extreme_values",
     "split_taa_values",
+    "tie_values",
 ]
 
 NA = "not applicable"
@@ -349,3 +354,60 @@ def calibration_target_values(table: pd.DataFrame, prefix: str = "synthetic") ->
     ranged = table[table["low"].notna() & table["high"].notna()]
     missed = int((~ranged["within"].astype(bool)).sum())
     return {f"{prefix}-targets-missed": f"{missed} of {len(ranged)}"}
+
+
+def point_metric_values(point: pd.DataFrame) -> dict[str, str]:
+    """What the point-metric table (``evaluation.point_metric_table``: models x metrics, a
+    ``constant`` row) shows against the constant prediction.
+
+    Returns ``constant-taa`` (the constant's papers' TAA) and ``taa-not-above-constant``
+    (the fitted models whose papers' TAA is not above the constant's: ``"2 of 9: Fong score
+    and Cox PH (clinical)"`` or ``"none of 9"``).
+    """
+    if "constant" not in point.index or "os_taa" not in point.columns:
+        return {"constant-taa": NA, "taa-not-above-constant": NA}
+    const = float(point.loc["constant", "os_taa"])
+    fitted = point["os_taa"].drop(index=["constant", "oracle"], errors="ignore").dropna()
+    fitted = fitted[[k for k in fitted.index if not is_control(k)]]
+    worse = fitted[fitted <= const]
+    text = (
+        f"{len(worse)} of {len(fitted)}: {_join([model_label(k) for k in worse.index])}"
+        if len(worse)
+        else f"none of {len(fitted)}"
+    )
+    return {"constant-taa": f"{const:.3f}", "taa-not-above-constant": text}
+
+
+def tie_values(ties: pd.DataFrame) -> dict[str, str]:
+    """``ties-max-shift``: the largest absolute difference in Uno's C between the two tie
+    conventions, G(T) and G(T-), at month resolution, over the models and heads of
+    ``evaluation.tie_sensitivity_table``."""
+    shifts = [
+        (ties[f"{h}_c_uno_months_g_t"] - ties[f"{h}_c_uno_months_g_t_minus"]).abs()
+        for h in ("os", "dfs")
+        if f"{h}_c_uno_months_g_t" in ties.columns
+    ]
+    if not shifts:
+        return {"ties-max-shift": NA}
+    return {"ties-max-shift": f"{float(pd.concat(shifts).max()):.4f}"}
+
+
+def decision_values(dca: pd.DataFrame) -> dict[str, str]:
+    """``dca-useful``: for each model of the decision curve (``evaluation.decision_curve``),
+    the thresholds where its net benefit exceeds both treat-all and treat-none, as
+    ``"Cox PH (clinical) 10–24%; Fong score at no threshold"``."""
+    refs = dca[dca["model"].isin(["all", "none"])].pivot_table(
+        index="threshold", columns="model", values="net_benefit"
+    )
+    floor = refs.max(axis=1)
+    parts = []
+    for model, rows in dca[~dca["model"].isin(["all", "none"])].groupby("model", sort=False):
+        nb = rows.set_index("threshold")["net_benefit"]
+        above = nb.index[(nb > floor.reindex(nb.index)).to_numpy()]
+        span = (
+            f"{100 * above.min():.0f}–{100 * above.max():.0f}% ({len(above)} of {len(nb)} thresholds)"
+            if len(above)
+            else "at no threshold"
+        )
+        parts.append(f"{model_label(model)} {span}")
+    return {"dca-useful": "; ".join(parts) if parts else NA}
