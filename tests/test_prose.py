@@ -90,7 +90,7 @@ def test_cv_design_and_results_are_read_from_the_cv_table():
     assert design["cv-image-models"] == (
         "4D-ACFNet + Cox anchor and 4D-ACFNet, no Cox anchor (as published)"
     )
-    assert "Cox PH (clinical)" in design["cv-clinical-models"]
+    assert design["cv-clinical-models"] == "Fong score and Cox PH (clinical)"  # no references
     assert "CT permuted" not in design["cv-image-models"]  # controls are not models
     assert "STAR + Cox anchor" in design["cv-split-only-models"]
     assert "4D-ACFNet" not in design["cv-split-only-models"]
@@ -100,6 +100,8 @@ def test_cv_design_and_results_are_read_from_the_cv_table():
     assert results["ibs-not-below-null"] == "1 of 4: 4D-ACFNet + Cox anchor"
     assert results["auc-below-half"] == "Fong score (AUC 1 y 0.480, AUC 3 y 0.470)"
     assert results["c-below-half"] == "4D-ACFNet, no Cox anchor (as published) (DFS C 0.450)"
+    one_epoch = tidy.assign(epochs=tidy["epochs"].where(tidy["epochs"].isna(), 1.0))
+    assert ev.cv_design_values(one_epoch)["cv-design"].endswith("(at most 1 training epoch)")
     better = tidy.assign(estimate=np.where(tidy["metric"] == "os_ibs", 0.1, tidy["estimate"]))
     better.loc[better["model"] == "km_null", "estimate"] = 0.3
     assert ev.cv_result_values(better)["ibs-not-below-null"] == "none of 4"

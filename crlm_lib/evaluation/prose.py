@@ -24,7 +24,7 @@ import pandas as pd
 
 from crlm_lib import metrics as M
 from crlm_lib.evaluation.reference import KM_NULL_KEY
-from crlm_lib.evaluation.specs import IMAGE_MODELS, is_control, model_label
+from crlm_lib.evaluation.specs import IMAGE_MODELS, IMAGE_ORACLE, is_control, model_label
 from crlm_lib.models import MODEL_NAMES
 from crlm_lib.types import Predictions
 
@@ -192,26 +192,29 @@ def cv_design_values(cv_tidy: pd.DataFrame) -> dict[str, str]:
 
     Returns ``cv-design`` (``"5-fold cross-validation, repeated 5 times for the clinical
     models and once for the image models (at most 8 training epochs each)"``),
-    ``cv-image-models`` and ``cv-clinical-models`` (labels of the models in each group),
+    ``cv-image-models`` and ``cv-clinical-models`` (labels of the models in each group; the
+    oracle and the true-image Cox model are references, in neither),
     ``cv-split-only-models`` (the registry's image models that are compared on the papers'
     split only) and ``cv-image-repeats`` (``"once"``, ``"5 times"``).
     """
-    rows = _model_rows(cv_tidy)
+    rows = _model_rows(cv_tidy).drop(index=[KM_NULL_KEY], errors="ignore")
     image = rows[rows["epochs"].notna()] if "epochs" in rows else rows.iloc[:0]
     other = rows.drop(index=image.index)
+    clinical = other.drop(index=["oracle", IMAGE_ORACLE], errors="ignore")
     folds = int(rows["folds"].max()) if "folds" in rows and len(rows) else 0
     clin_rep = int(other["repeats"].max()) if len(other) else 0
     img_rep = int(image["repeats"].max()) if len(image) else 0
     design = f"{folds}-fold cross-validation, repeated {_times(clin_rep)} for the clinical models"
     if len(image):
         epochs = int(image["epochs"].max())
-        design += f" and {_times(img_rep)} for the image models (at most {epochs} training epochs)"
+        unit = "epoch" if epochs == 1 else "epochs"
+        design += f" and {_times(img_rep)} for the image models (at most {epochs} training {unit})"
     in_cv = {key.partition("-")[0] for key in rows.index}
     split_only = [model_label(m) for m in MODEL_NAMES if m in IMAGE_MODELS and m not in in_cv]
     return {
         "cv-design": design,
         "cv-image-models": _join([model_label(k) for k in image.index]),
-        "cv-clinical-models": _join([model_label(k) for k in other.index]),
+        "cv-clinical-models": _join([model_label(k) for k in clinical.index]),
         "cv-split-only-models": _join(split_only),
         "cv-image-repeats": _times(img_rep) if len(image) else NA,
     }
