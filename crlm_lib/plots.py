@@ -414,48 +414,68 @@ def plot_patient_curves(
     return fig
 
 
+def _attention_array(attention: Any, prefix: str) -> np.ndarray:
+    """``[N, 12]`` attention weights from an array, a tensor or a predictions table."""
+    if hasattr(attention, "columns"):
+        cols = [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
+        missing = [c for c in cols if c not in attention.columns]
+        if missing:
+            raise ExplainError(f"attention table lacks columns {missing}")
+        return attention[cols].to_numpy(dtype=float)
+    arr = np.asarray(attention.detach().cpu() if isinstance(attention, Tensor) else attention)
+    return arr.astype(float).reshape(-1, arr.shape[-1])
+
+
 def attention_over_years(
     attention: Any,
     prefix: str = "att_",
     ax=None,
     title: str = "Attention over virtual years",
 ):
-    """Mean +/- SD of the temporal attention weight of each virtual year across patients.
+    """Mean +/- SD of the temporal attention weight of each virtual year across patients, and
+    the SD itself on a log scale (an SD far below the marker size stays readable).
 
     Parameters
     ----------
     attention : array ``[N, 12]`` or pandas DataFrame
         ``aux["attention"]`` stacked over patients, or a predictions table with columns
         ``{prefix}1 .. {prefix}12`` (default ``att_1..att_12``, as ``train.predict`` writes).
+    ax : matplotlib axis, optional
+        Draw the mean +/- SD only, on this axis.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axis; the dashed line is the uniform weight 1/12.
+        Top: mean +/- SD, the dashed line the uniform weight 1/12; bottom (without ``ax``):
+        the SD across the N patients per year (log scale; an SD of 0 is drawn at the axis
+        floor and labelled).
     """
-    if hasattr(attention, "columns"):
-        cols = [f"{prefix}{k}" for k in range(1, N_YEARS + 1)]
-        missing = [c for c in cols if c not in attention.columns]
-        if missing:
-            raise ExplainError(f"attention table lacks columns {missing}")
-        arr = attention[cols].to_numpy(dtype=float)
-    else:
-        arr = np.asarray(attention.detach().cpu() if isinstance(attention, Tensor) else attention)
-        arr = arr.astype(float).reshape(-1, arr.shape[-1])
+    arr = _attention_array(attention, prefix)
     mean, sd = arr.mean(axis=0), arr.std(axis=0, ddof=1 if arr.shape[0] > 1 else 0)
     x = np.arange(1, arr.shape[1] + 1)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
+        fig, (ax, ax_sd) = plt.subplots(
+            2, 1, figsize=(6, 4.6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        )
     else:
-        fig = ax.figure
+        fig, ax_sd = ax.figure, None
     ax.errorbar(x, mean, yerr=sd, fmt="o-", capsize=3, label=f"mean ± SD (N = {arr.shape[0]})")
     ax.axhline(1.0 / arr.shape[1], color="gray", ls="--", lw=1, label="uniform (1/12)")
     ax.set_xticks(x)
-    ax.set_xlabel("Virtual year (timestamp)")
     ax.set_ylabel("Attention weight")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    if ax_sd is not None:
+        floor = 1e-12
+        ax_sd.semilogy(x, np.maximum(sd, floor), "s-", color="C1")
+        ax_sd.set_ylabel("SD across\npatients")
+        ax_sd.text(
+            0.01, 0.95, f"largest SD {sd.max():.1e}", transform=ax_sd.transAxes,
+            va="top", fontsize=8,
+        )  # fmt: skip
+        ax_sd.grid(alpha=0.3, which="both")
+    (ax_sd or ax).set_xlabel("Virtual year (timestamp)")
     fig.tight_layout()
     return fig
 

@@ -72,3 +72,26 @@ def test_events_table_counts_add_up():
     lo, hi = (int(x) for x in table.loc["CV, every test fold (2)", "patients"].split("–"))
     assert lo <= hi and lo + hi == 60
     assert isinstance(table, pd.DataFrame)
+
+
+def test_generator_formula_reads_the_codes_fixed_coefficients(monkeypatch):
+    from dataclasses import replace
+
+    import numpy as np
+    import pandas as pd
+
+    from crlm_lib.data import synthetic
+    from crlm_lib.evaluation.appendix import generator_formula
+
+    text = generator_formula()
+    assert "+ 0.55E + 0.15M" in text and "e^{0.08t}" in text and "0.02(a - 60)" in text
+    other = replace(synthetic.HAZARD, extrahep=0.77, bg_gompertz=0.09)
+    changed = generator_formula(other)
+    assert "+ 0.77E" in changed and "e^{0.09t}" in changed and "0.55E" not in changed
+    # the code reads the same constants: changing one moves the linear predictor by its term
+    cov = pd.DataFrame({k: [1.0, 0.0] for k in synthetic.COVARIATES})
+    cov["age"], cov["cea"], cov["n_tumours"], cov["tumour_volume_ml"] = 60.0, 5.0, 1.0, 20.0
+    before = synthetic.linear_predictors(cov)["eta_clin"].to_numpy()
+    monkeypatch.setattr(synthetic, "HAZARD", other)
+    after = synthetic.linear_predictors(cov)["eta_clin"].to_numpy()
+    np.testing.assert_allclose(after - before, [0.77 - 0.55, 0.0])

@@ -267,6 +267,32 @@ def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
     assert specs["acfnet"].options.get("dis_mode", "paper") == "paper"
 
 
+def test_published_networks_sit_beside_the_anchored_rows_in_the_split_tables():
+    from crlm_lib.evaluation import ABLATION_ROWS
+    from crlm_lib.evaluation.specs import PUBLISHED_OPTIONS
+
+    rows = {key: (name, spec, pub) for key, name, spec, pub in ABLATION_ROWS}
+    for anchored, published in (("acfnet", "acfnet-noanchor"), ("star", "star-noanchor")):
+        name, spec, pub = rows[published]
+        assert spec.options == PUBLISHED_OPTIONS and "as published" in name
+        assert pub == rows[anchored][2]  # the same published row as the anchored form
+    tidy = pd.DataFrame(
+        [
+            {"model": m, "metric": k, "estimate": v, "low": v - 0.1, "high": v + 0.1}
+            for m in ("acfnet", "acfnet-noanchor", "cnn3d_lstm")
+            for k, v in (("os_taa", 0.5), ("os_mse", 2.0), ("os_mae", 1.0), ("os_c_harrell", 0.6))
+        ]
+    )
+    table = ev.comparison_table(tidy, "acfnet_table1")
+    published = table.iloc[:, -1]
+    assert list(table.index) == [
+        "4D-ACFNet + Cox anchor",
+        "4D-ACFNet, no Cox anchor (as published)",
+        "3D CNN + LSTM",
+    ]
+    assert published.iloc[0] == published.iloc[1] != "–"  # both forms beside the paper's row
+
+
 def test_one_engine_same_draws_and_intervals_for_frames_and_arrays():
     """bootstrap_scores (frames) and bootstrap_ci (arrays) draw the same patients for one seed
     and cut the same percentile interval, so one metric gives one interval either way."""

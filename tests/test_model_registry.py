@@ -110,10 +110,25 @@ def test_derived_lists_equal_the_lists_they_replace():
     assert R.LESION_MODELS == OLD_LESION_MODELS
     assert EvalConfig().cv_models == OLD_CV_MODELS
     assert {k: specs.LABELS[k] for k in OLD_LABELS} == OLD_LABELS
-    assert tables.PUBLISHED_ROWS == OLD_PUBLISHED_ROWS
+    registry_rows = {
+        table: {k: v for k, v in rows.items() if not k.endswith("-noanchor")}
+        for table, rows in tables.PUBLISHED_ROWS.items()
+    }
+    assert registry_rows == OLD_PUBLISHED_ROWS
     assert tuple(specs.VARIANTS) == OLD_VARIANTS
     for key, models in OLD_COMPARISONS.items():
         assert tables.comparison_models(key) == models
+
+
+def test_the_published_network_sits_beside_its_anchored_form():
+    rows = tables.PUBLISHED_ROWS["acfnet_table1"]
+    assert rows["acfnet-noanchor"] == rows["acfnet"]
+    assert tables.comparison_models("star_table1", as_published=["star"])[:2] == [
+        "star",
+        "star_noanchor",
+    ]
+    with pytest.raises(ValueError, match="no Cox anchor"):
+        tables.comparison_models("star_table1", as_published=["aminn"])
 
 
 def test_the_two_image_sets_differ_only_by_the_lesion_model_without_ct():

@@ -69,9 +69,12 @@ def test_patient_curves_and_attention_render(tmp_path):
     df = pd.DataFrame(attn, columns=[f"att_{k}" for k in range(1, 13)])
     for source in (attn, df):
         fig = plots.attention_over_years(source)
-        assert len(fig.axes) == 1
+        assert len(fig.axes) == 2  # mean ± SD, and the SD across patients on a log scale
         line = fig.axes[0].lines[0]
         np.testing.assert_allclose(line.get_ydata(), attn.mean(axis=0))
+        sd = fig.axes[1].lines[0].get_ydata()
+        np.testing.assert_allclose(sd, attn.std(axis=0, ddof=1))
+        assert fig.axes[1].get_yscale() == "log"
         fig.savefig(tmp_path / "attn.png")
         plt.close(fig)
 

@@ -55,6 +55,46 @@ def test_km_null_row_is_uninformative_and_placed_before_the_oracle(cv):
     assert ev.model_label("km_null").startswith("Kaplan–Meier")
 
 
+def test_km_null_rows_carry_the_corrected_t_interval_of_the_other_cv_rows(cv):
+    cohort, res = cv
+    null = reference.km_null_tidy(res.predictions, cohort, horizons=(1.0, 3.0))
+    assert set(null["interval"]) == {"corrected_t"}
+    ibs = null.set_index("metric").loc["os_ibs"]
+    frames = [reference.km_null_predictions(f, cohort) for f in res.predictions["cox"]]
+    score = lambda p, t: ev.head_metrics(p, t, horizons=(1.0, 3.0))  # noqa: E731
+    per_fold = ev.split_scores(frames, res_censoring(cohort, frames), score)["os_ibs"]
+    assert ibs["estimate"] == pytest.approx(per_fold.mean())  # mean of the fold values
+    expected = ev.corrected_t_interval(per_fold.to_numpy(), ibs_ratio(frames, cohort))
+    assert (ibs["low"], ibs["high"]) == pytest.approx((expected.low, expected.high))
+    # within a fold every pair is tied: C is 0.5 on every fold, so the interval has no width
+    c = null.set_index("metric").loc["os_c_harrell"]
+    assert (c["estimate"], c["low"], c["high"]) == pytest.approx((0.5, 0.5, 0.5))
+    boot = reference.km_null_tidy(
+        res.predictions, cohort, n_boot=10, horizons=(1.0, 3.0), interval="conditional_bootstrap"
+    )
+    assert set(boot["interval"]) == {"conditional_bootstrap"}
+    with pytest.raises(ValueError, match="interval"):
+        reference.km_null_tidy(res.predictions, cohort, interval="wald")
+
+
+def res_censoring(cohort, frames):
+    from crlm_lib import metrics as M
+    from crlm_lib.evaluation._common import iter_test_sets, training_outcomes
+
+    return M.TrainingOutcomes(
+        {
+            key: training_outcomes(cohort, f["patient_id"].iloc[rows])
+            for f in frames
+            for key, rows in iter_test_sets(f)
+        }
+    )
+
+
+def ibs_ratio(frames, cohort):
+    n_test = frames[0].groupby(["repeat", "fold"]).size().mean()
+    return n_test / (len(cohort.ids) - n_test)
+
+
 def test_holm_p_values_known_answers():
     se = 0.01
     z = 1.959963984540054

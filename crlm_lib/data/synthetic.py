@@ -204,6 +204,39 @@ class OutcomeModel:
     loss_rate: float = 0.04
 
 
+@dataclass(frozen=True)
+class HazardConstants:
+    """The generator's fixed (not fitted, not set by a setting) coefficients and thresholds,
+    named so that the code and the manuscript's formula read the same numbers
+    (``evaluation.appendix.generator_formula``). Units: years, mL, ng/mL; the module
+    docstring gives the equations they enter."""
+
+    cea: float = 0.10  # per unit of ln(1 + CEA) in eta_clin
+    cea_centre: float = 2.7  # ln(1 + CEA) subtracted before the CEA term
+    extrahep: float = 0.55  # extrahepatic disease E, eta_clin
+    comorbidity: float = 0.15  # major comorbidity M, eta_clin
+    steatosis: float = 0.15  # steatosis St, eta_clin
+    nash_ge4: float = 0.20  # NAS >= 4 N4, eta_clin
+    chemo_response: float = 0.50  # chemotherapy x pathological response, eta_clin (minus)
+    volume_ref_ml: float = 20.0  # V / 20 mL inside the log of the image term
+    remnant_threshold: float = 0.40  # max(0, 0.40 - f) in the image term
+    beta_r_image: float = 0.30  # beta_R = beta_0 exp(-0.30 eta_img)
+    beta_r_range: tuple[float, float] = (0.4, 4.0)  # clip of beta_R, years
+    death_extrahep: float = 0.3  # E in eta_D
+    death_age: float = 0.02  # per year of age above the centre, eta_D
+    age_centre: float = 60.0  # years
+    op_window_years: float = 0.25  # postoperative hazard lasts 90 days
+    op_comorbidity: float = 0.6  # M in the postoperative hazard
+    op_nash: float = 0.5  # N4 in the postoperative hazard
+    op_remnant: float = 4.0  # small remnant in the postoperative hazard (times w_img)
+    op_remnant_threshold: float = 0.3  # max(0, 0.3 - f) in the postoperative hazard
+    bg_age: float = 0.075  # per year of age above the centre, background hazard
+    bg_comorbidity: float = 0.4  # M in the background hazard
+    bg_gompertz: float = 0.08  # per year after resection, Gompertz background
+
+
+#: The fixed coefficients every outcome model shares (:class:`HazardConstants`).
+HAZARD = HazardConstants()
 DEFAULT_MODEL = OutcomeModel()
 #: The two documented settings of the generator: ``image_effect`` (default: image-only
 #: quantities carry a stated share of the hazard) and ``null`` (image weight 0: the CT and SEG
@@ -272,10 +305,10 @@ def image_term(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) -> np.nda
     """
     g = {k: cov[k].to_numpy(float) for k in IMAGE_COVARIATES}
     return (
-        model.img_volume * np.log(np.maximum(g["tumour_volume_ml"], 0.1) / 20.0)
+        model.img_volume * np.log(np.maximum(g["tumour_volume_ml"], 0.1) / HAZARD.volume_ref_ml)
         + model.img_count * np.log(np.maximum(g["n_tumours"], 1.0))
         + model.img_bilobar * g["bilobar"]
-        + model.img_remnant * np.maximum(0.0, 0.40 - g["remnant_fraction"])
+        + model.img_remnant * np.maximum(0.0, HAZARD.remnant_threshold - g["remnant_fraction"])
         - model.img_attenuation * g["tumour_attenuation_z"]
     )
 
@@ -292,23 +325,32 @@ def linear_predictors(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) ->
     ).astype(int)
     eta_clin = (
         np.asarray(model.fong_effect, dtype=float)[score]
-        + 0.10 * (np.log1p(g["cea"]) - 2.7)
-        + 0.55 * g["extrahep_disease"]
-        + 0.15 * g["major_comorbidity"]
-        + 0.15 * g["steatosis"]
-        + 0.20 * g["nash_ge4"]
-        - 0.50 * g["chemo"] * g["response"]
+        + HAZARD.cea * (np.log1p(g["cea"]) - HAZARD.cea_centre)
+        + HAZARD.extrahep * g["extrahep_disease"]
+        + HAZARD.comorbidity * g["major_comorbidity"]
+        + HAZARD.steatosis * g["steatosis"]
+        + HAZARD.nash_ge4 * g["nash_ge4"]
+        - HAZARD.chemo_response * g["chemo"] * g["response"]
     )
     eta_img = model.image_weight * (image_term(cov, model) - model.img_centre)
     eta_r = eta_clin + eta_img - model.c0
-    eta_d = model.eta_d_weight * eta_r + 0.3 * g["extrahep_disease"] + 0.02 * (g["age"] - 60.0)
-    beta_r = np.clip(model.beta0 * np.exp(-0.30 * eta_img), 0.4, 4.0)
-    op = model.h_op * np.exp(
-        0.6 * g["major_comorbidity"]
-        + 0.5 * g["nash_ge4"]
-        + model.image_weight * 4.0 * np.maximum(0.0, 0.3 - g["remnant_fraction"])
+    h = HAZARD
+    eta_d = (
+        model.eta_d_weight * eta_r
+        + h.death_extrahep * g["extrahep_disease"]
+        + h.death_age * (g["age"] - h.age_centre)
     )
-    bg = model.lambda_bg * np.exp(0.075 * (g["age"] - 60.0) + 0.4 * g["major_comorbidity"])
+    beta_r = np.clip(model.beta0 * np.exp(-h.beta_r_image * eta_img), *h.beta_r_range)
+    op = model.h_op * np.exp(
+        h.op_comorbidity * g["major_comorbidity"]
+        + h.op_nash * g["nash_ge4"]
+        + model.image_weight
+        * h.op_remnant
+        * np.maximum(0.0, h.op_remnant_threshold - g["remnant_fraction"])
+    )
+    bg = model.lambda_bg * np.exp(
+        h.bg_age * (g["age"] - h.age_centre) + h.bg_comorbidity * g["major_comorbidity"]
+    )
     return pd.DataFrame(
         {
             "eta_clin": eta_clin,
@@ -326,8 +368,9 @@ def linear_predictors(cov: pd.DataFrame, model: OutcomeModel = DEFAULT_MODEL) ->
 def _h_other(lp: pd.DataFrame, t: np.ndarray) -> np.ndarray:
     """Other-cause cumulative hazard H_O(t); t [T] -> [N, T]."""
     t = np.asarray(t, float)[None, :]
-    op = lp["h_op"].to_numpy()[:, None] * np.minimum(t, 0.25)
-    return op + lp["lambda_bg"].to_numpy()[:, None] * (np.exp(0.08 * t) - 1.0) / 0.08
+    op = lp["h_op"].to_numpy()[:, None] * np.minimum(t, HAZARD.op_window_years)
+    rate = HAZARD.bg_gompertz
+    return op + lp["lambda_bg"].to_numpy()[:, None] * (np.exp(rate * t) - 1.0) / rate
 
 
 def _h_rec(lp: pd.DataFrame, t: np.ndarray, model: OutcomeModel) -> np.ndarray:
@@ -444,8 +487,9 @@ def event_times(
         frac = np.where(e[:, 0] < scale, e[:, 0] / scale, 0.0)
         r = np.where(e[:, 0] < scale, beta_r * (-np.log1p(-frac)) ** (1.0 / model.k_r), np.inf)
     h_op = lp["h_op"].to_numpy()
-    t_op = np.where(e[:, 1] < h_op * 0.25, e[:, 1] / h_op, np.inf)
-    t_bg = np.log1p(0.08 * e[:, 2] / lp["lambda_bg"].to_numpy()) / 0.08
+    t_op = np.where(e[:, 1] < h_op * HAZARD.op_window_years, e[:, 1] / h_op, np.inf)
+    rate = HAZARD.bg_gompertz
+    t_bg = np.log1p(rate * e[:, 2] / lp["lambda_bg"].to_numpy()) / rate
     t_o = np.minimum(t_op, t_bg)
     t_d = model.beta_d * (e[:, 3] * np.exp(-lp["eta_d"].to_numpy())) ** (1.0 / model.k_d)
     t_d = np.where(u[:, 3] < model.p_salvage, np.inf, t_d)  # salvaged: no cancer death

@@ -45,6 +45,7 @@ from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.evaluation.appendix import (
     PAPERS_SETTINGS,
     events_table,
+    generator_formula,
     generator_table,
     hyperparameter_table,
     predictor_table,
@@ -97,9 +98,18 @@ from crlm_lib.evaluation.intervals import (
 )
 from crlm_lib.evaluation.point import CONSTANT_KEY, POINT_TABLE_METRICS, point_metric_table
 from crlm_lib.evaluation.prose import (
+    calibration_figure_values,
+    calibration_target_values,
     constant_prediction_text,
+    cv_design_values,
+    cv_result_values,
+    decision_values,
+    objective_values,
+    point_metric_values,
     prose_values,
+    split_extreme_values,
     split_taa_values,
+    tie_values,
 )
 from crlm_lib.evaluation.protocols import (
     CVResult,
@@ -261,6 +271,7 @@ __all__ = [
     "calibration_metric_table",
     "calibration_metrics",
     "events_table",
+    "generator_formula",
     "generator_table",
     "holm_table",
     "horizon_calibration",
@@ -270,7 +281,16 @@ __all__ = [
     "predictor_table",
     "profile_table",
     "with_reference",
+    "calibration_figure_values",
+    "calibration_target_values",
     "constant_prediction_text",
+    "cv_design_values",
+    "cv_result_values",
+    "decision_values",
+    "objective_values",
+    "point_metric_values",
     "prose_values",
+    "split_extreme_values",
     "split_taa_values",
+    "tie_values",
 ]

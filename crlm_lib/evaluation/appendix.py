@@ -20,7 +20,14 @@ import pandas as pd
 
 from crlm_lib.config import PROFILES, Profile
 from crlm_lib.data import clinical as C
-from crlm_lib.data.synthetic import OutcomeModel, outcome_model
+from crlm_lib.data.synthetic import (
+    HAZARD,
+    TUMOUR_HU_MEAN,
+    TUMOUR_HU_PER_SD,
+    HazardConstants,
+    OutcomeModel,
+    outcome_model,
+)
 from crlm_lib.evaluation.cohort import cohort_profile
 from crlm_lib.evaluation.protocols import cv_split_ids, paper_split_ids
 from crlm_lib.evaluation.specs import LABELS, as_specs, model_label
@@ -28,6 +35,7 @@ from crlm_lib.models.clinical import CoxPH, RandomSurvivalForest
 from crlm_lib.types import RISK_HORIZON_YEARS, Cohort
 
 __all__ = [
+    "generator_formula",
     "PAPERS_SETTINGS",
     "events_table",
     "generator_table",
@@ -193,6 +201,59 @@ def generator_table(setting: str | OutcomeModel = "image_effect") -> pd.DataFram
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "parameter"
     return table
+
+
+def _n(value: float) -> str:
+    """A coefficient as the code holds it (``0.1``, ``2.7``, ``60``)."""
+    return f"{value:g}"
+
+
+def generator_formula(constants: HazardConstants = HAZARD) -> str:
+    """The synthetic generator's hazard as Markdown with display maths, every fixed number read
+    from ``data.synthetic`` (:class:`~crlm_lib.data.synthetic.HazardConstants`, the tumour
+    attenuation constants); the fitted and setting-dependent parameters stay symbols, whose
+    values :func:`generator_table` lists. Shown by notebook 06 and embedded in the
+    manuscript's supplement, so the formula and the code cannot disagree."""
+    h, n = constants, _n
+    eta_r = (
+        rf"\eta_R = g_F + {n(h.cea)}(\ln(1 + \mathrm{{CEA}}) - {n(h.cea_centre)}) "
+        rf"+ {n(h.extrahep)}E + {n(h.comorbidity)}M + {n(h.steatosis)}St + {n(h.nash_ge4)}N4 "
+        rf"- {n(h.chemo_response)}\,Ch\,resp + \eta_{{img}} - c_0"
+    )
+    eta_img = (
+        rf"\eta_{{img}} = w_{{img}}\,[a_V \ln(V/{n(h.volume_ref_ml)}) + a_n \ln n + a_{{Bi}} Bi "
+        rf"+ a_f \max(0, {n(h.remnant_threshold)} - f) - a_z z - \bar c]"
+    )
+    lo, hi = h.beta_r_range
+    other = (
+        rf"h_O(t) = h_{{op}}\mathbb{{1}}[t < {n(h.op_window_years)}]\,"
+        rf"e^{{{n(h.op_comorbidity)}M + {n(h.op_nash)}N4 + {n(h.op_remnant)} w_{{img}}"
+        rf"\max(0, {n(h.op_remnant_threshold)} - f)}} + \lambda_{{bg}}"
+        rf"e^{{{n(h.bg_age)}(a - {n(h.age_centre)}) + {n(h.bg_comorbidity)}M}}"
+        rf"e^{{{n(h.bg_gompertz)}t}}"
+    )
+    eta_d = (
+        rf"\eta_D = w_D\,\eta_R + {n(h.death_extrahep)}E + {n(h.death_age)}(a - {n(h.age_centre)})"
+    )
+    return "\n\n".join(
+        [
+            "The tumours' attenuation phenotype $z \\sim N(0, 1)$ sets their portal-venous "
+            f"attenuation to ${n(TUMOUR_HU_MEAN)} + {n(TUMOUR_HU_PER_SD)}z$ HU and appears in no "
+            "column and no mask. The recurrence predictor is",
+            f"$${eta_r},$$",
+            f"$${eta_img}.$$",
+            "Recurrence follows a promotion-time cure model with cumulative hazard "
+            "$H_R(t) = \\theta e^{\\eta_R}(1 - \\exp(-(t/\\beta_R)^{k_R}))$, "
+            f"$\\beta_R = \\beta_0 e^{{-{n(h.beta_r_image)}\\,\\eta_{{img}}}}$ clipped to "
+            f"{n(lo)}–{n(hi)} years (so tumour burden brings recurrences earlier and its hazard "
+            "ratio is not constant over time). Death from other causes has hazard",
+            f"$${other}.$$",
+            "After a recurrence at time $s$, the recurrence is salvaged with probability $p_s$; "
+            "otherwise cancer death follows a Weibull hazard with "
+            "$H_D(u) = e^{\\eta_D}(u/\\beta_D)^{k_D}$, $u = t - s$, and",
+            f"$${eta_d}.$$",
+        ]
+    )
 
 
 def _encoding(column: str) -> str:

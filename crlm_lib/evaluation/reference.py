@@ -6,6 +6,8 @@
   (Graf et al. 1999). Within a fold every pair is tied (C = 0.5); Harrell's C of pooled
   out-of-fold predictions also compares patients of different folds, whose training
   Kaplan–Meier curves differ a little, so the pooled C of the null model is near, not at, 0.5.
+  Its rows carry the interval of the other CV rows (the corrected repeated-CV t over the test
+  folds, :mod:`crlm_lib.evaluation.intervals`), or the conditional bootstrap on request.
 * **Holm-adjusted p-values** of the paired comparisons with one anchor (statsmodels
   ``multipletests``, Holm 1979). The p-value of a paired bootstrap difference is read from its
   percentile interval by the normal approximation: standard error ``(high - low) / (2 z)``
@@ -23,6 +25,7 @@ from scipy import stats
 from crlm_lib import metrics as M
 from crlm_lib.evaluation._common import iter_test_sets, training_outcomes
 from crlm_lib.evaluation.bootstrap import bootstrap_scores, head_metrics
+from crlm_lib.evaluation.intervals import CONDITIONAL_BOOTSTRAP, CORRECTED_T, cv_intervals
 from crlm_lib.evaluation.point import _km_at_year_ends
 from crlm_lib.evaluation.specs import LABELS, model_label
 from crlm_lib.models.clinical import frame_from_curves
@@ -71,19 +74,26 @@ def km_null_tidy(
     n_boot: int = 1000,
     seed: int = 0,
     horizons: Sequence[float] = (1.0, 3.0, 5.0),
+    interval: str = CORRECTED_T,
 ) -> pd.DataFrame:
     """Scores of the Kaplan–Meier null model in the cross-validation, as tidy rows.
 
     Built on the folds of model ``like`` (every repeat it has; the clinical anchors have all
-    of them) and scored as the cross-validation scores every model
-    (``bootstrap.bootstrap_scores`` with ``head_metrics``; each fold's censoring weights from
-    its own training patients; same seed, so the same patient draws).
+    of them) and scored as the cross-validation scores every model (``head_metrics``; each
+    fold's censoring weights from its own training patients).
+
+    Parameters
+    ----------
+    interval : ``"corrected_t"`` (default: the mean of the per-test-fold values with the
+        corrected repeated-CV t interval, as ``run_cv_protocol`` gives the other rows) or
+        ``"conditional_bootstrap"`` (percentile bootstrap over patients, ``n_boot`` draws,
+        ``seed``).
 
     Returns
     -------
     DataFrame
         The columns of ``CVResult.tidy`` that :func:`~crlm_lib.evaluation.tables.wide_table`
-        reads (``model, label, metric, estimate, low, high, repeats``), model
+        reads (``model, label, metric, estimate, low, high, repeats, interval``), model
         :data:`KM_NULL_KEY`.
     """
     frames = [km_null_predictions(f, cohort) for f in predictions[like]]
@@ -94,10 +104,17 @@ def km_null_tidy(
             for key, rows in iter_test_sets(f)
         }
     )
-    tidy = bootstrap_scores(
-        frames, censoring, n_boot=n_boot, seed=seed,
-        metric_fn=lambda p, t: head_metrics(p, t, horizons=horizons),
-    )  # fmt: skip
+
+    def metric_fn(p, t):
+        return head_metrics(p, t, horizons=horizons)
+
+    if interval == CORRECTED_T:
+        tidy = cv_intervals(frames, censoring, metric_fn, n_patients=len(cohort.ids))
+    elif interval == CONDITIONAL_BOOTSTRAP:
+        tidy = bootstrap_scores(frames, censoring, n_boot=n_boot, seed=seed, metric_fn=metric_fn)
+        tidy["interval"] = CONDITIONAL_BOOTSTRAP
+    else:
+        raise ValueError(f"interval must be {CORRECTED_T!r} or {CONDITIONAL_BOOTSTRAP!r}")
     tidy.insert(0, "model", KM_NULL_KEY)
     tidy.insert(1, "label", model_label(KM_NULL_KEY))
     tidy["repeats"] = len(frames)

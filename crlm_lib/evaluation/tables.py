@@ -18,9 +18,15 @@ import pandas as pd
 from crlm_lib import resources
 from crlm_lib.config import Paths, Profile
 from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
-from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, model_label
+from crlm_lib.evaluation.specs import ABLATION_ROWS, LABELS, NOANCHOR, model_label
 from crlm_lib.labels import DISPLAY_LABELS
-from crlm_lib.model_registry import LESION_MODELS, MODEL_NAMES, REGISTRY, published_rows
+from crlm_lib.model_registry import (
+    ANCHORED_MODELS,
+    LESION_MODELS,
+    MODEL_NAMES,
+    REGISTRY,
+    published_rows,
+)
 
 #: Metric columns of the pretty tables, in order (OS head unless prefixed ``dfs_``).
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -188,14 +194,23 @@ def published_all() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: Registry name -> published row name, per published table (the registry's ``published``).
-PUBLISHED_ROWS: dict[str, dict[str, str]] = published_rows()
+#: Row key -> published row name, per published table (the registry's ``published``): both
+#: forms of an anchored network, with and without our Cox anchor (``<name>-noanchor``), sit
+#: beside the published row of the network.
+PUBLISHED_ROWS: dict[str, dict[str, str]] = {
+    table: {
+        **rows,
+        **{f"{name}-{NOANCHOR}": row for name, row in rows.items() if name in ANCHORED_MODELS},
+    }
+    for table, rows in published_rows().items()
+}
 
 
-def comparison_models(published_key: str) -> list[str]:
+def comparison_models(published_key: str, as_published: Sequence[str] = ()) -> list[str]:
     """The registry models of the comparison with published table ``published_key``
     (``"acfnet_table1"``, ``"star_table1"``: notebook 04), in the paper's row order, then those
-    the table does not report (STG, STG-lite) in registry order.
+    the table does not report (STG, STG-lite) in registry order. Each anchored model named in
+    ``as_published`` is followed by its network as published (``<name>_noanchor``).
 
     Raises
     ------
@@ -212,7 +227,14 @@ def comparison_models(published_key: str) -> list[str]:
         in_table = r.published is not None and r.published[0] == published_key
         return order[r.published[1]] if in_table else len(order)
 
-    return [r.name for r in sorted(members, key=position)]  # sorted() is stable
+    names = []
+    for r in sorted(members, key=position):  # sorted() is stable
+        names.append(r.name)
+        if r.name in as_published:
+            if not r.anchored:
+                raise ValueError(f"{r.name} has no Cox anchor, so no published variant")
+            names.append(f"{r.name}_{NOANCHOR}")
+    return names
 
 
 def _ours(tidy: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

@@ -10,6 +10,9 @@ Every model follows one contract (``docs/interfaces.md``): ``forward(batch) ->
 - :mod:`~crlm_lib.explain.shap` — :func:`clinical_shap`, :func:`shap_additivity_gap`,
   :func:`kernel_shap_check`, :func:`risk_output` (STAR Figure 4, each patient's own image
   held fixed);
+- :mod:`~crlm_lib.explain.spread` — :func:`gradcam_resolution` (the feature grid and its cell
+  in mm), :func:`gradcam_by_patient`, :func:`explanation_spread_table` and
+  :func:`explanation_values` (attention and Grad-CAM across patients);
 - :mod:`~crlm_lib.explain.nifti` — :func:`export_heatmaps_nifti` in the ORIGINAL CT's
   geometry, :func:`heatmap_affine_ras`, :func:`heatmaps_on_source_grid` (shared with
   :mod:`crlm_lib.export`).
@@ -35,6 +38,14 @@ from crlm_lib.explain.shap import (
     risk_output,
     shap_additivity_gap,
 )
+from crlm_lib.explain.spread import (
+    explanation_spread_table,
+    explanation_values,
+    feature_grid,
+    gradcam_by_patient,
+    gradcam_resolution,
+    resolution_text,
+)
 from crlm_lib.plots import (
     attention_over_years,
     plot_patient_curves,
@@ -49,6 +60,11 @@ __all__ = [
     "GradCamLayerError",
     "attention_over_years",
     "clinical_shap",
+    "explanation_spread_table",
+    "explanation_values",
+    "feature_grid",
+    "gradcam_by_patient",
+    "gradcam_resolution",
     "export_heatmaps_nifti",
     "heatmap_affine_ras",
     "heatmaps_on_source_grid",
@@ -58,6 +74,7 @@ __all__ = [
     "plot_shap_beeswarm",
     "plot_yearly_montage",
     "randomisation_check",
+    "resolution_text",
     "risk_output",
     "shap_additivity_gap",
     "yearly_gradcam",
