@@ -85,7 +85,8 @@ def cv_over_seeds(
             where = root / f"{profile}-{setting}-seed{seed}"
             done = where / "cv_rows.csv"
             if done.is_file():
-                rows.append(pd.read_csv(done))
+                # "null" is a setting here, not a missing value
+                rows.append(pd.read_csv(done, keep_default_na=False, na_values=[""]))
                 continue
             t0 = time.perf_counter()
             study = load_study(prof, seed=seed, root=where)

@@ -135,3 +135,24 @@ def test_synthetic_bench_summary_counts_seeds_with_an_interval_above_zero():
     assert perm["above0"] == 2 and perm["count"] == 3 and perm["seed0_rank"] == 2
     assert abs(perm["mean"] - 0.1 / 3) < 1e-12
     assert pd.isna(out.loc[("image_effect", "acfnet", "os_c_harrell"), "above0"])
+
+
+def test_synthetic_bench_reads_back_the_null_setting_as_a_name(tmp_path: Path):
+    """A (setting, seed) already run is read back from its ``cv_rows.csv``; the setting
+    ``null`` stays a name (pandas reads the bare word as a missing value by default)."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import synthetic_bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    where = tmp_path / "cpu-null-seed7"
+    where.mkdir()
+    pd.DataFrame(
+        [("acfnet", "os_c_harrell", 0.55, float("nan"), 0.6, "null", 7)],
+        columns=["model", "metric", "estimate", "low", "high", "setting", "seed"],
+    ).to_csv(where / "cv_rows.csv", index=False)
+    rows = synthetic_bench.cv_over_seeds([7], ["acfnet"], "cpu", tmp_path, settings=("null",))
+    assert rows["setting"].tolist() == ["null"] and rows["low"].isna().all()
+    assert synthetic_bench.summarise_cv(rows).index[0][0] == "null"
