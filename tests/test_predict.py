@@ -530,3 +530,23 @@ def test_split_controls_of_an_image_model_on_the_papers_split(trained, tmp_path)
         "4D-ACFNet + Cox anchor: trained − CT permuted",
         "4D-ACFNet + Cox anchor: trained − untrained start",
     ]
+
+
+def test_a_lesion_model_run_is_reused_not_retrained(trained):
+    """The identity stored by a fit is the one the cache checks: a lesion model (whose
+    lesion-feature count is read from the data and added to its options) is reused."""
+    import warnings
+
+    from crlm_lib.evaluation import runs
+
+    root, cohort_dir, _, ids = trained
+    cohort = ev.as_cohort(_paths(root, cohort_dir))
+    prof, run_dir = get_profile("smoke"), root / "runs" / "aminn-cache"
+    split = (ids[:5], ids[5:6], ids[6:])
+    first = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, *split, run_dir, 1, 0)
+    stamp = (run_dir / "run.json").stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "retraining from scratch" would be a UserWarning
+        again = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, *split, run_dir, 1, 0)
+    assert (run_dir / "run.json").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(first, again)

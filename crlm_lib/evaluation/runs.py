@@ -208,8 +208,10 @@ def fit_predict_torch(
     torch.manual_seed(seed)
     reads_ct = spec.name in CT_MODELS
     train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
-    spec, model, n_clinical = _built_model(spec, profile, train_ds)
+    # the identity of the spec as asked (the one _cached_fit checks), before the lesion-feature
+    # count read from the data is added to its options
     identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+    spec, model, n_clinical = _built_model(spec, profile, train_ds)
     _anchor(model, train_ds)
     run_dir.mkdir(parents=True, exist_ok=True)
     folder = RunFolder(run_dir)
