@@ -47,6 +47,26 @@ def unreferenced_floats(text: str) -> list[str]:
     return [label for label in _embedded_floats(text) if label not in refs]
 
 
+def undefined_references(text: str) -> list[str]:
+    """``@fig-``/``@tbl-`` cross-references of an article that name no float it embeds or
+    writes (the renderer would print them as unresolved)."""
+    refs = re.findall(r"(?<![\w@.])@((?:fig|tbl)-[\w-]*\w)", text)
+    defined = set(_embedded_floats(text)) | set(
+        re.findall(r"#\| label: ((?:fig|tbl)-[\w-]+)", text)
+    )
+    return [r for r in dict.fromkeys(refs) if r not in defined]
+
+
+def test_undefined_references_are_found():
+    text = "{{< embed ../nb.ipynb#fig-a >}}\nSee @fig-a and @tbl-b."
+    assert undefined_references(text) == ["tbl-b"]
+
+
+def test_every_cross_reference_names_an_embedded_float():
+    missing = undefined_references(_article_text())
+    assert missing == [], f"cross-referenced but never embedded in {ARTICLE.name}: {missing}"
+
+
 def test_unreferenced_floats_are_found():
     text = "{{< embed ../nb.ipynb#fig-a >}}\n{{< embed ../nb.ipynb#tbl-b >}}\nSee @fig-a."
     assert unreferenced_floats(text) == ["tbl-b"]
