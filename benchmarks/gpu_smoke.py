@@ -67,10 +67,10 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    _, hist = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, args.epochs - 1, 0)
+    _, hist = fit_predict_torch(spec, cohort, prof, (tr, va, te), run_dir, epochs=args.epochs - 1)
     t_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred, hist2 = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, args.epochs, 0)
+    pred, hist2 = fit_predict_torch(spec, cohort, prof, (tr, va, te), run_dir, epochs=args.epochs)
     t_resume = time.perf_counter() - t0
     epochs = [int(r["epoch"]) for r in hist2.records]
     assert epochs == list(range(1, args.epochs + 1)), f"resume did not continue: {epochs}"

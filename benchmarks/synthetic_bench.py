@@ -17,7 +17,9 @@ per setting and model, the mean and SD over seeds of the OS and DFS Harrell C an
 model's permutation difference (model minus its CT-permuted self) and difference with Cox, the
 number of seeds whose corrected repeated-CV t interval lies above 0, and where seed 0 (the
 manuscript's cohort) sits among the seeds. Each (setting, seed) writes its cohort, cache, runs
-and rows under ``--root`` (reused when run again).
+and rows under ``--root`` (reused when run again); all rows, with their provenance, go to
+``--out`` (default: ``benchmarks/results/synthetic_bench_cv.csv``, committed), which notebook 06
+reads (``crlm_lib.evaluation.seeds``).
 
 ``fit``: refits the generator (:func:`crlm_lib.data.synthetic.fit_outcome_model`) and prints
 the fitted parameters to paste into ``DEFAULT_MODEL``.
@@ -28,7 +30,7 @@ Usage::
     python benchmarks/synthetic_bench.py calibration [--seeds 1 2 3 4 5] [--n 4000]
     python benchmarks/synthetic_bench.py fit [--n 20000]
     python benchmarks/synthetic_bench.py cv [--seeds 0 1 2 3 4] [--models acfnet cnn3d aminn]
-        [--profile cpu] [--repeats 1] [--root /tmp/crlm-bench]
+        [--profile cpu] [--repeats 1] [--root /tmp/crlm-bench] [--out rows.csv]
 
 Every number is about the synthetic generator, not patients.
 """
@@ -41,8 +43,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from crlm_lib.config import find_repo_root
 from crlm_lib.data import synthetic as S
 from crlm_lib.evaluation.bench import image_increment
+from crlm_lib.evaluation.seeds import SEED_BENCH_FILE, SEED_COLUMNS, provenance_record
 
 
 def calibration(seeds: list[int], n: int) -> pd.DataFrame:
@@ -109,26 +113,23 @@ def cv_over_seeds(
 
 
 def summarise_cv(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Mean, SD, min and max over seeds, the number of seeds whose 95% interval lies above 0
-    (``above0``, differences only), and seed 0's value and rank (1 = lowest)."""
-    g = tidy.groupby(["setting", "model", "metric"], sort=False)["estimate"]
-    out = g.agg(["mean", "std", "min", "max", "count"])
-    above = (tidy["low"] > 0).where(
-        tidy["metric"].str.contains("_c_harrell") & ~tidy["metric"].str.startswith(("os", "dfs"))
-    )
-    out["above0"] = above.groupby([tidy["setting"], tidy["model"], tidy["metric"]], sort=False).sum(
-        min_count=1
-    )
-    if (tidy["seed"] == 0).any():
-        zero = tidy[tidy["seed"] == 0].set_index(["setting", "model", "metric"])["estimate"]
-        out["seed0"] = zero
-        out["seed0_rank"] = (
-            g.rank()
-            .where(tidy["seed"].to_numpy() == 0)
-            .groupby([tidy["setting"], tidy["model"], tidy["metric"]], sort=False)
-            .max()
-        )
-    return out
+    """Mean, SD, min and max over seeds, the seeds whose 95% interval lies above / below 0
+    (differences only), and seed 0's value and rank (1 = lowest): ``evaluation.seeds``."""
+    from crlm_lib.evaluation.seeds import seed_rank, seed_summary
+
+    ranks = seed_rank(tidy, 0).rename(columns={"estimate": "seed0", "rank": "seed0_rank"})
+    return seed_summary(tidy).join(ranks[["seed0", "seed0_rank"]])
+
+
+def write_results(tidy: pd.DataFrame, out: Path, meta: dict) -> None:
+    """The rows and their provenance where notebook 06 reads them
+    (``evaluation.seeds.SEED_BENCH_FILE`` / ``SEED_BENCH_META`` by default), atomically."""
+    import json
+
+    from crlm_lib import atomic
+
+    atomic.write_csv(out, tidy[list(SEED_COLUMNS)], index=False)
+    atomic.write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--repeats", type=int, default=1, help="image-model CV repeats (cv)")
     ap.add_argument("--root", default="/tmp/crlm-bench")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="cv: where the rows go (default: the repository's " + str(SEED_BENCH_FILE) + ")",
+    )
     ap.add_argument("--settings", nargs="+", default=list(S.SETTINGS), choices=list(S.SETTINGS))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -158,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             args.seeds, args.models, args.profile, root, tuple(args.settings), args.repeats
         )
         tidy.to_csv(root / "cv_over_seeds.csv", index=False)
+        out = Path(args.out) if args.out else find_repo_root() / SEED_BENCH_FILE
+        meta = provenance_record(
+            args.profile, args.repeats, args.seeds, list(args.settings), args.models
+        )
+        write_results(tidy, out, meta)
+        print(f"rows: {out}")
         print(summarise_cv(tidy).round(3).to_string())
     else:
         model, report = S.fit_outcome_model(args.n or 20_000, maxiter=args.maxiter)

@@ -489,7 +489,6 @@ def train_cli(
         paper_split_ids,
         run_identity,
     )
-    from crlm_lib.evaluation._common import _write_json
     from crlm_lib.runfolder import RunFolder
 
     if epochs is not None and int(epochs) < 1:
@@ -499,7 +498,7 @@ def train_cli(
     spec = ModelSpec(model_name, objective=objective)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
     tr, va, te = paper_split_ids(cohort.ids, events, seed)
-    identity = run_identity(spec, prof, cohort, tr, va, te, seed)
+    identity = run_identity(spec, prof, cohort, (tr, va, te), seed)
     check_run_dir(run_dir, identity, restart=restart)
     folder = RunFolder(run_dir)
     if spec.is_anchor:
@@ -509,10 +508,12 @@ def train_cli(
                              "train_ids": list(tr) + list(va), "test_ids": list(te),
                              "identity": identity})  # fmt: skip
     else:
-        pred, _ = fit_predict_torch(spec, cohort, prof, tr, va, te, run_dir, epochs, seed)
+        pred, _ = fit_predict_torch(
+            spec, cohort, prof, (tr, va, te), run_dir, epochs=epochs, seed=seed
+        )
     folder.write_predictions(pred)
     m = _cli_metrics(pred, cohort.outcomes.loc[list(tr)], prof)
-    _write_json(m, run_dir / "metrics.json")
+    folder.write_metrics(m)
     print(
         f"{model_name}: test TAA {m['taa']:.3f}  MAE {m['mae']:.3f}  MSE {m['mse']:.3f}  "
         f"C (Harrell, OS) {m['c_index']:.3f}  -> {run_dir}"
@@ -554,7 +555,6 @@ def cv_cli(a: argparse.Namespace, source: CohortSource, executor, show: bool = T
 def evaluate_cli(run_dir: Path, source: CohortSource) -> int:
     """``crlm evaluate``: rescore a run's ``predictions.csv`` (with bootstrap CIs)."""
     from crlm_lib.evaluation import EvaluationError, bootstrap_scores, wide_table
-    from crlm_lib.evaluation._common import _atomic_write_csv
     from crlm_lib.metrics import TrainingOutcomes
     from crlm_lib.runfolder import RunFolder
 
@@ -572,7 +572,7 @@ def evaluate_cli(run_dir: Path, source: CohortSource) -> int:
         cohort.outcomes.loc[[i for i in train_ids if i in cohort.outcomes.index]]
     )
     tidy = bootstrap_scores(pred, train_out, n_boot=prof.eval.bootstrap, seed=prof.seed)
-    _atomic_write_csv(tidy, run_dir / "metrics_ci.csv")
+    folder.write_metrics_ci(tidy)
     print(wide_table(tidy.assign(model=run_dir.name)).T.to_string())
     return 0
 

@@ -217,10 +217,9 @@ def _calibration(pooled: pd.DataFrame, years: Sequence[int] = (1, 3, 5)) -> dict
 
 
 def _split_performance(run_dir: Path) -> Performance | None:
-    path = run_dir / "metrics_ci.csv"
-    if not path.is_file():
+    tidy = RunFolder(run_dir).read_metrics_ci()
+    if tidy is None:
         return None
-    tidy = pd.read_csv(path).set_index("metric")
     c = {
         h: tuple(float(tidy.loc[f"{h}_c_harrell", k]) for k in ("estimate", "low", "high"))
         for h in ("os", "dfs")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from crlm_lib import atomic
-from crlm_lib.runfolder import RunFolder
+from crlm_lib.runfolder import METRICS_CI_FILE, METRICS_FILE, RunFolder
 
 __all__ = ["build_model_card", "write_model_card"]
 
@@ -47,17 +47,17 @@ def _fmt(est: float, low: float | None = None, high: float | None = None) -> str
 
 
 def _split_metrics(run_dir: Path) -> list[str]:
-    ci_path, point_path = run_dir / "metrics_ci.csv", run_dir / "metrics.json"
+    folder = RunFolder(run_dir)
+    ci_path, point_path = folder.file(METRICS_CI_FILE), folder.file(METRICS_FILE)
     rows = []
-    if ci_path.is_file():
-        tidy = pd.read_csv(ci_path).set_index("metric")
+    tidy, m = folder.read_metrics_ci(), folder.read_metrics()
+    if tidy is not None:
         for key, label in _METRICS:
             if key in tidy.index:
                 r = tidy.loc[key]
                 rows.append(f"| {label} | {_fmt(r['estimate'], r.get('low'), r.get('high'))} |")
         source = f"`{ci_path.name}` (`crlm evaluate`: 95% percentile bootstrap over test patients)"
-    elif point_path.is_file():
-        m = json.loads(point_path.read_text())
+    elif m is not None:
         for key, label in _METRICS:
             if key in m:
                 rows.append(f"| {label} | {_fmt(m[key])} (no interval: run `crlm evaluate`) |")

@@ -6,7 +6,8 @@ the start of training) and :meth:`RunFolder.update_record` (what the end of trai
 the training reference, the lesion statistics, how training ended), ``history.csv`` by
 :meth:`RunFolder.write_history`, ``timing.json`` by :meth:`RunFolder.write_timing`, the
 checkpoints by :meth:`RunFolder.save_best` / :meth:`RunFolder.save_last`, the prediction tables
-by :meth:`RunFolder.write_predictions`. One loader: :meth:`RunFolder.load_model` builds the
+by :meth:`RunFolder.write_predictions`, the scores by :meth:`RunFolder.write_metrics` and
+:meth:`RunFolder.write_metrics_ci`. One loader: :meth:`RunFolder.load_model` builds the
 registry model a ``run.json`` names and loads its best (else last) checkpoint, for
 ``evaluation.load_run`` and ``crlm predict`` alike.
 
@@ -48,6 +49,8 @@ __all__ = [
     "BEST_FILE",
     "HISTORY_FILE",
     "LAST_FILE",
+    "METRICS_CI_FILE",
+    "METRICS_FILE",
     "PERMUTED_FILE",
     "PREDICTIONS_FILE",
     "RECORD_FILE",
@@ -70,6 +73,10 @@ PERMUTED_FILE = "predictions_ct_permuted.csv"
 #: An anchored model's test predictions before its first optimiser step (written by
 #: ``evaluation.fit_predict_torch``): the untrained-start control.
 STEP0_FILE = "predictions_step0.csv"
+#: Point scores of the run's test predictions (``crlm train``, the papers' split protocol).
+METRICS_FILE = "metrics.json"
+#: Scores with 95% intervals, tidy (``crlm evaluate``: ``evaluation.bootstrap_scores``).
+METRICS_CI_FILE = "metrics_ci.csv"
 
 #: Files of a run folder that belong to one (cohort, split, configuration): removed together
 #: when a run is discarded (:meth:`RunFolder.clear`).
@@ -79,8 +86,8 @@ RUN_FILES: tuple[str, ...] = (
     HISTORY_FILE,
     TIMING_FILE,
     PREDICTIONS_FILE,
-    "metrics.json",
-    "metrics_ci.csv",
+    METRICS_FILE,
+    METRICS_CI_FILE,
     PERMUTED_FILE,
     RECORD_FILE,
 )
@@ -268,6 +275,29 @@ class RunFolder:
 
     def has_predictions(self, name: str = PREDICTIONS_FILE) -> bool:
         return self.file(name).is_file()
+
+    # ---- scores ---------------------------------------------------------------------------------
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Point scores as ``metrics.json`` (atomically; strict JSON, a non-finite score is
+        ``null``)."""
+        atomic.write_json(self.file(METRICS_FILE), dict(metrics), indent=2)
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """The scores :meth:`write_metrics` wrote, ``None`` without the file."""
+        path = self.file(METRICS_FILE)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_metrics_ci(self, tidy: pd.DataFrame) -> None:
+        """Scores with intervals (columns ``metric, estimate, low, high, ...``) as
+        ``metrics_ci.csv``, atomically."""
+        atomic.write_csv(self.file(METRICS_CI_FILE), tidy, index=False)
+
+    def read_metrics_ci(self) -> pd.DataFrame | None:
+        """The frame :meth:`write_metrics_ci` wrote, indexed by ``metric``; ``None`` without
+        the file."""
+        path = self.file(METRICS_CI_FILE)
+        return pd.read_csv(path).set_index("metric") if path.is_file() else None
 
     # ---- the whole folder -----------------------------------------------------------------------
 

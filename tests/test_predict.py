@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
     ids = cohort.ids
     run_dir = root / "runs" / "acfnet"
     pred, _ = ev.fit_predict_torch(
-        ev.ModelSpec("acfnet"), cohort, prof, ids[:5], ids[5:6], ids[6:], run_dir, 1, 0
+        ev.ModelSpec("acfnet"), cohort, prof, (ids[:5], ids[5:6], ids[6:]), run_dir, epochs=1
     )
     tidy = ev.bootstrap_scores(pred, cohort.outcomes.loc[ids[:5]], n_boot=20, seed=0)
     tidy.to_csv(run_dir / "metrics_ci.csv", index=False)
@@ -353,7 +353,7 @@ def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_re
     (old / "run.json").write_text(json.dumps({"model": "acfnet", **ids}))
     (old / "predictions.csv").write_text("patient_id\nd\n")
     with pytest.warns(UserWarning, match="no clinical encoder"):
-        runs._clear_stale_run(old, ["a", "b"], ["c"], ["d"])
+        runs._clear_stale_run(old, (["a", "b"], ["c"], ["d"]))
     assert not (old / "run.json").exists() and not (old / "predictions.csv").exists()
     running = tmp_path / "running"  # encoder stored at start, reference only at the end
     running.mkdir()
@@ -361,7 +361,7 @@ def test_cached_runs_without_stored_encoder_are_retrained_but_unfinished_ones_re
         json.dumps({"model": "acfnet", "clinical_encoder": {"columns": []}, **ids})
     )
     (running / "last.pt").write_bytes(b"checkpoint")
-    runs._clear_stale_run(running, ["a", "b"], ["c"], ["d"])
+    runs._clear_stale_run(running, (["a", "b"], ["c"], ["d"]))
     assert (running / "last.pt").exists()
 
 
@@ -543,10 +543,10 @@ def test_a_lesion_model_run_is_reused_not_retrained(trained):
     cohort = ev.as_cohort(_paths(root, cohort_dir))
     prof, run_dir = get_profile("smoke"), root / "runs" / "aminn-cache"
     split = (ids[:5], ids[5:6], ids[6:])
-    first = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, *split, run_dir, 1, 0)
+    first = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, split, run_dir, 1, 0)
     stamp = (run_dir / "run.json").stat().st_mtime_ns
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "retraining from scratch" would be a UserWarning
-        again = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, *split, run_dir, 1, 0)
+        again = runs._cached_fit(ev.ModelSpec("aminn"), cohort, prof, split, run_dir, 1, 0)
     assert (run_dir / "run.json").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(first, again)

@@ -24,7 +24,7 @@ def _identity(cohort, spec=None, profile=None, split=None, seed=0):
     ids = cohort.ids
     tr, va, te = split or (ids[:8], ids[8:10], ids[10:])
     return run_identity(
-        spec or ModelSpec("acfnet"), profile or get_profile("smoke"), cohort, tr, va, te, seed
+        spec or ModelSpec("acfnet"), profile or get_profile("smoke"), cohort, (tr, va, te), seed
     )
 
 

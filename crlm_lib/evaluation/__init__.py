@@ -141,6 +141,12 @@ from crlm_lib.evaluation.runs import (
     run_progress,
     stored_encoder,
 )
+from crlm_lib.evaluation.seeds import (
+    read_seed_bench,
+    seed_bench_caption_note,
+    seed_table,
+    seed_values,
+)
 from crlm_lib.evaluation.specs import (
     ABLATION_ROWS,
     ANCHOR_NAMES,
@@ -148,6 +154,7 @@ from crlm_lib.evaluation.specs import (
     PERMUTED_SUFFIX,
     VOLUMETRIC_ANCHORS,
     ModelSpec,
+    Split,
     ablation_specs,
     as_specs,
     model_label,
@@ -178,6 +185,10 @@ from crlm_lib.evaluation.ties import TIE_COLUMNS, tie_sensitivity_table
 from crlm_lib.model_registry import CT_OR_LESION_MODELS
 
 __all__ = [
+    "read_seed_bench",
+    "seed_bench_caption_note",
+    "seed_table",
+    "seed_values",
     "ABLATION_ROWS",
     "ANCHOR_NAMES",
     "CONDITIONAL_BOOTSTRAP",
@@ -206,6 +217,7 @@ __all__ = [
     "KMByRisk",
     "LoadedRun",
     "ModelSpec",
+    "Split",
     "RunProgress",
     "ablation_specs",
     "BootstrapResult",

@@ -25,8 +25,7 @@ import pandas as pd
 from crlm_lib import metrics as M
 from crlm_lib.evaluation.reference import KM_NULL_KEY
 from crlm_lib.evaluation.specs import IMAGE_ORACLE, is_control, model_label
-from crlm_lib.model_registry import CT_OR_LESION_MODELS
-from crlm_lib.models import MODEL_NAMES
+from crlm_lib.model_registry import CT_OR_LESION_MODELS, MODEL_NAMES
 from crlm_lib.types import Predictions
 
 __all__ = [

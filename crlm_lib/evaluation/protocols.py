@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from crlm_lib import metrics as M
 from crlm_lib.config import Paths, Profile
 from crlm_lib.conformal import write_calibration
-from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv, _write_json
+from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv
 from crlm_lib.evaluation.bootstrap import (
     bootstrap_scores,
     harrell_metrics,
@@ -73,6 +73,7 @@ from crlm_lib.evaluation.tasks import (
 )
 from crlm_lib.executors import ExecutorSpec
 from crlm_lib.model_registry import CT_OR_LESION_MODELS
+from crlm_lib.runfolder import RunFolder
 
 
 def paper_split_ids(ids: Sequence[str], events: np.ndarray, seed: int):
@@ -228,7 +229,7 @@ def run_paper_protocol(
         tables.append(tidy)
         if run_dir is not None:
             metrics = dict(zip(tidy["metric"], tidy["estimate"], strict=True))
-            _write_json(metrics, run_dir / "metrics.json")
+            RunFolder(run_dir).write_metrics(metrics)
     return pd.concat(tables, ignore_index=True), preds
 
 

@@ -24,7 +24,13 @@ from crlm_lib import atomic
 from crlm_lib.config import PROFILES, Paths, Profile, get_profile
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.evaluation.cohort import Cohort, as_cohort, cohort_profile
-from crlm_lib.evaluation.specs import ANCHOR_NAMES, IMAGE_ORACLE, VOLUMETRIC_ANCHORS, ModelSpec
+from crlm_lib.evaluation.specs import (
+    ANCHOR_NAMES,
+    IMAGE_ORACLE,
+    VOLUMETRIC_ANCHORS,
+    ModelSpec,
+    Split,
+)
 from crlm_lib.models.clinical import (
     CoxPH,
     FongScore,
@@ -133,15 +139,14 @@ def _image_features(
     return (tr - mu) / sd, (te - mu) / sd
 
 
-def _datasets(
-    cohort: Cohort, profile: Profile, train_ids, val_ids, test_ids, reads_ct: bool = True
-):
+def _datasets(cohort: Cohort, profile: Profile, split: Split, reads_ct: bool = True):
     """Train/val/test datasets; the image augmentation only for models that read the CT
     (AMINN and the clinical MLP never see it, so deforming it would only cost time)."""
     from crlm_lib.data.dataset import CRLMDataset
 
     if cohort.paths is None:
         raise EvaluationError("image models need a preprocessed cohort (Paths)")
+    train_ids, val_ids, test_ids = split
     kw = {"clinical_reference_ids": list(train_ids)}
     pdir = cohort.paths.processed_dir
     aug = bool(profile.train.augment) and reads_ct
@@ -188,14 +193,14 @@ def fit_predict_torch(
     spec: ModelSpec,
     cohort: Cohort,
     profile: Profile,
-    train_ids: Sequence[str],
-    val_ids: Sequence[str],
-    test_ids: Sequence[str],
+    split: Split | tuple[Sequence[str], Sequence[str], Sequence[str]],
     run_dir: Path,
+    *,
     epochs: int | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, Any]:
-    """Build a registry model, ``train.fit`` it (early stopping on ``val_ids``), predict test.
+    """Build a registry model, ``train.fit`` it on ``split.train`` (early stopping on
+    ``split.val``), predict ``split.test``.
 
     Writes ``run_dir/run.json`` (model, options, objective, profile, seed, split IDs, clinical
     feature names and training statistics) so that the run can be reloaded.
@@ -206,11 +211,12 @@ def fit_predict_torch(
     from crlm_lib.train import fit, predict
 
     torch.manual_seed(seed)
+    split = Split.of(*split)
     reads_ct = spec.name in CT_MODELS
-    train_ds, val_ds, test_ds = _datasets(cohort, profile, train_ids, val_ids, test_ids, reads_ct)
+    train_ds, val_ds, test_ds = _datasets(cohort, profile, split, reads_ct)
     # the identity of the spec as asked (the one _cached_fit checks), before the lesion-feature
     # count read from the data is added to its options
-    identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
+    identity = run_identity(spec, profile, cohort, split, seed)
     spec, model, n_clinical = _built_model(spec, profile, train_ds)
     _anchor(model, train_ds)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,9 +228,7 @@ def fit_predict_torch(
         folder.write_predictions(step0, STEP0_FILE)
     profile, epochs = _training_budget(model, profile, epochs, reads_ct)
     planned = profile.train.epochs if epochs is None else int(epochs)
-    record = _run_record(
-        spec, profile, cohort, train_ids, val_ids, test_ids, seed, planned, n_clinical
-    )
+    record = _run_record(spec, profile, cohort, split, seed, planned, n_clinical)
     folder.write_record({**record, "identity": identity})
     history = fit(
         model,
@@ -243,7 +247,7 @@ def fit_predict_torch(
     done = {"epochs_completed": len(history.records), "best_epoch": history.best_epoch,
             "stopped_early": bool(history.stopped_early)}  # fmt: skip
     store_training_reference(
-        model, cohort, profile, train_ids, train_ds.feature_stats, run_dir, training=done
+        model, cohort, profile, split.train, train_ds.feature_stats, run_dir, training=done
     )
     return pred, history
 
@@ -260,9 +264,19 @@ def _training_budget(
     return profile.with_(train=tc), epochs
 
 
-def _run_record(spec, profile, cohort, train_ids, val_ids, test_ids, seed, epochs, n_clinical):
+def _run_record(
+    spec: ModelSpec,
+    profile: Profile,
+    cohort: Cohort,
+    split: Split,
+    seed: int,
+    epochs: int,
+    n_clinical: int,
+) -> dict[str, Any]:
+    """``run.json``'s fields of a torch fit (the caller adds its ``identity``)."""
     from crlm_lib.data.clinical import ClinicalEncoder
 
+    train_ids, val_ids, test_ids = split
     encoder = ClinicalEncoder.fit(cohort.clinical.loc[list(train_ids)])
     names = encoder.feature_names
     return {
@@ -344,7 +358,11 @@ RUN_REVISION = 7
 
 
 def run_identity(
-    spec: ModelSpec, profile: Profile, cohort: Cohort, train_ids, val_ids, test_ids, seed: int
+    spec: ModelSpec,
+    profile: Profile,
+    cohort: Cohort,
+    split: Split | tuple[Sequence[str], Sequence[str], Sequence[str]],
+    seed: int,
 ) -> dict[str, str]:
     """Hashes saying what a run folder was trained on; a run resumes only when all three match.
 
@@ -362,6 +380,7 @@ def run_identity(
     dict
         ``{"cohort": hex16, "split": hex16, "config": hex16}``.
     """
+    train_ids, val_ids, test_ids = split
     ids = sorted(map(str, cohort.ids))
     rows = cohort.clinical.loc[[i for i in ids if i in cohort.clinical.index]]
     train_cfg = {
@@ -450,9 +469,7 @@ def check_run_dir(run_dir: Path, identity: dict[str, str], restart: bool = False
     )
 
 
-def _clear_stale_run(
-    run_dir: Path, train_ids, val_ids, test_ids, identity: dict[str, str] | None = None
-) -> None:
+def _clear_stale_run(run_dir: Path, split: Split, identity: dict[str, str] | None = None) -> None:
     """Remove checkpoints and outputs of ``run_dir`` when its ``run.json`` has other split IDs
     (or, given ``identity``, another cohort, split or configuration: :func:`run_identity`)."""
     folder = RunFolder(run_dir)
@@ -461,7 +478,7 @@ def _clear_stale_run(
     rec = folder.read_record()
     same = all(
         sorted(map(str, rec.get(key, []))) == sorted(map(str, ids))
-        for key, ids in (("train_ids", train_ids), ("val_ids", val_ids), ("test_ids", test_ids))
+        for key, ids in zip(("train_ids", "val_ids", "test_ids"), split, strict=True)
         if key in rec
     )
     if identity is not None:
@@ -484,9 +501,7 @@ def _cached_fit(
     spec: ModelSpec,
     cohort: Cohort,
     profile: Profile,
-    train_ids,
-    val_ids,
-    test_ids,
+    split: Split,
     run_dir: Path | None,
     epochs: int | None,
     seed: int,
@@ -497,11 +512,13 @@ def _cached_fit(
     A run folder left by another split (the cohort or seed changed) is cleared first, so that
     the engine never resumes from a checkpoint trained on other patients.
     """
+    split = Split.of(*split)
+    train_ids, _, test_ids = split
     if run_dir is not None:
         identity = None
         if not spec.is_anchor:
-            identity = run_identity(spec, profile, cohort, train_ids, val_ids, test_ids, seed)
-        _clear_stale_run(run_dir, train_ids, val_ids, test_ids, identity)
+            identity = run_identity(spec, profile, cohort, split, seed)
+        _clear_stale_run(run_dir, split, identity)
     folder = None if run_dir is None else RunFolder(run_dir)
     cached = None if folder is None else folder.read_predictions()
     if cached is not None:
@@ -514,9 +531,7 @@ def _cached_fit(
     else:
         if run_dir is None:
             raise EvaluationError("torch models need a run folder")
-        pred, _ = fit_predict_torch(
-            spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, epochs, seed
-        )
+        pred, _ = fit_predict_torch(spec, cohort, profile, split, run_dir, epochs=epochs, seed=seed)
     if folder is None:
         return pred
     # read back: a table made on the first run equals one made later from the same file (the

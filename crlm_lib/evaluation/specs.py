@@ -3,8 +3,9 @@ the display labels and the ablation rows of the papers' Table 2."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from crlm_lib.model_registry import ANCHORED_MODELS, REGISTRY
 
@@ -42,6 +43,23 @@ LABELS: dict[str, str] = {
     "ct-permuted": "same model, images permuted among test patients",
     "step-0": "same model, untrained anchored start (step 0)",
 }
+
+
+class Split(NamedTuple):
+    """The patients of one fit: ``train`` (fitted on), ``val`` (early stopping; empty for
+    anchors) and ``test`` (predicted), each a tuple of patient IDs as strings.
+
+    A plain ``(train, val, test)`` triple unpacks the same way; :meth:`of` normalises one.
+    """
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @classmethod
+    def of(cls, train: Sequence, val: Sequence = (), test: Sequence = ()) -> Split:
+        """A split of any three ID sequences, the IDs as strings (their order kept)."""
+        return cls(*(tuple(map(str, ids)) for ids in (train, val, test)))
 
 
 @dataclass(frozen=True)

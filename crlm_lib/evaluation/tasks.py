@@ -29,7 +29,7 @@ from crlm_lib.evaluation.runs import (
     permuted_predictions,
     run_identity,
 )
-from crlm_lib.evaluation.specs import ModelSpec
+from crlm_lib.evaluation.specs import ModelSpec, Split
 from crlm_lib.executors import ExecutorSpec, run_tasks
 from crlm_lib.model_registry import CT_OR_LESION_MODELS
 from crlm_lib.runfolder import RunFolder
@@ -61,6 +61,11 @@ class FitTask:
     run_dir: Path | None
     epochs: int | None = None
     control_seed: int | None = None
+
+    @property
+    def split(self) -> Split:
+        """The task's patients as a :class:`~crlm_lib.evaluation.specs.Split`."""
+        return Split.of(self.train_ids, self.val_ids, self.test_ids)
 
     @property
     def label(self) -> str:
@@ -148,10 +153,7 @@ def fit_task(
     """Run one task, or read it back from its run folder when finished: its test Predictions
     frame and, when due, its image-permutation control (``runs.permuted_predictions``, the
     frames of every permutation stacked with the column ``permutation``; else None)."""
-    pred = _cached_fit(
-        task.spec, cohort, profile, list(task.train_ids), list(task.val_ids),
-        list(task.test_ids), task.run_dir, task.epochs, task.seed,
-    )  # fmt: skip
+    pred = _cached_fit(task.spec, cohort, profile, task.split, task.run_dir, task.epochs, task.seed)
     if task.control_seed is None:
         return pred, None
     return pred, permuted_predictions(task.run_dir, cohort, profile, seed=task.control_seed)
@@ -173,8 +175,7 @@ def task_finished(task: FitTask, cohort: Cohort, profile: Profile) -> bool:
     rec = folder.read_record()
     if task.spec.is_anchor:
         return True
-    ids = (task.train_ids, task.val_ids, task.test_ids)
-    identity = run_identity(task.spec, profile, cohort, *ids, task.seed)
+    identity = run_identity(task.spec, profile, cohort, task.split, task.seed)
     return "training_reference" in rec and rec.get("identity") == identity
 
 
