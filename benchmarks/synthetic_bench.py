@@ -31,6 +31,7 @@ Usage::
     python benchmarks/synthetic_bench.py fit [--n 20000]
     python benchmarks/synthetic_bench.py cv [--seeds 0 1 2 3 4] [--models acfnet cnn3d aminn]
         [--profile cpu] [--repeats 1] [--root /tmp/crlm-bench] [--out rows.csv]
+        [--executor dask:workers=2,threads=1]
 
 Every number is about the synthetic generator, not patients.
 """
@@ -66,6 +67,7 @@ def cv_over_seeds(
     settings: tuple[str, ...] = tuple(S.SETTINGS),
     repeats: int | None = 1,
     anchors: tuple[str, ...] = ("fong", "cox", "cox_clinrad"),
+    executor: str | None = None,
 ) -> pd.DataFrame:
     """Tidy rows ``setting, seed, model, metric, estimate, low, high`` of the CV on each seed:
     Harrell's C per head, the CT-permutation difference (``permutation_*``, model minus its
@@ -95,8 +97,9 @@ def cv_over_seeds(
             t0 = time.perf_counter()
             study = load_study(prof, seed=seed, root=where)
             res = run_cv_protocol(
-                models, study, prof, seed=seed, anchors=anchors, runs_dir=where / "runs"
-            )
+                models, study, prof, seed=seed, anchors=anchors, runs_dir=where / "runs",
+                executor=executor,
+            )  # fmt: skip
             keep = ["os_c_harrell", "dfs_c_harrell"]
             cols = ["model", "metric", "estimate", "low", "high"]
             tidy = res.tidy[res.tidy["metric"].isin(keep)][cols]
@@ -143,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="image-model CV repeats (cv)")
     ap.add_argument("--root", default="/tmp/crlm-bench")
     ap.add_argument(
+        "--executor", default="local", help="cv: where the fits run (crlm_lib.executors)"
+    )
+    ap.add_argument(
         "--out",
         default=None,
         help="cv: where the rows go (default: the repository's " + str(SEED_BENCH_FILE) + ")",
@@ -161,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "cv":
         root = Path(args.root)
         tidy = cv_over_seeds(
-            args.seeds, args.models, args.profile, root, tuple(args.settings), args.repeats
-        )
+            args.seeds, args.models, args.profile, root, tuple(args.settings), args.repeats,
+            executor=args.executor,
+        )  # fmt: skip
         tidy.to_csv(root / "cv_over_seeds.csv", index=False)
         out = Path(args.out) if args.out else find_repo_root() / SEED_BENCH_FILE
         meta = provenance_record(

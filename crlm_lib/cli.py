@@ -289,9 +289,12 @@ def _cmd_cv(a: argparse.Namespace) -> int:
     from crlm_lib import distributed
     from crlm_lib.executors import parse_executor
 
-    executor = parse_executor(a.executor)  # a bad --executor stops before the data step
+    # a bad --executor stops before the data step; none named: the profile's
+    executor = None if a.executor is None else parse_executor(a.executor)
     rank = distributed.init_from_env()  # every fit data parallel when launched by torchrun
     try:
+        if rank.enabled and executor is None:
+            executor = parse_executor("local")  # torchrun's processes run the fits together
         if rank.enabled and executor.kind != "local":
             from crlm_lib.errors import ArgumentError
 
@@ -383,7 +386,8 @@ def _cmd_notebooks(a: argparse.Namespace) -> int:
 
     root = _require_checkout(a.workdir, "notebooks")
     select_notebooks(a.only, root)  # an unknown --only number stops here
-    executor = str(parse_executor(a.executor))  # so does a bad --executor
+    # a bad --executor stops here too; none named: each notebook uses the profile's
+    executor = None if a.executor is None else str(parse_executor(a.executor))
     # the data step first, in this process: a bad table or folder stops here in one line, and
     # the exclusion report is printed and written before any notebook runs
     ensure_data(a.profile, a.data_dir, a.clinical, seed=a.seed, show_exclusions=True, root=root)
@@ -689,9 +693,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
 def _add_executor_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--executor",
-        default="local",
+        default=None,
         metavar="SPEC",
-        help="where the fits run: local (default, one after another), dask (worker processes "
+        help="where the fits run (default: the profile's, crlm_lib.config.Profile.executor: "
+        "local for smoke and paper, dask:workers=2,threads=1 for cpu): local (one after "
+        "another in this process), dask (worker processes "
         "on this machine, one GPU each where there are GPUs; dask:workers=4,threads=1), "
         "dask:address=tcp://HOST:8786 (a running Dask cluster), slurm:partition=NAME[,"
         "timeout_min=...,account=...] (one Slurm job per fit, submitit); see README, "

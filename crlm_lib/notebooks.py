@@ -167,7 +167,7 @@ def run_notebooks(
     seed: int = 0,
     only: list[str] | None = None,
     root: Path | None = None,
-    executor: str = "local",
+    executor: str | None = None,
 ) -> pd.DataFrame:
     """Execute the numbered notebooks with papermill, in order.
 
@@ -184,10 +184,11 @@ def run_notebooks(
         :class:`~crlm_lib.errors.ArgumentError` (:func:`select_notebooks`).
     root : path, optional
         The checkout whose notebooks run (default: found from the current directory).
-    executor : str
+    executor : str, optional
         Where the notebooks' protocols run their fits (``crlm_lib.executors``: ``"local"``,
         ``"dask"``, ``"slurm:partition=gpu"`` ...), given as the papermill parameter
-        ``executor`` to the notebooks that declare it (those that train).
+        ``executor`` to the notebooks that declare it (those that train); None: the
+        profile's (``Profile.executor``).
 
     Returns
     -------
@@ -217,7 +218,10 @@ def run_notebooks(
         pm.execute_notebook(
             str(nb),
             str(out_dir / nb.name),
-            parameters={**params, **({"executor": executor} if "executor" in declared else {})},
+            parameters={
+                **params,
+                **({"executor": executor} if executor and "executor" in declared else {}),
+            },
             cwd=str(nb.parent),
             progress_bar=False,
             kernel_name="python3",

@@ -116,10 +116,8 @@ def test_dask_cv_equals_serial_and_finished_fits_are_read_back(tiny, tmp_path, m
 def _counting(calls: list):
     """``runs.fit_predict_torch`` that records each run folder it trains."""
 
-    def fit(spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, *args, **kwargs):
+    def fit(spec, cohort, profile, split, run_dir, **kwargs):
         calls.append(Path(run_dir))
-        return _REAL_FIT(
-            spec, cohort, profile, train_ids, val_ids, test_ids, run_dir, *args, **kwargs
-        )
+        return _REAL_FIT(spec, cohort, profile, split, run_dir, **kwargs)
 
     return fit

@@ -131,7 +131,8 @@ def test_papermill_run_is_counted(fake_repo: Path):
 
 def test_notebooks_that_train_declare_the_executor_parameter():
     """``crlm notebooks --executor`` reaches every notebook that runs a protocol: papermill
-    reads ``executor`` in its parameters cell, and each protocol call passes it on."""
+    reads ``executor`` in its parameters cell (default None: the profile's executor), and each
+    protocol call passes it on."""
     import papermill as pm
 
     repo = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def test_notebooks_that_train_declare_the_executor_parameter():
         ]
         if calls and not nb.name.startswith("05"):  # 05 trains only when 02 did not run
             training.append(nb.name)
-            assert pm.inspect_notebook(str(nb))["executor"]["default"] == '"local"', nb.name
+            assert pm.inspect_notebook(str(nb))["executor"]["default"] == "None", nb.name
             assert all("executor=executor" in line for line in calls), nb.name
     assert training == [
         "02_train_4d_acfnet.ipynb", "03_ablations.ipynb", "04_comparisons.ipynb",

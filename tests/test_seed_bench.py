@@ -48,7 +48,7 @@ def test_rank_of_a_seed_among_the_seeds():
 
 def test_table_and_values_say_where_the_seed_sits():
     tab = S.seed_table(_rows(), seed=0)
-    assert list(tab["Setting"]) == ["image_effect", "image_effect", "null"]
+    assert list(tab.index.get_level_values("Setting")) == ["image_effect", "image_effect", "null"]
     first = tab.iloc[0]
     assert first["Seeds"] == 3 and first["OS C − CT-permuted"] == "+0.033 (2/3 above 0)"
     assert first["Seed 0: OS C (rank)"] == "0.630 (2 of 3)"

@@ -64,6 +64,7 @@ PAPERS_SETTINGS: dict[str, str] = {
     "cv_models": "none",
     "bootstrap": "none (no intervals)",
     "shap": "not stated",
+    "executor": "not stated",
 }
 
 
@@ -109,7 +110,21 @@ def _profile_column(p: Profile) -> dict[str, str]:
         "cv_models": models,
         "bootstrap": f"{e.bootstrap}",
         "shap": f"{e.shap_samples}",
+        "executor": _executor_text(p.executor),
     }
+
+
+def _executor_text(executor: str) -> str:
+    """The profile's executor in words (``crlm_lib.executors``)."""
+    from crlm_lib.executors import parse_executor
+
+    spec = parse_executor(executor)
+    threads = f", {spec.threads} torch thread(s) each" if spec.threads else ""
+    if spec.kind == "local":
+        return f"one after another in the notebook's process{threads}"
+    if spec.kind == "dask":
+        return f"{spec.workers or 'one per GPU, else 2'} at once (Dask worker processes){threads}"
+    return f"{spec.kind} jobs{threads}"
 
 
 #: Row labels of :func:`profile_table`.
@@ -130,6 +145,7 @@ _SETTING_NAMES: dict[str, str] = {
     "cv_models": "Deep models in the CV",
     "bootstrap": "Bootstrap replicates",
     "shap": "KernelSHAP samples",
+    "executor": "Torch fits (the notebooks' default executor)",
 }
 
 

@@ -10,6 +10,7 @@ trained model with its stored clinical encoder (:func:`stored_encoder`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Sequence
@@ -322,17 +323,37 @@ def _image_sources(cohort: Cohort, ids: Sequence[str]) -> dict[str, dict[str, in
     """``{patient: {SOP instance UID: file size}}`` from the preprocessing cache entries.
 
     ``None`` without a cache folder (cohorts built in memory, tests). Entries written before
-    the cache recorded its sources give an empty dict for that patient.
+    the cache recorded its sources give an empty dict for that patient. Read once per state
+    of the cache files (their paths, sizes and modification times): a protocol asks for the
+    identity of every fit several times, and each read opens every patient's archive.
     """
     from crlm_lib.data.preprocess import cache_path
 
     if cohort.paths is None or not cohort.paths.processed_dir.is_dir():
         return None
+    paths = tuple(cache_path(cohort.paths.processed_dir, pid) for pid in ids)
+    stamps = tuple(_stamp(path) for path in paths)
+    return _read_image_sources(tuple(map(str, ids)), paths, stamps)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, None when it does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _read_image_sources(
+    ids: tuple[str, ...], paths: tuple[Path, ...], stamps: tuple[tuple[int, int] | None, ...]
+) -> dict[str, dict[str, int]]:
+    """:func:`_image_sources` read from the archives (``stamps`` only key the cache)."""
     out: dict[str, dict[str, int]] = {}
-    for pid in ids:
-        path = cache_path(cohort.paths.processed_dir, pid)
+    for pid, path, stamp in zip(ids, paths, stamps, strict=True):
         manifest: dict[str, list[int]] = {}
-        if path.is_file():
+        if stamp is not None:
             with np.load(path, allow_pickle=False) as z:
                 if "source_manifest" in z.files:
                     manifest = json.loads(str(z["source_manifest"]))

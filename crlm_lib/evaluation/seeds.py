@@ -113,7 +113,7 @@ def _diff(s: pd.Series | None) -> str:
 
 
 def seed_table(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """The manuscript's table of the seed benchmark: one row per setting and model, with OS and
+    """The manuscript's table of the seed benchmark, indexed by (``Setting``, ``Model``), with OS and
     DFS Harrell's C (mean ± SD over seeds, range), the OS and DFS permutation differences and
     the OS difference with Cox (mean; seeds whose interval lies above 0), and ``seed``'s OS C
     with its rank among the seeds."""
@@ -149,7 +149,7 @@ def seed_table(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                     else f"{mine['estimate']:.3f} ({mine['rank']:g} of {int(mine['n_seeds'])})",
                 }
             )
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).set_index(["Setting", "Model"])
 
 
 def seed_values(rows: pd.DataFrame, meta: dict, seed: int = 0) -> dict[str, str]:

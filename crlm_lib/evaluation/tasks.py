@@ -186,7 +186,8 @@ def run_fits(
     executor: str | ExecutorSpec | None = None,
     log_dir: Path | None = None,
 ) -> list[FitTask]:
-    """Run the unfinished torch fits of ``tasks`` with ``executor``; return those it ran.
+    """Run the unfinished torch fits of ``tasks`` with ``executor`` (None: the profile's,
+    ``Profile.executor``); return those it ran.
 
     Anchors and fits without a run folder are left to the caller (fitted in its process).
     Raises ``executors.ExecutorError`` naming the failed fits, after the others finished.
@@ -197,6 +198,7 @@ def run_fits(
         if t.run_dir is not None and not t.spec.is_anchor and not task_finished(t, cohort, profile)
     ]
     run = partial(_fit_in_worker, cohort=cohort, profile=profile)
+    executor = profile.executor if executor is None else executor
     run_tasks(run, pending, executor, labels=[t.label for t in pending], log_dir=log_dir)
     return pending
 
