@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         tidy.to_csv(root / "cv_over_seeds.csv", index=False)
         out = Path(args.out) if args.out else find_repo_root() / SEED_BENCH_FILE
         meta = provenance_record(
-            args.profile, args.repeats, args.seeds, list(args.settings), args.models
-        )
+            args.profile, args.repeats, args.seeds, list(args.settings), args.models,
+            executor=args.executor,
+        )  # fmt: skip
         write_results(tidy, out, meta)
         print(f"rows: {out}")
         print(summarise_cv(tidy).round(3).to_string())

@@ -231,12 +231,19 @@ def seed_bench_caption_note(meta: dict) -> str:
 
 
 def provenance_record(
-    profile: str, repeats: int | None, seeds: list[int], settings: list[str], models: list[str]
+    profile: str,
+    repeats: int | None,
+    seeds: list[int],
+    settings: list[str],
+    models: list[str],
+    executor: str | None = None,
 ) -> dict:
-    """The provenance :data:`SEED_BENCH_META` holds: the bench's arguments, the current
-    ``RUN_REVISION`` (what trained the runs) and git commit, and the date."""
+    """The provenance :data:`SEED_BENCH_META` holds: the bench's arguments (``executor``: where
+    the fits ran, None for the profile's), the current ``RUN_REVISION`` (what trained the runs)
+    and git commit, and the date."""
     import datetime
 
+    from crlm_lib.config import get_profile
     from crlm_lib.evaluation.runs import RUN_REVISION
     from crlm_lib.provenance import software_record
 
@@ -246,6 +253,7 @@ def provenance_record(
         "seeds": [int(s) for s in seeds],
         "settings": list(settings),
         "models": list(models),
+        "executor": executor or get_profile(profile).executor,
         "run_revision": RUN_REVISION,
         "commit": software_record()["git_commit"],
         "software": software_record(),
