@@ -67,6 +67,14 @@ def test_every_cross_reference_names_an_embedded_float():
     assert missing == [], f"cross-referenced but never embedded in {ARTICLE.name}: {missing}"
 
 
+def test_the_abstract_cross_references_nothing():
+    """The abstract sits in the front matter, where the offline renderer (Typst) resolves no
+    cross-reference: an ``@fig-``/``@tbl-``/``@sec-`` there fails the render."""
+    front = _article_text().split("\n---", 1)[0]
+    abstract = front.split("abstract:", 1)[1]
+    assert re.findall(r"@(?:fig|tbl|sec)-[\w-]+", abstract) == []
+
+
 def test_unreferenced_floats_are_found():
     text = "{{< embed ../nb.ipynb#fig-a >}}\n{{< embed ../nb.ipynb#tbl-b >}}\nSee @fig-a."
     assert unreferenced_floats(text) == ["tbl-b"]
