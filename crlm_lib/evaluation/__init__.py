@@ -13,7 +13,8 @@ name below):
   (:func:`fit_predict_anchor`, :func:`fit_predict_torch`), run identity and stale-run checks,
   cached predictions, reloading (:func:`load_run`, :func:`stored_encoder`);
 - :mod:`~crlm_lib.evaluation.protocols` — the papers' split (:func:`run_paper_protocol`) and
-  repeated stratified CV (:func:`run_cv_protocol`, :class:`CVResult`);
+  repeated stratified CV (:func:`run_cv_protocol`, :class:`CVResult`), their settings
+  (:class:`ProtocolOptions`, :class:`CVOptions`);
 - :mod:`~crlm_lib.evaluation.bootstrap` — the library's one bootstrap engine: every metric of
   a protocol (:func:`bootstrap_scores`, :func:`paired_difference`) and one metric of arrays
   (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
@@ -112,7 +113,9 @@ from crlm_lib.evaluation.prose import (
     tie_values,
 )
 from crlm_lib.evaluation.protocols import (
+    CVOptions,
     CVResult,
+    ProtocolOptions,
     cv_split_ids,
     paper_split_ids,
     pooled_predictions,
@@ -211,7 +214,9 @@ __all__ = [
     "PUBLISHED",
     "RUN_FILES",
     "TRIPOD_AI",
+    "CVOptions",
     "CVResult",
+    "ProtocolOptions",
     "Cohort",
     "EvaluationError",
     "KMByRisk",
