@@ -54,6 +54,7 @@ from crlm_lib.evaluation.appendix import (
 )
 from crlm_lib.evaluation.bench import image_increment
 from crlm_lib.evaluation.bootstrap import (
+    BootstrapOptions,
     BootstrapResult,
     bootstrap_ci,
     bootstrap_scores,
@@ -225,6 +226,7 @@ __all__ = [
     "Split",
     "RunProgress",
     "ablation_specs",
+    "BootstrapOptions",
     "BootstrapResult",
     "ablation_table",
     "as_cohort",
