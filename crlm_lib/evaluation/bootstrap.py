@@ -302,9 +302,10 @@ def paired_difference(
     -------
     DataFrame ``metric, estimate, low, high, n_boot``.
     """
+    opts = with_options(BootstrapOptions, options, changes)
     a = [a_by_repeat] if isinstance(a_by_repeat, pd.DataFrame) else list(a_by_repeat)
     b = [b_by_repeat] if isinstance(b_by_repeat, pd.DataFrame) else list(b_by_repeat)
-    return bootstrap_scores(a, train_outcomes, options, baseline_by_repeat=b, **changes)
+    return bootstrap_scores(a, train_outcomes, opts, baseline_by_repeat=b)
 
 
 # --------------------------------------------------------------------------------------------
