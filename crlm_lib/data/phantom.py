@@ -238,7 +238,7 @@ class Rendered:
     y0_mm: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: no element-wise ==
 class _Grid:
     """Voxel centres of a render (mm, broadcastable: ``x`` ``[1, 1, X]``, ``y`` ``[1, Y, 1]``,
     ``z`` ``[Z, 1, 1]``, float32) and the volume's shape ``(Z, Y, X)``."""
