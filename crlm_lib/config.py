@@ -33,8 +33,10 @@ Everything here is a frozen dataclass: no global mutable state, no environment v
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from crlm_lib.model_registry import CV_MODELS
 
@@ -313,6 +315,55 @@ PAPER = Profile(
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, CPU, PAPER)}
+
+
+_Options = TypeVar("_Options")
+
+
+def with_options(
+    cls: type[_Options], options: _Options | None, changes: Mapping[str, Any]
+) -> _Options:
+    """The options of a call that takes ``options: cls | None = None, **changes``.
+
+    Functions with many settings group them in a frozen dataclass (``ProtocolOptions``,
+    ``PreprocessOptions`` ...) and still accept its fields as keywords, so that
+    ``run_cv_protocol(models, study, seed=1)`` and
+    ``run_cv_protocol(models, study, CVOptions(seed=1))`` are the same call. The keywords
+    override the fields of ``options`` (default ``cls()``) through ``dataclasses.replace``.
+
+    Parameters
+    ----------
+    cls : dataclass type
+        The options type of the function.
+    options : cls, optional
+        Options given as one value (default: ``cls()``, every field at its default).
+    changes : mapping
+        Fields given as keywords; each must be a field of ``cls``.
+
+    Raises
+    ------
+    TypeError
+        For ``options`` that is not exactly a ``cls`` (a subclass's own fields would be
+        ignored without a word), or a keyword that is no field of ``cls`` (the
+        message names it and lists the valid ones).
+
+    Examples
+    --------
+    >>> with_options(SynthConfig, None, {"n_patients": 5}).n_patients
+    5
+    """
+    if options is None:
+        options = cls()
+    elif type(options) is not cls:  # exact: a subclass's own fields would go unread
+        raise TypeError(f"options must be a {cls.__name__}, not {type(options).__name__}")
+    valid = [f.name for f in fields(cls)]
+    unknown = [name for name in changes if name not in valid]
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r}: not a field of {cls.__name__} "
+            f"(valid: {', '.join(valid)})"
+        )
+    return replace(options, **changes) if changes else options
 
 
 def get_profile(name: str | Profile) -> Profile:

@@ -429,6 +429,25 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "",
         *_progress_lines(run_dir, rec),
         *_details(rec, run_dir, name, trained),
+        *_use_sections(run_dir),
+        *_training_sections(rec),
+        *_evaluation_sections(run_dir, results_dir),
+        "## Bias, risks and limitations",
+        "",
+        *_limitations(rec, run_dir),
+        "",
+        "## Ethical considerations",
+        "",
+        *_ethics(rec),
+        "",
+        *_licence_and_citation(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _use_sections(run_dir: Path) -> list[str]:
+    """The card's "How to use" and "Inputs and outputs" sections."""
+    return [
         "## How to use",
         "",
         *_usage(run_dir),
@@ -443,6 +462,13 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "`crlm predict` turns them "
         "into curves with an ensemble band, risk groups, a report and DICOM Parametric Maps.",
         "",
+    ]
+
+
+def _training_sections(rec: dict) -> list[str]:
+    """The card's "Training data" and "Training procedure and hyperparameters" sections, from
+    the run record ``rec``."""
+    return [
         "## Training data",
         "",
         *_data_lines(rec),
@@ -451,6 +477,13 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "",
         *_hyperparameters(rec),
         "",
+    ]
+
+
+def _evaluation_sections(run_dir: Path, results_dir: str | Path | None) -> list[str]:
+    """The card's "Evaluation" section: the run's test split and, from ``results_dir`` when
+    given, the cross-validation of the whole cohort."""
+    return [
         "## Evaluation",
         "",
         "### The run's test split",
@@ -461,17 +494,7 @@ def build_model_card(run_dir: str | Path, results_dir: str | Path | None = None)
         "",
         *_cv_metrics(None if results_dir is None else Path(results_dir)),
         "",
-        "## Bias, risks and limitations",
-        "",
-        *_limitations(rec, run_dir),
-        "",
-        "## Ethical considerations",
-        "",
-        *_ethics(rec),
-        "",
-        *_licence_and_citation(),
     ]
-    return "\n".join(lines) + "\n"
 
 
 def write_model_card(

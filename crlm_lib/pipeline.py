@@ -8,49 +8,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from crlm_lib import atomic
-from crlm_lib.config import Paths, Profile, get_profile, resolve_paths
+from crlm_lib.config import Paths, Profile, get_profile, resolve_paths, with_options
 from crlm_lib.types import Cohort
 
 log = logging.getLogger(__name__)
 
 
-def ensure_data(
-    profile: str | Profile,
-    data_dir: str | Path | None = None,
-    clinical: str | Path | None = None,
-    *,
-    seed: int = 0,
-    n_jobs: int | None = None,
-    verbose: bool = False,
-    show_exclusions: bool = False,
-    lock_timeout_s: float | None = None,
-    root: str | Path | None = None,
-    reuse: bool = True,
-) -> Paths:
-    """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
+@dataclass(frozen=True)
+class DataOptions:
+    """Settings of :func:`ensure_data` (each also a keyword of it).
 
-    The step runs once: at its end ``processed_dir/data_manifest.json`` records the
-    fingerprints of its inputs and outputs (:mod:`crlm_lib.data.manifest`), and a later call
-    with the same request whose inputs and outputs still match reuses them (``crlm notebooks``
-    and every notebook's :func:`load_study` after ``crlm data``) instead of reading every
-    DICOM header and hashing every source file again.
-
-    Parameters
+    Attributes
     ----------
-    profile : str or Profile
-        ``smoke``, ``cpu`` or ``paper``: the synthetic cohort's size and the preprocessing grid.
-    data_dir, clinical : path, optional
-        A real TCIA download and its clinical table. Without them the synthetic cohort of the
-        profile is used (``data/raw/synthetic/<profile>``), written first when missing.
     seed : int
         Seed of the synthetic cohort (ignored for real data).
     n_jobs : int, optional
-        Patients preprocessed in parallel (default: the profile's).
+        Patients synthesised and preprocessed in parallel (default: the profile's).
     verbose : bool
         Print the preprocessing summary (patients done, cached, excluded) and the exclusions.
     show_exclusions : bool
@@ -67,6 +47,44 @@ def ensure_data(
     reuse : bool
         Reuse a finished step whose manifest matches (default). ``False`` runs the whole step
         (``crlm data``): the cache is then checked against the SHA-256 of every source file.
+    """
+
+    seed: int = 0
+    n_jobs: int | None = None
+    verbose: bool = False
+    show_exclusions: bool = False
+    lock_timeout_s: float | None = None
+    root: str | Path | None = None
+    reuse: bool = True
+
+
+def ensure_data(
+    profile: str | Profile,
+    data_dir: str | Path | None = None,
+    clinical: str | Path | None = None,
+    options: DataOptions | None = None,
+    **changes: Any,
+) -> Paths:
+    """Write the synthetic cohort if needed (no ``data_dir``), then preprocess every patient.
+
+    The step runs once: at its end ``processed_dir/data_manifest.json`` records the
+    fingerprints of its inputs and outputs (:mod:`crlm_lib.data.manifest`), and a later call
+    with the same request whose inputs and outputs still match reuses them (``crlm notebooks``
+    and every notebook's :func:`load_study` after ``crlm data``) instead of reading every
+    DICOM header and hashing every source file again.
+
+    Parameters
+    ----------
+    profile : str or Profile
+        ``smoke``, ``cpu`` or ``paper``: the synthetic cohort's size and the preprocessing grid.
+    data_dir, clinical : path, optional
+        A real TCIA download and its clinical table. Without them the synthetic cohort of the
+        profile is used (``data/raw/synthetic/<profile>``), written first when missing.
+    options : DataOptions, optional
+        Seed, processes, printing, lock timeout, work folder and reuse (defaults when omitted).
+    **changes
+        Fields of :class:`DataOptions` as keywords (``seed=5, n_jobs=1``), applied over
+        ``options``; a keyword that is no field raises ``TypeError`` naming the valid ones.
 
     Returns
     -------
@@ -89,47 +107,61 @@ def ensure_data(
     from crlm_lib.data.clinical import load_clinical
     from crlm_lib.data.preprocess import preprocess_cohort
 
+    opts = with_options(DataOptions, options, changes)
     prof = get_profile(profile)
-    paths = resolve_paths(prof, data_dir, clinical, root=root)
-    if reuse and manifest.manifest_matches(paths, prof, seed):
-        log.info("data step of %s reused (%s)", paths.processed_dir, manifest.MANIFEST_NAME)
-        if verbose:
-            print(f"data step reused: inputs unchanged since {manifest.MANIFEST_NAME}")
-        if verbose or show_exclusions:
-            excluded = pd.read_csv(paths.processed_dir / "exclusions.csv", dtype=str)
-            print(format_exclusions(excluded.fillna(""), paths))
+    paths = resolve_paths(prof, data_dir, clinical, root=opts.root)
+    if opts.reuse and manifest.manifest_matches(paths, prof, opts.seed):
+        _report_reused(paths, opts)
         return paths
+    _ensure_source(paths, prof, opts)
+    table = load_clinical(paths.clinical_csv)  # validate before the long step
+    report = preprocess_cohort(
+        paths, prof, n_jobs=opts.n_jobs or prof.n_jobs, lock_timeout_s=opts.lock_timeout_s
+    )
+    check_cohort_not_empty(paths, report)
+    if opts.verbose:
+        print(report["status"].value_counts().to_string())
+    excluded = write_exclusions(paths, table, report)
+    manifest.write_manifest(paths, prof, opts.seed)
+    if opts.verbose or opts.show_exclusions:
+        print(format_exclusions(excluded, paths))
+    return paths
+
+
+def _report_reused(paths: Paths, opts: DataOptions) -> None:
+    """Log (and, as ``opts`` asks, print) that :func:`ensure_data` reused a finished step."""
+    from crlm_lib.data.manifest import MANIFEST_NAME
+
+    log.info("data step of %s reused (%s)", paths.processed_dir, MANIFEST_NAME)
+    if opts.verbose:
+        print(f"data step reused: inputs unchanged since {MANIFEST_NAME}")
+    if opts.verbose or opts.show_exclusions:
+        excluded = pd.read_csv(paths.processed_dir / "exclusions.csv", dtype=str)
+        print(format_exclusions(excluded.fillna(""), paths))
+
+
+def _ensure_source(paths: Paths, prof: Profile, opts: DataOptions) -> None:
+    """The cohort folder of :func:`ensure_data`: the synthetic cohort written (or resumed)
+    when ``paths`` is synthetic, else the real folder and clinical table checked to exist."""
     if paths.synthetic:
         from crlm_lib.data.synthetic import ensure_cohort
 
         ensure_cohort(
             paths.cohort_dir,
             prof.synth.n_patients,
-            seed,
+            opts.seed,
             prof.synth,
-            n_jobs=n_jobs or prof.n_jobs,
-            lock_timeout_s=lock_timeout_s,
-            announce=print if verbose else None,
+            n_jobs=opts.n_jobs or prof.n_jobs,
+            lock_timeout_s=opts.lock_timeout_s,
+            announce=print if opts.verbose else None,
         )
-    else:
-        if not paths.cohort_dir.is_dir():
-            raise FileNotFoundError(f"DATA_DIR {paths.cohort_dir} does not exist")
-        if not paths.clinical_csv.is_file():
-            raise FileNotFoundError(
-                f"clinical table {paths.clinical_csv} does not exist; pass CLINICAL=/path/to/table"
-            )
-    table = load_clinical(paths.clinical_csv)  # validate before the long step
-    report = preprocess_cohort(
-        paths, prof, n_jobs=n_jobs or prof.n_jobs, lock_timeout_s=lock_timeout_s
-    )
-    check_cohort_not_empty(paths, report)
-    if verbose:
-        print(report["status"].value_counts().to_string())
-    excluded = write_exclusions(paths, table, report)
-    manifest.write_manifest(paths, prof, seed)
-    if verbose or show_exclusions:
-        print(format_exclusions(excluded, paths))
-    return paths
+        return
+    if not paths.cohort_dir.is_dir():
+        raise FileNotFoundError(f"DATA_DIR {paths.cohort_dir} does not exist")
+    if not paths.clinical_csv.is_file():
+        raise FileNotFoundError(
+            f"clinical table {paths.clinical_csv} does not exist; pass CLINICAL=/path/to/table"
+        )
 
 
 def check_cohort_not_empty(paths: Paths, report: pd.DataFrame) -> None:

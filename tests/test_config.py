@@ -70,3 +70,49 @@ def test_run_tag_is_the_one_rule_for_synthetic_and_real_folders(tmp_path: Path):
     real = config.resolve_paths("cpu", data_dir=tmp_path / "tcia", root=tmp_path)
     assert real.results_dir.name == real.processed_dir.name == "cpu-real"
     assert config.resolve_paths("cpu", root=tmp_path).runs_dir.name == "cpu"
+
+
+def test_with_options_applies_keywords_and_names_the_valid_ones():
+    synth = config.SynthConfig(n_patients=7)
+    assert config.with_options(config.SynthConfig, None, {}) == config.SynthConfig()
+    assert config.with_options(config.SynthConfig, synth, {}) is synth
+    changed = config.with_options(config.SynthConfig, synth, {"matrix": 32})
+    assert (changed.n_patients, changed.matrix, synth.matrix) == (
+        7,
+        32,
+        config.SynthConfig().matrix,
+    )
+    with pytest.raises(TypeError, match=r"'n_patient'.*SynthConfig.*valid: n_patients"):
+        config.with_options(config.SynthConfig, None, {"n_patient": 3})
+    with pytest.raises(TypeError, match="options must be a SynthConfig, not EvalConfig"):
+        config.with_options(config.SynthConfig, config.EvalConfig(), {})
+
+
+def _options_functions():
+    """Every public function that takes ``options`` plus its fields as keywords."""
+    import crlm_lib.evaluation as ev
+    from crlm_lib import explain, metrics, pipeline
+    from crlm_lib.data import preprocess
+
+    return {
+        "run_paper_protocol": lambda **kw: ev.run_paper_protocol([], None, **kw),
+        "run_cv_protocol": lambda **kw: ev.run_cv_protocol([], None, **kw),
+        "bootstrap_scores": lambda **kw: ev.bootstrap_scores(None, **kw),
+        "paired_difference": lambda **kw: ev.paired_difference(None, None, **kw),
+        "preprocess_cohort": lambda **kw: preprocess.preprocess_cohort(None, None, **kw),
+        "ensure_data": lambda **kw: pipeline.ensure_data("smoke", **kw),
+        "clinical_shap": lambda **kw: explain.clinical_shap(None, [], None, [], **kw),
+        "kernel_shap_check": lambda **kw: explain.kernel_shap_check(None, None, [], None, **kw),
+        "survival_metrics": lambda **kw: metrics.survival_metrics(*[None] * 6, **kw),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_options_functions()))
+def test_options_keywords_are_checked_before_any_work(name):
+    """A misspelt setting is refused by name, with the valid ones, before the function reads
+    its inputs (here: none at all); so is an options object of another type."""
+    call = _options_functions()[name]
+    with pytest.raises(TypeError, match=r"'sed': not a field of \w+Options \(valid: \w+, "):
+        call(sed=1)
+    with pytest.raises(TypeError, match="options must be a"):
+        call(options=config.SynthConfig())

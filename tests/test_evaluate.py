@@ -253,6 +253,13 @@ def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
     cached = ev.paired_difference(a, b, None, n_boot=30, seed=1, metric_fn=metric, cache=memo)
     assert len(calls) == before  # every replicate value came from the per-model passes
     pd.testing.assert_frame_equal(plain, cached)
+    # the same settings as one BootstrapOptions value; keywords override its fields
+    opts = ev.BootstrapOptions(n_boot=30, seed=1, metric_fn=metric)
+    pd.testing.assert_frame_equal(ev.paired_difference(a, b, None, opts), plain)
+    other = ev.paired_difference(a, b, None, opts, seed=2)
+    reseeded = ev.BootstrapOptions(n_boot=30, seed=2, metric_fn=metric)
+    pd.testing.assert_frame_equal(other, ev.paired_difference(a, b, None, reseeded))
+    assert not other[["low", "high"]].equals(plain[["low", "high"]])
 
 
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():

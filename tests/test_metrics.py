@@ -203,6 +203,8 @@ def test_uno_excludes_deaths_at_the_horizon():
     surv = np.tile(np.linspace(0.9, 0.3, 12), (6, 1))
     res = M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv, horizons=(3,))
     assert res["c_uno"] == pytest.approx(1.0)  # the discordant death at 5.0 is not counted
+    opts = M.SurvivalMetricOptions(horizons=(3,))
+    assert M.survival_metrics(t_tr, e_tr, t_te, e_te, risk, surv, opts) == res
     y_tr, y_te = (
         Surv.from_arrays(e_tr.astype(bool), t_tr),
         Surv.from_arrays(e_te.astype(bool), t_te),

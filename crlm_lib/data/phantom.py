@@ -238,6 +238,30 @@ class Rendered:
     y0_mm: float
 
 
+@dataclass(frozen=True, eq=False)  # arrays: no element-wise ==
+class _Grid:
+    """Voxel centres of a render (mm, broadcastable: ``x`` ``[1, 1, X]``, ``y`` ``[1, Y, 1]``,
+    ``z`` ``[Z, 1, 1]``, float32) and the volume's shape ``(Z, Y, X)``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    shape: tuple[int, int, int]
+
+    def ellipsoid(self, centre, axes) -> np.ndarray:
+        """Voxels inside the axis-aligned ellipsoid (mm; broadcast shape)."""
+        return (
+            ((self.x - centre[0]) / axes[0]) ** 2
+            + ((self.y - centre[1]) / axes[1]) ** 2
+            + ((self.z - centre[2]) / axes[2]) ** 2
+        ) <= 1.0
+
+    def cylinder(self, cx, cy, rx, ry) -> np.ndarray:
+        """Voxels inside the elliptic cylinder along z (mm), ``[Z, Y, X]``."""
+        x, y = self.x, self.y
+        return np.broadcast_to(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0, self.shape)
+
+
 def render(
     anat: Anatomy,
     matrix: int,
@@ -246,6 +270,10 @@ def render(
     rng: np.random.Generator,
 ) -> Rendered:
     """Render the phantom on a ``[len(z_mm), matrix, matrix]`` grid centred on x = y = 0.
+
+    In order: the body outside the liver (:func:`_body_hu`), the liver and its vessels
+    (:func:`_liver_and_vessels`), the tumours (:func:`_tumours`), then smoothing and the
+    noise drawn from ``rng`` (:func:`_blur_and_noise`).
 
     Parameters
     ----------
@@ -262,50 +290,70 @@ def render(
     dx = float(pixel_spacing_mm)
     x0 = -(matrix - 1) / 2.0 * dx
     y0 = x0
-    x = (x0 + dx * np.arange(matrix, dtype=np.float32))[None, None, :]
-    y = (y0 + dx * np.arange(matrix, dtype=np.float32))[None, :, None]
     z = np.asarray(z_mm, dtype=np.float32)[:, None, None]
-    shape = (z.shape[0], matrix, matrix)
+    grid = _Grid(
+        x=(x0 + dx * np.arange(matrix, dtype=np.float32))[None, None, :],
+        y=(y0 + dx * np.arange(matrix, dtype=np.float32))[None, :, None],
+        z=z,
+        shape=(z.shape[0], matrix, matrix),
+    )
+    hu = _body_hu(grid, anat)
+    masks = _liver_and_vessels(grid, anat, hu)
+    lesions, any_tumour = _tumours(grid, anat, hu, masks["liver"])
+    side = np.broadcast_to(grid.x > anat.split_x_mm, grid.shape)
+    rem_side = side if anat.remnant_lobe == "left" else ~side
+    masks["remnant"] = masks["liver"] & rem_side & ~any_tumour
+    hu = _blur_and_noise(hu, anat.noise_hu, rng)
+    order = ("liver", "remnant", "hepatic", "portal")
+    return Rendered(hu, {k: masks[k] for k in order}, lesions, np.asarray(z_mm, float), x0, y0)
 
-    def ellipsoid(centre, axes):
-        return (
-            ((x - centre[0]) / axes[0]) ** 2
-            + ((y - centre[1]) / axes[1]) ** 2
-            + ((z - centre[2]) / axes[2]) ** 2
-        ) <= 1.0
 
-    def cylinder(cx, cy, rx, ry):
-        return np.broadcast_to(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0, shape)
-
+def _body_hu(grid: _Grid, anat: Anatomy) -> np.ndarray:
+    """HU of everything but the liver: air, fat, soft tissue, spine, aorta, kidneys and
+    spleen (float32 ``[Z, Y, X]``)."""
     A, B = anat.body_axes_mm
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    hu[cylinder(0.0, 0.0, A, B)] = -100.0
-    hu[cylinder(0.0, 0.0, A - anat.fat_mm, B - anat.fat_mm)] = 40.0
+    hu = np.full(grid.shape, -1000.0, dtype=np.float32)
+    hu[grid.cylinder(0.0, 0.0, A, B)] = -100.0
+    hu[grid.cylinder(0.0, 0.0, A - anat.fat_mm, B - anat.fat_mm)] = 40.0
     spine_y = 0.55 * B
-    hu[cylinder(0.0, spine_y, 22.0, 18.0)] = 700.0
-    hu[cylinder(0.0, spine_y, 19.0, 15.0)] = 250.0
-    hu[cylinder(0.0, spine_y + 32.0, 7.0, 14.0)] = 500.0
-    hu[cylinder(22.0, spine_y - 30.0, 11.0, 11.0)] = 170.0  # aorta
+    hu[grid.cylinder(0.0, spine_y, 22.0, 18.0)] = 700.0
+    hu[grid.cylinder(0.0, spine_y, 19.0, 15.0)] = 250.0
+    hu[grid.cylinder(0.0, spine_y + 32.0, 7.0, 14.0)] = 500.0
+    hu[grid.cylinder(22.0, spine_y - 30.0, 11.0, 11.0)] = 170.0  # aorta
     zc = anat.liver_centre_mm[2]
     for side in (-1.0, 1.0):
-        hu[ellipsoid((side * 65.0, spine_y - 5.0, zc - 70.0), (28.0, 22.0, 50.0))] = 150.0
-    hu[ellipsoid(anat.spleen_centre_mm, (35.0, 45.0, 55.0))] = 115.0
+        hu[grid.ellipsoid((side * 65.0, spine_y - 5.0, zc - 70.0), (28.0, 22.0, 50.0))] = 150.0
+    hu[grid.ellipsoid(anat.spleen_centre_mm, (35.0, 45.0, 55.0))] = 115.0
+    return hu
 
-    liver = ellipsoid(anat.liver_centre_mm, anat.liver_axes_mm)
-    liver = np.broadcast_to(liver, shape).copy()
+
+def _liver_and_vessels(grid: _Grid, anat: Anatomy, hu: np.ndarray) -> dict[str, np.ndarray]:
+    """Paint the liver and its portal and hepatic veins into ``hu`` (in place); their masks
+    (``liver``, and each vessel tree inside the liver) as bool ``[Z, Y, X]``."""
+    liver = np.broadcast_to(grid.ellipsoid(anat.liver_centre_mm, anat.liver_axes_mm), grid.shape)
+    liver = liver.copy()
     hu[liver] = anat.liver_hu
     masks: dict[str, np.ndarray] = {"liver": liver}
     for name, segs in vessel_segments(anat).items():
-        tube = np.zeros(shape, dtype=bool)
+        tube = np.zeros(grid.shape, dtype=bool)
         for a, b, r in segs:
-            tube |= _segment_dist2(x, y, z, a, b) <= r * r
+            tube |= _segment_dist2(grid.x, grid.y, grid.z, a, b) <= r * r
         hu[tube] = 170.0 if name == "portal" else 160.0
         masks[name] = tube & liver
+    return masks
+
+
+def _tumours(
+    grid: _Grid, anat: Anatomy, hu: np.ndarray, liver: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Paint the tumours into ``hu`` (in place: an 85 HU rim, the patient's ``tumour_hu``
+    inside, a darker core in those over 20 mm of radius); each tumour's mask and their union."""
+    shape = grid.shape
     lesions: list[np.ndarray] = []
     any_tumour = np.zeros(shape, dtype=bool)
     for t in anat.tumours:
         cx, cy, cz = t.centre_mm
-        d2 = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2
+        d2 = (grid.x - cx) ** 2 + (grid.y - cy) ** 2 + (grid.z - cz) ** 2
         sphere = np.broadcast_to(d2 <= t.radius_mm**2, shape) & liver
         if not sphere.any():
             # Partial volume: a tumour smaller than a voxel of a coarse grid (the smoke profile's
@@ -319,13 +367,13 @@ def render(
             hu[sphere & (d2 <= (0.5 * t.radius_mm) ** 2)] = anat.tumour_hu - 25.0
         lesions.append(sphere.copy())
         any_tumour |= sphere
-    side = np.broadcast_to(x > anat.split_x_mm, shape)
-    rem_side = side if anat.remnant_lobe == "left" else ~side
-    masks["remnant"] = liver & rem_side & ~any_tumour
+    return lesions, any_tumour
 
+
+def _blur_and_noise(hu: np.ndarray, noise_hu: float, rng: np.random.Generator) -> np.ndarray:
+    """The scanner's blur and in-plane correlated noise of SD ``noise_hu`` (drawn from
+    ``rng``), rounded to int16 HU in [-1024, 3071]."""
     hu = ndimage.gaussian_filter(hu, sigma=(0.4, 0.8, 0.8), mode="nearest")
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), (0, 0.7, 0.7))
-    noise *= anat.noise_hu / max(float(noise.std()), 1e-6)
-    hu = np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
-    order = ("liver", "remnant", "hepatic", "portal")
-    return Rendered(hu, {k: masks[k] for k in order}, lesions, np.asarray(z_mm, float), x0, y0)
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0, 0.7, 0.7))
+    noise *= noise_hu / max(float(noise.std()), 1e-6)
+    return np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)

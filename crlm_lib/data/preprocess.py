@@ -54,8 +54,9 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ from scipy import ndimage
 from skimage import exposure, measure, morphology
 
 from crlm_lib import atomic
-from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile
+from crlm_lib.config import MASK_NAMES, Paths, PreprocessConfig, Profile, with_options
 from crlm_lib.data import dicom
 from crlm_lib.data.clahe import clahe_slices
 from crlm_lib.data.lesions import lesion_features, mask_bounding_box
@@ -807,18 +808,49 @@ def cache_lock(out_dir: str | Path, timeout_s: float | None = None) -> Iterator[
         yield
 
 
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """How :func:`preprocess_cohort` runs (which patients, how many processes, which reader);
+    what it computes is ``profile.preprocess``. Every field is also a keyword of
+    :func:`preprocess_cohort`.
+
+    Attributes
+    ----------
+    n_jobs : int
+        Patients preprocessed in parallel (``<= 1``: in this process).
+    ids : sequence of str, optional
+        Restrict to these patients (default: every patient of the cohort folder).
+    clahe_mode : {"2d", "3d"}
+        CLAHE slice by slice (the papers') or on the volume.
+    progress : bool
+        Show a progress bar.
+    mp_context : str
+        Multiprocessing start method of the worker processes.
+    worker : callable
+        Per-patient function (:func:`process_one`); a hook for tests.
+    lock_timeout_s : float, optional
+        Longest wait (seconds) for another run's lock (``None``: wait until it finishes).
+    source : DicomSource, optional
+        The export's reader (default :func:`crlm_lib.data.dicom.source_for` of the cohort
+        folder: its own ``label_map.json`` when it has one, else the TCIA labels). A label map
+        other than the TCIA one enters the settings hash.
+    """
+
+    n_jobs: int = 2
+    ids: Sequence[str] | None = None
+    clahe_mode: str = "2d"
+    progress: bool = True
+    mp_context: str = "spawn"
+    worker: Callable[..., dict] = process_one
+    lock_timeout_s: float | None = None
+    source: dicom.DicomSource | None = None
+
+
 def preprocess_cohort(
     paths: Paths,
     profile: Profile,
-    n_jobs: int = 2,
-    ids: Sequence[str] | None = None,
-    clahe_mode: str = "2d",
-    progress: bool = True,
-    mp_context: str = "spawn",
-    worker: Callable[..., dict] = process_one,
-    lock_timeout_s: float | None = None,
-    *,
-    source: dicom.DicomSource | None = None,
+    options: PreprocessOptions | None = None,
+    **changes: Any,
 ) -> pd.DataFrame:
     """Preprocess every patient of ``paths.cohort_dir`` into ``paths.processed_dir``.
 
@@ -839,21 +871,13 @@ def preprocess_cohort(
     paths : Paths
     profile : Profile or str
         Supplies ``profile.preprocess``.
-    n_jobs : int
-    ids : sequence of str, optional
-        Restrict to these patients.
-    clahe_mode : {"2d", "3d"}
-    progress : bool
-    mp_context : str
-        Multiprocessing start method.
-    worker : callable
-        Per-patient function (``process_one``); a hook for tests.
-    lock_timeout_s : float, optional
-        Longest wait for another run's lock (``None``: wait until it finishes).
-    source : DicomSource, optional
-        The export's reader (default :func:`crlm_lib.data.dicom.source_for` of the cohort
-        folder: its own ``label_map.json`` when it has one, else the TCIA labels). A label map
-        other than the TCIA one enters the settings hash.
+    options : PreprocessOptions, optional
+        Processes, patients, CLAHE mode, progress bar, start method, worker, lock timeout
+        and reader (defaults when omitted).
+    **changes
+        Fields of :class:`PreprocessOptions` as keywords (``n_jobs=1, progress=False``),
+        applied over ``options``; a keyword that is no field raises ``TypeError`` naming the
+        valid ones.
 
     Returns
     -------
@@ -871,14 +895,13 @@ def preprocess_cohort(
     PreprocessLocked
         When ``lock_timeout_s`` passed while another run held the lock.
     """
-    cfg = profile.preprocess
+    opts = with_options(PreprocessOptions, options, changes)
     out_dir = Path(paths.processed_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = dicom.source_for(paths.cohort_dir) if source is None else source
-    with cache_lock(out_dir, lock_timeout_s):
-        return _preprocess_locked(
-            paths, cfg, out_dir, n_jobs, ids, (clahe_mode, source), progress, mp_context, worker
-        )
+    if opts.source is None:
+        opts = replace(opts, source=dicom.source_for(paths.cohort_dir))
+    with cache_lock(out_dir, opts.lock_timeout_s):
+        return _preprocess_locked(paths, profile.preprocess, out_dir, opts)
 
 
 #: Columns of ``report.csv``, in order.
@@ -886,20 +909,21 @@ REPORT_COLUMNS = ("patient_id", "status", "reason", "centre_method", "warnings",
 
 
 def _preprocess_locked(
-    paths, cfg, out_dir, n_jobs, ids, reading, progress, mp_context, worker
+    paths: Paths, cfg: PreprocessConfig, out_dir: Path, opts: PreprocessOptions
 ) -> pd.DataFrame:
-    """The body of :func:`preprocess_cohort`, run with the cache lock held; ``reading`` is
-    ``(clahe_mode, source)``."""
-    clahe_mode, source = reading
+    """The body of :func:`preprocess_cohort`, run with the cache lock held (``opts.source``
+    resolved)."""
+    clahe_mode, source = opts.clahe_mode, opts.source
     remove_stale_temps(out_dir)
     digest = settings_hash(cfg, clahe_mode, source.label_map)
-    refs = _select_refs(paths.cohort_dir, ids, source)
+    refs = _select_refs(paths.cohort_dir, opts.ids, source)
     settings = settings_json(cfg, clahe_mode, source.label_map)
     rows, todo, rebuilt = _plan(refs, out_dir, digest, settings)
     jobs = [(ref, cfg, out, digest, clahe_mode, source) for ref, out in todo]
     done, broken = run_jobs(
-        worker, jobs, n_jobs, desc="preprocess", progress=progress, mp_context=mp_context
-    )
+        opts.worker, jobs, opts.n_jobs, desc="preprocess", progress=opts.progress,
+        mp_context=opts.mp_context,
+    )  # fmt: skip
     for row in done:
         pid = row["patient_id"]
         if pid in rebuilt and row.get("status") == "done":

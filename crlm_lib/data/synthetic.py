@@ -625,12 +625,27 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
     CT shows it (:attr:`phantom.Anatomy.tumour_hu`). The outcome model reads the table's Fong
     criteria as recorded (see :func:`linear_predictors`).
 
-    Long on purpose: the draws from ``rng`` happen in this exact order, which fixes the cohort
-    of every seed (and the golden tests); one flat list of draws keeps that order visible,
-    where helpers would hide it.
+    One generator ``default_rng([seed, index, 0])`` draws everything, in this order, which
+    fixes the cohort of every seed (and the golden tests): the patient and the primary tumour
+    (:func:`_draw_history`), the liver disease, its treatment and the anatomy
+    (:func:`_draw_liver_disease`), the pathology and the missing entries
+    (:func:`_draw_pathology`), then the tumours' attenuation and the clinic's reading of the
+    CT (:func:`_draw_reading`). Each helper lists its own draws in order; the table row and the
+    covariates are then computed without drawing.
     """
     rng = np.random.default_rng([seed, index, 0])
     pid = patient_id(index)
+    v = _draw_history(rng)
+    v |= _draw_liver_disease(rng, v)
+    v |= _draw_pathology(rng, v)
+    v |= _draw_reading(rng, v["anatomy"], v["iq"])
+    return PatientSpec(pid, index, _covariates(v), _table_row(pid, v), v["anatomy"])
+
+
+def _draw_history(rng: np.random.Generator) -> dict:
+    """Draws, in order: age, sex, BMI, major comorbidity, node-positive primary, the latent
+    tumour burden, synchronous metastases, extrahepatic disease, CEA (ng/mL, rounded to 0.1 as
+    the table records it, so CEA > 200 is the table's criterion)."""
     age = float(np.clip(rng.normal(61, 11), 30, 88))
     sex = 1 if rng.uniform() < 0.57 else 2
     bmi = float(np.clip(rng.normal(27.5, 5.0), 16, 50))
@@ -640,7 +655,19 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
     sync = int(rng.uniform() < _expit(np.log(0.45 / 0.55) + BURDEN_LOGIT * burden))
     extra = int(rng.uniform() < 0.10)
     cea = float(np.exp(rng.normal(np.log(CEA_MEDIAN), CEA_LOG_SD) + 0.5 * BURDEN_LOGIT * burden))
-    cea = round(cea, 1)  # as the table records it (so CEA > 200 is the table's criterion)
+    return {
+        "age": age, "sex": sex, "bmi": bmi, "comorb": comorb, "node": node, "burden": burden,
+        "sync": sync, "extra": extra, "cea": round(cea, 1),
+    }  # fmt: skip
+
+
+def _draw_liver_disease(rng: np.random.Generator, v: dict) -> dict:
+    """Draws, in order: the number of tumours, the largest diameter (cm), the others'
+    diameters and every tumour's lobe, chemotherapy, steatosis, the NAS score, sinusoidal
+    dilatation, the response to chemotherapy, the phantom's fat attenuation and its anatomy
+    (:func:`phantom.sample_anatomy`), portal vein embolisation (likelier with a small remnant,
+    read from the anatomy's image quantities ``iq``)."""
+    burden = v["burden"]
     p_single = _expit(np.log(_N_TUMOUR_P[0] / (1 - _N_TUMOUR_P[0])) - BURDEN_LOGIT * burden)
     rest = _N_TUMOUR_P[1:] / _N_TUMOUR_P[1:].sum()
     n_t = 1 if rng.uniform() < p_single else int(rng.choice(len(rest), p=rest)) + 2
@@ -653,20 +680,41 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
     )
     diam = [d_max] + [max(0.8, d_max * float(rng.uniform(0.3, 1.0))) for _ in range(n_t - 1)]
     lobes = ["right" if rng.uniform() < 0.72 else "left" for _ in range(n_t)]
-    chemo = int(rng.uniform() < (0.45 + 0.25 * sync + 0.15 * (n_t > 1)))
-    steat = int(rng.uniform() < 1 / (1 + np.exp(-(-0.9 + 0.12 * (bmi - 27.5) + 0.6 * chemo))))
+    chemo = int(rng.uniform() < (0.45 + 0.25 * v["sync"] + 0.15 * (n_t > 1)))
+    steat = int(rng.uniform() < 1 / (1 + np.exp(-(-0.9 + 0.12 * (v["bmi"] - 27.5) + 0.6 * chemo))))
     nas = int(1 + rng.binomial(5, 0.35)) if steat else int(rng.binomial(2, 0.2))
     sinus = int(rng.uniform() < 0.15 + 0.30 * chemo)
     response = float(rng.beta(2, 3)) if chemo else 0.0
     anat = phantom.sample_anatomy(rng, diam, lobes, bool(steat), float(rng.uniform(-400, -100)))
     iq = phantom.image_quantities(anat)
     pve = int(rng.uniform() < (0.5 if iq["remnant_fraction"] < 0.3 else 0.03))
-    fibrosis = float(np.clip(100 * response * rng.uniform(0.5, 1.0), 0, 100)) if chemo else -1
+    return {
+        "chemo": chemo, "steat": steat, "nas": nas, "sinus": sinus, "response": response,
+        "anatomy": anat, "iq": iq, "pve": pve,
+    }  # fmt: skip
+
+
+def _draw_pathology(rng: np.random.Generator, v: dict) -> dict:
+    """Draws, in order: fibrosis (%, after chemotherapy only), necrosis (%), mucin (%), and
+    whether CEA, BMI and the NAS score are missing from the table (realistic missingness in
+    non-outcome predictors; the Fong score goes missing with CEA)."""
+    chemo = v["chemo"]
+    fibrosis = float(np.clip(100 * v["response"] * rng.uniform(0.5, 1.0), 0, 100)) if chemo else -1
     necrosis = round(100 * float(rng.beta(2, 3)))
     mucin = round(100 * float(rng.beta(0.3, 4)))
-    # realistic missingness in non-outcome predictors (the Fong score goes missing with CEA)
     miss_cea, miss_bmi, miss_nas = (bool(rng.uniform() < p) for p in (0.05, 0.04, 0.05))
-    # image-only attenuation phenotype, and the clinic's measurement of the tumours
+    return {
+        "fibrosis": fibrosis, "necrosis": necrosis, "mucin": mucin, "miss_cea": miss_cea,
+        "miss_bmi": miss_bmi, "miss_nas": miss_nas,
+    }  # fmt: skip
+
+
+def _draw_reading(rng: np.random.Generator, anat: phantom.Anatomy, iq: dict) -> dict:
+    """Draws, in order: the image-only attenuation phenotype ``z`` (the anatomy's
+    ``tumour_hu``), the size measurement's error, and whether each tumour other than the
+    largest is detected. Returns the anatomy with its tumour attenuation, ``z_att`` and the
+    clinic's reading: the largest size measured and rounded (cm), multiple and bilobar disease
+    as read."""
     z_att = float(rng.normal())
     anat = replace(
         anat,
@@ -684,64 +732,77 @@ def sample_patient(seed: int, index: int) -> PatientSpec:
         SIZE_ROUND_CM,
         SIZE_ROUND_CM * round(iq["max_diameter_cm"] * np.exp(size_error) / SIZE_ROUND_CM),
     )
-    multiple = int(len(seen) > 1)
-    bilobar_read = int(len({t.lobe for t in seen}) > 1)
-    cov = {
-        "node_positive_primary": node,
-        "synchronous_crlm": sync,
-        "multiple_metastases": multiple,
-        "cea": cea,
-        "max_diameter_cm": max_d,
-        "extrahep_disease": extra,
-        "major_comorbidity": comorb,
-        "steatosis": steat,
-        "nash_ge4": int(nas >= 4),
-        "chemo": chemo,
-        "response": response,
-        "age": age,
+    return {
+        "anatomy": anat, "z_att": z_att, "max_d": max_d, "multiple": int(len(seen) > 1),
+        "bilobar_read": int(len({t.lobe for t in seen}) > 1),
+    }  # fmt: skip
+
+
+def _covariates(v: dict) -> dict:
+    """The generator's truth of one patient (what the outcome model reads) from its draws."""
+    iq = v["iq"]
+    return {
+        "node_positive_primary": v["node"],
+        "synchronous_crlm": v["sync"],
+        "multiple_metastases": v["multiple"],
+        "cea": v["cea"],
+        "max_diameter_cm": v["max_d"],
+        "extrahep_disease": v["extra"],
+        "major_comorbidity": v["comorb"],
+        "steatosis": v["steat"],
+        "nash_ge4": int(v["nas"] >= 4),
+        "chemo": v["chemo"],
+        "response": v["response"],
+        "age": v["age"],
         **{k: iq[k] for k in ("tumour_volume_ml", "n_tumours", "bilobar", "remnant_fraction")},
-        "tumour_attenuation_z": z_att,
+        "tumour_attenuation_z": v["z_att"],
     }
-    fong = node + sync + multiple + int(cea > 200) + int(max_d > 5)
+
+
+def _table_row(pid: str, v: dict) -> dict:
+    """The clinical table's row of one patient from its draws: the clinic's record, with
+    ``MISSING_CODE`` (-999) where it is missing."""
+    chemo, nas, fibrosis = v["chemo"], v["nas"], v["fibrosis"]
+    fong = v["node"] + v["sync"] + v["multiple"] + int(v["cea"] > 200) + int(v["max_d"] > 5)
     row: dict = {
         "Patient-ID": pid,
         "De-identify Scout Name": phi_markers(pid)["De-identify Scout Name"],
-        "age": round(age),
-        "sex": sex,
-        "major_comorbidity": comorb,
-        "body_mass_index": round(bmi, 1),
-        "node_positive_primary": node,
-        "synchronous_crlm": sync,
-        "multiple_metastases": multiple,
+        "age": round(v["age"]),
+        "sex": v["sex"],
+        "major_comorbidity": v["comorb"],
+        "body_mass_index": round(v["bmi"], 1),
+        "node_positive_primary": v["node"],
+        "synchronous_crlm": v["sync"],
+        "multiple_metastases": v["multiple"],
         "clinrisk_score": fong,
         "clinrisk_stratified": int(fong >= 3),
-        "carcinoembryonic_antigen": cea,
-        "max_tumor_size": max_d,
-        "bilobar_disease": bilobar_read,
-        "extrahep_disease": extra,
+        "carcinoembryonic_antigen": v["cea"],
+        "max_tumor_size": v["max_d"],
+        "bilobar_disease": v["bilobar_read"],
+        "extrahep_disease": v["extra"],
         "chemo_before_liver_resection": chemo,
-        "preoperative_pve": pve,
-        "steatosis_yesno": steat,
-        "presence_sinusoidal_dilata": sinus,
+        "preoperative_pve": v["pve"],
+        "steatosis_yesno": v["steat"],
+        "presence_sinusoidal_dilata": v["sinus"],
         "NASH_score": nas,
         "NASH_yesno": int(nas >= 3),
         "NASH_greater_4": int(nas >= 4),
-        "total_response_percent": round(100 * response) if chemo else MISSING_CODE,
-        "necrosis_percent": necrosis,
+        "total_response_percent": round(100 * v["response"]) if chemo else MISSING_CODE,
+        "necrosis_percent": v["necrosis"],
         "fibrosis_percent": round(fibrosis) if chemo else MISSING_CODE,
         "fibrosis_greater_40_percent": int(fibrosis > 40) if chemo else MISSING_CODE,
-        "mucin_percent": mucin,
+        "mucin_percent": v["mucin"],
         "relevant_notes": "synthetic patient",
     }
-    if miss_cea:
+    if v["miss_cea"]:
         row["carcinoembryonic_antigen"] = MISSING_CODE
         row["clinrisk_score"] = MISSING_CODE
         row["clinrisk_stratified"] = MISSING_CODE
-    if miss_bmi:
+    if v["miss_bmi"]:
         row["body_mass_index"] = MISSING_CODE
-    if miss_nas:
+    if v["miss_nas"]:
         row["NASH_score"] = MISSING_CODE
-    return PatientSpec(pid, index, cov, row, anat)
+    return row
 
 
 def _expit(x: float) -> float:

@@ -13,7 +13,8 @@ name below):
   (:func:`fit_predict_anchor`, :func:`fit_predict_torch`), run identity and stale-run checks,
   cached predictions, reloading (:func:`load_run`, :func:`stored_encoder`);
 - :mod:`~crlm_lib.evaluation.protocols` — the papers' split (:func:`run_paper_protocol`) and
-  repeated stratified CV (:func:`run_cv_protocol`, :class:`CVResult`);
+  repeated stratified CV (:func:`run_cv_protocol`, :class:`CVResult`), their settings
+  (:class:`ProtocolOptions`, :class:`CVOptions`);
 - :mod:`~crlm_lib.evaluation.bootstrap` — the library's one bootstrap engine: every metric of
   a protocol (:func:`bootstrap_scores`, :func:`paired_difference`) and one metric of arrays
   (:func:`bootstrap_ci`, :func:`paired_bootstrap_diff`);
@@ -53,6 +54,7 @@ from crlm_lib.evaluation.appendix import (
 )
 from crlm_lib.evaluation.bench import image_increment
 from crlm_lib.evaluation.bootstrap import (
+    BootstrapOptions,
     BootstrapResult,
     bootstrap_ci,
     bootstrap_scores,
@@ -112,7 +114,9 @@ from crlm_lib.evaluation.prose import (
     tie_values,
 )
 from crlm_lib.evaluation.protocols import (
+    CVOptions,
     CVResult,
+    ProtocolOptions,
     cv_split_ids,
     paper_split_ids,
     pooled_predictions,
@@ -211,7 +215,9 @@ __all__ = [
     "PUBLISHED",
     "RUN_FILES",
     "TRIPOD_AI",
+    "CVOptions",
     "CVResult",
+    "ProtocolOptions",
     "Cohort",
     "EvaluationError",
     "KMByRisk",
@@ -220,6 +226,7 @@ __all__ = [
     "Split",
     "RunProgress",
     "ablation_specs",
+    "BootstrapOptions",
     "BootstrapResult",
     "ablation_table",
     "as_cohort",

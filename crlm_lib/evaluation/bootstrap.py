@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +43,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from crlm_lib.concordance import antolini_c
+from crlm_lib.config import with_options
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.metrics import MetricWarning
 from crlm_lib.types import PATIENT_ID, Predictions
@@ -164,16 +166,45 @@ def _aligned(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
     return [f.sort_values(PATIENT_ID, kind="mergesort").reset_index(drop=True) for f in frames]
 
 
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """Settings of :func:`bootstrap_scores` and :func:`paired_difference` (both also take
+    every field as a keyword).
+
+    Attributes
+    ----------
+    n_boot : int
+        Bootstrap replicates.
+    seed : int
+        Seed of the patient draws (:func:`draws`).
+    alpha : float
+        1 - confidence level of the percentile interval.
+    metric_fn : callable, optional
+        ``metric_fn(pred, train_outcomes) -> dict`` (default :func:`head_metrics`).
+    desc : str, optional
+        Label of a progress bar over the replicates (none when omitted).
+    cache : dict, optional
+        Memo of ``metric_fn`` values keyed by (frame content, draw). Calls that share a
+        ``cache`` must share ``metric_fn``, ``train_outcomes`` and ``seed``: then the paired
+        differences reuse the replicate values that the per-model pass computed (the same
+        seed gives the same draws), which makes them nearly free.
+    """
+
+    n_boot: int = 1000
+    seed: int = 0
+    alpha: float = 0.05
+    metric_fn: MetricFn | None = None
+    desc: str | None = None
+    cache: dict | None = None
+
+
 def bootstrap_scores(
     frames_by_repeat: Sequence[pd.DataFrame] | pd.DataFrame,
     train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    metric_fn: MetricFn | None = None,
+    options: BootstrapOptions | None = None,
+    *,
     baseline_by_repeat: Sequence[pd.DataFrame] | None = None,
-    desc: str | None = None,
-    cache: dict | None = None,
+    **changes: Any,
 ) -> pd.DataFrame:
     """Estimate and percentile bootstrap CI of every metric (or of a paired difference).
 
@@ -185,18 +216,15 @@ def bootstrap_scores(
     train_outcomes : DataFrame or mapping, optional
         Training outcomes for the IPCW censoring distribution (default: each frame itself);
         a ``{(repeat, fold): outcomes}`` mapping for pooled CV predictions (per-fold IPCW).
-    n_boot, seed, alpha
-        Replicates, seed, 1 - confidence level.
-    metric_fn : callable, optional
-        ``metric_fn(pred, train_outcomes) -> dict`` (default :func:`head_metrics`).
+    options : BootstrapOptions, optional
+        Replicates, seed, alpha, metric function, progress label and memo (defaults when
+        omitted).
     baseline_by_repeat : list of DataFrames, optional
         When given, the quantity is ``metric(model) - metric(baseline)`` with the same patient
         draws for both (paired bootstrap).
-    cache : dict, optional
-        Memo of ``metric_fn`` values keyed by (frame content, draw). Calls that share a
-        ``cache`` must share ``metric_fn``, ``train_outcomes`` and ``seed``: then the paired
-        differences reuse the replicate values that the per-model pass computed (the same
-        seed gives the same draws), which makes them nearly free.
+    **changes
+        Fields of :class:`BootstrapOptions` as keywords (``n_boot=200, seed=1``), applied over
+        ``options``; a keyword that is no field raises ``TypeError`` naming the valid ones.
 
     Returns
     -------
@@ -206,7 +234,8 @@ def bootstrap_scores(
         once and applies the draw to every repeat. The predictions are not refitted in a
         replicate: the interval is conditional on the fitted models.
     """
-    metric_fn = metric_fn or (lambda p, t: head_metrics(p, t))
+    opts = with_options(BootstrapOptions, options, changes)
+    n_boot, metric_fn = opts.n_boot, opts.metric_fn or (lambda p, t: head_metrics(p, t))
     frames = [frames_by_repeat] if isinstance(frames_by_repeat, pd.DataFrame) else frames_by_repeat
     frames = _aligned(frames)
     base = _aligned(baseline_by_repeat) if baseline_by_repeat is not None else None
@@ -215,7 +244,7 @@ def bootstrap_scores(
         if not np.array_equal(f[PATIENT_ID].to_numpy(), ids):
             raise EvaluationError("frames to compare must hold the same patients")
 
-    memo = cache if cache is not None else {}
+    memo = opts.cache if opts.cache is not None else {}
     digest = {
         id(f): int(pd.util.hash_pandas_object(f, index=False).sum()) for f in frames + (base or [])
     }
@@ -242,13 +271,13 @@ def bootstrap_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = value(None)
-        it = draws(len(ids), n_boot, seed)
-        if desc:
-            it = tqdm(it, total=n_boot, desc=desc, leave=False)
+        it = draws(len(ids), n_boot, opts.seed)
+        if opts.desc:
+            it = tqdm(it, total=n_boot, desc=opts.desc, leave=False)
         reps = [value(index) for index in it]
     rows = []
     for k, e in est.items():
-        low, high = percentile_interval([r.get(k, math.nan) for r in reps], alpha)
+        low, high = percentile_interval([r.get(k, math.nan) for r in reps], opts.alpha)
         rows.append({"metric": k, "estimate": e, "low": low, "high": high})
     out = pd.DataFrame(rows)
     out["n_boot"] = n_boot
@@ -259,28 +288,24 @@ def paired_difference(
     a_by_repeat: Sequence[pd.DataFrame] | pd.DataFrame,
     b_by_repeat: Sequence[pd.DataFrame] | pd.DataFrame,
     train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    metric_fn: MetricFn | None = None,
-    cache: dict | None = None,
+    options: BootstrapOptions | None = None,
+    **changes: Any,
 ) -> pd.DataFrame:
     """Paired bootstrap of ``metric(A) - metric(B)`` over patients (same draws for both).
 
     Invariant to the order of the patients (frames are aligned by patient ID). An interval
     that excludes 0 marks a difference at level ``alpha``; for ``mae``/``mse``/``ibs`` a
-    negative difference favours A.
+    negative difference favours A. ``options`` and ``**changes`` as in
+    :func:`bootstrap_scores` (:class:`BootstrapOptions`).
 
     Returns
     -------
     DataFrame ``metric, estimate, low, high, n_boot``.
     """
+    opts = with_options(BootstrapOptions, options, changes)
     a = [a_by_repeat] if isinstance(a_by_repeat, pd.DataFrame) else list(a_by_repeat)
     b = [b_by_repeat] if isinstance(b_by_repeat, pd.DataFrame) else list(b_by_repeat)
-    return bootstrap_scores(
-        a, train_outcomes, n_boot, seed, alpha, metric_fn=metric_fn, baseline_by_repeat=b,
-        cache=cache,
-    )  # fmt: skip
+    return bootstrap_scores(a, train_outcomes, opts, baseline_by_repeat=b)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,13 +30,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from crlm_lib import metrics as M
-from crlm_lib.config import Paths, Profile
+from crlm_lib.config import Paths, Profile, with_options
 from crlm_lib.conformal import write_calibration
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv
 from crlm_lib.evaluation.bootstrap import (
@@ -74,6 +75,75 @@ from crlm_lib.evaluation.tasks import (
 from crlm_lib.executors import ExecutorSpec
 from crlm_lib.model_registry import CT_OR_LESION_MODELS
 from crlm_lib.runfolder import RunFolder
+
+
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """Settings of :func:`run_paper_protocol` (and, with :class:`CVOptions`, of
+    :func:`run_cv_protocol`); both functions also take every field as a keyword.
+
+    Attributes
+    ----------
+    seed : int
+        Seed of the split(s), of the fits and of the bootstrap draws.
+    anchors : sequence of str
+        Clinical anchors appended after the models (``evaluation.specs.ANCHOR_NAMES``; the
+        SEG-volumetric ones only when the cohort has a preprocessing cache). Default Fong and
+        Cox.
+    oracle : bool
+        Append the oracle as the LAST row when the cohort is synthetic (with the true-image
+        Cox model ``IMAGE_ORACLE`` before it when the oracle table has the image quantities).
+    n_boot : int, optional
+        Bootstrap replicates of the 95% intervals (default ``profile.eval.bootstrap``).
+    runs_dir : path, optional
+        Folder of the run folders (default the cohort's ``paths.runs_dir``; ``None`` without
+        paths: nothing cached).
+    protocol : str
+        Subfolder of ``runs_dir`` and the ``protocol`` column of the tables.
+    executor : str or ExecutorSpec, optional
+        Where the torch fits run (``crlm_lib.executors``: ``"local"``, the default, ``"dask"``,
+        ``"slurm:partition=gpu"`` ...): each fit is one task with its own run folder; finished
+        fits are read back, not rerun (``evaluation.tasks``).
+    """
+
+    seed: int = 0
+    anchors: Sequence[str] = ("fong", "cox")
+    oracle: bool = True
+    n_boot: int | None = None
+    runs_dir: str | Path | None = None
+    protocol: str = "paper_split"
+    executor: str | ExecutorSpec | None = None
+
+
+@dataclass(frozen=True)
+class CVOptions(ProtocolOptions):
+    """Settings of :func:`run_cv_protocol`: those of :class:`ProtocolOptions` (with every
+    anchor of ``ANCHOR_NAMES`` and the ``cv`` folder by default) and the CV's own.
+
+    Attributes
+    ----------
+    baselines : sequence of str
+        Models every other model is compared with (paired differences; default Fong and Cox).
+    ci_heads : sequence of str
+        Heads scored (``"os"``, ``"dfs"``).
+    censoring_from : {"training_fold", "cohort"}
+        Where the IPCW censoring distribution of a test fold comes from: its own training fold
+        (default; metrics per fold, averaged) or the whole cohort (the pooled OOF predictions;
+        about 4x cheaper in the bootstrap, but the test patients then inform their own
+        weights).
+    controls : bool
+        Score every image model's image-permutation control and untrained start (default).
+    interval : {"corrected_t", "conditional_bootstrap"}
+        Method of the intervals (``evaluation.intervals``; see :func:`run_cv_protocol`).
+    """
+
+    anchors: Sequence[str] = ANCHOR_NAMES
+    protocol: str = "cv"
+    baselines: Sequence[str] = ("fong", "cox")
+    ci_heads: Sequence[str] = ("os", "dfs")
+    censoring_from: str = "training_fold"
+    controls: bool = True
+    interval: str = CORRECTED_T
 
 
 def paper_split_ids(ids: Sequence[str], events: np.ndarray, seed: int):
@@ -136,17 +206,15 @@ def _setup(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile | None,
-    anchors: Sequence[str],
-    oracle: bool,
-    n_boot: int | None,
-    runs_dir: str | Path | None,
+    options: ProtocolOptions,
 ) -> _Setup:
     cohort = as_cohort(source)
     prof = cohort_profile(cohort, profile)
-    specs = _with_anchors(as_specs(model_names), anchors, oracle, cohort)
+    specs = _with_anchors(as_specs(model_names), options.anchors, options.oracle, cohort)
     events = cohort.outcomes.loc[cohort.ids, "os_event"].to_numpy()
+    runs_dir = options.runs_dir
     base = Path(runs_dir) if runs_dir else (cohort.paths.runs_dir if cohort.paths else None)
-    n_boot = prof.eval.bootstrap if n_boot is None else n_boot
+    n_boot = prof.eval.bootstrap if options.n_boot is None else options.n_boot
     return _Setup(prof, cohort, specs, events, base, n_boot)
 
 
@@ -154,15 +222,10 @@ def run_paper_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile | None = None,
+    options: ProtocolOptions | None = None,
     *,
-    seed: int = 0,
-    anchors: Sequence[str] = ("fong", "cox"),
-    oracle: bool = True,
     epochs: int | None = None,
-    n_boot: int | None = None,
-    runs_dir: str | Path | None = None,
-    protocol: str = "paper_split",
-    executor: str | ExecutorSpec | None = None,
+    **changes: Any,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The papers' protocol for a list of models: one table in one call.
 
@@ -182,16 +245,15 @@ def run_paper_protocol(
     profile : str or Profile, optional
         Only for a cohort that carries no profile (``evaluation.cohort_profile``); by default
         the cohort's.
-    anchors : names of clinical anchors appended after the models (default Fong and Cox).
-    oracle : bool
-        Append the oracle as the LAST row when the cohort is synthetic.
-    n_boot : int, optional
-        Bootstrap replicates of the 95% CI over the test patients (default
-        ``profile.eval.bootstrap``).
-    executor : str or ExecutorSpec, optional
-        Where the torch fits run (``crlm_lib.executors``: ``"local"``, the default, ``"dask"``,
-        ``"slurm:partition=gpu"`` ...): each model is one task with its own run folder;
-        finished fits are read back, not rerun (``evaluation.tasks``).
+    options : ProtocolOptions, optional
+        Seed, anchors (default Fong and Cox), oracle, bootstrap replicates of the 95% CI over
+        the test patients, runs folder, protocol name and executor (each model is one task);
+        defaults when omitted.
+    epochs : int, optional
+        Epochs of every torch model (default the profile's).
+    **changes
+        Fields of :class:`ProtocolOptions` as keywords (``seed=1, anchors=()``), applied over
+        ``options``; a keyword that is no field raises ``TypeError`` naming the valid ones.
 
     Returns
     -------
@@ -200,7 +262,9 @@ def run_paper_protocol(
     predictions_by_model : dict[str, DataFrame]
         Test-set Predictions frame of each model (keyed by ``ModelSpec.key``).
     """
-    setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
+    opts = with_options(ProtocolOptions, options, changes)
+    seed, protocol = opts.seed, opts.protocol
+    setup = _setup(model_names, source, profile, opts)
     prof, cohort, specs, base = setup.prof, setup.cohort, setup.specs, setup.base
     n_boot = setup.n_boot
     train_ids, val_ids, test_ids = paper_split_ids(cohort.ids, setup.events, seed)
@@ -209,7 +273,7 @@ def run_paper_protocol(
     horizons = prof.eval.horizons_years
     tables, preds = [], {}
     tasks = paper_fit_tasks(specs, (train_ids, val_ids, test_ids), seed, base, protocol, epochs)
-    run_fits(tasks, cohort, prof, executor, _log_dir(base, protocol))
+    run_fits(tasks, cohort, prof, opts.executor, _log_dir(base, protocol))
     for task in tqdm(tasks, desc="paper protocol", leave=False):
         spec, run_dir = task.spec, task.run_dir
         pred, _ = fit_task(task, cohort, prof)  # read back from the run folder when it has one
@@ -255,7 +319,8 @@ def split_controls(
     DataFrame ``model, baseline, metric, estimate, low, high, n_boot`` (``control_table``
     formats it).
     """
-    setup = _setup([], source, profile, (), False, n_boot, runs_dir)
+    opts = ProtocolOptions(seed=seed, anchors=(), oracle=False, n_boot=n_boot, runs_dir=runs_dir)
+    setup = _setup([], source, profile, opts)
     cohort, prof, base = setup.cohort, setup.prof, setup.base
     if base is None:
         return pd.DataFrame()
@@ -321,21 +386,15 @@ def run_cv_protocol(
     model_names: Iterable[str | ModelSpec],
     source: Cohort | Paths,
     profile: str | Profile | None = None,
-    *,
-    seed: int = 0,
-    anchors: Sequence[str] = ANCHOR_NAMES,
-    oracle: bool = True,
-    baselines: Sequence[str] = ("fong", "cox"),
-    n_boot: int | None = None,
-    ci_heads: Sequence[str] = ("os", "dfs"),
-    runs_dir: str | Path | None = None,
-    protocol: str = "cv",
-    censoring_from: str = "training_fold",
-    controls: bool = True,
-    executor: str | ExecutorSpec | None = None,
-    interval: str = CORRECTED_T,
+    options: CVOptions | None = None,
+    **changes: Any,
 ) -> CVResult:
     """Repeated stratified k-fold CV of every model, anchors and oracle, with CIs.
+
+    The settings are the fields of :class:`CVOptions` (``options``, defaults when omitted),
+    each also accepted as a keyword (``run_cv_protocol(models, study, seed=1,
+    executor="dask")``; a keyword that is no field raises ``TypeError`` naming the valid
+    ones). ``profile`` only for a cohort that carries no profile.
 
     Folds/repeats: ``profile.eval.cv_folds`` x ``cv_repeats`` for clinical models; image
     models use ``cv_repeats_3d`` repeats and ``cv_epochs_3d`` epochs (``repeats`` and
@@ -381,32 +440,36 @@ def run_cv_protocol(
     -------
     CVResult
     """
-    if interval not in INTERVAL_METHODS:
-        raise EvaluationError(f"interval must be one of {INTERVAL_METHODS}, not {interval!r}")
-    setup = _setup(model_names, source, profile, anchors, oracle, n_boot, runs_dir)
+    opts = with_options(CVOptions, options, changes)
+    seed, protocol, ci_heads = opts.seed, opts.protocol, opts.ci_heads
+    if opts.interval not in INTERVAL_METHODS:
+        raise EvaluationError(f"interval must be one of {INTERVAL_METHODS}, not {opts.interval!r}")
+    setup = _setup(model_names, source, profile, opts)
     cohort, ev, base = setup.cohort, setup.prof.eval, setup.base
     max_rep = max(ev.cv_repeats, ev.cv_repeats_3d)
     splits = cv_split_ids(cohort.ids, setup.events, ev.cv_folds, max_rep, seed)
-    censoring = _cv_censoring(cohort, splits, censoring_from)
+    censoring = _cv_censoring(cohort, splits, opts.censoring_from)
     horizons = ev.horizons_years
 
     def metric_fn(p, t):
         return head_metrics(p, t, heads=ci_heads, horizons=horizons)
 
-    tasks = cv_fit_tasks(setup.specs, cohort, setup.prof, splits, seed, base, protocol, controls)
-    run_fits(tasks, cohort, setup.prof, executor, _log_dir(base, protocol))
+    tasks = cv_fit_tasks(
+        setup.specs, cohort, setup.prof, splits, seed, base, protocol, opts.controls
+    )
+    run_fits(tasks, cohort, setup.prof, opts.executor, _log_dir(base, protocol))
     preds, info = _cv_predictions(setup, tasks)
     if base is not None:
         _write_calibrations(setup, base / protocol)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
     boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
-    boot["interval"], boot["n_patients"] = interval, len(cohort.ids)
+    boot["interval"], boot["n_patients"] = opts.interval, len(cohort.ids)
     # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
     # permutation), with their own memo since the metric function differs
     boot_c = {**boot, "metric_fn": lambda p, t: harrell_metrics(p, t, heads=ci_heads), "cache": {}}
     tidy_all = _cv_scores(setup, preds, info, censoring, boot, boot_c)
-    differences = _cv_differences(setup.specs, preds, baselines, censoring, boot)
-    if controls:
+    differences = _cv_differences(setup.specs, preds, opts.baselines, censoring, boot)
+    if opts.controls:
         differences = pd.concat(
             [differences, _control_differences(setup.specs, preds, censoring, boot_c)],
             ignore_index=True,

@@ -8,7 +8,8 @@ Every model follows one contract (``docs/interfaces.md``): ``forward(batch) ->
 - :mod:`~crlm_lib.explain.gradcam` — :func:`yearly_gradcam` (captum ``LayerGradCam``, one 3D
   map per year) and :func:`randomisation_check` (Adebayo et al., NeurIPS 2018);
 - :mod:`~crlm_lib.explain.shap` — :func:`clinical_shap`, :func:`shap_additivity_gap`,
-  :func:`kernel_shap_check`, :func:`risk_output` (STAR Figure 4, each patient's own image
+  :func:`kernel_shap_check` (their settings: :class:`ShapOptions`,
+  :class:`KernelShapOptions`), :func:`risk_output` (STAR Figure 4, each patient's own image
   held fixed);
 - :mod:`~crlm_lib.explain.spread` — :func:`gradcam_resolution` (the feature grid and its cell
   in mm), :func:`gradcam_by_patient`, :func:`explanation_spread_table` and
@@ -33,6 +34,8 @@ from crlm_lib.explain.nifti import (
     heatmaps_on_source_grid,
 )
 from crlm_lib.explain.shap import (
+    KernelShapOptions,
+    ShapOptions,
     clinical_shap,
     kernel_shap_check,
     risk_output,
@@ -58,6 +61,8 @@ __all__ = [
     "LPS_TO_RAS",
     "ExplainError",
     "GradCamLayerError",
+    "KernelShapOptions",
+    "ShapOptions",
     "attention_over_years",
     "clinical_shap",
     "explanation_spread_table",

@@ -8,16 +8,28 @@ shadow the ``shap`` package: imports are absolute.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from crlm_lib.config import with_options
 from crlm_lib.devices import to_device
 from crlm_lib.explain._common import ExplainError, _iter_patients, _model_device, _patient_id
 
-__all__ = ["clinical_shap", "kernel_shap_check", "risk_output", "shap_additivity_gap"]
+__all__ = [
+    "KernelShapOptions",
+    "ShapOptions",
+    "clinical_shap",
+    "kernel_shap_check",
+    "risk_output",
+    "shap_additivity_gap",
+]
+
+#: What SHAP explains: a name of :func:`risk_output` or a function of the model's outputs.
+Output = str | Callable[[Mapping[str, Tensor]], Tensor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +88,7 @@ class _ClinicalRisk(nn.Module):
         self,
         model: nn.Module,
         batch: Mapping[str, Any],
-        output: str | Callable[[Mapping[str, Tensor]], Tensor],
+        output: Output,
         year: int,
         chunk: int,
     ) -> None:
@@ -111,18 +123,54 @@ class _ClinicalRisk(nn.Module):
         return torch.cat(parts, dim=0)
 
 
+@dataclass(frozen=True)
+class ShapOptions:
+    """Settings of :func:`clinical_shap` (each also a keyword of it).
+
+    Attributes
+    ----------
+    output : str or callable
+        Scalar explained (:func:`risk_output`; default ``"risk"``: mean predicted recurrence
+        probability), or a function of the model's outputs ``[B, ...] -> [B]``.
+    year : int
+        Year of the ``"recurrence_year"`` / ``"mortality_year"`` outputs.
+    nsamples : int
+        Expected-gradients samples per patient.
+    max_background : int or None
+        Random subset of the background (seeded) to bound cost; ``None`` keeps all.
+    seed : int
+        Seed for the background subset and the explainer's sampling (``rseed``).
+    chunk : int
+        Background rows per forward pass (and the explainer's batch size, at most
+        ``nsamples``).
+    progress : bool
+        Show a progress bar over the patients.
+    """
+
+    output: Output = "risk"
+    year: int = 5
+    nsamples: int = 200
+    max_background: int | None = 200
+    seed: int = 0
+    chunk: int = 64
+    progress: bool = True
+
+
+def _background_rows(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of a seeded random subset of ``max_rows`` background rows, or None
+    when all ``n_rows`` are kept."""
+    if max_rows is None or n_rows <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, max_rows, replace=False))
+
+
 def clinical_shap(
     model: nn.Module,
     dataset_or_batches: Any,
     background: np.ndarray | Tensor,
     feature_names: Sequence[str],
-    output: str | Callable[[Mapping[str, Tensor]], Tensor] = "risk",
-    year: int = 5,
-    nsamples: int = 200,
-    max_background: int | None = 200,
-    seed: int = 0,
-    chunk: int = 64,
-    progress: bool = True,
+    options: ShapOptions | None = None,
+    **changes: Any,
 ):
     """SHAP values of the clinical inputs, each patient explained with its OWN image fixed.
 
@@ -148,14 +196,13 @@ def clinical_shap(
         Training patients' encoded clinical vectors (never the explained patients' own).
     feature_names : sequence of str
         ``F`` names (from ``clinical.encode_predictors``).
-    output : str or callable
-        Scalar explained (default ``"risk"``: mean predicted recurrence probability).
-    nsamples : int
-        Expected-gradients samples per patient.
-    max_background : int or None
-        Random subset of the background (seeded) to bound cost; ``None`` keeps all.
-    seed : int
-        Seed for the background subset and the explainer's sampling (``rseed``).
+    options : ShapOptions, optional
+        Output explained, year, samples, background size, seed, chunk and progress bar
+        (defaults when omitted).
+    **changes
+        Fields of :class:`ShapOptions` as keywords (``nsamples=50, progress=False``), applied
+        over ``options``; a keyword that is no field raises ``TypeError`` naming the valid
+        ones.
 
     Returns
     -------
@@ -165,20 +212,19 @@ def clinical_shap(
     """
     import shap
 
+    o = with_options(ShapOptions, options, changes)
     model.eval()
     device = _model_device(model)
     bg = torch.as_tensor(np.asarray(background), dtype=torch.float32)
     if bg.ndim != 2 or bg.shape[1] != len(feature_names):
         raise ExplainError(f"background must be [M, F={len(feature_names)}], got {tuple(bg.shape)}")
-    rng = np.random.default_rng(seed)
-    if max_background is not None and bg.shape[0] > max_background:
-        bg = bg[np.sort(rng.choice(bg.shape[0], max_background, replace=False))]
-    bg = bg.to(device)
+    rows = _background_rows(bg.shape[0], o.max_background, o.seed)
+    bg = (bg if rows is None else bg[rows]).to(device)
 
     patients = list(_iter_patients(dataset_or_batches))
     values, base, data, names = [], [], [], []
     iterator: Iterable[dict[str, Any]] = patients
-    if progress:
+    if o.progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(patients, desc="clinical SHAP", unit="patient")
@@ -192,9 +238,9 @@ def clinical_shap(
             raise ExplainError(
                 f"{pid}: clinical has {x.shape[1]} features, background {bg.shape[1]}"
             )
-        f = _ClinicalRisk(model, batch, output, year, chunk).eval()
-        explainer = shap.GradientExplainer(f, bg, batch_size=min(chunk, nsamples))
-        sv = explainer.shap_values(x, nsamples=nsamples, rseed=seed)
+        f = _ClinicalRisk(model, batch, o.output, o.year, o.chunk).eval()
+        explainer = shap.GradientExplainer(f, bg, batch_size=min(o.chunk, o.nsamples))
+        sv = explainer.shap_values(x, nsamples=o.nsamples, rseed=o.seed)
         sv = np.asarray(sv[0] if isinstance(sv, list) else sv)  # older shap: list per output
         values.append(sv.reshape(x.shape[0], x.shape[1], -1)[..., 0])
         with torch.no_grad():
@@ -214,7 +260,7 @@ def shap_additivity_gap(
     expl,
     model: nn.Module,
     dataset_or_batches: Any,
-    output: str | Callable[[Mapping[str, Tensor]], Tensor] = "risk",
+    output: Output = "risk",
     year: int = 5,
 ) -> dict[str, float]:
     """Local accuracy check: ``sum_j phi_ij`` vs ``f_i(x_i) - E[f_i(background)]``.
@@ -249,16 +295,39 @@ def shap_additivity_gap(
     }
 
 
+@dataclass(frozen=True)
+class KernelShapOptions:
+    """Settings of :func:`kernel_shap_check` (each also a keyword of it).
+
+    Attributes
+    ----------
+    output : str or callable
+        The scalar explained, as in :class:`ShapOptions` (the one the checked values explain).
+    year : int
+        Year of the ``"recurrence_year"`` / ``"mortality_year"`` outputs.
+    max_background : int
+        Random subset of the background (seeded): Kernel SHAP costs ``nsamples`` forward
+        passes per background row and patient.
+    nsamples : int or "auto"
+        Coalitions evaluated per patient (``>= 2**F`` enumerates them all: exact).
+    seed : int
+        Seed for the background subset and Kernel SHAP's sampling.
+    """
+
+    output: Output = "risk"
+    year: int = 5
+    max_background: int = 50
+    nsamples: int | str = "auto"
+    seed: int = 0
+
+
 def kernel_shap_check(
     expl,
     model: nn.Module,
     dataset_or_batches: Any,
     background: np.ndarray | Tensor,
-    output: str | Callable[[Mapping[str, Tensor]], Tensor] = "risk",
-    year: int = 5,
-    max_background: int = 50,
-    nsamples: int | str = "auto",
-    seed: int = 0,
+    options: KernelShapOptions | None = None,
+    **changes: Any,
 ) -> dict[str, float]:
     """Compare the GradientExplainer values with model-agnostic Kernel SHAP, patient by patient.
 
@@ -267,6 +336,8 @@ def kernel_shap_check(
     enumerates every coalition and is exact for the interventional SHAP values, so for a small
     number of clinical features it is the reference the approximate expected gradients are
     checked against. Costs ``nsamples * |background|`` forward passes per patient.
+    ``options`` (:class:`KernelShapOptions`) or its fields as keywords (``nsamples=64``; a
+    keyword that is no field raises ``TypeError`` naming the valid ones).
 
     Returns
     -------
@@ -276,16 +347,16 @@ def kernel_shap_check(
     """
     import shap
 
+    o = with_options(KernelShapOptions, options, changes)
     model.eval()
     device = _model_device(model)
     bg = np.asarray(background, dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    if bg.shape[0] > max_background:
-        bg = bg[np.sort(rng.choice(bg.shape[0], max_background, replace=False))]
+    rows = _background_rows(bg.shape[0], o.max_background, o.seed)
+    bg = bg if rows is None else bg[rows]
     kernel_values, gaps = [], []
     for batch in _iter_patients(dataset_or_batches):
         batch = to_device(batch, device)
-        f = _ClinicalRisk(model, batch, output, year, chunk=256).eval()
+        f = _ClinicalRisk(model, batch, o.output, o.year, chunk=256).eval()
 
         def fn(c: np.ndarray, f=f) -> np.ndarray:
             with torch.no_grad():
@@ -293,8 +364,8 @@ def kernel_shap_check(
 
         x = batch["clinical"].float().cpu().numpy()
         kx = shap.KernelExplainer(fn, bg)
-        np.random.seed(seed)  # noqa: NPY002 (KernelExplainer draws from the global RNG)
-        sv = np.asarray(kx.shap_values(x, nsamples=nsamples, silent=True)).reshape(x.shape)
+        np.random.seed(o.seed)  # noqa: NPY002 (KernelExplainer draws from the global RNG)
+        sv = np.asarray(kx.shap_values(x, nsamples=o.nsamples, silent=True)).reshape(x.shape)
         kernel_values.append(sv)
         gaps.append(abs(sv.sum() + float(np.asarray(kx.expected_value).ravel()[0]) - fn(x)[0]))
     kernel = np.concatenate(kernel_values)

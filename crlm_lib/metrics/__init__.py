@@ -15,7 +15,7 @@ One package, one module per seam; ``from crlm_lib import metrics as M`` gives ev
   (:class:`TrainingOutcomes`);
 - :mod:`~crlm_lib.metrics.survival` — the censoring-aware metrics of the field computed by
   scikit-survival (:func:`survival_metrics`: Harrell's and Uno's C-index, integrated Brier
-  score, cumulative/dynamic AUC), through the fast paths of
+  score, cumulative/dynamic AUC; settings :class:`SurvivalMetricOptions`), through the fast paths of
   :mod:`~crlm_lib.metrics.sksurv_fast` (the same formulas on validated arrays);
 - :mod:`~crlm_lib.metrics.frame` — :func:`all_metrics`, everything at once for one
   ``Predictions`` table written by :func:`crlm_lib.train.predict`.
@@ -53,13 +53,19 @@ from crlm_lib.metrics.outputs import (
 )
 from crlm_lib.metrics.paper import paper_metrics, paper_metrics_observed
 from crlm_lib.metrics.sksurv_fast import _concordance
-from crlm_lib.metrics.survival import HORIZON_YEARS, _harrell, survival_metrics
+from crlm_lib.metrics.survival import (
+    HORIZON_YEARS,
+    SurvivalMetricOptions,
+    _harrell,
+    survival_metrics,
+)
 from crlm_lib.types import prob_columns
 
 # ``_concordance``, ``_curve_at``, ``_harrell`` and ``_warn_nan`` are re-exported for
 # ``concordance`` and ``evaluation.bootstrap``, which compute their variants with them.
 __all__ = [
     "HORIZON_YEARS",
+    "SurvivalMetricOptions",
     "RULES",
     "MetricWarning",
     "Rule",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from sksurv.metrics import (
 )
 from sksurv.util import Surv
 
-from crlm_lib.config import N_YEARS
+from crlm_lib.config import N_YEARS, with_options
 from crlm_lib.metrics._common import _warn_nan
 from crlm_lib.metrics.censoring import CensoringKM, censoring_km
 from crlm_lib.metrics.outputs import _curve_at
@@ -67,6 +68,30 @@ def _harrell(event: np.ndarray, time: np.ndarray, risk: np.ndarray) -> float:
         return _warn_nan("c_harrell", str(exc))
 
 
+@dataclass(frozen=True)
+class SurvivalMetricOptions:
+    """Which metrics :func:`survival_metrics` computes and at which times (each field also a
+    keyword of it).
+
+    Attributes
+    ----------
+    horizons : years
+        Time points of the cumulative/dynamic AUC (``auc_<h>y`` keys).
+    auc_from : {"curve", "risk"}
+        Marker of the AUC at horizon ``h``: ``1 - S(h)`` from the curve (default, the
+        time-dependent prediction of the model) or the time-independent ``risk``.
+    horizon_years : float
+        Fixed horizon of Uno's C and of the IBS (default :data:`HORIZON_YEARS` = 5 years).
+    harrell : bool
+        Compute Harrell's C (``False`` leaves it out, e.g. per CV fold when it is pooled).
+    """
+
+    horizons: Sequence[float] = (1, 3, 5)
+    auc_from: Literal["curve", "risk"] = "curve"
+    horizon_years: float = HORIZON_YEARS
+    harrell: bool = True
+
+
 def survival_metrics(
     train_time: np.ndarray,
     train_event: np.ndarray,
@@ -74,11 +99,10 @@ def survival_metrics(
     test_event: np.ndarray,
     risk: np.ndarray,
     surv_at_years: np.ndarray,
-    horizons: Sequence[float] = (1, 3, 5),
-    auc_from: Literal["curve", "risk"] = "curve",
-    horizon_years: float = HORIZON_YEARS,
-    harrell: bool = True,
+    options: SurvivalMetricOptions | None = None,
+    *,
     censoring: CensoringKM | None = None,
+    **changes: Any,
 ) -> dict[str, float]:
     """Censoring-aware discrimination and calibration, computed by scikit-survival.
 
@@ -97,19 +121,17 @@ def survival_metrics(
         Event-free probability at the end of years 1..12 (:func:`survival_curve`,
         :func:`recurrence_free_curve`); between year ends it is a step function,
         ``S(t) = S(end of year floor(t))`` and ``S(t) = 1`` for ``t < 1``.
-    horizons : years
-        Time points of the cumulative/dynamic AUC (``auc_<h>y`` keys).
-    auc_from : {"curve", "risk"}
-        Marker of the AUC at horizon ``h``: ``1 - S(h)`` from the curve (default, the
-        time-dependent prediction of the model) or the time-independent ``risk``.
-    horizon_years : float
-        Fixed horizon of Uno's C and of the IBS (default :data:`HORIZON_YEARS` = 5 years).
-    harrell : bool
-        Compute Harrell's C (``False`` leaves it out, e.g. per CV fold when it is pooled).
+    options : SurvivalMetricOptions, optional
+        AUC horizons and marker, the horizon of Uno's C and the IBS, whether Harrell's C is
+        computed (defaults when omitted).
     censoring : CensoringKM, optional
         The censoring distribution already fitted on ``(train_time, train_event)``
         (:class:`CensoringKM`, e.g. from :class:`TrainingOutcomes`), to score many test sets
         against one training set without refitting it (default: fitted here).
+    **changes
+        Fields of :class:`SurvivalMetricOptions` as keywords (``horizons=(3,)``), applied
+        over ``options``; a keyword that is no field raises ``TypeError`` naming the valid
+        ones.
 
     Returns
     -------
@@ -149,6 +171,8 @@ def survival_metrics(
     >>> round(survival_metrics(t, e, t, e, -t, surv, horizons=(3,))["c_uno"], 3)
     1.0
     """
+    opts = with_options(SurvivalMetricOptions, options, changes)
+    horizons, horizon_years = opts.horizons, opts.horizon_years
     t_tr = np.asarray(train_time, dtype=np.float64).ravel()
     e_tr = np.asarray(train_event).astype(bool).ravel()
     t_te = np.asarray(test_time, dtype=np.float64).ravel()
@@ -162,7 +186,7 @@ def survival_metrics(
         )
     out: dict[str, float] = {"n": int(t_te.size), "n_events": int(e_te.sum())}
 
-    if harrell:
+    if opts.harrell:
         out["c_harrell"] = _harrell(e_te, t_te, risk)
 
     # censoring support and truncated test data for the IPCW metrics
@@ -185,7 +209,7 @@ def survival_metrics(
     cut = _IPCWData(km, e_cut, t_cut, ok)
     out["c_uno"] = _uno_c(cut, risk, tau)
     out["ibs"] = _ibs(cut, surv, horizon_years, support)
-    out.update(_aucs(cut, risk, surv, horizons, auc_from))
+    out.update(_aucs(cut, risk, surv, horizons, opts.auc_from))
     return out
 
 
