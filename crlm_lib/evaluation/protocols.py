@@ -101,9 +101,10 @@ class ProtocolOptions:
     protocol : str
         Subfolder of ``runs_dir`` and the ``protocol`` column of the tables.
     executor : str or ExecutorSpec, optional
-        Where the torch fits run (``crlm_lib.executors``: ``"local"``, the default, ``"dask"``,
-        ``"slurm:partition=gpu"`` ...): each fit is one task with its own run folder; finished
-        fits are read back, not rerun (``evaluation.tasks``).
+        Where the torch fits run (``crlm_lib.executors``: ``"local"``, ``"dask"``,
+        ``"slurm:partition=gpu"`` ...; None, the default: the profile's ``Profile.executor``):
+        each fit is one task with its own run folder; finished fits are read back, not rerun
+        (``evaluation.tasks``).
     """
 
     seed: int = 0
