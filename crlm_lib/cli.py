@@ -695,9 +695,9 @@ def _add_executor_arg(p: argparse.ArgumentParser) -> None:
         "--executor",
         default=None,
         metavar="SPEC",
-        help="where the fits run (default: the profile's, crlm_lib.config.Profile.executor: "
-        "local for smoke and paper, dask:workers=2,threads=1 for cpu): local (one after "
-        "another in this process), dask (worker processes "
+        help="where the fits run (default: the profile's, crlm_lib.config.Profile.executor, "
+        "local for every profile): local (one after another in this process), dask (worker "
+        "processes "
         "on this machine, one GPU each where there are GPUs; dask:workers=4,threads=1), "
         "dask:address=tcp://HOST:8786 (a running Dask cluster), slurm:partition=NAME[,"
         "timeout_min=...,account=...] (one Slurm job per fit, submitit); see README, "

@@ -226,9 +226,11 @@ class Profile:
     seed: int = 0
     n_jobs: int = 2
     #: Where the protocols run their torch fits when no executor is named
-    #: (``crlm_lib.executors``: ``"local"``, ``"dask:workers=2,threads=1"``, ...). A fit's
-    #: numbers depend on its torch thread count (not on the executor or the worker), so a
-    #: profile that names ``threads`` reproduces its numbers on any machine.
+    #: (``crlm_lib.executors``: ``"local"``, ``"dask"``, ``"slurm:partition=gpu"`` ...). A
+    #: fit's numbers depend on its torch thread count (not on the executor or the worker), so
+    #: an executor that names ``threads`` reproduces its numbers on any machine. Every profile
+    #: keeps ``"local"``: on the 2-core CPU, two cpu-profile fits at once on one thread each
+    #: took 1.6-2.1x longer per epoch than one fit on two threads, no net gain.
     executor: str = "local"
 
     def with_(self, **changes) -> Profile:
@@ -291,10 +293,6 @@ CPU = Profile(
         ),
         shap_samples=100,
     ),
-    # two fits at once, one torch thread each: on a 2-core CPU one 16x32x32 fit runs as fast
-    # on 1 thread as on 2 (the convolutions are too small to share), so two workers halve the
-    # time of the notebooks' fits (docs/performance.md, "make paper on the cpu profile")
-    executor="dask:workers=2,threads=1",
 )
 
 PAPER = Profile(
