@@ -3,6 +3,8 @@ through the synthetic cohort writer (crlm_lib.data.synthetic -> tcia -> preproce
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -179,6 +181,8 @@ def test_dataset_items_and_loader(synthetic_processed):
 
 
 def test_dataset_reads_each_file_once_when_it_fits(synthetic_processed, monkeypatch):
+    import os
+
     from crlm_lib.data import clinical
 
     _, paths, report = synthetic_processed
@@ -192,21 +196,55 @@ def test_dataset_reads_each_file_once_when_it_fits(synthetic_processed, monkeypa
         return real(folder, pid)
 
     monkeypatch.setattr(ds, "load_processed", counting)
+    ds._SHARED.clear()
     cached = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE)
+    # another dataset of this process over the same files (the next fit, the permutation
+    # control, the training reference) shares the decompressed entries
+    again = ds.CRLMDataset(paths.processed_dir, df, ids[::-1], SMOKE)
+    for i in range(len(ids)):
+        cached[i], again[i]
+    assert reads.count(ids[0]) == 1
+    assert again._arrays(ids[0])["ct"] is cached._arrays(ids[0])["ct"]
+    # a rebuilt cache entry (another modification time) is read again
+    path = paths.processed_dir / f"{ids[0]}.npz"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    ds.CRLMDataset(paths.processed_dir, df, ids[:1], SMOKE)[0]
+    assert reads.count(ids[0]) == 2
+
     monkeypatch.setattr(ds, "ITEM_CACHE_BYTES", 0)
+    ds._SHARED.clear()
     uncached = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE)
+    reads.clear()
     for _ in range(2):  # two "epochs"
         for i in range(len(ids)):
             a, b = cached[i], uncached[i]
             for key in ("ct", "masks", "lesion_features", "lesion_mask", "clinical"):
                 assert torch.equal(a[key], b[key]), key
             a["ct"] += 1  # an item is the caller's copy: the cache is not changed
-    assert reads.count(ids[0]) == 1 + 2  # cached: once; uncached: once per epoch
+    assert reads.count(ids[0]) == 2  # nothing kept: once per epoch
+    assert not ds._SHARED.entries
     torch.manual_seed(0)
     aug = ds.CRLMDataset(paths.processed_dir, df, ids, SMOKE, augment=True)
     first = aug[0]["ct"]
     torch.manual_seed(0)
     assert torch.equal(first, aug[0]["ct"])  # augmenting a cached item leaves it as it was
+
+
+def test_shared_entries_drop_the_least_recently_used_beyond_the_bound(
+    synthetic_processed, monkeypatch
+):
+    _, paths, report = synthetic_processed
+    ids = report["patient_id"].tolist()[:3]
+    shared = ds._SharedEntries()
+    one = shared.get(paths.processed_dir, ids[0])
+    size = sum(one[k].nbytes for k in ds._ITEM_KEYS)
+    monkeypatch.setattr(ds, "ITEM_CACHE_BYTES", 2 * size + size // 2)  # room for two
+    shared.clear()
+    for pid in (ids[0], ids[1], ids[0], ids[2]):  # ids[1] is the least recently used
+        shared.get(paths.processed_dir, pid)
+    kept = {Path(k[0]).stem for k in shared.entries}
+    assert kept == {ids[0], ids[2]} and shared.nbytes <= ds.ITEM_CACHE_BYTES
 
 
 def test_seg_volumetrics_follow_the_phantom(synthetic_processed):
