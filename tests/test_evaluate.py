@@ -262,6 +262,33 @@ def test_bootstrap_cache_gives_the_same_numbers_and_spares_the_paired_pass():
     assert not other[["low", "high"]].equals(plain[["low", "high"]])
 
 
+def test_bootstrap_each_gives_the_same_numbers_in_a_process_pool(monkeypatch):
+    from functools import partial
+
+    cohort = simulate_cohort(40, seed=4)
+    frames = {
+        name: ev.fit_predict_anchor(name, cohort, cohort.ids, cohort.ids)
+        for name in ("fong", "oracle", "cox")
+    }
+    opts = ev.BootstrapOptions(n_boot=20, seed=3, metric_fn=partial(B.harrell_metrics))
+    serial = B.bootstrap_each(frames, cohort.outcomes, opts, n_jobs=1)
+    monkeypatch.setattr(B, "POOL_MIN_REPLICATES", 1)  # 3 x 20 evaluations go to the pool
+    spawned = []
+    real_run_jobs = B.run_jobs
+    monkeypatch.setattr(
+        B, "run_jobs", lambda *a, **k: spawned.append(a[2]) or real_run_jobs(*a, **k)
+    )
+    pooled = B.bootstrap_each(frames, cohort.outcomes, opts, n_jobs=2)
+    assert spawned == [2] and list(pooled) == list(frames)
+    for name, frame in frames.items():
+        pd.testing.assert_frame_equal(pooled[name], serial[name])
+        alone = ev.bootstrap_scores(frame, cohort.outcomes, opts)
+        pd.testing.assert_frame_equal(pooled[name], alone)
+    monkeypatch.setattr(B, "POOL_MIN_REPLICATES", 10_000)  # too little work: no pool
+    B.bootstrap_each(frames, cohort.outcomes, opts, n_jobs=2)
+    assert spawned == [2, 1]
+
+
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
     from crlm_lib.evaluation import ABLATION_ROWS
     from crlm_lib.models import build_model

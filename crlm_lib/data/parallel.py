@@ -61,10 +61,11 @@ def run_jobs(
     progress: bool = True,
     mp_context: str = "spawn",
     already_done: int = 0,
+    leave: bool = True,
 ) -> tuple[list, BaseException | None]:
     """Run ``worker(*job)`` for every job, in this process when ``n_jobs <= 1`` (or a single
     job), else in a pool of ``n_jobs`` processes, with a tqdm bar (``already_done`` counts jobs
-    finished before, shown in its total).
+    finished before, shown in its total; ``leave=False`` clears it when done).
 
     Returns the workers' results in completion order and the :class:`BrokenProcessPool` error
     when a worker process died (``None`` otherwise); any other exception of a worker is raised.
@@ -73,7 +74,8 @@ def run_jobs(
     results: list = []
     broken: BaseException | None = None
     total = already_done + len(jobs)
-    with tqdm(total=total, initial=already_done, desc=desc, disable=not progress) as bar:
+    bar_options = {"desc": desc, "disable": not progress, "leave": leave}
+    with tqdm(total=total, initial=already_done, **bar_options) as bar:
         if n_jobs <= 1 or len(jobs) <= 1:
             for job in jobs:
                 results.append(worker(*job))

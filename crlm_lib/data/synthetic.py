@@ -106,6 +106,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -1065,12 +1066,36 @@ def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _indexed(index: int, fn: Callable, *args: Any) -> tuple[int, Any]:
+    """``(index, fn(*args))``: one job of :func:`simulate_many`."""
+    return index, fn(*args)
+
+
+def simulate_many(fn: Callable, jobs: list[tuple], n_jobs: int = 1) -> list:
+    """``[fn(*args) for args in jobs]``, computed in ``n_jobs`` processes
+    (``data.parallel.run_jobs``; ``fn`` at module level, its result picklable). Each job
+    seeds its own generator, so the results do not depend on ``n_jobs``."""
+    tasks = [(i, fn, *job) for i, job in enumerate(jobs)]
+    results, broken = run_jobs(_indexed, tasks, n_jobs, desc="simulate", leave=False)
+    if broken is not None:
+        raise SyntheticCohortError(f"a simulation worker process died: {broken}")
+    return [value for _, value in sorted(results, key=lambda r: r[0])]
+
+
+def _calibration_of_seed(n_patients: int, seed: int, model: OutcomeModel | str) -> pd.DataFrame:
+    return calibration_summary(
+        simulate_cohort(n_patients, seed, model, oracle_curves=False).clinical
+    )
+
+
 def heldout_calibration(
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5),
     n_patients: int = 4000,
     model: OutcomeModel | str = DEFAULT_MODEL,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
-    """:func:`calibration_summary` on cohorts of seeds the fit never saw, summarised.
+    """:func:`calibration_summary` on cohorts of seeds the fit never saw, summarised (the
+    cohorts simulated in ``n_jobs`` processes; the same numbers for any ``n_jobs``).
 
     Returns
     -------
@@ -1081,10 +1106,7 @@ def heldout_calibration(
     """
     if FIT_SEED in seeds:
         raise SyntheticCohortError(f"seed {FIT_SEED} is the fit's: choose held-out seeds")
-    tables = [
-        calibration_summary(simulate_cohort(n_patients, s, model, oracle_curves=False).clinical)
-        for s in seeds
-    ]
+    tables = simulate_many(_calibration_of_seed, [(n_patients, s, model) for s in seeds], n_jobs)
     long = pd.concat(tables, keys=range(len(seeds)), names=["seed_index"]).reset_index()
     order = list(dict.fromkeys(long["metric"]))
     g = long.groupby("metric", sort=False)

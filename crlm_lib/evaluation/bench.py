@@ -51,6 +51,8 @@ def _volumetrics(cov: pd.DataFrame) -> np.ndarray:
 
 
 def _cohort(n: int, seed: int, setting: str):
+    """``(clinical, outcomes, covariates, true 5-year OS risk, true 5-year DFS risk)`` of a
+    simulated cohort."""
     model = S.outcome_model(setting)
     sim = S.simulate_cohort(n, seed, model, oracle_curves=False)
     cov = pd.DataFrame([sp.covariates for sp in sim.specs])
@@ -78,9 +80,11 @@ def image_increment(
     fit_seed: int = 101,
     score_seed: int = 102,
     settings: tuple[str, ...] = tuple(S.SETTINGS),
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Harrell's C (OS, DFS) of the oracle and four Cox models, fitted on ``n_patients`` of
     ``fit_seed`` and scored on ``n_patients`` of ``score_seed``, per generator setting.
+    ``n_jobs`` processes simulate the cohorts (the same numbers for any ``n_jobs``).
 
     Returns
     -------
@@ -89,9 +93,11 @@ def image_increment(
         ``image increment`` (:data:`IMAGE_ROW` minus :data:`CLINICAL_ROW`).
     """
     rows = []
+    jobs = [(n_patients, sd, st) for st in settings for sd in (fit_seed, score_seed)]
+    cohorts = dict(zip(jobs, S.simulate_many(_cohort, jobs, n_jobs), strict=True))
     for setting in settings:
-        clin_a, out_a, cov_a, _, _ = _cohort(n_patients, fit_seed, setting)
-        clin_b, out_b, cov_b, r_os, r_dfs = _cohort(n_patients, score_seed, setting)
+        clin_a, out_a, cov_a, _, _ = cohorts[(n_patients, fit_seed, setting)]
+        clin_b, out_b, cov_b, r_os, r_dfs = cohorts[(n_patients, score_seed, setting)]
         x_a, _ = encode_predictors(clin_a, reference=clin_a)
         x_b, _ = encode_predictors(clin_b, reference=clin_a)
         img_a = cov_a[list(S.IMAGE_COVARIATES)].to_numpy(float)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from crlm_lib.config import Paths, Profile, with_options
 from crlm_lib.conformal import write_calibration
 from crlm_lib.evaluation._common import EvaluationError, _atomic_write_csv
 from crlm_lib.evaluation.bootstrap import (
+    BootstrapOptions,
+    bootstrap_each,
     bootstrap_scores,
     harrell_metrics,
     head_metrics,
@@ -275,17 +278,15 @@ def run_paper_protocol(
     tables, preds = [], {}
     tasks = paper_fit_tasks(specs, (train_ids, val_ids, test_ids), seed, base, protocol, epochs)
     run_fits(tasks, cohort, prof, opts.executor, _log_dir(base, protocol))
-    for task in tqdm(tasks, desc="paper protocol", leave=False):
+    for task in tasks:  # read back from the run folder when it has one
+        preds[task.spec.key] = fit_task(task, cohort, prof)[0]
+    boot = BootstrapOptions(
+        n_boot=n_boot, seed=seed, metric_fn=partial(head_metrics, horizons=horizons)
+    )
+    scored = bootstrap_each(preds, train_out, boot, n_jobs=prof.n_jobs, desc="paper protocol")
+    for task in tasks:
         spec, run_dir = task.spec, task.run_dir
-        pred, _ = fit_task(task, cohort, prof)  # read back from the run folder when it has one
-        preds[spec.key] = pred
-        tidy = bootstrap_scores(
-            pred,
-            train_out,
-            n_boot=n_boot,
-            seed=seed,
-            metric_fn=lambda p, t: head_metrics(p, t, horizons=horizons),
-        )
+        tidy = scored[spec.key]
         tidy.insert(0, "model", spec.key)
         tidy.insert(1, "label", model_label(spec.key))
         tidy["protocol"] = protocol

@@ -316,6 +316,8 @@ def test_heldout_calibration_summarises_seeds_and_refuses_the_fit_seed():
     from crlm_lib.data.synthetic import heldout_calibration
 
     tab = heldout_calibration(seeds=(1, 2), n_patients=300)
+    # the seeds simulated in two processes: the same table
+    pd.testing.assert_frame_equal(heldout_calibration(seeds=(1, 2), n_patients=300, n_jobs=2), tab)
     assert {"target", "low", "high", "mean", "min", "max", "within", "seeds", "n"} <= set(tab)
     assert (tab["min"] <= tab["mean"] + 1e-12).all() and (tab["mean"] <= tab["max"] + 1e-12).all()
     assert tab.loc["share with Fong score 0", "target"] == FONG_SCORE_SHARE[0]
