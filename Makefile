@@ -18,12 +18,13 @@ help:
 
 # The environment: created when missing or when pyproject.toml changes. torch is pinned in the
 # same pip command as monai/torchio/captum so that pip keeps the CPU build found on disk.
-# --no-compile: Python compiles each module on its first import instead of pip compiling every
-# installed file (torch's thousands) up front; the install takes about 30 s instead of 80.
+# pip compiles the installed modules up front (its default, not --no-compile): where
+# PYTHONDONTWRITEBYTECODE is set (as on the development machine) nothing compiled later is kept,
+# and every notebook kernel and pool worker would compile torch and its stack again on import.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet --no-compile "torch==2.13.*" -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.*" -e ".[dev]"
 	# Quarto: optional, in its own command (its build downloads a binary, which fails offline).
 	-$(BIN)/python -m pip install --quiet quarto-cli >/dev/null 2>&1 || echo "quarto-cli not installed: the offline pandoc/Typst renderer will be used"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
