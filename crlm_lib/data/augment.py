@@ -73,6 +73,28 @@ def elastic_displacement(
     return tuple(out)
 
 
+class CPUSeededNoise(tio.RandomNoise):
+    """TorchIO's ``RandomNoise`` with its noise seeded on torch's CPU generator only.
+
+    Same draws and output as ``tio.RandomNoise`` (tested): the mean, std and noise seed come
+    from torch's RNG as there, and the noise is ``randn`` under that seed with the caller's RNG
+    state restored. TorchIO seeds with ``torch.manual_seed``, which also queues a seed for
+    every accelerator backend that is not initialised and records a stack trace for each
+    (``torch.cuda._lazy_call``): 1-2 ms per call at a notebook's stack depth, more than the
+    noise itself; the augmentation runs on the CPU, so the CPU generator is the one it uses.
+    """
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        for image in self.get_images_dict(subject).values():
+            mean, std, seed = self.get_params(self.mean_range, self.std_range)
+            state = torch.random.get_rng_state()
+            torch.random.default_generator.manual_seed(seed)
+            noise = torch.randn(*image.data.shape) * std + mean
+            torch.random.set_rng_state(state)
+            image.set_data(image.data + noise)
+        return subject
+
+
 def build_augmentation(
     profile: Profile,
     shape: tuple[int, int, int] | None = None,
@@ -97,7 +119,7 @@ def build_augmentation(
     -------
     tio.Compose
         ``RandomElasticDeformation(7, max_displacement)`` -> ``RandomBlur`` (CT only) ->
-        ``RandomNoise(std=(0, 0.1))`` (CT only).
+        ``RandomNoise(std=(0, 0.1))`` (CT only, as :class:`CPUSeededNoise`).
 
     Notes
     -----
@@ -131,7 +153,7 @@ def build_augmentation(
                 copy=False,
             ),
             tio.RandomBlur(std=blur, include=["ct"], copy=False),
-            tio.RandomNoise(std=NOISE_STD, include=["ct"], copy=False),
+            CPUSeededNoise(std=NOISE_STD, include=["ct"], copy=False),
             tio.Clamp(out_min=-1.0, out_max=1.0, include=["ct"], copy=False),
         ],
         copy=True,
@@ -229,8 +251,10 @@ def _augment(ct, masks, spacing, seed, profile, transform, pack_masks):
     else:
         labels = tio.LabelMap(tensor=m_t, affine=affine)
     subject = tio.Subject(ct=tio.ScalarImage(tensor=ct_t, affine=affine), masks=labels)
+    # Only the CPU generator is forked and seeded (``torch.manual_seed`` would also reseed the
+    # accelerators' generators, outside the fork, at the cost of a stack trace per backend).
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+        torch.random.default_generator.manual_seed(int(seed))
         out = transform(subject)
     if pack_masks and n_masks <= 24:
         packed = out["masks"].data.round().to(torch.int64)  # [1, D, H, W]

@@ -410,8 +410,8 @@ def run_cv_protocol(
     ``interval``: ``"corrected_t"`` (default, ``evaluation.intervals.cv_intervals``) gives
     every metric and paired difference as the mean of its per-test-fold values with the
     corrected repeated-CV t interval (Nadeau & Bengio 2003), an interval for the expected
-    performance of the modelling procedure that allows for refitting; with one repeat (image
-    models on the cpu profile) it rests on the K fold values with K - 1 degrees of freedom.
+    performance of the modelling procedure that allows for refitting; with R repeats of K
+    folds it rests on R x K fold values with R x K - 1 degrees of freedom.
     ``"conditional_bootstrap"``: the earlier percentile bootstrap over patients of the pooled
     OOF predictions (``n_boot`` replicates), conditional on the fitted models and narrower
     than the procedure's interval. The tidy tables name the method in their ``interval``

@@ -59,3 +59,39 @@ def test_augment_runs_on_one_thread_and_restores_the_callers_setting(monkeypatch
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     finally:
         torch.set_num_threads(before)
+
+
+def test_cpu_seeded_noise_gives_torchios_output():
+    """The pipeline with ``CPUSeededNoise`` seeded on the CPU generator equals TorchIO's own
+    ``RandomNoise`` under ``torch.manual_seed``, bit for bit, and leaves the caller's RNG
+    stream where it was."""
+    import torchio as tio
+
+    from crlm_lib.data.augment import NOISE_STD, CPUSeededNoise, build_augmentation
+
+    rng = np.random.default_rng(1)
+    ct = rng.uniform(-1, 1, (1, 16, 32, 32)).astype(np.float32)
+    masks = (rng.random((3, 16, 32, 32)) < 0.2).astype(np.uint8)
+    spacing = (5.0, 3.0, 3.0)
+    ours = build_augmentation(PAPER, (16, 32, 32), spacing)
+    steps = list(ours.transforms)
+    assert isinstance(steps[2], CPUSeededNoise)
+    steps[2] = tio.RandomNoise(std=NOISE_STD, include=["ct"], copy=False)
+    reference = tio.Compose(steps, copy=True)
+    for seed in (0, 7, 123):
+        torch.manual_seed(99)
+        ct_a, m_a = augment_sample(ct, masks, spacing, seed, transform=ours, pack_masks=False)
+        after = torch.rand(1)
+        subject = tio.Subject(
+            ct=tio.ScalarImage(tensor=torch.as_tensor(ct), affine=np.diag([*spacing, 1.0])),
+            masks=tio.LabelMap(tensor=torch.as_tensor(masks, dtype=torch.float32),
+                               affine=np.diag([*spacing, 1.0])),
+        )  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = reference(subject)
+        assert torch.equal(ct_a, out["ct"].data.float())
+        assert torch.equal(m_a, (out["masks"].data > 0.5).float())
+        assert not torch.equal(ct_a, torch.as_tensor(ct))  # noise was added
+        torch.manual_seed(99)
+        assert torch.equal(after, torch.rand(1))  # augmentation left the stream untouched
