@@ -274,9 +274,9 @@ def test_bootstrap_each_gives_the_same_numbers_in_a_process_pool(monkeypatch):
     serial = B.bootstrap_each(frames, cohort.outcomes, opts, n_jobs=1)
     monkeypatch.setattr(B, "POOL_MIN_REPLICATES", 1)  # 3 x 20 evaluations go to the pool
     spawned = []
-    real_run_jobs = B.run_jobs
+    real_run_jobs = B.run_jobs_in_order
     monkeypatch.setattr(
-        B, "run_jobs", lambda *a, **k: spawned.append(a[2]) or real_run_jobs(*a, **k)
+        B, "run_jobs_in_order", lambda *a, **k: spawned.append(a[2]) or real_run_jobs(*a, **k)
     )
     pooled = B.bootstrap_each(frames, cohort.outcomes, opts, n_jobs=2)
     assert spawned == [2] and list(pooled) == list(frames)

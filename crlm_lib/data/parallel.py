@@ -14,9 +14,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -95,3 +96,19 @@ def run_jobs(
                     broken = err
                 bar.update()
     return results, broken
+
+
+def _numbered(index: int, worker: Callable, *args: Any) -> tuple[int, Any]:
+    """``(index, worker(*args))``: one job of :func:`run_jobs_in_order`."""
+    return index, worker(*args)
+
+
+def run_jobs_in_order(
+    worker: Callable, jobs: Sequence[tuple], n_jobs: int = 1, **options: Any
+) -> tuple[list, BaseException | None]:
+    """:func:`run_jobs` (``options``: its keywords) with the results in the order of ``jobs``
+    rather than of completion, so that a caller's result does not depend on ``n_jobs``. When a
+    worker process died, the results of the jobs that finished, in job order, and the error."""
+    numbered = [(i, worker, *job) for i, job in enumerate(jobs)]
+    results, broken = run_jobs(_numbered, numbered, n_jobs, **options)
+    return [value for _, value in sorted(results, key=lambda r: r[0])], broken

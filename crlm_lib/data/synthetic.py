@@ -106,7 +106,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -115,7 +114,7 @@ from crlm_lib import atomic
 from crlm_lib.config import TCIA_COLLECTION, SynthConfig
 from crlm_lib.data import phantom
 from crlm_lib.data.clinical import COLUMNS, MISSING_CODE
-from crlm_lib.data.parallel import run_jobs
+from crlm_lib.data.parallel import run_jobs, run_jobs_in_order
 from crlm_lib.locks import folder_lock
 
 N_YEARS_ORACLE = 12
@@ -1066,20 +1065,14 @@ def calibration_summary(clinical_df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _indexed(index: int, fn: Callable, *args: Any) -> tuple[int, Any]:
-    """``(index, fn(*args))``: one job of :func:`simulate_many`."""
-    return index, fn(*args)
-
-
 def simulate_many(fn: Callable, jobs: list[tuple], n_jobs: int = 1) -> list:
     """``[fn(*args) for args in jobs]``, computed in ``n_jobs`` processes
-    (``data.parallel.run_jobs``; ``fn`` at module level, its result picklable). Each job
-    seeds its own generator, so the results do not depend on ``n_jobs``."""
-    tasks = [(i, fn, *job) for i, job in enumerate(jobs)]
-    results, broken = run_jobs(_indexed, tasks, n_jobs, desc="simulate", leave=False)
+    (``data.parallel.run_jobs_in_order``; ``fn`` at module level, its result picklable). Each
+    job seeds its own generator, so the results do not depend on ``n_jobs``."""
+    results, broken = run_jobs_in_order(fn, jobs, n_jobs, desc="simulate", leave=False)
     if broken is not None:
         raise SyntheticCohortError(f"a simulation worker process died: {broken}")
-    return [value for _, value in sorted(results, key=lambda r: r[0])]
+    return results
 
 
 def _calibration_of_seed(n_patients: int, seed: int, model: OutcomeModel | str) -> pd.DataFrame:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from crlm_lib.concordance import antolini_c
 from crlm_lib.config import with_options
-from crlm_lib.data.parallel import run_jobs
+from crlm_lib.data.parallel import run_jobs_in_order
 from crlm_lib.evaluation._common import EvaluationError
 from crlm_lib.metrics import MetricWarning
 from crlm_lib.types import PATIENT_ID, Predictions
@@ -292,11 +292,6 @@ def bootstrap_scores(
 POOL_MIN_REPLICATES: int = 2000
 
 
-def _keyed_bootstrap(key: str, pred: pd.DataFrame, train_outcomes: Any, options: Any):
-    """One job of :func:`bootstrap_each` (module level: a spawned worker imports it)."""
-    return key, bootstrap_scores(pred, train_outcomes, options)
-
-
 def bootstrap_each(
     predictions: Mapping[str, pd.DataFrame],
     train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
@@ -309,21 +304,20 @@ def bootstrap_each(
 
     The frames are independent jobs: with ``n_jobs > 1`` and at least
     :data:`POOL_MIN_REPLICATES` replicate evaluations in all they run in a pool of ``n_jobs``
-    processes (``data.parallel.run_jobs``), else one after the other here. The numbers do not
+    processes (``data.parallel.run_jobs_in_order``), else one after the other here. The numbers do not
     depend on ``n_jobs``: every frame's draws come from ``options.seed`` alone. In a pool,
     ``options.metric_fn`` must be picklable (a module-level function or a
     ``functools.partial`` of one, not a lambda) and ``options.cache`` is not shared back.
     """
     opts = options or BootstrapOptions()
-    jobs = [(key, pred, train_outcomes, opts) for key, pred in predictions.items()]
+    jobs = [(pred, train_outcomes, opts) for pred in predictions.values()]
     pooled = n_jobs > 1 and len(jobs) > 1 and len(jobs) * opts.n_boot >= POOL_MIN_REPLICATES
-    results, broken = run_jobs(
-        _keyed_bootstrap, jobs, n_jobs if pooled else 1, desc=desc, leave=False
+    results, broken = run_jobs_in_order(
+        bootstrap_scores, jobs, n_jobs if pooled else 1, desc=desc, leave=False
     )
     if broken is not None:
         raise EvaluationError(f"a bootstrap worker process died ({desc}): {broken}")
-    scored = dict(results)
-    return {key: scored[key] for key in predictions}
+    return dict(zip(predictions, results, strict=True))
 
 
 def paired_difference(
