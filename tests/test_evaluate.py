@@ -289,6 +289,46 @@ def test_bootstrap_each_gives_the_same_numbers_in_a_process_pool(monkeypatch):
     assert spawned == [2, 1]
 
 
+def test_replicates_taken_from_validated_predictions_give_the_same_numbers():
+    """``predictions_in``: a replicate is ``Predictions.take`` of the frame validated once,
+    with exactly the numbers of slicing and validating the frame in every replicate."""
+    from functools import partial
+
+    cohort = simulate_cohort(60, seed=5)
+    frames = {
+        name: ev.fit_predict_anchor(name, cohort, cohort.ids[:40], cohort.ids[40:])
+        for name in ("fong", "oracle", "cox")
+    }
+    # a frame whose probability columns sit in separate blocks (built column by column)
+    split = pd.DataFrame({"patient_id": frames["cox"]["patient_id"]})
+    for col in frames["cox"].columns.drop("patient_id"):
+        split[col] = frames["cox"][col].to_numpy()
+    frames["blocks"] = split
+    train = M.TrainingOutcomes(cohort.outcomes.loc[cohort.ids[:40]])
+    for metric in (partial(B.head_metrics, horizons=(1.0, 3.0)), partial(B.harrell_metrics)):
+        for frame in frames.values():
+            kw = {"n_boot": 25, "seed": 2, "metric_fn": metric}
+            sliced = ev.bootstrap_scores(frame, train, **kw)
+            taken = ev.bootstrap_scores(frame, train, **kw, predictions_in=True)
+            pd.testing.assert_frame_equal(taken, sliced, check_exact=True)
+        kw = {"n_boot": 25, "seed": 2, "metric_fn": metric}
+        paired = ev.paired_difference(frames["cox"], frames["fong"], train, **kw)
+        paired_taken = ev.paired_difference(
+            frames["cox"], frames["fong"], train, **kw, predictions_in=True
+        )
+        pd.testing.assert_frame_equal(paired_taken, paired, check_exact=True)
+    rows = np.array([3, 3, 0, 7, 19])
+    for frame in frames.values():
+        whole = Predictions.from_frame(frame)
+        taken = whole.take(rows)
+        again = Predictions.from_frame(frame.iloc[rows].reset_index(drop=True))
+        pd.testing.assert_frame_equal(taken.frame, again.frame)
+        for name in ("survival_pmf", "recurrence_cdf"):
+            a, b = getattr(taken, name), getattr(again, name)
+            assert np.array_equal(a, b) and a.flags.f_contiguous == b.flags.f_contiguous
+            assert not a.flags.writeable
+
+
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
     from crlm_lib.evaluation import ABLATION_ROWS
     from crlm_lib.models import build_model

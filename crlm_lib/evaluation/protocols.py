@@ -281,7 +281,10 @@ def run_paper_protocol(
     for task in tasks:  # read back from the run folder when it has one
         preds[task.spec.key] = fit_task(task, cohort, prof)[0]
     boot = BootstrapOptions(
-        n_boot=n_boot, seed=seed, metric_fn=partial(head_metrics, horizons=horizons)
+        n_boot=n_boot,
+        seed=seed,
+        metric_fn=partial(head_metrics, horizons=horizons),
+        predictions_in=True,
     )
     scored = bootstrap_each(preds, train_out, boot, n_jobs=prof.n_jobs, desc="paper protocol")
     for task in tasks:
@@ -332,6 +335,7 @@ def split_controls(
         "n_boot": setup.n_boot,
         "seed": seed,
         "metric_fn": lambda p, t: harrell_metrics(p, t),
+        "predictions_in": True,
     }
     diffs = []
     for key, pred in predictions.items():
@@ -464,7 +468,8 @@ def run_cv_protocol(
     if base is not None:
         _write_calibrations(setup, base / protocol)
     memo: dict = {}  # one metric_fn, train_outcomes and seed: replicate values are shared
-    boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo}
+    boot = {"n_boot": setup.n_boot, "seed": seed, "metric_fn": metric_fn, "cache": memo,
+            "predictions_in": True}  # fmt: skip
     boot["interval"], boot["n_patients"] = opts.interval, len(cohort.ids)
     # the controls' rows and differences report Harrell's C only (cheap: no IPCW per
     # permutation), with their own memo since the metric function differs
