@@ -188,18 +188,23 @@ class Predictions:
         """Rows ``rows`` (positions; repeats allowed), validated by being this table's rows.
 
         The frame is ``frame.iloc[rows]`` with a fresh index; the probability arrays are this
-        table's rows in this table's memory layout, which is the layout validating that frame
-        would give (same block structure), so every metric sums in the same order and gives
-        the same value. What a bootstrap replicate scores, without re-reading and re-checking
-        24 columns per replicate.
+        table's rows in the memory layout that validating that frame would give (pandas'
+        layout for this frame's blocks, probed once on two rows), so every metric sums in the
+        same order and gives the same value. What a bootstrap replicate scores, without
+        re-reading and re-checking 24 columns per replicate.
         """
         sub = object.__new__(Predictions)
         object.__setattr__(sub, "frame", self.frame.iloc[rows].reset_index(drop=True))
         object.__setattr__(sub, "require_outcomes", self.require_outcomes)
-        for name in ("survival_pmf", "recurrence_cdf"):
-            whole = getattr(self, name)
-            fortran = whole.flags.f_contiguous and not whole.flags.c_contiguous
-            part = np.array(whole[rows], order="F" if fortran else "C")
+        if "_take_orders" not in self.__dict__:
+            probe = self.frame.iloc[[0, 0]] if len(self.frame) else self.frame
+            self.__dict__["_take_orders"] = {
+                name: "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+                for name, cols in (("survival_pmf", SURV_COLS), ("recurrence_cdf", REC_COLS))
+                for a in [probe[cols].to_numpy(np.float64)]
+            }
+        for name, order in self.__dict__["_take_orders"].items():
+            part = np.array(getattr(self, name)[rows], order=order)
             part.flags.writeable = False
             sub.__dict__[name] = part
         return sub

@@ -304,6 +304,9 @@ def test_replicates_taken_from_validated_predictions_give_the_same_numbers():
     for col in frames["cox"].columns.drop("patient_id"):
         split[col] = frames["cox"][col].to_numpy()
     frames["blocks"] = split
+    mixed = frames["cox"].copy()  # one float32 column among the float64 ones
+    mixed[SURV_COLS[0]] = mixed[SURV_COLS[0]].astype(np.float32)
+    frames["mixed dtypes"] = mixed
     train = M.TrainingOutcomes(cohort.outcomes.loc[cohort.ids[:40]])
     for metric in (partial(B.head_metrics, horizons=(1.0, 3.0)), partial(B.harrell_metrics)):
         for frame in frames.values():
@@ -317,8 +320,10 @@ def test_replicates_taken_from_validated_predictions_give_the_same_numbers():
             frames["cox"], frames["fong"], train, **kw, predictions_in=True
         )
         pd.testing.assert_frame_equal(paired_taken, paired, check_exact=True)
-    rows = np.array([3, 3, 0, 7, 19])
+    # the layout validating the rows would give, also when a table of one row is resampled
+    frames["one row"] = frames["cox"].iloc[:1]
     for frame in frames.values():
+        rows = np.array([0, 0, 0]) if len(frame) == 1 else np.array([3, 3, 0, 7, 19])
         whole = Predictions.from_frame(frame)
         taken = whole.take(rows)
         again = Predictions.from_frame(frame.iloc[rows].reset_index(drop=True))
@@ -326,7 +331,7 @@ def test_replicates_taken_from_validated_predictions_give_the_same_numbers():
         for name in ("survival_pmf", "recurrence_cdf"):
             a, b = getattr(taken, name), getattr(again, name)
             assert np.array_equal(a, b) and a.flags.f_contiguous == b.flags.f_contiguous
-            assert not a.flags.writeable
+            assert a.flags.c_contiguous == b.flags.c_contiguous and not a.flags.writeable
 
 
 def test_ablation_base_row_is_image_only_and_both_dis_forms_are_rows():
