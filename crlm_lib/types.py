@@ -180,6 +180,12 @@ class Predictions:
         """Validate ``frame`` and wrap it (no copy, no change)."""
         return cls(frame, require_outcomes=require_outcomes)
 
+    @classmethod
+    def of(cls, predictions: pd.DataFrame | Predictions) -> Predictions:
+        """``predictions`` when it is already a :class:`Predictions` (validated), else
+        :meth:`from_frame` of it: for functions that take either."""
+        return predictions if isinstance(predictions, cls) else cls.from_frame(predictions)
+
     def to_frame(self) -> pd.DataFrame:
         """The frame, unchanged (a copy: :class:`Predictions` is frozen)."""
         return self.frame.copy()
@@ -196,18 +202,22 @@ class Predictions:
         sub = object.__new__(Predictions)
         object.__setattr__(sub, "frame", self.frame.iloc[rows].reset_index(drop=True))
         object.__setattr__(sub, "require_outcomes", self.require_outcomes)
-        if "_take_orders" not in self.__dict__:
-            probe = self.frame.iloc[[0, 0]] if len(self.frame) else self.frame
-            self.__dict__["_take_orders"] = {
-                name: "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-                for name, cols in (("survival_pmf", SURV_COLS), ("recurrence_cdf", REC_COLS))
-                for a in [probe[cols].to_numpy(np.float64)]
-            }
-        for name, order in self.__dict__["_take_orders"].items():
+        for name, order in self._row_layouts.items():
             part = np.array(getattr(self, name)[rows], order=order)
             part.flags.writeable = False
             sub.__dict__[name] = part
         return sub
+
+    @cached_property
+    def _row_layouts(self) -> dict[str, str]:
+        """``{"survival_pmf": order, "recurrence_cdf": order}``: the memory order (``"F"`` or
+        ``"C"``) pandas gives these columns of any two or more of this frame's rows."""
+        probe = self.frame.iloc[[0, 0]] if len(self.frame) else self.frame
+        layouts = {}
+        for name, cols in (("survival_pmf", SURV_COLS), ("recurrence_cdf", REC_COLS)):
+            flags = probe[cols].to_numpy(np.float64).flags
+            layouts[name] = "F" if flags.f_contiguous and not flags.c_contiguous else "C"
+        return layouts
 
     def __len__(self) -> int:
         return len(self.frame)

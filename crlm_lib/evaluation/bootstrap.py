@@ -107,11 +107,6 @@ def percentile_interval(
 MetricFn = Callable[[pd.DataFrame, pd.DataFrame], dict[str, float]]
 
 
-def _validated(pred: pd.DataFrame | Predictions) -> Predictions:
-    """``pred`` as a validated :class:`~crlm_lib.types.Predictions` (as is when it is one)."""
-    return pred if isinstance(pred, Predictions) else Predictions.from_frame(pred)
-
-
 def head_metrics(
     pred: pd.DataFrame | Predictions,
     train_outcomes: pd.DataFrame | Mapping[Any, pd.DataFrame] | None = None,
@@ -136,7 +131,7 @@ def head_metrics(
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
         raise EvaluationError(f"unknown head(s) {sorted(unknown)}")
-    preds = _validated(pred)  # once for both
+    preds = Predictions.of(pred)  # validated once for both
     out = M.all_metrics(
         preds, train_outcomes, rule=rule, horizons=horizons, heads=heads, score=score
     )
@@ -159,7 +154,7 @@ def harrell_metrics(
     for every permutation."""
     from crlm_lib import metrics as M
 
-    preds = _validated(pred)
+    preds = Predictions.of(pred)
     out = {}
     for head in heads:
         time, event = preds.outcomes(head)
@@ -326,9 +321,9 @@ def bootstrap_each(
 
     The frames are independent jobs: with ``n_jobs > 1`` and at least
     :data:`POOL_MIN_REPLICATES` replicate evaluations in all they run in a pool of ``n_jobs``
-    processes (``data.parallel.run_jobs_in_order``), else one after the other here. The numbers do not
-    depend on ``n_jobs``: every frame's draws come from ``options.seed`` alone. In a pool,
-    ``options.metric_fn`` must be picklable (a module-level function or a
+    processes (``data.parallel.run_jobs_in_order``), else one after the other here. The
+    numbers do not depend on ``n_jobs``: every frame's draws come from ``options.seed`` alone.
+    In a pool, ``options.metric_fn`` must be picklable (a module-level function or a
     ``functools.partial`` of one, not a lambda) and ``options.cache`` is not shared back.
     """
     opts = options or BootstrapOptions()

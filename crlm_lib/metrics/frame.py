@@ -91,9 +91,7 @@ def all_metrics(
         (recurrence head: the 3-year risk, :func:`recurrence_free_curve`). Uno's C and the
         IBS use the fixed :data:`HORIZON_YEARS` horizon (:func:`survival_metrics`).
     """
-    preds = predictions_df
-    if not isinstance(preds, Predictions):  # validated once (a caller may pass it validated)
-        preds = Predictions.from_frame(preds)
+    preds = Predictions.of(predictions_df)  # a caller may pass it validated
     df = preds.frame
     unknown = set(heads) - {"os", "dfs"}
     if unknown:
